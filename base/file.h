@@ -1,0 +1,69 @@
+// File access: read-only memory maps for large inputs and atomic writes.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace packd {
+
+// A read-only view of a whole file. Empty files map to an empty span.
+// Movable, not copyable; the bytes stay valid while the object lives.
+class MappedFile {
+ public:
+  static absl::StatusOr<MappedFile> Open(const std::filesystem::path& path);
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile();
+
+  std::span<const uint8_t> bytes() const { return {data_, size_}; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  MappedFile() = default;
+  std::filesystem::path path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Reads a whole (small) file into a string, e.g. config.json.
+absl::StatusOr<std::string> ReadFileToString(const std::filesystem::path& path);
+
+// Writes a file atomically: bytes go to "<path>.tmp-<pid>", which is fsynced and
+// renamed over `path`, and the directory is fsynced. Killed at any moment, the
+// destination either does not exist / keeps its old content, or is complete.
+// Not thread-safe with respect to the same path.
+class AtomicFileWriter {
+ public:
+  static absl::StatusOr<std::unique_ptr<AtomicFileWriter>> Create(
+      const std::filesystem::path& path);
+  ~AtomicFileWriter();  // removes the temporary file if Commit() was not reached
+
+  absl::Status Append(std::span<const uint8_t> bytes);
+  absl::Status Append(std::string_view bytes);
+  uint64_t bytes_written() const { return written_; }
+  // fsync + rename + directory fsync. No further Append() after it.
+  absl::Status Commit();
+
+ private:
+  AtomicFileWriter(std::filesystem::path path, std::filesystem::path tmp, int fd)
+      : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd) {}
+  std::filesystem::path path_, tmp_;
+  int fd_ = -1;
+  uint64_t written_ = 0;
+  bool committed_ = false;
+};
+
+// Writes `bytes` to `path` atomically (see AtomicFileWriter).
+absl::Status WriteFileAtomically(const std::filesystem::path& path, std::string_view bytes);
+
+// fsync()s a directory so that renames inside it are durable.
+absl::Status SyncDirectory(const std::filesystem::path& dir);
+
+}  // namespace packd

@@ -1,0 +1,79 @@
+#include "codec/tensor_codec.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/parallel.h"
+#include "base/status_macros.h"
+
+namespace packd::codec {
+
+uint64_t TensorInfo::elements() const {
+  uint64_t n = 1;
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+  return n;
+}
+
+uint64_t EncodedTensor::encoded_bytes() const {
+  uint64_t n = 0;
+  for (const EncodedComponent& c : components) n += c.bytes.size();
+  return n;
+}
+
+ComponentViews ViewOf(const EncodedTensor& t) {
+  ComponentViews v;
+  for (const EncodedComponent& c : t.components) v.emplace(c.name, c.bytes);
+  return v;
+}
+
+absl::Status TensorDecoder::DecodeAll(std::span<uint8_t> out, int threads) const {
+  const TileGrid& g = grid();
+  if (out.size() != g.elements() * static_cast<uint64_t>(elem_bytes_)) {
+    return absl::InvalidArgumentError(absl::StrCat("output buffer has ", out.size(),
+                                                   " bytes, tensor needs ",
+                                                   g.elements() * elem_bytes_));
+  }
+  const uint64_t tiles = g.tiles();
+  // Enough chunks per thread to balance uneven tiles, few enough to be cheap.
+  const uint64_t chunk = 64;
+  const uint64_t n_chunks = (tiles + chunk - 1) / chunk;
+  std::vector<absl::Status> errors(n_chunks);
+  ParallelFor(n_chunks, threads, [&](size_t begin, size_t end) {
+    for (size_t c = begin; c < end; ++c) {
+      for (uint64_t t = c * chunk; t < std::min(tiles, (c + 1) * chunk); ++t) {
+        const uint64_t off = g.TileBegin(t) * elem_bytes_;
+        const uint64_t len = uint64_t{g.TileSize(t)} * elem_bytes_;
+        absl::Status s = DecodeTile(t, out.subspan(off, len));
+        if (!s.ok()) {
+          errors[c] = std::move(s);
+          break;
+        }
+      }
+    }
+  });
+  for (absl::Status& s : errors) RETURN_IF_ERROR(s);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint8_t>> DecodeTensor(const TensorCodec& codec,
+                                                  const TensorInfo& info,
+                                                  const ComponentViews& components,
+                                                  int threads) {
+  ASSIGN_OR_RETURN(std::unique_ptr<TensorDecoder> decoder,
+                   codec.OpenDecoder(info, components));
+  std::vector<uint8_t> out(info.bytes());
+  RETURN_IF_ERROR(decoder->DecodeAll(out, threads));
+  return out;
+}
+
+absl::StatusOr<std::span<const uint8_t>> GetComponent(const ComponentViews& components,
+                                                      std::string_view codec,
+                                                      std::string_view name) {
+  auto it = components.find(name);
+  if (it == components.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("codec ", std::string(codec), ": missing component '", std::string(name), "'"));
+  }
+  return it->second;
+}
+
+}  // namespace packd::codec

@@ -1,0 +1,52 @@
+// Helpers shared by the tests: the ../shared data folder and tensor generators.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <random>
+#include <vector>
+
+#include "codec/dtype.h"
+
+namespace packd::testing {
+
+// The shared data folder beside the checkout (PACKD_SHARED_DIR, set by ctest,
+// else ../shared relative to the working directory's repository). Tests that
+// need it call RequireSharedDir(), which FAILS the test, naming the path, when
+// it is missing: real-data tests never pass silently.
+std::filesystem::path SharedDir();
+// Returns SharedDir() / relative, or an empty path after recording a fatal
+// failure; use with ASSERT_FALSE(path.empty()).
+std::filesystem::path RequireSharedFile(const std::filesystem::path& relative);
+
+// A fresh empty temporary directory, removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+enum class Distribution {
+  kNormal002,     // N(0, 0.02): trained-weight-like
+  kNormalUnit,    // N(0, 1)
+  kNearOne,       // 1 + N(0, 0.05): norm weights
+  kUniformBits,   // every bit pattern uniformly random (NaNs, Infs included)
+  kWideExponent,  // log-uniform magnitudes over ~60 binades: defeats a 3-bit window
+  kSparse,        // 90% exact zeros, rest N(0, 0.02)
+};
+
+// n elements of `dtype` (F32, F16 or BF16) as little-endian bytes.
+std::vector<uint8_t> RandomTensor(codec::DType dtype, uint64_t n, Distribution d,
+                                  uint64_t seed);
+
+// Float conversions with round-to-nearest-even, NaN preserved as quiet NaN.
+uint16_t FloatToBF16(float f);
+uint16_t FloatToF16(float f);
+
+}  // namespace packd::testing
