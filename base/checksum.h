@@ -1,22 +1,20 @@
-// Content checksums for the container: XXH3-64 of the bytes.
+// Content checksums for the container: XXH3-64 (seed 0).
 #pragma once
 
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace packd {
 
-// XXH3 64-bit hash (seed 0) of `bytes`. Thread-safe.
+// XXH3-64 of `bytes`. Thread-safe.
 uint64_t Checksum64(std::span<const uint8_t> bytes);
+// XXH3-64 of the concatenation of `parts` (streamed; no copy).
+uint64_t Checksum64(const std::vector<std::span<const uint8_t>>& parts);
 
-// Parallel variant for large buffers: hashes fixed 64 MiB chunks with `threads`
-// threads and combines the chunk hashes with XXH3 over their little-endian
-// concatenation. Equals Checksum64 when bytes.size() <= 64 MiB. The container
-// records this value (see codec/FORMAT.md, "Checksums").
-uint64_t ChunkedChecksum64(std::span<const uint8_t> bytes, int threads);
-
-// 16 lower-case hex digits.
+// 16 lower-case hex digits, and back (false on anything else).
 std::string ChecksumHex(uint64_t sum);
+bool ParseChecksumHex(std::string_view hex, uint64_t* sum);
 
 }  // namespace packd

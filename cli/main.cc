@@ -1,13 +1,42 @@
 // The packd command: subcommand dispatch only; the work lives in the libraries.
 #include <cstdio>
-#include <cstring>
-#include <string_view>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "packd: serve LLMs from losslessly compressed weights\n"
+    "\n"
+    "usage: packd <command> [args]\n"
+    "  compress SRC DST [--codec vlc|tiled|none] [--threads N]\n"
+    "                      HF checkpoint dir or GGUF file -> packd model directory\n"
+    "  inspect DIR [--json]  per-tensor table: codec, bits/weight, entropy bound\n"
+    "  verify DIR [--threads N]\n"
+    "                      decode everything, check every checksum (exit 1 on mismatch)\n"
+    "  synth --shape tiny|llama-1b|llama-8b --out DIR [--dtype bf16|f16|f32] [--seed N]\n"
+    "                      write a synthetic Llama-shaped HF checkpoint\n"
+    "  help                this text\n";
+
+}  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: packd <compress|inspect|verify|synth> ...\n");
+    std::fputs(kUsage, stderr);
     return 2;
   }
-  std::fprintf(stderr, "packd: unknown command '%s'\n", argv[1]);
+  const std::string cmd = argv[1];
+  const std::vector<std::string> rest(argv + 2, argv + argc);
+  if (cmd == "compress") return packd::cli::CompressCommand(rest);
+  if (cmd == "inspect") return packd::cli::InspectCommand(rest);
+  if (cmd == "verify") return packd::cli::VerifyCommand(rest);
+  if (cmd == "synth") return packd::cli::SynthCommand(rest);
+  if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  std::fprintf(stderr, "packd: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   return 2;
 }

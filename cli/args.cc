@@ -1,0 +1,60 @@
+#include "cli/args.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace packd::cli {
+
+std::optional<std::string> Args::Get(const std::string& name) const {
+  auto it = flags.find(name);
+  if (it == flags.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::StatusOr<int64_t> Args::GetInt(const std::string& name, int64_t fallback) const {
+  const std::optional<std::string> v = Get(name);
+  if (!v) return fallback;
+  int64_t out;
+  if (!absl::SimpleAtoi(*v, &out)) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " wants an integer, got '", *v, "'"));
+  }
+  return out;
+}
+
+absl::StatusOr<Args> ParseArgs(const std::vector<std::string>& argv,
+                               const std::set<std::string>& value_flags,
+                               const std::set<std::string>& bool_flags) {
+  Args args;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    if (a == "-h" || a == "--help") {
+      args.flags["help"] = "";
+      continue;
+    }
+    if (a.rfind("--", 0) != 0 || a == "--") {
+      args.positional.push_back(a);
+      continue;
+    }
+    std::string name = a.substr(2), value;
+    const size_t eq = name.find('=');
+    const bool inline_value = eq != std::string::npos;
+    if (inline_value) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    }
+    if (value_flags.contains(name)) {
+      if (!inline_value) {
+        if (i + 1 >= argv.size()) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+        value = argv[++i];
+      }
+    } else if (bool_flags.contains(name)) {
+      if (inline_value) return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    }
+    args.flags[name] = value;
+  }
+  return args;
+}
+
+}  // namespace packd::cli

@@ -1,0 +1,30 @@
+// Command-line parsing for the packd subcommands: positionals and --flag VALUE
+// / --flag=VALUE / boolean --flag, with unknown flags rejected by name.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace packd::cli {
+
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> flags;  // name without "--" -> value ("" for booleans)
+
+  std::optional<std::string> Get(const std::string& name) const;
+  bool Has(const std::string& name) const { return flags.contains(name); }
+  // An integer flag, or `fallback` when absent; an error names the flag.
+  absl::StatusOr<int64_t> GetInt(const std::string& name, int64_t fallback) const;
+};
+
+// value_flags take a value; bool_flags do not. "-h"/"--help" become flag "help".
+absl::StatusOr<Args> ParseArgs(const std::vector<std::string>& argv,
+                               const std::set<std::string>& value_flags,
+                               const std::set<std::string>& bool_flags);
+
+}  // namespace packd::cli

@@ -1,0 +1,20 @@
+// Names and lookup of the files of a packd model directory (DESIGN.md §3).
+#pragma once
+
+#include <filesystem>
+
+#include "absl/status/statusor.h"
+
+namespace packd::engine {
+
+// The weights container inside a model directory.
+inline constexpr char kWeightsFileName[] = "model.packd.safetensors";
+// For GGUF sources: every GGUF metadata key/value, typed, as JSON (the
+// tokenizer and hyperparameters travel here so the directory needs no GGUF).
+inline constexpr char kGgufMetadataFileName[] = "gguf_metadata.json";
+
+// `path` may be a model directory or a weights file; returns the weights file,
+// or NotFound saying why `path` is not a packd model directory.
+absl::StatusOr<std::filesystem::path> ResolveWeightsFile(const std::filesystem::path& path);
+
+}  // namespace packd::engine
