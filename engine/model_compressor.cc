@@ -1,7 +1,11 @@
 #include "engine/model_compressor.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
+
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/checksum.h"
 #include "base/file.h"
@@ -42,6 +46,20 @@ absl::Status CheckDestination(const std::filesystem::path& dst) {
         absl::StrCat(dst.string(), " exists and is not empty; choose a new destination"));
   }
   return absl::OkStatus();
+}
+
+// Removes "<dst>.partial-<pid>" directories left by killed runs (their pid no
+// longer exists), so that interrupted runs do not accumulate garbage.
+void RemoveStalePartials(const std::filesystem::path& dst) {
+  const std::string prefix = dst.filename().string() + ".partial-";
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dst.parent_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    int pid = 0;
+    if (!absl::SimpleAtoi(name.substr(prefix.size()), &pid) || pid <= 0) continue;
+    if (::kill(pid, 0) != 0 && errno == ESRCH) std::filesystem::remove_all(e.path(), ec);
+  }
 }
 
 }  // namespace
@@ -93,6 +111,7 @@ absl::StatusOr<CompressReport> CompressModel(const std::filesystem::path& src,
 
   std::filesystem::path dst_abs = std::filesystem::absolute(dst).lexically_normal();
   if (dst_abs.filename().empty()) dst_abs = dst_abs.parent_path();  // "out/" -> "out"
+  RemoveStalePartials(dst_abs);
   std::filesystem::path partial = dst_abs;
   partial += absl::StrCat(".partial-", ::getpid());
   std::error_code ec;

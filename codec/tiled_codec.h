@@ -1,0 +1,116 @@
+// The "tiled" codec: a fixed-length 3-bit exponent code with escapes, laid out
+// so that any tile is found in O(1) and decoded branch-free (codec/FORMAT-tiled.md).
+//
+// Per tensor a window of 7 consecutive exponent values [base, base + 6] is
+// chosen to cover the most elements. Each element gets a 3-bit code c: c in
+// 1..7 means exponent = base + c - 1, c = 0 is an escape whose exponent is
+// stored as one byte in the "escapes" component. Codes are stored as three
+// 64-bit bitplanes per group of 64 elements; sign and mantissa are kept raw in
+// the rest plane (codec/rest_plane.h). For bf16 N(0, 0.02) weights that is
+// 11.23 bits/weight, 0.69 above the order-0 bound, in exchange for a decode of
+// a few integer ops per weight with no table and no serial dependency.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "codec/dtype.h"
+#include "codec/tensor_codec.h"
+#include "codec/tile_grid.h"
+
+namespace packd::codec {
+
+// Format constants of version 1 (see codec/FORMAT-tiled.md).
+inline constexpr uint16_t kTiledFormatVersion = 1;
+inline constexpr uint32_t kTiledCodeWidth = 3;   // bits per code, header field
+inline constexpr uint32_t kTiledGroupSize = 64;  // elements per bitplane word
+// 512: offsets cost 0.0625 bits/weight, a tile decodes to 1 KiB of bf16, and
+// it divides most LLM hidden sizes (codec/FORMAT-tiled.md).
+inline constexpr uint32_t kTiledDefaultTileCols = 512;
+inline constexpr uint64_t kTiledHeaderBytes = 32;
+inline constexpr uint64_t kTiledGroupBytes = kTiledCodeWidth * 8;  // 3 planes x u64
+
+// The codec registered as "tiled" (static, stateless, thread-safe).
+const TensorCodec& TiledCodec();
+
+// Encode with an explicit tile width (a non-zero multiple of 64; TiledCodec()
+// uses kTiledDefaultTileCols). Runs on `threads` threads (<= 0: all).
+absl::StatusOr<EncodedTensor> EncodeTiled(const TensorInfo& info, std::span<const uint8_t> raw,
+                                          int threads, uint32_t tile_cols = kTiledDefaultTileCols);
+
+// Which decode kernel to run. kAuto picks the AVX-512 (F/BW/VBMI/VBMI2) kernel
+// when the CPU has it, else the portable scalar one; tests force each.
+enum class TiledKernel { kAuto, kScalar, kAvx512 };
+bool TiledAvx512Supported();
+
+// Raw pointers to everything needed to decode one tile, for a matmul that
+// decodes tiles into its own buffers. Obtained from TiledDecoder::Tile(), which
+// has validated the pointers against the component sizes: it is only valid
+// while the ComponentViews the decoder was opened on are alive. Plain data,
+// freely copied and used from any thread.
+struct TiledTileView {
+  FloatFormat format;
+  uint64_t tile = 0;        // index, for error messages
+  uint64_t first = 0;       // flat index of the tile's first element
+  uint32_t size = 0;        // elements in the tile
+  uint8_t window_base = 0;  // code c in 1..7 means exponent window_base + c - 1
+  // ceil(size / 64) groups of 24 bytes: planes 0, 1, 2 as little-endian u64;
+  // bit k of plane p is bit p of the code of element 64 * group + k.
+  const uint8_t* codes = nullptr;
+  // escape_count exponent bytes, in element order, for the code-0 elements.
+  const uint8_t* escapes = nullptr;
+  uint32_t escape_count = 0;
+  // The whole tensor's rest plane; element i's rest is at bit i * rest_bits.
+  // bf16: rest byte of element first + k is rest_plane[first + k].
+  std::span<const uint8_t> rest_plane;
+};
+
+// Decodes a view into out (size * elem_bytes raw little-endian bytes of the
+// original dtype; bf16 tensors give bf16). First checks that the tile's number
+// of code-0 elements equals escape_count (DataLossError naming the tile
+// otherwise), so a hostile file never makes it read out of bounds. Thread-safe.
+absl::Status DecodeTiledTile(const TiledTileView& view, std::span<uint8_t> out,
+                             TiledKernel kernel = TiledKernel::kAuto);
+
+// The decoder TiledCodec().OpenDecoder returns; engine code that wants tile
+// views opens it directly. All const methods are thread-safe.
+class TiledDecoder final : public TensorDecoder {
+ public:
+  // Validates every component against `info` in O(tiles + escapes) (see
+  // TensorCodec::OpenDecoder). kernel = kAvx512 on a CPU without it is an
+  // error (FailedPrecondition). The views must outlive the decoder.
+  static absl::StatusOr<std::unique_ptr<TiledDecoder>> Open(
+      const TensorInfo& info, const ComponentViews& components,
+      TiledKernel kernel = TiledKernel::kAuto);
+
+  const TileGrid& grid() const override { return grid_; }
+  absl::Status DecodeTile(uint64_t tile, std::span<uint8_t> out) const override;
+  absl::Status DecodeAll(std::span<uint8_t> out, int threads) const override;
+
+  // The raw view of tile t < grid().tiles() (OutOfRange otherwise). O(1).
+  absl::StatusOr<TiledTileView> Tile(uint64_t t) const;
+  uint8_t window_base() const { return window_base_; }
+  uint64_t escape_total() const { return escapes_.size(); }
+
+ private:
+  TiledDecoder(const FloatFormat& format, int elem_bytes)
+      : TensorDecoder(elem_bytes), format_(format) {}
+  TiledTileView ViewUnchecked(uint64_t t) const;
+
+  FloatFormat format_;
+  TileGrid grid_;
+  TiledKernel kernel_ = TiledKernel::kScalar;  // resolved, never kAuto
+  uint8_t window_base_ = 0;
+  uint64_t tiles_per_row_ = 0;
+  uint64_t groups_per_full_tile_ = 0;
+  uint64_t groups_per_row_ = 0;
+  std::span<const uint8_t> codes_;
+  std::span<const uint8_t> escapes_;
+  std::span<const uint8_t> escape_offsets_;  // (tiles + 1) little-endian u32
+  std::span<const uint8_t> rest_;
+};
+
+}  // namespace packd::codec

@@ -1,0 +1,910 @@
+#include "codec/vlc_codec.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define PACKD_VLC_X86 1
+#endif
+
+#include "absl/strings/str_cat.h"
+#include "base/parallel.h"
+#include "base/status_macros.h"
+#include "codec/histogram.h"
+#include "codec/rest_plane.h"
+
+namespace packd::codec {
+
+namespace {
+
+// ---- Format constants (codec/FORMAT-vlc.md).
+
+constexpr char kName[] = "vlc";
+constexpr uint8_t kMagic[4] = {'P', 'K', 'V', 'L'};
+constexpr uint16_t kVersion = 1;
+constexpr size_t kFixedHeaderBytes = 40;  // followed by 2^exp_bits code lengths
+constexpr uint8_t kModeHuffman = 0;
+constexpr uint8_t kModeConstant = 1;
+// Longest code any version-1 stream may use; the decode tables always have
+// 2^kTableBits entries, so one peek of kTableBits bits decodes >= 1 symbol.
+constexpr int kTableBits = 11;
+constexpr uint32_t kTableSize = 1u << kTableBits;
+constexpr uint32_t kTableMask = kTableSize - 1;
+// Bytes after the last tile's bitstream in "codes", so that a decoder may load
+// 8 bytes at any byte position <= the end of any tile.
+constexpr size_t kCodesPadding = 8;
+
+// DecodeAll outputs at least this large are written with non-temporal stores:
+// far beyond this core's L2 (1 MiB on Zen 4), they would be evicted before
+// anyone reads them, and streaming skips reading each line in first.
+constexpr uint64_t kStreamingBytes = uint64_t{8} << 20;
+
+std::atomic<bool> g_force_scalar{false};
+
+// Run-time dispatch: the AVX-512 joins and the BMI2 build of the bitstream
+// loop are used when the CPU has them, unless tests force the portable code.
+bool UseAvx512() {
+#ifdef PACKD_VLC_X86
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vbmi");
+  return has && !g_force_scalar.load(std::memory_order_relaxed);
+#else
+  return false;
+#endif
+}
+
+bool UseBmi2() {
+#ifdef PACKD_VLC_X86
+  static const bool has = __builtin_cpu_supports("bmi2");
+  return has && !g_force_scalar.load(std::memory_order_relaxed);
+#else
+  return false;
+#endif
+}
+
+absl::Status Corrupt(std::string_view component, std::string_view what) {
+  return absl::DataLossError(
+      absl::StrCat("vlc: component '", std::string(component), "': ", std::string(what)));
+}
+
+inline uint64_t LoadLE(const uint8_t* p, int bytes) {
+  uint64_t v = 0;
+  for (int b = 0; b < bytes; ++b) v |= uint64_t{p[b]} << (8 * b);
+  return v;
+}
+inline void StoreLE(uint8_t* p, uint64_t v, int bytes) {
+  for (int b = 0; b < bytes; ++b) p[b] = static_cast<uint8_t>(v >> (8 * b));
+}
+inline uint64_t Load64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);  // little-endian host (x86-64, aarch64)
+  return v;
+}
+inline uint32_t LoadElement(const uint8_t* p, int elem_bytes) {
+  return static_cast<uint32_t>(LoadLE(p, elem_bytes));
+}
+
+// ---- Code construction.
+
+// Lengths of an optimal prefix code with no code longer than `limit` for the
+// symbols with nonzero counts (package-merge; Larmore & Hirschberg 1990).
+// Requires 2 <= nonzero symbols <= 2^limit. The result is a complete code
+// (Kraft sum exactly 1), which the decoder relies on: every table index then
+// decodes to a symbol.
+std::vector<uint8_t> LimitedCodeLengths(std::span<const uint64_t> counts, int limit) {
+  struct Node {
+    uint64_t weight;
+    int symbol;  // >= 0 for a leaf
+    int left, right;
+  };
+  std::vector<Node> nodes;
+  std::vector<int> leaves;
+  for (size_t s = 0; s < counts.size(); ++s) {
+    if (counts[s] == 0) continue;
+    leaves.push_back(static_cast<int>(nodes.size()));
+    nodes.push_back({counts[s], static_cast<int>(s), -1, -1});
+  }
+  std::stable_sort(leaves.begin(), leaves.end(),
+                   [&](int a, int b) { return nodes[a].weight < nodes[b].weight; });
+  std::vector<int> list = leaves;
+  for (int level = 1; level < limit; ++level) {
+    std::vector<int> packages;
+    for (size_t i = 0; i + 1 < list.size(); i += 2) {
+      packages.push_back(static_cast<int>(nodes.size()));
+      nodes.push_back(
+          {nodes[list[i]].weight + nodes[list[i + 1]].weight, -1, list[i], list[i + 1]});
+    }
+    std::vector<int> merged;
+    merged.reserve(leaves.size() + packages.size());
+    std::merge(leaves.begin(), leaves.end(), packages.begin(), packages.end(),
+               std::back_inserter(merged),
+               [&](int a, int b) { return nodes[a].weight < nodes[b].weight; });
+    list = std::move(merged);
+  }
+  std::vector<uint8_t> lengths(counts.size(), 0);
+  std::vector<int> stack;
+  const size_t take = 2 * leaves.size() - 2;
+  for (size_t i = 0; i < take; ++i) {
+    stack.push_back(list[i]);
+    while (!stack.empty()) {
+      const Node& n = nodes[stack.back()];
+      stack.pop_back();
+      if (n.symbol >= 0) {
+        ++lengths[n.symbol];
+      } else {
+        stack.push_back(n.left);
+        stack.push_back(n.right);
+      }
+    }
+  }
+  return lengths;
+}
+
+inline uint32_t ReverseBits(uint32_t v, int n) {
+  uint32_t r = 0;
+  for (int i = 0; i < n; ++i) r |= ((v >> i) & 1u) << (n - 1 - i);
+  return r;
+}
+
+// Canonical codes (the DEFLATE rule): shorter codes first, codes of one length
+// consecutive in symbol order. Returns each symbol's code bit-reversed, i.e.
+// as it is laid out LSB-first in the stream (first code bit = lowest bit).
+std::vector<uint32_t> CanonicalStreamCodes(std::span<const uint8_t> lengths) {
+  std::array<uint32_t, kTableBits + 2> count{}, next{};
+  for (uint8_t l : lengths) ++count[l];
+  count[0] = 0;
+  uint32_t code = 0;
+  for (int bits = 1; bits <= kTableBits; ++bits) {
+    code = (code + count[bits - 1]) << 1;
+    next[bits] = code;
+  }
+  std::vector<uint32_t> codes(lengths.size(), 0);
+  for (size_t s = 0; s < lengths.size(); ++s) {
+    if (lengths[s] != 0) codes[s] = ReverseBits(next[lengths[s]]++, lengths[s]);
+  }
+  return codes;
+}
+
+// ---- Decode tables.
+
+// multi[i]: every symbol that the next kTableBits stream bits (i, LSB-first)
+// fully determine, up to 4: bits 0-3 the bits they use, bits 6-8 how many
+// (1..4), bits 32-63 the symbols (first in the low byte). The length sits in
+// the low bits so that the shift that consumes it (which masks its count to
+// 6 bits) takes the entry as is: load -> shift is the loop's critical path.
+// single[i]: the first symbol (bits 0-7) and its length (bits 8-11).
+struct DecodeTables {
+  alignas(64) std::array<uint64_t, kTableSize> multi;  // 16 KiB
+  alignas(64) std::array<uint16_t, kTableSize> single;
+};
+
+// `lengths` must describe a complete prefix code with lengths <= kTableBits.
+void BuildTables(std::span<const uint8_t> lengths, DecodeTables& t) {
+  const std::vector<uint32_t> codes = CanonicalStreamCodes(lengths);
+  for (size_t s = 0; s < lengths.size(); ++s) {
+    const int l = lengths[s];
+    if (l == 0) continue;
+    for (uint32_t hi = 0; hi < (1u << (kTableBits - l)); ++hi) {
+      t.single[codes[s] | (hi << l)] = static_cast<uint16_t>(s | (l << 8));
+    }
+  }
+  for (uint32_t i = 0; i < kTableSize; ++i) {
+    uint64_t symbols = 0;
+    uint32_t bits = 0, n = 0;
+    while (n < 4) {
+      const uint32_t s = t.single[i >> bits];
+      const uint32_t l = s >> 8;
+      if (bits + l > kTableBits) break;
+      symbols |= uint64_t{s & 0xff} << (8 * n);
+      bits += l;
+      ++n;
+    }
+    t.multi[i] = (symbols << 32) | bits | (n << 6);
+  }
+}
+
+// ---- Bitstream decoding of one or several tiles.
+
+// One tile's stream: bits [pos, end) of "codes", n exponents to [out, out_end).
+struct Stream {
+  uint64_t pos;
+  uint64_t end;
+  uint8_t* out;
+  uint8_t* out_end;
+};
+
+// Symbols that one Step may write (5 lookups of <= 4), including the bytes
+// that a 4-byte store writes past the last decoded symbol.
+constexpr int kStepRoom = 20;
+
+// Five table lookups (<= 55 bits, within the 57 valid bits of one load).
+// Requires pos <= the tile's end (so the 8-byte load stays inside codes'
+// padding) and kStepRoom bytes of room at out.
+// State is passed as scalars, not a Stream&: the byte stores through `out`
+// may alias any memory, so state kept in memory would be reloaded after each.
+__attribute__((always_inline)) inline void Step(const uint8_t* codes, const uint64_t* multi,
+                                                uint64_t& pos, uint8_t*& out) {
+  uint64_t buf = Load64(codes + (pos >> 3)) >> (pos & 7);
+  uint32_t used = 0;
+  for (int k = 0; k < 5; ++k) {
+    const uint64_t e = multi[buf & kTableMask];
+    const uint32_t syms = static_cast<uint32_t>(e >> 32);
+    std::memcpy(out, &syms, 4);  // bytes beyond the count are overwritten later
+    out += (e >> 6) & 7;
+    buf >>= e & 63;  // = the length: bits 4-5 are zero
+    used += e & 15;
+  }
+  pos += used;
+}
+
+// Decodes K streams in lockstep while all can take a 5-lookup step: the K
+// dependency chains (load -> table -> shift) overlap, which is where the
+// speed of DecodeAll comes from.
+template <int K>
+__attribute__((always_inline)) inline void DecodeLockstepBody(const uint8_t* codes,
+                                                              const uint64_t* multi, Stream* s) {
+  uint64_t pos[K], end[K];
+  uint8_t* out[K];
+  uint8_t* out_end[K];
+  for (int k = 0; k < K; ++k) {
+    pos[k] = s[k].pos;
+    end[k] = s[k].end;
+    out[k] = s[k].out;
+    out_end[k] = s[k].out_end;
+  }
+  for (;;) {
+    bool ok = true;
+#pragma unroll
+    for (int k = 0; k < K; ++k) ok &= (out_end[k] - out[k] >= kStepRoom) & (pos[k] <= end[k]);
+    if (!ok) break;
+#pragma unroll
+    for (int k = 0; k < K; ++k) Step(codes, multi, pos[k], out[k]);
+  }
+  for (int k = 0; k < K; ++k) {
+    s[k].pos = pos[k];
+    s[k].out = out[k];
+  }
+}
+
+// The same code compiled twice: with BMI2 (shrx/bzhi take the shift count in
+// any register, no flags) and portable.
+template <int K>
+#ifdef PACKD_VLC_X86
+__attribute__((target("bmi2")))
+#endif
+void DecodeLockstepBmi2(const uint8_t* codes, const uint64_t* multi, Stream* s) {
+  DecodeLockstepBody<K>(codes, multi, s);
+}
+template <int K>
+void DecodeLockstepPortable(const uint8_t* codes, const uint64_t* multi, Stream* s) {
+  DecodeLockstepBody<K>(codes, multi, s);
+}
+template <int K>
+void DecodeLockstep(bool bmi2, const uint8_t* codes, const uint64_t* multi, Stream* s) {
+  (bmi2 ? DecodeLockstepBmi2<K> : DecodeLockstepPortable<K>)(codes, multi, s);
+}
+
+enum class StreamResult { kOk, kOverrun, kTrailing };
+
+// Finishes one stream. Never loads unless pos <= end.
+StreamResult FinishStream(bool bmi2, const uint8_t* codes, const DecodeTables& t, Stream& s) {
+  DecodeLockstep<1>(bmi2, codes, t.multi.data(), &s);
+  while (s.out_end - s.out >= 4 && s.pos <= s.end) {
+    const uint64_t e = t.multi[(Load64(codes + (s.pos >> 3)) >> (s.pos & 7)) & kTableMask];
+    const uint32_t syms = static_cast<uint32_t>(e >> 32);
+    std::memcpy(s.out, &syms, 4);
+    s.out += (e >> 6) & 7;
+    s.pos += e & 15;
+  }
+  while (s.out < s.out_end && s.pos <= s.end) {
+    const uint32_t e = t.single[(Load64(codes + (s.pos >> 3)) >> (s.pos & 7)) & kTableMask];
+    *s.out++ = static_cast<uint8_t>(e);
+    s.pos += e >> 8;
+  }
+  if (s.out < s.out_end || s.pos > s.end) return StreamResult::kOverrun;
+  if (s.end - s.pos >= 8) return StreamResult::kTrailing;
+  return StreamResult::kOk;
+}
+
+// ---- Joining exponents with the rest plane.
+//
+// Join*(exps, rest, n, out) writes n elements to out from exps[0..n) and the
+// rest bytes of the same elements. exps may be a separate buffer or lie in
+// place in the last n bytes of out (out + n * (elem_bytes - 1)): every loop
+// reads a chunk's exponents before storing it, and a chunk of c elements at k
+// stores bytes [k*eb, (k+c)*eb) <= (eb-1)*n + k + c, the next chunk's first
+// exponent (since k + c <= n). `stream` (AVX-512 only, separate exps only)
+// uses non-temporal stores for outputs that will not be read back soon.
+
+// Four bytes to the low bytes of four 16-bit lanes.
+inline uint64_t SpreadBytes(uint32_t x) {
+  uint64_t v = (x | (uint64_t{x} << 16)) & 0x0000FFFF0000FFFFull;
+  return (v | (v << 8)) & 0x00FF00FF00FF00FFull;
+}
+
+// Portable: 8 elements per step in 64-bit lanes.
+void JoinBF16Scalar(const uint8_t* exps, const uint8_t* rest, uint64_t n, uint8_t* out) {
+  uint64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    const uint64_t e8 = Load64(exps + k), r8 = Load64(rest + k);
+    for (int half = 0; half < 2; ++half) {
+      const uint64_t e = SpreadBytes(static_cast<uint32_t>(e8 >> (32 * half)));
+      const uint64_t r = SpreadBytes(static_cast<uint32_t>(r8 >> (32 * half)));
+      const uint64_t v =
+          ((r & 0x0080008000800080ull) << 8) | (e << 7) | (r & 0x007F007F007F007Full);
+      std::memcpy(out + 2 * k + 8 * half, &v, 8);
+    }
+  }
+  for (; k < n; ++k) {
+    const uint32_t r = rest[k], e = exps[k];
+    const uint32_t v = ((r & 0x80) << 8) | (e << 7) | (r & 0x7f);
+    out[2 * k] = static_cast<uint8_t>(v);
+    out[2 * k + 1] = static_cast<uint8_t>(v >> 8);
+  }
+}
+
+#ifdef PACKD_VLC_X86
+// Elements in a scalar head so that out + eb * head is 64-byte aligned, or n
+// when it can never be (out not a multiple of eb).
+inline uint64_t AlignHead(const uint8_t* out, int eb, uint64_t n) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(out);
+  if (a % eb != 0) return n;
+  return std::min<uint64_t>(n, ((64 - a % 64) % 64) / eb);
+}
+
+// Chunks of 32 elements.
+__attribute__((target("avx512f,avx512bw"))) void JoinBF16Avx512(const uint8_t* exps,
+                                                                const uint8_t* rest, uint64_t n,
+                                                                uint8_t* out, bool stream) {
+  const __m512i m7f = _mm512_set1_epi16(0x7f);
+  const __m512i sign = _mm512_set1_epi16(static_cast<short>(0x8000));
+  uint64_t k = 0;
+  if (stream) {
+    k = AlignHead(out, 2, n);
+    JoinBF16Scalar(exps, rest, k, out);
+  }
+  for (; k + 32 <= n; k += 32) {
+    const __m512i e = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(exps + k)));
+    const __m512i r = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(rest + k)));
+    const __m512i hi = _mm512_and_si512(_mm512_slli_epi16(r, 8), sign);
+    // (e << 7) | hi | (r & 0x7f): ternary logic A | (B & C).
+    const __m512i v =
+        _mm512_ternarylogic_epi32(_mm512_or_si512(_mm512_slli_epi16(e, 7), hi), r, m7f, 0xF8);
+    if (stream) {
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(out + 2 * k), v);
+    } else {
+      _mm512_storeu_si512(out + 2 * k, v);
+    }
+  }
+  JoinBF16Scalar(exps + k, rest + k, n - k, out + 2 * k);
+}
+
+#endif  // PACKD_VLC_X86
+
+// fp32: rest is 3 bytes per element, sign in bit 23.
+void JoinF32Scalar(const uint8_t* exps, const uint8_t* rest, uint64_t n, uint8_t* out) {
+  for (uint64_t k = 0; k < n; ++k) {
+    const uint32_t r =
+        rest[3 * k] | (uint32_t{rest[3 * k + 1]} << 8) | (uint32_t{rest[3 * k + 2]} << 16);
+    const uint32_t v = ((r >> 23) << 31) | (uint32_t{exps[k]} << 23) | (r & 0x7fffff);
+    StoreLE(out + 4 * k, v, 4);
+  }
+}
+
+#ifdef PACKD_VLC_X86
+// Chunks of 16 elements; VBMI spreads 3-byte rests into 32-bit lanes.
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void JoinF32Avx512(const uint8_t* exps,
+                                                                          const uint8_t* rest,
+                                                                          uint64_t n, uint8_t* out,
+                                                                          bool stream) {
+  // Byte 4j+b of lane j <- rest byte 3j+b (b < 3); byte 3 is zeroed by the mask.
+  alignas(64) uint8_t idx[64];
+  for (int j = 0; j < 16; ++j) {
+    for (int b = 0; b < 4; ++b) idx[4 * j + b] = static_cast<uint8_t>(b < 3 ? 3 * j + b : 0);
+  }
+  const __m512i perm = _mm512_load_si512(idx);
+  const __mmask64 keep = 0x7777777777777777ull;
+  const __m512i mant = _mm512_set1_epi32(0x7fffff);
+  const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  uint64_t k = 0;
+  if (stream) {
+    k = AlignHead(out, 4, n);
+    JoinF32Scalar(exps, rest, k, out);
+  }
+  for (; k + 16 <= n; k += 16) {
+    // Masked load: touches only the 48 bytes of these 16 elements.
+    const __m512i raw = _mm512_maskz_loadu_epi8(0xffffffffffffull, rest + 3 * k);
+    const __m512i r = _mm512_maskz_permutexvar_epi8(keep, perm, raw);
+    const __m512i e = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(exps + k)));
+    const __m512i hi = _mm512_and_si512(_mm512_slli_epi32(r, 8), sign);
+    const __m512i v =
+        _mm512_ternarylogic_epi32(_mm512_or_si512(_mm512_slli_epi32(e, 23), hi), r, mant, 0xF8);
+    if (stream) {
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(out + 4 * k), v);
+    } else {
+      _mm512_storeu_si512(out + 4 * k, v);
+    }
+  }
+  JoinF32Scalar(exps + k, rest + 3 * k, n - k, out + 4 * k);
+}
+
+#endif  // PACKD_VLC_X86
+
+#ifndef PACKD_VLC_X86  // never called: UseAvx512() is false
+void JoinBF16Avx512(const uint8_t* exps, const uint8_t* rest, uint64_t n, uint8_t* out, bool) {
+  JoinBF16Scalar(exps, rest, n, out);
+}
+void JoinF32Avx512(const uint8_t* exps, const uint8_t* rest, uint64_t n, uint8_t* out, bool) {
+  JoinF32Scalar(exps, rest, n, out);
+}
+#endif
+
+// fp16: 11-bit rests at bit (first + k) * 11 of the plane (sign in bit 10).
+void JoinF16Scalar(const uint8_t* exps, std::span<const uint8_t> plane, uint64_t first, uint64_t n,
+                   uint8_t* out) {
+  for (uint64_t k = 0; k < n; ++k) {
+    const uint64_t bit = (first + k) * 11;
+    const uint64_t byte = bit >> 3;
+    const int avail = static_cast<int>(std::min<uint64_t>(4, plane.size() - byte));
+    const uint32_t r =
+        static_cast<uint32_t>(LoadLE(plane.data() + byte, avail) >> (bit & 7)) & 0x7ff;
+    const uint32_t v = ((r >> 10) << 15) | (uint32_t{exps[k]} << 10) | (r & 0x3ff);
+    out[2 * k] = static_cast<uint8_t>(v);
+    out[2 * k + 1] = static_cast<uint8_t>(v >> 8);
+  }
+}
+
+// Orders non-temporal stores before later stores (the thread-pool join).
+void StoreFence() {
+#ifdef PACKD_VLC_X86
+  _mm_sfence();
+#endif
+}
+
+// ---- The decoder.
+
+struct Header {
+  uint8_t mode = 0;
+  uint8_t max_code_len = 0;
+  uint8_t const_symbol = 0;
+  uint8_t offset_bytes = 4;
+  uint64_t rows = 0, cols = 0;
+  uint32_t tile_cols = 0;
+};
+
+class VlcDecoder final : public TensorDecoder {
+ public:
+  VlcDecoder(const FloatFormat& f, const TileGrid& grid, const Header& h,
+             std::span<const uint8_t> offsets, std::span<const uint8_t> codes,
+             std::span<const uint8_t> rest, std::unique_ptr<DecodeTables> tables)
+      : TensorDecoder(f.elem_bytes),
+        f_(f),
+        grid_(grid),
+        h_(h),
+        offsets_(offsets),
+        codes_(codes),
+        rest_(rest),
+        tables_(std::move(tables)) {}
+
+  const TileGrid& grid() const override { return grid_; }
+
+  absl::Status DecodeTile(uint64_t tile, std::span<uint8_t> out) const override {
+    if (tile >= grid_.tiles()) {
+      return absl::OutOfRangeError(
+          absl::StrCat("vlc: tile ", tile, " out of range (", grid_.tiles(), " tiles)"));
+    }
+    const uint64_t need = uint64_t{grid_.TileSize(tile)} * elem_bytes_;
+    if (out.size() != need) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("vlc: tile ", tile, " needs ", need, " output bytes, got ", out.size()));
+    }
+    uint8_t* dst = out.data();
+    return DecodeGroup<1>(&tile, &dst, nullptr, 0, false);
+  }
+
+  // Decodes kInterleave tiles at a time per thread. Exponents go to a small
+  // per-thread scratch buffer (L1-resident) and, for outputs too large to stay
+  // in cache, the joined elements are written with non-temporal stores, which
+  // saves the read-for-ownership of every output line.
+  absl::Status DecodeAll(std::span<uint8_t> out, int threads) const override {
+    if (out.size() != grid_.elements() * static_cast<uint64_t>(elem_bytes_)) {
+      return absl::InvalidArgumentError(absl::StrCat("vlc: output buffer has ", out.size(),
+                                                     " bytes, tensor needs ",
+                                                     grid_.elements() * elem_bytes_));
+    }
+    const uint64_t tiles = grid_.tiles();
+    constexpr uint64_t kChunk = 64;  // tiles per task: cheap to schedule, balances well
+    const uint64_t n_chunks = (tiles + kChunk - 1) / kChunk;
+    const uint64_t widest = std::min<uint64_t>(grid_.tile_cols, grid_.cols);
+    // Wider tiles (unusual encoder settings) decode in place instead.
+    const uint64_t stride = widest <= (uint64_t{1} << 16) ? widest + 16 : 0;
+    const bool stream = UseAvx512() && out.size() >= kStreamingBytes;
+    std::vector<absl::Status> errors(n_chunks);
+    ParallelFor(n_chunks, threads, [&](size_t begin, size_t end) {
+      std::vector<uint8_t> scratch(stride * kInterleave);
+      uint8_t* scr = stride ? scratch.data() : nullptr;
+      for (size_t c = begin; c < end; ++c) {
+        uint64_t t = c * kChunk;
+        const uint64_t stop = std::min(tiles, t + kChunk);
+        absl::Status s;
+        for (; s.ok() && t + kInterleave <= stop; t += kInterleave) {
+          uint64_t group[kInterleave];
+          uint8_t* dst[kInterleave];
+          for (int k = 0; k < kInterleave; ++k) {
+            group[k] = t + k;
+            dst[k] = out.data() + grid_.TileBegin(t + k) * elem_bytes_;
+          }
+          s = DecodeGroup<kInterleave>(group, dst, scr, stride, stream);
+        }
+        for (; s.ok() && t < stop; ++t) {
+          uint8_t* dst = out.data() + grid_.TileBegin(t) * elem_bytes_;
+          s = DecodeGroup<1>(&t, &dst, scr, stride, stream);
+        }
+        errors[c] = std::move(s);
+      }
+      if (stream) StoreFence();  // order the streaming stores before the join
+    });
+    for (absl::Status& s : errors) RETURN_IF_ERROR(s);
+    return absl::OkStatus();
+  }
+
+ private:
+  // Tiles decoded in lockstep by DecodeAll: enough independent chains to hide
+  // the load->lookup->shift latency of each, few enough to stay in registers.
+  static constexpr int kInterleave = 4;
+
+  uint64_t Offset(uint64_t i) const {
+    return LoadLE(offsets_.data() + i * h_.offset_bytes, h_.offset_bytes);
+  }
+
+  // Decodes tiles[k] (k < K, valid indices) into out[k], which holds exactly
+  // TileSize(tiles[k]) * elem_bytes bytes. Exponents of tile k go to
+  // scratch + k * stride (stride >= TileSize) or, without scratch, in
+  // place to the end of out[k] (see the joins).
+  template <int K>
+  absl::Status DecodeGroup(const uint64_t* tiles, uint8_t* const* out, uint8_t* scratch,
+                           uint64_t stride, bool stream) const {
+    Stream s[K] = {};
+    uint64_t n[K];
+    uint8_t* exps_of[K];
+    for (int k = 0; k < K; ++k) {
+      n[k] = grid_.TileSize(tiles[k]);
+      uint8_t* exps = scratch ? scratch + k * stride : out[k] + n[k] * (elem_bytes_ - 1);
+      exps_of[k] = exps;
+      if (h_.mode == kModeConstant) {
+        std::memset(exps, h_.const_symbol, n[k]);
+        continue;
+      }
+      s[k] = {Offset(tiles[k]) * 8, Offset(tiles[k] + 1) * 8, exps, exps + n[k]};
+    }
+    if (h_.mode == kModeHuffman) {
+      const bool bmi2 = UseBmi2();
+      if (K > 1) DecodeLockstep<K>(bmi2, codes_.data(), tables_->multi.data(), s);
+      for (int k = 0; k < K; ++k) {
+        switch (FinishStream(bmi2, codes_.data(), *tables_, s[k])) {
+          case StreamResult::kOk:
+            break;
+          case StreamResult::kOverrun:
+            return absl::DataLossError(absl::StrCat("vlc: tile ", tiles[k], ": bitstream of ",
+                                                    (s[k].end >> 3) - Offset(tiles[k]),
+                                                    " bytes ends before its ", n[k], " exponents"));
+          case StreamResult::kTrailing:
+            return absl::DataLossError(absl::StrCat("vlc: tile ", tiles[k], ": bitstream has ",
+                                                    (s[k].end - s[k].pos) / 8,
+                                                    " unused trailing bytes"));
+        }
+      }
+    }
+    const bool avx = UseAvx512();
+    for (int k = 0; k < K; ++k) {
+      const uint64_t first = grid_.TileBegin(tiles[k]);
+      if (f_.elem_bytes == 2 && f_.exp_bits == 8) {
+        if (avx) {
+          JoinBF16Avx512(exps_of[k], rest_.data() + first, n[k], out[k], stream);
+        } else {
+          JoinBF16Scalar(exps_of[k], rest_.data() + first, n[k], out[k]);
+        }
+      } else if (f_.elem_bytes == 4) {
+        if (avx) {
+          JoinF32Avx512(exps_of[k], rest_.data() + 3 * first, n[k], out[k], stream);
+        } else {
+          JoinF32Scalar(exps_of[k], rest_.data() + 3 * first, n[k], out[k]);
+        }
+      } else {
+        JoinF16Scalar(exps_of[k], rest_, first, n[k], out[k]);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  FloatFormat f_;
+  TileGrid grid_;
+  Header h_;
+  std::span<const uint8_t> offsets_, codes_, rest_;
+  std::unique_ptr<DecodeTables> tables_;  // null in constant mode
+};
+
+// ---- The codec.
+
+class VlcCodecImpl final : public TensorCodec {
+ public:
+  std::string_view name() const override { return kName; }
+  bool Supports(DType dtype) const override { return FloatFormatOf(dtype).has_value(); }
+
+  absl::StatusOr<EncodedTensor> Encode(const TensorInfo& info, std::span<const uint8_t> raw,
+                                       int threads) const override {
+    return VlcEncode(info, raw, threads, VlcOptions{});
+  }
+
+  absl::StatusOr<std::unique_ptr<TensorDecoder>> OpenDecoder(
+      const TensorInfo& info, const ComponentViews& components) const override;
+};
+
+absl::StatusOr<std::unique_ptr<TensorDecoder>> VlcCodecImpl::OpenDecoder(
+    const TensorInfo& info, const ComponentViews& components) const {
+  const std::optional<FloatFormat> fo = FloatFormatOf(info.dtype);
+  if (!fo) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("vlc: dtype ", std::string(DTypeName(info.dtype)), " is not supported"));
+  }
+  const FloatFormat f = *fo;
+  const size_t alphabet = size_t{1} << f.exp_bits;
+  ASSIGN_OR_RETURN(std::span<const uint8_t> header, GetComponent(components, kName, "header"));
+  ASSIGN_OR_RETURN(std::span<const uint8_t> offsets, GetComponent(components, kName, "offsets"));
+  ASSIGN_OR_RETURN(std::span<const uint8_t> codes, GetComponent(components, kName, "codes"));
+  ASSIGN_OR_RETURN(std::span<const uint8_t> rest, GetComponent(components, kName, "rest"));
+
+  // Header.
+  if (header.size() < kFixedHeaderBytes || std::memcmp(header.data(), kMagic, 4) != 0) {
+    return Corrupt("header", "bad magic (not a vlc header)");
+  }
+  const uint64_t version = LoadLE(header.data() + 4, 2);
+  if (version != kVersion) {
+    return Corrupt("header", absl::StrCat("unsupported format version ", version,
+                                          " (this build reads ", kVersion, ")"));
+  }
+  if (header.size() != kFixedHeaderBytes + alphabet) {
+    return Corrupt("header", absl::StrCat("has ", header.size(), " bytes, expected ",
+                                          kFixedHeaderBytes + alphabet, " for ",
+                                          std::string(DTypeName(info.dtype))));
+  }
+  if (header[6] != f.elem_bytes || header[7] != f.exp_bits || header[8] != f.mant_bits) {
+    return Corrupt("header",
+                   absl::StrCat("element format ", int{header[6]}, "/", int{header[7]}, "/",
+                                int{header[8]}, " (bytes/exponent/mantissa bits) does not match ",
+                                std::string(DTypeName(info.dtype))));
+  }
+  Header h;
+  h.mode = header[9];
+  h.max_code_len = header[10];
+  h.const_symbol = header[11];
+  h.offset_bytes = header[12];
+  h.rows = LoadLE(header.data() + 16, 8);
+  h.cols = LoadLE(header.data() + 24, 8);
+  h.tile_cols = static_cast<uint32_t>(LoadLE(header.data() + 32, 4));
+  if (header[13] != 0 || header[14] != 0 || header[15] != 0 || LoadLE(header.data() + 36, 4)) {
+    return Corrupt("header", "reserved bytes are not zero");
+  }
+  if (h.offset_bytes != 4 && h.offset_bytes != 8) {
+    return Corrupt("header", absl::StrCat("offset width ", int{h.offset_bytes}, " is not 4 or 8"));
+  }
+  auto grid_or = TileGrid::Make(h.rows, h.cols, h.tile_cols, info.elements());
+  if (!grid_or.ok()) return Corrupt("header", std::string(grid_or.status().message()));
+  const TileGrid grid = *grid_or;
+
+  // Code lengths.
+  const std::span<const uint8_t> lengths = header.subspan(kFixedHeaderBytes, alphabet);
+  std::unique_ptr<DecodeTables> tables;
+  if (h.mode == kModeConstant) {
+    if (h.max_code_len != 0 || h.const_symbol >= alphabet ||
+        std::any_of(lengths.begin(), lengths.end(), [](uint8_t l) { return l != 0; })) {
+      return Corrupt("header", "constant mode with code lengths or an out-of-range exponent");
+    }
+  } else if (h.mode == kModeHuffman) {
+    if (h.const_symbol != 0) return Corrupt("header", "constant exponent set in Huffman mode");
+    if (h.max_code_len < 1 || h.max_code_len > kTableBits) {
+      return Corrupt("header", absl::StrCat("max code length ", int{h.max_code_len},
+                                            " is not in 1..", kTableBits));
+    }
+    uint64_t kraft = 0;  // in units of 2^-max_code_len
+    int used = 0, longest = 0;
+    for (size_t s = 0; s < alphabet; ++s) {
+      const int l = lengths[s];
+      if (l == 0) continue;
+      if (l > h.max_code_len) {
+        return Corrupt("header", absl::StrCat("code length ", l, " of exponent ", s,
+                                              " exceeds the maximum ", int{h.max_code_len}));
+      }
+      kraft += uint64_t{1} << (h.max_code_len - l);
+      ++used;
+      longest = std::max(longest, l);
+    }
+    if (used < 2 || longest != h.max_code_len || kraft != (uint64_t{1} << h.max_code_len)) {
+      return Corrupt("header",
+                     absl::StrCat("code lengths do not form a complete prefix code (", used,
+                                  " codes, Kraft sum ", kraft, "/2^", int{h.max_code_len}, ")"));
+    }
+    tables = std::make_unique<DecodeTables>();
+    BuildTables(lengths, *tables);
+  } else {
+    return Corrupt("header", absl::StrCat("unknown mode ", int{h.mode}));
+  }
+
+  // Offsets: tiles + 1 starts, 0 first, non-decreasing, last = payload size.
+  const uint64_t tiles = grid.tiles();
+  if (offsets.size() % h.offset_bytes != 0 || offsets.size() / h.offset_bytes != tiles + 1) {
+    return Corrupt("offsets", absl::StrCat("has ", offsets.size(), " bytes, expected ", tiles + 1,
+                                           " entries of ", h.offset_bytes, " bytes"));
+  }
+  if (codes.size() < kCodesPadding) return Corrupt("codes", "shorter than its padding");
+  const uint64_t payload = codes.size() - kCodesPadding;
+  uint64_t prev = 0;
+  for (uint64_t t = 0; t <= tiles; ++t) {
+    const uint64_t o = LoadLE(offsets.data() + t * h.offset_bytes, h.offset_bytes);
+    if (t == 0 ? o != 0 : o < prev) {
+      return Corrupt("offsets",
+                     absl::StrCat("start of tile ", t, " (", o, ") is not monotonic from ", prev));
+    }
+    prev = o;
+  }
+  if (prev != payload) {
+    return Corrupt("offsets", absl::StrCat("end of the last tile is ", prev, ", 'codes' holds ",
+                                           payload, " bytes before its padding"));
+  }
+  if (h.mode == kModeConstant && payload != 0) {
+    return Corrupt("codes", "constant mode with a nonempty bitstream");
+  }
+  for (size_t i = payload; i < codes.size(); ++i) {
+    if (codes[i] != 0) return Corrupt("codes", "padding bytes are not zero");
+  }
+  if (rest.size() != RestPlaneBytes(f, info.elements())) {
+    return Corrupt("rest", absl::StrCat("has ", rest.size(), " bytes, expected ",
+                                        RestPlaneBytes(f, info.elements())));
+  }
+  return std::unique_ptr<TensorDecoder>(
+      new VlcDecoder(f, grid, h, offsets, codes, rest, std::move(tables)));
+}
+
+}  // namespace
+
+const TensorCodec& VlcCodec() {
+  static const VlcCodecImpl* const codec = new VlcCodecImpl();
+  return *codec;
+}
+
+void VlcForceScalarForTesting(bool force_scalar) {
+  g_force_scalar.store(force_scalar, std::memory_order_relaxed);
+}
+
+absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const uint8_t> raw,
+                                        int threads, const VlcOptions& options) {
+  const std::optional<FloatFormat> fo = FloatFormatOf(info.dtype);
+  if (!fo) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("vlc: dtype ", std::string(DTypeName(info.dtype)), " is not supported"));
+  }
+  const FloatFormat f = *fo;
+  if (raw.size() != info.bytes()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("vlc: tensor has ", raw.size(), " bytes, its shape needs ", info.bytes()));
+  }
+  if (options.tile_cols == 0 || options.max_code_len < 1 || options.max_code_len > kTableBits) {
+    return absl::InvalidArgumentError(absl::StrCat("vlc: tile_cols ", options.tile_cols,
+                                                   " / max_code_len ", options.max_code_len,
+                                                   " out of range (>= 1 / 1..", kTableBits, ")"));
+  }
+  const uint64_t n = info.elements();
+  const size_t alphabet = size_t{1} << f.exp_bits;
+  const TileGrid grid = TileGrid::ForShape(info.shape, options.tile_cols);
+  const uint64_t tiles = grid.tiles();
+  const int eb = f.elem_bytes;
+
+  const ExponentHistogram hist = ExponentHistogram::Of(f, raw, threads);
+  const int distinct = hist.distinct();
+  std::vector<uint8_t> lengths(alphabet, 0);
+  uint8_t mode = kModeConstant, const_symbol = 0, max_len = 0;
+  if (distinct == 1) {
+    for (size_t s = 0; s < alphabet; ++s) {
+      if (hist.counts[s] != 0) const_symbol = static_cast<uint8_t>(s);
+    }
+  } else if (distinct >= 2) {
+    if (static_cast<uint64_t>(distinct) > (uint64_t{1} << options.max_code_len)) {
+      return absl::InvalidArgumentError(absl::StrCat("vlc: max_code_len ", options.max_code_len,
+                                                     " cannot code ", distinct, " exponents"));
+    }
+    mode = kModeHuffman;
+    lengths = LimitedCodeLengths(std::span(hist.counts).first(alphabet), options.max_code_len);
+    max_len = *std::max_element(lengths.begin(), lengths.end());
+  }
+  const std::vector<uint32_t> codes_of = CanonicalStreamCodes(lengths);
+
+  // Pass 1: bytes per tile.
+  std::vector<uint64_t> starts(tiles + 1, 0);
+  if (mode == kModeHuffman) {
+    ParallelFor(tiles, threads, [&](size_t begin, size_t end) {
+      for (size_t t = begin; t < end; ++t) {
+        const uint8_t* p = raw.data() + grid.TileBegin(t) * eb;
+        uint64_t bits = 0;
+        for (uint32_t k = 0, m = grid.TileSize(t); k < m; ++k) {
+          bits += lengths[f.Exponent(LoadElement(p + uint64_t{k} * eb, eb))];
+        }
+        starts[t + 1] = (bits + 7) / 8;
+      }
+    });
+    for (uint64_t t = 0; t < tiles; ++t) starts[t + 1] += starts[t];
+  }
+  const uint64_t payload = starts[tiles];
+
+  // Pass 2: the bitstreams, each tile into its own byte range.
+  std::vector<uint8_t> codes(payload + kCodesPadding, 0);
+  if (mode == kModeHuffman) {
+    ParallelFor(tiles, threads, [&](size_t begin, size_t end) {
+      for (size_t t = begin; t < end; ++t) {
+        const uint8_t* p = raw.data() + grid.TileBegin(t) * eb;
+        uint8_t* dst = codes.data() + starts[t];
+        uint64_t acc = 0;
+        int nbits = 0;
+        for (uint32_t k = 0, m = grid.TileSize(t); k < m; ++k) {
+          const uint32_t e = f.Exponent(LoadElement(p + uint64_t{k} * eb, eb));
+          acc |= uint64_t{codes_of[e]} << nbits;
+          nbits += lengths[e];
+          if (nbits >= 32) {
+            StoreLE(dst, acc, 4);
+            dst += 4;
+            acc >>= 32;
+            nbits -= 32;
+          }
+        }
+        StoreLE(dst, acc, (nbits + 7) / 8);
+      }
+    });
+  }
+
+  // The rest plane, in blocks of whole bytes (multiples of 8 elements).
+  std::vector<uint8_t> rest(RestPlaneBytes(f, n), 0);
+  constexpr uint64_t kBlock = uint64_t{1} << 16;
+  ParallelFor((n + kBlock - 1) / kBlock, threads, [&](size_t begin, size_t end) {
+    std::vector<uint8_t> exps(kBlock);
+    for (size_t b = begin; b < end; ++b) {
+      const uint64_t first = b * kBlock;
+      SplitElements(f, raw, first, std::min(kBlock, n - first), exps.data(), rest);
+    }
+  });
+
+  const uint8_t offset_bytes = payload <= UINT32_MAX ? 4 : 8;
+  std::vector<uint8_t> offsets((tiles + 1) * offset_bytes);
+  for (uint64_t t = 0; t <= tiles; ++t) {
+    StoreLE(offsets.data() + t * offset_bytes, starts[t], offset_bytes);
+  }
+
+  std::vector<uint8_t> header(kFixedHeaderBytes + alphabet, 0);
+  std::memcpy(header.data(), kMagic, 4);
+  StoreLE(header.data() + 4, kVersion, 2);
+  header[6] = static_cast<uint8_t>(f.elem_bytes);
+  header[7] = static_cast<uint8_t>(f.exp_bits);
+  header[8] = static_cast<uint8_t>(f.mant_bits);
+  header[9] = mode;
+  header[10] = max_len;
+  header[11] = const_symbol;
+  header[12] = offset_bytes;
+  StoreLE(header.data() + 16, grid.rows, 8);
+  StoreLE(header.data() + 24, grid.cols, 8);
+  StoreLE(header.data() + 32, grid.tile_cols, 4);
+  std::copy(lengths.begin(), lengths.end(), header.begin() + kFixedHeaderBytes);
+
+  EncodedTensor out;
+  out.codec = kName;
+  out.params["tile_cols"] = grid.tile_cols;
+  out.params["max_code_len"] = options.max_code_len;
+  out.components.push_back({"header", std::move(header)});
+  out.components.push_back({"offsets", std::move(offsets)});
+  out.components.push_back({"codes", std::move(codes)});
+  out.components.push_back({"rest", std::move(rest)});
+  return out;
+}
+
+}  // namespace packd::codec

@@ -1,0 +1,47 @@
+// "vlc": canonical, length-limited Huffman codes over the exponent field.
+//
+// Each tensor gets one code table built from its exponent histogram; the tensor
+// is cut into tiles (codec/tile_grid.h) and every tile is an independent,
+// byte-aligned bitstream with an explicit start offset, so that any tile can be
+// decoded alone (a GPU thread or warp per tile, a CPU matmul per row segment).
+// Sign and mantissa bits are kept raw in the rest plane (codec/rest_plane.h).
+// The byte layout of the components is specified in codec/FORMAT-vlc.md.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "absl/status/statusor.h"
+#include "codec/tensor_codec.h"
+
+namespace packd::codec {
+
+// Encoder parameters. A decoder needs neither: the header records the tile
+// width and the code lengths. The defaults are what VlcCodec().Encode uses.
+struct VlcOptions {
+  // Elements per tile (TileGrid::ForShape). 1024: the u32 start offset costs
+  // 32/1024 = 0.031 bits/weight plus ~4/1024 for byte alignment, well inside
+  // the 0.15 bits/weight budget, while rows of LLM matrices (multiples of 1024)
+  // split into whole tiles and a tile's decoded bf16 (2 KiB) stays in L1.
+  uint32_t tile_cols = 1024;
+  // Longest code, 1..11 (at least 8 when all 256 bf16/fp32 exponents occur).
+  // 11 keeps the decode table at 2048 entries (16 KiB of u64 entries holding
+  // up to 4 symbols each: L1 / shared-memory sized; 5 peeks per 64-bit load)
+  // at a cost of ~0.004 bits/weight on N(0, 0.02) bf16: only exponents rarer
+  // than ~2^-11 get shorter codes than plain Huffman would give them.
+  int max_code_len = 11;
+};
+
+// The "vlc" codec (F32, F16, BF16). Static, stateless, thread-safe.
+const TensorCodec& VlcCodec();
+
+// VlcCodec().Encode with explicit options (InvalidArgument when out of range).
+absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const uint8_t> raw,
+                                        int threads, const VlcOptions& options);
+
+// Testing hook: when true, decoders use only the portable scalar code even on
+// CPUs with AVX-512 (so tests can compare both paths). Affects decoders opened
+// afterwards as well as existing ones; not meant to be toggled while decoding.
+void VlcForceScalarForTesting(bool force_scalar);
+
+}  // namespace packd::codec

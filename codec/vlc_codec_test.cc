@@ -1,0 +1,491 @@
+#include "codec/vlc_codec.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "codec/histogram.h"
+#include "codec/rest_plane.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/testing.h"
+
+namespace packd::codec {
+namespace {
+
+using ::packd::testing::Distribution;
+using ::packd::testing::RandomTensor;
+using ::testing::HasSubstr;
+
+// Restores the AVX-512 path after tests that force the scalar one.
+class ScalarGuard {
+ public:
+  explicit ScalarGuard(bool scalar) { VlcForceScalarForTesting(scalar); }
+  ~ScalarGuard() { VlcForceScalarForTesting(false); }
+};
+
+std::span<const uint8_t> Component(const EncodedTensor& t, std::string_view name) {
+  for (const EncodedComponent& c : t.components) {
+    if (c.name == name) return c.bytes;
+  }
+  ADD_FAILURE() << "no component " << name;
+  return {};
+}
+
+// Encodes, then checks that DecodeAll (1 and 3 threads, scalar and AVX-512)
+// and DecodeTile of every tile reproduce raw bit for bit.
+void ExpectRoundTrip(const TensorInfo& info, const std::vector<uint8_t>& raw,
+                     const VlcOptions& options = {}) {
+  SCOPED_TRACE(::testing::Message() << DTypeName(info.dtype) << " n=" << info.elements()
+                                    << " tile_cols=" << options.tile_cols);
+  absl::StatusOr<EncodedTensor> enc = VlcEncode(info, raw, 2, options);
+  ASSERT_TRUE(enc.ok()) << enc.status();
+  EXPECT_EQ(enc->codec, "vlc");
+  const ComponentViews views = ViewOf(*enc);
+  for (bool scalar : {false, true}) {
+    ScalarGuard guard(scalar);
+    absl::StatusOr<std::unique_ptr<TensorDecoder>> dec = VlcCodec().OpenDecoder(info, views);
+    ASSERT_TRUE(dec.ok()) << dec.status();
+    for (int threads : {1, 3}) {
+      std::vector<uint8_t> out(raw.size(), 0xAB);
+      ASSERT_TRUE((*dec)->DecodeAll(out, threads).ok());
+      ASSERT_EQ(out, raw) << "scalar=" << scalar << " threads=" << threads;
+    }
+    const TileGrid& g = (*dec)->grid();
+    ASSERT_EQ(g.elements(), info.elements());
+    if (g.tiles() > 2000) continue;  // per-tile check only for small tensors
+    const int eb = DTypeSize(info.dtype);
+    for (uint64_t t = 0; t < g.tiles(); ++t) {
+      std::vector<uint8_t> tile(uint64_t{g.TileSize(t)} * eb, 0xCD);
+      ASSERT_TRUE((*dec)->DecodeTile(t, tile).ok()) << "tile " << t;
+      ASSERT_TRUE(std::equal(tile.begin(), tile.end(), raw.begin() + g.TileBegin(t) * eb))
+          << "tile " << t << " scalar=" << scalar;
+    }
+  }
+}
+
+std::vector<uint8_t> AllPatterns16(bool shuffled) {
+  std::vector<uint16_t> v(65536);
+  std::iota(v.begin(), v.end(), 0);
+  if (shuffled) std::shuffle(v.begin(), v.end(), std::mt19937_64(7));
+  std::vector<uint8_t> raw(v.size() * 2);
+  std::memcpy(raw.data(), v.data(), raw.size());
+  return raw;
+}
+
+TEST(VlcCodecTest, NameAndSupportedTypes) {
+  EXPECT_EQ(VlcCodec().name(), "vlc");
+  EXPECT_TRUE(VlcCodec().Supports(DType::kBF16));
+  EXPECT_TRUE(VlcCodec().Supports(DType::kF16));
+  EXPECT_TRUE(VlcCodec().Supports(DType::kF32));
+  EXPECT_FALSE(VlcCodec().Supports(DType::kF64));
+  EXPECT_FALSE(VlcCodec().Supports(DType::kI8));
+  EXPECT_FALSE(VlcCodec().Supports(DType::kF8E4M3));
+  TensorInfo info{DType::kI32, {4}};
+  EXPECT_EQ(VlcCodec().Encode(info, std::vector<uint8_t>(16), 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(VlcCodecTest, AllBF16AndF16BitPatterns) {
+  for (DType dt : {DType::kBF16, DType::kF16}) {
+    for (bool shuffled : {false, true}) {
+      const std::vector<uint8_t> raw = AllPatterns16(shuffled);
+      ExpectRoundTrip({dt, {65536}}, raw);
+      ExpectRoundTrip({dt, {256, 256}}, raw, {.tile_cols = 100});
+    }
+  }
+}
+
+TEST(VlcCodecTest, F32BitPatternsAndSpecials) {
+  std::mt19937_64 rng(11);
+  std::vector<uint32_t> v(50000);
+  for (uint32_t& x : v) x = static_cast<uint32_t>(rng());
+  const uint32_t specials[] = {0x00000000, 0x80000000, 0x7f800000, 0xff800000,
+                               0x7fc00000, 0xffc00001, 0x7f800001, 0x7fbfffff,
+                               0x00000001, 0x807fffff, 0x3f800000, 0x00400000};
+  for (size_t i = 0; i < std::size(specials); ++i) v[i * 997] = specials[i];
+  std::vector<uint8_t> raw(v.size() * 4);
+  std::memcpy(raw.data(), v.data(), raw.size());
+  ExpectRoundTrip({DType::kF32, {50000}}, raw);
+  ExpectRoundTrip({DType::kF32, {50, 1000}}, raw, {.tile_cols = 333});
+}
+
+TEST(VlcCodecTest, OddShapes) {
+  const std::vector<std::vector<int64_t>> shapes = {{0},    {},        {1},    {3, 1000}, {1025},
+                                                    {7, 3}, {2, 0, 5}, {1, 1}, {5, 2049}, {33}};
+  for (DType dt : {DType::kBF16, DType::kF16, DType::kF32}) {
+    for (const auto& shape : shapes) {
+      TensorInfo info{dt, shape};
+      for (Distribution d : {Distribution::kNormal002, Distribution::kUniformBits}) {
+        ExpectRoundTrip(info, RandomTensor(dt, info.elements(), d, 3));
+        ExpectRoundTrip(info, RandomTensor(dt, info.elements(), d, 4), {.tile_cols = 7});
+      }
+    }
+  }
+}
+
+TEST(VlcCodecTest, EveryDistributionEveryDType) {
+  for (DType dt : {DType::kBF16, DType::kF16, DType::kF32}) {
+    for (Distribution d :
+         {Distribution::kNormal002, Distribution::kNormalUnit, Distribution::kNearOne,
+          Distribution::kUniformBits, Distribution::kWideExponent, Distribution::kSparse}) {
+      TensorInfo info{dt, {17, 3000}};
+      ExpectRoundTrip(info, RandomTensor(dt, info.elements(), d, 100 + static_cast<int>(d)));
+      ExpectRoundTrip(info, RandomTensor(dt, info.elements(), d, 200), {.tile_cols = 256});
+    }
+  }
+}
+
+TEST(VlcCodecTest, ConstantExponentTensors) {
+  // All zeros, all 1.0: one distinct exponent, no bitstream at all.
+  for (uint16_t value : {uint16_t{0}, uint16_t{0x3f80}}) {
+    std::vector<uint8_t> raw(2 * 10000);
+    for (size_t i = 0; i < 10000; ++i) std::memcpy(raw.data() + 2 * i, &value, 2);
+    TensorInfo info{DType::kBF16, {10000}};
+    ExpectRoundTrip(info, raw);
+    absl::StatusOr<EncodedTensor> enc = VlcCodec().Encode(info, raw, 1);
+    ASSERT_TRUE(enc.ok());
+    EXPECT_EQ(Component(*enc, "codes").size(), 8u);  // padding only
+  }
+  // Short code limits still code what fits: 2 symbols with max_code_len 1.
+  std::vector<uint8_t> raw = {0x00, 0x00, 0x80, 0x3f, 0x80, 0x3f};
+  ExpectRoundTrip({DType::kBF16, {3}}, raw, {.max_code_len = 1});
+  EXPECT_EQ(VlcEncode({DType::kBF16, {65536}}, AllPatterns16(false), 1, {.max_code_len = 7})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(VlcCodecTest, MaxCodeLenLimitHolds) {
+  // A steep distribution whose unlimited Huffman code would exceed 11 bits.
+  std::vector<uint16_t> v;
+  for (int s = 0; s < 24; ++s) {
+    for (int k = 0; k < (1 << (23 - s)) / 64 + 1; ++k) v.push_back(static_cast<uint16_t>(s << 7));
+  }
+  std::shuffle(v.begin(), v.end(), std::mt19937_64(5));
+  std::vector<uint8_t> raw(v.size() * 2);
+  std::memcpy(raw.data(), v.data(), raw.size());
+  TensorInfo info{DType::kBF16, {static_cast<int64_t>(v.size())}};
+  for (int limit : {11, 9, 5}) {
+    absl::StatusOr<EncodedTensor> enc = VlcEncode(info, raw, 2, {.max_code_len = limit});
+    ASSERT_TRUE(enc.ok());
+    std::span<const uint8_t> header = Component(*enc, "header");
+    EXPECT_EQ(header[10], limit);
+    for (size_t s = 40; s < header.size(); ++s) EXPECT_LE(header[s], limit);
+    ExpectRoundTrip(info, raw, {.max_code_len = limit});
+  }
+}
+
+TEST(VlcCodecTest, DecodeTileOfMiddleTileIsThatSlice) {
+  TensorInfo info{DType::kBF16, {9, 4000}};
+  const std::vector<uint8_t> raw =
+      RandomTensor(DType::kBF16, info.elements(), Distribution::kNormal002, 9);
+  absl::StatusOr<EncodedTensor> enc = VlcCodec().Encode(info, raw, 2);
+  ASSERT_TRUE(enc.ok());
+  EXPECT_EQ(enc->params.at("tile_cols"), 1024);
+  EXPECT_EQ(enc->params.at("max_code_len"), 11);
+  const ComponentViews views = ViewOf(*enc);
+  absl::StatusOr<std::unique_ptr<TensorDecoder>> dec = VlcCodec().OpenDecoder(info, views);
+  ASSERT_TRUE(dec.ok());
+  const TileGrid& g = (*dec)->grid();
+  EXPECT_EQ(g.rows, 9u);
+  EXPECT_EQ(g.cols, 4000u);
+  ASSERT_EQ(g.tiles(), 36u);
+  for (uint64_t t : {17u, 19u}) {  // a full tile and a row's short last tile
+    std::vector<uint8_t> out(g.TileSize(t) * 2);
+    ASSERT_TRUE((*dec)->DecodeTile(t, out).ok());
+    EXPECT_TRUE(std::equal(out.begin(), out.end(), raw.begin() + g.TileBegin(t) * 2));
+  }
+  EXPECT_EQ(g.TileSize(19), 4000u - 3 * 1024);
+  std::vector<uint8_t> wrong(10);
+  EXPECT_EQ((*dec)->DecodeTile(17, wrong).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*dec)->DecodeTile(36, wrong).code(), absl::StatusCode::kOutOfRange);
+  std::vector<uint8_t> small(raw.size() - 2);
+  EXPECT_EQ((*dec)->DecodeAll(small, 1).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(VlcCodecTest, EncodingIsDeterministicAcrossThreadCounts) {
+  TensorInfo info{DType::kF32, {20, 3000}};
+  const std::vector<uint8_t> raw =
+      RandomTensor(DType::kF32, info.elements(), Distribution::kNormalUnit, 1);
+  absl::StatusOr<EncodedTensor> a = VlcCodec().Encode(info, raw, 1);
+  absl::StatusOr<EncodedTensor> b = VlcCodec().Encode(info, raw, 4);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_EQ(a->components.size(), b->components.size());
+  for (size_t i = 0; i < a->components.size(); ++i) {
+    EXPECT_EQ(a->components[i].name, b->components[i].name);
+    EXPECT_EQ(a->components[i].bytes, b->components[i].bytes);
+  }
+}
+
+// Checks DecodeAll of a large (>= 8 MiB, non-temporal-store path) tensor on
+// both paths into buffers starting at several alignments.
+void ExpectLargeDecodeAtAnyAlignment(const TensorInfo& info, const std::vector<uint8_t>& raw,
+                                     const EncodedTensor& enc) {
+  ASSERT_GE(raw.size(), 8u << 20);
+  const ComponentViews views = ViewOf(enc);
+  std::vector<uint8_t> buf(raw.size() + 64);
+  for (bool scalar : {false, true}) {
+    ScalarGuard guard(scalar);
+    absl::StatusOr<std::unique_ptr<TensorDecoder>> dec = VlcCodec().OpenDecoder(info, views);
+    ASSERT_TRUE(dec.ok());
+    for (size_t shift : {0, 1, 2, 36}) {
+      std::span<uint8_t> out(buf.data() + shift, raw.size());
+      std::fill(out.begin(), out.end(), 0xEE);
+      ASSERT_TRUE((*dec)->DecodeAll(out, 2).ok());
+      ASSERT_TRUE(std::equal(out.begin(), out.end(), raw.begin()))
+          << DTypeName(info.dtype) << " shift " << shift << " scalar " << scalar;
+    }
+  }
+}
+
+TEST(VlcCodecTest, SizeWithinBoundOnTrainedLikeWeights) {
+  TensorInfo info{DType::kBF16, {2048, 2048}};
+  const std::vector<uint8_t> raw =
+      RandomTensor(DType::kBF16, info.elements(), Distribution::kNormal002, 42);
+  absl::StatusOr<EncodedTensor> enc = VlcCodec().Encode(info, raw, 0);
+  ASSERT_TRUE(enc.ok());
+  const double bits = 8.0 * enc->encoded_bytes() / info.elements();
+  const double bound =
+      EntropyBoundBitsPerWeight(ExponentHistogram::Of(kBF16Format, raw, 0), kBF16Format);
+  EXPECT_LE(bits, bound + 0.15) << "bound " << bound;
+  EXPECT_GE(bits, bound);
+  RecordProperty("bits_per_weight", std::to_string(bits));
+  RecordProperty("bound", std::to_string(bound));
+  ExpectLargeDecodeAtAnyAlignment(info, raw, *enc);
+}
+
+TEST(VlcCodecTest, LargeF32AtAnyAlignment) {
+  TensorInfo info{DType::kF32, {1024, 2050}};
+  std::mt19937_64 rng(8);
+  std::vector<uint8_t> raw(info.bytes());
+  for (size_t i = 0; i < raw.size(); i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(raw.data() + i, &v, 8);
+  }
+  absl::StatusOr<EncodedTensor> enc = VlcCodec().Encode(info, raw, 0);
+  ASSERT_TRUE(enc.ok());
+  ExpectLargeDecodeAtAnyAlignment(info, raw, *enc);
+}
+
+// ---- Hostile input.
+
+class VlcHostileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    raw_ = RandomTensor(DType::kBF16, info_.elements(), Distribution::kNormal002, 77);
+    absl::StatusOr<EncodedTensor> enc = VlcEncode(info_, raw_, 1, {.tile_cols = 64});
+    ASSERT_TRUE(enc.ok());
+    enc_ = *std::move(enc);
+  }
+
+  std::vector<uint8_t>& Bytes(std::string_view name) {
+    for (EncodedComponent& c : enc_.components) {
+      if (c.name == name) return c.bytes;
+    }
+    static std::vector<uint8_t> none;
+    ADD_FAILURE() << name;
+    return none;
+  }
+
+  absl::Status Open() { return VlcCodec().OpenDecoder(info_, ViewOf(enc_)).status(); }
+
+  // Opens and, if that succeeds, decodes everything; the result is an error
+  // or some output, never a crash, hang or out-of-bounds access.
+  absl::Status OpenAndDecode() {
+    absl::StatusOr<std::unique_ptr<TensorDecoder>> dec =
+        VlcCodec().OpenDecoder(info_, ViewOf(enc_));
+    if (!dec.ok()) return dec.status();
+    std::vector<uint8_t> out(info_.bytes());
+    absl::Status all = (*dec)->DecodeAll(out, 2);
+    const TileGrid& g = (*dec)->grid();
+    for (uint64_t t = 0; t < g.tiles(); ++t) {
+      std::vector<uint8_t> tile(g.TileSize(t) * 2);
+      absl::Status s = (*dec)->DecodeTile(t, tile);
+      if (!s.ok()) EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+    }
+    return all;
+  }
+
+  TensorInfo info_{DType::kBF16, {10, 200}};  // 40 tiles of 64 / 8 elements
+  std::vector<uint8_t> raw_;
+  EncodedTensor enc_;
+};
+
+TEST_F(VlcHostileTest, IntactOpens) { EXPECT_TRUE(OpenAndDecode().ok()); }
+
+TEST_F(VlcHostileTest, MissingComponent) {
+  for (const char* name : {"header", "offsets", "codes", "rest"}) {
+    ComponentViews views = ViewOf(enc_);
+    views.erase(name);
+    absl::Status s = VlcCodec().OpenDecoder(info_, views).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(s.message(), HasSubstr(name));
+  }
+}
+
+TEST_F(VlcHostileTest, TruncatedOrExtendedComponents) {
+  for (const char* name : {"header", "offsets", "codes", "rest"}) {
+    for (int delta : {-1, +1, -8, +8}) {
+      SetUp();
+      std::vector<uint8_t>& b = Bytes(name);
+      if (delta < 0) {
+        b.resize(b.size() + delta);
+      } else {
+        b.insert(b.end(), delta, 0);
+      }
+      absl::Status s = OpenAndDecode();
+      EXPECT_FALSE(s.ok()) << name << " " << delta;
+      EXPECT_THAT(s.message(), HasSubstr(name)) << s;
+    }
+  }
+}
+
+TEST_F(VlcHostileTest, WrongTensorInfo) {
+  info_.shape = {10, 201};
+  EXPECT_THAT(Open().message(), HasSubstr("header"));
+  info_.shape = {10, 200};
+  info_.dtype = DType::kF16;
+  EXPECT_THAT(Open().message(), HasSubstr("header"));
+  info_.dtype = DType::kU16;
+  EXPECT_EQ(Open().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(VlcHostileTest, BadHeaderFields) {
+  struct Case {
+    size_t offset;
+    uint8_t value;
+    const char* what;
+  };
+  const Case cases[] = {
+      {0, 'X', "magic"},       {4, 2, "version"},           {6, 4, "element format"},
+      {9, 7, "mode"},          {10, 13, "max code length"}, {11, 3, "constant"},
+      {12, 5, "offset width"}, {14, 1, "reserved"},         {16, 11, "tile grid"},
+      {32, 0, "tile width"},   {37, 1, "reserved"},
+  };
+  for (const Case& c : cases) {
+    SetUp();
+    Bytes("header")[c.offset] = c.value;
+    absl::Status s = Open();
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << c.what;
+    EXPECT_THAT(s.message(), HasSubstr(c.what));
+    EXPECT_THAT(s.message(), HasSubstr("header"));
+  }
+}
+
+TEST_F(VlcHostileTest, CorruptedCodeLengths) {
+  std::vector<uint8_t>& h = Bytes("header");
+  const std::vector<uint8_t> good = h;
+  auto first_used = [&] {
+    for (size_t s = 40; s < h.size(); ++s) {
+      if (h[s] != 0) return s;
+    }
+    return size_t{0};
+  };
+  const size_t s0 = first_used();
+  ASSERT_NE(s0, 0u);
+  // Over-full (Kraft > 1), incomplete (< 1), longer than max, too few codes.
+  h[s0] = 1;
+  EXPECT_THAT(Open().message(), HasSubstr("prefix code"));
+  h = good;
+  h[s0] += 1;
+  EXPECT_THAT(Open().message(), HasSubstr("code"));
+  h = good;
+  h[s0] = 13;
+  EXPECT_THAT(Open().message(), HasSubstr("exceeds"));
+  h = good;
+  std::fill(h.begin() + 40, h.end(), 0);
+  h[40] = 1;
+  EXPECT_THAT(Open().message(), HasSubstr("prefix code"));
+  // A valid complete code other than the encoder's: opens, then decodes to
+  // garbage or reports the tile, never crashes.
+  h = good;
+  std::fill(h.begin() + 40, h.end(), 8);
+  h[10] = 8;  // max code length 8: 256 codes of 8 bits
+  EXPECT_TRUE(Open().ok());
+  absl::Status s = OpenAndDecode();
+  if (!s.ok()) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(s.message(), HasSubstr("tile"));
+  }
+}
+
+TEST_F(VlcHostileTest, BadOffsets) {
+  std::vector<uint8_t>& o = Bytes("offsets");
+  auto get = [&](int t) {
+    uint32_t v;
+    std::memcpy(&v, o.data() + 4 * t, 4);
+    return v;
+  };
+  auto set = [&](int t, uint32_t v) { std::memcpy(o.data() + 4 * t, &v, 4); };
+  const std::vector<uint8_t> good = o;
+  set(5, get(7));  // tile 5 starts after tile 6 does: not monotonic
+  EXPECT_THAT(Open().message(), HasSubstr("monotonic"));
+  o = good;
+  set(0, 1);
+  EXPECT_THAT(Open().message(), HasSubstr("offsets"));
+  o = good;
+  set(40, get(40) + 1);  // last end beyond the payload
+  EXPECT_THAT(Open().message(), HasSubstr("offsets"));
+  o = good;
+  set(40, 0xffffffffu);
+  EXPECT_THAT(Open().message(), HasSubstr("offsets"));
+  // Monotonic but shifted boundary: tile 5 loses a byte to tile 6.
+  o = good;
+  set(6, get(6) - 1);
+  absl::Status s = OpenAndDecode();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr("tile 5"));
+  // Tile 3 given tile 4's bytes too: trailing bytes are reported.
+  o = good;
+  set(4, get(3));
+  s = OpenAndDecode();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr("tile"));
+}
+
+TEST_F(VlcHostileTest, NonZeroPadding) {
+  std::vector<uint8_t>& c = Bytes("codes");
+  c.back() = 1;
+  EXPECT_THAT(Open().message(), HasSubstr("padding"));
+}
+
+TEST_F(VlcHostileTest, RandomByteFlipsNeverCrash) {
+  std::mt19937_64 rng(1234);
+  int opened = 0, failed = 0;
+  for (int iter = 0; iter < 1600; ++iter) {
+    SetUp();
+    const char* names[] = {"header", "offsets", "codes", "rest"};
+    std::vector<uint8_t>& b = Bytes(names[iter % 4]);
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int f = 0; f < flips && !b.empty(); ++f) {
+      b[rng() % b.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+    }
+    absl::Status s = OpenAndDecode();
+    (s.ok() ? opened : failed)++;
+    if (!s.ok()) {
+      EXPECT_TRUE(s.code() == absl::StatusCode::kDataLoss ||
+                  s.code() == absl::StatusCode::kInvalidArgument)
+          << s;
+    }
+  }
+  EXPECT_GT(opened, 0);  // rest-plane flips decode (the checksum catches them)
+  EXPECT_GT(failed, 0);
+}
+
+TEST_F(VlcHostileTest, ConstantModeRejectsBitstream) {
+  std::vector<uint8_t> zeros(info_.bytes(), 0);
+  absl::StatusOr<EncodedTensor> enc = VlcEncode(info_, zeros, 1, {.tile_cols = 64});
+  ASSERT_TRUE(enc.ok());
+  enc_ = *std::move(enc);
+  EXPECT_TRUE(OpenAndDecode().ok());
+  std::vector<uint8_t>& o = Bytes("offsets");
+  o[4 * 40] = 1;
+  Bytes("codes").insert(Bytes("codes").begin(), 0);
+  EXPECT_THAT(Open().message(), HasSubstr("constant"));
+}
+
+}  // namespace
+}  // namespace packd::codec
