@@ -1,5 +1,5 @@
 // The "tiled" codec: a fixed-length 3-bit exponent code with escapes, laid out
-// so that any tile is found in O(1) and decoded branch-free (codec/FORMAT-tiled.md).
+// so that any tile is found in O(1) and decoded branch-free (codec/FORMAT.md §5).
 //
 // Per tensor a window of 7 consecutive exponent values [base, base + 6] is
 // chosen to cover the most elements. Each element gets a 3-bit code c: c in
@@ -23,12 +23,12 @@
 
 namespace packd::codec {
 
-// Format constants of version 1 (see codec/FORMAT-tiled.md).
+// Format constants of version 1 (see codec/FORMAT.md §5).
 inline constexpr uint16_t kTiledFormatVersion = 1;
 inline constexpr uint32_t kTiledCodeWidth = 3;   // bits per code, header field
 inline constexpr uint32_t kTiledGroupSize = 64;  // elements per bitplane word
 // 512: offsets cost 0.0625 bits/weight, a tile decodes to 1 KiB of bf16, and
-// it divides most LLM hidden sizes (codec/FORMAT-tiled.md).
+// it divides most LLM hidden sizes (codec/FORMAT.md §5).
 inline constexpr uint32_t kTiledDefaultTileCols = 512;
 inline constexpr uint64_t kTiledHeaderBytes = 32;
 inline constexpr uint64_t kTiledGroupBytes = kTiledCodeWidth * 8;  // 3 planes x u64

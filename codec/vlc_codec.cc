@@ -1,6 +1,7 @@
 #include "codec/vlc_codec.h"
 
 #include <algorithm>
+#include <bit>
 #include <array>
 #include <atomic>
 #include <cstring>
@@ -21,7 +22,7 @@ namespace packd::codec {
 
 namespace {
 
-// ---- Format constants (codec/FORMAT-vlc.md).
+// ---- Format constants (codec/FORMAT.md §4).
 
 constexpr char kName[] = "vlc";
 constexpr uint8_t kMagic[4] = {'P', 'K', 'V', 'L'};
@@ -780,6 +781,43 @@ void VlcForceScalarForTesting(bool force_scalar) {
   g_force_scalar.store(force_scalar, std::memory_order_relaxed);
 }
 
+static_assert(std::endian::native == std::endian::little, "vlc assumes a little-endian host");
+
+namespace {
+
+// Sum of the code lengths of a tile's m elements (EB bytes each). Needs the
+// bit count to fit in 64 bits (it does: at most 11 bits x 2^32 elements).
+template <int EB>
+uint64_t TileBits(const uint8_t* p, uint32_t m, const FloatFormat& f, const uint8_t (&len)[256]) {
+  uint64_t bits = 0;
+  for (uint32_t k = 0; k < m; ++k) bits += len[f.Exponent(LoadElement(p + uint64_t{k} * EB, EB))];
+  return bits;
+}
+
+// Writes a tile's codes LSB-first (FORMAT.md §4) to dst: exactly the tile's
+// ceil(bits / 8) bytes, so tiles encoded on different threads never share a byte.
+template <int EB>
+void WriteTileCodes(const uint8_t* p, uint32_t m, const FloatFormat& f,
+                    const uint32_t (&table)[256], uint8_t* dst) {
+  uint64_t acc = 0;
+  int nbits = 0;
+  for (uint32_t k = 0; k < m; ++k) {
+    const uint32_t entry = table[f.Exponent(LoadElement(p + uint64_t{k} * EB, EB))];
+    acc |= uint64_t{entry & 0xffffff} << nbits;
+    nbits += static_cast<int>(entry >> 24);
+    if (nbits >= 32) {
+      const uint32_t low = static_cast<uint32_t>(acc);
+      std::memcpy(dst, &low, 4);  // 32 finished bits; little-endian host
+      dst += 4;
+      acc >>= 32;
+      nbits -= 32;
+    }
+  }
+  StoreLE(dst, acc, (nbits + 7) / 8);
+}
+
+}  // namespace
+
 absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const uint8_t> raw,
                                         int threads, const VlcOptions& options) {
   const std::optional<FloatFormat> fo = FloatFormatOf(info.dtype);
@@ -822,44 +860,38 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
   }
   const std::vector<uint32_t> codes_of = CanonicalStreamCodes(lengths);
 
-  // Pass 1: bytes per tile.
+  // Pass 1: bytes per tile. Pass 2: the bitstreams, each tile into its own
+  // byte range. Both run over a local copy of the code table (a u8* output
+  // would otherwise force the compiler to reload shared tables after every
+  // store) and are specialised on the element width.
   std::vector<uint64_t> starts(tiles + 1, 0);
+  std::vector<uint8_t> codes;
   if (mode == kModeHuffman) {
     ParallelFor(tiles, threads, [&](size_t begin, size_t end) {
+      uint8_t len[256] = {};
+      std::copy(lengths.begin(), lengths.end(), len);
       for (size_t t = begin; t < end; ++t) {
-        const uint8_t* p = raw.data() + grid.TileBegin(t) * eb;
-        uint64_t bits = 0;
-        for (uint32_t k = 0, m = grid.TileSize(t); k < m; ++k) {
-          bits += lengths[f.Exponent(LoadElement(p + uint64_t{k} * eb, eb))];
-        }
+        const uint8_t* tile = raw.data() + grid.TileBegin(t) * eb;
+        const uint64_t bits = eb == 2 ? TileBits<2>(tile, grid.TileSize(t), f, len)
+                                      : TileBits<4>(tile, grid.TileSize(t), f, len);
         starts[t + 1] = (bits + 7) / 8;
       }
     });
     for (uint64_t t = 0; t < tiles; ++t) starts[t + 1] += starts[t];
   }
   const uint64_t payload = starts[tiles];
-
-  // Pass 2: the bitstreams, each tile into its own byte range.
-  std::vector<uint8_t> codes(payload + kCodesPadding, 0);
+  codes.assign(payload + kCodesPadding, 0);
   if (mode == kModeHuffman) {
     ParallelFor(tiles, threads, [&](size_t begin, size_t end) {
+      uint32_t table[256] = {};  // code | length << 24
+      for (size_t s = 0; s < alphabet; ++s) table[s] = codes_of[s] | uint32_t{lengths[s]} << 24;
       for (size_t t = begin; t < end; ++t) {
-        const uint8_t* p = raw.data() + grid.TileBegin(t) * eb;
         uint8_t* dst = codes.data() + starts[t];
-        uint64_t acc = 0;
-        int nbits = 0;
-        for (uint32_t k = 0, m = grid.TileSize(t); k < m; ++k) {
-          const uint32_t e = f.Exponent(LoadElement(p + uint64_t{k} * eb, eb));
-          acc |= uint64_t{codes_of[e]} << nbits;
-          nbits += lengths[e];
-          if (nbits >= 32) {
-            StoreLE(dst, acc, 4);
-            dst += 4;
-            acc >>= 32;
-            nbits -= 32;
-          }
+        if (eb == 2) {
+          WriteTileCodes<2>(raw.data() + grid.TileBegin(t) * 2, grid.TileSize(t), f, table, dst);
+        } else {
+          WriteTileCodes<4>(raw.data() + grid.TileBegin(t) * 4, grid.TileSize(t), f, table, dst);
         }
-        StoreLE(dst, acc, (nbits + 7) / 8);
       }
     });
   }

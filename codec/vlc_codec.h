@@ -5,7 +5,7 @@
 // byte-aligned bitstream with an explicit start offset, so that any tile can be
 // decoded alone (a GPU thread or warp per tile, a CPU matmul per row segment).
 // Sign and mantissa bits are kept raw in the rest plane (codec/rest_plane.h).
-// The byte layout of the components is specified in codec/FORMAT-vlc.md.
+// The byte layout of the components is specified in codec/FORMAT.md §4.
 #pragma once
 
 #include <cstdint>
