@@ -54,6 +54,36 @@ absl::Status TensorDecoder::DecodeAll(std::span<uint8_t> out, int threads) const
   return absl::OkStatus();
 }
 
+absl::Status TensorDecoder::CheckTileRun(uint64_t first, uint64_t count,
+                                          std::span<const uint8_t> out) const {
+  const TileGrid& g = grid();
+  if (first > g.tiles() || count > g.tiles() - first) {
+    return absl::OutOfRangeError(absl::StrCat("tiles [", first, ", ", first + count,
+                                              ") out of range (", g.tiles(), " tiles)"));
+  }
+  const uint64_t begin = count == 0 ? 0 : g.TileBegin(first);
+  const uint64_t end = count == 0 ? 0 : g.TileBegin(first + count - 1) + g.TileSize(first + count - 1);
+  if (out.size() != (end - begin) * static_cast<uint64_t>(elem_bytes_)) {
+    return absl::InvalidArgumentError(absl::StrCat("tiles [", first, ", ", first + count, ") need ",
+                                                   (end - begin) * elem_bytes_,
+                                                   " output bytes, got ", out.size()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TensorDecoder::DecodeTiles(uint64_t first, uint64_t count,
+                                        std::span<uint8_t> out) const {
+  RETURN_IF_ERROR(CheckTileRun(first, count, out));
+  const TileGrid& g = grid();
+  uint64_t off = 0;
+  for (uint64_t t = first; t < first + count; ++t) {
+    const uint64_t len = uint64_t{g.TileSize(t)} * elem_bytes_;
+    RETURN_IF_ERROR(DecodeTile(t, out.subspan(off, len)));
+    off += len;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<uint8_t>> DecodeTensor(const TensorCodec& codec,
                                                   const TensorInfo& info,
                                                   const ComponentViews& components,

@@ -56,6 +56,12 @@ class TensorDecoder {
   // Returns DataLossError when the encoded data turns out to be inconsistent
   // (the container checksum catches anything that still decodes).
   virtual absl::Status DecodeTile(uint64_t tile, std::span<uint8_t> out) const = 0;
+  // Decodes the tiles [first, first + count): consecutive tiles are a
+  // contiguous run of the flat tensor (a row segment, or whole rows), written
+  // to out, which must hold exactly their bytes. Runs on the calling thread;
+  // codecs override it to decode several tiles in lockstep (the default calls
+  // DecodeTile for each). This is the call a CPU matmul makes per row block.
+  virtual absl::Status DecodeTiles(uint64_t first, uint64_t count, std::span<uint8_t> out) const;
   // Decodes the whole tensor into out (info.bytes() bytes) on `threads`
   // threads (<= 0: all hardware threads). The default splits tiles across
   // threads and calls DecodeTile.
@@ -63,6 +69,8 @@ class TensorDecoder {
 
  protected:
   explicit TensorDecoder(int elem_bytes) : elem_bytes_(elem_bytes) {}
+  // Validates a DecodeTiles request: the tiles exist and out fits them exactly.
+  absl::Status CheckTileRun(uint64_t first, uint64_t count, std::span<const uint8_t> out) const;
   int elem_bytes_;
 };
 

@@ -71,15 +71,6 @@ void ExpectRoundTrip(DType dtype, std::vector<int64_t> shape, const std::vector<
   EXPECT_TRUE(*generic == raw);
 }
 
-std::vector<uint8_t> AllPatterns16(bool shuffled) {
-  std::vector<uint16_t> v(65536);
-  std::iota(v.begin(), v.end(), 0);
-  if (shuffled) std::shuffle(v.begin(), v.end(), std::mt19937_64(7));
-  std::vector<uint8_t> raw(v.size() * 2);
-  std::memcpy(raw.data(), v.data(), raw.size());
-  return raw;
-}
-
 TEST(TiledCodecTest, NameAndSupports) {
   EXPECT_EQ(TiledCodec().name(), "tiled");
   EXPECT_TRUE(TiledCodec().Supports(DType::kBF16));
@@ -96,7 +87,7 @@ TEST(TiledCodecTest, AllBF16AndF16BitPatterns) {
   for (DType dtype : {DType::kBF16, DType::kF16}) {
     for (bool shuffled : {false, true}) {
       SCOPED_TRACE(std::string(DTypeName(dtype)) + (shuffled ? " shuffled" : " ordered"));
-      const std::vector<uint8_t> raw = AllPatterns16(shuffled);
+      const std::vector<uint8_t> raw = testing::AllBitPatterns16(shuffled);
       ExpectRoundTrip(dtype, {65536}, raw);
       ExpectRoundTrip(dtype, {128, 512}, raw);
       ExpectRoundTrip(dtype, {256, 256}, raw, 64);

@@ -520,32 +520,16 @@ class VlcDecoder final : public TensorDecoder {
     const uint64_t tiles = grid_.tiles();
     constexpr uint64_t kChunk = 64;  // tiles per task: cheap to schedule, balances well
     const uint64_t n_chunks = (tiles + kChunk - 1) / kChunk;
-    const uint64_t widest = std::min<uint64_t>(grid_.tile_cols, grid_.cols);
-    // Wider tiles (unusual encoder settings) decode in place instead.
-    const uint64_t stride = widest <= (uint64_t{1} << 16) ? widest + 16 : 0;
+    const uint64_t stride = ScratchStride();
     const bool stream = UseAvx512() && out.size() >= kStreamingBytes;
     std::vector<absl::Status> errors(n_chunks);
     ParallelFor(n_chunks, threads, [&](size_t begin, size_t end) {
       std::vector<uint8_t> scratch(stride * kInterleave);
-      uint8_t* scr = stride ? scratch.data() : nullptr;
       for (size_t c = begin; c < end; ++c) {
-        uint64_t t = c * kChunk;
-        const uint64_t stop = std::min(tiles, t + kChunk);
-        absl::Status s;
-        for (; s.ok() && t + kInterleave <= stop; t += kInterleave) {
-          uint64_t group[kInterleave];
-          uint8_t* dst[kInterleave];
-          for (int k = 0; k < kInterleave; ++k) {
-            group[k] = t + k;
-            dst[k] = out.data() + grid_.TileBegin(t + k) * elem_bytes_;
-          }
-          s = DecodeGroup<kInterleave>(group, dst, scr, stride, stream);
-        }
-        for (; s.ok() && t < stop; ++t) {
-          uint8_t* dst = out.data() + grid_.TileBegin(t) * elem_bytes_;
-          s = DecodeGroup<1>(&t, &dst, scr, stride, stream);
-        }
-        errors[c] = std::move(s);
+        const uint64_t t = c * kChunk;
+        errors[c] = DecodeRun(t, std::min(tiles, t + kChunk), out.data(), 0,
+                              stride ? scratch.data() : nullptr, stride, stream);
+        if (!errors[c].ok()) break;
       }
       if (stream) StoreFence();  // order the streaming stores before the join
     });
@@ -553,10 +537,48 @@ class VlcDecoder final : public TensorDecoder {
     return absl::OkStatus();
   }
 
+  // A run of tiles with the same interleaved kernel as DecodeAll, on the
+  // calling thread (a matmul decoding a row segment calls this).
+  absl::Status DecodeTiles(uint64_t first, uint64_t count, std::span<uint8_t> out) const override {
+    RETURN_IF_ERROR(CheckTileRun(first, count, out));
+    const uint64_t stride = ScratchStride();
+    std::vector<uint8_t> scratch(stride * kInterleave);
+    return DecodeRun(first, first + count, out.data(), grid_.TileBegin(first),
+                     stride ? scratch.data() : nullptr, stride, /*stream=*/false);
+  }
+
  private:
   // Tiles decoded in lockstep by DecodeAll: enough independent chains to hide
   // the load->lookup->shift latency of each, few enough to stay in registers.
   static constexpr int kInterleave = 4;
+
+  // Bytes per tile of the exponent scratch buffer; 0 = decode in place (tiles
+  // wider than 64K elements, an unusual encoder setting).
+  uint64_t ScratchStride() const {
+    const uint64_t widest = std::min<uint64_t>(grid_.tile_cols, grid_.cols);
+    return widest <= (uint64_t{1} << 16) ? widest + 16 : 0;
+  }
+
+  // Decodes tiles [t, stop), kInterleave at a time. Element e of the tensor
+  // goes to base + (e - origin) * elem_bytes.
+  absl::Status DecodeRun(uint64_t t, uint64_t stop, uint8_t* base, uint64_t origin,
+                         uint8_t* scratch, uint64_t stride, bool stream) const {
+    auto dst_of = [&](uint64_t tile) { return base + (grid_.TileBegin(tile) - origin) * elem_bytes_; };
+    for (; t + kInterleave <= stop; t += kInterleave) {
+      uint64_t group[kInterleave];
+      uint8_t* dst[kInterleave];
+      for (int k = 0; k < kInterleave; ++k) {
+        group[k] = t + k;
+        dst[k] = dst_of(t + k);
+      }
+      RETURN_IF_ERROR(DecodeGroup<kInterleave>(group, dst, scratch, stride, stream));
+    }
+    for (; t < stop; ++t) {
+      uint8_t* dst = dst_of(t);
+      RETURN_IF_ERROR(DecodeGroup<1>(&t, &dst, scratch, stride, stream));
+    }
+    return absl::OkStatus();
+  }
 
   uint64_t Offset(uint64_t i) const {
     return LoadLE(offsets_.data() + i * h_.offset_bytes, h_.offset_bytes);

@@ -66,15 +66,6 @@ void ExpectRoundTrip(const TensorInfo& info, const std::vector<uint8_t>& raw,
   }
 }
 
-std::vector<uint8_t> AllPatterns16(bool shuffled) {
-  std::vector<uint16_t> v(65536);
-  std::iota(v.begin(), v.end(), 0);
-  if (shuffled) std::shuffle(v.begin(), v.end(), std::mt19937_64(7));
-  std::vector<uint8_t> raw(v.size() * 2);
-  std::memcpy(raw.data(), v.data(), raw.size());
-  return raw;
-}
-
 TEST(VlcCodecTest, NameAndSupportedTypes) {
   EXPECT_EQ(VlcCodec().name(), "vlc");
   EXPECT_TRUE(VlcCodec().Supports(DType::kBF16));
@@ -91,7 +82,7 @@ TEST(VlcCodecTest, NameAndSupportedTypes) {
 TEST(VlcCodecTest, AllBF16AndF16BitPatterns) {
   for (DType dt : {DType::kBF16, DType::kF16}) {
     for (bool shuffled : {false, true}) {
-      const std::vector<uint8_t> raw = AllPatterns16(shuffled);
+      const std::vector<uint8_t> raw = testing::AllBitPatterns16(shuffled);
       ExpectRoundTrip({dt, {65536}}, raw);
       ExpectRoundTrip({dt, {256, 256}}, raw, {.tile_cols = 100});
     }
@@ -152,7 +143,7 @@ TEST(VlcCodecTest, ConstantExponentTensors) {
   // Short code limits still code what fits: 2 symbols with max_code_len 1.
   std::vector<uint8_t> raw = {0x00, 0x00, 0x80, 0x3f, 0x80, 0x3f};
   ExpectRoundTrip({DType::kBF16, {3}}, raw, {.max_code_len = 1});
-  EXPECT_EQ(VlcEncode({DType::kBF16, {65536}}, AllPatterns16(false), 1, {.max_code_len = 7})
+  EXPECT_EQ(VlcEncode({DType::kBF16, {65536}}, testing::AllBitPatterns16(false), 1, {.max_code_len = 7})
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
@@ -255,6 +246,42 @@ TEST(VlcCodecTest, SizeWithinBoundOnTrainedLikeWeights) {
   RecordProperty("bits_per_weight", std::to_string(bits));
   RecordProperty("bound", std::to_string(bound));
   ExpectLargeDecodeAtAnyAlignment(info, raw, *enc);
+}
+
+// The 0.15-bit target holds for the other float formats too (fp16: a 5-bit
+// exponent, 11 raw bits; fp32: 24 raw bits), and for other dense tensors.
+TEST(VlcCodecTest, SizeWithinBoundForEveryFloatFormat) {
+  for (DType dtype : {DType::kF16, DType::kF32, DType::kBF16}) {
+    for (Distribution d : {Distribution::kNormal002, Distribution::kNormalUnit,
+                           Distribution::kWideExponent}) {
+      TensorInfo info{dtype, {1024, 1024}};
+      const std::vector<uint8_t> raw = RandomTensor(dtype, info.elements(), d, 43);
+      absl::StatusOr<EncodedTensor> enc = VlcCodec().Encode(info, raw, 0);
+      ASSERT_TRUE(enc.ok());
+      const FloatFormat f = *FloatFormatOf(dtype);
+      const double bits = 8.0 * enc->encoded_bytes() / info.elements();
+      const double bound = EntropyBoundBitsPerWeight(ExponentHistogram::Of(f, raw, 0), f);
+      EXPECT_LE(bits, bound + 0.15) << DTypeName(dtype) << " distribution " << static_cast<int>(d);
+      EXPECT_GE(bits, bound);
+    }
+  }
+}
+
+// A known limit of Huffman codes: one code costs at least 1 bit, so when one
+// exponent dominates (here 90% exact zeros) the gap exceeds the
+// 0.15-bit target. This pins the size of that gap so a change is noticed;
+// an arithmetic/ANS mode for such tensors is future work (README).
+TEST(VlcCodecTest, SkewedExponentsCostAtMostOneBitOverBound) {
+  TensorInfo info{DType::kBF16, {1024, 1024}};
+  const std::vector<uint8_t> raw =
+      RandomTensor(DType::kBF16, info.elements(), Distribution::kSparse, 43);
+  absl::StatusOr<EncodedTensor> enc = VlcCodec().Encode(info, raw, 0);
+  ASSERT_TRUE(enc.ok());
+  const double bits = 8.0 * enc->encoded_bytes() / info.elements();
+  const double bound =
+      EntropyBoundBitsPerWeight(ExponentHistogram::Of(kBF16Format, raw, 0), kBF16Format);
+  EXPECT_GT(bits, bound + 0.15);  // the documented limit
+  EXPECT_LT(bits, bound + 1.0);  // Huffman redundancy < p_max + 0.086 (Gallager)
 }
 
 TEST(VlcCodecTest, LargeF32AtAnyAlignment) {

@@ -13,6 +13,7 @@
 #include "codec/container.h"
 #include "codec/safetensors.h"
 #include "engine/checkpoint.h"
+#include "engine/gguf.h"
 #include "engine/model_compressor.h"
 #include "engine/model_directory.h"
 #include "engine/synth.h"
@@ -150,6 +151,21 @@ TEST(ModelCompressorTest, MissingConfigAndBadSource) {
   auto r2 = engine::CompressModel(tmp.path() / "nope", tmp.path() / "out2", {});
   ASSERT_FALSE(r2.ok());
   EXPECT_NE(r2.status().message().find("nope"), std::string::npos) << r2.status();
+}
+
+TEST(ModelCompressorTest, QuantizedGgufTensorIsRefusedByName) {
+  TempDir tmp;
+  // Q4_0 (ggml type 2): blocks of 32 weights in 18 bytes.
+  const std::string gguf = engine::GgufBuilder()
+                               .AddString("general.architecture", "llama")
+                               .AddTensor("blk.0.ffn_up.weight", {32, 2}, 2, std::string(36, 'x'))
+                               .Build();
+  ASSERT_TRUE(WriteFileAtomically(tmp.path() / "q.gguf", gguf).ok());
+  auto r = engine::CompressModel(tmp.path() / "q.gguf", tmp.path() / "out", {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("blk.0.ffn_up.weight"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("Q4_0"), std::string::npos) << r.status();
+  EXPECT_FALSE(fs::exists(tmp.path() / "out"));
 }
 
 TEST(ModelCompressorTest, RealGgufRoundTripsExactlyWithEveryCodec) {

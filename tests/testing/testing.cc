@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -37,6 +38,18 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+std::vector<uint8_t> AllBitPatterns16(bool shuffled) {
+  std::vector<uint16_t> v(65536);
+  for (uint32_t i = 0; i < v.size(); ++i) v[i] = static_cast<uint16_t>(i);
+  if (shuffled) std::shuffle(v.begin(), v.end(), std::mt19937_64(7));
+  std::vector<uint8_t> raw(v.size() * 2);
+  for (size_t i = 0; i < v.size(); ++i) {
+    raw[2 * i] = static_cast<uint8_t>(v[i]);
+    raw[2 * i + 1] = static_cast<uint8_t>(v[i] >> 8);
+  }
+  return raw;
 }
 
 uint16_t FloatToBF16(float f) {

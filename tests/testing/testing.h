@@ -45,6 +45,10 @@ enum class Distribution {
 std::vector<uint8_t> RandomTensor(codec::DType dtype, uint64_t n, Distribution d,
                                   uint64_t seed);
 
+// All 65,536 16-bit patterns as little-endian bytes, in order or shuffled
+// (seeded): every bf16 / fp16 value, NaN payloads and subnormals included.
+std::vector<uint8_t> AllBitPatterns16(bool shuffled);
+
 // Float conversions with round-to-nearest-even, NaN preserved as quiet NaN.
 uint16_t FloatToBF16(float f);
 uint16_t FloatToF16(float f);
