@@ -114,8 +114,8 @@ absl::Status AtomicFileWriter::Append(std::span<const uint8_t> bytes) {
 }
 
 absl::Status AtomicFileWriter::Append(std::string_view bytes) {
-  return Append(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                         bytes.size()));
+  return Append(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
 }
 
 absl::Status AtomicFileWriter::Commit() {

@@ -8,10 +8,10 @@
 #define PACKD_CONCAT_(a, b) PACKD_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define RETURN_IF_ERROR(expr)                            \
-  do {                                                   \
-    ::absl::Status packd_status_ = (expr);               \
-    if (!packd_status_.ok()) return packd_status_;       \
+#define RETURN_IF_ERROR(expr)                      \
+  do {                                             \
+    ::absl::Status packd_status_ = (expr);         \
+    if (!packd_status_.ok()) return packd_status_; \
   } while (0)
 
 // ASSIGN_OR_RETURN(lhs, expr): evaluates `expr` (an absl::StatusOr<T>); on error

@@ -16,7 +16,8 @@ absl::StatusOr<int64_t> Args::GetInt(const std::string& name, int64_t fallback) 
   if (!v) return fallback;
   int64_t out;
   if (!absl::SimpleAtoi(*v, &out)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, " wants an integer, got '", *v, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " wants an integer, got '", *v, "'"));
   }
   return out;
 }
@@ -44,11 +45,13 @@ absl::StatusOr<Args> ParseArgs(const std::vector<std::string>& argv,
     }
     if (value_flags.contains(name)) {
       if (!inline_value) {
-        if (i + 1 >= argv.size()) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+        if (i + 1 >= argv.size())
+          return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
         value = argv[++i];
       }
     } else if (bool_flags.contains(name)) {
-      if (inline_value) return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
+      if (inline_value)
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     }

@@ -15,7 +15,8 @@ int CompressCommand(const std::vector<std::string>& argv) {
       "  DST: the packd model directory to create (must not exist or be empty)\n";
   absl::StatusOr<Args> args = ParseArgs(argv, {"codec", "threads"}, {});
   if (!args.ok() || args->Has("help") || args->positional.size() != 2) {
-    if (!args.ok()) std::fprintf(stderr, "packd compress: %s\n", std::string(args.status().message()).c_str());
+    if (!args.ok())
+      std::fprintf(stderr, "packd compress: %s\n", std::string(args.status().message()).c_str());
     std::fputs(kUsage, args.ok() && args->Has("help") ? stdout : stderr);
     return args.ok() && args->Has("help") ? 0 : 2;
   }

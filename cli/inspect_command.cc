@@ -16,7 +16,8 @@ int InspectCommand(const std::vector<std::string>& argv) {
   constexpr char kUsage[] = "usage: packd inspect DIR [--json]\n";
   absl::StatusOr<Args> args = ParseArgs(argv, {}, {"json"});
   if (!args.ok() || args->Has("help") || args->positional.size() != 1) {
-    if (!args.ok()) std::fprintf(stderr, "packd inspect: %s\n", std::string(args.status().message()).c_str());
+    if (!args.ok())
+      std::fprintf(stderr, "packd inspect: %s\n", std::string(args.status().message()).c_str());
     std::fputs(kUsage, args.ok() && args->Has("help") ? stdout : stderr);
     return args.ok() && args->Has("help") ? 0 : 2;
   }
@@ -41,7 +42,8 @@ int InspectCommand(const std::vector<std::string>& argv) {
                      {"entropy_bound", t.entropy_bound ? nlohmann::json(*t.entropy_bound)
                                                        : nlohmann::json(nullptr)}});
     }
-    std::printf("%s\n", nlohmann::json{{"file", weights->string()}, {"tensors", out}}.dump(2).c_str());
+    std::printf("%s\n",
+                nlohmann::json{{"file", weights->string()}, {"tensors", out}}.dump(2).c_str());
     return 0;
   }
   std::printf("%-52s %-5s %-16s %-5s %9s %9s %12s %12s\n", "tensor", "dtype", "shape", "codec",
@@ -52,8 +54,8 @@ int InspectCommand(const std::vector<std::string>& argv) {
   for (const codec::ManifestTensor& t : reader->tensors()) {
     std::string shape = absl::StrCat("[", absl::StrJoin(t.info.shape, ","), "]");
     std::printf("%-52s %-5s %-16s %-5s %9.3f %9s %12llu %12llu\n", t.name.c_str(),
-                std::string(codec::DTypeName(t.info.dtype)).c_str(), shape.c_str(),
-                t.codec.c_str(), t.bits_per_weight(),
+                std::string(codec::DTypeName(t.info.dtype)).c_str(), shape.c_str(), t.codec.c_str(),
+                t.bits_per_weight(),
                 t.entropy_bound ? absl::StrFormat("%.3f", *t.entropy_bound).c_str() : "-",
                 static_cast<unsigned long long>(t.original_bytes),
                 static_cast<unsigned long long>(t.encoded_bytes));
@@ -69,7 +71,8 @@ int InspectCommand(const std::vector<std::string>& argv) {
   std::vector<std::string> counts;
   for (const auto& [c, n] : per_codec) counts.push_back(absl::StrCat(n, " ", c));
   std::printf("\n%zu tensors (%s); %s -> %s, ratio %.3fx\n", reader->tensors().size(),
-              absl::StrJoin(counts, ", ").c_str(), HumanBytes(orig).c_str(), HumanBytes(enc).c_str(),
+              absl::StrJoin(counts, ", ").c_str(), HumanBytes(orig).c_str(),
+              HumanBytes(enc).c_str(),
               enc == 0 ? 1.0 : static_cast<double>(orig) / static_cast<double>(enc));
   if (fw > 0) {
     const double bpw = 8.0 * static_cast<double>(fenc) / static_cast<double>(fw);

@@ -14,9 +14,11 @@ int SynthCommand(const std::vector<std::string>& argv) {
       "                   [--seed N] [--threads N] [--overwrite]\n"
       "  writes a Hugging Face-style checkpoint with random Llama-shaped weights whose\n"
       "  exponent statistics resemble trained weights (linear N(0, 0.02), norms ~1)\n";
-  absl::StatusOr<Args> args = ParseArgs(argv, {"shape", "out", "dtype", "seed", "threads"}, {"overwrite"});
+  absl::StatusOr<Args> args =
+      ParseArgs(argv, {"shape", "out", "dtype", "seed", "threads"}, {"overwrite"});
   if (!args.ok() || args->Has("help") || !args->positional.empty() || !args->Has("out")) {
-    if (!args.ok()) std::fprintf(stderr, "packd synth: %s\n", std::string(args.status().message()).c_str());
+    if (!args.ok())
+      std::fprintf(stderr, "packd synth: %s\n", std::string(args.status().message()).c_str());
     std::fputs(kUsage, args.ok() && args->Has("help") ? stdout : stderr);
     return args.ok() && args->Has("help") ? 0 : 2;
   }
@@ -30,7 +32,8 @@ int SynthCommand(const std::vector<std::string>& argv) {
   } else if (dtype == "f32" || dtype == "fp32") {
     options.dtype = codec::DType::kF32;
   } else {
-    std::fprintf(stderr, "packd synth: --dtype must be bf16, f16 or f32, got '%s'\n", dtype.c_str());
+    std::fprintf(stderr, "packd synth: --dtype must be bf16, f16 or f32, got '%s'\n",
+                 dtype.c_str());
     return 2;
   }
   absl::StatusOr<int64_t> seed = args->GetInt("seed", 0);

@@ -12,7 +12,8 @@ int VerifyCommand(const std::vector<std::string>& argv) {
   constexpr char kUsage[] = "usage: packd verify DIR [--threads N]\n";
   absl::StatusOr<Args> args = ParseArgs(argv, {"threads"}, {});
   if (!args.ok() || args->Has("help") || args->positional.size() != 1) {
-    if (!args.ok()) std::fprintf(stderr, "packd verify: %s\n", std::string(args.status().message()).c_str());
+    if (!args.ok())
+      std::fprintf(stderr, "packd verify: %s\n", std::string(args.status().message()).c_str());
     std::fputs(kUsage, args.ok() && args->Has("help") ? stdout : stderr);
     return args.ok() && args->Has("help") ? 0 : 2;
   }

@@ -11,9 +11,7 @@
 namespace packd::codec {
 
 namespace {
-std::array<const TensorCodec*, 3> AllCodecs() {
-  return {&NoneCodec(), &VlcCodec(), &TiledCodec()};
-}
+std::array<const TensorCodec*, 3> AllCodecs() { return {&NoneCodec(), &VlcCodec(), &TiledCodec()}; }
 }  // namespace
 
 std::vector<std::string_view> CodecNames() {

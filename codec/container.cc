@@ -18,8 +18,7 @@ using nlohmann::json;
 
 constexpr int64_t kMaxDims = 8;
 
-absl::Status ManifestError(std::string_view label, std::string_view tensor,
-                           std::string_view what) {
+absl::Status ManifestError(std::string_view label, std::string_view tensor, std::string_view what) {
   if (tensor.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(std::string(label), ": manifest: ", std::string(what)));
@@ -182,9 +181,9 @@ absl::Status ContainerReader::LoadManifest() {
   const std::string& label = file_->label();
   auto it = file_->metadata().find(kManifestKey);
   if (it == file_->metadata().end()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        label, ": no '", kManifestKey,
-        "' in __metadata__: not a packd container (run `packd compress` on it)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, ": no '", kManifestKey,
+                     "' in __metadata__: not a packd container (run `packd compress` on it)"));
   }
   const json m = json::parse(it->second, nullptr, /*allow_exceptions=*/false);
   if (m.is_discarded() || !m.is_object()) return ManifestError(label, "", "not a JSON object");
@@ -195,9 +194,10 @@ absl::Status ContainerReader::LoadManifest() {
     }
     version_ = m["version"].get<int>();
     if (version_ != kContainerVersion) {
-      return ManifestError(label, "",
-                           absl::StrCat("version ", version_, " is not supported (this build reads ",
-                                        kContainerVersion, ")"));
+      return ManifestError(
+          label, "",
+          absl::StrCat("version ", version_, " is not supported (this build reads ",
+                       kContainerVersion, ")"));
     }
     source_json_ = m.contains("source") ? m["source"].dump() : "{}";
     if (!m.contains("tensors") || !m["tensors"].is_array()) {
@@ -227,8 +227,8 @@ absl::Status ContainerReader::LoadManifest() {
       t.codec = j.value("codec", "");
       ASSIGN_OR_RETURN(const TensorCodec* codec, FindCodec(t.codec));
       if (!codec->Supports(t.info.dtype)) {
-        return err(absl::StrCat("codec ", t.codec, " cannot code ",
-                                std::string(DTypeName(t.info.dtype))));
+        return err(
+            absl::StrCat("codec ", t.codec, " cannot code ", std::string(DTypeName(t.info.dtype))));
       }
       if (j.contains("params") && j["params"].is_object()) {
         for (const auto& [k, v] : j["params"].items()) {
@@ -279,8 +279,8 @@ absl::Status ContainerReader::LoadManifest() {
     }
     for (const SafetensorsEntry& e : file_->tensors()) {
       if (!claimed.contains(e.name)) {
-        return ManifestError(label, "", absl::StrCat("entry '", e.name,
-                                                     "' belongs to no tensor of the manifest"));
+        return ManifestError(
+            label, "", absl::StrCat("entry '", e.name, "' belongs to no tensor of the manifest"));
       }
     }
   } catch (const json::exception& e) {
@@ -319,8 +319,7 @@ absl::StatusOr<std::vector<uint8_t>> ContainerReader::Decode(const ManifestTenso
   std::vector<uint8_t> out(t.original_bytes);
   absl::Status s = decoder->DecodeAll(out, threads);
   if (!s.ok()) {
-    return absl::Status(s.code(),
-                        absl::StrCat(label(), ": tensor '", t.name, "': ", s.message()));
+    return absl::Status(s.code(), absl::StrCat(label(), ": tensor '", t.name, "': ", s.message()));
   }
   return out;
 }

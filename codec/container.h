@@ -47,8 +47,7 @@ struct ManifestTensor {
 // Finish() writes the final file atomically. Not thread-safe.
 class ContainerWriter {
  public:
-  static absl::StatusOr<std::unique_ptr<ContainerWriter>> Create(
-      const std::filesystem::path& path);
+  static absl::StatusOr<std::unique_ptr<ContainerWriter>> Create(const std::filesystem::path& path);
   ~ContainerWriter();
 
   // Free-form description of where the weights came from, stored in the manifest.

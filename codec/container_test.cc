@@ -110,13 +110,18 @@ TEST(ContainerTest, RejectsInconsistentManifests) {
     EXPECT_NE(s.message().find(std::string(needle)), std::string::npos) << s;
   };
   EXPECT_TRUE(OpenWithEditedManifest([](json&) {}).ok());
-  expect_error(OpenWithEditedManifest([](json&) {}, /*drop_manifest=*/true), "not a packd container");
+  expect_error(OpenWithEditedManifest([](json&) {}, /*drop_manifest=*/true),
+               "not a packd container");
   expect_error(OpenWithEditedManifest([](json& m) { m["version"] = 99; }), "version 99");
   expect_error(OpenWithEditedManifest([](json& m) { m["tensors"][0]["codec"] = "lz4"; }), "lz4");
   expect_error(OpenWithEditedManifest([](json& m) { m["tensors"][0]["dtype"] = "Q4"; }), "'a'");
-  expect_error(OpenWithEditedManifest([](json& m) { m["tensors"][0]["shape"] = {-1, 3000}; }),
+  expect_error(OpenWithEditedManifest([](json& m) {
+                 m["tensors"][0]["shape"] = {-1, 3000};
+               }),
                "shape");
-  expect_error(OpenWithEditedManifest([](json& m) { m["tensors"][0]["shape"] = {3, 1001}; }),
+  expect_error(OpenWithEditedManifest([](json& m) {
+                 m["tensors"][0]["shape"] = {3, 1001};
+               }),
                "original_bytes");
   expect_error(OpenWithEditedManifest([](json& m) { m["tensors"][0]["encoded_bytes"] = 1; }),
                "encoded_bytes");
@@ -127,7 +132,8 @@ TEST(ContainerTest, RejectsInconsistentManifests) {
                  m["tensors"][1]["components"].push_back(m["tensors"][0]["components"][0]);
                }),
                "two tensors");
-  expect_error(OpenWithEditedManifest([](json& m) { m["tensors"].erase(1); }), "belongs to no tensor");
+  expect_error(OpenWithEditedManifest([](json& m) { m["tensors"].erase(1); }),
+               "belongs to no tensor");
   expect_error(OpenWithEditedManifest([](json& m) { m["tensors"][0]["checksum"] = "md5:00"; }),
                "checksum");
   expect_error(OpenWithEditedManifest([](json& m) { m["tensors"].push_back(m["tensors"][0]); }),

@@ -12,13 +12,20 @@ struct DTypeRow {
   int size;
 };
 constexpr std::array<DTypeRow, 15> kDTypes{{
-    {DType::kBool, "BOOL", 1},     {DType::kU8, "U8", 1},
-    {DType::kI8, "I8", 1},         {DType::kU16, "U16", 2},
-    {DType::kI16, "I16", 2},       {DType::kU32, "U32", 4},
-    {DType::kI32, "I32", 4},       {DType::kU64, "U64", 8},
-    {DType::kI64, "I64", 8},       {DType::kF8E4M3, "F8_E4M3", 1},
-    {DType::kF8E5M2, "F8_E5M2", 1}, {DType::kF16, "F16", 2},
-    {DType::kBF16, "BF16", 2},     {DType::kF32, "F32", 4},
+    {DType::kBool, "BOOL", 1},
+    {DType::kU8, "U8", 1},
+    {DType::kI8, "I8", 1},
+    {DType::kU16, "U16", 2},
+    {DType::kI16, "I16", 2},
+    {DType::kU32, "U32", 4},
+    {DType::kI32, "I32", 4},
+    {DType::kU64, "U64", 8},
+    {DType::kI64, "I64", 8},
+    {DType::kF8E4M3, "F8_E4M3", 1},
+    {DType::kF8E5M2, "F8_E5M2", 1},
+    {DType::kF16, "F16", 2},
+    {DType::kBF16, "BF16", 2},
+    {DType::kF32, "F32", 4},
     {DType::kF64, "F64", 8},
 }};
 }  // namespace
@@ -36,10 +43,14 @@ std::optional<DType> ParseDType(std::string_view name) {
 
 std::optional<FloatFormat> FloatFormatOf(DType t) {
   switch (t) {
-    case DType::kBF16: return kBF16Format;
-    case DType::kF16: return kF16Format;
-    case DType::kF32: return kF32Format;
-    default: return std::nullopt;
+    case DType::kBF16:
+      return kBF16Format;
+    case DType::kF16:
+      return kF16Format;
+    case DType::kF32:
+      return kF32Format;
+    default:
+      return std::nullopt;
   }
 }
 

@@ -10,8 +10,21 @@ namespace packd::codec {
 // Every dtype a safetensors file may name. Only kF32, kF16 and kBF16 are coded
 // by the exponent codecs; the others can only be stored raw (codec "none").
 enum class DType : uint8_t {
-  kBool, kU8, kI8, kU16, kI16, kU32, kI32, kU64, kI64,
-  kF8E4M3, kF8E5M2, kF16, kBF16, kF32, kF64,
+  kBool,
+  kU8,
+  kI8,
+  kU16,
+  kI16,
+  kU32,
+  kI32,
+  kU64,
+  kI64,
+  kF8E4M3,
+  kF8E5M2,
+  kF16,
+  kBF16,
+  kF32,
+  kF64,
 };
 
 // Safetensors spelling: "BF16", "F32", "F8_E4M3", ...

@@ -34,7 +34,8 @@ ExponentHistogram ExponentHistogram::Of(const FloatFormat& format, std::span<con
           ++c[k][format.Exponent(LoadElement(p + (i + k) * format.elem_bytes, format.elem_bytes))];
         }
       }
-      for (; i < hi; ++i) ++c[0][format.Exponent(LoadElement(p + i * format.elem_bytes, format.elem_bytes))];
+      for (; i < hi; ++i)
+        ++c[0][format.Exponent(LoadElement(p + i * format.elem_bytes, format.elem_bytes))];
       for (int s = 0; s < 256; ++s) parts[b].counts[s] = c[0][s] + c[1][s] + c[2][s] + c[3][s];
       parts[b].total = hi - lo;
     }

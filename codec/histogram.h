@@ -16,8 +16,7 @@ struct ExponentHistogram {
 
   // Counts the exponents of raw (little-endian elements of `format`) on
   // `threads` threads (<= 0: all).
-  static ExponentHistogram Of(const FloatFormat& format, std::span<const uint8_t> raw,
-                              int threads);
+  static ExponentHistogram Of(const FloatFormat& format, std::span<const uint8_t> raw, int threads);
   void Add(const ExponentHistogram& other);
   int distinct() const;
   // Order-0 Shannon entropy of the exponent, bits per element (0 if empty).

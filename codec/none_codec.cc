@@ -55,8 +55,8 @@ class NoneCodecImpl final : public TensorCodec {
       const TensorInfo& info, const ComponentViews& components) const override {
     ASSIGN_OR_RETURN(std::span<const uint8_t> raw, GetComponent(components, "none", "raw"));
     if (raw.size() != info.bytes()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "codec none: component 'raw' has ", raw.size(), " bytes, expected ", info.bytes()));
+      return absl::InvalidArgumentError(absl::StrCat("codec none: component 'raw' has ", raw.size(),
+                                                     " bytes, expected ", info.bytes()));
     }
     return std::make_unique<NoneDecoder>(TileGrid::ForShape(info.shape, kRawTileCols),
                                          DTypeSize(info.dtype), raw);

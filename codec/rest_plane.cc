@@ -72,7 +72,8 @@ void JoinElements(const FloatFormat& f, const uint8_t* exps, std::span<const uin
   for (uint64_t k = 0; k < count; ++k) {
     const uint32_t rest = ReadBits(plane, (first + k) * w, w);
     const uint32_t v = f.Join(exps[k], rest);
-    for (int b = 0; b < f.elem_bytes; ++b) out[k * f.elem_bytes + b] = static_cast<uint8_t>(v >> (8 * b));
+    for (int b = 0; b < f.elem_bytes; ++b)
+      out[k * f.elem_bytes + b] = static_cast<uint8_t>(v >> (8 * b));
   }
 }
 

@@ -84,9 +84,9 @@ class SafetensorsWriter {
   absl::StatusOr<std::string> SerializeHeader() const;
   // Writes header and data atomically to `path`. write_tensor(i, out) must
   // Append exactly the declared size of tensor i; this is checked.
-  absl::Status Write(const std::filesystem::path& path,
-                     const std::function<absl::Status(size_t index, AtomicFileWriter& out)>&
-                         write_tensor) const;
+  absl::Status Write(
+      const std::filesystem::path& path,
+      const std::function<absl::Status(size_t index, AtomicFileWriter& out)>& write_tensor) const;
 
  private:
   std::map<std::string, std::string> metadata_;

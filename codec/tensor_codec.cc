@@ -28,9 +28,8 @@ ComponentViews ViewOf(const EncodedTensor& t) {
 absl::Status TensorDecoder::DecodeAll(std::span<uint8_t> out, int threads) const {
   const TileGrid& g = grid();
   if (out.size() != g.elements() * static_cast<uint64_t>(elem_bytes_)) {
-    return absl::InvalidArgumentError(absl::StrCat("output buffer has ", out.size(),
-                                                   " bytes, tensor needs ",
-                                                   g.elements() * elem_bytes_));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "output buffer has ", out.size(), " bytes, tensor needs ", g.elements() * elem_bytes_));
   }
   const uint64_t tiles = g.tiles();
   // Enough chunks per thread to balance uneven tiles, few enough to be cheap.
@@ -55,14 +54,15 @@ absl::Status TensorDecoder::DecodeAll(std::span<uint8_t> out, int threads) const
 }
 
 absl::Status TensorDecoder::CheckTileRun(uint64_t first, uint64_t count,
-                                          std::span<const uint8_t> out) const {
+                                         std::span<const uint8_t> out) const {
   const TileGrid& g = grid();
   if (first > g.tiles() || count > g.tiles() - first) {
     return absl::OutOfRangeError(absl::StrCat("tiles [", first, ", ", first + count,
                                               ") out of range (", g.tiles(), " tiles)"));
   }
   const uint64_t begin = count == 0 ? 0 : g.TileBegin(first);
-  const uint64_t end = count == 0 ? 0 : g.TileBegin(first + count - 1) + g.TileSize(first + count - 1);
+  const uint64_t end =
+      count == 0 ? 0 : g.TileBegin(first + count - 1) + g.TileSize(first + count - 1);
   if (out.size() != (end - begin) * static_cast<uint64_t>(elem_bytes_)) {
     return absl::InvalidArgumentError(absl::StrCat("tiles [", first, ", ", first + count, ") need ",
                                                    (end - begin) * elem_bytes_,
@@ -84,12 +84,9 @@ absl::Status TensorDecoder::DecodeTiles(uint64_t first, uint64_t count,
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<uint8_t>> DecodeTensor(const TensorCodec& codec,
-                                                  const TensorInfo& info,
-                                                  const ComponentViews& components,
-                                                  int threads) {
-  ASSIGN_OR_RETURN(std::unique_ptr<TensorDecoder> decoder,
-                   codec.OpenDecoder(info, components));
+absl::StatusOr<std::vector<uint8_t>> DecodeTensor(const TensorCodec& codec, const TensorInfo& info,
+                                                  const ComponentViews& components, int threads) {
+  ASSIGN_OR_RETURN(std::unique_ptr<TensorDecoder> decoder, codec.OpenDecoder(info, components));
   std::vector<uint8_t> out(info.bytes());
   RETURN_IF_ERROR(decoder->DecodeAll(out, threads));
   return out;
@@ -100,8 +97,8 @@ absl::StatusOr<std::span<const uint8_t>> GetComponent(const ComponentViews& comp
                                                       std::string_view name) {
   auto it = components.find(name);
   if (it == components.end()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("codec ", std::string(codec), ": missing component '", std::string(name), "'"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "codec ", std::string(codec), ": missing component '", std::string(name), "'"));
   }
   return it->second;
 }

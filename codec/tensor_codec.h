@@ -34,8 +34,8 @@ struct EncodedComponent {
 };
 
 struct EncodedTensor {
-  std::string codec;                        // the codec's name()
-  std::map<std::string, int64_t> params;    // informational, recorded in the manifest
+  std::string codec;                      // the codec's name()
+  std::map<std::string, int64_t> params;  // informational, recorded in the manifest
   std::vector<EncodedComponent> components;
   uint64_t encoded_bytes() const;
 };
@@ -81,8 +81,7 @@ class TensorCodec {
   // True if the codec can code this dtype (the exponent codecs: F32, F16, BF16).
   virtual bool Supports(DType dtype) const = 0;
   // Encodes raw (info.bytes() bytes) on `threads` threads (<= 0: all).
-  virtual absl::StatusOr<EncodedTensor> Encode(const TensorInfo& info,
-                                               std::span<const uint8_t> raw,
+  virtual absl::StatusOr<EncodedTensor> Encode(const TensorInfo& info, std::span<const uint8_t> raw,
                                                int threads) const = 0;
   // Validates every size, offset and table in `components` against `info`
   // (cost O(tiles), no decoding) and returns a decoder that can then never read
@@ -97,10 +96,8 @@ absl::StatusOr<const TensorCodec*> FindCodec(std::string_view name);
 std::vector<std::string_view> CodecNames();
 
 // Convenience: OpenDecoder + DecodeAll into a new buffer.
-absl::StatusOr<std::vector<uint8_t>> DecodeTensor(const TensorCodec& codec,
-                                                  const TensorInfo& info,
-                                                  const ComponentViews& components,
-                                                  int threads);
+absl::StatusOr<std::vector<uint8_t>> DecodeTensor(const TensorCodec& codec, const TensorInfo& info,
+                                                  const ComponentViews& components, int threads);
 
 // Returns the component `name` or an InvalidArgument error naming it.
 absl::StatusOr<std::span<const uint8_t>> GetComponent(const ComponentViews& components,

@@ -25,8 +25,8 @@ TEST(TensorCodecTest, DecodeTilesMatchesSlicesForEveryCodec) {
   for (std::string_view name : {"none", "vlc", "tiled"}) {
     for (DType dtype : {DType::kBF16, DType::kF16, DType::kF32}) {
       const TensorInfo info{dtype, {5, 3000}};
-      const auto raw = testing::RandomTensor(dtype, info.elements(),
-                                             testing::Distribution::kNormal002, 11);
+      const auto raw =
+          testing::RandomTensor(dtype, info.elements(), testing::Distribution::kNormal002, 11);
       const TensorCodec* codec = *FindCodec(name);
       auto enc = codec->Encode(info, raw, 2);
       ASSERT_TRUE(enc.ok()) << enc.status();

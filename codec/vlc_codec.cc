@@ -1,9 +1,9 @@
 #include "codec/vlc_codec.h"
 
 #include <algorithm>
-#include <bit>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cstring>
 #include <vector>
 
@@ -563,7 +563,9 @@ class VlcDecoder final : public TensorDecoder {
   // goes to base + (e - origin) * elem_bytes.
   absl::Status DecodeRun(uint64_t t, uint64_t stop, uint8_t* base, uint64_t origin,
                          uint8_t* scratch, uint64_t stride, bool stream) const {
-    auto dst_of = [&](uint64_t tile) { return base + (grid_.TileBegin(tile) - origin) * elem_bytes_; };
+    auto dst_of = [&](uint64_t tile) {
+      return base + (grid_.TileBegin(tile) - origin) * elem_bytes_;
+    };
     for (; t + kInterleave <= stop; t += kInterleave) {
       uint64_t group[kInterleave];
       uint8_t* dst[kInterleave];

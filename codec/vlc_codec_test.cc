@@ -143,10 +143,11 @@ TEST(VlcCodecTest, ConstantExponentTensors) {
   // Short code limits still code what fits: 2 symbols with max_code_len 1.
   std::vector<uint8_t> raw = {0x00, 0x00, 0x80, 0x3f, 0x80, 0x3f};
   ExpectRoundTrip({DType::kBF16, {3}}, raw, {.max_code_len = 1});
-  EXPECT_EQ(VlcEncode({DType::kBF16, {65536}}, testing::AllBitPatterns16(false), 1, {.max_code_len = 7})
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      VlcEncode({DType::kBF16, {65536}}, testing::AllBitPatterns16(false), 1, {.max_code_len = 7})
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST(VlcCodecTest, MaxCodeLenLimitHolds) {
@@ -252,8 +253,8 @@ TEST(VlcCodecTest, SizeWithinBoundOnTrainedLikeWeights) {
 // exponent, 11 raw bits; fp32: 24 raw bits), and for other dense tensors.
 TEST(VlcCodecTest, SizeWithinBoundForEveryFloatFormat) {
   for (DType dtype : {DType::kF16, DType::kF32, DType::kBF16}) {
-    for (Distribution d : {Distribution::kNormal002, Distribution::kNormalUnit,
-                           Distribution::kWideExponent}) {
+    for (Distribution d :
+         {Distribution::kNormal002, Distribution::kNormalUnit, Distribution::kWideExponent}) {
       TensorInfo info{dtype, {1024, 1024}};
       const std::vector<uint8_t> raw = RandomTensor(dtype, info.elements(), d, 43);
       absl::StatusOr<EncodedTensor> enc = VlcCodec().Encode(info, raw, 0);
@@ -281,7 +282,7 @@ TEST(VlcCodecTest, SkewedExponentsCostAtMostOneBitOverBound) {
   const double bound =
       EntropyBoundBitsPerWeight(ExponentHistogram::Of(kBF16Format, raw, 0), kBF16Format);
   EXPECT_GT(bits, bound + 0.15);  // the documented limit
-  EXPECT_LT(bits, bound + 1.0);  // Huffman redundancy < p_max + 0.086 (Gallager)
+  EXPECT_LT(bits, bound + 1.0);   // Huffman redundancy < p_max + 0.086 (Gallager)
 }
 
 TEST(VlcCodecTest, LargeF32AtAnyAlignment) {

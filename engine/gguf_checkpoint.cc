@@ -19,7 +19,8 @@ class GgufCheckpoint final : public Checkpoint {
   const std::vector<SourceTensor>& tensors() const override { return tensors_; }
   const std::vector<SideFile>& side_files() const override { return side_files_; }
   std::string source_json() const override {
-    return nlohmann::json{{"format", "gguf"}, {"files", {file_.label()}}, {"version", file_.version()}}
+    return nlohmann::json{
+        {"format", "gguf"}, {"files", {file_.label()}}, {"version", file_.version()}}
         .dump();
   }
 

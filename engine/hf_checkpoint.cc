@@ -54,8 +54,8 @@ absl::StatusOr<std::vector<std::filesystem::path>> ShardPaths(
       }
       const std::string f = file.get<std::string>();
       if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..") {
-        return absl::InvalidArgumentError(absl::StrCat(
-            index.string(), ": weight_map['", tensor, "'] names '", f, "', not a file beside it"));
+        return absl::InvalidArgumentError(absl::StrCat(index.string(), ": weight_map['", tensor,
+                                                       "'] names '", f, "', not a file beside it"));
       }
       (*weight_map)[tensor] = f;
       names.insert(f);
@@ -72,7 +72,8 @@ absl::StatusOr<std::vector<std::filesystem::path>> ShardPaths(
     for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
       if (entry.path().extension() == ".safetensors") shards.push_back(entry.path());
     }
-    if (ec) return absl::InternalError(absl::StrCat("cannot list ", dir.string(), ": ", ec.message()));
+    if (ec)
+      return absl::InternalError(absl::StrCat("cannot list ", dir.string(), ": ", ec.message()));
     std::sort(shards.begin(), shards.end());
   }
   if (shards.empty()) {
@@ -110,14 +111,13 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> OpenHfCheckpoint(const std::filesyst
     auto owned = std::make_unique<codec::SafetensorsFile>(std::move(file));
     for (const codec::SafetensorsEntry& e : owned->tensors()) {
       if (auto [it, fresh] = seen.emplace(e.name, shard.string()); !fresh) {
-        return absl::InvalidArgumentError(absl::StrCat("tensor '", e.name, "' is in both ",
-                                                       it->second, " and ", shard.string()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", e.name, "' is in both ", it->second, " and ", shard.string()));
       }
       if (auto w = weight_map.find(e.name);
           w != weight_map.end() && w->second != shard.filename().string()) {
-        return absl::InvalidArgumentError(absl::StrCat(shard.string(), ": tensor '", e.name,
-                                                       "' is mapped to ", w->second,
-                                                       " by the index"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            shard.string(), ": tensor '", e.name, "' is mapped to ", w->second, " by the index"));
       }
       codec::TensorInfo info{e.dtype, e.shape};
       ckpt->tensors_.push_back({e.name, info, owned->Data(e), shard.string()});
@@ -126,8 +126,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> OpenHfCheckpoint(const std::filesyst
   }
   for (const auto& [tensor, file] : weight_map) {
     if (!seen.contains(tensor)) {
-      return absl::NotFoundError(absl::StrCat("model.safetensors.index.json maps tensor '",
-                                              tensor, "' to ", file, ", which does not hold it"));
+      return absl::NotFoundError(absl::StrCat("model.safetensors.index.json maps tensor '", tensor,
+                                              "' to ", file, ", which does not hold it"));
     }
   }
   std::sort(ckpt->tensors_.begin(), ckpt->tensors_.end(),

@@ -11,9 +11,9 @@ namespace packd::engine {
 
 // Files copied verbatim from a Hugging Face directory when present.
 inline constexpr const char* kHfSideFiles[] = {
-    "config.json",           "generation_config.json", "tokenizer.json",
-    "tokenizer.model",       "tokenizer_config.json",  "special_tokens_map.json",
-    "vocab.json",            "merges.txt",             "added_tokens.json",
+    "config.json",           "generation_config.json",  "tokenizer.json", "tokenizer.model",
+    "tokenizer_config.json", "special_tokens_map.json", "vocab.json",     "merges.txt",
+    "added_tokens.json",
 };
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> OpenHfCheckpoint(const std::filesystem::path& dir);

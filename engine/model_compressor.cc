@@ -158,8 +158,8 @@ absl::StatusOr<CompressReport> CompressModel(const std::filesystem::path& src,
     report.tensors.push_back(std::move(r));
     bytes_done += t.data.size();
     if (options.progress) {
-      options.progress({report.tensors.size(), ckpt->tensors().size(), bytes_done, bytes_total,
-                        t.name});
+      options.progress(
+          {report.tensors.size(), ckpt->tensors().size(), bytes_done, bytes_total, t.name});
     }
   }
   RETURN_IF_ERROR(container->Finish());

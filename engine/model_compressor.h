@@ -22,8 +22,8 @@ struct CompressProgress {
 };
 
 struct CompressOptions {
-  std::string codec = "vlc";  // "vlc", "tiled" or "none"
-  int threads = 0;            // <= 0: all hardware threads
+  std::string codec = "vlc";                              // "vlc", "tiled" or "none"
+  int threads = 0;                                        // <= 0: all hardware threads
   std::function<void(const CompressProgress&)> progress;  // called after each tensor
 };
 

@@ -121,8 +121,7 @@ TEST(FillSynthTest, DeterministicAcrossThreadsAndRanges) {
 // every build (any optimization level, -march, C library). Changing the values
 // on purpose means updating these constants.
 TEST(FillSynthTest, GoldenValues) {
-  const SynthTensorSpec spec{"model.layers.0.mlp.up_proj.weight", {64, 64},
-                             SynthInit::kNormal002};
+  const SynthTensorSpec spec{"model.layers.0.mlp.up_proj.weight", {64, 64}, SynthInit::kNormal002};
   const std::vector<uint8_t> bf = Generate(spec, 0, DType::kBF16, 1);
   EXPECT_EQ(bf[0] | bf[1] << 8, 0x3bf5);
   EXPECT_EQ(ChecksumHex(Checksum64(bf)), "17ddcd05f34fe4e7");

@@ -254,9 +254,9 @@ std::vector<std::pair<std::string, std::string>> ContainerSeeds() {
     seeds.emplace_back(std::string("bad_truncated_") + name + ".safetensors", truncated);
   }
   std::filesystem::remove_all(tmp);
-  seeds.emplace_back("bad_plain_safetensors.safetensors",
-                     RawSafetensors(R"({"t":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})",
-                                    Filler(8, 3)));
+  seeds.emplace_back(
+      "bad_plain_safetensors.safetensors",
+      RawSafetensors(R"({"t":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})", Filler(8, 3)));
   return seeds;
 }
 

@@ -1,6 +1,8 @@
 // End-to-end tests of the model directory: synth -> compress -> inspect/verify,
 // exact round trips for every codec and dtype, real GGUF weights, bad input,
 // and interrupted compression.
+#include "engine/model_compressor.h"
+
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,7 +16,6 @@
 #include "codec/safetensors.h"
 #include "engine/checkpoint.h"
 #include "engine/gguf.h"
-#include "engine/model_compressor.h"
 #include "engine/model_directory.h"
 #include "engine/synth.h"
 #include "gtest/gtest.h"
@@ -69,8 +70,7 @@ std::string RunPackd(const std::string& cmd, int* rc) {
   return out;
 }
 
-class CodecDtypeTest
-    : public ::testing::TestWithParam<std::tuple<std::string, codec::DType>> {};
+class CodecDtypeTest : public ::testing::TestWithParam<std::tuple<std::string, codec::DType>> {};
 
 TEST_P(CodecDtypeTest, SynthCheckpointRoundTripsExactly) {
   const auto& [codec_name, dtype] = GetParam();
@@ -95,11 +95,11 @@ TEST_P(CodecDtypeTest, SynthCheckpointRoundTripsExactly) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllCodecs, CodecDtypeTest,
-    ::testing::Combine(::testing::Values("vlc", "tiled", "none"),
-                       ::testing::Values(codec::DType::kBF16, codec::DType::kF16,
-                                         codec::DType::kF32)));
+INSTANTIATE_TEST_SUITE_P(AllCodecs, CodecDtypeTest,
+                         ::testing::Combine(::testing::Values("vlc", "tiled", "none"),
+                                            ::testing::Values(codec::DType::kBF16,
+                                                              codec::DType::kF16,
+                                                              codec::DType::kF32)));
 
 TEST(ModelCompressorTest, ShardedCheckpointWithIndex) {
   TempDir tmp;
@@ -192,8 +192,8 @@ TEST(ModelCompressorCliTest, InspectVerifyAndCorruption) {
   TempDir tmp;
   const fs::path src = Synth(tmp.path(), codec::DType::kBF16);
   int rc;
-  std::string out = RunPackd("compress " + src.string() + " " + (tmp.path() / "out").string() +
-                            " --codec vlc", &rc);
+  std::string out = RunPackd(
+      "compress " + src.string() + " " + (tmp.path() / "out").string() + " --codec vlc", &rc);
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("bits/weight"), std::string::npos) << out;
   EXPECT_NE(out.find("entropy bound"), std::string::npos) << out;

@@ -80,8 +80,7 @@ uint16_t FloatToF16(float f) {
   return static_cast<uint16_t>(sign | h);
 }
 
-std::vector<uint8_t> RandomTensor(codec::DType dtype, uint64_t n, Distribution d,
-                                  uint64_t seed) {
+std::vector<uint8_t> RandomTensor(codec::DType dtype, uint64_t n, Distribution d, uint64_t seed) {
   const int es = codec::DTypeSize(dtype);
   std::vector<uint8_t> out(n * es);
   std::mt19937_64 rng(seed);
@@ -94,16 +93,25 @@ std::vector<uint8_t> RandomTensor(codec::DType dtype, uint64_t n, Distribution d
     } else {
       float f = 0.0f;
       switch (d) {
-        case Distribution::kNormal002: f = 0.02f * normal(rng); break;
-        case Distribution::kNormalUnit: f = normal(rng); break;
-        case Distribution::kNearOne: f = 1.0f + 0.05f * normal(rng); break;
+        case Distribution::kNormal002:
+          f = 0.02f * normal(rng);
+          break;
+        case Distribution::kNormalUnit:
+          f = normal(rng);
+          break;
+        case Distribution::kNearOne:
+          f = 1.0f + 0.05f * normal(rng);
+          break;
         case Distribution::kWideExponent: {
           const float mag = std::exp2(-30.0f + 60.0f * unit(rng));
           f = (rng() & 1) ? -mag : mag;
           break;
         }
-        case Distribution::kSparse: f = unit(rng) < 0.9f ? 0.0f : 0.02f * normal(rng); break;
-        case Distribution::kUniformBits: break;
+        case Distribution::kSparse:
+          f = unit(rng) < 0.9f ? 0.0f : 0.02f * normal(rng);
+          break;
+        case Distribution::kUniformBits:
+          break;
       }
       if (dtype == codec::DType::kBF16) {
         bits = FloatToBF16(f);

@@ -42,8 +42,7 @@ enum class Distribution {
 };
 
 // n elements of `dtype` (F32, F16 or BF16) as little-endian bytes.
-std::vector<uint8_t> RandomTensor(codec::DType dtype, uint64_t n, Distribution d,
-                                  uint64_t seed);
+std::vector<uint8_t> RandomTensor(codec::DType dtype, uint64_t n, Distribution d, uint64_t seed);
 
 // All 65,536 16-bit patterns as little-endian bytes, in order or shuffled
 // (seeded): every bf16 / fp16 value, NaN payloads and subnormals included.
