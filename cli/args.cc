@@ -1,5 +1,7 @@
 #include "cli/args.h"
 
+#include <cstdio>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
@@ -58,6 +60,38 @@ absl::StatusOr<Args> ParseArgs(const std::vector<std::string>& argv,
     args.flags[name] = value;
   }
   return args;
+}
+
+std::optional<Args> ParseCommand(const CommandSpec& spec, const std::vector<std::string>& argv,
+                                 int* exit_code) {
+  absl::StatusOr<Args> args = ParseArgs(argv, spec.value_flags, spec.bool_flags);
+  if (args.ok() && args->Has("help")) {
+    std::fputs(spec.usage, stdout);
+    *exit_code = 0;
+    return std::nullopt;
+  }
+  absl::Status error = args.status();
+  if (error.ok() && args->positional.size() != spec.positionals) {
+    error = absl::InvalidArgumentError(absl::StrCat(
+        "expected ", spec.positionals, " positional arguments, got ", args->positional.size()));
+  }
+  for (const std::string& flag : spec.required) {
+    if (error.ok() && !args->Has(flag)) {
+      error = absl::InvalidArgumentError(absl::StrCat("--", flag, " is required"));
+    }
+  }
+  if (!error.ok()) {
+    Fail(spec.name, error);
+    std::fputs(spec.usage, stderr);
+    *exit_code = 2;
+    return std::nullopt;
+  }
+  return *std::move(args);
+}
+
+int Fail(const char* command, const absl::Status& status, int exit_code) {
+  std::fprintf(stderr, "packd %s: %s\n", command, std::string(status.message()).c_str());
+  return exit_code;
 }
 
 }  // namespace packd::cli

@@ -27,4 +27,22 @@ absl::StatusOr<Args> ParseArgs(const std::vector<std::string>& argv,
                                const std::set<std::string>& value_flags,
                                const std::set<std::string>& bool_flags);
 
+// What a subcommand accepts, for ParseCommand.
+struct CommandSpec {
+  const char* name;   // "compress"
+  const char* usage;  // printed for --help (stdout) and on usage errors (stderr)
+  std::set<std::string> value_flags, bool_flags;
+  size_t positionals = 0;                  // exactly this many
+  std::vector<std::string> required = {};  // value flags that must be given
+};
+
+// Parses argv for `spec`. Returns the arguments, or nullopt with *exit_code set:
+// 0 after printing the usage for --help, 2 after a usage error (message and
+// usage on stderr).
+std::optional<Args> ParseCommand(const CommandSpec& spec, const std::vector<std::string>& argv,
+                                 int* exit_code);
+
+// Prints "packd <command>: <message>" to stderr and returns `exit_code`.
+int Fail(const char* command, const absl::Status& status, int exit_code = 1);
+
 }  // namespace packd::cli

@@ -13,20 +13,14 @@ int CompressCommand(const std::vector<std::string>& argv) {
       "usage: packd compress SRC DST [--codec vlc|tiled|none] [--threads N]\n"
       "  SRC: a Hugging Face checkpoint directory or a GGUF file (F32/F16/BF16 tensors)\n"
       "  DST: the packd model directory to create (must not exist or be empty)\n";
-  absl::StatusOr<Args> args = ParseArgs(argv, {"codec", "threads"}, {});
-  if (!args.ok() || args->Has("help") || args->positional.size() != 2) {
-    if (!args.ok())
-      std::fprintf(stderr, "packd compress: %s\n", std::string(args.status().message()).c_str());
-    std::fputs(kUsage, args.ok() && args->Has("help") ? stdout : stderr);
-    return args.ok() && args->Has("help") ? 0 : 2;
-  }
+  int rc;
+  const std::optional<Args> args =
+      ParseCommand({"compress", kUsage, {"codec", "threads"}, {}, 2}, argv, &rc);
+  if (!args) return rc;
   engine::CompressOptions options;
   options.codec = args->Get("codec").value_or("vlc");
   absl::StatusOr<int64_t> threads = args->GetInt("threads", 0);
-  if (!threads.ok()) {
-    std::fprintf(stderr, "packd compress: %s\n", std::string(threads.status().message()).c_str());
-    return 2;
-  }
+  if (!threads.ok()) return Fail("compress", threads.status(), 2);
   options.threads = static_cast<int>(*threads);
   absl::StatusOr<engine::CompressReport> report;
   {
@@ -36,10 +30,7 @@ int CompressCommand(const std::vector<std::string>& argv) {
     };
     report = engine::CompressModel(args->positional[0], args->positional[1], options);
   }
-  if (!report.ok()) {
-    std::fprintf(stderr, "packd compress: %s\n", std::string(report.status().message()).c_str());
-    return 1;
-  }
+  if (!report.ok()) return Fail("compress", report.status());
   int stored_raw = 0;
   for (const engine::TensorReport& t : report->tensors) stored_raw += t.codec == "none";
   const uint64_t orig = report->original_bytes(), enc = report->encoded_bytes();

@@ -14,21 +14,11 @@ namespace packd::cli {
 
 int InspectCommand(const std::vector<std::string>& argv) {
   constexpr char kUsage[] = "usage: packd inspect DIR [--json]\n";
-  absl::StatusOr<Args> args = ParseArgs(argv, {}, {"json"});
-  if (!args.ok() || args->Has("help") || args->positional.size() != 1) {
-    if (!args.ok())
-      std::fprintf(stderr, "packd inspect: %s\n", std::string(args.status().message()).c_str());
-    std::fputs(kUsage, args.ok() && args->Has("help") ? stdout : stderr);
-    return args.ok() && args->Has("help") ? 0 : 2;
-  }
-  absl::StatusOr<std::filesystem::path> weights = engine::ResolveWeightsFile(args->positional[0]);
-  absl::StatusOr<codec::ContainerReader> reader =
-      weights.ok() ? codec::ContainerReader::Open(*weights)
-                   : absl::StatusOr<codec::ContainerReader>(weights.status());
-  if (!reader.ok()) {
-    std::fprintf(stderr, "packd inspect: %s\n", std::string(reader.status().message()).c_str());
-    return 1;
-  }
+  int rc;
+  const std::optional<Args> args = ParseCommand({"inspect", kUsage, {}, {"json"}, 1}, argv, &rc);
+  if (!args) return rc;
+  absl::StatusOr<codec::ContainerReader> reader = engine::OpenModelWeights(args->positional[0]);
+  if (!reader.ok()) return Fail("inspect", reader.status());
   if (args->Has("json")) {
     nlohmann::json out = nlohmann::json::array();
     for (const codec::ManifestTensor& t : reader->tensors()) {
@@ -43,7 +33,7 @@ int InspectCommand(const std::vector<std::string>& argv) {
                                                        : nlohmann::json(nullptr)}});
     }
     std::printf("%s\n",
-                nlohmann::json{{"file", weights->string()}, {"tensors", out}}.dump(2).c_str());
+                nlohmann::json{{"file", reader->label()}, {"tensors", out}}.dump(2).c_str());
     return 0;
   }
   std::printf("%-52s %-5s %-16s %-5s %9s %9s %12s %12s\n", "tensor", "dtype", "shape", "codec",

@@ -14,14 +14,11 @@ int SynthCommand(const std::vector<std::string>& argv) {
       "                   [--seed N] [--threads N] [--overwrite]\n"
       "  writes a Hugging Face-style checkpoint with random Llama-shaped weights whose\n"
       "  exponent statistics resemble trained weights (linear N(0, 0.02), norms ~1)\n";
-  absl::StatusOr<Args> args =
-      ParseArgs(argv, {"shape", "out", "dtype", "seed", "threads"}, {"overwrite"});
-  if (!args.ok() || args->Has("help") || !args->positional.empty() || !args->Has("out")) {
-    if (!args.ok())
-      std::fprintf(stderr, "packd synth: %s\n", std::string(args.status().message()).c_str());
-    std::fputs(kUsage, args.ok() && args->Has("help") ? stdout : stderr);
-    return args.ok() && args->Has("help") ? 0 : 2;
-  }
+  int rc;
+  const std::optional<Args> args = ParseCommand(
+      {"synth", kUsage, {"shape", "out", "dtype", "seed", "threads"}, {"overwrite"}, 0, {"out"}},
+      argv, &rc);
+  if (!args) return rc;
   engine::SynthOptions options;
   options.shape = args->Get("shape").value_or("tiny");
   const std::string dtype = args->Get("dtype").value_or("bf16");
@@ -32,16 +29,14 @@ int SynthCommand(const std::vector<std::string>& argv) {
   } else if (dtype == "f32" || dtype == "fp32") {
     options.dtype = codec::DType::kF32;
   } else {
-    std::fprintf(stderr, "packd synth: --dtype must be bf16, f16 or f32, got '%s'\n",
-                 dtype.c_str());
-    return 2;
+    return Fail("synth",
+                absl::InvalidArgumentError("--dtype must be bf16, f16 or f32, got '" + dtype + "'"),
+                2);
   }
   absl::StatusOr<int64_t> seed = args->GetInt("seed", 0);
   absl::StatusOr<int64_t> threads = args->GetInt("threads", 0);
   if (!seed.ok() || !threads.ok()) {
-    std::fprintf(stderr, "packd synth: %s\n",
-                 std::string((seed.ok() ? threads.status() : seed.status()).message()).c_str());
-    return 2;
+    return Fail("synth", seed.ok() ? threads.status() : seed.status(), 2);
   }
   options.seed = static_cast<uint64_t>(*seed);
   options.threads = static_cast<int>(*threads);
@@ -52,10 +47,7 @@ int SynthCommand(const std::vector<std::string>& argv) {
     options.progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total, ""); };
     s = engine::SynthesizeCheckpoint(options, *args->Get("out"));
   }
-  if (!s.ok()) {
-    std::fprintf(stderr, "packd synth: %s\n", std::string(s.message()).c_str());
-    return 1;
-  }
+  if (!s.ok()) return Fail("synth", s);
   std::printf("wrote %s checkpoint (%s) to %s\n", options.shape.c_str(), dtype.c_str(),
               args->Get("out")->c_str());
   return 0;

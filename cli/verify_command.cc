@@ -10,26 +10,13 @@ namespace packd::cli {
 
 int VerifyCommand(const std::vector<std::string>& argv) {
   constexpr char kUsage[] = "usage: packd verify DIR [--threads N]\n";
-  absl::StatusOr<Args> args = ParseArgs(argv, {"threads"}, {});
-  if (!args.ok() || args->Has("help") || args->positional.size() != 1) {
-    if (!args.ok())
-      std::fprintf(stderr, "packd verify: %s\n", std::string(args.status().message()).c_str());
-    std::fputs(kUsage, args.ok() && args->Has("help") ? stdout : stderr);
-    return args.ok() && args->Has("help") ? 0 : 2;
-  }
+  int rc;
+  const std::optional<Args> args = ParseCommand({"verify", kUsage, {"threads"}, {}, 1}, argv, &rc);
+  if (!args) return rc;
   absl::StatusOr<int64_t> threads = args->GetInt("threads", 0);
-  if (!threads.ok()) {
-    std::fprintf(stderr, "packd verify: %s\n", std::string(threads.status().message()).c_str());
-    return 2;
-  }
-  absl::StatusOr<std::filesystem::path> weights = engine::ResolveWeightsFile(args->positional[0]);
-  absl::StatusOr<codec::ContainerReader> reader =
-      weights.ok() ? codec::ContainerReader::Open(*weights)
-                   : absl::StatusOr<codec::ContainerReader>(weights.status());
-  if (!reader.ok()) {
-    std::fprintf(stderr, "packd verify: %s\n", std::string(reader.status().message()).c_str());
-    return 1;
-  }
+  if (!threads.ok()) return Fail("verify", threads.status(), 2);
+  absl::StatusOr<codec::ContainerReader> reader = engine::OpenModelWeights(args->positional[0]);
+  if (!reader.ok()) return Fail("verify", reader.status());
   int failures = 0;
   uint64_t total = 0, done = 0;
   for (const codec::ManifestTensor& t : reader->tensors()) total += t.original_bytes;
@@ -46,12 +33,12 @@ int VerifyCommand(const std::vector<std::string>& argv) {
     }
   }
   if (failures > 0) {
-    std::printf("%s: %d of %zu tensors FAILED verification\n", weights->string().c_str(), failures,
+    std::printf("%s: %d of %zu tensors FAILED verification\n", reader->label().c_str(), failures,
                 reader->tensors().size());
     return 1;
   }
   std::printf("%s: all %zu tensors decode and match their checksums (%s)\n",
-              weights->string().c_str(), reader->tensors().size(), HumanBytes(total).c_str());
+              reader->label().c_str(), reader->tensors().size(), HumanBytes(total).c_str());
   return 0;
 }
 

@@ -21,4 +21,10 @@ absl::StatusOr<std::filesystem::path> ResolveWeightsFile(const std::filesystem::
   return path;
 }
 
+absl::StatusOr<codec::ContainerReader> OpenModelWeights(const std::filesystem::path& path) {
+  absl::StatusOr<std::filesystem::path> weights = ResolveWeightsFile(path);
+  if (!weights.ok()) return weights.status();
+  return codec::ContainerReader::Open(*weights);
+}
+
 }  // namespace packd::engine

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "absl/status/statusor.h"
+#include "codec/container.h"
 
 namespace packd::engine {
 
@@ -16,5 +17,9 @@ inline constexpr char kGgufMetadataFileName[] = "gguf_metadata.json";
 // `path` may be a model directory or a weights file; returns the weights file,
 // or NotFound saying why `path` is not a packd model directory.
 absl::StatusOr<std::filesystem::path> ResolveWeightsFile(const std::filesystem::path& path);
+
+// ResolveWeightsFile + ContainerReader::Open: the validated weights of a model
+// directory (or of a weights file given directly).
+absl::StatusOr<codec::ContainerReader> OpenModelWeights(const std::filesystem::path& path);
 
 }  // namespace packd::engine
