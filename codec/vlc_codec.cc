@@ -4,7 +4,10 @@
 #include <array>
 #include <atomic>
 #include <bit>
+#include <cmath>
 #include <cstring>
+#include <queue>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -27,9 +30,24 @@ namespace {
 constexpr char kName[] = "vlc";
 constexpr uint8_t kMagic[4] = {'P', 'K', 'V', 'L'};
 constexpr uint16_t kVersion = 1;
-constexpr size_t kFixedHeaderBytes = 40;  // followed by 2^exp_bits code lengths
+constexpr size_t kFixedHeaderBytes = 40;  // followed by the code lengths / frequencies
 constexpr uint8_t kModeHuffman = 0;
 constexpr uint8_t kModeConstant = 1;
+constexpr uint8_t kModeRans = 2;
+// rANS: frequencies sum to 2^kRansPrecision; the 32-bit state lives in
+// [kRansLow, 2^32) and is renormalized by 16-bit words.
+constexpr int kRansPrecision = 12;
+constexpr uint32_t kRansTotal = 1u << kRansPrecision;
+constexpr uint32_t kRansMask = kRansTotal - 1;
+constexpr uint32_t kRansLow = 1u << 16;
+// Symbols per stream in one unchecked step of the rANS lockstep loop: each
+// reads at most one u16, so a step that starts at pos <= the tile's end reads
+// at most up to end + 2 * kRansStep <= the end of the codes' padding.
+constexpr int kRansStep = 4;
+static_assert(2 * kRansStep <= 8, "the unchecked rANS reads must stay inside the padding");
+// kAuto uses rANS when it is estimated to save more than this many bits per
+// weight over Huffman (Huffman decodes faster).
+constexpr double kRansMinSavingBits = 0.05;
 // Longest code any version-1 stream may use; the decode tables always have
 // 2^kTableBits entries, so one peek of kTableBits bits decodes >= 1 symbol.
 constexpr int kTableBits = 11;
@@ -311,6 +329,143 @@ StreamResult FinishStream(bool bmi2, const uint8_t* codes, const DecodeTables& t
   return StreamResult::kOk;
 }
 
+// ---- rANS (mode 2).
+
+// Frequencies summing to kRansTotal, >= 1 for every symbol with a nonzero
+// count, that minimise the coded size sum of count[s] * log2(kRansTotal /
+// freq[s]) bits. The objective is separable and concave in each freq, so
+// handing out the units one at a time to the largest marginal gain (starting
+// from 1 each) is optimal. Requires 2..kRansTotal nonzero counts.
+std::vector<uint16_t> RansFrequencies(std::span<const uint64_t> counts) {
+  std::vector<uint16_t> freq(counts.size(), 0);
+  auto gain = [&](size_t s) {
+    return static_cast<double>(counts[s]) * std::log2((freq[s] + 1.0) / freq[s]);
+  };
+  // (gain, -symbol): ties go to the smaller symbol, so the result is deterministic.
+  std::priority_queue<std::pair<double, int>> heap;
+  uint32_t sum = 0;
+  for (size_t s = 0; s < counts.size(); ++s) {
+    if (counts[s] == 0) continue;
+    freq[s] = 1;
+    ++sum;
+    heap.push({gain(s), -static_cast<int>(s)});
+  }
+  for (; sum < kRansTotal; ++sum) {
+    const size_t s = static_cast<size_t>(-heap.top().second);
+    heap.pop();
+    ++freq[s];
+    heap.push({gain(s), -static_cast<int>(s)});
+  }
+  return freq;
+}
+
+// Coded size of the exponents with these frequencies, in bits (excluding the
+// per-tile state and word rounding).
+double RansCostBits(std::span<const uint64_t> counts, std::span<const uint16_t> freq) {
+  double bits = 0;
+  for (size_t s = 0; s < counts.size(); ++s) {
+    if (counts[s] != 0)
+      bits += static_cast<double>(counts[s]) * (kRansPrecision - std::log2(freq[s]));
+  }
+  return bits;
+}
+
+// slot[i] for i = x mod kRansTotal: the symbol s whose range [start, start +
+// freq) holds i (bits 0-7), freq (bits 8-19) and i - start (bits 20-31), so a
+// decode step is x' = freq * (x >> 12) + (i - start) with no other lookup.
+struct RansTable {
+  alignas(64) std::array<uint32_t, kRansTotal> slot;  // 16 KiB
+};
+
+// `freq` must sum to kRansTotal with every entry < kRansTotal.
+void BuildRansTable(std::span<const uint16_t> freq, RansTable& t) {
+  uint32_t start = 0;
+  for (size_t s = 0; s < freq.size(); ++s) {
+    for (uint32_t j = 0; j < freq[s]; ++j) {
+      t.slot[start + j] = static_cast<uint32_t>(s) | uint32_t{freq[s]} << 8 | j << 20;
+    }
+    start += freq[s];
+  }
+}
+
+// One tile's rANS stream: bytes [pos, end) of "codes" after the initial
+// state, state x, n exponents to [out, out_end).
+struct RansStream {
+  uint64_t pos;
+  uint64_t end;
+  uint32_t x;
+  uint8_t* out;
+  uint8_t* out_end;
+};
+
+// One decode step. x must be in [kRansLow, 2^32); then x' = freq * (x >> 12)
+// + (i - start) is in [16, 2^32), so one 16-bit read brings it back to
+// [kRansLow, 2^32): FORMAT.md's "while" loop runs at most once. The word is
+// loaded unconditionally and merged with masks, not a branch (whether a tile
+// needs a word is data-dependent and mispredicts); pos must be <= 6 + the
+// payload size.
+__attribute__((always_inline)) inline void RansStep(const uint8_t* codes, const uint32_t* slots,
+                                                    uint32_t& x, uint64_t& pos, uint8_t*& out) {
+  const uint32_t e = slots[x & kRansMask];
+  *out++ = static_cast<uint8_t>(e);
+  x = ((e >> 8) & kRansMask) * (x >> kRansPrecision) + (e >> 20);
+  uint16_t w;
+  std::memcpy(&w, codes + pos, 2);
+  const uint32_t refilled = (x << 16) | w;
+  pos += 2 * uint64_t{x < kRansLow};
+#ifdef PACKD_VLC_X86
+  // x = x < kRansLow ? refilled : x as a cmov: clang otherwise emits a branch.
+  asm("cmpl %[low], %[x]\n\tcmovbl %[r], %[x]"
+      : [x] "+r"(x)
+      : [r] "r"(refilled), [low] "i"(kRansLow)
+      : "cc");
+#else
+  x = x < kRansLow ? refilled : x;
+#endif
+}
+
+// Decodes K streams in lockstep, kRansStep symbols each per round, while all
+// have that many symbols left and have not passed their end (so the reads
+// stay inside codes, see kRansStep); the K state chains overlap.
+// Not inlined: the K chains need most of the registers.
+template <int K>
+__attribute__((noinline)) void DecodeRansLockstep(const uint8_t* codes, const uint32_t* slots,
+                                                  RansStream* s) {
+  uint64_t pos[K], end[K];
+  uint32_t x[K];
+  uint8_t* out[K];
+  uint8_t* out_end[K];
+  for (int k = 0; k < K; ++k) {
+    pos[k] = s[k].pos;
+    end[k] = s[k].end;
+    x[k] = s[k].x;
+    out[k] = s[k].out;
+    out_end[k] = s[k].out_end;
+  }
+  for (;;) {
+    bool ok = true;
+#pragma unroll
+    for (int k = 0; k < K; ++k) ok &= (out_end[k] - out[k] >= kRansStep) & (pos[k] <= end[k]);
+    if (!ok) break;
+    for (int j = 0; j < kRansStep; ++j) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) RansStep(codes, slots, x[k], pos[k], out[k]);
+    }
+  }
+  for (int k = 0; k < K; ++k) {
+    s[k].pos = pos[k];
+    s[k].x = x[k];
+    s[k].out = out[k];
+  }
+}
+
+// Finishes one stream: every exponent while pos <= end (each read then stays
+// inside codes); the caller checks the end conditions.
+void FinishRansStream(const uint8_t* codes, const RansTable& t, RansStream& s) {
+  DecodeRansLockstep<1>(codes, t.slot.data(), &s);
+  while (s.out < s.out_end && s.pos <= s.end) RansStep(codes, t.slot.data(), s.x, s.pos, s.out);
+}
+
 // ---- Joining exponents with the rest plane.
 //
 // Join*(exps, rest, n, out) writes n elements to out from exps[0..n) and the
@@ -481,7 +636,8 @@ class VlcDecoder final : public TensorDecoder {
  public:
   VlcDecoder(const FloatFormat& f, const TileGrid& grid, const Header& h,
              std::span<const uint8_t> offsets, std::span<const uint8_t> codes,
-             std::span<const uint8_t> rest, std::unique_ptr<DecodeTables> tables)
+             std::span<const uint8_t> rest, std::unique_ptr<DecodeTables> tables,
+             std::unique_ptr<RansTable> rans)
       : TensorDecoder(f.elem_bytes),
         f_(f),
         grid_(grid),
@@ -489,7 +645,8 @@ class VlcDecoder final : public TensorDecoder {
         offsets_(offsets),
         codes_(codes),
         rest_(rest),
-        tables_(std::move(tables)) {}
+        tables_(std::move(tables)),
+        rans_(std::move(rans)) {}
 
   const TileGrid& grid() const override { return grid_; }
 
@@ -586,6 +743,47 @@ class VlcDecoder final : public TensorDecoder {
     return LoadLE(offsets_.data() + i * h_.offset_bytes, h_.offset_bytes);
   }
 
+  // Decodes the exponents of tiles[k] (k < K) in rANS mode; s[k] holds the
+  // tile's bit range and exponent buffer (as for Huffman).
+  template <int K>
+  absl::Status DecodeRans(const uint64_t* tiles, const Stream* s) const {
+    const uint8_t* codes = codes_.data();
+    RansStream r[K];
+    for (int k = 0; k < K; ++k) {
+      const uint64_t begin = s[k].pos >> 3, end = s[k].end >> 3;
+      if (end - begin < 4) {
+        return absl::DataLossError(absl::StrCat("vlc: tile ", tiles[k], ": rANS stream of ",
+                                                end - begin,
+                                                " bytes is shorter than its 4-byte state"));
+      }
+      const uint32_t x = static_cast<uint32_t>(LoadLE(codes + begin, 4));
+      if (x < kRansLow) {
+        return absl::DataLossError(
+            absl::StrCat("vlc: tile ", tiles[k], ": rANS initial state ", x, " is below 2^16"));
+      }
+      r[k] = {begin + 4, end, x, s[k].out, s[k].out_end};
+    }
+    if (K > 1) DecodeRansLockstep<K>(codes, rans_->slot.data(), r);
+    for (int k = 0; k < K; ++k) {
+      FinishRansStream(codes, *rans_, r[k]);
+      const uint64_t bytes = r[k].end - (s[k].pos >> 3);
+      if (r[k].out < r[k].out_end || r[k].pos > r[k].end) {
+        return absl::DataLossError(absl::StrCat("vlc: tile ", tiles[k], ": rANS stream of ", bytes,
+                                                " bytes ends before its ", s[k].out_end - s[k].out,
+                                                " exponents"));
+      }
+      if (r[k].pos < r[k].end) {
+        return absl::DataLossError(absl::StrCat("vlc: tile ", tiles[k], ": rANS stream has ",
+                                                r[k].end - r[k].pos, " unused trailing bytes"));
+      }
+      if (r[k].x != kRansLow) {
+        return absl::DataLossError(absl::StrCat("vlc: tile ", tiles[k], ": final rANS state ",
+                                                r[k].x, " is not the initial 2^16"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
   // Decodes tiles[k] (k < K, valid indices) into out[k], which holds exactly
   // TileSize(tiles[k]) * elem_bytes bytes. Exponents of tile k go to
   // scratch + k * stride (stride >= TileSize) or, without scratch, in
@@ -606,6 +804,7 @@ class VlcDecoder final : public TensorDecoder {
       }
       s[k] = {Offset(tiles[k]) * 8, Offset(tiles[k] + 1) * 8, exps, exps + n[k]};
     }
+    if (h_.mode == kModeRans) RETURN_IF_ERROR(DecodeRans<K>(tiles, s));
     if (h_.mode == kModeHuffman) {
       const bool bmi2 = UseBmi2();
       if (K > 1) DecodeLockstep<K>(bmi2, codes_.data(), tables_->multi.data(), s);
@@ -650,7 +849,8 @@ class VlcDecoder final : public TensorDecoder {
   TileGrid grid_;
   Header h_;
   std::span<const uint8_t> offsets_, codes_, rest_;
-  std::unique_ptr<DecodeTables> tables_;  // null in constant mode
+  std::unique_ptr<DecodeTables> tables_;  // Huffman mode only
+  std::unique_ptr<RansTable> rans_;       // rANS mode only
 };
 
 // ---- The codec.
@@ -692,10 +892,17 @@ absl::StatusOr<std::unique_ptr<TensorDecoder>> VlcCodecImpl::OpenDecoder(
     return Corrupt("header", absl::StrCat("unsupported format version ", version,
                                           " (this build reads ", kVersion, ")"));
   }
-  if (header.size() != kFixedHeaderBytes + alphabet) {
-    return Corrupt("header", absl::StrCat("has ", header.size(), " bytes, expected ",
-                                          kFixedHeaderBytes + alphabet, " for ",
-                                          std::string(DTypeName(info.dtype))));
+  const uint8_t mode = header[9];
+  if (mode != kModeHuffman && mode != kModeConstant && mode != kModeRans) {
+    return Corrupt("header", absl::StrCat("unknown mode ", int{mode}));
+  }
+  // A code length per exponent, or a u16 frequency per exponent in rANS mode.
+  const size_t table_bytes = mode == kModeRans ? 2 * alphabet : alphabet;
+  if (header.size() != kFixedHeaderBytes + table_bytes) {
+    return Corrupt(
+        "header",
+        absl::StrCat("has ", header.size(), " bytes, expected ", kFixedHeaderBytes + table_bytes,
+                     " for ", std::string(DTypeName(info.dtype)), " in mode ", int{mode}));
   }
   if (header[6] != f.elem_bytes || header[7] != f.exp_bits || header[8] != f.mant_bits) {
     return Corrupt("header",
@@ -724,7 +931,28 @@ absl::StatusOr<std::unique_ptr<TensorDecoder>> VlcCodecImpl::OpenDecoder(
   // Code lengths.
   const std::span<const uint8_t> lengths = header.subspan(kFixedHeaderBytes, alphabet);
   std::unique_ptr<DecodeTables> tables;
-  if (h.mode == kModeConstant) {
+  std::unique_ptr<RansTable> rans;
+  if (h.mode == kModeRans) {
+    if (h.const_symbol != 0) return Corrupt("header", "constant exponent set in rANS mode");
+    if (h.max_code_len != kRansPrecision) {
+      return Corrupt("header", absl::StrCat("rANS precision ", int{h.max_code_len}, " is not ",
+                                            kRansPrecision));
+    }
+    std::vector<uint16_t> freq(alphabet);
+    uint64_t sum = 0;
+    int used = 0;
+    for (size_t s = 0; s < alphabet; ++s) {
+      freq[s] = static_cast<uint16_t>(LoadLE(header.data() + kFixedHeaderBytes + 2 * s, 2));
+      sum += freq[s];
+      used += freq[s] != 0;
+    }
+    if (sum != kRansTotal || used < 2) {
+      return Corrupt("header", absl::StrCat("rANS frequencies sum to ", sum, " over ", used,
+                                            " exponents (need ", kRansTotal, " over >= 2)"));
+    }
+    rans = std::make_unique<RansTable>();
+    BuildRansTable(freq, *rans);
+  } else if (h.mode == kModeConstant) {
     if (h.max_code_len != 0 || h.const_symbol >= alphabet ||
         std::any_of(lengths.begin(), lengths.end(), [](uint8_t l) { return l != 0; })) {
       return Corrupt("header", "constant mode with code lengths or an out-of-range exponent");
@@ -791,7 +1019,7 @@ absl::StatusOr<std::unique_ptr<TensorDecoder>> VlcCodecImpl::OpenDecoder(
                                         RestPlaneBytes(f, info.elements())));
   }
   return std::unique_ptr<TensorDecoder>(
-      new VlcDecoder(f, grid, h, offsets, codes, rest, std::move(tables)));
+      new VlcDecoder(f, grid, h, offsets, codes, rest, std::move(tables), std::move(rans)));
 }
 
 }  // namespace
@@ -840,6 +1068,36 @@ void WriteTileCodes(const uint8_t* p, uint32_t m, const FloatFormat& f,
   StoreLE(dst, acc, (nbits + 7) / 8);
 }
 
+// rANS encoder view of one exponent: emit a word while x >= x_max.
+struct RansEncSymbol {
+  uint32_t freq = 1;
+  uint32_t start = 0;
+  uint32_t x_max = 0;
+};
+
+// Encodes a tile's m exponents (FORMAT.md §4, mode 2) backwards into the
+// bytes just below `end`, which has room for the worst case 4 + 2m (at most
+// one word per symbol), and returns the start of the stream: the final state
+// (u32) then the words in the order the decoder reads them.
+template <int EB>
+uint8_t* WriteRansTile(const uint8_t* p, uint32_t m, const FloatFormat& f,
+                       const RansEncSymbol (&sym)[256], uint8_t* end) {
+  uint32_t x = kRansLow;
+  uint8_t* dst = end;
+  for (uint32_t k = m; k-- > 0;) {
+    const RansEncSymbol& s = sym[f.Exponent(LoadElement(p + uint64_t{k} * EB, EB))];
+    if (x >= s.x_max) {
+      dst -= 2;
+      StoreLE(dst, x & 0xffff, 2);
+      x >>= 16;
+    }
+    x = ((x / s.freq) << kRansPrecision) + x % s.freq + s.start;
+  }
+  dst -= 4;
+  StoreLE(dst, x, 4);
+  return dst;
+}
+
 }  // namespace
 
 absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const uint8_t> raw,
@@ -854,6 +1112,10 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
     return absl::InvalidArgumentError(
         absl::StrCat("vlc: tensor has ", raw.size(), " bytes, its shape needs ", info.bytes()));
   }
+  if (options.mode != VlcMode::kAuto && options.mode != VlcMode::kHuffman &&
+      options.mode != VlcMode::kRans) {
+    return absl::InvalidArgumentError("vlc: unknown VlcMode");
+  }
   if (options.tile_cols == 0 || options.max_code_len < 1 || options.max_code_len > kTableBits) {
     return absl::InvalidArgumentError(absl::StrCat("vlc: tile_cols ", options.tile_cols,
                                                    " / max_code_len ", options.max_code_len,
@@ -867,20 +1129,30 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
 
   const ExponentHistogram hist = ExponentHistogram::Of(f, raw, threads);
   const int distinct = hist.distinct();
+  const std::span<const uint64_t> counts = std::span(hist.counts).first(alphabet);
   std::vector<uint8_t> lengths(alphabet, 0);
+  std::vector<uint16_t> freq;
   uint8_t mode = kModeConstant, const_symbol = 0, max_len = 0;
   if (distinct == 1) {
     for (size_t s = 0; s < alphabet; ++s) {
       if (hist.counts[s] != 0) const_symbol = static_cast<uint8_t>(s);
     }
   } else if (distinct >= 2) {
-    if (static_cast<uint64_t>(distinct) > (uint64_t{1} << options.max_code_len)) {
-      return absl::InvalidArgumentError(absl::StrCat("vlc: max_code_len ", options.max_code_len,
-                                                     " cannot code ", distinct, " exponents"));
+    if (options.mode != VlcMode::kRans) {
+      if (static_cast<uint64_t>(distinct) > (uint64_t{1} << options.max_code_len)) {
+        return absl::InvalidArgumentError(absl::StrCat("vlc: max_code_len ", options.max_code_len,
+                                                       " cannot code ", distinct, " exponents"));
+      }
+      mode = kModeHuffman;
+      lengths = LimitedCodeLengths(counts, options.max_code_len);
+      max_len = *std::max_element(lengths.begin(), lengths.end());
     }
-    mode = kModeHuffman;
-    lengths = LimitedCodeLengths(std::span(hist.counts).first(alphabet), options.max_code_len);
-    max_len = *std::max_element(lengths.begin(), lengths.end());
+    if (options.mode != VlcMode::kHuffman) freq = RansFrequencies(counts);
+    if (options.mode == VlcMode::kRans) {
+      mode = kModeRans;
+      max_len = kRansPrecision;
+      std::fill(lengths.begin(), lengths.end(), 0);
+    }
   }
   const std::vector<uint32_t> codes_of = CanonicalStreamCodes(lengths);
 
@@ -902,9 +1174,54 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
       }
     });
     for (uint64_t t = 0; t < tiles; ++t) starts[t + 1] += starts[t];
+    // kAuto: switch to rANS when its estimated size (the ideal code length
+    // under the quantized frequencies, plus per tile the 4-byte final state,
+    // ~3 bytes above the 2^16 start, and ~1 byte of word rounding, and its
+    // larger header) is smaller by more than kRansMinSavingBits per weight.
+    if (options.mode == VlcMode::kAuto) {
+      const double huffman_bits = 8.0 * static_cast<double>(starts[tiles]);
+      const double rans_bits =
+          RansCostBits(counts, freq) + 8.0 * (4.0 * static_cast<double>(tiles) + alphabet);
+      if (huffman_bits - rans_bits > kRansMinSavingBits * static_cast<double>(n)) {
+        mode = kModeRans;
+        max_len = kRansPrecision;
+        std::fill(lengths.begin(), lengths.end(), 0);
+      }
+    }
+  }
+  if (mode == kModeRans) {
+    // Each tile is encoded backwards into a worst-case-sized buffer, kept until
+    // all sizes (and so the starts) are known, then copied into place.
+    std::vector<std::vector<uint8_t>> streams(tiles);
+    ParallelFor(tiles, threads, [&](size_t begin, size_t end) {
+      RansEncSymbol sym[256] = {};
+      uint32_t start = 0;
+      for (size_t s = 0; s < alphabet; ++s) {
+        if (freq[s] != 0) sym[s] = {freq[s], start, uint32_t{freq[s]} << (32 - kRansPrecision)};
+        start += freq[s];
+      }
+      std::vector<uint8_t> buf;
+      for (size_t t = begin; t < end; ++t) {
+        const uint32_t m = grid.TileSize(t);
+        buf.resize(4 + 2 * uint64_t{m});
+        uint8_t* const buf_end = buf.data() + buf.size();
+        const uint8_t* first =
+            eb == 2 ? WriteRansTile<2>(raw.data() + grid.TileBegin(t) * 2, m, f, sym, buf_end)
+                    : WriteRansTile<4>(raw.data() + grid.TileBegin(t) * 4, m, f, sym, buf_end);
+        streams[t].assign(first, static_cast<const uint8_t*>(buf_end));
+      }
+    });
+    for (uint64_t t = 0; t < tiles; ++t) starts[t + 1] = starts[t] + streams[t].size();
+    codes.assign(starts[tiles] + kCodesPadding, 0);
+    ParallelFor(tiles, threads, [&](size_t begin, size_t end) {
+      for (size_t t = begin; t < end; ++t) {
+        std::copy(streams[t].begin(), streams[t].end(), codes.begin() + starts[t]);
+        std::vector<uint8_t>().swap(streams[t]);
+      }
+    });
   }
   const uint64_t payload = starts[tiles];
-  codes.assign(payload + kCodesPadding, 0);
+  if (mode != kModeRans) codes.assign(payload + kCodesPadding, 0);
   if (mode == kModeHuffman) {
     ParallelFor(tiles, threads, [&](size_t begin, size_t end) {
       uint32_t table[256] = {};  // code | length << 24
@@ -937,7 +1254,7 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
     StoreLE(offsets.data() + t * offset_bytes, starts[t], offset_bytes);
   }
 
-  std::vector<uint8_t> header(kFixedHeaderBytes + alphabet, 0);
+  std::vector<uint8_t> header(kFixedHeaderBytes + (mode == kModeRans ? 2 : 1) * alphabet, 0);
   std::memcpy(header.data(), kMagic, 4);
   StoreLE(header.data() + 4, kVersion, 2);
   header[6] = static_cast<uint8_t>(f.elem_bytes);
@@ -950,7 +1267,13 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
   StoreLE(header.data() + 16, grid.rows, 8);
   StoreLE(header.data() + 24, grid.cols, 8);
   StoreLE(header.data() + 32, grid.tile_cols, 4);
-  std::copy(lengths.begin(), lengths.end(), header.begin() + kFixedHeaderBytes);
+  if (mode == kModeRans) {
+    for (size_t s = 0; s < alphabet; ++s) {
+      StoreLE(header.data() + kFixedHeaderBytes + 2 * s, freq[s], 2);
+    }
+  } else {
+    std::copy(lengths.begin(), lengths.end(), header.begin() + kFixedHeaderBytes);
+  }
 
   EncodedTensor out;
   out.codec = kName;

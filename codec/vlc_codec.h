@@ -1,4 +1,5 @@
-// "vlc": canonical, length-limited Huffman codes over the exponent field.
+// "vlc": canonical, length-limited Huffman codes (or, for tensors dominated by
+// one exponent, rANS) over the exponent field.
 //
 // Each tensor gets one code table built from its exponent histogram; the tensor
 // is cut into tiles (codec/tile_grid.h) and every tile is an independent,
@@ -16,6 +17,16 @@
 
 namespace packd::codec {
 
+// How the encoder codes a tensor with at least 2 distinct exponents (tensors
+// with 0 or 1 always use the constant mode, which has no bitstream).
+enum class VlcMode {
+  // Huffman unless rANS is estimated to save more than ~0.05 bits/weight
+  // (a dominant exponent, e.g. a sparse tensor; Huffman decodes faster).
+  kAuto,
+  kHuffman,  // always Huffman (mode 0)
+  kRans,     // always rANS (mode 2); max_code_len is then unused
+};
+
 // Encoder parameters. A decoder needs neither: the header records the tile
 // width and the code lengths. The defaults are what VlcCodec().Encode uses.
 struct VlcOptions {
@@ -30,6 +41,7 @@ struct VlcOptions {
   // at a cost of ~0.004 bits/weight on N(0, 0.02) bf16: only exponents rarer
   // than ~2^-11 get shorter codes than plain Huffman would give them.
   int max_code_len = 11;
+  VlcMode mode = VlcMode::kAuto;
 };
 
 // The "vlc" codec (F32, F16, BF16). Static, stateless, thread-safe.

@@ -20,6 +20,7 @@
 #include "base/file.h"
 #include "codec/container.h"
 #include "codec/safetensors.h"
+#include "codec/vlc_codec.h"
 #include "engine/gguf.h"
 
 namespace {
@@ -252,6 +253,31 @@ std::vector<std::pair<std::string, std::string>> ContainerSeeds() {
     seeds.emplace_back(std::string("valid_") + name + ".safetensors", bytes);
     std::string truncated = bytes.substr(0, bytes.size() - 17);
     seeds.emplace_back(std::string("bad_truncated_") + name + ".safetensors", truncated);
+  }
+  {  // a 90%-zero bf16 vector in vlc's rANS mode (header byte 9 = 2); forced,
+     // as auto mode keeps Huffman for a tensor this small
+    std::string sparse(2 * 600, '\0');
+    const std::string noise = Filler(sparse.size(), 5);
+    for (size_t i = 0; i + 1 < sparse.size(); i += 2) {
+      if (static_cast<uint8_t>(noise[i]) < 26) {
+        sparse[i] = noise[i + 1];
+        sparse[i + 1] = static_cast<char>(0x3c + (noise[i] & 1));
+      }
+    }
+    const std::filesystem::path path = tmp / "rans.safetensors";
+    auto writer = codec::ContainerWriter::Create(path);
+    codec::TensorInfo a{DType::kBF16, {600}};
+    codec::VlcOptions rans;
+    rans.mode = codec::VlcMode::kRans;
+    auto ea = codec::VlcEncode(a, Bytes(sparse), 1, rans);
+    if (writer.ok() && ea.ok() && ea->components[0].bytes[9] == 2 &&
+        (*writer)->Add("s", a, *ea, packd::Checksum64(Bytes(sparse)), 9.0).ok() &&
+        (*writer)->Finish().ok()) {
+      seeds.emplace_back("valid_vlc_rans.safetensors", *packd::ReadFileToString(path));
+    } else {
+      std::fprintf(stderr, "cannot build the rANS container seed\n");
+      seeds.emplace_back("valid_vlc_rans.safetensors", "");  // fails the parse check
+    }
   }
   std::filesystem::remove_all(tmp);
   seeds.emplace_back(
