@@ -414,6 +414,25 @@ class VlcHostileTest : public ::testing::Test {
     return all;
   }
 
+  // Each component shortened or lengthened by each delta (freshly encoded each
+  // time) is refused with an error naming the component.
+  void TruncatedOrExtendedComponentsAreRefused(std::initializer_list<int> deltas) {
+    for (const char* name : {"header", "offsets", "codes", "rest"}) {
+      for (int delta : deltas) {
+        SetUp();
+        std::vector<uint8_t>& b = Bytes(name);
+        if (delta < 0) {
+          b.resize(b.size() + delta);
+        } else {
+          b.insert(b.end(), delta, 0);
+        }
+        absl::Status s = OpenAndDecode();
+        EXPECT_FALSE(s.ok()) << name << " " << delta;
+        EXPECT_THAT(s.message(), HasSubstr(name)) << s;
+      }
+    }
+  }
+
   // `iterations` rounds of 1-4 random byte flips in one component (cycling
   // through all four), each on a freshly encoded tensor: every outcome is an
   // error or some output; both kinds must occur.
@@ -459,20 +478,7 @@ TEST_F(VlcHostileTest, MissingComponent) {
 }
 
 TEST_F(VlcHostileTest, TruncatedOrExtendedComponents) {
-  for (const char* name : {"header", "offsets", "codes", "rest"}) {
-    for (int delta : {-1, +1, -8, +8}) {
-      SetUp();
-      std::vector<uint8_t>& b = Bytes(name);
-      if (delta < 0) {
-        b.resize(b.size() + delta);
-      } else {
-        b.insert(b.end(), delta, 0);
-      }
-      absl::Status s = OpenAndDecode();
-      EXPECT_FALSE(s.ok()) << name << " " << delta;
-      EXPECT_THAT(s.message(), HasSubstr(name)) << s;
-    }
-  }
+  TruncatedOrExtendedComponentsAreRefused({-1, +1, -8, +8});
 }
 
 TEST_F(VlcHostileTest, WrongTensorInfo) {
@@ -760,20 +766,7 @@ TEST_F(VlcRansHostileTest, WrongStates) {
 }
 
 TEST_F(VlcRansHostileTest, TruncatedOrExtendedComponents) {
-  for (const char* name : {"header", "offsets", "codes", "rest"}) {
-    for (int delta : {-1, +1, -2, +2, -8, +8}) {
-      SetUp();
-      std::vector<uint8_t>& b = Bytes(name);
-      if (delta < 0) {
-        b.resize(b.size() + delta);
-      } else {
-        b.insert(b.end(), delta, 0);
-      }
-      absl::Status s = OpenAndDecode();
-      EXPECT_FALSE(s.ok()) << name << " " << delta;
-      EXPECT_THAT(s.message(), HasSubstr(name)) << s;
-    }
-  }
+  TruncatedOrExtendedComponentsAreRefused({-1, +1, -2, +2, -8, +8});
 }
 
 TEST_F(VlcRansHostileTest, RandomByteFlipsNeverCrash) { RandomByteFlipsNeverCrash(1200, 4321); }
