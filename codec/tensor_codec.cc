@@ -32,21 +32,19 @@ absl::Status TensorDecoder::DecodeAll(std::span<uint8_t> out, int threads) const
         "output buffer has ", out.size(), " bytes, tensor needs ", g.elements() * elem_bytes_));
   }
   const uint64_t tiles = g.tiles();
-  // Enough chunks per thread to balance uneven tiles, few enough to be cheap.
+  // Runs of tiles per task: enough tasks to balance uneven tiles, few enough
+  // to be cheap; each run is one DecodeTiles call.
   const uint64_t chunk = 64;
   const uint64_t n_chunks = (tiles + chunk - 1) / chunk;
   std::vector<absl::Status> errors(n_chunks);
   ParallelFor(n_chunks, threads, [&](size_t begin, size_t end) {
     for (size_t c = begin; c < end; ++c) {
-      for (uint64_t t = c * chunk; t < std::min(tiles, (c + 1) * chunk); ++t) {
-        const uint64_t off = g.TileBegin(t) * elem_bytes_;
-        const uint64_t len = uint64_t{g.TileSize(t)} * elem_bytes_;
-        absl::Status s = DecodeTile(t, out.subspan(off, len));
-        if (!s.ok()) {
-          errors[c] = std::move(s);
-          break;
-        }
-      }
+      const uint64_t first = c * chunk, count = std::min(chunk, tiles - first);
+      const uint64_t off = g.TileBegin(first) * elem_bytes_;
+      const uint64_t last = first + count - 1;
+      const uint64_t len = (g.TileBegin(last) + g.TileSize(last)) * elem_bytes_ - off;
+      errors[c] = DecodeTiles(first, count, out.subspan(off, len));
+      if (!errors[c].ok()) break;
     }
   });
   for (absl::Status& s : errors) RETURN_IF_ERROR(s);

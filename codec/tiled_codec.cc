@@ -660,30 +660,15 @@ absl::Status TiledDecoder::DecodeTile(uint64_t tile, std::span<uint8_t> out) con
   return DecodeTiledTile(v, out, kernel_);
 }
 
-absl::Status TiledDecoder::DecodeAll(std::span<uint8_t> out, int threads) const {
-  if (out.size() != grid_.elements() * static_cast<uint64_t>(elem_bytes_)) {
-    return absl::InvalidArgumentError(
-        Err(absl::StrCat("output buffer has ", out.size(), " bytes, tensor needs ",
-                         grid_.elements() * elem_bytes_)));
+absl::Status TiledDecoder::DecodeTiles(uint64_t first, uint64_t count,
+                                       std::span<uint8_t> out) const {
+  RETURN_IF_ERROR(CheckTileRun(first, count, out));
+  if (count == 0) return absl::OkStatus();
+  const uint64_t origin = grid_.TileBegin(first);
+  for (uint64_t t = first; t < first + count; ++t) {
+    const TiledTileView v = ViewUnchecked(t);
+    RETURN_IF_ERROR(DecodeResolved(v, out.data() + (v.first - origin) * elem_bytes_, kernel_));
   }
-  // Contiguous tile ranges per thread; each range stops at its first error.
-  const uint64_t tiles = grid_.tiles();
-  const uint64_t chunk = 256;
-  const uint64_t n_chunks = (tiles + chunk - 1) / chunk;
-  std::vector<absl::Status> errors(n_chunks);
-  ParallelFor(n_chunks, threads, [&](size_t c0, size_t c1) {
-    for (size_t c = c0; c < c1; ++c) {
-      for (uint64_t t = c * chunk; t < std::min(tiles, (c + 1) * chunk); ++t) {
-        const TiledTileView v = ViewUnchecked(t);
-        absl::Status s = DecodeResolved(v, out.data() + v.first * elem_bytes_, kernel_);
-        if (!s.ok()) {
-          errors[c] = std::move(s);
-          return;
-        }
-      }
-    }
-  });
-  for (absl::Status& s : errors) RETURN_IF_ERROR(s);
   return absl::OkStatus();
 }
 

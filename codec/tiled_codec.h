@@ -88,7 +88,9 @@ class TiledDecoder final : public TensorDecoder {
 
   const TileGrid& grid() const override { return grid_; }
   absl::Status DecodeTile(uint64_t tile, std::span<uint8_t> out) const override;
-  absl::Status DecodeAll(std::span<uint8_t> out, int threads) const override;
+  // Runs of tiles without a virtual call or view check per tile; DecodeAll
+  // (the base class's) splits the tensor into such runs across threads.
+  absl::Status DecodeTiles(uint64_t first, uint64_t count, std::span<uint8_t> out) const override;
 
   // The raw view of tile t < grid().tiles() (OutOfRange otherwise). O(1).
   absl::StatusOr<TiledTileView> Tile(uint64_t t) const;
