@@ -1,5 +1,6 @@
 #include "cli/args.h"
 
+#include <cctype>
 #include <cstdio>
 
 #include "absl/strings/numbers.h"
@@ -24,6 +25,16 @@ absl::StatusOr<int64_t> Args::GetInt(const std::string& name, int64_t fallback) 
   return out;
 }
 
+absl::StatusOr<double> Args::GetDouble(const std::string& name, double fallback) const {
+  const std::optional<std::string> v = Get(name);
+  if (!v) return fallback;
+  double out;
+  if (!absl::SimpleAtod(*v, &out)) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " wants a number, got '", *v, "'"));
+  }
+  return out;
+}
+
 absl::StatusOr<Args> ParseArgs(const std::vector<std::string>& argv,
                                const std::set<std::string>& value_flags,
                                const std::set<std::string>& bool_flags) {
@@ -34,11 +45,14 @@ absl::StatusOr<Args> ParseArgs(const std::vector<std::string>& argv,
       args.flags["help"] = "";
       continue;
     }
-    if (a.rfind("--", 0) != 0 || a == "--") {
+    // "-n 5" is the short form of a one-letter flag "--n 5".
+    const bool short_flag =
+        a.size() == 2 && a[0] == '-' && std::isalpha(static_cast<unsigned char>(a[1]));
+    if (!short_flag && (a.rfind("--", 0) != 0 || a == "--")) {
       args.positional.push_back(a);
       continue;
     }
-    std::string name = a.substr(2), value;
+    std::string name = a.substr(short_flag ? 1 : 2), value;
     const size_t eq = name.find('=');
     const bool inline_value = eq != std::string::npos;
     if (inline_value) {

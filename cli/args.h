@@ -20,9 +20,11 @@ struct Args {
   bool Has(const std::string& name) const { return flags.contains(name); }
   // An integer flag, or `fallback` when absent; an error names the flag.
   absl::StatusOr<int64_t> GetInt(const std::string& name, int64_t fallback) const;
+  absl::StatusOr<double> GetDouble(const std::string& name, double fallback) const;
 };
 
-// value_flags take a value; bool_flags do not. "-h"/"--help" become flag "help".
+// value_flags take a value; bool_flags do not. "-h"/"--help" become flag "help";
+// "-x" is the short form of the one-letter flag "--x".
 absl::StatusOr<Args> ParseArgs(const std::vector<std::string>& argv,
                                const std::set<std::string>& value_flags,
                                const std::set<std::string>& bool_flags);

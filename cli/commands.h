@@ -12,5 +12,6 @@ int CompressCommand(const std::vector<std::string>& argv);
 int InspectCommand(const std::vector<std::string>& argv);
 int VerifyCommand(const std::vector<std::string>& argv);
 int SynthCommand(const std::vector<std::string>& argv);
+int RunCommand(const std::vector<std::string>& argv);
 
 }  // namespace packd::cli

@@ -18,6 +18,8 @@ constexpr char kUsage[] =
     "                      decode everything, check every checksum (exit 1 on mismatch)\n"
     "  synth --shape tiny|llama-1b|llama-8b --out DIR [--dtype bf16|f16|f32] [--seed N]\n"
     "                      write a synthetic Llama-shaped HF checkpoint\n"
+    "  run MODEL PROMPT [-n N] [--temperature T] [--top-p P] [--top-k K] [--seed S]\n"
+    "                      generate text locally (packd dir, HF dir or GGUF)\n"
     "  help                this text\n";
 
 }  // namespace
@@ -33,6 +35,7 @@ int main(int argc, char** argv) {
   if (cmd == "inspect") return packd::cli::InspectCommand(rest);
   if (cmd == "verify") return packd::cli::VerifyCommand(rest);
   if (cmd == "synth") return packd::cli::SynthCommand(rest);
+  if (cmd == "run") return packd::cli::RunCommand(rest);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {
     std::fputs(kUsage, stdout);
     return 0;

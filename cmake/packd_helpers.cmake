@@ -1,12 +1,20 @@
-# packd_library(NAME DIR DEPS...): a static library of every *.cc in DIR that is
-# not a test (*_test.cc); each *_test.cc in DIR becomes a GoogleTest binary
-# registered with ctest (label "unit"), linked against the library.
+# packd_library(NAME [SUBDIRS dir...] DEPS...): a static library of every *.cc
+# in the current directory (and in each SUBDIR) that is not a test
+# (*_test.cc); each *_test.cc becomes a GoogleTest binary registered with ctest
+# (label "unit"), linked against the library. Test file names must be unique
+# across the project (the binary is named after the file).
 # Globbing keeps parallel work from colliding on CMake edits; CONFIGURE_DEPENDS
 # makes a new file show up at the next build.
 function(packd_library name)
-  cmake_parse_arguments(ARG "" "" "DEPS" ${ARGN})
-  file(GLOB srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cc)
-  file(GLOB tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_test.cc)
+  cmake_parse_arguments(ARG "" "" "DEPS;SUBDIRS" ${ARGN})
+  set(globs ${CMAKE_CURRENT_SOURCE_DIR}/*.cc)
+  set(test_globs ${CMAKE_CURRENT_SOURCE_DIR}/*_test.cc)
+  foreach(dir ${ARG_SUBDIRS})
+    list(APPEND globs ${CMAKE_CURRENT_SOURCE_DIR}/${dir}/*.cc)
+    list(APPEND test_globs ${CMAKE_CURRENT_SOURCE_DIR}/${dir}/*_test.cc)
+  endforeach()
+  file(GLOB srcs CONFIGURE_DEPENDS ${globs})
+  file(GLOB tests CONFIGURE_DEPENDS ${test_globs})
   if(tests)
     list(REMOVE_ITEM srcs ${tests})
   endif()

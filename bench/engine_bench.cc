@@ -1,0 +1,848 @@
+// engine: prefill and decode throughput of the CPU engine, raw weights vs each
+// codec, against the machine's measured memory bandwidth.
+//
+//   build/bench/engine [--shape llama-1b] [--checkpoint DIR] [--workdir DIR]
+//                      [--codecs raw,none,vlc,tiled] [--batches 1,8,32]
+//                      [--prompt-tokens 64] [--decode-steps 8] [--threads N]
+//                      [--max-batch-tokens N] [--seed N] [--quick] [--json FILE]
+//
+// Model: by default a synthesized BF16 Hugging Face checkpoint of --shape
+// (engine/synth.h, seed 0), written once to --workdir (default
+// /tmp/packd-bench-engine/<shape>-bf16) and reused by later runs; with
+// --checkpoint, that HF directory. Codecs: "raw" is the HF directory itself
+// (safetensors, memory-mapped); "none", "vlc" and "tiled" are packd
+// directories made from it by engine::CompressModel (cached in --workdir).
+//
+// Each (codec, batch) configuration runs in a fresh child process (this
+// program re-executed with --child), so that its peak RSS (VmHWM of the
+// child, read from /proc/self/status) belongs to that configuration alone.
+// The child opens the engine (max_running = batch, a KV cache sized for the
+// batch, max_batch_tokens = batch * prompt-tokens unless given, so that the
+// whole prefill is one forward pass), runs one 1-token request to fault in
+// every weight page, then:
+//   prefill: submits `batch` requests of --prompt-tokens random token ids
+//     (fixed seed; greedy, ignore_eos, max_tokens = decode-steps + 1) and
+//     times the steps until every one has its first token;
+//     prefill tok/s = prompt tokens computed / that time.
+//   decode: times the remaining steps (each sequence generates decode-steps
+//     more tokens, one per step); decode tok/s = tokens generated / time,
+//     summed over the batch.
+// Peak RSS counts the touched pages of the memory-mapped model files (the
+// whole raw BF16 weights for "raw" and "none", the compressed bytes for the
+// codecs) as well as anonymous memory (KV cache, workspace, fp32 norms); the
+// file-backed part at the end of the run is shown beside it.
+//
+// Memory bandwidth is measured first, in the same program: a streaming read
+// (sum of uint64 words) over a buffer of max(1 GiB, 4 x the last-level cache),
+// on --threads threads and on one thread, best of 5 runs, in GB/s (1e9 B/s).
+//
+// The bytes-per-token limit: a decode step must read every weight the step
+// uses once (the backend's resident weight bytes: compressed size for the
+// codecs, BF16 for raw; minus the embedding table when it is not tied to the
+// LM head, since only a few of its rows are read) plus the keys and values
+// each sequence attends to (fp32 KV cache). With bandwidth B, a step of
+// `batch` tokens cannot take less than bytes_per_step / B, so
+//   limit tok/s = B / bytes_per_step * batch,
+// and the table states each decode figure as a percentage of it. At batch 1
+// decode is memory-bound by nature (every weight is used for one token), so
+// this percentage is the engine's efficiency; compressed weights lower the
+// limit's byte count and raise the limit, but only pay off when the decoder
+// keeps up. At larger batches each weight byte feeds `batch` tokens, compute
+// dominates, and the percentage falls well below 100% by design: there the
+// figure to look at is tok/s itself.
+//
+// Runs with the defaults in roughly 10-20 minutes on 2 cores (llama-1b;
+// mostly the batch-32 prefills, 2048 tokens each), plus one-time synthesis and
+// compression of the checkpoints. --quick: batches 1,8, codecs raw,vlc,
+// 32-token prompts and 4 decode steps. Progress goes to stderr; the table
+// (Markdown) to stdout.
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "base/file.h"
+#include "base/parallel.h"
+#include "base/status_macros.h"
+#include "codec/dtype.h"
+#include "engine/engine.h"
+#include "engine/model_compressor.h"
+#include "engine/model_config.h"
+#include "engine/models/architecture.h"
+#include "engine/synth.h"
+#include "nlohmann/json.hpp"
+
+extern char** environ;
+
+namespace packd::bench {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// ---------------------------------------------------------------- options
+
+struct Options {
+  std::string shape = "llama-1b";
+  std::string checkpoint;  // an HF directory; empty: synthesize --shape
+  std::string workdir = "/tmp/packd-bench-engine";
+  std::vector<std::string> codecs = {"raw", "none", "vlc", "tiled"};
+  std::vector<int64_t> batches = {1, 8, 32};
+  int64_t prompt_tokens = 64;
+  int64_t decode_steps = 8;
+  int threads = 0;               // resolved to HardwareThreads()
+  int64_t max_batch_tokens = 0;  // 0: batch * prompt_tokens (one prefill step)
+  uint64_t seed = 0;
+  std::string json;
+  std::string command_line;
+};
+
+// What the parent hands one child (the --child flags).
+struct ChildOptions {
+  std::string model;
+  int64_t batch = 1;
+  int64_t prompt_tokens = 64;
+  int64_t decode_steps = 8;
+  int threads = 1;
+  int64_t max_batch_tokens = 0;
+  uint64_t seed = 0;
+  std::string result;  // where the child writes its JSON
+};
+
+absl::StatusOr<int64_t> ParseInt(const std::string& flag, const std::string& v, int64_t lo,
+                                 int64_t hi) {
+  char* end = nullptr;
+  errno = 0;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || errno != 0 || end == nullptr || *end != '\0' || n < lo || n > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": expected an integer in [", lo, ", ", hi, "], got '", v, "'"));
+  }
+  return static_cast<int64_t>(n);
+}
+
+constexpr char kUsage[] =
+    "usage: engine [--shape tiny|llama-1b|llama-8b] [--checkpoint DIR] [--workdir DIR]\n"
+    "              [--codecs raw,none,vlc,tiled] [--batches 1,8,32] [--prompt-tokens N]\n"
+    "              [--decode-steps N] [--threads N] [--max-batch-tokens N] [--seed N]\n"
+    "              [--quick] [--json FILE]\n"
+    "Prefill and decode tokens/s of the engine for each codec and batch size, each\n"
+    "configuration in its own process (peak RSS), against the measured memory\n"
+    "bandwidth; prints a Markdown table.\n"
+    "  --shape             synthesized model shape (default llama-1b)\n"
+    "  --checkpoint        use this Hugging Face directory instead of synthesizing\n"
+    "  --workdir           where synthesized and compressed models are cached\n"
+    "                      (default /tmp/packd-bench-engine)\n"
+    "  --codecs            raw (the HF directory), none, vlc, tiled (packd directories)\n"
+    "  --batches           sequences decoding at once (default 1,8,32)\n"
+    "  --prompt-tokens     random prompt length (default 64)\n"
+    "  --decode-steps      timed decode steps after the first token (default 8)\n"
+    "  --threads           engine and bandwidth threads (default: hardware threads)\n"
+    "  --max-batch-tokens  tokens per step (default: batch * prompt-tokens)\n"
+    "  --quick             batches 1,8, codecs raw,vlc, 32-token prompts, 4 decode steps\n"
+    "  --json              also write the numbers to FILE\n";
+
+absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
+  Options o;
+  o.command_line = "build/bench/engine";
+  for (int i = 1; i < argc; ++i) o.command_line += absl::StrCat(" ", argv[i]);
+  static const char* const kFlags[] = {"--shape",        "--checkpoint", "--workdir",
+                                       "--codecs",       "--batches",    "--prompt-tokens",
+                                       "--decode-steps", "--threads",    "--max-batch-tokens",
+                                       "--seed",         "--json",       "--quick"};
+  // --quick only changes defaults, so flags given with it win wherever they are.
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--quick") {
+      o.batches = {1, 8};
+      o.codecs = {"raw", "vlc"};
+      o.prompt_tokens = 32;
+      o.decode_steps = 4;
+    }
+  }
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string value;
+    const size_t eq = arg.find('=');
+    if (eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+    }
+    const bool known = std::find(std::begin(kFlags), std::end(kFlags), arg) != std::end(kFlags);
+    if (arg == "--help" || arg == "-h") return absl::CancelledError(kUsage);
+    if (!known) return absl::InvalidArgumentError(absl::StrCat("unknown flag ", arg, "\n", kUsage));
+    if (arg == "--quick") continue;
+    if (eq == std::string::npos) {
+      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(arg, " needs a value"));
+      value = argv[++i];
+    }
+    if (arg == "--shape") {
+      o.shape = value;
+    } else if (arg == "--checkpoint") {
+      o.checkpoint = value;
+    } else if (arg == "--workdir") {
+      o.workdir = value;
+    } else if (arg == "--codecs") {
+      o.codecs = absl::StrSplit(value, ',', absl::SkipEmpty());
+      for (const std::string& c : o.codecs) {
+        if (c != "raw" && c != "none" && c != "vlc" && c != "tiled") {
+          return absl::InvalidArgumentError(
+              absl::StrCat("--codecs: '", c, "' is not one of raw, none, vlc, tiled"));
+        }
+      }
+      if (o.codecs.empty()) return absl::InvalidArgumentError("--codecs is empty");
+    } else if (arg == "--batches") {
+      o.batches.clear();
+      for (const std::string& b :
+           std::vector<std::string>(absl::StrSplit(value, ',', absl::SkipEmpty()))) {
+        ASSIGN_OR_RETURN(const int64_t n, ParseInt(arg, b, 1, 1024));
+        o.batches.push_back(n);
+      }
+      if (o.batches.empty()) return absl::InvalidArgumentError("--batches is empty");
+    } else if (arg == "--prompt-tokens") {
+      ASSIGN_OR_RETURN(o.prompt_tokens, ParseInt(arg, value, 1, 1 << 20));
+    } else if (arg == "--decode-steps") {
+      ASSIGN_OR_RETURN(o.decode_steps, ParseInt(arg, value, 1, 1 << 20));
+    } else if (arg == "--threads") {
+      ASSIGN_OR_RETURN(const int64_t t, ParseInt(arg, value, 1, 4096));
+      o.threads = static_cast<int>(t);
+    } else if (arg == "--max-batch-tokens") {
+      ASSIGN_OR_RETURN(o.max_batch_tokens, ParseInt(arg, value, 1, 1 << 20));
+    } else if (arg == "--seed") {
+      ASSIGN_OR_RETURN(const int64_t s, ParseInt(arg, value, 0, INT64_MAX));
+      o.seed = static_cast<uint64_t>(s);
+    } else if (arg == "--json") {
+      o.json = value;
+    }
+  }
+  if (o.threads == 0) o.threads = HardwareThreads();
+  return o;
+}
+
+// argv = {exe, "--child", "--key=value", ...}, as SpawnChild writes it.
+absl::StatusOr<ChildOptions> ParseChildArgs(int argc, char** argv) {
+  ChildOptions c;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const size_t eq = arg.find('=');
+    if (eq == std::string::npos) return absl::InvalidArgumentError(absl::StrCat("bad ", arg));
+    const std::string key = arg.substr(0, eq), v = arg.substr(eq + 1);
+    if (key == "--model") {
+      c.model = v;
+    } else if (key == "--result") {
+      c.result = v;
+    } else if (key == "--batch") {
+      ASSIGN_OR_RETURN(c.batch, ParseInt(key, v, 1, 1024));
+    } else if (key == "--prompt-tokens") {
+      ASSIGN_OR_RETURN(c.prompt_tokens, ParseInt(key, v, 1, 1 << 20));
+    } else if (key == "--decode-steps") {
+      ASSIGN_OR_RETURN(c.decode_steps, ParseInt(key, v, 1, 1 << 20));
+    } else if (key == "--threads") {
+      ASSIGN_OR_RETURN(const int64_t t, ParseInt(key, v, 1, 4096));
+      c.threads = static_cast<int>(t);
+    } else if (key == "--max-batch-tokens") {
+      ASSIGN_OR_RETURN(c.max_batch_tokens, ParseInt(key, v, 1, 1 << 20));
+    } else if (key == "--seed") {
+      ASSIGN_OR_RETURN(const int64_t s, ParseInt(key, v, 0, INT64_MAX));
+      c.seed = static_cast<uint64_t>(s);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown child flag ", key));
+    }
+  }
+  if (c.model.empty() || c.result.empty()) {
+    return absl::InvalidArgumentError("--child needs --model and --result");
+  }
+  return c;
+}
+
+// ---------------------------------------------------------------- machine
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 2);
+    }
+  }
+  return "unknown CPU";
+}
+
+// Bytes of the largest cache sysfs reports for cpu0; 0 if unknown.
+uint64_t LastLevelCacheBytes() {
+  uint64_t best = 0;
+  for (int i = 0; i < 8; ++i) {
+    std::ifstream in(absl::StrCat("/sys/devices/system/cpu/cpu0/cache/index", i, "/size"));
+    std::string s;
+    if (!(in >> s) || s.empty()) continue;
+    uint64_t mul = 1;
+    if (s.back() == 'K') mul = uint64_t{1} << 10;
+    if (s.back() == 'M') mul = uint64_t{1} << 20;
+    best = std::max<uint64_t>(best, std::strtoull(s.c_str(), nullptr, 10) * mul);
+  }
+  return best;
+}
+
+// kB values of /proc/self/status lines ("VmHWM", "VmRSS", "RssFile", ...),
+// in bytes.
+std::map<std::string, uint64_t> ProcStatus() {
+  std::map<std::string, uint64_t> out;
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos || line.find("kB") == std::string::npos) continue;
+    out[line.substr(0, colon)] = std::strtoull(line.c_str() + colon + 1, nullptr, 10) << 10;
+  }
+  return out;
+}
+
+struct Bandwidth {
+  uint64_t buffer_bytes = 0;
+  double gbps_all = 0;  // --threads threads
+  double gbps_one = 0;  // one thread
+  // What the limits use: the higher of the two (on a shared or SMT machine
+  // one thread can stream faster than all of them; any rate measured is one
+  // the memory system can deliver).
+  double gbps() const { return std::max(gbps_all, gbps_one); }
+};
+
+// Sums the words of [p, p + n); eight independent accumulators so that the
+// loads, not the add chain, set the pace.
+uint64_t SumWords(const uint64_t* p, size_t n) {
+  uint64_t a[8] = {};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) a[k] += p[i + k];
+  }
+  for (; i < n; ++i) a[0] += p[i];
+  uint64_t s = 0;
+  for (uint64_t x : a) s += x;
+  return s;
+}
+
+// Best-of-`repeats` streaming-read bandwidth over a fresh buffer of `bytes`.
+Bandwidth MeasureBandwidth(uint64_t bytes, int threads, int repeats) {
+  Bandwidth bw;
+  bw.buffer_bytes = bytes;
+  const size_t words = bytes / sizeof(uint64_t);
+  std::unique_ptr<uint64_t[]> buf(new uint64_t[words]);
+  // First touch on the threads that will read (NUMA placement), and values
+  // that are not all zero pages.
+  ParallelFor(words, threads, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) buf[i] = i * 0x9e3779b97f4a7c15ull;
+  });
+  volatile uint64_t sink = 0;
+  auto run = [&](int t) {
+    double best = 1e300;
+    for (int r = 0; r < repeats; ++r) {
+      std::vector<uint64_t> sums(static_cast<size_t>(t), 0);
+      const Clock::time_point t0 = Clock::now();
+      // One contiguous range per thread (ParallelFor balances to one item).
+      const size_t parts = static_cast<size_t>(t);
+      ParallelFor(parts, t, [&](size_t pb, size_t pe) {
+        for (size_t p = pb; p < pe; ++p) {
+          const size_t lo = words * p / parts, hi = words * (p + 1) / parts;
+          sums[p] = SumWords(buf.get() + lo, hi - lo);
+        }
+      });
+      best = std::min(best, SecondsSince(t0));
+      for (uint64_t s : sums) sink = sink + s;
+    }
+    return static_cast<double>(words * sizeof(uint64_t)) / best / 1e9;
+  };
+  bw.gbps_all = run(threads);
+  bw.gbps_one = threads == 1 ? bw.gbps_all : run(1);
+  return bw;
+}
+
+// ---------------------------------------------------------------- child
+
+// Runs one configuration in this (child) process and writes its numbers as
+// JSON to c.result.
+absl::Status RunChild(const ChildOptions& c) {
+  const std::string tag =
+      absl::StrCat("[", fs::path(c.model).filename().string(), " b", c.batch, "]");
+  const int64_t seq_tokens = c.prompt_tokens + c.decode_steps + 1;
+  engine::EngineOptions eo;
+  eo.threads = c.threads;
+  eo.max_running = c.batch;
+  eo.max_batch_tokens = c.max_batch_tokens > 0 ? c.max_batch_tokens : c.batch * c.prompt_tokens;
+  eo.max_batch_tokens = std::max<int64_t>(eo.max_batch_tokens, c.batch);  // decode steps fit
+  // The KV cache holds exactly the batch (plus a spare block per sequence and
+  // a few for the warm-up), so nothing is preempted and no memory is wasted.
+  // Its size per token comes from config.json (an HF or packd directory).
+  ASSIGN_OR_RETURN(const std::string config_text,
+                   ReadFileToString(fs::path(c.model) / "config.json"));
+  engine::ModelConfig mc;
+  try {
+    ASSIGN_OR_RETURN(mc, engine::ParseHfConfig(nlohmann::json::parse(config_text), "config.json"));
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(c.model, "/config.json: ", e.what()));
+  }
+  const uint64_t kv_bytes_per_token = static_cast<uint64_t>(mc.num_layers) * 2 *
+                                      static_cast<uint64_t>(mc.num_kv_heads * mc.head_dim) *
+                                      sizeof(float);
+  const int64_t blocks_per_seq = (seq_tokens + eo.kv_block_size - 1) / eo.kv_block_size + 1;
+  eo.kv_cache_bytes =
+      static_cast<uint64_t>(c.batch * blocks_per_seq + 4) * eo.kv_block_size * kv_bytes_per_token;
+
+  Clock::time_point t0 = Clock::now();
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> eng, engine::Engine::Open(c.model, eo));
+  const double open_s = SecondsSince(t0);
+  const engine::ModelConfig& cfg = eng->config();
+  // The engine's own figure (equal to the estimate above for fp32 caches).
+  const uint64_t kv_per_token =
+      eng->kv_cache().bytes_per_block() / static_cast<uint64_t>(eng->kv_cache().block_size());
+  std::fprintf(stderr, "%s opened in %.1f s: %s, %s\n", tag.c_str(), open_s,
+               eng->backend().description().c_str(), std::string(eng->source().format()).c_str());
+
+  engine::SamplingParams params;
+  params.temperature = 0;
+  params.ignore_eos = true;
+  params.seed = c.seed;
+
+  // Warm-up: one token through every layer faults in every weight page, so
+  // the timed phases do not include page faults.
+  t0 = Clock::now();
+  {
+    engine::SamplingParams p = params;
+    p.max_tokens = 1;
+    ASSIGN_OR_RETURN(std::vector<engine::SequenceOutput> out,
+                     eng->Generate({engine::GenerationRequest{{1}, p}}));
+    (void)out;
+  }
+  const double warmup_s = SecondsSince(t0);
+
+  std::mt19937_64 rng(c.seed);
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(cfg.vocab_size - 1));
+  params.max_tokens = static_cast<int>(c.decode_steps + 1);
+  std::map<uint64_t, int64_t> length;  // per sequence: tokens so far
+  for (int64_t b = 0; b < c.batch; ++b) {
+    engine::GenerationRequest r;
+    r.params = params;
+    for (int64_t i = 0; i < c.prompt_tokens; ++i) r.prompt.push_back(token(rng));
+    ASSIGN_OR_RETURN(const uint64_t id, eng->Submit(std::move(r)));
+    length[id] = c.prompt_tokens;
+  }
+
+  // Prefill: until every sequence has its first token.
+  const engine::EngineStats s0 = eng->stats();
+  std::set<uint64_t> started;
+  uint64_t kv_read = 0;  // decode phase: bytes of keys/values attended
+  t0 = Clock::now();
+  while (static_cast<int64_t>(started.size()) < c.batch) {
+    ASSIGN_OR_RETURN(std::vector<engine::SequenceOutput> outs, eng->Step());
+    for (const engine::SequenceOutput& o : outs) {
+      if (o.tokens.empty()) continue;
+      length[o.id] += static_cast<int64_t>(o.tokens.size());
+      started.insert(o.id);
+    }
+    if (!eng->HasWork() && static_cast<int64_t>(started.size()) < c.batch) {
+      return absl::InternalError("the engine ran out of work before every sequence started");
+    }
+  }
+  const double prefill_s = SecondsSince(t0);
+  const engine::EngineStats s1 = eng->stats();
+  std::fprintf(stderr, "%s prefill: %llu tokens in %llu steps, %.2f s\n", tag.c_str(),
+               static_cast<unsigned long long>(s1.prompt_tokens - s0.prompt_tokens),
+               static_cast<unsigned long long>(s1.steps - s0.steps), prefill_s);
+
+  // Decode: the remaining steps. A step computes the last token of each
+  // sequence at position length - 1, attending to `length` cached positions.
+  t0 = Clock::now();
+  while (eng->HasWork()) {
+    std::map<uint64_t, int64_t> before = length;
+    ASSIGN_OR_RETURN(std::vector<engine::SequenceOutput> outs, eng->Step());
+    for (const engine::SequenceOutput& o : outs) {
+      if (o.tokens.empty()) continue;
+      kv_read += static_cast<uint64_t>(before[o.id]) * kv_per_token;
+      length[o.id] += static_cast<int64_t>(o.tokens.size());
+    }
+  }
+  const double decode_s = SecondsSince(t0);
+  const engine::EngineStats s2 = eng->stats();
+  const uint64_t decode_tokens = s2.generated_tokens - s1.generated_tokens;
+  const uint64_t decode_steps = s2.steps - s1.steps;
+  std::fprintf(stderr, "%s decode: %llu tokens in %llu steps, %.2f s\n", tag.c_str(),
+               static_cast<unsigned long long>(decode_tokens),
+               static_cast<unsigned long long>(decode_steps), decode_s);
+
+  // Weight bytes a decode step reads: every resident weight, except an
+  // untied embedding table (only the batch's rows of it are read).
+  uint64_t embedding_bytes = 0;
+  ASSIGN_OR_RETURN(const engine::WeightSource emb,
+                   eng->source().Find(engine::ModelNames(eng->source().name_scheme()).embedding));
+  embedding_bytes = emb.stored_bytes;
+  const uint64_t weight_read =
+      eng->transformer().weight_bytes() - (cfg.tie_word_embeddings ? 0 : embedding_bytes);
+  const uint64_t elem_bytes = codec::DTypeSize(emb.info.dtype);
+
+  const std::map<std::string, uint64_t> st = ProcStatus();
+  auto get = [&st](const char* k) {
+    auto it = st.find(k);
+    return it == st.end() ? uint64_t{0} : it->second;
+  };
+  nlohmann::json j = {
+      {"model", c.model},
+      {"format", std::string(eng->source().format())},
+      {"backend", eng->backend().description()},
+      {"batch", c.batch},
+      {"max_batch_tokens", eo.max_batch_tokens},
+      {"kv_cache_bytes", eng->kv_cache().bytes()},
+      {"open_s", open_s},
+      {"warmup_s", warmup_s},
+      {"prefill_tokens", s1.prompt_tokens - s0.prompt_tokens},
+      {"prefill_steps", s1.steps - s0.steps},
+      {"prefill_s", prefill_s},
+      {"decode_tokens", decode_tokens},
+      {"decode_steps", decode_steps},
+      {"decode_s", decode_s},
+      {"preemptions", s2.preemptions},
+      {"stored_bytes", eng->source().stored_bytes()},
+      {"original_bytes", eng->source().original_bytes()},
+      {"weight_bytes", eng->transformer().weight_bytes()},
+      {"original_weight_bytes", eng->transformer().original_weight_bytes()},
+      {"weight_elem_bytes", elem_bytes},
+      {"weight_read_bytes_per_step", weight_read},
+      {"kv_read_bytes", kv_read},
+      {"kv_bytes_per_token", kv_per_token},
+      {"peak_rss_bytes", get("VmHWM")},
+      {"rss_bytes", get("VmRSS")},
+      {"rss_file_bytes", get("RssFile")},
+      {"rss_anon_bytes", get("RssAnon")},
+  };
+  return WriteFileAtomically(c.result, j.dump(2) + "\n");
+}
+
+// ---------------------------------------------------------------- parent
+
+// Re-executes this program with --child and the configuration; returns the
+// child's JSON, or an error with its exit status.
+absl::StatusOr<nlohmann::json> SpawnChild(const ChildOptions& c) {
+  std::vector<std::string> args = {"/proc/self/exe",
+                                   "--child",
+                                   absl::StrCat("--model=", c.model),
+                                   absl::StrCat("--batch=", c.batch),
+                                   absl::StrCat("--prompt-tokens=", c.prompt_tokens),
+                                   absl::StrCat("--decode-steps=", c.decode_steps),
+                                   absl::StrCat("--threads=", c.threads),
+                                   absl::StrCat("--seed=", c.seed),
+                                   absl::StrCat("--result=", c.result)};
+  if (c.max_batch_tokens > 0)
+    args.push_back(absl::StrCat("--max-batch-tokens=", c.max_batch_tokens));
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::error_code ec;
+  fs::remove(c.result, ec);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ);
+  if (rc != 0) return absl::InternalError(absl::StrCat("posix_spawn: ", std::strerror(rc)));
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return absl::InternalError(absl::StrCat("waitpid: ", std::strerror(errno)));
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::InternalError(
+        WIFSIGNALED(status) ? absl::StrCat("child killed by signal ", WTERMSIG(status))
+                            : absl::StrCat("child exited with status ", WEXITSTATUS(status)));
+  }
+  ASSIGN_OR_RETURN(const std::string text, ReadFileToString(c.result));
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(absl::StrCat(c.result, ": ", e.what()));
+  }
+}
+
+// The HF directory to measure: --checkpoint, or a synthesized one (made once).
+absl::StatusOr<fs::path> PrepareSource(const Options& o) {
+  if (!o.checkpoint.empty()) return fs::path(o.checkpoint);
+  const fs::path dir = fs::path(o.workdir) / absl::StrCat(o.shape, "-bf16");
+  // Written after SynthesizeCheckpoint returns: a directory without it is
+  // incomplete (an interrupted run) and is synthesized again.
+  const fs::path done = fs::path(o.workdir) / absl::StrCat(o.shape, "-bf16.complete");
+  std::error_code ec;
+  if (fs::exists(done, ec)) return dir;
+  fs::create_directories(o.workdir, ec);
+  engine::SynthOptions so;
+  so.shape = o.shape;
+  so.dtype = codec::DType::kBF16;
+  so.threads = o.threads;
+  so.overwrite = true;
+  int last_pct = -1;
+  so.progress = [&last_pct](uint64_t done_bytes, uint64_t total) {
+    const int pct = total == 0 ? 100 : static_cast<int>(100 * done_bytes / total);
+    if (pct / 10 != last_pct / 10) {
+      std::fprintf(stderr, "  synthesizing: %d%%\n", pct);
+      last_pct = pct;
+    }
+  };
+  std::fprintf(stderr, "synthesizing %s (bf16) into %s\n", o.shape.c_str(), dir.c_str());
+  const Clock::time_point t0 = Clock::now();
+  RETURN_IF_ERROR(engine::SynthesizeCheckpoint(so, dir));
+  RETURN_IF_ERROR(WriteFileAtomically(done, o.shape + "\n"));
+  std::fprintf(stderr, "synthesized in %.1f s\n", SecondsSince(t0));
+  return dir;
+}
+
+// The packd directory of `src` compressed with `codec`, made once.
+absl::StatusOr<fs::path> PrepareCompressed(const Options& o, const fs::path& src,
+                                           const std::string& codec) {
+  std::string stem;
+  if (o.checkpoint.empty()) {
+    stem = absl::StrCat(o.shape, "-bf16");
+  } else {
+    std::error_code ec;
+    const std::string abs = fs::absolute(src, ec).lexically_normal().string();
+    stem = absl::StrFormat("ckpt-%s-%016x", src.filename().string(), std::hash<std::string>()(abs));
+  }
+  const fs::path dst = fs::path(o.workdir) / absl::StrCat(stem, "-", codec);
+  std::error_code ec;
+  // CompressModel renames the directory into place only when it is complete.
+  if (fs::exists(dst / "config.json", ec)) return dst;
+  fs::create_directories(o.workdir, ec);
+  engine::CompressOptions co;
+  co.codec = codec;
+  co.threads = o.threads;
+  int last_pct = -1;
+  co.progress = [&last_pct](const engine::CompressProgress& p) {
+    const int pct = p.bytes_total == 0 ? 100 : static_cast<int>(100 * p.bytes_done / p.bytes_total);
+    if (pct / 10 != last_pct / 10) {
+      std::fprintf(stderr, "  compressing: %d%%\n", pct);
+      last_pct = pct;
+    }
+  };
+  std::fprintf(stderr, "compressing %s with %s into %s\n", src.c_str(), codec.c_str(), dst.c_str());
+  const Clock::time_point t0 = Clock::now();
+  ASSIGN_OR_RETURN(const engine::CompressReport report, engine::CompressModel(src, dst, co));
+  std::fprintf(stderr, "compressed in %.1f s: %.3f bits/weight over float tensors\n",
+               SecondsSince(t0), report.float_bits_per_weight());
+  return dst;
+}
+
+struct Row {
+  std::string codec;
+  int64_t batch = 0;
+  std::string error;  // non-empty: the child failed
+  nlohmann::json r;
+};
+
+// "2.47 GB", "315 MB", "252 KB" (powers of 1000).
+std::string HumanBytes(double bytes) {
+  if (bytes >= 1e9) return absl::StrFormat("%.2f GB", bytes / 1e9);
+  if (bytes >= 1e6) return absl::StrFormat("%.0f MB", bytes / 1e6);
+  return absl::StrFormat("%.0f KB", bytes / 1e3);
+}
+
+int Run(const Options& o) {
+  const Clock::time_point start = Clock::now();
+  auto fail = [](const absl::Status& s) {
+    std::fprintf(stderr, "engine: %s\n", std::string(s.message()).c_str());
+    return 2;
+  };
+
+  // Models first (one-time work), then the bandwidth, then the configurations.
+  absl::StatusOr<fs::path> src = PrepareSource(o);
+  if (!src.ok()) return fail(src.status());
+  std::map<std::string, fs::path> models;
+  for (const std::string& codec : o.codecs) {
+    if (codec == "raw") {
+      models[codec] = *src;
+      continue;
+    }
+    absl::StatusOr<fs::path> dst = PrepareCompressed(o, *src, codec);
+    if (!dst.ok()) return fail(dst.status());
+    models[codec] = *dst;
+  }
+
+  const uint64_t llc = LastLevelCacheBytes();
+  const uint64_t bw_bytes = std::max<uint64_t>(uint64_t{1} << 30, 4 * llc);
+  std::fprintf(stderr, "measuring memory bandwidth over %.2f GiB\n",
+               static_cast<double>(bw_bytes) / (1 << 30));
+  const Bandwidth bw = MeasureBandwidth(bw_bytes, o.threads, 5);
+  std::fprintf(stderr, "bandwidth: %.2f GB/s on %d threads, %.2f GB/s on 1 thread\n", bw.gbps_all,
+               o.threads, bw.gbps_one);
+
+  std::vector<Row> rows;
+  std::string backend;
+  const fs::path result = fs::path(o.workdir) / absl::StrCat("child-", ::getpid(), ".json");
+  for (const std::string& codec : o.codecs) {
+    for (int64_t batch : o.batches) {
+      std::fprintf(stderr, "== %s, batch %lld\n", codec.c_str(), static_cast<long long>(batch));
+      ChildOptions c;
+      c.model = models[codec].string();
+      c.batch = batch;
+      c.prompt_tokens = o.prompt_tokens;
+      c.decode_steps = o.decode_steps;
+      c.threads = o.threads;
+      c.max_batch_tokens = o.max_batch_tokens;
+      c.seed = o.seed;
+      c.result = result.string();
+      Row row{codec, batch, "", nlohmann::json::object()};
+      absl::StatusOr<nlohmann::json> r = SpawnChild(c);
+      if (r.ok()) {
+        row.r = *r;
+        backend = row.r.value("backend", backend);
+      } else {
+        row.error = std::string(r.status().message());
+        std::fprintf(stderr, "engine: %s batch %lld failed: %s\n", codec.c_str(),
+                     static_cast<long long>(batch), row.error.c_str());
+      }
+      rows.push_back(std::move(row));
+    }
+  }
+  std::error_code ec;
+  fs::remove(result, ec);
+  const double total_s = SecondsSince(start);
+
+  // ---- The table (Markdown).
+  std::printf("### Engine benchmark\n\n");
+  std::printf("- command: `%s`\n", o.command_line.c_str());
+  std::printf("- machine: %s, %d hardware threads; engine: %s\n", CpuModel().c_str(),
+              HardwareThreads(), backend.empty() ? "(no configuration ran)" : backend.c_str());
+  std::printf("- model: %s\n",
+              o.checkpoint.empty()
+                  ? absl::StrCat(o.shape, " synthesized, bf16 (", src->string(), ")").c_str()
+                  : src->c_str());
+  std::printf(
+      "- memory bandwidth (streaming read of %.2f GiB, best of 5): %.2f GB/s on %d threads, "
+      "%.2f GB/s on 1 thread\n",
+      static_cast<double>(bw.buffer_bytes) / (1 << 30), bw.gbps_all, o.threads, bw.gbps_one);
+  std::printf(
+      "- per configuration: %lld-token random prompts, prefill = steps until every sequence has "
+      "its first token, decode = the next %lld tokens per sequence (greedy); tok/s summed over "
+      "the batch; each configuration in its own process\n",
+      static_cast<long long>(o.prompt_tokens), static_cast<long long>(o.decode_steps));
+  std::printf(
+      "- bytes/step = resident weight bytes read per decode step + fp32 KV attended (mean); "
+      "limit = %.2f GB/s (the higher bandwidth above) / bytes/step x batch; %% of limit = decode "
+      "tok/s / limit\n",
+      bw.gbps());
+  std::printf(
+      "- peak RSS = VmHWM of the configuration's process; it includes the touched pages of the "
+      "memory-mapped model file (file-backed part at the end of the run in brackets)\n\n");
+  std::printf(
+      "| codec | weights stored | bits/w | batch | prefill tok/s | decode tok/s | bytes/step "
+      "| limit tok/s | %% of limit | peak RSS (file) |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  nlohmann::json jrows = nlohmann::json::array();
+  for (const Row& row : rows) {
+    if (!row.error.empty()) {
+      std::printf("| %s | - | - | %lld | failed: %s | | | | | |\n", row.codec.c_str(),
+                  static_cast<long long>(row.batch), row.error.c_str());
+      jrows.push_back({{"codec", row.codec}, {"batch", row.batch}, {"error", row.error}});
+      continue;
+    }
+    const nlohmann::json& r = row.r;
+    const double stored = r["stored_bytes"].get<double>();
+    const double weights = r["original_bytes"].get<double>() / r["weight_elem_bytes"].get<double>();
+    const double bits = stored * 8.0 / weights;
+    const double prefill_tps = r["prefill_tokens"].get<double>() / r["prefill_s"].get<double>();
+    const double decode_tps = r["decode_tokens"].get<double>() / r["decode_s"].get<double>();
+    const double steps = std::max(1.0, r["decode_steps"].get<double>());
+    const double bytes_per_step =
+        r["weight_read_bytes_per_step"].get<double>() + r["kv_read_bytes"].get<double>() / steps;
+    const double tokens_per_step = r["decode_tokens"].get<double>() / steps;
+    const double limit = bw.gbps() * 1e9 / bytes_per_step * tokens_per_step;
+    const double pct = 100.0 * decode_tps / limit;
+    std::printf("| %s | %s | %.2f | %lld | %.1f | %.2f | %s | %.2f | %.1f%% | %s (%s) |\n",
+                row.codec.c_str(), HumanBytes(stored).c_str(), bits,
+                static_cast<long long>(row.batch), prefill_tps, decode_tps,
+                HumanBytes(bytes_per_step).c_str(), limit, pct,
+                HumanBytes(r["peak_rss_bytes"].get<double>()).c_str(),
+                HumanBytes(r["rss_file_bytes"].get<double>()).c_str());
+    nlohmann::json j = r;
+    j["codec"] = row.codec;
+    j["bits_per_weight"] = bits;
+    j["prefill_tokens_per_s"] = prefill_tps;
+    j["decode_tokens_per_s"] = decode_tps;
+    j["bytes_per_decode_step"] = bytes_per_step;
+    j["limit_tokens_per_s"] = limit;
+    j["fraction_of_limit"] = decode_tps / limit;
+    jrows.push_back(std::move(j));
+  }
+  std::printf("\n(%.1f s in all)\n", total_s);
+  for (const Row& row : rows) {
+    if (!row.error.empty()) continue;
+    if (row.r.value("preemptions", uint64_t{0}) != 0) {
+      std::printf("warning: %s batch %lld had %llu preemptions\n", row.codec.c_str(),
+                  static_cast<long long>(row.batch),
+                  static_cast<unsigned long long>(row.r["preemptions"].get<uint64_t>()));
+    }
+  }
+
+  if (!o.json.empty()) {
+    nlohmann::json j = {{"command", o.command_line},
+                        {"cpu", CpuModel()},
+                        {"hardware_threads", HardwareThreads()},
+                        {"threads", o.threads},
+                        {"backend", backend},
+                        {"model", src->string()},
+                        {"prompt_tokens", o.prompt_tokens},
+                        {"decode_steps", o.decode_steps},
+                        {"bandwidth_buffer_bytes", bw.buffer_bytes},
+                        {"bandwidth_gbps_all_threads", bw.gbps_all},
+                        {"bandwidth_gbps_1_thread", bw.gbps_one},
+                        {"bandwidth_gbps_for_limits", bw.gbps()},
+                        {"seconds", total_s},
+                        {"rows", std::move(jrows)}};
+    const absl::Status s = WriteFileAtomically(o.json, j.dump(2) + "\n");
+    if (!s.ok()) return fail(s);
+  }
+  bool any_failed = false;
+  for (const Row& row : rows) any_failed |= !row.error.empty();
+  return any_failed ? 1 : 0;
+}
+
+}  // namespace
+}  // namespace packd::bench
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "--child") {
+    const absl::StatusOr<packd::bench::ChildOptions> c = packd::bench::ParseChildArgs(argc, argv);
+    absl::Status s = c.ok() ? packd::bench::RunChild(*c) : c.status();
+    if (!s.ok()) {
+      std::fprintf(stderr, "engine (child): %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+    return 0;
+  }
+  const absl::StatusOr<packd::bench::Options> o = packd::bench::ParseArgs(argc, argv);
+  if (!o.ok()) {
+    const bool help = o.status().code() == absl::StatusCode::kCancelled;
+    std::fprintf(help ? stdout : stderr, "%s%s",
+                 help ? "" : "engine: ", std::string(o.status().message()).c_str());
+    if (!help) std::fprintf(stderr, "\n");
+    return help ? 0 : 2;
+  }
+  return packd::bench::Run(*o);
+}

@@ -1,0 +1,255 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "engine/cpu/cpu_backend.h"
+
+namespace packd::engine {
+
+std::string_view FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone:
+      return "none";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kAborted:
+      return "aborted";
+  }
+  return "?";
+}
+
+struct Engine::Active {
+  Active(const SamplingParams& p, uint64_t seed, const Tokenizer* tok)
+      : params(p), sampler(p, seed), stops(p.stop) {
+    if (tok != nullptr) decoder = std::make_unique<IncrementalDecoder>(*tok);
+  }
+  Sequence seq;
+  SamplingParams params;
+  Sampler sampler;
+  std::unique_ptr<IncrementalDecoder> decoder;
+  StopStringMatcher stops;
+  std::vector<TokenId> stop_ids;  // sorted
+  int64_t generated = 0;
+};
+
+namespace {
+
+// Whether `path` carries any tokenizer the loaders know.
+bool HasTokenizer(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(path, ec)) return true;  // a GGUF file
+  for (const char* f : {"tokenizer.json", "tokenizer.model", "gguf_metadata.json"}) {
+    if (std::filesystem::exists(path / f, ec)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+Engine::~Engine() = default;
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path& model,
+                                                     const EngineOptions& options) {
+  std::unique_ptr<Engine> e(new Engine());
+  ModelSourceOptions so;
+  so.verify_checksums = options.verify_checksums;
+  ASSIGN_OR_RETURN(e->source_, ModelSource::Open(model, so));
+  const ModelConfig& c = e->source_->config();
+  e->max_context_ = c.max_position_embeddings;
+  if (options.max_context > 0) e->max_context_ = std::min(e->max_context_, options.max_context);
+  if (options.max_running < 1 || options.max_batch_tokens < 1) {
+    return absl::InvalidArgumentError("engine: max_running and max_batch_tokens must be >= 1");
+  }
+  CpuBackendOptions bo;
+  bo.threads = options.threads;
+  ASSIGN_OR_RETURN(e->backend_, CreateCpuBackend(bo));
+  TransformerOptions to;
+  to.max_batch_tokens = options.max_batch_tokens;
+  to.max_logit_rows = options.max_running;
+  ASSIGN_OR_RETURN(e->transformer_, Transformer::Create(*e->source_, *e->backend_, to));
+  KvCacheOptions ko;
+  ko.budget_bytes = options.kv_cache_bytes;
+  ko.block_size = options.kv_block_size;
+  ASSIGN_OR_RETURN(e->kv_cache_, KvCache::Create(*e->backend_, c, ko));
+  SchedulerOptions sched;
+  sched.max_batch_tokens = options.max_batch_tokens;
+  sched.max_running = options.max_running;
+  e->scheduler_ = std::make_unique<Scheduler>(*e->kv_cache_, sched);
+  if (HasTokenizer(e->source_->tokenizer_path())) {
+    ASSIGN_OR_RETURN(e->tokenizer_, LoadTokenizer(e->source_->tokenizer_path()));
+    e->stop_ids_ = e->tokenizer_->stop_ids();
+  }
+  for (int64_t id : c.eos_token_ids) e->stop_ids_.push_back(static_cast<TokenId>(id));
+  std::sort(e->stop_ids_.begin(), e->stop_ids_.end());
+  e->stop_ids_.erase(std::unique(e->stop_ids_.begin(), e->stop_ids_.end()), e->stop_ids_.end());
+  return e;
+}
+
+absl::StatusOr<std::vector<TokenId>> Engine::Tokenize(std::string_view text) const {
+  if (tokenizer_ == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(source_->path().string(), ": the model has no tokenizer; send token ids"));
+  }
+  return tokenizer_->Encode(text, /*add_special=*/true);
+}
+
+absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request) {
+  const ModelConfig& c = config();
+  if (request.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  for (size_t i = 0; i < request.prompt.size(); ++i) {
+    const TokenId id = request.prompt[i];
+    if (id < 0 || id >= c.vocab_size) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "prompt token ", i, " has id ", id, ", outside the vocabulary [0, ", c.vocab_size, ")"));
+    }
+  }
+  RETURN_IF_ERROR(request.params.Validate(static_cast<int>(c.vocab_size)));
+  const int64_t prompt_len = static_cast<int64_t>(request.prompt.size());
+  if (prompt_len + request.params.max_tokens > max_context_) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "the prompt (", prompt_len, " tokens) plus max_tokens (", request.params.max_tokens,
+        ") exceeds the context of ", max_context_, " tokens"));
+  }
+  const uint64_t seed =
+      request.params.seed.has_value()
+          ? *request.params.seed
+          : (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+  auto a = std::make_unique<Active>(request.params, seed, tokenizer_.get());
+  a->seq.id = next_id_++;
+  a->seq.prompt_len = prompt_len;
+  a->seq.max_len = prompt_len + request.params.max_tokens;
+  a->seq.tokens = std::move(request.prompt);
+  // Prime the detokenizer with the prompt so the first generated token
+  // continues it (keeps its leading space, completes a split character).
+  if (a->decoder != nullptr) {
+    for (TokenId t : a->seq.tokens) (void)a->decoder->Push(t);
+  }
+  a->stop_ids = request.params.stop_token_ids;
+  if (!request.params.ignore_eos)
+    a->stop_ids.insert(a->stop_ids.end(), stop_ids_.begin(), stop_ids_.end());
+  std::sort(a->stop_ids.begin(), a->stop_ids.end());
+  RETURN_IF_ERROR(scheduler_->Add(&a->seq));
+  const uint64_t id = a->seq.id;
+  sequences_.emplace(id, std::move(a));
+  return id;
+}
+
+bool Engine::Abort(uint64_t id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return false;
+  scheduler_->Finish(&it->second->seq);
+  sequences_.erase(it);
+  aborted_.push_back(id);
+  return true;
+}
+
+void Engine::Emit(Active& a, SequenceOutput& out, TokenId token, float logprob) {
+  a.seq.tokens.push_back(token);
+  ++a.generated;
+  ++stats_.generated_tokens;
+  out.tokens.push_back(token);
+  if (a.params.logprobs) out.logprobs.push_back(logprob);
+  const bool stop_id = std::binary_search(a.stop_ids.begin(), a.stop_ids.end(), token);
+  if (stop_id) {
+    out.finish = FinishReason::kStop;
+  } else if (a.decoder != nullptr) {
+    absl::StatusOr<std::string> piece = a.decoder->Push(token);
+    if (piece.ok()) out.text += a.stops.Push(*piece);
+    if (a.stops.stopped()) out.finish = FinishReason::kStop;
+  }
+  if (out.finish == FinishReason::kNone &&
+      (a.generated >= a.params.max_tokens ||
+       a.seq.tokens.size() >= static_cast<size_t>(max_context_))) {
+    out.finish = FinishReason::kLength;
+  }
+  if (out.finish != FinishReason::kNone && !a.stops.stopped() && a.decoder != nullptr) {
+    out.text += a.stops.Push(a.decoder->Flush());
+    out.text += a.stops.Flush();
+  }
+}
+
+absl::StatusOr<std::vector<SequenceOutput>> Engine::Step() {
+  std::vector<SequenceOutput> outputs;
+  for (uint64_t id : aborted_) {
+    SequenceOutput o;
+    o.id = id;
+    o.finish = FinishReason::kAborted;
+    outputs.push_back(std::move(o));
+  }
+  aborted_.clear();
+  const std::vector<ScheduledChunk> chunks = scheduler_->Schedule();
+  if (chunks.empty()) return outputs;
+
+  StepBatch batch;
+  std::vector<const ScheduledChunk*> sampled;
+  for (const ScheduledChunk& ch : chunks) {
+    const int32_t s = static_cast<int32_t>(batch.seq_blocks.size());
+    batch.seq_blocks.push_back(ch.seq->blocks);
+    for (int64_t i = ch.begin; i < ch.begin + ch.count; ++i) {
+      batch.tokens.push_back(ch.seq->tokens[i]);
+      batch.positions.push_back(static_cast<int32_t>(i));
+      batch.token_seq.push_back(s);
+    }
+    if (ch.sample) {
+      batch.logit_rows.push_back(static_cast<int32_t>(batch.tokens.size() - 1));
+      sampled.push_back(&ch);
+    }
+    // A single token after the prompt is a decode step; anything else
+    // (prompt chunks, recomputation after preemption) is prefill.
+    if (ch.count != 1 || ch.begin < ch.seq->prompt_len) stats_.prompt_tokens += ch.count;
+  }
+  RETURN_IF_ERROR(transformer_->Forward(batch, *kv_cache_, logits_));
+  ++stats_.steps;
+  stats_.preemptions = scheduler_->preemptions();
+  for (const ScheduledChunk& ch : chunks) Scheduler::Computed(ch);
+
+  const int64_t vocab = config().vocab_size;
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    Sequence* seq = sampled[i]->seq;
+    Active& a = *sequences_.at(seq->id);
+    const SampledToken t = a.sampler.Next(
+        std::span<const float>(logits_.data() + i * vocab, static_cast<size_t>(vocab)));
+    SequenceOutput out;
+    out.id = seq->id;
+    Emit(a, out, t.id, t.logprob);
+    if (out.finish != FinishReason::kNone) {
+      scheduler_->Finish(seq);
+      sequences_.erase(seq->id);
+    }
+    outputs.push_back(std::move(out));
+  }
+  return outputs;
+}
+
+absl::StatusOr<std::vector<SequenceOutput>> Engine::Generate(
+    std::vector<GenerationRequest> requests) {
+  std::map<uint64_t, size_t> index;
+  std::vector<SequenceOutput> results(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSIGN_OR_RETURN(uint64_t id, Submit(std::move(requests[i])));
+    index[id] = i;
+    results[i].id = id;
+  }
+  size_t done = 0;
+  while (done < requests.size()) {
+    ASSIGN_OR_RETURN(std::vector<SequenceOutput> step, Step());
+    for (SequenceOutput& o : step) {
+      SequenceOutput& r = results[index.at(o.id)];
+      r.tokens.insert(r.tokens.end(), o.tokens.begin(), o.tokens.end());
+      r.logprobs.insert(r.logprobs.end(), o.logprobs.begin(), o.logprobs.end());
+      r.text += o.text;
+      if (o.finish != FinishReason::kNone) {
+        r.finish = o.finish;
+        ++done;
+      }
+    }
+  }
+  return results;
+}
+
+}  // namespace packd::engine

@@ -1,0 +1,120 @@
+// The generation engine: a model on a backend, its paged KV cache, the
+// continuous-batching scheduler, samplers and detokenizers (DESIGN.md §5).
+//
+// Driving it: Submit() requests, then call Step() until HasWork() is false;
+// each Step() runs one batched forward pass and returns what every sequence
+// produced. The server runs Step() on its own thread; `packd run`, tests and
+// benchmarks call Generate().
+//
+// Thread safety: none. One thread submits, aborts and steps.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+#include "engine/kv_cache.h"
+#include "engine/model_source.h"
+#include "engine/sampler.h"
+#include "engine/scheduler.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "engine/transformer.h"
+
+namespace packd::engine {
+
+struct EngineOptions {
+  int threads = 0;                         // CPU backend threads; <= 0: all
+  uint64_t kv_cache_bytes = 256ull << 20;  // KV budget (keys + values, all layers)
+  int32_t kv_block_size = 16;              // tokens per KV block
+  int64_t max_batch_tokens = 256;          // tokens per step
+  int64_t max_running = 32;                // sequences decoding at once
+  int64_t max_context = 0;                 // 0: the model's max_position_embeddings
+  bool verify_checksums = true;            // packd directories: check stored bytes at open
+};
+
+enum class FinishReason { kNone, kLength, kStop, kAborted };
+std::string_view FinishReasonName(FinishReason r);
+
+struct GenerationRequest {
+  std::vector<TokenId> prompt;  // non-empty, ids in the vocabulary
+  SamplingParams params;
+};
+
+// What one sequence produced in one step.
+struct SequenceOutput {
+  uint64_t id = 0;
+  std::vector<TokenId> tokens;  // new token ids (a stop token id included)
+  std::vector<float> logprobs;  // per token, when params.logprobs
+  std::string text;             // new text: whole UTF-8 characters, stop strings cut
+  FinishReason finish = FinishReason::kNone;
+};
+
+struct EngineStats {
+  uint64_t steps = 0;
+  uint64_t prompt_tokens = 0;  // prefill tokens computed (recomputation included)
+  uint64_t generated_tokens = 0;
+  uint64_t preemptions = 0;
+};
+
+class Engine {
+ public:
+  // Opens a packd directory, HF directory or GGUF file on the CPU backend.
+  static absl::StatusOr<std::unique_ptr<Engine>> Open(const std::filesystem::path& model,
+                                                      const EngineOptions& options = {});
+  ~Engine();
+
+  const ModelConfig& config() const { return transformer_->config(); }
+  // Null when the model ships no tokenizer (then requests are token ids and
+  // outputs carry no text).
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  const ModelSource& source() const { return *source_; }
+  const Transformer& transformer() const { return *transformer_; }
+  const KvCache& kv_cache() const { return *kv_cache_; }
+  Backend& backend() { return *backend_; }
+  int64_t max_context() const { return max_context_; }
+  const EngineStats& stats() const { return stats_; }
+
+  // Tokenizes with the model's tokenizer (bos added as the model wants).
+  absl::StatusOr<std::vector<TokenId>> Tokenize(std::string_view text) const;
+
+  // Validates and queues a request; returns its id. InvalidArgument for an
+  // empty prompt or bad sampling parameters, OutOfRange for a token id
+  // outside the vocabulary or prompt + max_tokens beyond the context,
+  // ResourceExhausted when it could never fit in the KV cache.
+  absl::StatusOr<uint64_t> Submit(GenerationRequest request);
+  // Stops a request and frees its KV blocks at once; the next Step()
+  // reports it as kAborted. False if the id is unknown or already done.
+  bool Abort(uint64_t id);
+  bool HasWork() const { return !sequences_.empty(); }
+  absl::StatusOr<std::vector<SequenceOutput>> Step();
+
+  // Submits all requests and steps until they finish. Outputs are merged per
+  // request, in request order.
+  absl::StatusOr<std::vector<SequenceOutput>> Generate(std::vector<GenerationRequest> requests);
+
+ private:
+  struct Active;
+  Engine() = default;
+  void Emit(Active& a, SequenceOutput& out, TokenId token, float logprob);
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<ModelSource> source_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<Transformer> transformer_;
+  std::unique_ptr<KvCache> kv_cache_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::vector<TokenId> stop_ids_;  // the model's end-of-generation ids
+  int64_t max_context_ = 0;
+  uint64_t next_id_ = 1;
+  std::map<uint64_t, std::unique_ptr<Active>> sequences_;
+  std::vector<uint64_t> aborted_;
+  EngineStats stats_;
+  std::vector<float> logits_;
+};
+
+}  // namespace packd::engine

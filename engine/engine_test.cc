@@ -1,0 +1,367 @@
+// The engine on real trained weights (stories260K): parity with the llama2.c
+// reference, the lossless guarantee through every codec, batch invariance,
+// preemption, and bad input.
+#include "engine/engine.h"
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+#include "absl/strings/str_split.h"
+#include "base/file.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/model_compressor.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/testing.h"
+
+namespace packd::engine {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int kVocab = 512;
+constexpr int kPositions = 64;
+
+const std::vector<TokenId> kPromptIds = {1, 403, 407, 261, 378};
+const std::vector<TokenId> kExpectedIds = {
+    432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267,
+    337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432,
+    358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266, 267, 337,
+    335, 312, 432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13,  438, 310};
+
+std::filesystem::path Gguf() {
+  return testing::RequireSharedFile("models/stories260K/stories260K.gguf");
+}
+
+// The reference's 64 inputs: the prompt, then its own greedy tokens.
+std::vector<int32_t> ReferenceInputs() {
+  std::vector<int32_t> in(kPromptIds.begin(), kPromptIds.end());
+  for (size_t i = 0; in.size() < kPositions; ++i) in.push_back(kExpectedIds[i]);
+  return in;
+}
+
+// Runs the model over `inputs` as one sequence, `chunk` tokens per Forward,
+// and returns the logits at every position, [positions][vocab].
+std::vector<float> RunLogits(const std::filesystem::path& model, const std::vector<int32_t>& inputs,
+                             int64_t chunk) {
+  auto source = ModelSource::Open(model);
+  EXPECT_TRUE(source.ok()) << source.status();
+  if (!source.ok()) return {};
+  auto backend = CreateCpuBackend({.threads = 2});
+  EXPECT_TRUE(backend.ok());
+  TransformerOptions to;
+  to.max_batch_tokens = 64;
+  to.max_logit_rows = 64;
+  auto t = Transformer::Create(**source, **backend, to);
+  EXPECT_TRUE(t.ok()) << t.status();
+  if (!t.ok()) return {};
+  auto cache =
+      KvCache::Create(**backend, (*source)->config(), {.budget_bytes = 1 << 20, .block_size = 4});
+  EXPECT_TRUE(cache.ok()) << cache.status();
+  std::vector<int32_t> blocks;
+  EXPECT_TRUE((*cache)->Reserve(blocks, static_cast<int64_t>(inputs.size())));
+  std::vector<float> all, logits;
+  for (size_t begin = 0; begin < inputs.size(); begin += chunk) {
+    StepBatch b;
+    b.seq_blocks.push_back(blocks);
+    for (size_t i = begin; i < std::min(inputs.size(), begin + chunk); ++i) {
+      b.logit_rows.push_back(static_cast<int32_t>(b.tokens.size()));
+      b.tokens.push_back(inputs[i]);
+      b.positions.push_back(static_cast<int32_t>(i));
+      b.token_seq.push_back(0);
+    }
+    absl::Status s = (*t)->Forward(b, **cache, logits);
+    EXPECT_TRUE(s.ok()) << s;
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  return all;
+}
+
+TEST(EngineTest, LogitsMatchTheLlama2cReference) {
+  const auto ref_path =
+      testing::RequireSharedFile("models/stories260K/once_upon_a_time.logits.f32");
+  ASSERT_FALSE(ref_path.empty());
+  absl::StatusOr<std::string> ref_bytes = ReadFileToString(ref_path);
+  ASSERT_TRUE(ref_bytes.ok());
+  ASSERT_EQ(ref_bytes->size(), kPositions * kVocab * sizeof(float));
+  std::vector<float> ref(kPositions * kVocab);
+  std::memcpy(ref.data(), ref_bytes->data(), ref_bytes->size());
+
+  const std::vector<int32_t> inputs = ReferenceInputs();
+  const std::vector<float> ours = RunLogits(Gguf(), inputs, /*chunk=*/64);
+  ASSERT_EQ(ours.size(), ref.size());
+  double max_diff = 0;
+  for (int p = 0; p < kPositions; ++p) {
+    int argmax = 0;
+    for (int v = 0; v < kVocab; ++v) {
+      max_diff = std::max<double>(max_diff, std::fabs(ours[p * kVocab + v] - ref[p * kVocab + v]));
+      if (ours[p * kVocab + v] > ours[p * kVocab + argmax]) argmax = v;
+    }
+    if (p + 1 < kPositions && p >= 4) {
+      EXPECT_EQ(argmax, inputs[p + 1]) << "position " << p;
+    }
+  }
+  EXPECT_LE(max_diff, 1e-4);
+  std::printf("max |logit - reference| over %d positions: %.3g\n", kPositions, max_diff);
+
+  // One token at a time (decode) and in odd chunks give the very same bits:
+  // each token's result depends only on its own sequence.
+  EXPECT_EQ(RunLogits(Gguf(), inputs, 1), ours);
+  EXPECT_EQ(RunLogits(Gguf(), inputs, 7), ours);
+}
+
+TEST(EngineTest, CompressedModelsGiveBitIdenticalLogits) {
+  const std::vector<int32_t> inputs = ReferenceInputs();
+  const std::vector<float> raw = RunLogits(Gguf(), inputs, 64);
+  ASSERT_FALSE(raw.empty());
+  testing::TempDir tmp;
+  for (const char* codec : {"none", "vlc", "tiled"}) {
+    SCOPED_TRACE(codec);
+    const auto dir = tmp.path() / codec;
+    CompressOptions co;
+    co.codec = codec;
+    co.threads = 2;
+    ASSERT_TRUE(CompressModel(Gguf(), dir, co).ok());
+    const std::vector<float> packed = RunLogits(dir, inputs, 64);
+    ASSERT_EQ(packed.size(), raw.size());
+    EXPECT_EQ(std::memcmp(packed.data(), raw.data(), raw.size() * sizeof(float)), 0);
+    // And through the engine's decode path, one token at a time.
+    EXPECT_EQ(RunLogits(dir, inputs, 1), raw);
+  }
+}
+
+std::unique_ptr<Engine> OpenEngine(const std::filesystem::path& model, EngineOptions options = {}) {
+  options.threads = 2;
+  auto e = Engine::Open(model, options);
+  EXPECT_TRUE(e.ok()) << e.status();
+  return e.ok() ? std::move(*e) : nullptr;
+}
+
+TEST(EngineTest, GreedyGenerationMatchesTheReferenceTokensAndText) {
+  std::unique_ptr<Engine> e = OpenEngine(Gguf());
+  ASSERT_NE(e, nullptr);
+  ASSERT_NE(e->tokenizer(), nullptr);
+  absl::StatusOr<std::vector<TokenId>> prompt = e->Tokenize("Once upon a time");
+  ASSERT_TRUE(prompt.ok()) << prompt.status();
+  EXPECT_EQ(*prompt, kPromptIds);
+  GenerationRequest r;
+  r.prompt = *prompt;
+  r.params.temperature = 0;
+  r.params.max_tokens = 60;
+  absl::StatusOr<std::vector<SequenceOutput>> out = e->Generate({r});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ((*out)[0].tokens, kExpectedIds);
+  EXPECT_EQ((*out)[0].finish, FinishReason::kLength);
+  EXPECT_EQ((*out)[0].text,
+            ", there was a little girl named Lily. She loved to play outside in the park. One "
+            "day, she saw a big, red ball. She wanted to play with it, but it was too high.\nLily");
+}
+
+// Sixteen different prompts, each a different length.
+std::vector<GenerationRequest> SixteenRequests(const Engine& e, bool sampled) {
+  const char* starts[] = {"Once upon a time",
+                          "Lily",
+                          "The dog",
+                          "One day, Tim went to the park",
+                          "She",
+                          "Mom said",
+                          "They played with a big red ball and",
+                          "The sun",
+                          "A little bird",
+                          "Tom and Sue",
+                          "He was very happy because",
+                          "In the",
+                          "The cat saw",
+                          "Timmy wanted to",
+                          "It was a sunny day. Lily and her mom",
+                          "Bob"};
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < 16; ++i) {
+    GenerationRequest r;
+    r.prompt = *e.Tokenize(starts[i]);
+    r.params.max_tokens = 20 + 3 * i;
+    r.params.ignore_eos = true;
+    if (sampled) {
+      r.params.temperature = 0.9f;
+      r.params.top_p = 0.9f;
+      r.params.seed = 1000 + i;
+    } else {
+      r.params.temperature = 0;
+    }
+    reqs.push_back(std::move(r));
+  }
+  return reqs;
+}
+
+void ExpectBatchEqualsAlone(const EngineOptions& batched_options, bool sampled,
+                            bool want_preemption) {
+  std::unique_ptr<Engine> alone = OpenEngine(Gguf());
+  ASSERT_NE(alone, nullptr);
+  std::vector<std::vector<TokenId>> expected;
+  for (GenerationRequest& r : SixteenRequests(*alone, sampled)) {
+    auto out = alone->Generate({r});
+    ASSERT_TRUE(out.ok()) << out.status();
+    expected.push_back((*out)[0].tokens);
+  }
+  std::unique_ptr<Engine> batched = OpenEngine(Gguf(), batched_options);
+  ASSERT_NE(batched, nullptr);
+  auto out = batched->Generate(SixteenRequests(*batched, sampled));
+  ASSERT_TRUE(out.ok()) << out.status();
+  for (int i = 0; i < 16; ++i) EXPECT_EQ((*out)[i].tokens, expected[i]) << "sequence " << i;
+  if (want_preemption) {
+    EXPECT_GT(batched->stats().preemptions, 0u);
+  } else {
+    EXPECT_EQ(batched->stats().preemptions, 0u);
+  }
+}
+
+TEST(EngineTest, BatchOfSixteenGivesWhatEachGivesAlone) {
+  EngineOptions o;
+  o.max_batch_tokens = 48;  // prompts are chunked and mixed with decodes
+  ExpectBatchEqualsAlone(o, /*sampled=*/false, /*want_preemption=*/false);
+}
+
+TEST(EngineTest, SeededSamplingIsTheSameInABatch) {
+  EngineOptions o;
+  o.max_batch_tokens = 48;
+  ExpectBatchEqualsAlone(o, /*sampled=*/true, /*want_preemption=*/false);
+}
+
+TEST(EngineTest, TooSmallKvBudgetPreemptsAndStillGivesTheSameTokens) {
+  EngineOptions o;
+  o.kv_block_size = 8;
+  // 5 layers * 2 * 4 heads * 8 dims * 4 bytes = 1280 bytes per token: 24
+  // blocks of 8 tokens hold ~190 tokens, far less than the batch needs.
+  o.kv_cache_bytes = 24 * 8 * 1280;
+  ExpectBatchEqualsAlone(o, /*sampled=*/false, /*want_preemption=*/true);
+  ExpectBatchEqualsAlone(o, /*sampled=*/true, /*want_preemption=*/true);
+}
+
+TEST(EngineTest, StopStringsAndStopIds) {
+  std::unique_ptr<Engine> e = OpenEngine(Gguf());
+  ASSERT_NE(e, nullptr);
+  GenerationRequest r;
+  r.prompt = kPromptIds;
+  r.params.temperature = 0;
+  r.params.max_tokens = 60;
+  r.params.stop = {"Lily."};
+  auto out = e->Generate({r});
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ((*out)[0].text, ", there was a little girl named ");
+  EXPECT_EQ((*out)[0].finish, FinishReason::kStop);
+
+  r.params.stop.clear();
+  r.params.stop_token_ids = {kExpectedIds[5]};
+  out = e->Generate({r});
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ((*out)[0].tokens, std::vector<TokenId>(kExpectedIds.begin(), kExpectedIds.begin() + 6));
+  EXPECT_EQ((*out)[0].finish, FinishReason::kStop);
+
+  r.params.stop_token_ids.clear();
+  r.params.logprobs = true;
+  r.params.max_tokens = 3;
+  out = e->Generate({r});
+  ASSERT_TRUE(out.ok());
+  ASSERT_EQ((*out)[0].logprobs.size(), 3u);
+  for (float lp : (*out)[0].logprobs) EXPECT_TRUE(lp <= 0 && lp > -20) << lp;
+}
+
+TEST(EngineTest, AbortFreesTheSequence) {
+  std::unique_ptr<Engine> e = OpenEngine(Gguf());
+  ASSERT_NE(e, nullptr);
+  GenerationRequest r;
+  r.prompt = kPromptIds;
+  r.params.max_tokens = 50;
+  auto id = e->Submit(r);
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(e->Step().ok());
+  EXPECT_GT(e->kv_cache().used_blocks(), 0);
+  EXPECT_TRUE(e->Abort(*id));
+  EXPECT_FALSE(e->Abort(*id));
+  EXPECT_EQ(e->kv_cache().used_blocks(), 0);
+  auto step = e->Step();
+  ASSERT_TRUE(step.ok());
+  ASSERT_EQ(step->size(), 1u);
+  EXPECT_EQ((*step)[0].finish, FinishReason::kAborted);
+  EXPECT_FALSE(e->HasWork());
+}
+
+TEST(EngineTest, BadRequestsGetClearErrors) {
+  std::unique_ptr<Engine> e = OpenEngine(Gguf());
+  ASSERT_NE(e, nullptr);
+  GenerationRequest r;
+  auto s = e->Submit(r);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.status().message(), HasSubstr("empty"));
+
+  r.prompt = {1, 600};
+  s = e->Submit(r);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(s.status().message(), HasSubstr("600"));
+
+  r.prompt = kPromptIds;
+  r.params.max_tokens = 5000;
+  s = e->Submit(r);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(s.status().message(), HasSubstr("context"));
+
+  r.params.max_tokens = 10;
+  r.params.temperature = -1;
+  s = e->Submit(r);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(e->HasWork());
+
+  // A request that could never fit in the KV cache.
+  EngineOptions tiny;
+  tiny.kv_cache_bytes = 4 * 16 * 1280;  // 4 blocks of 16 tokens
+  std::unique_ptr<Engine> small = OpenEngine(Gguf(), tiny);
+  ASSERT_NE(small, nullptr);
+  r.params.temperature = 0;
+  r.params.max_tokens = 100;
+  s = small->Submit(r);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(EngineTest, BadModelsGetClearErrors) {
+  testing::TempDir tmp;
+  auto missing = Engine::Open(tmp.path() / "nope");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+
+  // A packd directory with one flipped byte in a tensor.
+  const auto dir = tmp.path() / "vlc";
+  ASSERT_TRUE(CompressModel(Gguf(), dir, {.codec = "vlc", .threads = 2}).ok());
+  const auto weights = dir / "model.packd.safetensors";
+  {
+    std::fstream f(weights, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(0, std::ios::end);
+    const std::streamoff size = f.tellg();
+    f.seekp(size - 1000);
+    char c;
+    f.seekg(size - 1000);
+    f.read(&c, 1);
+    c ^= 0x10;
+    f.seekp(size - 1000);
+    f.write(&c, 1);
+  }
+  auto corrupt = Engine::Open(dir);
+  EXPECT_EQ(corrupt.status().code(), absl::StatusCode::kDataLoss) << corrupt.status();
+  EXPECT_THAT(corrupt.status().message(), HasSubstr("checksum"));
+
+  // A truncated file.
+  std::filesystem::resize_file(weights, 1000);
+  EXPECT_FALSE(Engine::Open(dir).ok());
+
+  // An architecture the engine does not implement.
+  const auto hf = tmp.path() / "hf";
+  std::filesystem::create_directories(hf);
+  std::ofstream(hf / "config.json")
+      << R"({"architectures": ["GPTNeoXForCausalLM"], "hidden_size": 64})";
+  std::ofstream(hf / "model.safetensors") << "";
+  auto arch = Engine::Open(hf);
+  ASSERT_FALSE(arch.ok());
+  EXPECT_THAT(arch.status().message(), HasSubstr("GPTNeoXForCausalLM"));
+}
+
+}  // namespace
+}  // namespace packd::engine

@@ -1,0 +1,69 @@
+// Opens a model for serving from any of the forms the engine accepts
+// (DESIGN.md §3): a packd model directory (compressed or raw tensors), a
+// plain Hugging Face directory, or a GGUF file (F32/F16/BF16). Files are
+// memory-mapped; compressed tensors stay compressed (only a tile decoder per
+// tensor is opened).
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "codec/container.h"
+#include "engine/backend.h"
+#include "engine/checkpoint.h"
+#include "engine/model_config.h"
+#include "engine/models/architecture.h"
+
+namespace packd::engine {
+
+struct ModelSourceOptions {
+  // packd directories: check each tensor's encoded-bytes checksum at open
+  // (XXH3, cheap next to loading) so a corrupt file fails here, by name.
+  bool verify_checksums = true;
+};
+
+// Immutable after Open; owns the mappings every WeightSource points into.
+class ModelSource {
+ public:
+  static absl::StatusOr<std::unique_ptr<ModelSource>> Open(const std::filesystem::path& path,
+                                                           const ModelSourceOptions& options = {});
+
+  // "packd", "safetensors" or "gguf".
+  std::string_view format() const { return format_; }
+  const std::filesystem::path& path() const { return path_; }
+  const ModelConfig& config() const { return config_; }
+  NameScheme name_scheme() const { return scheme_; }
+  // What LoadTokenizer() should be given: the directory, or the GGUF file.
+  const std::filesystem::path& tokenizer_path() const { return tokenizer_path_; }
+
+  bool Has(std::string_view name) const { return tensors_.count(std::string(name)) != 0; }
+  // NotFound naming the model and the tensor.
+  absl::StatusOr<WeightSource> Find(std::string_view name) const;
+
+  // Totals over all tensors: as stored (encoded) and as the original dtype.
+  uint64_t stored_bytes() const { return stored_bytes_; }
+  uint64_t original_bytes() const { return original_bytes_; }
+
+ private:
+  ModelSource() = default;
+  absl::Status OpenPackd(const ModelSourceOptions& options);
+  absl::Status OpenCheckpoint();
+
+  std::string format_;
+  std::filesystem::path path_;
+  std::filesystem::path tokenizer_path_;
+  ModelConfig config_;
+  NameScheme scheme_ = NameScheme::kHuggingFace;
+  std::unique_ptr<codec::ContainerReader> container_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::map<std::string, std::unique_ptr<codec::TensorDecoder>, std::less<>> decoders_;
+  std::map<std::string, WeightSource, std::less<>> tensors_;
+  uint64_t stored_bytes_ = 0;
+  uint64_t original_bytes_ = 0;
+};
+
+}  // namespace packd::engine

@@ -1,0 +1,102 @@
+// What every tokenizer loader produces: the vocabulary and the options of one
+// of the two BPE families, in one form whatever the file was.
+// NewBpeTokenizer (bpe_tokenizer.h) validates it and builds the Tokenizer.
+//
+// Family kSentencePiece ("spm"): the text (with "▁" for spaces and a "▁"
+// dummy prefix) is cut into characters, which are merged; a character not in
+// the vocabulary becomes its UTF-8 bytes as <0xXX> tokens (byte fallback) or
+// the unknown token.
+// Family kByteLevel ("bpe"): the text is cut into words by a pre-tokenizer
+// regex; each word's bytes (as GPT-2's byte characters) are merged.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/tokenizer/added_tokens.h"
+#include "engine/tokenizer/pretokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "engine/tokenizer/unicode_normalizer.h"
+
+namespace packd::engine {
+
+// SentencePiece's piece types, numbered as in sentencepiece_model.proto and
+// GGUF's tokenizer.ggml.token_type.
+enum class TokenType : uint8_t {
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6,
+};
+
+enum class BpeFamily { kSentencePiece, kByteLevel };
+
+struct BpeModel {
+  BpeFamily family = BpeFamily::kSentencePiece;
+  // Names the source in errors ("/path/tokenizer.json").
+  std::string label;
+
+  // The vocabulary: pieces[id] as stored ("▁the", "<0x0A>", "Ġthe"; special
+  // tokens as their text), and each piece's type. Same size.
+  std::vector<std::string> pieces;
+  std::vector<TokenType> types;
+
+  // Merge priorities, exactly one of:
+  //  - merges: pairs of pieces, in priority order (Hugging Face, GGUF gpt2);
+  //  - scores: one per piece; two adjacent pieces merge when their
+  //    concatenation is a piece, the highest score first (SentencePiece;
+  //    tiktoken with score = -rank). Only normal, user-defined and unused
+  //    pieces take part.
+  std::vector<std::pair<std::string, std::string>> merges;
+  std::vector<float> scores;
+
+  // Tokens matched in the input before BPE. When empty, they are derived from
+  // `types`: control and unknown tokens are special, user-defined tokens are
+  // always matched.
+  std::vector<AddedToken> added_tokens;
+
+  std::optional<TokenId> bos, eos, unk;
+  // Ends generation besides eos (e.g. <|eot_id|>). Control tokens with the
+  // well-known end-of-turn names are added by NewBpeTokenizer.
+  std::vector<TokenId> extra_stop_ids;
+  bool add_bos = false;
+  bool add_eos = false;
+
+  // Applied to each piece of text before anything else.
+  UnicodeForm unicode_form = UnicodeForm::kNone;
+
+  // ---- kSentencePiece options.
+  // Prepend " " to each piece of text (SentencePiece add_dummy_prefix,
+  // Hugging Face Prepend("▁") / Metaspace).
+  bool add_dummy_prefix = true;
+  // Hugging Face Metaspace: prepend only to text at the start of the input
+  // (prepend_scheme "first") / only when the text does not already start
+  // with a space.
+  bool dummy_prefix_first_only = false;
+  bool dummy_prefix_unless_present = false;
+  // Strip leading and trailing spaces and collapse runs of spaces.
+  bool remove_extra_whitespaces = false;
+  // Replace " " by "▁" (SentencePiece escape_whitespaces).
+  bool escape_whitespaces = true;
+  // Hugging Face Metaspace split: merges never cross a "▁" word start.
+  bool split_at_whitespace_marker = false;
+  bool byte_fallback = false;
+  // A run of unknown characters becomes one unknown token.
+  bool fuse_unk = true;
+  // How the unknown token is detokenized (SentencePiece's unk_surface).
+  std::string unk_surface = " \xE2\x81\x87 ";
+
+  // ---- kByteLevel options.
+  PretokenizerPattern pattern = PretokenizerPattern::kGpt2;
+  // A word that is itself a token is not merged (Llama 3, tiktoken).
+  bool ignore_merges = false;
+  // Prepend " " to text that does not start with one.
+  bool add_prefix_space = false;
+};
+
+}  // namespace packd::engine
