@@ -95,6 +95,7 @@ absl::StatusOr<std::vector<TokenId>> Engine::Tokenize(std::string_view text) con
     return absl::FailedPreconditionError(
         absl::StrCat(source_->path().string(), ": the model has no tokenizer; send token ids"));
   }
+  if (text.empty()) return absl::InvalidArgumentError("the prompt is empty");
   return tokenizer_->Encode(text, /*add_special=*/true);
 }
 

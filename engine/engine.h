@@ -79,7 +79,8 @@ class Engine {
   int64_t max_context() const { return max_context_; }
   const EngineStats& stats() const { return stats_; }
 
-  // Tokenizes with the model's tokenizer (bos added as the model wants).
+  // Tokenizes a prompt with the model's tokenizer (bos added as the model
+  // wants). An empty prompt is InvalidArgument.
   absl::StatusOr<std::vector<TokenId>> Tokenize(std::string_view text) const;
 
   // Validates and queues a request; returns its id. InvalidArgument for an
