@@ -11,22 +11,25 @@
 // /tmp/packd-bench-engine/<shape>-bf16) and reused by later runs; with
 // --checkpoint, that HF directory. Codecs: "raw" is the HF directory itself
 // (safetensors, memory-mapped); "none", "vlc" and "tiled" are packd
-// directories made from it by engine::CompressModel (cached in --workdir).
+// directories made from it by engine::CompressModel (cached in --workdir;
+// delete it after a change to the container format or a codec).
 //
 // Each (codec, batch) configuration runs in a fresh child process (this
 // program re-executed with --child), so that its peak RSS (VmHWM of the
 // child, read from /proc/self/status) belongs to that configuration alone.
-// The child opens the engine (max_running = batch, a KV cache sized for the
-// batch, max_batch_tokens = batch * prompt-tokens unless given, so that the
-// whole prefill is one forward pass), runs one 1-token request to fault in
-// every weight page, then:
+// The child opens the engine (max_running = batch, --max-batch-tokens tokens
+// per step, default 512, and a KV cache sized for the batch so that nothing
+// is preempted), runs one 1-token request to fault in every weight page, then:
 //   prefill: submits `batch` requests of --prompt-tokens random token ids
-//     (fixed seed; greedy, ignore_eos, max_tokens = decode-steps + 1) and
-//     times the steps until every one has its first token;
-//     prefill tok/s = prompt tokens computed / that time.
-//   decode: times the remaining steps (each sequence generates decode-steps
-//     more tokens, one per step); decode tok/s = tokens generated / time,
-//     summed over the batch.
+//     (fixed seed; greedy, ignore_eos) and times the steps until every one
+//     has its first token; prefill tok/s = prompt tokens computed / that time.
+//     With batch * prompt-tokens above --max-batch-tokens the prefill takes
+//     several steps (chunked prefill), and the sequences admitted first
+//     already decode one token per step in the later ones (a few percent of
+//     the tokens; "prefill_decode_tokens" in the JSON), as in serving.
+//   decode: times the next --decode-steps steps, each computing one token of
+//     every sequence; decode tok/s = batch * decode-steps / time. The
+//     sequences are then aborted.
 // Peak RSS counts the touched pages of the memory-mapped model files (the
 // whole raw BF16 weights for "raw" and "none", the compressed bytes for the
 // codecs) as well as anonymous memory (KV cache, workspace, fp32 norms); the
@@ -35,6 +38,9 @@
 // Memory bandwidth is measured first, in the same program: a streaming read
 // (sum of uint64 words) over a buffer of max(1 GiB, 4 x the last-level cache),
 // on --threads threads and on one thread, best of 5 runs, in GB/s (1e9 B/s).
+// The limits below use the higher of the two (B): any rate measured is one
+// the memory system delivers, and on a shared machine one thread sometimes
+// streams faster than all of them.
 //
 // The bytes-per-token limit: a decode step must read every weight the step
 // uses once (the backend's resident weight bytes: compressed size for the
@@ -49,13 +55,16 @@
 // limit's byte count and raise the limit, but only pay off when the decoder
 // keeps up. At larger batches each weight byte feeds `batch` tokens, compute
 // dominates, and the percentage falls well below 100% by design: there the
-// figure to look at is tok/s itself.
+// figure to look at is tok/s itself. (A model that fits in the last-level
+// cache, like --shape tiny, is not bound by DRAM bandwidth: its percentages
+// mean nothing.)
 //
-// Runs with the defaults in roughly 10-20 minutes on 2 cores (llama-1b;
-// mostly the batch-32 prefills, 2048 tokens each), plus one-time synthesis and
-// compression of the checkpoints. --quick: batches 1,8, codecs raw,vlc,
-// 32-token prompts and 4 decode steps. Progress goes to stderr; the table
-// (Markdown) to stdout.
+// Cost, llama-1b on 2 AVX-512 cores: the first run synthesizes and
+// compresses the model (about 75 s; 8.3 GB in --workdir for all four forms);
+// the default configurations then take about 4 minutes on an idle machine
+// (15 minutes were seen while other jobs loaded it), mostly the batch-32
+// prefills (2048 tokens each). --quick: batches 1,8, codecs raw,vlc, 32-token prompts
+// and 4 decode steps. Progress goes to stderr; the table (Markdown) to stdout.
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -69,20 +78,17 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <map>
 #include <memory>
 #include <random>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "base/file.h"
 #include "base/parallel.h"
@@ -117,8 +123,8 @@ struct Options {
   std::vector<int64_t> batches = {1, 8, 32};
   int64_t prompt_tokens = 64;
   int64_t decode_steps = 8;
-  int threads = 0;               // resolved to HardwareThreads()
-  int64_t max_batch_tokens = 0;  // 0: batch * prompt_tokens (one prefill step)
+  int threads = 0;                 // resolved to HardwareThreads()
+  int64_t max_batch_tokens = 512;  // tokens per step (at least batch)
   uint64_t seed = 0;
   std::string json;
   std::string command_line;
@@ -131,7 +137,7 @@ struct ChildOptions {
   int64_t prompt_tokens = 64;
   int64_t decode_steps = 8;
   int threads = 1;
-  int64_t max_batch_tokens = 0;
+  int64_t max_batch_tokens = 512;
   uint64_t seed = 0;
   std::string result;  // where the child writes its JSON
 };
@@ -165,7 +171,7 @@ constexpr char kUsage[] =
     "  --prompt-tokens     random prompt length (default 64)\n"
     "  --decode-steps      timed decode steps after the first token (default 8)\n"
     "  --threads           engine and bandwidth threads (default: hardware threads)\n"
-    "  --max-batch-tokens  tokens per step (default: batch * prompt-tokens)\n"
+    "  --max-batch-tokens  tokens per step (default 512)\n"
     "  --quick             batches 1,8, codecs raw,vlc, 32-token prompts, 4 decode steps\n"
     "  --json              also write the numbers to FILE\n";
 
@@ -390,12 +396,17 @@ Bandwidth MeasureBandwidth(uint64_t bytes, int threads, int repeats) {
 absl::Status RunChild(const ChildOptions& c) {
   const std::string tag =
       absl::StrCat("[", fs::path(c.model).filename().string(), " b", c.batch, "]");
-  const int64_t seq_tokens = c.prompt_tokens + c.decode_steps + 1;
   engine::EngineOptions eo;
   eo.threads = c.threads;
   eo.max_running = c.batch;
-  eo.max_batch_tokens = c.max_batch_tokens > 0 ? c.max_batch_tokens : c.batch * c.prompt_tokens;
-  eo.max_batch_tokens = std::max<int64_t>(eo.max_batch_tokens, c.batch);  // decode steps fit
+  eo.max_batch_tokens = std::max<int64_t>(c.max_batch_tokens, c.batch);  // a decode step fits
+  // Sequences that finish their prompt early decode during the later prefill
+  // steps; they may generate up to one token per prefill step beyond the
+  // decode-steps tokens of the timed decode phase (then they are aborted).
+  const int64_t prefill_steps_max =
+      (c.batch * c.prompt_tokens + eo.max_batch_tokens - 1) / eo.max_batch_tokens + c.batch;
+  const int64_t max_tokens = 1 + prefill_steps_max + c.decode_steps;
+  const int64_t seq_tokens = c.prompt_tokens + max_tokens;
   // The KV cache holds exactly the batch (plus a spare block per sequence and
   // a few for the warm-up), so nothing is preempted and no memory is wasted.
   // Its size per token comes from config.json (an HF or packd directory).
@@ -443,7 +454,7 @@ absl::Status RunChild(const ChildOptions& c) {
 
   std::mt19937_64 rng(c.seed);
   std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(cfg.vocab_size - 1));
-  params.max_tokens = static_cast<int>(c.decode_steps + 1);
+  params.max_tokens = static_cast<int>(max_tokens);
   std::map<uint64_t, int64_t> length;  // per sequence: tokens so far
   for (int64_t b = 0; b < c.batch; ++b) {
     engine::GenerationRequest r;
@@ -475,25 +486,31 @@ absl::Status RunChild(const ChildOptions& c) {
                static_cast<unsigned long long>(s1.prompt_tokens - s0.prompt_tokens),
                static_cast<unsigned long long>(s1.steps - s0.steps), prefill_s);
 
-  // Decode: the remaining steps. A step computes the last token of each
-  // sequence at position length - 1, attending to `length` cached positions.
+  // Decode: exactly decode-steps steps, each one token for every sequence
+  // (none can finish: max_tokens leaves room). A step computes the last token
+  // of each sequence at position length - 1, attending to `length` cached
+  // positions.
   t0 = Clock::now();
-  while (eng->HasWork()) {
-    std::map<uint64_t, int64_t> before = length;
+  for (int64_t step = 0; step < c.decode_steps; ++step) {
     ASSIGN_OR_RETURN(std::vector<engine::SequenceOutput> outs, eng->Step());
     for (const engine::SequenceOutput& o : outs) {
       if (o.tokens.empty()) continue;
-      kv_read += static_cast<uint64_t>(before[o.id]) * kv_per_token;
+      kv_read += static_cast<uint64_t>(length[o.id]) * kv_per_token;
       length[o.id] += static_cast<int64_t>(o.tokens.size());
     }
   }
   const double decode_s = SecondsSince(t0);
   const engine::EngineStats s2 = eng->stats();
+  for (const auto& [id, len] : length) eng->Abort(id);
   const uint64_t decode_tokens = s2.generated_tokens - s1.generated_tokens;
   const uint64_t decode_steps = s2.steps - s1.steps;
   std::fprintf(stderr, "%s decode: %llu tokens in %llu steps, %.2f s\n", tag.c_str(),
                static_cast<unsigned long long>(decode_tokens),
                static_cast<unsigned long long>(decode_steps), decode_s);
+  if (decode_tokens != static_cast<uint64_t>(c.batch * c.decode_steps)) {
+    return absl::InternalError(absl::StrCat("the decode phase produced ", decode_tokens,
+                                            " tokens, expected ", c.batch * c.decode_steps));
+  }
 
   // Weight bytes a decode step reads: every resident weight, except an
   // untied embedding table (only the batch's rows of it are read).
@@ -521,6 +538,8 @@ absl::Status RunChild(const ChildOptions& c) {
       {"warmup_s", warmup_s},
       {"prefill_tokens", s1.prompt_tokens - s0.prompt_tokens},
       {"prefill_steps", s1.steps - s0.steps},
+      // Decode tokens of early sequences computed during the prefill steps.
+      {"prefill_decode_tokens", s1.generated_tokens - s0.generated_tokens - c.batch},
       {"prefill_s", prefill_s},
       {"decode_tokens", decode_tokens},
       {"decode_steps", decode_steps},
@@ -555,9 +574,8 @@ absl::StatusOr<nlohmann::json> SpawnChild(const ChildOptions& c) {
                                    absl::StrCat("--decode-steps=", c.decode_steps),
                                    absl::StrCat("--threads=", c.threads),
                                    absl::StrCat("--seed=", c.seed),
-                                   absl::StrCat("--result=", c.result)};
-  if (c.max_batch_tokens > 0)
-    args.push_back(absl::StrCat("--max-batch-tokens=", c.max_batch_tokens));
+                                   absl::StrCat("--result=", c.result),
+                                   absl::StrCat("--max-batch-tokens=", c.max_batch_tokens)};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -738,10 +756,12 @@ int Run(const Options& o) {
       "%.2f GB/s on 1 thread\n",
       static_cast<double>(bw.buffer_bytes) / (1 << 30), bw.gbps_all, o.threads, bw.gbps_one);
   std::printf(
-      "- per configuration: %lld-token random prompts, prefill = steps until every sequence has "
-      "its first token, decode = the next %lld tokens per sequence (greedy); tok/s summed over "
-      "the batch; each configuration in its own process\n",
-      static_cast<long long>(o.prompt_tokens), static_cast<long long>(o.decode_steps));
+      "- per configuration: %lld-token random prompts, at most %lld tokens per step; prefill = "
+      "steps until every sequence has its first token; decode = the next %lld steps, one token "
+      "per sequence each (greedy); tok/s summed over the batch; each configuration in its own "
+      "process\n",
+      static_cast<long long>(o.prompt_tokens), static_cast<long long>(o.max_batch_tokens),
+      static_cast<long long>(o.decode_steps));
   std::printf(
       "- bytes/step = resident weight bytes read per decode step + fp32 KV attended (mean); "
       "limit = %.2f GB/s (the higher bandwidth above) / bytes/step x batch; %% of limit = decode "
