@@ -55,6 +55,7 @@
 #include "base/file.h"
 #include "base/parallel.h"
 #include "base/status_macros.h"
+#include "bench/bench_main.h"
 #include "codec/dtype.h"
 #include "codec/histogram.h"
 #include "codec/rest_plane.h"
@@ -391,18 +392,6 @@ absl::StatusOr<double> BestDecode(const std::function<absl::Status(std::span<uin
 
 // ---------------------------------------------------------------- report
 
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(colon + 2);
-    }
-  }
-  return "unknown CPU";
-}
-
 std::string CpuFeatures() {
   std::string f;
   __builtin_cpu_init();
@@ -642,13 +631,7 @@ int Run(const Options& o) {
 }  // namespace packd::bench
 
 int main(int argc, char** argv) {
-  const absl::StatusOr<packd::bench::Options> o = packd::bench::ParseArgs(argc, argv);
-  if (!o.ok()) {
-    const bool help = o.status().code() == absl::StatusCode::kCancelled;
-    std::fprintf(help ? stdout : stderr, "%s%s",
-                 help ? "" : "codec: ", std::string(o.status().message()).c_str());
-    if (!help) std::fprintf(stderr, "\n");
-    return help ? 0 : 2;
-  }
-  return packd::bench::Run(*o);
+  return packd::bench::BenchMain(
+      "codec", packd::bench::ParseArgs(argc, argv),
+      [](const packd::bench::Options& o) { return packd::bench::Run(o); });
 }

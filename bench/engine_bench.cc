@@ -93,6 +93,7 @@
 #include "base/file.h"
 #include "base/parallel.h"
 #include "base/status_macros.h"
+#include "bench/bench_main.h"
 #include "codec/dtype.h"
 #include "engine/engine.h"
 #include "engine/model_compressor.h"
@@ -288,18 +289,6 @@ absl::StatusOr<ChildOptions> ParseChildArgs(int argc, char** argv) {
 }
 
 // ---------------------------------------------------------------- machine
-
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(colon + 2);
-    }
-  }
-  return "unknown CPU";
-}
 
 // Bytes of the largest cache sysfs reports for cpu0; 0 if unknown.
 uint64_t LastLevelCacheBytes() {
@@ -856,13 +845,7 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  const absl::StatusOr<packd::bench::Options> o = packd::bench::ParseArgs(argc, argv);
-  if (!o.ok()) {
-    const bool help = o.status().code() == absl::StatusCode::kCancelled;
-    std::fprintf(help ? stdout : stderr, "%s%s",
-                 help ? "" : "engine: ", std::string(o.status().message()).c_str());
-    if (!help) std::fprintf(stderr, "\n");
-    return help ? 0 : 2;
-  }
-  return packd::bench::Run(*o);
+  return packd::bench::BenchMain(
+      "engine", packd::bench::ParseArgs(argc, argv),
+      [](const packd::bench::Options& o) { return packd::bench::Run(o); });
 }

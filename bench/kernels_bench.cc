@@ -35,6 +35,7 @@
 #include "base/parallel.h"
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
+#include "bench/bench_main.h"
 #include "codec/dtype.h"
 #include "engine/cpu/kernels.h"
 #include "nlohmann/json.hpp"
@@ -258,13 +259,7 @@ int Run(const Options& o) {
 }  // namespace packd::bench
 
 int main(int argc, char** argv) {
-  const absl::StatusOr<packd::bench::Options> o = packd::bench::ParseArgs(argc, argv);
-  if (!o.ok()) {
-    const bool help = o.status().code() == absl::StatusCode::kCancelled;
-    std::fprintf(help ? stdout : stderr, "%s%s",
-                 help ? "" : "kernels: ", std::string(o.status().message()).c_str());
-    if (!help) std::fprintf(stderr, "\n");
-    return help ? 0 : 2;
-  }
-  return packd::bench::Run(*o);
+  return packd::bench::BenchMain(
+      "kernels", packd::bench::ParseArgs(argc, argv),
+      [](const packd::bench::Options& o) { return packd::bench::Run(o); });
 }
