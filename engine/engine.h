@@ -92,6 +92,9 @@ class Engine {
   // reports it as kAborted. False if the id is unknown or already done.
   bool Abort(uint64_t id);
   bool HasWork() const { return !sequences_.empty(); }
+  // Sequences holding KV blocks / queued for admission.
+  int64_t running() const { return static_cast<int64_t>(scheduler_->running()); }
+  int64_t waiting() const { return static_cast<int64_t>(scheduler_->waiting()); }
   absl::StatusOr<std::vector<SequenceOutput>> Step();
 
   // Submits all requests and steps until they finish. Outputs are merged per

@@ -1,0 +1,244 @@
+#include "server/model_instance.h"
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+
+namespace packd::server {
+
+std::optional<RequestEvent> RequestHandle::Next(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !events_.empty(); };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) return std::nullopt;
+  RequestEvent e = std::move(events_.front());
+  events_.pop_front();
+  return e;
+}
+
+RequestTimes RequestHandle::times() const {
+  absl::MutexLock lock(&mu_);
+  return times_;
+}
+
+void RequestHandle::Push(RequestEvent event) {
+  absl::MutexLock lock(&mu_);
+  events_.push_back(std::move(event));
+}
+
+void RequestHandle::MarkStarted(absl::Time t) {
+  absl::MutexLock lock(&mu_);
+  times_.started = t;
+}
+
+void RequestHandle::MarkFirstToken(absl::Time t) {
+  absl::MutexLock lock(&mu_);
+  if (times_.first_token == absl::InfinitePast()) times_.first_token = t;
+}
+
+void RequestHandle::MarkFinished(absl::Time t) {
+  absl::MutexLock lock(&mu_);
+  times_.finished = t;
+}
+
+absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Start(
+    const std::filesystem::path& model, const engine::EngineOptions& engine_options,
+    const InstanceOptions& options) {
+  if (options.max_queued < 1) {
+    return absl::InvalidArgumentError("model instance: max_queued must be >= 1");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e, engine::Engine::Open(model, engine_options));
+  std::unique_ptr<ModelInstance> m(new ModelInstance(std::move(e), options));
+  m->loop_ = std::thread([p = m.get()] { p->Loop(); });
+  return m;
+}
+
+ModelInstance::ModelInstance(std::unique_ptr<engine::Engine> engine, const InstanceOptions& options)
+    : engine_(std::move(engine)), options_(options) {
+  absl::MutexLock lock(&mu_);
+  stats_.kv_blocks_total = engine_->kv_cache().num_blocks();
+  stats_.kv_bytes_total = engine_->kv_cache().bytes();
+}
+
+ModelInstance::~ModelInstance() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+    wake_.Signal();
+  }
+  if (loop_.joinable()) loop_.join();
+}
+
+absl::StatusOr<std::shared_ptr<RequestHandle>> ModelInstance::Submit(
+    engine::GenerationRequest request) {
+  absl::MutexLock lock(&mu_);
+  if (draining_ || stop_) {
+    return absl::UnavailableError("the model is draining and accepts no new requests");
+  }
+  const int64_t queued = static_cast<int64_t>(inbox_.size()) + stats_.waiting;
+  if (queued >= options_.max_queued) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the model's queue is full (", queued, " requests waiting)"));
+  }
+  auto handle = std::make_shared<RequestHandle>(next_id_++, absl::Now());
+  handle->set_prompt_tokens(static_cast<int64_t>(request.prompt.size()));
+  inbox_.emplace_back(std::move(request), handle);
+  ++in_flight_;
+  wake_.Signal();
+  return handle;
+}
+
+void ModelInstance::Cancel(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  cancels_.push_back(id);
+  wake_.Signal();
+}
+
+void ModelInstance::Drain() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+}
+
+int64_t ModelInstance::in_flight() const {
+  absl::MutexLock lock(&mu_);
+  return in_flight_;
+}
+
+InstanceStats ModelInstance::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+void ModelInstance::AdmitAndCancel(
+    std::vector<std::pair<engine::GenerationRequest, std::shared_ptr<RequestHandle>>>& inbox,
+    std::vector<uint64_t>& cancels) {
+  const absl::Time now = absl::Now();
+  std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>> ended;
+  for (auto& [request, handle] : inbox) {
+    absl::StatusOr<uint64_t> id = engine_->Submit(std::move(request));
+    if (!id.ok()) {
+      handle->MarkFinished(now);
+      ended.push_back({handle, {{}, id.status(), true}});
+      continue;
+    }
+    handle->MarkStarted(now);
+    engine_id_of_[handle->id()] = *id;
+    by_engine_id_[*id] = handle;
+  }
+  for (uint64_t hid : cancels) {
+    auto it = engine_id_of_.find(hid);
+    if (it == engine_id_of_.end()) continue;  // finished already (or never admitted)
+    const uint64_t eid = it->second;
+    engine_->Abort(eid);
+    std::shared_ptr<RequestHandle> handle = by_engine_id_[eid];
+    by_engine_id_.erase(eid);
+    engine_id_of_.erase(it);
+    handle->MarkFinished(now);
+    engine::SequenceOutput out;
+    out.id = hid;
+    out.finish = engine::FinishReason::kAborted;
+    ended.push_back(
+        {handle, {std::move(out), absl::CancelledError("the request was cancelled"), true}});
+  }
+  if (ended.empty()) return;
+  {
+    absl::MutexLock lock(&mu_);
+    in_flight_ -= static_cast<int64_t>(ended.size());
+    stats_.kv_blocks_used = engine_->kv_cache().used_blocks();
+    stats_.running = engine_->running();
+    stats_.waiting = engine_->waiting();
+  }
+  for (auto& [handle, event] : ended) handle->Push(std::move(event));
+}
+
+void ModelInstance::FailAll(const absl::Status& status) {
+  const absl::Time now = absl::Now();
+  std::vector<std::shared_ptr<RequestHandle>> handles;
+  for (auto& [eid, handle] : by_engine_id_) {
+    engine_->Abort(eid);
+    handle->MarkFinished(now);
+    handles.push_back(handle);
+  }
+  by_engine_id_.clear();
+  engine_id_of_.clear();
+  {
+    absl::MutexLock lock(&mu_);
+    in_flight_ -= static_cast<int64_t>(handles.size());
+    stats_.kv_blocks_used = engine_->kv_cache().used_blocks();
+  }
+  for (auto& h : handles) h->Push({{}, status, true});
+}
+
+void ModelInstance::Loop() {
+  for (;;) {
+    std::vector<std::pair<engine::GenerationRequest, std::shared_ptr<RequestHandle>>> inbox;
+    std::vector<uint64_t> cancels;
+    {
+      absl::MutexLock lock(&mu_);
+      const bool busy = engine_->HasWork();
+      auto woken = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return stop_ || busy || !inbox_.empty() || !cancels_.empty();
+      };
+      mu_.Await(absl::Condition(&woken));
+      if (stop_) break;
+      inbox.swap(inbox_);
+      cancels.swap(cancels_);
+    }
+    AdmitAndCancel(inbox, cancels);
+    if (!engine_->HasWork()) continue;
+    absl::StatusOr<std::vector<engine::SequenceOutput>> outputs = engine_->Step();
+    if (!outputs.ok()) {
+      FailAll(
+          absl::InternalError(absl::StrCat("generation failed: ", outputs.status().ToString())));
+      continue;
+    }
+    // Publish the counters first: a client that sees its final event also
+    // sees its request gone from in_flight() and its KV blocks freed.
+    const absl::Time now = absl::Now();
+    std::vector<std::pair<std::shared_ptr<RequestHandle>, engine::SequenceOutput>> events;
+    int64_t finished = 0;
+    for (engine::SequenceOutput& o : *outputs) {
+      auto it = by_engine_id_.find(o.id);
+      if (it == by_engine_id_.end()) continue;  // aborted above
+      std::shared_ptr<RequestHandle> handle = it->second;
+      if (!o.tokens.empty()) handle->MarkFirstToken(now);
+      if (o.finish != engine::FinishReason::kNone) {
+        handle->MarkFinished(now);
+        engine_id_of_.erase(handle->id());
+        by_engine_id_.erase(it);
+        ++finished;
+      }
+      o.id = handle->id();
+      events.emplace_back(std::move(handle), std::move(o));
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      in_flight_ -= finished;
+      const engine::EngineStats& es = engine_->stats();
+      stats_.steps = es.steps;
+      stats_.preemptions = es.preemptions;
+      stats_.kv_blocks_used = engine_->kv_cache().used_blocks();
+      stats_.running = engine_->running();
+      stats_.waiting = engine_->waiting();
+    }
+    for (auto& [handle, o] : events) {
+      const bool done = o.finish != engine::FinishReason::kNone;
+      handle->Push({std::move(o), absl::OkStatus(), done});
+    }
+  }
+  // Shutting down: everything still running ends now.
+  std::vector<std::pair<engine::GenerationRequest, std::shared_ptr<RequestHandle>>> inbox;
+  {
+    absl::MutexLock lock(&mu_);
+    inbox.swap(inbox_);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    in_flight_ -= static_cast<int64_t>(inbox.size());
+  }
+  for (auto& [request, handle] : inbox) {
+    handle->MarkFinished(absl::Now());
+    handle->Push({{}, absl::UnavailableError("the server is shutting down"), true});
+  }
+  FailAll(absl::UnavailableError("the server is shutting down"));
+}
+
+}  // namespace packd::server

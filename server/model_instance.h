@@ -1,0 +1,145 @@
+// One engine instance serving requests: an engine::Engine driven by its own
+// continuous-batching loop thread, fed by any number of RPC threads.
+//
+// Threading: the engine is touched only by the loop thread. Submit, Cancel,
+// Drain and stats() may be called from any thread. Each request gets a
+// RequestHandle through which the loop delivers events; the RPC thread that
+// owns the request waits on it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "engine/engine.h"
+
+namespace packd::server {
+
+// What the loop reports for one request: new tokens/text, or the end.
+struct RequestEvent {
+  engine::SequenceOutput output;  // new tokens and text (may be empty on error)
+  absl::Status status;            // non-OK: the request failed (terminal)
+  bool final = false;             // the last event of the request
+};
+
+// Timestamps of one request, for the final message and the metrics.
+// InfinitePast() until the moment happens.
+struct RequestTimes {
+  absl::Time arrival = absl::InfinitePast();      // Submit
+  absl::Time started = absl::InfinitePast();      // admitted into the engine
+  absl::Time first_token = absl::InfinitePast();  // first generated token
+  absl::Time finished = absl::InfinitePast();     // the final event
+};
+
+// The consumer side of one request. Thread-safe.
+class RequestHandle {
+ public:
+  RequestHandle(uint64_t id, absl::Time arrival) : id_(id) { times_.arrival = arrival; }
+  uint64_t id() const { return id_; }
+  // Waits up to `timeout` for the next event; nullopt on timeout.
+  std::optional<RequestEvent> Next(absl::Duration timeout);
+  RequestTimes times() const;
+  int64_t prompt_tokens() const { return prompt_tokens_.load(); }
+
+  // Loop side.
+  void Push(RequestEvent event);
+  void MarkStarted(absl::Time t);
+  void MarkFirstToken(absl::Time t);
+  void MarkFinished(absl::Time t);
+  void set_prompt_tokens(int64_t n) { prompt_tokens_.store(n); }
+
+ private:
+  const uint64_t id_;
+  std::atomic<int64_t> prompt_tokens_{0};
+  mutable absl::Mutex mu_;
+  std::deque<RequestEvent> events_ ABSL_GUARDED_BY(mu_);
+  RequestTimes times_ ABSL_GUARDED_BY(mu_);
+};
+
+struct InstanceOptions {
+  // Requests waiting (not yet decoding) beyond this are refused with
+  // RESOURCE_EXHAUSTED.
+  int64_t max_queued = 256;
+};
+
+// A snapshot for metrics and GetModel.
+struct InstanceStats {
+  int64_t running = 0;
+  int64_t waiting = 0;
+  int64_t kv_blocks_used = 0;
+  int64_t kv_blocks_total = 0;
+  uint64_t kv_bytes_total = 0;
+  uint64_t steps = 0;
+  uint64_t preemptions = 0;
+};
+
+class ModelInstance {
+ public:
+  // Opens the model and starts the loop thread.
+  static absl::StatusOr<std::unique_ptr<ModelInstance>> Start(const std::filesystem::path& model,
+                                                              const engine::EngineOptions& engine,
+                                                              const InstanceOptions& options);
+  // Cancels whatever is still running (each gets a final CANCELLED event) and
+  // joins the loop.
+  ~ModelInstance();
+
+  // The engine's static facts (config, tokenizer): immutable, safe to read
+  // from any thread.
+  const engine::Engine& engine() const { return *engine_; }
+
+  // Queues a request. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE
+  // when draining. Validation errors (empty prompt, context, ...) arrive as
+  // the handle's first (final) event; the RPC layer waits for the first event
+  // before it answers, so they still become the RPC status.
+  absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(engine::GenerationRequest request);
+  // Stops a request and frees its KV blocks before the next step; its handle
+  // gets a final event with status CANCELLED. No-op if already finished.
+  void Cancel(uint64_t id);
+  // Stops admitting new requests (Submit -> UNAVAILABLE); in-flight ones
+  // continue.
+  void Drain();
+  // Requests submitted and not yet finished.
+  int64_t in_flight() const;
+  InstanceStats stats() const;
+
+ private:
+  ModelInstance(std::unique_ptr<engine::Engine> engine, const InstanceOptions& options);
+  void Loop();
+  // Loop thread: moves the inbox into the engine and applies cancellations.
+  void AdmitAndCancel(
+      std::vector<std::pair<engine::GenerationRequest, std::shared_ptr<RequestHandle>>>& inbox,
+      std::vector<uint64_t>& cancels);
+  void FailAll(const absl::Status& status);
+
+  std::unique_ptr<engine::Engine> engine_;  // loop thread only (but see engine())
+  const InstanceOptions options_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar wake_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::vector<std::pair<engine::GenerationRequest, std::shared_ptr<RequestHandle>>> inbox_
+      ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> cancels_ ABSL_GUARDED_BY(mu_);
+  int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  InstanceStats stats_ ABSL_GUARDED_BY(mu_);
+
+  // Loop thread only: handle id -> engine id and back.
+  std::map<uint64_t, uint64_t> engine_id_of_;
+  std::map<uint64_t, std::shared_ptr<RequestHandle>> by_engine_id_;
+
+  std::thread loop_;
+};
+
+}  // namespace packd::server
