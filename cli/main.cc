@@ -20,6 +20,9 @@ constexpr char kUsage[] =
     "                      write a synthetic Llama-shaped HF checkpoint\n"
     "  run MODEL PROMPT [-n N] [--temperature T] [--top-p P] [--top-k K] [--seed S]\n"
     "                      generate text locally (packd dir, HF dir or GGUF)\n"
+    "  serve --config FILE  run the gRPC daemon (see configs/packd.example.yaml)\n"
+    "  generate --model NAME [--addr HOST:PORT] [--api-key KEY] PROMPT\n"
+    "                      stream a generation from a running daemon\n"
     "  help                this text\n";
 
 }  // namespace
@@ -36,6 +39,8 @@ int main(int argc, char** argv) {
   if (cmd == "verify") return packd::cli::VerifyCommand(rest);
   if (cmd == "synth") return packd::cli::SynthCommand(rest);
   if (cmd == "run") return packd::cli::RunCommand(rest);
+  if (cmd == "serve") return packd::cli::ServeCommand(rest);
+  if (cmd == "generate") return packd::cli::GenerateCommand(rest);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {
     std::fputs(kUsage, stdout);
     return 0;

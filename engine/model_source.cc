@@ -152,3 +152,13 @@ absl::StatusOr<WeightSource> ModelSource::Find(std::string_view name) const {
 }
 
 }  // namespace packd::engine
+
+namespace packd::engine {
+
+std::set<std::string> ModelSource::codecs() const {
+  std::set<std::string> out;
+  for (const auto& [name, w] : tensors_) out.insert(w.codec);
+  return out;
+}
+
+}  // namespace packd::engine

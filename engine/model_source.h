@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -44,6 +45,8 @@ class ModelSource {
   // NotFound naming the model and the tensor.
   absl::StatusOr<WeightSource> Find(std::string_view name) const;
 
+  // The codec names its tensors are stored with ({"none"} for HF and GGUF).
+  std::set<std::string> codecs() const;
   // Totals over all tensors: as stored (encoded) and as the original dtype.
   uint64_t stored_bytes() const { return stored_bytes_; }
   uint64_t original_bytes() const { return original_bytes_; }

@@ -92,6 +92,12 @@ void ModelInstance::Cancel(uint64_t id) {
   wake_.Signal();
 }
 
+void ModelInstance::CancelAll() {
+  absl::MutexLock lock(&mu_);
+  cancel_all_ = true;
+  wake_.Signal();
+}
+
 void ModelInstance::Drain() {
   absl::MutexLock lock(&mu_);
   draining_ = true;
@@ -175,12 +181,18 @@ void ModelInstance::Loop() {
       absl::MutexLock lock(&mu_);
       const bool busy = engine_->HasWork();
       auto woken = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        return stop_ || busy || !inbox_.empty() || !cancels_.empty();
+        return stop_ || busy || !inbox_.empty() || !cancels_.empty() || cancel_all_;
       };
       mu_.Await(absl::Condition(&woken));
       if (stop_) break;
       inbox.swap(inbox_);
       cancels.swap(cancels_);
+      if (cancel_all_) {
+        cancel_all_ = false;
+        // Everything admitted so far and everything in this inbox.
+        for (const auto& [hid, eid] : engine_id_of_) cancels.push_back(hid);
+        for (const auto& [request, handle] : inbox) cancels.push_back(handle->id());
+      }
     }
     AdmitAndCancel(inbox, cancels);
     if (!engine_->HasWork()) continue;

@@ -108,6 +108,8 @@ class ModelInstance {
   // Stops admitting new requests (Submit -> UNAVAILABLE); in-flight ones
   // continue.
   void Drain();
+  // Cancels every request in flight (as Cancel does for one).
+  void CancelAll();
   // Requests submitted and not yet finished.
   int64_t in_flight() const;
   InstanceStats stats() const;
@@ -132,6 +134,7 @@ class ModelInstance {
   std::vector<std::pair<engine::GenerationRequest, std::shared_ptr<RequestHandle>>> inbox_
       ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> cancels_ ABSL_GUARDED_BY(mu_);
+  bool cancel_all_ ABSL_GUARDED_BY(mu_) = false;
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   InstanceStats stats_ ABSL_GUARDED_BY(mu_);
 

@@ -1,0 +1,21 @@
+// Who is calling: the tenant of the API key in the request metadata
+// ("authorization: Bearer <key>", or "x-api-key: <key>").
+#pragma once
+
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/server_context.h"
+#include "server/config.h"
+
+namespace packd::server {
+
+// UNAUTHENTICATED (no key, or an unknown one) or the tenant, which lives as
+// long as `config`.
+absl::StatusOr<const ServerConfig::Tenant*> Authenticate(const grpc::ServerContext& context,
+                                                         const ServerConfig& config);
+
+// absl::Status -> grpc::Status, code and message kept.
+grpc::Status ToGrpc(const absl::Status& status);
+
+}  // namespace packd::server

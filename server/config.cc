@@ -1,0 +1,948 @@
+#include "server/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <map>
+#include <system_error>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "base/file.h"
+#include "base/status_macros.h"
+#include "server/sha256.h"
+
+namespace packd::server {
+namespace {
+
+constexpr size_t kMaxNameLength = 128;
+constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
+
+// A decimal number as written: "12", "1.5", ".5". `fraction` holds the digits
+// after the point as an integer, `fraction_scale` = 10^(number of digits).
+struct Decimal {
+  uint64_t whole = 0;
+  uint64_t fraction = 0;
+  uint64_t fraction_scale = 1;
+  bool has_point = false;
+};
+
+// Consumes a decimal number from the front of `text`. False when there is no
+// digit, a part overflows, or the fraction has more than 19 digits.
+bool ConsumeDecimal(std::string_view& text, Decimal& out) {
+  size_t i = 0;
+  int digits = 0;
+  out = Decimal{};
+  for (; i < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[i])); ++i) {
+    const uint64_t d = static_cast<uint64_t>(text[i] - '0');
+    if (out.whole > (std::numeric_limits<uint64_t>::max() - d) / 10) return false;
+    out.whole = out.whole * 10 + d;
+    ++digits;
+  }
+  if (i < text.size() && text[i] == '.') {
+    out.has_point = true;
+    ++i;
+    int fraction_digits = 0;
+    for (; i < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[i])); ++i) {
+      if (++fraction_digits > 19) return false;
+      out.fraction = out.fraction * 10 + static_cast<uint64_t>(text[i] - '0');
+      out.fraction_scale *= 10;
+      ++digits;
+    }
+  }
+  if (digits == 0) return false;
+  text.remove_prefix(i);
+  return true;
+}
+
+__extension__ typedef unsigned __int128 u128;
+
+// floor(d * multiplier), or nullopt above 2^64-1.
+std::optional<uint64_t> Scale(const Decimal& d, uint64_t multiplier) {
+  const u128 value = u128{d.whole} * multiplier + u128{d.fraction} * multiplier / d.fraction_scale;
+  if (value > std::numeric_limits<uint64_t>::max()) return std::nullopt;
+  return static_cast<uint64_t>(value);
+}
+
+// (absl's string helpers take absl::string_view, which is not std::string_view
+// in Debian's build, hence these small local ones.)
+std::string_view StripSpaces(std::string_view s) {
+  while (!s.empty() && absl::ascii_isspace(static_cast<unsigned char>(s.front()))) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && absl::ascii_isspace(static_cast<unsigned char>(s.back()))) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+std::string ToLower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = absl::ascii_tolower(static_cast<unsigned char>(c));
+  return out;
+}
+
+template <typename Strings>
+std::string Join(const Strings& items, std::string_view separator) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out.append(separator);
+    out.append(std::string_view(item));
+  }
+  return out;
+}
+
+bool IsValidName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLength) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  });
+}
+
+bool IsLowerHexSha256(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+// "host:port" with a non-empty host ("[v6]" bracketed) and a port 0..65535.
+bool IsHostPort(std::string_view s) {
+  const size_t colon = s.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return false;
+  const std::string_view host = s.substr(0, colon);
+  const std::string_view port = s.substr(colon + 1);
+  if (host.front() == '[' ? host.back() != ']' || host.size() < 3
+                          : host.find(':') != std::string_view::npos) {
+    return false;
+  }
+  if (port.empty() || port.size() > 5) return false;
+  uint32_t value = 0;
+  for (char c : port) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
+    value = value * 10 + static_cast<uint32_t>(c - '0');
+  }
+  return value <= 65535;
+}
+
+std::string Quote(std::string_view s) { return absl::StrCat("'", std::string(s), "'"); }
+
+std::string NodeTypeName(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      return absl::StrCat("the scalar ", Quote(node.Scalar()));
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "an undefined node";
+}
+
+std::string ChildPath(std::string_view parent, std::string_view key) {
+  return parent.empty() ? std::string(key)
+                        : absl::StrCat(std::string(parent), ".", std::string(key));
+}
+std::string IndexPath(std::string_view parent, size_t i) {
+  return absl::StrCat(std::string(parent), "[", i, "]");
+}
+
+// The keys of one YAML mapping, checked against those its level allows.
+struct Fields {
+  YAML::Node node;  // the mapping (or null, for an empty section)
+  std::string path;
+  std::map<std::string, YAML::Node, std::less<>> values;
+
+  // The value under `key`, or null when absent.
+  const YAML::Node* Find(std::string_view key) const {
+    const auto it = values.find(key);
+    return it == values.end() ? nullptr : &it->second;
+  }
+  std::string PathOf(std::string_view key) const { return ChildPath(path, key); }
+};
+
+template <typename T>
+struct NamedValue {
+  std::string_view name;
+  T value;
+};
+
+// Walks a parsed document into a ServerConfig. With `base_dir`, relative
+// paths are resolved against it and referenced files must exist.
+class ConfigReader {
+ public:
+  ConfigReader(std::string_view label, std::optional<std::filesystem::path> base_dir)
+      : label_(label), base_dir_(std::move(base_dir)) {}
+
+  absl::StatusOr<ServerConfig> Read(const YAML::Node& root) {
+    ServerConfig config;
+    ASSIGN_OR_RETURN(const Fields top, ReadMap(root, "",
+                                               {"grpc", "metrics", "logging", "devices", "models",
+                                                "tenants", "queue", "drain_timeout"}));
+    if (const YAML::Node* n = top.Find("grpc")) RETURN_IF_ERROR(ReadGrpc(*n, "grpc", config.grpc));
+    if (const YAML::Node* n = top.Find("metrics")) {
+      ASSIGN_OR_RETURN(const Fields f, ReadMap(*n, "metrics", {"listen"}));
+      if (const YAML::Node* v = f.Find("listen")) {
+        ASSIGN_OR_RETURN(config.metrics.listen, ReadString(*v, f.PathOf("listen")));
+        if (!config.metrics.listen.empty() && !IsHostPort(config.metrics.listen)) {
+          return Error(*v, f.PathOf("listen"),
+                       absl::StrCat("expected host:port (e.g. \"0.0.0.0:9090\"), or \"\" for no "
+                                    "metrics endpoint; got ",
+                                    Quote(config.metrics.listen)));
+        }
+      }
+    }
+    if (const YAML::Node* n = top.Find("logging")) {
+      RETURN_IF_ERROR(ReadLogging(*n, "logging", config.logging));
+    }
+    if (const YAML::Node* n = top.Find("devices")) RETURN_IF_ERROR(ReadDevices(*n, config));
+    if (config.devices.empty()) {
+      return Error(top.Find("devices") ? *top.Find("devices") : root, "devices",
+                   "at least one device is required (e.g. {name: cpu, kind: cpu, "
+                   "memory_budget: 8GiB})");
+    }
+    if (const YAML::Node* n = top.Find("models")) RETURN_IF_ERROR(ReadModels(*n, config));
+    if (const YAML::Node* n = top.Find("tenants")) RETURN_IF_ERROR(ReadTenants(*n, config));
+    if (config.tenants.empty()) {
+      return Error(top.Find("tenants") ? *top.Find("tenants") : root, "tenants",
+                   "at least one tenant is required: every request must present an API key");
+    }
+    if (const YAML::Node* n = top.Find("queue")) {
+      ASSIGN_OR_RETURN(const Fields f,
+                       ReadMap(*n, "queue", {"max_queued_per_instance", "max_wait"}));
+      if (const YAML::Node* v = f.Find("max_queued_per_instance")) {
+        ASSIGN_OR_RETURN(config.queue.max_queued_per_instance,
+                         ReadInt(*v, f.PathOf("max_queued_per_instance"), 1, kMaxInt32));
+      }
+      if (const YAML::Node* v = f.Find("max_wait")) {
+        ASSIGN_OR_RETURN(config.queue.max_wait, ReadDuration(*v, f.PathOf("max_wait"), false));
+      }
+    }
+    if (const YAML::Node* n = top.Find("drain_timeout")) {
+      ASSIGN_OR_RETURN(config.drain_timeout, ReadDuration(*n, "drain_timeout", true));
+    }
+    return config;
+  }
+
+ private:
+  // `path: message`, prefixed with the label and the node's line when known.
+  absl::Status Error(const YAML::Node& node, std::string_view path,
+                     std::string_view message) const {
+    std::string where(label_);
+    if (node.IsDefined()) {
+      const YAML::Mark mark = node.Mark();
+      if (!mark.is_null()) absl::StrAppend(&where, ":", mark.line + 1);
+    }
+    if (path.empty())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", std::string(message)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": ", std::string(path), ": ", std::string(message)));
+  }
+
+  // A mapping whose keys are all in `allowed`, each once. Null (an empty
+  // section, "key:") reads as an empty mapping.
+  absl::StatusOr<Fields> ReadMap(const YAML::Node& node, std::string_view path,
+                                 std::initializer_list<std::string_view> allowed) const {
+    Fields fields{node, std::string(path), {}};
+    if (node.IsNull()) return fields;
+    if (!node.IsMap()) {
+      return Error(node, path.empty() ? "(top level)" : path,
+                   absl::StrCat("expected a mapping, got ", NodeTypeName(node)));
+    }
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      const YAML::Node key = it->first;
+      if (!key.IsScalar()) {
+        return Error(key, path.empty() ? "(top level)" : path,
+                     absl::StrCat("keys must be plain names, got ", NodeTypeName(key)));
+      }
+      const std::string& name = key.Scalar();
+      if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+        return Error(key, ChildPath(path, name),
+                     absl::StrCat("unknown key; valid keys here: ", Join(allowed, ", ")));
+      }
+      if (!fields.values.emplace(name, it->second).second) {
+        return Error(key, ChildPath(path, name), "key given twice");
+      }
+    }
+    return fields;
+  }
+
+  // The items of a list; null ("key:") reads as an empty list.
+  absl::StatusOr<std::vector<YAML::Node>> ReadList(const YAML::Node& node,
+                                                   std::string_view path) const {
+    std::vector<YAML::Node> items;
+    if (node.IsNull()) return items;
+    if (!node.IsSequence()) {
+      return Error(node, path, absl::StrCat("expected a list, got ", NodeTypeName(node)));
+    }
+    for (const YAML::Node& item : node) items.push_back(item);
+    return items;
+  }
+
+  absl::StatusOr<std::string> ReadString(const YAML::Node& node, std::string_view path) const {
+    if (!node.IsScalar()) {
+      return Error(node, path, absl::StrCat("expected a string, got ", NodeTypeName(node)));
+    }
+    return node.Scalar();
+  }
+
+  absl::StatusOr<std::string> ReadName(const YAML::Node& node, std::string_view path) const {
+    ASSIGN_OR_RETURN(std::string name, ReadString(node, path));
+    if (!IsValidName(name)) {
+      return Error(node, path,
+                   absl::StrCat("must be 1 to ", kMaxNameLength,
+                                " characters from [a-zA-Z0-9._-], got ", Quote(name)));
+    }
+    return name;
+  }
+
+  absl::StatusOr<int64_t> ReadInt(const YAML::Node& node, std::string_view path, int64_t min,
+                                  int64_t max) const {
+    int64_t value = 0;
+    if (!node.IsScalar() || !absl::SimpleAtoi(node.Scalar(), &value)) {
+      return Error(node, path, absl::StrCat("expected an integer, got ", NodeTypeName(node)));
+    }
+    if (value < min) return Error(node, path, absl::StrCat("must be >= ", min, ", got ", value));
+    if (value > max) return Error(node, path, absl::StrCat("must be <= ", max, ", got ", value));
+    return value;
+  }
+
+  // YAML 1.2 booleans only: "yes"/"on" are refused rather than guessed.
+  absl::StatusOr<bool> ReadBool(const YAML::Node& node, std::string_view path) const {
+    if (node.IsScalar()) {
+      const std::string& s = node.Scalar();
+      if (s == "true" || s == "True" || s == "TRUE") return true;
+      if (s == "false" || s == "False" || s == "FALSE") return false;
+    }
+    return Error(node, path, absl::StrCat("expected true or false, got ", NodeTypeName(node)));
+  }
+
+  template <typename T>
+  absl::StatusOr<T> ReadEnum(const YAML::Node& node, std::string_view path,
+                             std::initializer_list<NamedValue<T>> choices) const {
+    std::vector<std::string_view> names;
+    for (const auto& c : choices) {
+      if (node.IsScalar() && node.Scalar() == c.name) return c.value;
+      names.push_back(c.name);
+    }
+    return Error(node, path,
+                 absl::StrCat("must be one of ", Join(names, ", "), "; got ", NodeTypeName(node)));
+  }
+
+  absl::StatusOr<uint64_t> ReadByteSize(const YAML::Node& node, std::string_view path, uint64_t min,
+                                        uint64_t max) const {
+    if (!node.IsScalar()) {
+      return Error(node, path, absl::StrCat("expected a byte size, got ", NodeTypeName(node)));
+    }
+    absl::StatusOr<uint64_t> bytes = ParseByteSize(node.Scalar());
+    if (!bytes.ok()) return Error(node, path, std::string(bytes.status().message()));
+    if (*bytes < min) {
+      return Error(node, path, absl::StrCat("must be at least ", min, " bytes, got ", *bytes));
+    }
+    if (*bytes > max) {
+      return Error(node, path, absl::StrCat("must be at most ", max, " bytes, got ", *bytes));
+    }
+    return *bytes;
+  }
+
+  absl::StatusOr<std::chrono::milliseconds> ReadDuration(const YAML::Node& node,
+                                                         std::string_view path,
+                                                         bool zero_ok) const {
+    if (!node.IsScalar()) {
+      return Error(node, path, absl::StrCat("expected a duration, got ", NodeTypeName(node)));
+    }
+    absl::StatusOr<std::chrono::milliseconds> d = ParseDuration(node.Scalar());
+    if (!d.ok()) return Error(node, path, std::string(d.status().message()));
+    if (!zero_ok && d->count() == 0) return Error(node, path, "must be more than 0");
+    return *d;
+  }
+
+  // With a base directory: `path` made absolute against it, and checked to
+  // exist (as a regular file when `regular_file`).
+  absl::StatusOr<std::filesystem::path> ReadPath(const YAML::Node& node, std::string_view key_path,
+                                                 bool regular_file) const {
+    ASSIGN_OR_RETURN(const std::string text, ReadString(node, key_path));
+    if (text.empty()) return Error(node, key_path, "must not be empty");
+    std::filesystem::path path(text);
+    if (!base_dir_.has_value()) return path;
+    if (path.is_relative()) path = (*base_dir_ / path).lexically_normal();
+    std::error_code ec;
+    const std::filesystem::file_status st = std::filesystem::status(path, ec);
+    const std::string hint =
+        std::filesystem::path(text).is_relative()
+            ? absl::StrCat(" (relative paths are relative to the config file's directory, ",
+                           base_dir_->string(), ")")
+            : "";
+    if (!std::filesystem::exists(st)) {
+      return Error(node, key_path, absl::StrCat(Quote(path.string()), " does not exist", hint));
+    }
+    if (regular_file && !std::filesystem::is_regular_file(st)) {
+      return Error(node, key_path, absl::StrCat(Quote(path.string()), " is not a file", hint));
+    }
+    return path;
+  }
+
+  absl::Status ReadGrpc(const YAML::Node& node, std::string_view path,
+                        ServerConfig::Grpc& grpc) const {
+    ASSIGN_OR_RETURN(const Fields f,
+                     ReadMap(node, path,
+                             {"listen", "tls", "keepalive", "max_receive_message_size",
+                              "max_send_message_size"}));
+    if (const YAML::Node* v = f.Find("listen")) {
+      ASSIGN_OR_RETURN(grpc.listen, ReadString(*v, f.PathOf("listen")));
+      const bool unix_socket = grpc.listen.starts_with("unix:") && grpc.listen.size() > 5;
+      if (!unix_socket && !IsHostPort(grpc.listen)) {
+        return Error(*v, f.PathOf("listen"),
+                     absl::StrCat("expected host:port (e.g. \"0.0.0.0:50051\") or unix:PATH, got ",
+                                  Quote(grpc.listen)));
+      }
+    }
+    if (const YAML::Node* v = f.Find("tls")) {
+      const std::string tls_path = f.PathOf("tls");
+      ASSIGN_OR_RETURN(const Fields t,
+                       ReadMap(*v, tls_path,
+                               {"cert_file", "key_file", "client_ca_file", "require_client_cert"}));
+      ServerConfig::Tls tls;
+      for (const char* key : {"cert_file", "key_file"}) {
+        if (t.Find(key) == nullptr) {
+          return Error(*v, t.PathOf(key), "required when tls is given");
+        }
+      }
+      ASSIGN_OR_RETURN(tls.cert_file, ReadPath(*t.Find("cert_file"), t.PathOf("cert_file"), true));
+      ASSIGN_OR_RETURN(tls.key_file, ReadPath(*t.Find("key_file"), t.PathOf("key_file"), true));
+      if (const YAML::Node* ca = t.Find("client_ca_file")) {
+        ASSIGN_OR_RETURN(tls.client_ca_file, ReadPath(*ca, t.PathOf("client_ca_file"), true));
+      }
+      if (const YAML::Node* req = t.Find("require_client_cert")) {
+        ASSIGN_OR_RETURN(tls.require_client_cert, ReadBool(*req, t.PathOf("require_client_cert")));
+        if (tls.require_client_cert && tls.client_ca_file.empty()) {
+          return Error(*req, t.PathOf("require_client_cert"),
+                       "needs client_ca_file (the CA that signs client certificates)");
+        }
+      }
+      grpc.tls = std::move(tls);
+    }
+    if (const YAML::Node* v = f.Find("keepalive")) {
+      const std::string ka_path = f.PathOf("keepalive");
+      ASSIGN_OR_RETURN(const Fields k,
+                       ReadMap(*v, ka_path, {"time", "timeout", "permit_without_calls"}));
+      if (const YAML::Node* x = k.Find("time")) {
+        ASSIGN_OR_RETURN(grpc.keepalive.time, ReadDuration(*x, k.PathOf("time"), false));
+      }
+      if (const YAML::Node* x = k.Find("timeout")) {
+        ASSIGN_OR_RETURN(grpc.keepalive.timeout, ReadDuration(*x, k.PathOf("timeout"), false));
+      }
+      if (const YAML::Node* x = k.Find("permit_without_calls")) {
+        ASSIGN_OR_RETURN(grpc.keepalive.permit_without_calls,
+                         ReadBool(*x, k.PathOf("permit_without_calls")));
+      }
+    }
+    if (const YAML::Node* v = f.Find("max_receive_message_size")) {
+      ASSIGN_OR_RETURN(grpc.max_receive_message_bytes,
+                       ReadByteSize(*v, f.PathOf("max_receive_message_size"), 1, kMaxInt32));
+    }
+    if (const YAML::Node* v = f.Find("max_send_message_size")) {
+      ASSIGN_OR_RETURN(grpc.max_send_message_bytes,
+                       ReadByteSize(*v, f.PathOf("max_send_message_size"), 1, kMaxInt32));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadLogging(const YAML::Node& node, std::string_view path,
+                           ServerConfig::Logging& logging) const {
+    ASSIGN_OR_RETURN(const Fields f, ReadMap(node, path, {"format", "level"}));
+    if (const YAML::Node* v = f.Find("format")) {
+      ASSIGN_OR_RETURN(logging.format, ReadEnum<LogFormat>(*v, f.PathOf("format"),
+                                                           {{"text", LogFormat::kText},
+                                                            {"json", LogFormat::kJson}}));
+    }
+    if (const YAML::Node* v = f.Find("level")) {
+      ASSIGN_OR_RETURN(logging.level, ReadEnum<LogLevel>(*v, f.PathOf("level"),
+                                                         {{"trace", LogLevel::kTrace},
+                                                          {"debug", LogLevel::kDebug},
+                                                          {"info", LogLevel::kInfo},
+                                                          {"warn", LogLevel::kWarn},
+                                                          {"error", LogLevel::kError},
+                                                          {"critical", LogLevel::kCritical},
+                                                          {"off", LogLevel::kOff}}));
+    }
+    return absl::OkStatus();
+  }
+
+  // "90%" -> 0.9, for memory_budget; nullopt when `text` is not a percentage.
+  absl::StatusOr<std::optional<double>> ReadPercent(const YAML::Node& node,
+                                                    std::string_view path) const {
+    std::string_view text = StripSpaces(node.Scalar());
+    if (!text.ends_with('%')) return std::optional<double>();
+    text.remove_suffix(1);
+    text = StripSpaces(text);
+    Decimal d;
+    const double percent =
+        ConsumeDecimal(text, d) && text.empty()
+            ? static_cast<double>(d.whole) +
+                  static_cast<double>(d.fraction) / static_cast<double>(d.fraction_scale)
+            : -1;
+    if (!(percent > 0 && percent <= 100)) {
+      return Error(node, path,
+                   absl::StrCat("a percentage must be more than 0% and at most 100%, got ",
+                                Quote(node.Scalar())));
+    }
+    return percent / 100;
+  }
+
+  absl::Status ReadDevices(const YAML::Node& node, ServerConfig& config) const {
+    ASSIGN_OR_RETURN(const std::vector<YAML::Node> items, ReadList(node, "devices"));
+    for (size_t i = 0; i < items.size(); ++i) {
+      const std::string path = IndexPath("devices", i);
+      ASSIGN_OR_RETURN(const Fields f,
+                       ReadMap(items[i], path, {"name", "kind", "index", "memory_budget"}));
+      ServerConfig::Device device;
+      for (const char* key : {"name", "kind", "memory_budget"}) {
+        if (f.Find(key) == nullptr) return Error(items[i], f.PathOf(key), "required");
+      }
+      ASSIGN_OR_RETURN(device.name, ReadName(*f.Find("name"), f.PathOf("name")));
+      for (size_t j = 0; j < config.devices.size(); ++j) {
+        if (config.devices[j].name == device.name) {
+          return Error(*f.Find("name"), f.PathOf("name"),
+                       absl::StrCat(Quote(device.name), " is already the name of ",
+                                    IndexPath("devices", j)));
+        }
+      }
+      ASSIGN_OR_RETURN(device.kind, ReadEnum<DeviceKind>(
+                                        *f.Find("kind"), f.PathOf("kind"),
+                                        {{"cpu", DeviceKind::kCpu}, {"cuda", DeviceKind::kCuda}}));
+      if (const YAML::Node* v = f.Find("index")) {
+        if (device.kind != DeviceKind::kCuda) {
+          return Error(*v, f.PathOf("index"), "only for cuda devices");
+        }
+        ASSIGN_OR_RETURN(const int64_t index, ReadInt(*v, f.PathOf("index"), 0, 1023));
+        device.index = static_cast<int>(index);
+      }
+      if (device.kind == DeviceKind::kCuda) {
+        for (size_t j = 0; j < config.devices.size(); ++j) {
+          const ServerConfig::Device& other = config.devices[j];
+          if (other.kind == DeviceKind::kCuda && other.index == device.index) {
+            return Error(
+                f.Find("index") ? *f.Find("index") : items[i], f.PathOf("index"),
+                absl::StrCat("cuda device ", device.index, " is already ", IndexPath("devices", j),
+                             " (", Quote(other.name), "); one budget per GPU"));
+          }
+        }
+      }
+      const YAML::Node& budget = *f.Find("memory_budget");
+      const std::string budget_path = f.PathOf("memory_budget");
+      if (!budget.IsScalar()) {
+        return Error(
+            budget, budget_path,
+            absl::StrCat("expected a byte size or a percentage, got ", NodeTypeName(budget)));
+      }
+      ASSIGN_OR_RETURN(const std::optional<double> fraction, ReadPercent(budget, budget_path));
+      if (fraction.has_value()) {
+        device.memory_budget_fraction = *fraction;
+      } else {
+        ASSIGN_OR_RETURN(
+            device.memory_budget_bytes,
+            ReadByteSize(budget, budget_path, 1, std::numeric_limits<uint64_t>::max()));
+      }
+      config.devices.push_back(std::move(device));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadModels(const YAML::Node& node, ServerConfig& config) const {
+    ASSIGN_OR_RETURN(const std::vector<YAML::Node> items, ReadList(node, "models"));
+    for (size_t i = 0; i < items.size(); ++i) {
+      const std::string path = IndexPath("models", i);
+      ASSIGN_OR_RETURN(const Fields f,
+                       ReadMap(items[i], path,
+                               {"name", "path", "codec", "device", "instances", "kv_cache",
+                                "max_batch", "max_batch_tokens", "max_context", "threads"}));
+      for (const char* key : {"name", "path", "device"}) {
+        if (f.Find(key) == nullptr) return Error(items[i], f.PathOf(key), "required");
+      }
+      ServerConfig::Model model;
+      ASSIGN_OR_RETURN(model.name, ReadName(*f.Find("name"), f.PathOf("name")));
+      for (size_t j = 0; j < config.models.size(); ++j) {
+        if (config.models[j].name == model.name) {
+          return Error(
+              *f.Find("name"), f.PathOf("name"),
+              absl::StrCat(Quote(model.name), " is already the name of ", IndexPath("models", j)));
+        }
+      }
+      ASSIGN_OR_RETURN(model.path, ReadPath(*f.Find("path"), f.PathOf("path"), false));
+      if (const YAML::Node* v = f.Find("codec")) {
+        ASSIGN_OR_RETURN(model.codec, ReadEnum<ExpectedCodec>(*v, f.PathOf("codec"),
+                                                              {{"none", ExpectedCodec::kNone},
+                                                               {"vlc", ExpectedCodec::kVlc},
+                                                               {"tiled", ExpectedCodec::kTiled},
+                                                               {"any", ExpectedCodec::kAny}}));
+      }
+      const YAML::Node& device_node = *f.Find("device");
+      ASSIGN_OR_RETURN(model.device, ReadString(device_node, f.PathOf("device")));
+      const ServerConfig::Device* device = config.FindDevice(model.device);
+      if (device == nullptr) {
+        std::vector<std::string_view> names;
+        for (const auto& d : config.devices) names.push_back(d.name);
+        return Error(device_node, f.PathOf("device"),
+                     absl::StrCat("no device named ", Quote(model.device),
+                                  "; devices: ", Join(names, ", ")));
+      }
+      if (const YAML::Node* v = f.Find("instances")) {
+        ASSIGN_OR_RETURN(const int64_t n, ReadInt(*v, f.PathOf("instances"), 1, 1024));
+        model.instances = static_cast<int>(n);
+      }
+      if (const YAML::Node* v = f.Find("kv_cache")) {
+        ASSIGN_OR_RETURN(model.kv_cache_bytes, ReadByteSize(*v, f.PathOf("kv_cache"), 1,
+                                                            std::numeric_limits<uint64_t>::max()));
+      }
+      if (const YAML::Node* v = f.Find("max_batch")) {
+        ASSIGN_OR_RETURN(model.max_batch, ReadInt(*v, f.PathOf("max_batch"), 1, kMaxInt32));
+      }
+      if (const YAML::Node* v = f.Find("max_batch_tokens")) {
+        ASSIGN_OR_RETURN(model.max_batch_tokens,
+                         ReadInt(*v, f.PathOf("max_batch_tokens"), 1, kMaxInt32));
+      }
+      if (const YAML::Node* v = f.Find("max_context")) {
+        ASSIGN_OR_RETURN(model.max_context, ReadInt(*v, f.PathOf("max_context"), 0, kMaxInt32));
+      }
+      if (const YAML::Node* v = f.Find("threads")) {
+        if (device->kind != DeviceKind::kCpu) {
+          return Error(*v, f.PathOf("threads"),
+                       absl::StrCat("only for a cpu device; ", Quote(device->name), " is ",
+                                    std::string(DeviceKindName(device->kind))));
+        }
+        ASSIGN_OR_RETURN(const int64_t n, ReadInt(*v, f.PathOf("threads"), 0, 4096));
+        model.threads = static_cast<int>(n);
+      }
+      config.models.push_back(std::move(model));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadTenants(const YAML::Node& node, ServerConfig& config) const {
+    ASSIGN_OR_RETURN(const std::vector<YAML::Node> items, ReadList(node, "tenants"));
+    // Every key hash seen so far -> where.
+    std::map<std::string, std::string, std::less<>> hash_owner;
+    const std::string empty_key_hash = Sha256Hex("");
+    for (size_t i = 0; i < items.size(); ++i) {
+      const std::string path = IndexPath("tenants", i);
+      ASSIGN_OR_RETURN(const Fields f, ReadMap(items[i], path,
+                                               {"name", "api_key_sha256", "admin", "allowed_models",
+                                                "max_concurrent_requests", "tokens_per_minute"}));
+      for (const char* key : {"name", "api_key_sha256"}) {
+        if (f.Find(key) == nullptr) return Error(items[i], f.PathOf(key), "required");
+      }
+      ServerConfig::Tenant tenant;
+      ASSIGN_OR_RETURN(tenant.name, ReadName(*f.Find("name"), f.PathOf("name")));
+      for (size_t j = 0; j < config.tenants.size(); ++j) {
+        if (config.tenants[j].name == tenant.name) {
+          return Error(*f.Find("name"), f.PathOf("name"),
+                       absl::StrCat(Quote(tenant.name), " is already the name of ",
+                                    IndexPath("tenants", j)));
+        }
+      }
+
+      const std::string keys_path = f.PathOf("api_key_sha256");
+      ASSIGN_OR_RETURN(const std::vector<YAML::Node> keys,
+                       ReadList(*f.Find("api_key_sha256"), keys_path));
+      if (keys.empty()) {
+        return Error(*f.Find("api_key_sha256"), keys_path, "at least one key hash is required");
+      }
+      for (size_t k = 0; k < keys.size(); ++k) {
+        const std::string key_path = IndexPath(keys_path, k);
+        ASSIGN_OR_RETURN(std::string hash, ReadString(keys[k], key_path));
+        if (!IsLowerHexSha256(hash)) {
+          return Error(keys[k], key_path,
+                       "must be 64 lower-case hex digits: the SHA-256 of the key "
+                       "(printf %s \"$KEY\" | sha256sum), not the key itself");
+        }
+        if (hash == empty_key_hash) {
+          return Error(keys[k], key_path,
+                       "is the SHA-256 of the empty string; keys must not be empty");
+        }
+        const auto [it, inserted] =
+            hash_owner.emplace(hash, absl::StrCat(key_path, " (tenant ", Quote(tenant.name), ")"));
+        if (!inserted) {
+          return Error(keys[k], key_path,
+                       absl::StrCat("the same key hash is already ", it->second,
+                                    "; a key must identify one tenant"));
+        }
+        tenant.api_key_sha256.push_back(std::move(hash));
+      }
+
+      if (const YAML::Node* v = f.Find("admin")) {
+        ASSIGN_OR_RETURN(tenant.admin, ReadBool(*v, f.PathOf("admin")));
+      }
+      if (const YAML::Node* v = f.Find("allowed_models")) {
+        const std::string models_path = f.PathOf("allowed_models");
+        ASSIGN_OR_RETURN(const std::vector<YAML::Node> models, ReadList(*v, models_path));
+        for (size_t m = 0; m < models.size(); ++m) {
+          const std::string model_path = IndexPath(models_path, m);
+          ASSIGN_OR_RETURN(std::string name, ReadString(models[m], model_path));
+          if (name == "*") {
+            if (models.size() != 1) {
+              return Error(models[m], model_path,
+                           "\"*\" (all models) must be the only entry of the list");
+            }
+          } else if (config.FindModel(name) == nullptr) {
+            std::vector<std::string_view> names;
+            for (const auto& model : config.models) names.push_back(model.name);
+            return Error(models[m], model_path,
+                         absl::StrCat("no model named ", Quote(name), " in models (",
+                                      names.empty() ? "none" : Join(names, ", "),
+                                      "); use \"*\" for all models"));
+          }
+          if (std::find(tenant.allowed_models.begin(), tenant.allowed_models.end(), name) !=
+              tenant.allowed_models.end()) {
+            return Error(models[m], model_path, absl::StrCat(Quote(name), " is listed twice"));
+          }
+          tenant.allowed_models.push_back(std::move(name));
+        }
+      }
+      if (const YAML::Node* v = f.Find("max_concurrent_requests")) {
+        ASSIGN_OR_RETURN(tenant.max_concurrent_requests,
+                         ReadInt(*v, f.PathOf("max_concurrent_requests"), 0, kMaxInt32));
+      }
+      if (const YAML::Node* v = f.Find("tokens_per_minute")) {
+        ASSIGN_OR_RETURN(tenant.tokens_per_minute, ReadInt(*v, f.PathOf("tokens_per_minute"), 0,
+                                                           std::numeric_limits<int64_t>::max()));
+      }
+      config.tenants.push_back(std::move(tenant));
+    }
+    return absl::OkStatus();
+  }
+
+  std::string_view label_;
+  std::optional<std::filesystem::path> base_dir_;
+};
+
+absl::StatusOr<ServerConfig> ParseImpl(std::string_view yaml_text, std::string_view label,
+                                       std::optional<std::filesystem::path> base_dir) {
+  // yaml-cpp reports every problem by throwing; nothing escapes this function.
+  try {
+    const YAML::Node root = YAML::Load(std::string(yaml_text));
+    return ConfigReader(label, std::move(base_dir)).Read(root);
+  } catch (const YAML::Exception& e) {
+    const std::string line = e.mark.is_null() ? "" : absl::StrCat(":", e.mark.line + 1);
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(label), line, ": invalid YAML: ", e.msg));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(label), ": ", e.what()));
+  }
+}
+
+}  // namespace
+
+std::string_view LogLevelName(LogLevel level) {
+  switch (level) {
+    case LogLevel::kTrace:
+      return "trace";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
+    case LogLevel::kCritical:
+      return "critical";
+    case LogLevel::kOff:
+      return "off";
+  }
+  return "?";
+}
+
+std::string_view ExpectedCodecName(ExpectedCodec codec) {
+  switch (codec) {
+    case ExpectedCodec::kAny:
+      return "any";
+    case ExpectedCodec::kNone:
+      return "none";
+    case ExpectedCodec::kVlc:
+      return "vlc";
+    case ExpectedCodec::kTiled:
+      return "tiled";
+  }
+  return "?";
+}
+
+uint64_t ServerConfig::Device::BudgetBytes(uint64_t total_bytes) const {
+  if (memory_budget_fraction <= 0) return memory_budget_bytes;
+  const long double bytes = static_cast<long double>(total_bytes) * memory_budget_fraction;
+  return std::min<uint64_t>(total_bytes, static_cast<uint64_t>(std::floor(bytes)));
+}
+
+engine::EngineOptions ServerConfig::Model::ToEngineOptions() const {
+  engine::EngineOptions options;
+  options.threads = threads;
+  options.kv_cache_bytes = kv_cache_bytes;
+  options.max_running = max_batch;
+  options.max_batch_tokens = max_batch_tokens;
+  options.max_context = max_context;
+  return options;
+}
+
+bool ServerConfig::Tenant::Allows(std::string_view model) const {
+  for (const std::string& allowed : allowed_models) {
+    if (allowed == "*" || allowed == model) return true;
+  }
+  return false;
+}
+
+const ServerConfig::Device* ServerConfig::FindDevice(std::string_view name) const {
+  for (const Device& d : devices) {
+    if (d.name == name) return &d;
+  }
+  return nullptr;
+}
+
+const ServerConfig::Model* ServerConfig::FindModel(std::string_view name) const {
+  for (const Model& m : models) {
+    if (m.name == name) return &m;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text, std::string_view label) {
+  return ParseImpl(yaml_text, label, std::nullopt);
+}
+
+absl::StatusOr<ServerConfig> LoadServerConfig(const std::filesystem::path& path) {
+  ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
+  std::error_code ec;
+  std::filesystem::path dir = std::filesystem::absolute(path, ec).parent_path();
+  if (ec) return absl::InternalError(absl::StrCat(path.string(), ": ", ec.message()));
+  return ParseImpl(text, path.string(), std::move(dir));
+}
+
+absl::StatusOr<uint64_t> ParseByteSize(std::string_view text) {
+  static constexpr std::string_view kUnits =
+      "B, kB, MB, GB, TB (powers of 1000), KiB, MiB, GiB, TiB (powers of 1024)";
+  const auto invalid = [&](std::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid byte size ", Quote(text), ": ", std::string(why)));
+  };
+  std::string_view rest = StripSpaces(text);
+  if (rest.empty()) return invalid("empty");
+  if (rest.front() == '-') return invalid("must not be negative");
+  Decimal number;
+  if (!ConsumeDecimal(rest, number)) {
+    return invalid(
+        absl::StrCat("expected a number, optionally with a unit: ", std::string(kUnits)));
+  }
+  const std::string unit = ToLower(StripSpaces(rest));
+  static constexpr std::pair<std::string_view, uint64_t> kMultipliers[] = {
+      {"", 1},
+      {"b", 1},
+      {"kb", 1000},
+      {"mb", 1000 * 1000},
+      {"gb", 1000ull * 1000 * 1000},
+      {"tb", 1000ull * 1000 * 1000 * 1000},
+      {"kib", 1ull << 10},
+      {"mib", 1ull << 20},
+      {"gib", 1ull << 30},
+      {"tib", 1ull << 40},
+      {"ki", 1ull << 10},
+      {"mi", 1ull << 20},
+      {"gi", 1ull << 30},
+      {"ti", 1ull << 40},
+  };
+  for (const auto& [name, multiplier] : kMultipliers) {
+    if (unit != name) continue;
+    if (unit.empty() && number.has_point) {
+      return invalid("a fraction needs a unit (e.g. \"1.5GiB\")");
+    }
+    const std::optional<uint64_t> bytes = Scale(number, multiplier);
+    if (!bytes.has_value()) return invalid("more than 2^64-1 bytes");
+    return *bytes;
+  }
+  if (unit == "k" || unit == "m" || unit == "g" || unit == "t") {
+    const char upper = absl::ascii_toupper(static_cast<unsigned char>(unit[0]));
+    return invalid(absl::StrCat("ambiguous unit; write ", std::string(1, upper),
+                                "B (powers of 1000) or ", std::string(1, upper),
+                                "iB (powers of 1024)"));
+  }
+  return invalid(
+      absl::StrCat("unknown unit ", Quote(StripSpaces(rest)), "; units: ", std::string(kUnits)));
+}
+
+absl::StatusOr<std::chrono::milliseconds> ParseDuration(std::string_view text) {
+  const auto invalid = [&](std::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid duration ", Quote(text), ": ", std::string(why)));
+  };
+  std::string_view rest = StripSpaces(text);
+  if (rest == "0") return std::chrono::milliseconds(0);
+  if (rest.empty()) return invalid("empty");
+  if (rest.front() == '-') return invalid("must not be negative");
+  uint64_t total_ms = 0;
+  while (!rest.empty()) {
+    Decimal number;
+    if (!ConsumeDecimal(rest, number)) {
+      return invalid("expected a number with a unit (ms, s, m, h), e.g. \"30s\" or \"1m30s\"");
+    }
+    uint64_t unit_ms = 0;
+    if (rest.starts_with("ms")) {
+      unit_ms = 1;
+      rest.remove_prefix(2);
+    } else if (rest.starts_with("s")) {
+      unit_ms = 1000;
+      rest.remove_prefix(1);
+    } else if (rest.starts_with("m")) {
+      unit_ms = 60 * 1000;
+      rest.remove_prefix(1);
+    } else if (rest.starts_with("h")) {
+      unit_ms = 60 * 60 * 1000;
+      rest.remove_prefix(1);
+    } else {
+      return invalid("every number needs a unit: ms, s, m or h (e.g. \"30s\")");
+    }
+    if (u128{number.fraction} * unit_ms % number.fraction_scale != 0) {
+      return invalid("finer than a millisecond");
+    }
+    const std::optional<uint64_t> ms = Scale(number, unit_ms);
+    if (!ms.has_value() ||
+        *ms > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) - total_ms) {
+      return invalid("too long");
+    }
+    total_ms += *ms;
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(total_ms));
+}
+
+const ServerConfig::Tenant* FindTenantByApiKey(const ServerConfig& config,
+                                               std::string_view presented_key) {
+  if (presented_key.empty()) return nullptr;
+  const std::string presented = Sha256Hex(presented_key);
+  // Every stored hash is compared in full, and the match is selected with a
+  // mask rather than a branch, so that timing does not tell how close a
+  // guess came or which tenant (if any) it belongs to.
+  constexpr size_t kNone = std::numeric_limits<size_t>::max();
+  size_t found = kNone;
+  for (size_t t = 0; t < config.tenants.size(); ++t) {
+    for (const std::string& stored : config.tenants[t].api_key_sha256) {
+      uint32_t diff = stored.size() == presented.size() ? 0 : 1;
+      const size_t n = std::min(stored.size(), presented.size());
+      for (size_t i = 0; i < n; ++i) {
+        diff |= static_cast<uint8_t>(stored[i] ^ presented[i]);
+      }
+      // All ones when diff == 0, else zero.
+      const size_t mask = static_cast<size_t>(0) - static_cast<size_t>((diff - 1) >> 31);
+      found = (found & ~mask) | (t & mask);
+    }
+  }
+  return found == kNone ? nullptr : &config.tenants[found];
+}
+
+}  // namespace packd::server

@@ -1,0 +1,203 @@
+// The daemon's configuration: one YAML file (`packd serve --config FILE`),
+// read once at start and validated whole before anything is loaded
+// (DESIGN.md §6 "Config"). configs/packd.example.yaml shows and explains every
+// key; configs/demo.yaml is the demo's.
+//
+// Errors. Every problem is an InvalidArgument whose message names the file
+// (the `label`), the line when the YAML parser knows it, and the key path:
+//
+//     packd.yaml:14: models[1].instances: must be >= 1, got 0
+//
+// Unknown keys are errors (the message lists the keys valid at that level), as
+// are repeated keys, values of the wrong type or out of range, and these
+// cross-checks: names unique among devices, models and tenants; a model's
+// device exists (and `threads` is only given for a cpu device); a tenant's
+// allowed models exist (or are "*"); one API key hash in two tenants; two cuda
+// devices with the same index; require_client_cert without client_ca_file.
+//
+// Sizes (memory_budget, kv_cache, message sizes) are byte counts written as a
+// plain integer or with a unit: kB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB
+// (and Ki/Mi/Gi/Ti) powers of 1024, B bytes; a fraction ("1.5GB") is allowed
+// and rounded down to whole bytes. Durations are a number with a unit:
+// ms, s, m or h, or a sequence of them ("1m30s"); "0" alone is zero.
+//
+// Thread safety: the parsed ServerConfig is a plain value; the functions here
+// keep no state and may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/engine.h"
+#include "server/placement.h"  // DeviceKind
+
+namespace packd::server {
+
+enum class LogFormat { kText, kJson };
+// spdlog's levels, in its order.
+enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError, kCritical, kOff };
+std::string_view LogLevelName(LogLevel level);  // "trace" ... "off", as in the file
+
+// What the model's weights are expected to be stored with (`codec:`). The
+// server refuses a model whose weights use another codec; kAny checks
+// nothing. A model directory mixes "none" with its codec for tensors that did
+// not shrink; the expectation is about the codec it was compressed with.
+enum class ExpectedCodec { kAny, kNone, kVlc, kTiled };
+std::string_view ExpectedCodecName(ExpectedCodec codec);  // "any", "none", "vlc", "tiled"
+
+struct ServerConfig {
+  // `grpc.tls`. Present: the gRPC port speaks TLS only.
+  struct Tls {
+    std::filesystem::path cert_file;       // PEM server certificate chain; required
+    std::filesystem::path key_file;        // PEM private key; required
+    std::filesystem::path client_ca_file;  // PEM CA bundle for client certificates;
+                                           // empty: clients are not asked for one
+    // true: a client without a certificate signed by client_ca_file is refused
+    // (mutual TLS). false with client_ca_file: a certificate is requested and,
+    // when sent, verified.
+    bool require_client_cert = false;
+  };
+
+  // `grpc.keepalive`: HTTP/2 pings the server sends to detect dead clients.
+  // The defaults are gRPC's own.
+  struct Keepalive {
+    std::chrono::milliseconds time{std::chrono::hours(2)};        // idle time before a ping; > 0
+    std::chrono::milliseconds timeout{std::chrono::seconds(20)};  // wait for the ack; > 0
+    bool permit_without_calls = false;  // also ping connections with no call open
+  };
+
+  // `grpc`: the API port.
+  struct Grpc {
+    // "host:port" ("0.0.0.0:50051", "[::]:50051", "localhost:0" for any free
+    // port) or "unix:PATH".
+    std::string listen = "0.0.0.0:50051";
+    std::optional<Tls> tls;  // absent: plaintext
+    Keepalive keepalive;
+    // Per message, in bytes; 1 .. 2^31-1 (gRPC takes an int).
+    uint64_t max_receive_message_bytes = 4ull << 20;
+    uint64_t max_send_message_bytes = 4ull << 20;
+  };
+
+  // `metrics`: Prometheus text format over HTTP at /metrics.
+  struct Metrics {
+    std::string listen;  // "host:port"; empty (the default): no metrics endpoint
+  };
+
+  // `logging`
+  struct Logging {
+    LogFormat format = LogFormat::kText;  // "text" | "json" (one object per line)
+    LogLevel level = LogLevel::kInfo;     // "trace" | "debug" | "info" | "warn" | "error" |
+                                          // "critical" | "off"
+  };
+
+  // `devices[i]`: where models run, and how much of its memory placement may
+  // hand out (weights + KV caches + workspaces of everything loaded there).
+  struct Device {
+    std::string name;                    // [a-zA-Z0-9._-]+, unique; models refer to it
+    DeviceKind kind = DeviceKind::kCpu;  // "cpu" | "cuda"
+    int index = 0;                       // CUDA device ordinal (cuda only; default 0)
+    // `memory_budget`, required: a byte size, or a percentage of the device's
+    // total memory ("90%": CUDA: what the driver reports; CPU: physical RAM).
+    // Exactly one of these is non-zero.
+    uint64_t memory_budget_bytes = 0;
+    double memory_budget_fraction = 0;  // (0, 1]
+
+    // The budget in bytes on a device with `total_bytes` of memory (a
+    // fraction rounds down). Not clamped: a byte budget above the total is
+    // returned as is, for placement to refuse.
+    uint64_t BudgetBytes(uint64_t total_bytes) const;
+  };
+
+  // `models[i]`: a model served at start, as `instances` engines on `device`.
+  struct Model {
+    std::string name;  // [a-zA-Z0-9._-]+, unique; what requests name
+    // packd model directory, Hugging Face directory or GGUF file. Relative
+    // paths are relative to the config file's directory (LoadServerConfig).
+    std::filesystem::path path;
+    ExpectedCodec codec = ExpectedCodec::kAny;
+    std::string device;  // a devices[].name; required
+    int instances = 1;   // engines serving this model, each with its own KV cache; >= 1
+    // Per instance (each engine's own):
+    uint64_t kv_cache_bytes = 256ull << 20;  // `kv_cache`: KV pool budget; > 0
+    int64_t max_batch = 32;                  // sequences running at once; >= 1
+    int64_t max_batch_tokens = 256;          // tokens per step (prefill chunks + decodes); >= 1
+    int64_t max_context = 0;                 // 0: the model's own; else a cap, >= 1
+    int threads = 0;                         // cpu devices only: CPU backend threads; 0: all cores
+
+    // The engine options of one instance (engine defaults for the rest).
+    engine::EngineOptions ToEngineOptions() const;
+  };
+
+  // `tenants[i]`: who may call, identified by API key.
+  struct Tenant {
+    std::string name;  // [a-zA-Z0-9._-]+, unique; appears in logs and metrics
+    // `api_key_sha256`: SHA-256 of each of the tenant's API keys, 64
+    // lower-case hex digits (`printf %s "$KEY" | sha256sum`); at least one.
+    // A hash belongs to one tenant only.
+    std::vector<std::string> api_key_sha256;
+    bool admin = false;  // may call the packd.v1.Models admin service
+    // Model names this tenant may use and see, or the single entry "*" for
+    // all (models loaded later included). Default: none.
+    std::vector<std::string> allowed_models;
+    int64_t max_concurrent_requests = 0;  // 0: unlimited
+    int64_t tokens_per_minute = 0;        // prompt + generated tokens; 0: unlimited
+
+    bool Allows(std::string_view model) const;
+  };
+
+  // `queue`: requests waiting for a free slot in a model instance.
+  struct Queue {
+    int64_t max_queued_per_instance = 64;  // beyond it: RESOURCE_EXHAUSTED; >= 1
+    std::chrono::milliseconds max_wait{std::chrono::seconds(30)};  // then RESOURCE_EXHAUSTED; > 0
+  };
+
+  Grpc grpc;
+  Metrics metrics;
+  Logging logging;
+  std::vector<Device> devices;  // at least one
+  std::vector<Model> models;    // may be empty (models loaded later by an admin)
+  std::vector<Tenant> tenants;  // at least one: every request needs an API key
+  Queue queue;
+  // `drain_timeout`: on shutdown (or UnloadModel), how long running requests
+  // may take to finish before they are cancelled; >= 0.
+  std::chrono::milliseconds drain_timeout{std::chrono::seconds(30)};
+
+  // Null when there is no such name.
+  const Device* FindDevice(std::string_view name) const;
+  const Model* FindModel(std::string_view name) const;
+};
+
+// Parses and validates a config. `label` names the text in error messages
+// (normally the file name). Relative paths are kept as written and no file
+// is touched.
+absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text, std::string_view label);
+
+// Reads `path` and parses it (labelled with `path`), then resolves relative
+// model and TLS paths against the directory of `path` and checks that they
+// exist (an error names the key). NotFound when `path` cannot be read.
+absl::StatusOr<ServerConfig> LoadServerConfig(const std::filesystem::path& path);
+
+// A byte size as written in the config: "1048576", "8GiB", "512MiB", "1.5GB",
+// "64 KiB" (see the top of this file). InvalidArgument for anything else,
+// a negative number, or more than 2^64-1 bytes.
+absl::StatusOr<uint64_t> ParseByteSize(std::string_view text);
+
+// A duration as written in the config: "250ms", "30s", "1.5m", "1h30m", "0".
+// InvalidArgument for anything else, a negative duration, a fraction of a
+// millisecond, or an overflow.
+absl::StatusOr<std::chrono::milliseconds> ParseDuration(std::string_view text);
+
+// The tenant one of whose api_key_sha256 entries is SHA-256(presented_key),
+// or null. The comparison takes the same time whichever hash (if any)
+// matches and wherever the first differing digit is: every stored hash is
+// compared in full. The pointer lives as long as `config`.
+const ServerConfig::Tenant* FindTenantByApiKey(const ServerConfig& config,
+                                               std::string_view presented_key);
+
+}  // namespace packd::server

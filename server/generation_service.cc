@@ -1,0 +1,225 @@
+#include "server/generation_service.h"
+
+#include <atomic>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "server/auth.h"
+
+namespace packd::server {
+namespace {
+
+constexpr int kDefaultMaxTokens = 256;
+
+packd::v1::FinishReason ToProto(engine::FinishReason r) {
+  switch (r) {
+    case engine::FinishReason::kLength:
+      return packd::v1::FINISH_REASON_LENGTH;
+    case engine::FinishReason::kStop:
+      return packd::v1::FINISH_REASON_STOP;
+    default:
+      return packd::v1::FINISH_REASON_UNSPECIFIED;
+  }
+}
+
+double Seconds(absl::Time from, absl::Time to) {
+  if (from == absl::InfinitePast() || to == absl::InfinitePast()) return 0;
+  return absl::ToDoubleSeconds(to - from);
+}
+
+std::atomic<uint64_t> request_counter{0};
+
+}  // namespace
+
+bool GenerationService::Acquire(const ServerConfig::Tenant& tenant) {
+  absl::MutexLock lock(&mu_);
+  int64_t& n = tenant_in_flight_[tenant.name];
+  if (tenant.max_concurrent_requests > 0 && n >= tenant.max_concurrent_requests) return false;
+  ++n;
+  return true;
+}
+
+void GenerationService::ReleaseSlot(const ServerConfig::Tenant& tenant) {
+  absl::MutexLock lock(&mu_);
+  --tenant_in_flight_[tenant.name];
+}
+
+absl::StatusOr<std::shared_ptr<LoadedModel>> GenerationService::ModelFor(
+    const ServerConfig::Tenant& tenant, const std::string& name) const {
+  if (name.empty()) return absl::InvalidArgumentError("model: required");
+  ASSIGN_OR_RETURN(std::shared_ptr<LoadedModel> m, registry_.Find(name));
+  if (!tenant.Allows(name)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("tenant '", tenant.name, "' may not use model '", name, "'"));
+  }
+  if (m->state() != ModelState::kReady) {
+    return absl::UnavailableError(absl::StrCat(
+        "model '", name, "' is ", m->state() == ModelState::kLoading ? "loading" : "draining"));
+  }
+  return m;
+}
+
+grpc::Status GenerationService::Generate(grpc::ServerContext* context,
+                                         const packd::v1::GenerateRequest* request,
+                                         grpc::ServerWriter<packd::v1::GenerateResponse>* writer) {
+  const absl::Time arrival = absl::Now();
+  absl::StatusOr<const ServerConfig::Tenant*> tenant = Authenticate(*context, config_);
+  if (!tenant.ok()) {
+    if (metrics_) {
+      metrics_->RequestFinished(request->model(), "", tenant.status().code(),
+                                engine::FinishReason::kNone, 0, 0,
+                                absl::ToDoubleSeconds(absl::Now() - arrival));
+    }
+    return ToGrpc(tenant.status());
+  }
+  if (!Acquire(**tenant)) {
+    return ToGrpc(absl::ResourceExhaustedError(
+        absl::StrCat("tenant '", (*tenant)->name, "' is at its limit of ",
+                     (*tenant)->max_concurrent_requests, " concurrent requests")));
+  }
+  uint64_t prompt_tokens = 0, generated = 0;
+  engine::FinishReason finish = engine::FinishReason::kNone;
+  const absl::Status s =
+      RunGenerate(context, *request, writer, **tenant, &prompt_tokens, &generated, &finish);
+  ReleaseSlot(**tenant);
+  if (metrics_) {
+    metrics_->RequestFinished(request->model(), (*tenant)->name, s.code(), finish, prompt_tokens,
+                              generated, absl::ToDoubleSeconds(absl::Now() - arrival));
+  }
+  return ToGrpc(s);
+}
+
+absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
+                                            const packd::v1::GenerateRequest& request,
+                                            grpc::ServerWriter<packd::v1::GenerateResponse>* writer,
+                                            const ServerConfig::Tenant& tenant,
+                                            uint64_t* prompt_tokens, uint64_t* generated,
+                                            engine::FinishReason* finish) {
+  ASSIGN_OR_RETURN(std::shared_ptr<LoadedModel> model, ModelFor(tenant, request.model()));
+  engine::GenerationRequest g;
+  switch (request.prompt_case()) {
+    case packd::v1::GenerateRequest::kText: {
+      if (request.text().empty()) return absl::InvalidArgumentError("text: the prompt is empty");
+      ASSIGN_OR_RETURN(g.prompt, model->engine().Tokenize(request.text()));
+      break;
+    }
+    case packd::v1::GenerateRequest::kTokenIds:
+      g.prompt.assign(request.token_ids().ids().begin(), request.token_ids().ids().end());
+      if (g.prompt.empty()) return absl::InvalidArgumentError("token_ids: the prompt is empty");
+      break;
+    default:
+      return absl::InvalidArgumentError("prompt: set text or token_ids");
+  }
+  const packd::v1::SamplingParams& sp = request.sampling();
+  if (sp.has_temperature()) g.params.temperature = sp.temperature();
+  if (sp.has_top_k()) g.params.top_k = sp.top_k();
+  if (sp.has_top_p()) g.params.top_p = sp.top_p();
+  if (sp.has_seed()) g.params.seed = sp.seed();
+  if (request.max_tokens() > static_cast<uint32_t>(INT32_MAX)) {
+    return absl::InvalidArgumentError("max_tokens: too large");
+  }
+  g.params.max_tokens =
+      request.max_tokens() == 0 ? kDefaultMaxTokens : static_cast<int>(request.max_tokens());
+  g.params.stop.assign(request.stop().begin(), request.stop().end());
+  g.params.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
+  g.params.ignore_eos = request.ignore_eos();
+  g.params.logprobs = request.logprobs();
+  if (request.priority() < -10 || request.priority() > 10) {
+    return absl::InvalidArgumentError("priority: must be in [-10, 10]");
+  }
+  *prompt_tokens = g.prompt.size();
+
+  ModelInstance& instance = model->PickInstance();
+  ASSIGN_OR_RETURN(std::shared_ptr<RequestHandle> handle, instance.Submit(std::move(g)));
+  const std::string request_id = absl::StrCat("req-", ++request_counter);
+  const bool stream = request.stream();
+  packd::v1::GenerateResponse pending;  // non-streaming: everything accumulates here
+  absl::Time last_token = absl::InfinitePast();
+  for (;;) {
+    std::optional<RequestEvent> e = handle->Next(absl::Milliseconds(50));
+    if (!e) {
+      if (context->IsCancelled()) {
+        instance.Cancel(handle->id());
+        return absl::CancelledError("the client cancelled the request");
+      }
+      if (context->deadline() < std::chrono::system_clock::now()) {
+        instance.Cancel(handle->id());
+        return absl::DeadlineExceededError("the request's deadline passed");
+      }
+      continue;
+    }
+    if (!e->status.ok()) {
+      // Before anything was written the status is the RPC's; after, it still
+      // is (errors never travel inside the stream).
+      return e->status;
+    }
+    const absl::Time now = absl::Now();
+    if (!e->output.tokens.empty()) {
+      if (metrics_) {
+        if (last_token == absl::InfinitePast()) {
+          const RequestTimes t = handle->times();
+          metrics_->ObserveQueueTime(request.model(), Seconds(t.arrival, t.started));
+          metrics_->ObserveTimeToFirstToken(request.model(), Seconds(t.arrival, now));
+        } else {
+          metrics_->ObserveInterTokenLatency(request.model(),
+                                             absl::ToDoubleSeconds(now - last_token));
+        }
+      }
+      last_token = now;
+    }
+    *generated += e->output.tokens.size();
+    packd::v1::GenerateResponse msg;
+    packd::v1::GenerateResponse& out = stream ? msg : pending;
+    out.set_request_id(request_id);
+    out.mutable_text()->append(e->output.text);
+    for (engine::TokenId t : e->output.tokens) out.add_token_ids(t);
+    for (float lp : e->output.logprobs) out.add_logprobs(lp);
+    if (e->final) {
+      *finish = e->output.finish;
+      out.set_finish_reason(ToProto(e->output.finish));
+      out.mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(*prompt_tokens));
+      out.mutable_usage()->set_completion_tokens(static_cast<uint32_t>(*generated));
+      const RequestTimes t = handle->times();
+      packd::v1::Timings* tm = out.mutable_timings();
+      tm->set_queue_seconds(Seconds(t.arrival, t.started));
+      tm->set_time_to_first_token_seconds(Seconds(t.arrival, t.first_token));
+      tm->set_total_seconds(Seconds(t.arrival, t.finished));
+      const double decode = Seconds(t.first_token, t.finished);
+      tm->set_decode_tokens_per_second(decode > 0 && *generated > 1 ? (*generated - 1) / decode
+                                                                    : 0);
+    }
+    if (stream || e->final) {
+      if (!writer->Write(out)) {
+        if (!e->final) instance.Cancel(handle->id());
+        return absl::CancelledError("the client went away");
+      }
+    }
+    if (e->final) break;
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,
+                                         const packd::v1::TokenizeRequest* request,
+                                         packd::v1::TokenizeResponse* response) {
+  absl::StatusOr<const ServerConfig::Tenant*> tenant = Authenticate(*context, config_);
+  if (!tenant.ok()) return ToGrpc(tenant.status());
+  absl::StatusOr<std::shared_ptr<LoadedModel>> model = ModelFor(**tenant, request->model());
+  if (!model.ok()) return ToGrpc(model.status());
+  const engine::Tokenizer* tok = (*model)->engine().tokenizer();
+  if (tok == nullptr) {
+    return ToGrpc(absl::FailedPreconditionError(
+        absl::StrCat("model '", request->model(), "' has no tokenizer")));
+  }
+  absl::StatusOr<std::vector<engine::TokenId>> ids =
+      tok->Encode(request->text(), request->add_special_tokens());
+  if (!ids.ok()) return ToGrpc(ids.status());
+  for (engine::TokenId id : *ids) {
+    response->add_token_ids(id);
+    absl::StatusOr<std::string> piece = tok->Piece(id);
+    response->add_pieces(piece.ok() ? *piece : "");
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace packd::server

@@ -1,0 +1,395 @@
+#include "server/metrics.h"
+
+#include <algorithm>
+#include <exception>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "prometheus/text_serializer.h"
+
+namespace packd::server {
+namespace {
+
+using prometheus::Counter;
+using prometheus::Family;
+using prometheus::Gauge;
+using prometheus::Histogram;
+using prometheus::Labels;
+
+// Queue time and time to first token: from a cached prompt on an idle server
+// (~1 ms) to a long queue or a long prefill (a minute).
+const Histogram::BucketBoundaries& LatencyBuckets() {
+  static const auto* const kBuckets = new Histogram::BucketBoundaries{
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60};
+  return *kBuckets;
+}
+
+// Inter-token latency: one decode step, ~1 ms for a small model on a GPU to
+// seconds for a large one on a CPU or a step stalled behind a long prefill.
+const Histogram::BucketBoundaries& InterTokenBuckets() {
+  static const auto* const kBuckets =
+      new Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04,
+                                      0.05,  0.075,  0.1,   0.15,   0.25, 0.5,   1,    2.5,  5};
+  return *kBuckets;
+}
+
+// End to end: a whole generation, which may run for minutes.
+const Histogram::BucketBoundaries& E2eBuckets() {
+  static const auto* const kBuckets = new Histogram::BucketBoundaries{
+      0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600};
+  return *kBuckets;
+}
+
+// Powers of two from 1 to `max`.
+Histogram::BucketBoundaries PowersOfTwo(double max) {
+  Histogram::BucketBoundaries buckets;
+  for (double b = 1; b <= max; b *= 2) buckets.push_back(b);
+  return buckets;
+}
+
+const Histogram::BucketBoundaries& BatchTokenBuckets() {
+  static const auto* const kBuckets = new Histogram::BucketBoundaries(PowersOfTwo(16384));
+  return *kBuckets;
+}
+
+const Histogram::BucketBoundaries& BatchSequenceBuckets() {
+  static const auto* const kBuckets = new Histogram::BucketBoundaries(PowersOfTwo(1024));
+  return *kBuckets;
+}
+
+Family<Histogram>& AddHistogram(prometheus::Registry& registry, const std::string& name,
+                                const std::string& help) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(registry);
+}
+
+Family<Counter>& AddCounter(prometheus::Registry& registry, const std::string& name,
+                            const std::string& help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(registry);
+}
+
+Family<Gauge>& AddGauge(prometheus::Registry& registry, const std::string& name,
+                        const std::string& help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(registry);
+}
+
+Labels ModelLabel(std::string_view model) { return {{"model", std::string(model)}}; }
+
+Labels InstanceLabels(std::string_view model, int instance) {
+  return {{"model", std::string(model)}, {"model_instance", absl::StrCat(instance)}};
+}
+
+Labels WeightLabels(std::string_view model, std::string_view codec) {
+  return {{"model", std::string(model)}, {"codec", std::string(codec)}};
+}
+
+Labels DeviceLabel(std::string_view device) { return {{"device", std::string(device)}}; }
+
+// Removes the series with `labels` from `family`, if there is one.
+void RemoveIfPresent(Family<Gauge>& family, const Labels& labels) {
+  if (family.Has(labels)) family.Remove(&family.Add(labels));
+}
+
+std::string StatusCodeLabel(absl::StatusCode code) {
+  std::string name = absl::StatusCodeToString(code);
+  // Not a canonical code: fold into UNKNOWN rather than make a new series.
+  return name.empty() ? absl::StatusCodeToString(absl::StatusCode::kUnknown) : name;
+}
+
+double Ratio(uint64_t numerator, uint64_t denominator, double if_zero) {
+  return denominator == 0 ? if_zero
+                          : static_cast<double>(numerator) / static_cast<double>(denominator);
+}
+
+}  // namespace
+
+// Every field is set once at creation and never reassigned; the maps are
+// mutated only under Metrics::mu_ held exclusively. The histograms are never
+// removed from their families; the gauges are removed (and the whole
+// ModelSeries destroyed) by RemoveModel under the exclusive lock.
+struct Metrics::ModelSeries {
+  struct Kv {
+    Gauge* used;
+    Gauge* total;
+    Gauge* ratio;
+  };
+  struct Weights {
+    std::string codec;
+    Gauge* original;
+    Gauge* compressed;
+    Gauge* ratio;
+  };
+
+  Histogram* queue_time;
+  Histogram* ttft;
+  Histogram* inter_token;
+  Histogram* e2e;
+  Histogram* batch_tokens;
+  Histogram* batch_sequences;
+  Gauge* running;
+  Gauge* waiting;
+  std::map<int, Kv> kv;            // by instance index
+  std::optional<Weights> weights;  // once SetModelWeights was called
+};
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      queue_time_(AddHistogram(*registry_, "packd_request_queue_time_seconds",
+                               "Time a request waited before the engine admitted it.")),
+      ttft_(AddHistogram(*registry_, "packd_time_to_first_token_seconds",
+                         "Time from a request's arrival to its first generated token.")),
+      inter_token_(AddHistogram(*registry_, "packd_inter_token_latency_seconds",
+                                "Time between consecutive generated tokens of a sequence.")),
+      e2e_(AddHistogram(*registry_, "packd_e2e_request_latency_seconds",
+                        "Time from a request's arrival to its final message.")),
+      requests_(AddCounter(*registry_, "packd_requests_total",
+                           "Requests finished, by RPC status code and finish reason.")),
+      prompt_tokens_(AddCounter(*registry_, "packd_prompt_tokens_total",
+                                "Prompt tokens of finished requests.")),
+      generated_tokens_(AddCounter(*registry_, "packd_generated_tokens_total",
+                                   "Tokens generated for finished requests.")),
+      running_(AddGauge(*registry_, "packd_requests_running", "Requests decoding now.")),
+      waiting_(AddGauge(*registry_, "packd_requests_waiting",
+                        "Requests queued, not yet admitted to the engine.")),
+      kv_used_(AddGauge(*registry_, "packd_kv_cache_used_bytes",
+                        "Bytes of a model instance's KV cache pool in use.")),
+      kv_total_(AddGauge(*registry_, "packd_kv_cache_total_bytes",
+                         "Bytes of a model instance's KV cache pool.")),
+      kv_ratio_(AddGauge(*registry_, "packd_kv_cache_usage_ratio",
+                         "Fraction of a model instance's KV cache pool in use (0..1).")),
+      batch_tokens_(AddHistogram(*registry_, "packd_batch_tokens",
+                                 "Tokens computed per engine step (prefill and decode).")),
+      batch_sequences_(AddHistogram(*registry_, "packd_batch_sequences",
+                                    "Sequences in the batch of an engine step.")),
+      weights_original_(AddGauge(*registry_, "packd_model_weights_original_bytes",
+                                 "A model's weight bytes in their original dtype.")),
+      weights_compressed_(AddGauge(*registry_, "packd_model_weights_compressed_bytes",
+                                   "A model's weight bytes as stored (compressed).")),
+      weights_ratio_(AddGauge(*registry_, "packd_model_weights_compression_ratio",
+                              "Original / compressed weight bytes of a model (1: none).")),
+      device_memory_(AddGauge(*registry_, "packd_device_memory_bytes",
+                              "Device memory reserved, by kind (weights, kv_cache, workspace).")),
+      device_budget_(AddGauge(*registry_, "packd_device_memory_budget_bytes",
+                              "Device memory placement may hand out.")),
+      device_total_(
+          AddGauge(*registry_, "packd_device_memory_total_bytes", "Device memory in all.")),
+      device_instances_(
+          AddGauge(*registry_, "packd_device_instances", "Model instances placed on a device.")),
+      device_density_(AddGauge(*registry_, "packd_device_density_ratio",
+                               "Memory the placed models would need with uncompressed weights "
+                               "/ memory they use (1: no gain).")) {}
+
+Metrics::~Metrics() = default;
+
+Metrics::ModelSeries& Metrics::SeriesLocked(std::string_view model) {
+  auto it = models_.find(model);
+  if (it != models_.end()) return *it->second;
+  const Labels labels = ModelLabel(model);
+  auto series = std::make_unique<ModelSeries>(ModelSeries{
+      .queue_time = &queue_time_.Add(labels, LatencyBuckets()),
+      .ttft = &ttft_.Add(labels, LatencyBuckets()),
+      .inter_token = &inter_token_.Add(labels, InterTokenBuckets()),
+      .e2e = &e2e_.Add(labels, E2eBuckets()),
+      .batch_tokens = &batch_tokens_.Add(labels, BatchTokenBuckets()),
+      .batch_sequences = &batch_sequences_.Add(labels, BatchSequenceBuckets()),
+      .running = &running_.Add(labels),
+      .waiting = &waiting_.Add(labels),
+      .kv = {},
+      .weights = std::nullopt,
+  });
+  return *models_.emplace(std::string(model), std::move(series)).first->second;
+}
+
+template <typename Fn>
+void Metrics::WithSeries(std::string_view model, Fn fn) {
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = models_.find(model);
+    if (it != models_.end()) {
+      fn(*it->second);
+      return;
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  fn(SeriesLocked(model));
+}
+
+void Metrics::ObserveQueueTime(std::string_view model, double seconds) {
+  WithSeries(model, [&](ModelSeries& s) { s.queue_time->Observe(std::max(seconds, 0.0)); });
+}
+
+void Metrics::ObserveTimeToFirstToken(std::string_view model, double seconds) {
+  WithSeries(model, [&](ModelSeries& s) { s.ttft->Observe(std::max(seconds, 0.0)); });
+}
+
+void Metrics::ObserveInterTokenLatency(std::string_view model, double seconds) {
+  WithSeries(model, [&](ModelSeries& s) { s.inter_token->Observe(std::max(seconds, 0.0)); });
+}
+
+void Metrics::RequestFinished(std::string_view model, std::string_view tenant,
+                              absl::StatusCode code, engine::FinishReason finish,
+                              uint64_t prompt_tokens, uint64_t generated_tokens,
+                              double e2e_seconds) {
+  WithSeries(model, [&](ModelSeries& s) { s.e2e->Observe(std::max(e2e_seconds, 0.0)); });
+  requests_
+      .Add({{"model", std::string(model)},
+            {"code", StatusCodeLabel(code)},
+            {"finish_reason", std::string(engine::FinishReasonName(finish))}})
+      .Increment();
+  const Labels tenant_labels = {{"model", std::string(model)}, {"tenant", std::string(tenant)}};
+  prompt_tokens_.Add(tenant_labels).Increment(static_cast<double>(prompt_tokens));
+  generated_tokens_.Add(tenant_labels).Increment(static_cast<double>(generated_tokens));
+}
+
+void Metrics::SetRequests(std::string_view model, int64_t running, int64_t waiting) {
+  WithSeries(model, [&](ModelSeries& s) {
+    s.running->Set(static_cast<double>(running));
+    s.waiting->Set(static_cast<double>(waiting));
+  });
+}
+
+void Metrics::ObserveBatch(std::string_view model, int64_t tokens, int64_t sequences) {
+  WithSeries(model, [&](ModelSeries& s) {
+    s.batch_tokens->Observe(static_cast<double>(tokens));
+    s.batch_sequences->Observe(static_cast<double>(sequences));
+  });
+}
+
+void Metrics::SetKvCache(std::string_view model, int instance, uint64_t used_bytes,
+                         uint64_t total_bytes) {
+  auto set = [&](const ModelSeries::Kv& kv) {
+    kv.used->Set(static_cast<double>(used_bytes));
+    kv.total->Set(static_cast<double>(total_bytes));
+    kv.ratio->Set(Ratio(used_bytes, total_bytes, 0.0));
+  };
+  {  // Fast path: the instance's gauges exist.
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = models_.find(model);
+    if (it != models_.end()) {
+      auto kv = it->second->kv.find(instance);
+      if (kv != it->second->kv.end()) {
+        set(kv->second);
+        return;
+      }
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  ModelSeries& s = SeriesLocked(model);
+  auto kv = s.kv.find(instance);
+  if (kv == s.kv.end()) {
+    const Labels labels = InstanceLabels(model, instance);
+    kv = s.kv.emplace(instance, ModelSeries::Kv{&kv_used_.Add(labels), &kv_total_.Add(labels),
+                                                &kv_ratio_.Add(labels)})
+             .first;
+  }
+  set(kv->second);
+}
+
+void Metrics::SetModelWeights(std::string_view model, std::string_view codec,
+                              uint64_t original_bytes, uint64_t compressed_bytes) {
+  absl::MutexLock lock(&mu_);
+  ModelSeries& s = SeriesLocked(model);
+  if (s.weights.has_value() && s.weights->codec != codec) {
+    const Labels old = WeightLabels(model, s.weights->codec);
+    RemoveIfPresent(weights_original_, old);
+    RemoveIfPresent(weights_compressed_, old);
+    RemoveIfPresent(weights_ratio_, old);
+    s.weights.reset();
+  }
+  if (!s.weights.has_value()) {
+    const Labels labels = WeightLabels(model, codec);
+    s.weights = ModelSeries::Weights{std::string(codec), &weights_original_.Add(labels),
+                                     &weights_compressed_.Add(labels), &weights_ratio_.Add(labels)};
+  }
+  s.weights->original->Set(static_cast<double>(original_bytes));
+  s.weights->compressed->Set(static_cast<double>(compressed_bytes));
+  s.weights->ratio->Set(Ratio(original_bytes, compressed_bytes, 1.0));
+}
+
+void Metrics::RemoveModel(std::string_view model) {
+  absl::MutexLock lock(&mu_);
+  auto it = models_.find(model);
+  if (it == models_.end()) return;
+  ModelSeries& s = *it->second;
+  running_.Remove(s.running);
+  waiting_.Remove(s.waiting);
+  for (const auto& [instance, kv] : s.kv) {
+    kv_used_.Remove(kv.used);
+    kv_total_.Remove(kv.total);
+    kv_ratio_.Remove(kv.ratio);
+  }
+  if (s.weights.has_value()) {
+    weights_original_.Remove(s.weights->original);
+    weights_compressed_.Remove(s.weights->compressed);
+    weights_ratio_.Remove(s.weights->ratio);
+  }
+  models_.erase(it);
+}
+
+void Metrics::SetDeviceMemory(std::string_view device, engine::MemoryKind kind, uint64_t bytes) {
+  device_memory_
+      .Add({{"device", std::string(device)}, {"kind", std::string(engine::MemoryKindName(kind))}})
+      .Set(static_cast<double>(bytes));
+}
+
+void Metrics::SetDeviceMemory(std::string_view device, const engine::MemoryUsage& usage) {
+  for (engine::MemoryKind kind : {engine::MemoryKind::kWeights, engine::MemoryKind::kKvCache,
+                                  engine::MemoryKind::kWorkspace}) {
+    SetDeviceMemory(device, kind, usage.of(kind));
+  }
+}
+
+void Metrics::SetDeviceCapacity(std::string_view device, uint64_t total_bytes,
+                                uint64_t budget_bytes) {
+  const Labels labels = DeviceLabel(device);
+  device_total_.Add(labels).Set(static_cast<double>(total_bytes));
+  device_budget_.Add(labels).Set(static_cast<double>(budget_bytes));
+}
+
+void Metrics::SetDeviceInstances(std::string_view device, int64_t instances) {
+  device_instances_.Add(DeviceLabel(device)).Set(static_cast<double>(instances));
+}
+
+void Metrics::SetDeviceDensity(std::string_view device, double density) {
+  device_density_.Add(DeviceLabel(device)).Set(density);
+}
+
+std::string Metrics::RenderText() const {
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
+
+MetricsServer::MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, int port)
+    : exposer_(std::move(exposer)), port_(port) {}
+
+MetricsServer::~MetricsServer() = default;
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(std::string_view address,
+                                                                    const Metrics& metrics) {
+  if (address.empty()) return absl::InvalidArgumentError("metrics: empty listen address");
+  // prometheus-cpp (civetweb underneath) reports a failure to bind by
+  // throwing; it stops here.
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::vector<int> ports;
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(std::string(address), /*num_threads=*/2);
+    exposer->RegisterCollectable(metrics.registry());
+    ports = exposer->GetListeningPorts();
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("metrics: cannot serve HTTP on \"", std::string(address), "\": ", e.what()));
+  }
+  if (ports.empty()) {
+    return absl::UnavailableError(
+        absl::StrCat("metrics: no port is listening for \"", std::string(address), "\""));
+  }
+  return std::unique_ptr<MetricsServer>(new MetricsServer(std::move(exposer), ports.front()));
+}
+
+}  // namespace packd::server

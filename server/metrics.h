@@ -1,0 +1,219 @@
+// The daemon's Prometheus metrics (DESIGN.md §6 "Metrics"), and the HTTP
+// endpoint that serves them.
+//
+// Every series is named packd_*, in base units (seconds, bytes), with the
+// Prometheus suffixes (_seconds, _bytes, _total, _ratio). Labels are limited to
+// values drawn from bounded sets: a model name, a model instance index and a
+// tenant come from the configuration, a device from the machine, a memory kind,
+// a status code and a finish reason from enums. Callers must never pass
+// request ids, prompts or other per-request strings as a model, tenant or
+// device: each distinct value is a new time series kept for the life of the
+// process.
+//
+// Series (labels in braces):
+//   packd_request_queue_time_seconds{model}              histogram
+//   packd_time_to_first_token_seconds{model}             histogram
+//   packd_inter_token_latency_seconds{model}             histogram
+//   packd_e2e_request_latency_seconds{model}             histogram
+//   packd_requests_total{model,code,finish_reason}       counter
+//   packd_prompt_tokens_total{model,tenant}              counter
+//   packd_generated_tokens_total{model,tenant}           counter
+//   packd_requests_running{model}                        gauge
+//   packd_requests_waiting{model}                        gauge
+//   packd_kv_cache_used_bytes{model,model_instance}      gauge
+//   packd_kv_cache_total_bytes{model,model_instance}     gauge
+//   packd_kv_cache_usage_ratio{model,model_instance}     gauge (0..1)
+//   packd_batch_tokens{model}                            histogram (tokens per step)
+//   packd_batch_sequences{model}                         histogram (sequences per step)
+//   packd_model_weights_original_bytes{model,codec}      gauge
+//   packd_model_weights_compressed_bytes{model,codec}    gauge
+//   packd_model_weights_compression_ratio{model,codec}   gauge (original ÷ compressed)
+//   packd_device_memory_bytes{device,kind}               gauge (kind: weights, kv_cache,
+//                                                               workspace)
+//   packd_device_memory_budget_bytes{device}             gauge
+//   packd_device_memory_total_bytes{device}              gauge
+//   packd_device_instances{device}                       gauge
+//   packd_device_density_ratio{device}                   gauge (server/placement.h)
+//
+// The instance index is labelled `model_instance`, not `instance`: Prometheus
+// attaches its own `instance` label (the scrape target) to every series.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/backend.h"
+#include "engine/engine.h"
+
+namespace prometheus {
+class Counter;
+class Exposer;
+class Gauge;
+class Histogram;
+class Registry;
+template <typename T>
+class Family;
+}  // namespace prometheus
+
+namespace packd::server {
+
+// Owns a prometheus::Registry and the metric families above; the server calls
+// the small methods below as requests and steps happen.
+//
+// Thread safety: every method may be called from any thread at any time.
+// Per-model histograms and gauges are looked up once and cached (under a
+// reader lock on the hot path), so the per-token and per-step calls do not
+// allocate; the other methods go through prometheus::Family::Add, which is
+// thread-safe.
+class Metrics {
+ public:
+  Metrics();
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // --- Requests (label: model). Negative durations are recorded as 0.
+
+  // From arrival to admission into the engine (prefill begins).
+  void ObserveQueueTime(std::string_view model, double seconds);
+  // From arrival to the first generated token.
+  void ObserveTimeToFirstToken(std::string_view model, double seconds);
+  // Between two consecutive tokens of one sequence.
+  void ObserveInterTokenLatency(std::string_view model, double seconds);
+
+  // Called once per request when it ends, successfully or not. `code` is the
+  // RPC status (its canonical name becomes the label, gRPC and absl codes
+  // being the same numbers); `finish` is kNone for a request that failed
+  // before finishing. `tenant` is empty for a request that never
+  // authenticated. Counts the request and its tokens, and observes the
+  // end-to-end latency (arrival to final message).
+  void RequestFinished(std::string_view model, std::string_view tenant, absl::StatusCode code,
+                       engine::FinishReason finish, uint64_t prompt_tokens,
+                       uint64_t generated_tokens, double e2e_seconds);
+
+  // Requests decoding now and requests queued (admitted to the server, not
+  // yet to the engine), summed over the model's instances.
+  void SetRequests(std::string_view model, int64_t running, int64_t waiting);
+
+  // --- Engine steps (label: model).
+
+  // One batched forward pass: tokens computed and sequences in the batch.
+  void ObserveBatch(std::string_view model, int64_t tokens, int64_t sequences);
+
+  // --- KV cache of one model instance (labels: model, model_instance).
+
+  // Bytes of the instance's KV pool in use and in all; the usage ratio is
+  // used ÷ total (0 when total is 0).
+  void SetKvCache(std::string_view model, int instance, uint64_t used_bytes, uint64_t total_bytes);
+
+  // --- Weights of a model (labels: model, codec).
+
+  // `codec` is the codec of the model's compressed tensors ("none" when
+  // uncompressed). The compression ratio is original ÷ compressed, as
+  // server/placement.h reports it (1 when compressed_bytes is 0). A model has
+  // one codec: setting another replaces the previous codec's series.
+  void SetModelWeights(std::string_view model, std::string_view codec, uint64_t original_bytes,
+                       uint64_t compressed_bytes);
+
+  // Forgets a model's gauges when it is unloaded: running/waiting, its
+  // instances' KV cache and its weights. Its histograms and counters stay
+  // (they are cumulative; a reloaded model continues them).
+  void RemoveModel(std::string_view model);
+
+  // --- Devices (label: device; placement computes the values).
+
+  void SetDeviceMemory(std::string_view device, engine::MemoryKind kind, uint64_t bytes);
+  // All three kinds at once.
+  void SetDeviceMemory(std::string_view device, const engine::MemoryUsage& usage);
+  void SetDeviceCapacity(std::string_view device, uint64_t total_bytes, uint64_t budget_bytes);
+  void SetDeviceInstances(std::string_view device, int64_t instances);
+  void SetDeviceDensity(std::string_view device, double density);
+
+  // --- Exposition.
+
+  // The whole registry in the Prometheus text exposition format (0.0.4).
+  std::string RenderText() const;
+  // For MetricsServer, and for anyone registering more families. Never null.
+  const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
+
+ private:
+  // The series of one model that have only the model label (or are tracked
+  // for RemoveModel). Pointers into the families; stable until removed.
+  struct ModelSeries;
+
+  // Returns the model's cached series, creating them on first use. The
+  // returned object lives until RemoveModel(model); callers use it under mu_.
+  ModelSeries& SeriesLocked(std::string_view model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `fn(series)` under a reader lock when the model is cached, else
+  // creates the series under the writer lock first.
+  template <typename Fn>
+  void WithSeries(std::string_view model, Fn fn) ABSL_LOCKS_EXCLUDED(mu_);
+
+  const std::shared_ptr<prometheus::Registry> registry_;
+
+  // Families: owned by registry_, alive as long as it is.
+  prometheus::Family<prometheus::Histogram>& queue_time_;
+  prometheus::Family<prometheus::Histogram>& ttft_;
+  prometheus::Family<prometheus::Histogram>& inter_token_;
+  prometheus::Family<prometheus::Histogram>& e2e_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& prompt_tokens_;
+  prometheus::Family<prometheus::Counter>& generated_tokens_;
+  prometheus::Family<prometheus::Gauge>& running_;
+  prometheus::Family<prometheus::Gauge>& waiting_;
+  prometheus::Family<prometheus::Gauge>& kv_used_;
+  prometheus::Family<prometheus::Gauge>& kv_total_;
+  prometheus::Family<prometheus::Gauge>& kv_ratio_;
+  prometheus::Family<prometheus::Histogram>& batch_tokens_;
+  prometheus::Family<prometheus::Histogram>& batch_sequences_;
+  prometheus::Family<prometheus::Gauge>& weights_original_;
+  prometheus::Family<prometheus::Gauge>& weights_compressed_;
+  prometheus::Family<prometheus::Gauge>& weights_ratio_;
+  prometheus::Family<prometheus::Gauge>& device_memory_;
+  prometheus::Family<prometheus::Gauge>& device_budget_;
+  prometheus::Family<prometheus::Gauge>& device_total_;
+  prometheus::Family<prometheus::Gauge>& device_instances_;
+  prometheus::Family<prometheus::Gauge>& device_density_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<ModelSeries>, std::less<>> models_ ABSL_GUARDED_BY(mu_);
+};
+
+// Serves GET /metrics (the registry of a Metrics, in the text format) over
+// HTTP on its own threads, from Start until destruction.
+//
+// The server holds the registry weakly: destroying the Metrics first is safe
+// (scrapes then return nothing), though the usual order is the reverse.
+// Thread safety: port() may be called from any thread.
+class MetricsServer {
+ public:
+  // Listens on `address`, "host:port" ("0.0.0.0:9090", "127.0.0.1:0",
+  // "[::1]:9090"); port 0 picks a free port (see port()). InvalidArgument for
+  // an empty address; Unavailable, naming the address and the reason, when it
+  // cannot be bound (in use, not a local address, bad syntax). Never throws.
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(std::string_view address,
+                                                              const Metrics& metrics);
+  // Stops listening; waits for scrapes in progress.
+  ~MetricsServer();
+  MetricsServer(const MetricsServer&) = delete;
+  MetricsServer& operator=(const MetricsServer&) = delete;
+
+  // The port actually bound (the first, if the address named several).
+  int port() const { return port_; }
+
+ private:
+  MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, int port);
+
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  const int port_;
+};
+
+}  // namespace packd::server

@@ -1,0 +1,166 @@
+#include "server/model_registry.h"
+
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/status_macros.h"
+#include "engine/model_source.h"
+
+namespace packd::server {
+
+std::string LoadedModel::architecture() const {
+  return std::string(engine::ArchitectureName(config().arch));
+}
+
+ModelInstance& LoadedModel::PickInstance() const {
+  ModelInstance* best = instances_.front().get();
+  for (const auto& i : instances_) {
+    if (i->in_flight() < best->in_flight()) best = i.get();
+  }
+  return *best;
+}
+
+int64_t LoadedModel::running() const {
+  int64_t n = 0;
+  for (const auto& i : instances_) n += i->stats().running;
+  return n;
+}
+
+int64_t LoadedModel::waiting() const {
+  int64_t n = 0;
+  for (const auto& i : instances_) n += i->stats().waiting;
+  return n;
+}
+
+int64_t LoadedModel::in_flight() const {
+  int64_t n = 0;
+  for (const auto& i : instances_) n += i->in_flight();
+  return n;
+}
+
+ModelRegistry::~ModelRegistry() {
+  absl::MutexLock lock(&mu_);
+  for (auto& [name, m] : models_) {
+    if (m->reservation_ != 0) (void)placement_.Release(m->reservation_);
+  }
+}
+
+absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::Load(const ModelSpec& spec) {
+  if (spec.instances < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model '", spec.name, "': instances must be >= 1"));
+  }
+  auto m = std::make_shared<LoadedModel>();
+  m->spec_ = spec;
+  {
+    absl::MutexLock lock(&mu_);
+    if (models_.count(spec.name) != 0) {
+      return absl::AlreadyExistsError(absl::StrCat("a model named '", spec.name, "' is loaded"));
+    }
+    models_.emplace(spec.name, m);  // kLoading: requests get UNAVAILABLE
+  }
+  auto fail = [&](absl::Status s) {
+    if (m->reservation_ != 0) (void)placement_.Release(m->reservation_);
+    absl::MutexLock lock(&mu_);
+    models_.erase(spec.name);
+    return absl::Status(s.code(), absl::StrCat("model '", spec.name, "': ", s.message()));
+  };
+  // What it needs: weights as stored, and per instance KV + workspace.
+  engine::ModelSourceOptions so;
+  so.verify_checksums = spec.engine.verify_checksums;
+  absl::StatusOr<std::unique_ptr<engine::ModelSource>> source =
+      engine::ModelSource::Open(spec.path, so);
+  if (!source.ok()) return fail(source.status());
+  m->stored_weight_bytes_ = (*source)->stored_bytes();
+  m->original_weight_bytes_ = (*source)->original_bytes();
+  const std::set<std::string> codecs = (*source)->codecs();
+  m->codec_ = absl::StrJoin(codecs, "+");
+  if (!spec.expected_codec.empty() && spec.expected_codec != "any" &&
+      codecs.count(spec.expected_codec) == 0) {
+    return fail(absl::FailedPreconditionError(absl::StrCat(
+        "the config expects codec '", spec.expected_codec, "' but its weights use ", m->codec_)));
+  }
+  absl::StatusOr<InstanceBytes> per_instance =
+      EstimateInstanceBytes((*source)->config(), spec.engine);
+  if (!per_instance.ok()) return fail(per_instance.status());
+  source->reset();  // each instance opens its own mapping (shared page cache)
+  ReservationRequest r;
+  r.model = spec.name;
+  r.device = spec.device;
+  r.weight_bytes = m->stored_weight_bytes_;
+  r.original_weight_bytes = m->original_weight_bytes_;
+  r.kv_bytes_per_instance = per_instance->kv_bytes;
+  r.workspace_bytes_per_instance = per_instance->workspace_bytes;
+  r.instances = spec.instances;
+  absl::StatusOr<ReservationId> id = placement_.Reserve(r);
+  if (!id.ok()) return fail(id.status());
+  m->reservation_ = *id;
+  for (int i = 0; i < spec.instances; ++i) {
+    absl::StatusOr<std::unique_ptr<ModelInstance>> inst =
+        ModelInstance::Start(spec.path, spec.engine, spec.instance);
+    if (!inst.ok()) return fail(inst.status());
+    m->instances_.push_back(std::move(*inst));
+  }
+  m->state_.store(ModelState::kReady);
+  return m;
+}
+
+absl::StatusOr<UnloadResult> ModelRegistry::Unload(std::string_view name,
+                                                   absl::Duration drain_timeout) {
+  std::shared_ptr<LoadedModel> m;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = models_.find(name);
+    if (it == models_.end() || it->second->state() != ModelState::kReady) {
+      return absl::NotFoundError(
+          absl::StrCat("no model named '", std::string(name), "' is loaded"));
+    }
+    m = it->second;
+    m->state_.store(ModelState::kDraining);
+  }
+  UnloadResult result;
+  for (const auto& i : m->instances_) i->Drain();
+  const int64_t at_start = m->in_flight();
+  const absl::Time deadline = absl::Now() + drain_timeout;
+  while (m->in_flight() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  result.cancelled = m->in_flight();
+  result.drained = at_start - result.cancelled;
+  {
+    absl::MutexLock lock(&mu_);
+    models_.erase(std::string(name));
+  }
+  // Stragglers end now (their streams get CANCELLED); the memory is
+  // returned at once, and the instances stop when the last request lets go.
+  for (const auto& i : m->instances_) i->CancelAll();
+  (void)placement_.Release(m->reservation_);
+  m->reservation_ = 0;
+  return result;
+}
+
+void ModelRegistry::DrainAll() {
+  std::vector<std::shared_ptr<LoadedModel>> all = List();
+  for (const auto& m : all) {
+    m->state_.store(ModelState::kDraining);
+    for (const auto& i : m->instances_) i->Drain();
+  }
+}
+
+absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::Find(std::string_view name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) {
+    return absl::NotFoundError(absl::StrCat("no model named '", std::string(name), "' is loaded"));
+  }
+  return it->second;
+}
+
+std::vector<std::shared_ptr<LoadedModel>> ModelRegistry::List() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::shared_ptr<LoadedModel>> out;
+  for (const auto& [name, m] : models_) out.push_back(m);
+  return out;
+}
+
+}  // namespace packd::server

@@ -1,0 +1,149 @@
+#include "server/models_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "server/auth.h"
+
+namespace packd::server {
+
+ModelSpec SpecFromConfig(const ServerConfig& config, const ServerConfig::Model& model) {
+  ModelSpec spec;
+  spec.name = model.name;
+  spec.path = model.path;
+  spec.device = model.device;
+  spec.instances = model.instances;
+  spec.engine = model.ToEngineOptions();
+  spec.instance.max_queued = config.queue.max_queued_per_instance;
+  spec.expected_codec = std::string(ExpectedCodecName(model.codec));
+  return spec;
+}
+
+void FillModelInfo(const LoadedModel& m, packd::v1::ModelInfo* info) {
+  info->set_name(m.spec().name);
+  info->set_path(m.spec().path.string());
+  switch (m.state()) {
+    case ModelState::kLoading:
+      info->set_state(packd::v1::MODEL_STATE_LOADING);
+      break;
+    case ModelState::kReady:
+      info->set_state(packd::v1::MODEL_STATE_READY);
+      break;
+    case ModelState::kDraining:
+      info->set_state(packd::v1::MODEL_STATE_DRAINING);
+      break;
+  }
+  if (m.instances().empty()) return;
+  info->set_architecture(m.architecture());
+  info->set_device(m.spec().device);
+  info->set_instances(static_cast<uint32_t>(m.instances().size()));
+  info->set_codec(m.codec());
+  info->set_original_weight_bytes(m.original_weight_bytes());
+  info->set_stored_weight_bytes(m.stored_weight_bytes());
+  info->set_compression_ratio(m.stored_weight_bytes() == 0
+                                  ? 1.0
+                                  : static_cast<double>(m.original_weight_bytes()) /
+                                        static_cast<double>(m.stored_weight_bytes()));
+  info->set_kv_cache_bytes_per_instance(m.instances().front()->engine().kv_cache().bytes());
+  info->set_max_context(static_cast<uint32_t>(m.engine().max_context()));
+  info->set_vocab_size(static_cast<uint32_t>(m.config().vocab_size));
+  info->set_running_requests(static_cast<uint32_t>(m.running()));
+  info->set_waiting_requests(static_cast<uint32_t>(m.waiting()));
+}
+
+absl::Status ModelsService::CheckAdmin(const grpc::ServerContext& context) const {
+  ASSIGN_OR_RETURN(const ServerConfig::Tenant* tenant, Authenticate(context, config_));
+  if (!tenant->admin) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("tenant '", tenant->name, "' may not use the Models admin service"));
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status ModelsService::ListModels(grpc::ServerContext* context,
+                                       const packd::v1::ListModelsRequest*,
+                                       packd::v1::ListModelsResponse* response) {
+  if (absl::Status s = CheckAdmin(*context); !s.ok()) return ToGrpc(s);
+  for (const auto& m : registry_.List()) FillModelInfo(*m, response->add_models());
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelsService::GetModel(grpc::ServerContext* context,
+                                     const packd::v1::GetModelRequest* request,
+                                     packd::v1::ModelInfo* response) {
+  if (absl::Status s = CheckAdmin(*context); !s.ok()) return ToGrpc(s);
+  absl::StatusOr<std::shared_ptr<LoadedModel>> m = registry_.Find(request->name());
+  if (!m.ok()) return ToGrpc(m.status());
+  FillModelInfo(**m, response);
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelsService::LoadModel(grpc::ServerContext* context,
+                                      const packd::v1::LoadModelRequest* request,
+                                      packd::v1::ModelInfo* response) {
+  if (absl::Status s = CheckAdmin(*context); !s.ok()) return ToGrpc(s);
+  if (request->name().empty() || request->path().empty()) {
+    return ToGrpc(absl::InvalidArgumentError("name and path are required"));
+  }
+  for (char c : request->name()) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
+      return ToGrpc(absl::InvalidArgumentError("name: only [A-Za-z0-9._-] are allowed"));
+    }
+  }
+  if (config_.devices.empty()) return ToGrpc(absl::FailedPreconditionError("no devices"));
+  ServerConfig::Model m;
+  m.name = request->name();
+  m.path = request->path();
+  m.device = request->device().empty() ? config_.devices.front().name : request->device();
+  m.instances = request->instances() == 0 ? 1 : static_cast<int>(request->instances());
+  if (request->kv_cache_bytes() != 0) m.kv_cache_bytes = request->kv_cache_bytes();
+  if (request->max_batch() != 0) m.max_batch = request->max_batch();
+  if (request->max_context() != 0) m.max_context = request->max_context();
+  absl::StatusOr<std::shared_ptr<LoadedModel>> loaded = registry_.Load(SpecFromConfig(config_, m));
+  if (!loaded.ok()) return ToGrpc(loaded.status());
+  FillModelInfo(**loaded, response);
+  if (on_change_) on_change_();
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelsService::UnloadModel(grpc::ServerContext* context,
+                                        const packd::v1::UnloadModelRequest* request,
+                                        packd::v1::UnloadModelResponse* response) {
+  if (absl::Status s = CheckAdmin(*context); !s.ok()) return ToGrpc(s);
+  const absl::Duration timeout = request->drain_timeout_seconds() > 0
+                                     ? absl::Seconds(request->drain_timeout_seconds())
+                                     : absl::FromChrono(config_.drain_timeout);
+  absl::StatusOr<UnloadResult> r = registry_.Unload(request->name(), timeout);
+  if (!r.ok()) return ToGrpc(r.status());
+  response->set_drained_requests(static_cast<uint32_t>(r->drained));
+  response->set_cancelled_requests(static_cast<uint32_t>(r->cancelled));
+  if (on_change_) on_change_();
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelsService::GetServerInfo(grpc::ServerContext* context,
+                                          const packd::v1::GetServerInfoRequest*,
+                                          packd::v1::ServerInfo* response) {
+  if (absl::Status s = CheckAdmin(*context); !s.ok()) return ToGrpc(s);
+  response->set_version("packd 0.1");
+  response->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - started_));
+  const std::vector<ModelPlacement> placed = registry_.placement().Models();
+  for (const DeviceInfo& d : registry_.placement().Devices()) {
+    packd::v1::DeviceInfo* out = response->add_devices();
+    out->set_name(d.name);
+    out->set_kind(std::string(DeviceKindName(d.kind)));
+    out->set_total_bytes(d.total_bytes);
+    out->set_budget_bytes(d.budget_bytes);
+    out->set_weights_bytes(d.used.of(engine::MemoryKind::kWeights));
+    out->set_kv_cache_bytes(d.used.of(engine::MemoryKind::kKvCache));
+    out->set_workspace_bytes(d.used.of(engine::MemoryKind::kWorkspace));
+    out->set_instances(static_cast<uint32_t>(d.instances));
+    out->set_uncompressed_equivalent_bytes(d.uncompressed_bytes());
+    out->set_density(d.density());
+    for (const ModelPlacement& p : placed) {
+      if (p.device == d.name) out->add_models(p.model);
+    }
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace packd::server

@@ -1,0 +1,198 @@
+#include "server/server.h"
+
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "base/status_macros.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/generation_service.h"
+#include "server/metrics.h"
+#include "server/model_registry.h"
+#include "server/models_service.h"
+#include "server/placement.h"
+
+namespace packd::server {
+
+struct Server::Impl {
+  ServerConfig config;
+  Placement placement;
+  std::unique_ptr<ModelRegistry> registry;
+  Metrics metrics;
+  std::unique_ptr<MetricsServer> metrics_server;
+  std::unique_ptr<GenerationService> generation;
+  std::unique_ptr<ModelsService> models;
+  std::unique_ptr<grpc::Server> grpc_server;
+  int port = 0;
+  absl::Time started = absl::Now();
+
+  absl::Mutex mu;
+  bool shutting_down ABSL_GUARDED_BY(mu) = false;
+  bool stopped ABSL_GUARDED_BY(mu) = false;
+  std::thread refresher;
+};
+
+namespace {
+
+std::shared_ptr<grpc::ServerCredentials> Credentials(const ServerConfig& config) {
+  if (!config.grpc.tls) return grpc::InsecureServerCredentials();
+  // LoadServerConfig checked that the files exist; read errors fall back to
+  // an empty PEM, which gRPC refuses at start.
+  auto read = [](const std::filesystem::path& p) {
+    std::ifstream in(p);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  grpc::SslServerCredentialsOptions options(
+      config.grpc.tls->client_ca_file.empty()
+          ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+          : (config.grpc.tls->require_client_cert
+                 ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                 : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY));
+  if (!config.grpc.tls->client_ca_file.empty()) {
+    options.pem_root_certs = read(config.grpc.tls->client_ca_file);
+  }
+  options.pem_key_cert_pairs.push_back(
+      {read(config.grpc.tls->key_file), read(config.grpc.tls->cert_file)});
+  return grpc::SslServerCredentials(options);
+}
+
+}  // namespace
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() {
+  Shutdown();
+  if (impl_->refresher.joinable()) impl_->refresher.join();
+}
+
+int Server::port() const { return impl_->port; }
+int Server::metrics_port() const {
+  return impl_->metrics_server ? impl_->metrics_server->port() : 0;
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = std::move(config);
+  const ServerConfig& c = impl->config;
+  for (const ServerConfig::Device& d : c.devices) {
+    if (d.kind != DeviceKind::kCpu) {
+      return absl::UnimplementedError(absl::StrCat(
+          "devices: '", d.name, "' is a cuda device; this build serves on the CPU only"));
+    }
+    DeviceSpec spec;
+    spec.name = d.name;
+    spec.kind = d.kind;
+    spec.total_bytes = PhysicalMemoryBytes();
+    spec.budget_bytes = d.BudgetBytes(spec.total_bytes);
+    RETURN_IF_ERROR(impl->placement.AddDevice(spec));
+  }
+  impl->registry = std::make_unique<ModelRegistry>(impl->placement);
+  for (const ServerConfig::Model& m : c.models) {
+    RETURN_IF_ERROR(impl->registry->Load(SpecFromConfig(c, m)).status());
+  }
+  if (!c.metrics.listen.empty()) {
+    ASSIGN_OR_RETURN(impl->metrics_server, MetricsServer::Start(c.metrics.listen, impl->metrics));
+  }
+  Impl* raw = impl.get();
+  impl->generation = std::make_unique<GenerationService>(c, *impl->registry, &impl->metrics);
+  std::unique_ptr<Server> server(new Server(std::move(impl)));
+  Server* self = server.get();
+  raw->models = std::make_unique<ModelsService>(c, *raw->registry, raw->started,
+                                                [self] { self->RefreshMetrics(); });
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(c.grpc.listen, Credentials(c), &raw->port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(c.grpc.max_receive_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(c.grpc.max_send_message_bytes));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             static_cast<int>(c.grpc.keepalive.time.count()));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(c.grpc.keepalive.timeout.count()));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
+                             c.grpc.keepalive.permit_without_calls ? 1 : 0);
+  builder.RegisterService(raw->generation.get());
+  builder.RegisterService(raw->models.get());
+  raw->grpc_server = builder.BuildAndStart();
+  if (raw->grpc_server == nullptr || raw->port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("grpc.listen: cannot listen on '", c.grpc.listen, "'"));
+  }
+  grpc::HealthCheckServiceInterface* health = raw->grpc_server->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus("packd.v1.Generation", true);
+  health->SetServingStatus("packd.v1.Models", true);
+  server->RefreshMetrics();
+  raw->refresher = std::thread([self, raw] {
+    for (;;) {
+      {
+        absl::MutexLock lock(&raw->mu);
+        auto stop = [raw]() ABSL_SHARED_LOCKS_REQUIRED(raw->mu) { return raw->stopped; };
+        if (raw->mu.AwaitWithTimeout(absl::Condition(&stop), absl::Seconds(1))) return;
+      }
+      self->RefreshMetrics();
+    }
+  });
+  return server;
+}
+
+void Server::RefreshMetrics() {
+  Metrics& m = impl_->metrics;
+  for (const auto& model : impl_->registry->List()) {
+    if (model->instances().empty()) continue;
+    m.SetRequests(model->spec().name, model->running(), model->waiting());
+    m.SetModelWeights(model->spec().name, model->codec(), model->original_weight_bytes(),
+                      model->stored_weight_bytes());
+    for (size_t i = 0; i < model->instances().size(); ++i) {
+      const InstanceStats s = model->instances()[i]->stats();
+      const uint64_t block_bytes =
+          s.kv_blocks_total == 0 ? 0 : s.kv_bytes_total / static_cast<uint64_t>(s.kv_blocks_total);
+      m.SetKvCache(model->spec().name, static_cast<int>(i), block_bytes * s.kv_blocks_used,
+                   s.kv_bytes_total);
+    }
+  }
+  for (const DeviceInfo& d : impl_->placement.Devices()) {
+    m.SetDeviceMemory(d.name, d.used);
+    m.SetDeviceCapacity(d.name, d.total_bytes, d.budget_bytes);
+    m.SetDeviceInstances(d.name, d.instances);
+    m.SetDeviceDensity(d.name, d.density());
+  }
+}
+
+void Server::Shutdown() {
+  {
+    absl::MutexLock lock(&impl_->mu);
+    if (impl_->shutting_down) return;
+    impl_->shutting_down = true;
+  }
+  grpc::HealthCheckServiceInterface* health = impl_->grpc_server->GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus("packd.v1.Generation", false);
+  health->SetServingStatus("packd.v1.Models", false);
+  impl_->registry->DrainAll();
+  const absl::Time deadline = absl::Now() + absl::FromChrono(impl_->config.drain_timeout);
+  auto in_flight = [this] {
+    int64_t n = 0;
+    for (const auto& m : impl_->registry->List()) n += m->in_flight();
+    return n;
+  };
+  while (in_flight() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  for (const auto& m : impl_->registry->List()) {
+    for (const auto& i : m->instances()) i->CancelAll();
+  }
+  impl_->grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  absl::MutexLock lock(&impl_->mu);
+  impl_->stopped = true;
+}
+
+void Server::Wait() {
+  absl::MutexLock lock(&impl_->mu);
+  auto stopped = [this]() ABSL_SHARED_LOCKS_REQUIRED(impl_->mu) { return impl_->stopped; };
+  impl_->mu.Await(absl::Condition(&stopped));
+}
+
+}  // namespace packd::server
