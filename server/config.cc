@@ -347,7 +347,9 @@ class ConfigReader {
     absl::StatusOr<uint64_t> bytes = ParseByteSize(node.Scalar());
     if (!bytes.ok()) return Error(node, path, std::string(bytes.status().message()));
     if (*bytes < min) {
-      return Error(node, path, absl::StrCat("must be at least ", min, " bytes, got ", *bytes));
+      return Error(node, path,
+                   min == 1 ? std::string("must be more than 0 bytes")
+                            : absl::StrCat("must be at least ", min, " bytes, got ", *bytes));
     }
     if (*bytes > max) {
       return Error(node, path, absl::StrCat("must be at most ", max, " bytes, got ", *bytes));
@@ -730,7 +732,12 @@ absl::StatusOr<ServerConfig> ParseImpl(std::string_view yaml_text, std::string_v
                                        std::optional<std::filesystem::path> base_dir) {
   // yaml-cpp reports every problem by throwing; nothing escapes this function.
   try {
-    const YAML::Node root = YAML::Load(std::string(yaml_text));
+    const std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml_text));
+    if (documents.size() > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          std::string(label), ": one YAML document expected, found ", documents.size()));
+    }
+    const YAML::Node root = documents.empty() ? YAML::Node() : documents[0];
     return ConfigReader(label, std::move(base_dir)).Read(root);
   } catch (const YAML::Exception& e) {
     const std::string line = e.mark.is_null() ? "" : absl::StrCat(":", e.mark.line + 1);

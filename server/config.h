@@ -9,11 +9,13 @@
 //     packd.yaml:14: models[1].instances: must be >= 1, got 0
 //
 // Unknown keys are errors (the message lists the keys valid at that level), as
-// are repeated keys, values of the wrong type or out of range, and these
+// are repeated keys, more than one YAML document, values of the wrong type or
+// out of range (booleans are true/false only, not yes/no), and these
 // cross-checks: names unique among devices, models and tenants; a model's
 // device exists (and `threads` is only given for a cpu device); a tenant's
-// allowed models exist (or are "*"); one API key hash in two tenants; two cuda
-// devices with the same index; require_client_cert without client_ca_file.
+// allowed models exist (or are "*", alone); one API key hash in two tenants
+// (or twice in one); two cuda devices with the same index;
+// require_client_cert without client_ca_file.
 //
 // Sizes (memory_budget, kv_cache, message sizes) are byte counts written as a
 // plain integer or with a unit: kB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB

@@ -216,6 +216,9 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
   const std::vector<BadCase> cases = {
       // Syntax and shape.
       {"devices: [\n", "packd.yaml:2: invalid YAML: "},
+      {Minimal() + "---\n" + Minimal(), "packd.yaml: one YAML document expected, found 2"},
+      {"", "packd.yaml: devices: at least one device is required"},
+      {"# nothing but a comment\n", "packd.yaml: devices: at least one device is required"},
       {"- 1\n- 2\n", "packd.yaml:1: (top level): expected a mapping, got a list"},
       {Minimal() + "grpcc: {}\n",
        "packd.yaml:6: grpcc: unknown key; valid keys here: grpc, metrics, logging, devices, "
@@ -265,7 +268,7 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
       {Replace(Minimal(), "memory_budget: 1GiB", "memory_budget: 8G"),
        "devices[0].memory_budget: invalid byte size '8G': ambiguous unit; write GB"},
       {Replace(Minimal(), "memory_budget: 1GiB", "memory_budget: 0"),
-       "devices[0].memory_budget: must be at least 1 bytes, got 0"},
+       "devices[0].memory_budget: must be more than 0 bytes"},
       {Replace(Minimal(), "memory_budget: 1GiB", "memory_budget: '150%'"),
        "devices[0].memory_budget: a percentage must be more than 0% and at most 100%"},
       {Replace(Minimal(), ", memory_budget: 1GiB", ""), "devices[0].memory_budget: required"},
@@ -301,7 +304,7 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
       {Minimal() + "models:\n  - {name: a, path: /a, device: cpu, max_context: -1}\n",
        "models[0].max_context: must be >= 0, got -1"},
       {Minimal() + "models:\n  - {name: a, path: /a, device: cpu, kv_cache: 0}\n",
-       "models[0].kv_cache: must be at least 1 bytes, got 0"},
+       "models[0].kv_cache: must be more than 0 bytes"},
       {Minimal() + "models:\n  - {name: a, path: '', device: cpu}\n",
        "models[0].path: must not be empty"},
       {Replace(Full(), "codec: tiled", "codec: tiled, threads: 4"),
@@ -366,10 +369,10 @@ TEST(ServerConfigTest, LoadResolvesAndChecksPaths) {
   std::ofstream(file, std::ios::trunc)
       << Minimal() << tls << "models:\n  - {name: m1, path: ../models/m2, device: cpu}\n";
   config = LoadServerConfig(file);
-  EXPECT_THAT(Message(config), HasSubstr(":8: models[0].path: '"));
+  EXPECT_THAT(Message(config), HasSubstr(":9: models[0].path: '"));
   EXPECT_THAT(Message(config), HasSubstr("models/m2' does not exist (relative paths are relative "
                                          "to the config file's directory"));
-  EXPECT_THAT(Message(config), ::testing::StartsWith(file.string() + ":8: "));
+  EXPECT_THAT(Message(config), ::testing::StartsWith(file.string() + ":9: "));
 
   std::ofstream(file, std::ios::trunc)
       << Minimal() << "grpc:\n  tls: {cert_file: ., key_file: server.key}\n";

@@ -1,8 +1,15 @@
 #include "server/metrics.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <exception>
 #include <optional>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -365,10 +372,65 @@ std::string Metrics::RenderText() const {
   return prometheus::TextSerializer().Serialize(registry_->Collect());
 }
 
-MetricsServer::MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, int port)
-    : exposer_(std::move(exposer)), port_(port) {}
+namespace {
 
-MetricsServer::~MetricsServer() = default;
+// A host on which a listener bound to `address` (civetweb's listening_ports
+// syntax: "[host:]port[s|r]", IPv6 hosts in brackets, several comma-separated)
+// accepts connections from this machine: the first one named, with the
+// wildcard addresses replaced by loopback.
+std::string WakeHost(std::string_view address) {
+  std::string_view first = address.substr(0, address.find(','));
+  std::string host;
+  if (!first.empty() && first.front() == '[') {
+    const size_t close = first.find(']');
+    if (close != std::string_view::npos) host = std::string(first.substr(1, close - 1));
+  } else if (const size_t colon = first.rfind(':'); colon != std::string_view::npos) {
+    host = std::string(first.substr(0, colon));
+  }
+  if (host.empty() || host == "0.0.0.0") return "127.0.0.1";
+  if (host == "::") return "::1";
+  return host;
+}
+
+// Opens and at once closes a TCP connection to host:port; errors are ignored.
+void Knock(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), absl::StrCat(port).c_str(), &hints, &found) != 0) return;
+  const int fd = socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, found->ai_protocol);
+  if (fd >= 0) {
+    (void)connect(fd, found->ai_addr, found->ai_addrlen);
+    close(fd);
+  }
+  freeaddrinfo(found);
+}
+
+}  // namespace
+
+MetricsServer::MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, std::string wake_host,
+                             int port)
+    : exposer_(std::move(exposer)), wake_host_(std::move(wake_host)), port_(port) {}
+
+MetricsServer::~MetricsServer() {
+  // civetweb's accept thread checks for a stop only between polls of its
+  // listening sockets, each up to 2 s (a compile-time constant), and
+  // mg_stop() waits for it: destroying an idle server would take up to 2 s.
+  // Connections to the listener while the server stops wake that poll. A
+  // connection accepted just before the stop is seen is closed by the client
+  // at once, so the worker that gets it is done at once too.
+  std::atomic<bool> stopped = false;
+  std::thread knocker([this, &stopped] {
+    while (!stopped.load()) {
+      Knock(wake_host_, port_);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  exposer_.reset();
+  stopped.store(true);
+  knocker.join();
+}
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(std::string_view address,
                                                                     const Metrics& metrics) {
@@ -389,7 +451,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(std::string_
     return absl::UnavailableError(
         absl::StrCat("metrics: no port is listening for \"", std::string(address), "\""));
   }
-  return std::unique_ptr<MetricsServer>(new MetricsServer(std::move(exposer), ports.front()));
+  return std::unique_ptr<MetricsServer>(
+      new MetricsServer(std::move(exposer), WakeHost(address), ports.front()));
 }
 
 }  // namespace packd::server

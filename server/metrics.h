@@ -201,7 +201,8 @@ class MetricsServer {
   // cannot be bound (in use, not a local address, bad syntax). Never throws.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(std::string_view address,
                                                               const Metrics& metrics);
-  // Stops listening; waits for scrapes in progress.
+  // Stops listening; waits for scrapes in progress. Takes milliseconds (see
+  // metrics.cc: civetweb's accept loop is woken by a connection to itself).
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
@@ -210,9 +211,10 @@ class MetricsServer {
   int port() const { return port_; }
 
  private:
-  MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, int port);
+  MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, std::string wake_host, int port);
 
   std::unique_ptr<prometheus::Exposer> exposer_;
+  const std::string wake_host_;  // a numeric address of the listener; "" if unknown
   const int port_;
 };
 
