@@ -23,6 +23,8 @@ constexpr char kUsage[] =
     "  serve --config FILE  run the gRPC daemon (see configs/packd.example.yaml)\n"
     "  generate --model NAME [--addr HOST:PORT] [--api-key KEY] PROMPT\n"
     "                      stream a generation from a running daemon\n"
+    "  bench serve --model NAME [--addr HOST:PORT] [--concurrency N | --rate R] ...\n"
+    "                      load-test a running daemon: latency percentiles, tokens/s\n"
     "  help                this text\n";
 
 }  // namespace
@@ -41,6 +43,9 @@ int main(int argc, char** argv) {
   if (cmd == "run") return packd::cli::RunCommand(rest);
   if (cmd == "serve") return packd::cli::ServeCommand(rest);
   if (cmd == "generate") return packd::cli::GenerateCommand(rest);
+  if (cmd == "bench" && !rest.empty() && rest[0] == "serve") {
+    return packd::cli::BenchServeCommand({rest.begin() + 1, rest.end()});
+  }
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {
     std::fputs(kUsage, stdout);
     return 0;

@@ -206,6 +206,8 @@ absl::StatusOr<std::vector<SequenceOutput>> Engine::Step() {
   }
   RETURN_IF_ERROR(transformer_->Forward(batch, *kv_cache_, logits_));
   ++stats_.steps;
+  stats_.last_step_tokens = static_cast<int64_t>(batch.tokens.size());
+  stats_.last_step_sequences = static_cast<int64_t>(chunks.size());
   stats_.preemptions = scheduler_->preemptions();
   for (const ScheduledChunk& ch : chunks) Scheduler::Computed(ch);
 

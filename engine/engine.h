@@ -59,6 +59,8 @@ struct EngineStats {
   uint64_t prompt_tokens = 0;  // prefill tokens computed (recomputation included)
   uint64_t generated_tokens = 0;
   uint64_t preemptions = 0;
+  int64_t last_step_tokens = 0;     // tokens computed by the latest step
+  int64_t last_step_sequences = 0;  // sequences in the latest step
 };
 
 class Engine {

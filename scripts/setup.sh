@@ -12,6 +12,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libyaml-cpp-dev prometheus-cpp-dev libicu-dev
+  python3-grpcio python3-protobuf
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,10 +1,12 @@
 #include "server/generation_service.h"
 
 #include <atomic>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "server/auth.h"
+#include "server/request_log.h"
 
 namespace packd::server {
 namespace {
@@ -31,17 +33,39 @@ std::atomic<uint64_t> request_counter{0};
 
 }  // namespace
 
-bool GenerationService::Acquire(const ServerConfig::Tenant& tenant) {
+absl::Status GenerationService::Acquire(const ServerConfig::Tenant& tenant) {
   absl::MutexLock lock(&mu_);
-  int64_t& n = tenant_in_flight_[tenant.name];
-  if (tenant.max_concurrent_requests > 0 && n >= tenant.max_concurrent_requests) return false;
-  ++n;
-  return true;
+  TenantState& t = tenants_[tenant.name];
+  if (tenant.max_concurrent_requests > 0 && t.in_flight >= tenant.max_concurrent_requests) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("tenant '", tenant.name, "' is at its limit of ",
+                     tenant.max_concurrent_requests, " concurrent requests"));
+  }
+  if (tenant.tokens_per_minute > 0) {
+    const double cap = static_cast<double>(tenant.tokens_per_minute);
+    const absl::Time now = absl::Now();
+    if (t.refilled == absl::InfinitePast()) {
+      t.bucket = cap;
+    } else {
+      t.bucket = std::min(cap, t.bucket + cap * absl::ToDoubleMinutes(now - t.refilled));
+    }
+    t.refilled = now;
+    if (t.bucket <= 0) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("tenant '", tenant.name, "' used its quota of ", tenant.tokens_per_minute,
+                       " tokens per minute; retry in ",
+                       static_cast<int>(std::ceil(-t.bucket / cap * 60.0 + 0.5)), " s"));
+    }
+  }
+  ++t.in_flight;
+  return absl::OkStatus();
 }
 
-void GenerationService::ReleaseSlot(const ServerConfig::Tenant& tenant) {
+void GenerationService::ReleaseSlot(const ServerConfig::Tenant& tenant, uint64_t tokens) {
   absl::MutexLock lock(&mu_);
-  --tenant_in_flight_[tenant.name];
+  TenantState& t = tenants_[tenant.name];
+  --t.in_flight;
+  if (tenant.tokens_per_minute > 0) t.bucket -= static_cast<double>(tokens);
 }
 
 absl::StatusOr<std::shared_ptr<LoadedModel>> GenerationService::ModelFor(
@@ -63,29 +87,39 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
                                          const packd::v1::GenerateRequest* request,
                                          grpc::ServerWriter<packd::v1::GenerateResponse>* writer) {
   const absl::Time arrival = absl::Now();
+  const std::string request_id = absl::StrCat("req-", ++request_counter);
+  Outcome outcome;
+  std::string tenant_name;
+  absl::Status s;
   absl::StatusOr<const ServerConfig::Tenant*> tenant = Authenticate(*context, config_);
   if (!tenant.ok()) {
-    if (metrics_) {
-      metrics_->RequestFinished(request->model(), "", tenant.status().code(),
-                                engine::FinishReason::kNone, 0, 0,
-                                absl::ToDoubleSeconds(absl::Now() - arrival));
+    s = tenant.status();
+  } else {
+    tenant_name = (*tenant)->name;
+    s = Acquire(**tenant);
+    if (s.ok()) {
+      s = RunGenerate(context, *request, writer, **tenant, request_id, &outcome);
+      ReleaseSlot(**tenant, outcome.prompt_tokens + outcome.generated);
     }
-    return ToGrpc(tenant.status());
   }
-  if (!Acquire(**tenant)) {
-    return ToGrpc(absl::ResourceExhaustedError(
-        absl::StrCat("tenant '", (*tenant)->name, "' is at its limit of ",
-                     (*tenant)->max_concurrent_requests, " concurrent requests")));
-  }
-  uint64_t prompt_tokens = 0, generated = 0;
-  engine::FinishReason finish = engine::FinishReason::kNone;
-  const absl::Status s =
-      RunGenerate(context, *request, writer, **tenant, &prompt_tokens, &generated, &finish);
-  ReleaseSlot(**tenant);
+  const double total = absl::ToDoubleSeconds(absl::Now() - arrival);
   if (metrics_) {
-    metrics_->RequestFinished(request->model(), (*tenant)->name, s.code(), finish, prompt_tokens,
-                              generated, absl::ToDoubleSeconds(absl::Now() - arrival));
+    metrics_->RequestFinished(request->model(), tenant_name, s.code(), outcome.finish,
+                              outcome.prompt_tokens, outcome.generated, total);
   }
+  RequestLogEntry entry;
+  entry.request_id = request_id;
+  entry.tenant = tenant_name;
+  entry.model = request->model();
+  entry.code = s.code();
+  entry.error = std::string(s.message());
+  entry.finish_reason = std::string(engine::FinishReasonName(outcome.finish));
+  entry.prompt_tokens = outcome.prompt_tokens;
+  entry.generated_tokens = outcome.generated;
+  entry.queue_seconds = Seconds(outcome.times.arrival, outcome.times.started);
+  entry.ttft_seconds = Seconds(outcome.times.arrival, outcome.times.first_token);
+  entry.total_seconds = total;
+  LogRequest(entry);
   return ToGrpc(s);
 }
 
@@ -93,8 +127,10 @@ absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
                                             const packd::v1::GenerateRequest& request,
                                             grpc::ServerWriter<packd::v1::GenerateResponse>* writer,
                                             const ServerConfig::Tenant& tenant,
-                                            uint64_t* prompt_tokens, uint64_t* generated,
-                                            engine::FinishReason* finish) {
+                                            const std::string& request_id, Outcome* outcome) {
+  uint64_t* prompt_tokens = &outcome->prompt_tokens;
+  uint64_t* generated = &outcome->generated;
+  engine::FinishReason* finish = &outcome->finish;
   ASSIGN_OR_RETURN(std::shared_ptr<LoadedModel> model, ModelFor(tenant, request.model()));
   engine::GenerationRequest g;
   switch (request.prompt_case()) {
@@ -131,12 +167,12 @@ absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
 
   ModelInstance& instance = model->PickInstance();
   ASSIGN_OR_RETURN(std::shared_ptr<RequestHandle> handle, instance.Submit(std::move(g)));
-  const std::string request_id = absl::StrCat("req-", ++request_counter);
   const bool stream = request.stream();
   packd::v1::GenerateResponse pending;  // non-streaming: everything accumulates here
   absl::Time last_token = absl::InfinitePast();
   for (;;) {
     std::optional<RequestEvent> e = handle->Next(absl::Milliseconds(50));
+    outcome->times = handle->times();
     if (!e) {
       if (context->IsCancelled()) {
         instance.Cancel(handle->id());

@@ -34,19 +34,35 @@ class GenerationService final : public packd::v1::Generation::Service {
   // The model, if the tenant may use it and it is serving.
   absl::StatusOr<std::shared_ptr<LoadedModel>> ModelFor(const ServerConfig::Tenant& tenant,
                                                         const std::string& name) const;
+  // What one Generate call did, for the metrics and the log line.
+  struct Outcome {
+    uint64_t prompt_tokens = 0;
+    uint64_t generated = 0;
+    engine::FinishReason finish = engine::FinishReason::kNone;
+    RequestTimes times;
+  };
   absl::Status RunGenerate(grpc::ServerContext* context, const packd::v1::GenerateRequest& request,
                            grpc::ServerWriter<packd::v1::GenerateResponse>* writer,
-                           const ServerConfig::Tenant& tenant, uint64_t* prompt_tokens,
-                           uint64_t* generated, engine::FinishReason* finish);
-  // Per-tenant concurrency: false when the tenant is at its limit.
-  bool Acquire(const ServerConfig::Tenant& tenant);
-  void ReleaseSlot(const ServerConfig::Tenant& tenant);
+                           const ServerConfig::Tenant& tenant, const std::string& request_id,
+                           Outcome* outcome);
+  // Per-tenant admission: the concurrency limit and the tokens-per-minute
+  // quota (a bucket of tokens_per_minute tokens refilled continuously; a
+  // request is admitted while the bucket is positive and charged its prompt
+  // and generated tokens when it ends).
+  absl::Status Acquire(const ServerConfig::Tenant& tenant);
+  void ReleaseSlot(const ServerConfig::Tenant& tenant, uint64_t tokens);
+
+  struct TenantState {
+    int64_t in_flight = 0;
+    double bucket = 0;  // tokens available
+    absl::Time refilled = absl::InfinitePast();
+  };
 
   const ServerConfig& config_;
   ModelRegistry& registry_;
   Metrics* metrics_;
   absl::Mutex mu_;
-  std::map<std::string, int64_t> tenant_in_flight_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, TenantState> tenants_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace packd::server

@@ -6,13 +6,16 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <exception>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
@@ -407,6 +410,71 @@ void Knock(const std::string& host, int port) {
   freeaddrinfo(found);
 }
 
+// Why civetweb could not listen on `address`; its exception does not say
+// ("null context ... Possible problem binding to port"), so the address is
+// parsed and bound here with a plain socket to find out. InvalidArgument for
+// an address that is not "[host:]port", Unavailable for one that cannot be
+// bound (in use, not local, ...).
+absl::Status BindFailure(std::string_view address, std::string_view civetweb_error) {
+  const std::string quoted =
+      absl::StrCat("metrics: cannot serve HTTP on \"", std::string(address), "\": ");
+  std::string_view first = address.substr(0, address.find(','));
+  std::string host;
+  std::string port;
+  bool ipv6 = false;
+  if (!first.empty() && first.front() == '[') {
+    const size_t close = first.find(']');
+    if (close == std::string_view::npos || close + 1 >= first.size() || first[close + 1] != ':') {
+      return absl::InvalidArgumentError(absl::StrCat(quoted, "expected [ipv6]:port"));
+    }
+    host = std::string(first.substr(1, close - 1));
+    port = std::string(first.substr(close + 2));
+    ipv6 = true;
+  } else if (const size_t colon = first.rfind(':'); colon != std::string_view::npos) {
+    host = std::string(first.substr(0, colon));
+    port = std::string(first.substr(colon + 1));
+  } else {
+    port = std::string(first);
+  }
+  if (!port.empty() && port.front() == '+') port.erase(0, 1);  // civetweb: IPv4 and IPv6
+  if (!port.empty() && (port.back() == 's' || port.back() == 'r'))
+    port.pop_back();  // TLS, redirect
+  int port_number = -1;
+  if (!absl::SimpleAtoi(port, &port_number) || port_number < 0 || port_number > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(quoted, "expected host:port or port, with a port in 0..65535"));
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (const int err =
+          getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found);
+      err != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(quoted, "host \"", host, "\" is not an IP address: ", gai_strerror(err)));
+  }
+  std::string reason;
+  const int fd = socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, found->ai_protocol);
+  if (fd < 0) {
+    reason = std::error_code(errno, std::generic_category()).message();
+  } else {
+    const int one = 1;  // as civetweb does
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, found->ai_addr, found->ai_addrlen) != 0) {
+      reason = std::error_code(errno, std::generic_category()).message();
+    }
+    close(fd);
+  }
+  freeaddrinfo(found);
+  if (reason.empty() && ipv6) {
+    // Seen with Debian 12's civetweb 1.15: IPv6 hosts are refused.
+    reason = "IPv6 hosts are not supported by this civetweb build; use an IPv4 host or a bare port";
+  }
+  if (reason.empty()) reason = std::string(civetweb_error);
+  return absl::UnavailableError(absl::StrCat(quoted, reason));
+}
+
 }  // namespace
 
 MetricsServer::MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, std::string wake_host,
@@ -444,8 +512,7 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(std::string_
     exposer->RegisterCollectable(metrics.registry());
     ports = exposer->GetListeningPorts();
   } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("metrics: cannot serve HTTP on \"", std::string(address), "\": ", e.what()));
+    return BindFailure(address, e.what());
   }
   if (ports.empty()) {
     return absl::UnavailableError(

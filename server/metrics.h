@@ -125,7 +125,9 @@ class Metrics {
 
   // Forgets a model's gauges when it is unloaded: running/waiting, its
   // instances' KV cache and its weights. Its histograms and counters stay
-  // (they are cumulative; a reloaded model continues them).
+  // (they are cumulative; a reloaded model continues them). Call it once the
+  // model's instances have stopped: a later call naming the model recreates
+  // its series.
   void RemoveModel(std::string_view model);
 
   // --- Devices (label: device; placement computes the values).
@@ -195,10 +197,12 @@ class Metrics {
 // Thread safety: port() may be called from any thread.
 class MetricsServer {
  public:
-  // Listens on `address`, "host:port" ("0.0.0.0:9090", "127.0.0.1:0",
-  // "[::1]:9090"); port 0 picks a free port (see port()). InvalidArgument for
-  // an empty address; Unavailable, naming the address and the reason, when it
-  // cannot be bound (in use, not a local address, bad syntax). Never throws.
+  // Listens on `address`: "host:port" with an IPv4 host ("0.0.0.0:9090",
+  // "127.0.0.1:0") or a bare "port" (all interfaces); port 0 picks a free
+  // port (see port()). (Debian 12's civetweb refuses IPv6 hosts.) Errors,
+  // naming the address and the reason: InvalidArgument for an empty or
+  // malformed address; Unavailable when it cannot be bound (port in use, not
+  // a local address). Never throws.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(std::string_view address,
                                                               const Metrics& metrics);
   // Stops listening; waits for scrapes in progress. Takes milliseconds (see

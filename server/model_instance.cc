@@ -231,6 +231,9 @@ void ModelInstance::Loop() {
       stats_.running = engine_->running();
       stats_.waiting = engine_->waiting();
     }
+    if (options_.on_step) {
+      options_.on_step(engine_->stats().last_step_tokens, engine_->stats().last_step_sequences);
+    }
     for (auto& [handle, o] : events) {
       const bool done = o.finish != engine::FinishReason::kNone;
       handle->Push({std::move(o), absl::OkStatus(), done});

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -70,6 +71,9 @@ struct InstanceOptions {
   // Requests waiting (not yet decoding) beyond this are refused with
   // RESOURCE_EXHAUSTED.
   int64_t max_queued = 256;
+  // Called on the loop thread after every step with the tokens and sequences
+  // it computed (batch-size metrics). May be empty.
+  std::function<void(int64_t tokens, int64_t sequences)> on_step;
 };
 
 // A snapshot for metrics and GetModel.

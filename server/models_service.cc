@@ -98,7 +98,9 @@ grpc::Status ModelsService::LoadModel(grpc::ServerContext* context,
   if (request->kv_cache_bytes() != 0) m.kv_cache_bytes = request->kv_cache_bytes();
   if (request->max_batch() != 0) m.max_batch = request->max_batch();
   if (request->max_context() != 0) m.max_context = request->max_context();
-  absl::StatusOr<std::shared_ptr<LoadedModel>> loaded = registry_.Load(SpecFromConfig(config_, m));
+  ModelSpec spec = SpecFromConfig(config_, m);
+  if (decorate_) spec = decorate_(std::move(spec));
+  absl::StatusOr<std::shared_ptr<LoadedModel>> loaded = registry_.Load(spec);
   if (!loaded.ok()) return ToGrpc(loaded.status());
   FillModelInfo(**loaded, response);
   if (on_change_) on_change_();

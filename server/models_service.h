@@ -14,9 +14,15 @@ class ModelsService final : public packd::v1::Models::Service {
  public:
   // All must outlive the service. `on_change` (may be empty) runs after a
   // load or unload (the server refreshes its metrics there).
+  // `decorate` (may be empty) adjusts the spec of a model loaded by
+  // LoadModel (the server adds its metrics hooks).
   ModelsService(const ServerConfig& config, ModelRegistry& registry, absl::Time started,
-                std::function<void()> on_change)
-      : config_(config), registry_(registry), started_(started), on_change_(std::move(on_change)) {}
+                std::function<void()> on_change, std::function<ModelSpec(ModelSpec)> decorate = {})
+      : config_(config),
+        registry_(registry),
+        started_(started),
+        on_change_(std::move(on_change)),
+        decorate_(std::move(decorate)) {}
 
   grpc::Status ListModels(grpc::ServerContext* context, const packd::v1::ListModelsRequest* request,
                           packd::v1::ListModelsResponse* response) override;
@@ -38,6 +44,7 @@ class ModelsService final : public packd::v1::Models::Service {
   ModelRegistry& registry_;
   absl::Time started_;
   std::function<void()> on_change_;
+  std::function<ModelSpec(ModelSpec)> decorate_;
 };
 
 // The ModelSpec of a configured model (engine options, queue limit).

@@ -1,6 +1,7 @@
 #include "server/server.h"
 
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +15,7 @@
 #include "server/model_registry.h"
 #include "server/models_service.h"
 #include "server/placement.h"
+#include "server/request_log.h"
 
 namespace packd::server {
 
@@ -29,7 +31,16 @@ struct Server::Impl {
   int port = 0;
   absl::Time started = absl::Now();
 
+  // Adds the batch-size observer to a model's instances.
+  ModelSpec WithMetrics(ModelSpec spec) {
+    spec.instance.on_step = [this, name = spec.name](int64_t tokens, int64_t sequences) {
+      metrics.ObserveBatch(name, tokens, sequences);
+    };
+    return spec;
+  }
+
   absl::Mutex mu;
+  std::set<std::string> metric_models ABSL_GUARDED_BY(mu);  // models with gauges
   bool shutting_down ABSL_GUARDED_BY(mu) = false;
   bool stopped ABSL_GUARDED_BY(mu) = false;
   std::thread refresher;
@@ -77,6 +88,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   auto impl = std::make_unique<Impl>();
   impl->config = std::move(config);
   const ServerConfig& c = impl->config;
+  ConfigureLogging(c.logging);
   for (const ServerConfig::Device& d : c.devices) {
     if (d.kind != DeviceKind::kCpu) {
       return absl::UnimplementedError(absl::StrCat(
@@ -91,7 +103,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   }
   impl->registry = std::make_unique<ModelRegistry>(impl->placement);
   for (const ServerConfig::Model& m : c.models) {
-    RETURN_IF_ERROR(impl->registry->Load(SpecFromConfig(c, m)).status());
+    RETURN_IF_ERROR(impl->registry->Load(impl->WithMetrics(SpecFromConfig(c, m))).status());
   }
   if (!c.metrics.listen.empty()) {
     ASSIGN_OR_RETURN(impl->metrics_server, MetricsServer::Start(c.metrics.listen, impl->metrics));
@@ -100,8 +112,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   impl->generation = std::make_unique<GenerationService>(c, *impl->registry, &impl->metrics);
   std::unique_ptr<Server> server(new Server(std::move(impl)));
   Server* self = server.get();
-  raw->models = std::make_unique<ModelsService>(c, *raw->registry, raw->started,
-                                                [self] { self->RefreshMetrics(); });
+  raw->models = std::make_unique<ModelsService>(
+      c, *raw->registry, raw->started, [self] { self->RefreshMetrics(); },
+      [raw](ModelSpec spec) { return raw->WithMetrics(std::move(spec)); });
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -142,6 +155,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
 
 void Server::RefreshMetrics() {
   Metrics& m = impl_->metrics;
+  std::set<std::string> loaded;
+  for (const auto& model : impl_->registry->List()) loaded.insert(model->spec().name);
+  {
+    absl::MutexLock lock(&impl_->mu);
+    for (const std::string& gone : impl_->metric_models) {
+      if (loaded.count(gone) == 0) m.RemoveModel(gone);
+    }
+    impl_->metric_models = loaded;
+  }
   for (const auto& model : impl_->registry->List()) {
     if (model->instances().empty()) continue;
     m.SetRequests(model->spec().name, model->running(), model->waiting());

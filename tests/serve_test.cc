@@ -64,6 +64,11 @@ tenants:
                       server::Sha256Hex("reader-key"), R"(]
     allowed_models: []
     max_concurrent_requests: 2
+  - name: metered
+    api_key_sha256: [)",
+                      server::Sha256Hex("metered-key"), R"(]
+    allowed_models: ["stories"]
+    tokens_per_minute: 100
 queue:
   max_queued_per_instance: )",
                       max_queued, R"(
@@ -260,6 +265,19 @@ TEST_F(ServeTest, ErrorsAreRpcStatuses) {
   EXPECT_EQ(models_->ListModels(&c, {}, &list).error_code(), grpc::StatusCode::PERMISSION_DENIED);
 }
 
+TEST_F(ServeTest, TokensPerMinuteQuotaRefusesOnceUsedUp) {
+  StartServer();
+  // 100 tokens per minute: 5 + 60 tokens, then 5 + 60 more (the bucket was
+  // still positive when it was admitted), then refused.
+  EXPECT_TRUE(Generate(Greedy(60), "metered-key").status.ok());
+  EXPECT_TRUE(Generate(Greedy(60), "metered-key").status.ok());
+  const Reply refused = Generate(Greedy(60), "metered-key");
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("tokens per minute"));
+  // Other tenants are not affected.
+  EXPECT_TRUE(Generate(Greedy(5)).status.ok());
+}
+
 TEST_F(ServeTest, ABurstBeyondTheQueueIsRefusedAndTheRestComplete) {
   StartServer(/*max_queued=*/4);
   std::vector<Reply> replies(40);
@@ -387,6 +405,8 @@ TEST_F(ServeTest, MetricsAreValidPrometheusTextAndCountRequests) {
   EXPECT_EQ(MetricValue("packd_prompt_tokens_total{model=\"stories\",tenant=\"admin\"}"), 15);
   EXPECT_EQ(MetricValue("packd_requests_total{code=\"UNAUTHENTICATED\""), 1);
   EXPECT_EQ(MetricValue("packd_device_density_ratio{device=\"cpu\"}"), 1);
+  EXPECT_GT(MetricValue("packd_batch_tokens_count{model=\"stories\"}"), 0);
+  EXPECT_GT(MetricValue("packd_time_to_first_token_seconds_count{model=\"stories\"}"), 0);
 }
 
 }  // namespace

@@ -1,0 +1,84 @@
+#include "server/request_log.h"
+
+#include <atomic>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+
+namespace packd::server {
+namespace {
+
+std::atomic<LogFormat> g_format{LogFormat::kText};
+
+spdlog::level::level_enum ToSpdlog(LogLevel level) {
+  return static_cast<spdlog::level::level_enum>(static_cast<int>(level));
+}
+
+// A value for key=value text: quoted when it has spaces, quotes or is empty.
+std::string TextValue(std::string_view v) {
+  if (!v.empty() && v.find_first_of(" \"=\n\t") == std::string_view::npos) return std::string(v);
+  return nlohmann::json(std::string(v)).dump();
+}
+
+}  // namespace
+
+void ConfigureLogging(const ServerConfig::Logging& logging) {
+  g_format.store(logging.format);
+  spdlog::set_level(ToSpdlog(logging.level));
+  if (logging.format == LogFormat::kJson) {
+    spdlog::set_pattern("%v");  // every line is a JSON object built by the caller
+  } else {
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
+  }
+}
+
+std::string FormatRequestLine(const RequestLogEntry& e, LogFormat format) {
+  const std::string code = absl::StatusCodeToString(e.code);
+  if (format == LogFormat::kJson) {
+    nlohmann::json j = {
+        {"ts", absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())},
+        {"msg", "request"},
+        {"request_id", e.request_id},
+        {"tenant", e.tenant},
+        {"model", e.model},
+        {"code", code},
+        {"finish_reason", e.finish_reason},
+        {"prompt_tokens", e.prompt_tokens},
+        {"generated_tokens", e.generated_tokens},
+        {"queue_s", e.queue_seconds},
+        {"ttft_s", e.ttft_seconds},
+        {"total_s", e.total_seconds}};
+    if (!e.error.empty()) j["error"] = e.error;
+    return j.dump();
+  }
+  std::string line = absl::StrCat(
+      "request request_id=", TextValue(e.request_id), " tenant=", TextValue(e.tenant),
+      " model=", TextValue(e.model), " code=", code, " finish=", TextValue(e.finish_reason),
+      " prompt_tokens=", e.prompt_tokens, " generated_tokens=", e.generated_tokens,
+      absl::StrFormat(" queue_s=%.4f ttft_s=%.4f total_s=%.4f", e.queue_seconds, e.ttft_seconds,
+                      e.total_seconds));
+  if (!e.error.empty()) absl::StrAppend(&line, " error=", TextValue(e.error));
+  return line;
+}
+
+void LogRequest(const RequestLogEntry& entry) {
+  const std::string line = FormatRequestLine(entry, g_format.load());
+  switch (entry.code) {
+    case absl::StatusCode::kOk:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kDeadlineExceeded:
+      spdlog::info("{}", line);
+      break;
+    default:
+      spdlog::warn("{}", line);
+  }
+}
+
+}  // namespace packd::server

@@ -1,0 +1,38 @@
+// The daemon's log (spdlog): text lines or one JSON object per line, as the
+// config's `logging` says; one line per finished request at info.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "server/config.h"
+
+namespace packd::server {
+
+// Sets spdlog's default logger format and level. Call once at start.
+void ConfigureLogging(const ServerConfig::Logging& logging);
+
+// What one request line says.
+struct RequestLogEntry {
+  std::string request_id;
+  std::string tenant;  // empty: not authenticated
+  std::string model;
+  absl::StatusCode code = absl::StatusCode::kOk;
+  std::string error;  // the status message when not OK
+  std::string finish_reason;
+  uint64_t prompt_tokens = 0;
+  uint64_t generated_tokens = 0;
+  double queue_seconds = 0;
+  double ttft_seconds = 0;
+  double total_seconds = 0;
+};
+
+// Logs one request at info (errors other than client mistakes at warn).
+void LogRequest(const RequestLogEntry& entry);
+
+// The line LogRequest writes, for tests: "key=value ..." or a JSON object.
+std::string FormatRequestLine(const RequestLogEntry& entry, LogFormat format);
+
+}  // namespace packd::server
