@@ -12,6 +12,9 @@
 //   inter-token  between consecutive token-carrying messages, the gap divided
 //                by the tokens in the later message (one sample per token);
 //   end-to-end   until the stream's status arrived.
+// (With a model that decodes a token faster than a message travels, messages
+// are read back to back from the socket and inter-token gaps near 0 are
+// real: they are what a client sees.)
 // Throughput is over the wall time of the whole run (first send to last
 // status): generated tokens/s, prompt tokens/s and successful requests/s.
 //
@@ -116,6 +119,7 @@ struct RequestResult {
   // A gRPC status code name, or "INCOMPLETE" for a stream that ended OK
   // with fewer than --output-tokens tokens.
   std::string error;
+  std::string error_message;  // the server's, for the first error of each code
   double ttft_s = 0, e2e_s = 0;
   std::vector<double> itl_s;  // one per token after the first message's
   int64_t prompt_tokens = 0, output_tokens = 0;
@@ -170,8 +174,10 @@ RequestResult RunRequest(packd::v1::Generation::Stub& stub, const Options& o, in
   r.e2e_s = std::chrono::duration<double>(Clock::now() - sent).count();
   if (!status.ok()) {
     r.error = StatusCodeName(status.error_code());
+    r.error_message = status.error_message();
   } else if (r.output_tokens != o.output_tokens) {
     r.error = "INCOMPLETE";
+    r.error_message = absl::StrCat(r.output_tokens, " tokens instead of ", o.output_tokens);
   }
   return r;
 }
@@ -452,10 +458,11 @@ int BenchServeCommand(const std::vector<std::string>& argv) {
   const ServedRun served = RunServed(o);
   std::vector<double> ttft, itl, e2e;
   std::map<std::string, int64_t> errors;
+  std::map<std::string, std::string> first_messages;
   int64_t ok = 0, output_tokens = 0, prompt_tokens = 0;
   for (const RequestResult& r : served.results) {
     if (!r.ok()) {
-      ++errors[r.error];
+      if (++errors[r.error] == 1) first_messages[r.error] = r.error_message;
       continue;
     }
     ++ok;
@@ -496,10 +503,11 @@ int BenchServeCommand(const std::vector<std::string>& argv) {
   std::printf("| requests/s | %.2f |\n", ok / wall);
   std::printf("| output tokens/s | %.1f |\n", served_tps);
   std::printf("| prompt tokens/s | %.1f |\n", prompt_tokens / wall);
-  std::printf("\n| errors (gRPC status) | count |\n|---|---:|\n");
-  if (errors.empty()) std::printf("| (none) | 0 |\n");
+  std::printf("\n| errors (gRPC status) | count | first message |\n|---|---:|---|\n");
+  if (errors.empty()) std::printf("| (none) | 0 | |\n");
   for (const auto& [code, count] : errors) {
-    std::printf("| %s | %lld |\n", code.c_str(), static_cast<long long>(count));
+    std::printf("| %s | %lld | %s |\n", code.c_str(), static_cast<long long>(count),
+                first_messages[code].c_str());
   }
 
   nlohmann::json json = {
@@ -527,6 +535,7 @@ int BenchServeCommand(const std::vector<std::string>& argv) {
       {"output_tokens_per_s", served_tps},
       {"prompt_tokens_per_s", prompt_tokens / wall},
       {"errors", errors},
+      {"error_messages", first_messages},
   };
 
   int exit_code = errors.empty() ? 0 : 1;
@@ -550,6 +559,17 @@ int BenchServeCommand(const std::vector<std::string>& argv) {
             "tokens/s); %.1f%% of the engine's throughput lost\n",
             overhead_us, 100 * (1 - served_tps / engine_tps));
         std::printf("engine: %s, %s\n", o.compare_engine.c_str(), engine->options.c_str());
+        if (overhead_us < 0) {
+          std::printf(
+              "(negative: the engine-only run was the slower one; on a shared or busy "
+              "machine the difference is within the noise)\n");
+        }
+        if (o.rate > 0) {
+          std::printf(
+              "(open loop: both runs are paced by the same arrivals, so their tokens/s "
+              "differ only when the server cannot keep up; use --concurrency to compare "
+              "capacity)\n");
+        }
         json["engine"] = {{"path", o.compare_engine},
                           {"options", engine->options},
                           {"output_tokens", engine->output_tokens},

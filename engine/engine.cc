@@ -56,6 +56,7 @@ Engine::~Engine() = default;
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path& model,
                                                      const EngineOptions& options) {
   std::unique_ptr<Engine> e(new Engine());
+  e->options_ = options;
   ModelSourceOptions so;
   so.verify_checksums = options.verify_checksums;
   ASSIGN_OR_RETURN(e->source_, ModelSource::Open(model, so));

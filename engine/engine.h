@@ -79,6 +79,7 @@ class Engine {
   const KvCache& kv_cache() const { return *kv_cache_; }
   Backend& backend() { return *backend_; }
   int64_t max_context() const { return max_context_; }
+  const EngineOptions& options() const { return options_; }
   const EngineStats& stats() const { return stats_; }
 
   // Tokenizes a prompt with the model's tokenizer (bos added as the model
@@ -116,6 +117,7 @@ class Engine {
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<TokenId> stop_ids_;  // the model's end-of-generation ids
   int64_t max_context_ = 0;
+  EngineOptions options_;
   uint64_t next_id_ = 1;
   std::map<uint64_t, std::unique_ptr<Active>> sequences_;
   std::vector<uint64_t> aborted_;

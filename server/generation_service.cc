@@ -166,7 +166,8 @@ absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
   *prompt_tokens = g.prompt.size();
 
   ModelInstance& instance = model->PickInstance();
-  ASSIGN_OR_RETURN(std::shared_ptr<RequestHandle> handle, instance.Submit(std::move(g)));
+  ASSIGN_OR_RETURN(std::shared_ptr<RequestHandle> handle,
+                   instance.Submit(std::move(g), tenant.name, request.priority()));
   const bool stream = request.stream();
   packd::v1::GenerateResponse pending;  // non-streaming: everything accumulates here
   absl::Time last_token = absl::InfinitePast();

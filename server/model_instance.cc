@@ -1,5 +1,7 @@
 #include "server/model_instance.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 
@@ -53,6 +55,7 @@ absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Start(
 
 ModelInstance::ModelInstance(std::unique_ptr<engine::Engine> engine, const InstanceOptions& options)
     : engine_(std::move(engine)), options_(options) {
+  max_running_ = engine_->options().max_running;
   absl::MutexLock lock(&mu_);
   stats_.kv_blocks_total = engine_->kv_cache().num_blocks();
   stats_.kv_bytes_total = engine_->kv_cache().bytes();
@@ -68,7 +71,7 @@ ModelInstance::~ModelInstance() {
 }
 
 absl::StatusOr<std::shared_ptr<RequestHandle>> ModelInstance::Submit(
-    engine::GenerationRequest request) {
+    engine::GenerationRequest request, std::string tenant, int priority) {
   absl::MutexLock lock(&mu_);
   if (draining_ || stop_) {
     return absl::UnavailableError("the model is draining and accepts no new requests");
@@ -80,7 +83,7 @@ absl::StatusOr<std::shared_ptr<RequestHandle>> ModelInstance::Submit(
   }
   auto handle = std::make_shared<RequestHandle>(next_id_++, absl::Now());
   handle->set_prompt_tokens(static_cast<int64_t>(request.prompt.size()));
-  inbox_.emplace_back(std::move(request), handle);
+  inbox_.push_back({std::move(request), handle, std::move(tenant), priority});
   ++in_flight_;
   wake_.Signal();
   return handle;
@@ -113,73 +116,138 @@ InstanceStats ModelInstance::stats() const {
   return stats_;
 }
 
-void ModelInstance::AdmitAndCancel(
-    std::vector<std::pair<engine::GenerationRequest, std::shared_ptr<RequestHandle>>>& inbox,
-    std::vector<uint64_t>& cancels) {
-  const absl::Time now = absl::Now();
-  std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>> ended;
-  for (auto& [request, handle] : inbox) {
-    absl::StatusOr<uint64_t> id = engine_->Submit(std::move(request));
-    if (!id.ok()) {
-      handle->MarkFinished(now);
-      ended.push_back({handle, {{}, id.status(), true}});
-      continue;
-    }
-    handle->MarkStarted(now);
-    engine_id_of_[handle->id()] = *id;
-    by_engine_id_[*id] = handle;
-  }
-  for (uint64_t hid : cancels) {
-    auto it = engine_id_of_.find(hid);
-    if (it == engine_id_of_.end()) continue;  // finished already (or never admitted)
-    const uint64_t eid = it->second;
-    engine_->Abort(eid);
-    std::shared_ptr<RequestHandle> handle = by_engine_id_[eid];
-    by_engine_id_.erase(eid);
-    engine_id_of_.erase(it);
-    handle->MarkFinished(now);
-    engine::SequenceOutput out;
-    out.id = hid;
-    out.finish = engine::FinishReason::kAborted;
-    ended.push_back(
-        {handle, {std::move(out), absl::CancelledError("the request was cancelled"), true}});
-  }
-  if (ended.empty()) return;
+int64_t ModelInstance::PendingCount() const {
+  int64_t n = 0;
+  for (const auto& [tenant, q] : pending_) n += static_cast<int64_t>(q.size());
+  return n;
+}
+
+void ModelInstance::EndAll(
+    std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>>& ended) {
   {
     absl::MutexLock lock(&mu_);
     in_flight_ -= static_cast<int64_t>(ended.size());
     stats_.kv_blocks_used = engine_->kv_cache().used_blocks();
     stats_.running = engine_->running();
-    stats_.waiting = engine_->waiting();
+    stats_.waiting = PendingCount() + engine_->waiting();
   }
   for (auto& [handle, event] : ended) handle->Push(std::move(event));
+  ended.clear();
+}
+
+void ModelInstance::Intake(std::vector<Pending>& inbox, std::vector<uint64_t>& cancels) {
+  const absl::Time now = absl::Now();
+  std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>> ended;
+  for (Pending& p : inbox) {
+    std::deque<Pending>& q = pending_[p.tenant];
+    // Keep each tenant's queue ordered by priority (higher first), then arrival.
+    auto pos = std::find_if(q.begin(), q.end(),
+                            [&](const Pending& other) { return other.priority < p.priority; });
+    q.insert(pos, std::move(p));
+  }
+  auto cancelled = [](uint64_t hid) {
+    engine::SequenceOutput out;
+    out.id = hid;
+    out.finish = engine::FinishReason::kAborted;
+    return RequestEvent{std::move(out), absl::CancelledError("the request was cancelled"), true};
+  };
+  for (uint64_t hid : cancels) {
+    if (auto it = engine_id_of_.find(hid); it != engine_id_of_.end()) {
+      const uint64_t eid = it->second;
+      engine_->Abort(eid);
+      std::shared_ptr<RequestHandle> handle = by_engine_id_[eid];
+      by_engine_id_.erase(eid);
+      engine_id_of_.erase(it);
+      handle->MarkFinished(now);
+      ended.push_back({handle, cancelled(hid)});
+      continue;
+    }
+    for (auto& [tenant, q] : pending_) {
+      auto it =
+          std::find_if(q.begin(), q.end(), [&](const Pending& p) { return p.handle->id() == hid; });
+      if (it == q.end()) continue;
+      it->handle->MarkFinished(now);
+      ended.push_back({it->handle, cancelled(hid)});
+      q.erase(it);
+      break;
+    }
+  }
+  // Requests that waited too long for a slot.
+  for (auto& [tenant, q] : pending_) {
+    for (auto it = q.begin(); it != q.end();) {
+      if (now - it->handle->times().arrival <= options_.max_wait) {
+        ++it;
+        continue;
+      }
+      it->handle->MarkFinished(now);
+      ended.push_back({it->handle,
+                       {{},
+                        absl::ResourceExhaustedError(absl::StrCat(
+                            "the request waited ", absl::FormatDuration(options_.max_wait),
+                            " for a free slot of the model")),
+                        true}});
+      it = q.erase(it);
+    }
+  }
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    it = it->second.empty() ? pending_.erase(it) : std::next(it);
+  }
+  if (!ended.empty()) EndAll(ended);
+}
+
+void ModelInstance::AdmitWaiting() {
+  const absl::Time now = absl::Now();
+  std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>> ended;
+  while (!pending_.empty() && engine_->running() + engine_->waiting() < max_running_) {
+    // Round-robin: the first tenant after the one served last.
+    auto it = pending_.upper_bound(last_tenant_);
+    if (it == pending_.end()) it = pending_.begin();
+    last_tenant_ = it->first;
+    Pending p = std::move(it->second.front());
+    it->second.pop_front();
+    if (it->second.empty()) pending_.erase(it);
+    absl::StatusOr<uint64_t> id = engine_->Submit(std::move(p.request));
+    if (!id.ok()) {
+      p.handle->MarkFinished(now);
+      ended.push_back({p.handle, {{}, id.status(), true}});
+      continue;
+    }
+    p.handle->MarkStarted(now);
+    engine_id_of_[p.handle->id()] = *id;
+    by_engine_id_[*id] = p.handle;
+  }
+  if (!ended.empty()) EndAll(ended);
 }
 
 void ModelInstance::FailAll(const absl::Status& status) {
   const absl::Time now = absl::Now();
-  std::vector<std::shared_ptr<RequestHandle>> handles;
+  std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>> ended;
   for (auto& [eid, handle] : by_engine_id_) {
     engine_->Abort(eid);
     handle->MarkFinished(now);
-    handles.push_back(handle);
+    ended.push_back({handle, {{}, status, true}});
   }
   by_engine_id_.clear();
   engine_id_of_.clear();
-  {
-    absl::MutexLock lock(&mu_);
-    in_flight_ -= static_cast<int64_t>(handles.size());
-    stats_.kv_blocks_used = engine_->kv_cache().used_blocks();
+  for (auto& [tenant, q] : pending_) {
+    for (Pending& p : q) {
+      p.handle->MarkFinished(now);
+      ended.push_back({p.handle, {{}, status, true}});
+    }
   }
-  for (auto& h : handles) h->Push({{}, status, true});
+  pending_.clear();
+  EndAll(ended);
 }
 
 void ModelInstance::Loop() {
   for (;;) {
-    std::vector<std::pair<engine::GenerationRequest, std::shared_ptr<RequestHandle>>> inbox;
+    std::vector<Pending> inbox;
     std::vector<uint64_t> cancels;
     {
       absl::MutexLock lock(&mu_);
-      const bool busy = engine_->HasWork();
+      // Waiting requests keep the loop going too: when the engine has a
+      // free slot they enter it at once; when it has none, it has work.
+      const bool busy = engine_->HasWork() || !pending_.empty();
       auto woken = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
         return stop_ || busy || !inbox_.empty() || !cancels_.empty() || cancel_all_;
       };
@@ -191,10 +259,14 @@ void ModelInstance::Loop() {
         cancel_all_ = false;
         // Everything admitted so far and everything in this inbox.
         for (const auto& [hid, eid] : engine_id_of_) cancels.push_back(hid);
-        for (const auto& [request, handle] : inbox) cancels.push_back(handle->id());
+        for (const auto& [tenant, q] : pending_) {
+          for (const Pending& p : q) cancels.push_back(p.handle->id());
+        }
+        for (const Pending& p : inbox) cancels.push_back(p.handle->id());
       }
     }
-    AdmitAndCancel(inbox, cancels);
+    Intake(inbox, cancels);
+    AdmitWaiting();
     if (!engine_->HasWork()) continue;
     absl::StatusOr<std::vector<engine::SequenceOutput>> outputs = engine_->Step();
     if (!outputs.ok()) {
@@ -229,7 +301,7 @@ void ModelInstance::Loop() {
       stats_.preemptions = es.preemptions;
       stats_.kv_blocks_used = engine_->kv_cache().used_blocks();
       stats_.running = engine_->running();
-      stats_.waiting = engine_->waiting();
+      stats_.waiting = PendingCount() + engine_->waiting();
     }
     if (options_.on_step) {
       options_.on_step(engine_->stats().last_step_tokens, engine_->stats().last_step_sequences);
@@ -239,20 +311,14 @@ void ModelInstance::Loop() {
       handle->Push({std::move(o), absl::OkStatus(), done});
     }
   }
-  // Shutting down: everything still running ends now.
-  std::vector<std::pair<engine::GenerationRequest, std::shared_ptr<RequestHandle>>> inbox;
+  // Shutting down: everything still waiting or running ends now.
+  std::vector<Pending> inbox;
   {
     absl::MutexLock lock(&mu_);
     inbox.swap(inbox_);
   }
-  {
-    absl::MutexLock lock(&mu_);
-    in_flight_ -= static_cast<int64_t>(inbox.size());
-  }
-  for (auto& [request, handle] : inbox) {
-    handle->MarkFinished(absl::Now());
-    handle->Push({{}, absl::UnavailableError("the server is shutting down"), true});
-  }
+  std::vector<uint64_t> no_cancels;
+  Intake(inbox, no_cancels);
   FailAll(absl::UnavailableError("the server is shutting down"));
 }
 

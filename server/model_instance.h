@@ -5,6 +5,13 @@
 // Drain and stats() may be called from any thread. Each request gets a
 // RequestHandle through which the loop delivers events; the RPC thread that
 // owns the request waits on it.
+//
+// Fairness: requests wait in the instance, one queue per tenant, and enter
+// the engine only when it has a free slot (fewer than max_running sequences
+// running or queued there). The next one is taken round-robin across the
+// tenants with waiting requests, and within a tenant by priority, then
+// arrival. A tenant sending many requests therefore cannot starve another
+// that shares the model.
 #pragma once
 
 #include <atomic>
@@ -71,6 +78,9 @@ struct InstanceOptions {
   // Requests waiting (not yet decoding) beyond this are refused with
   // RESOURCE_EXHAUSTED.
   int64_t max_queued = 256;
+  // A request still waiting for a slot after this long fails with
+  // RESOURCE_EXHAUSTED.
+  absl::Duration max_wait = absl::Seconds(30);
   // Called on the loop thread after every step with the tokens and sequences
   // it computed (batch-size metrics). May be empty.
   std::function<void(int64_t tokens, int64_t sequences)> on_step;
@@ -105,7 +115,9 @@ class ModelInstance {
   // when draining. Validation errors (empty prompt, context, ...) arrive as
   // the handle's first (final) event; the RPC layer waits for the first event
   // before it answers, so they still become the RPC status.
-  absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(engine::GenerationRequest request);
+  // `tenant` and `priority` (higher first) order the waiting requests.
+  absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(engine::GenerationRequest request,
+                                                        std::string tenant = "", int priority = 0);
   // Stops a request and frees its KV blocks before the next step; its handle
   // gets a final event with status CANCELLED. No-op if already finished.
   void Cancel(uint64_t id);
@@ -121,11 +133,22 @@ class ModelInstance {
  private:
   ModelInstance(std::unique_ptr<engine::Engine> engine, const InstanceOptions& options);
   void Loop();
-  // Loop thread: moves the inbox into the engine and applies cancellations.
-  void AdmitAndCancel(
-      std::vector<std::pair<engine::GenerationRequest, std::shared_ptr<RequestHandle>>>& inbox,
-      std::vector<uint64_t>& cancels);
+  // A request waiting in the instance (loop thread).
+  struct Pending {
+    engine::GenerationRequest request;
+    std::shared_ptr<RequestHandle> handle;
+    std::string tenant;
+    int priority = 0;
+  };
+  // Loop thread: takes the inbox into the per-tenant queues, applies
+  // cancellations, expires requests that waited too long, then moves waiting
+  // requests into the engine while it has free slots.
+  void Intake(std::vector<Pending>& inbox, std::vector<uint64_t>& cancels);
+  void AdmitWaiting();
+  // Ends requests that never reached the engine or were taken out of it.
+  void EndAll(std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>>& ended);
   void FailAll(const absl::Status& status);
+  int64_t PendingCount() const;
 
   std::unique_ptr<engine::Engine> engine_;  // loop thread only (but see engine())
   const InstanceOptions options_;
@@ -135,16 +158,19 @@ class ModelInstance {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
-  std::vector<std::pair<engine::GenerationRequest, std::shared_ptr<RequestHandle>>> inbox_
-      ABSL_GUARDED_BY(mu_);
+  std::vector<Pending> inbox_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> cancels_ ABSL_GUARDED_BY(mu_);
   bool cancel_all_ ABSL_GUARDED_BY(mu_) = false;
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   InstanceStats stats_ ABSL_GUARDED_BY(mu_);
 
-  // Loop thread only: handle id -> engine id and back.
+  // Loop thread only: handle id -> engine id and back; waiting requests per
+  // tenant (sorted by priority, then arrival) and the tenant served last.
   std::map<uint64_t, uint64_t> engine_id_of_;
   std::map<uint64_t, std::shared_ptr<RequestHandle>> by_engine_id_;
+  std::map<std::string, std::deque<Pending>> pending_;
+  std::string last_tenant_;
+  int64_t max_running_ = 1;
 
   std::thread loop_;
 };

@@ -168,6 +168,47 @@ TEST(ModelInstanceTest, ABurstBeyondTheQueueIsRefusedAndTheRestCompletes) {
   }
 }
 
+// One slot; tenant "big" queues 12 requests, then "small" queues 2. Round
+// robin admits small's requests after at most one more of big's each, so
+// both of small's finish before big's fourth; a high-priority request of big
+// overtakes big's own queue.
+TEST(ModelInstanceTest, TenantsShareTheSlotsRoundRobin) {
+  engine::EngineOptions eo;
+  eo.max_running = 1;
+  std::unique_ptr<ModelInstance> m = StartInstance(eo);
+  ASSERT_NE(m, nullptr);
+  std::vector<std::shared_ptr<RequestHandle>> big, small;
+  for (int i = 0; i < 12; ++i) big.push_back(*m->Submit(Greedy(10), "big"));
+  for (int i = 0; i < 2; ++i) small.push_back(*m->Submit(Greedy(10), "small"));
+  auto urgent = *m->Submit(Greedy(10), "big", /*priority=*/5);
+  for (auto& h : big) ASSERT_TRUE(Collect(*h).status.ok());
+  for (auto& h : small) ASSERT_TRUE(Collect(*h).status.ok());
+  ASSERT_TRUE(Collect(*urgent).status.ok());
+  auto started = [](const std::shared_ptr<RequestHandle>& h) { return h->times().started; };
+  // big[0] may already be running when the others arrive.
+  EXPECT_LT(started(small[1]), started(big[4]));
+  EXPECT_LT(started(urgent), started(big[4]));
+}
+
+TEST(ModelInstanceTest, ARequestThatWaitsTooLongIsRefused) {
+  engine::EngineOptions eo;
+  eo.max_running = 1;
+  InstanceOptions io;
+  io.max_wait = absl::Milliseconds(1);
+  std::unique_ptr<ModelInstance> m = StartInstance(eo, io);
+  ASSERT_NE(m, nullptr);
+  auto first = *m->Submit(Greedy(60));
+  std::vector<std::shared_ptr<RequestHandle>> rest;
+  for (int i = 0; i < 5; ++i) rest.push_back(*m->Submit(Greedy(60)));
+  EXPECT_TRUE(Collect(*first).status.ok());
+  int expired = 0;
+  for (auto& h : rest) {
+    const absl::Status s = Collect(*h).status;
+    if (s.code() == absl::StatusCode::kResourceExhausted) ++expired;
+  }
+  EXPECT_GT(expired, 0);
+}
+
 TEST(ModelInstanceTest, DrainRefusesNewWorkAndShutdownEndsTheRest) {
   std::unique_ptr<ModelInstance> m = StartInstance();
   ASSERT_NE(m, nullptr);

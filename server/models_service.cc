@@ -14,6 +14,7 @@ ModelSpec SpecFromConfig(const ServerConfig& config, const ServerConfig::Model& 
   spec.instances = model.instances;
   spec.engine = model.ToEngineOptions();
   spec.instance.max_queued = config.queue.max_queued_per_instance;
+  spec.instance.max_wait = absl::FromChrono(config.queue.max_wait);
   spec.expected_codec = std::string(ExpectedCodecName(model.codec));
   return spec;
 }

@@ -120,6 +120,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(c.grpc.listen, Credentials(c), &raw->port);
+  // A second server on a taken port must fail, not share it.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(static_cast<int>(c.grpc.max_receive_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(c.grpc.max_send_message_bytes));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
@@ -190,6 +192,11 @@ void Server::Shutdown() {
     absl::MutexLock lock(&impl_->mu);
     if (impl_->shutting_down) return;
     impl_->shutting_down = true;
+  }
+  if (impl_->grpc_server == nullptr) {  // Start failed before the port was bound
+    absl::MutexLock lock(&impl_->mu);
+    impl_->stopped = true;
+    return;
   }
   grpc::HealthCheckServiceInterface* health = impl_->grpc_server->GetHealthCheckService();
   health->SetServingStatus(false);

@@ -243,6 +243,20 @@ TEST_F(ServeTest, CancellationAndDeadlinesFreeTheKvBlocks) {
   EXPECT_EQ(MetricValue("packd_kv_cache_used_bytes{model=\"stories\""), 0);
 }
 
+TEST_F(ServeTest, APortInUseIsAClearError) {
+  StartServer();
+  std::string yaml = Config(gguf_);
+  const std::string taken = absl::StrCat("127.0.0.1:", server_->port());
+  yaml.replace(yaml.find("127.0.0.1:0"), std::string("127.0.0.1:0").size(), taken);
+  auto config = server::ParseServerConfig(yaml, "second.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto second = server::Server::Start(std::move(*config));
+  ASSERT_FALSE(second.ok());
+  EXPECT_THAT(second.status().message(), HasSubstr(taken));
+  // The first server is unaffected.
+  EXPECT_TRUE(Generate(Greedy(5)).status.ok());
+}
+
 TEST_F(ServeTest, ErrorsAreRpcStatuses) {
   StartServer();
   auto unknown = Greedy(5);
