@@ -23,6 +23,8 @@ constexpr char kUsage[] =
     "  serve --config FILE  run the gRPC daemon (see configs/packd.example.yaml)\n"
     "  generate --model NAME [--addr HOST:PORT] [--api-key KEY] PROMPT\n"
     "                      stream a generation from a running daemon\n"
+    "  info [--addr HOST:PORT] [--api-key KEY]\n"
+    "                      a running daemon's devices (memory, density) and models\n"
     "  bench serve --model NAME [--addr HOST:PORT] [--concurrency N | --rate R] ...\n"
     "                      load-test a running daemon: latency percentiles, tokens/s\n"
     "  help                this text\n";
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
   if (cmd == "run") return packd::cli::RunCommand(rest);
   if (cmd == "serve") return packd::cli::ServeCommand(rest);
   if (cmd == "generate") return packd::cli::GenerateCommand(rest);
+  if (cmd == "info") return packd::cli::InfoCommand(rest);
   if (cmd == "bench" && !rest.empty() && rest[0] == "serve") {
     return packd::cli::BenchServeCommand({rest.begin() + 1, rest.end()});
   }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Sets everything up, then the main job so far: synthesize a small Llama-shaped
+# Sets everything up, then the main job: synthesize a small Llama-shaped
 # checkpoint, compress it with each codec, inspect and verify the results; then
-# the real stories260K GGUF in ../shared: compress it, and generate text from
-# the original and from each compressed copy (the texts must be identical).
+# the real stories260K GGUF in ../shared: compress it, generate text from the
+# original and from each compressed copy (the texts must be identical); and
+# finally serve the compressed model with `packd serve` (configs/demo.yaml),
+# stream a generation over gRPC with `packd generate`, show the server's
+# memory/density report and a few /metrics lines, and stop it cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh build
@@ -50,7 +53,38 @@ if [ -f "$gguf" ]; then
   done
   step "packd run (sampled: temperature 0.8, top-p 0.95, seed 7)"
   $packd run "$work/stories-vlc" "$prompt" -n 80 --temperature 0.8 --top-p 0.95 --seed 7
+
+  step "packd serve --config (configs/demo.yaml, serving the vlc-compressed stories260K)"
+  sed "s|path: .*stories260K.gguf|path: $work/stories-vlc|" configs/demo.yaml > "$work/demo.yaml"
+  grep -n 'path:' "$work/demo.yaml"
+  build/cli/packd serve --config "$work/demo.yaml" 2> "$work/serve.log" &
+  server=$!
+  trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+  for _ in $(seq 100); do
+    grep -q 'listening' "$work/serve.log" && break
+    kill -0 $server 2>/dev/null || { cat "$work/serve.log"; exit 1; }
+    sleep 0.1
+  done
+  cat "$work/serve.log"
+  export PACKD_API_KEY=packd-demo-key
+  step "packd generate --model stories260K \"$prompt\" -n 60 --temperature 0   (over gRPC)"
+  build/cli/packd generate --addr 127.0.0.1:50051 --model stories260K "$prompt" -n 60 --temperature 0 | tee "$work/served.txt"
+  if cmp -s "$work/raw.txt" "$work/served.txt"; then
+    echo "identical to \`packd run\` on the uncompressed model"
+  else
+    echo "MISMATCH between the served text and \`packd run\`" >&2
+    exit 1
+  fi
+  step "packd info   (GetServerInfo: memory by kind and density)"
+  build/cli/packd info --addr 127.0.0.1:50051
+  step "a few lines of http://127.0.0.1:9090/metrics"
+  curl -s http://127.0.0.1:9090/metrics | grep -E '^packd_(requests_total|generated_tokens_total|model_weights_compression_ratio|device_memory_bytes|device_density_ratio)' || true
+  step "stop the server (SIGTERM: drain, exit 0)"
+  kill -TERM $server
+  wait $server
+  echo "packd serve exited with status $?"
+  cat "$work/serve.log" | tail -3
 else
-  echo "(../shared/models/stories260K not found: skipping the real-weights part)"
+  echo "(../shared/models/stories260K not found: skipping the real-weights and serving parts)"
 fi
 step "done"

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
+#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 namespace packd::server {
@@ -26,6 +27,9 @@ std::string TextValue(std::string_view v) {
 
 void ConfigureLogging(const ServerConfig::Logging& logging) {
   g_format.store(logging.format);
+  // Logs go to stderr (stdout stays free for a supervisor's own use).
+  static const std::shared_ptr<spdlog::logger> logger = spdlog::stderr_color_mt("packd");
+  spdlog::set_default_logger(logger);
   spdlog::set_level(ToSpdlog(logging.level));
   if (logging.format == LogFormat::kJson) {
     spdlog::set_pattern("%v");  // every line is a JSON object built by the caller
