@@ -378,19 +378,33 @@ TEST_F(ServeTest, ShutdownDrainsAndHealthTurnsNotServing) {
     ASSERT_TRUE(health->Check(&c, req, &resp).ok());
     EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
   }
+  // A long stream is running when the shutdown starts: health turns
+  // NOT_SERVING at once, new requests are refused, the stream completes.
   Reply streaming;
-  std::thread client([&] { streaming = Generate(Greedy(60)); });
-  absl::SleepFor(absl::Milliseconds(5));
+  auto long_request = Greedy(1500);
+  long_request.set_ignore_eos(true);
+  std::thread client([&] { streaming = Generate(long_request); });
+  for (int i = 0; i < 200 && MetricValue("packd_requests_running{model=\"stories\"}") != 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
   std::thread stopper([&] { server_->Shutdown(); });
+  grpc::health::v1::HealthCheckResponse::ServingStatus during =
+      grpc::health::v1::HealthCheckResponse::SERVING;
+  for (int i = 0; i < 200 && during == grpc::health::v1::HealthCheckResponse::SERVING; ++i) {
+    grpc::ClientContext c;
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service("packd.v1.Generation");
+    grpc::health::v1::HealthCheckResponse resp;
+    if (health->Check(&c, req, &resp).ok()) during = resp.status();
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  EXPECT_EQ(during, grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  const Reply refused = Generate(Greedy(5));
+  EXPECT_FALSE(refused.status.ok());
   stopper.join();
   client.join();
-  // The in-flight stream finished normally (or had not started yet).
-  if (streaming.status.ok()) {
-    EXPECT_EQ(streaming.text, kReference);
-  } else {
-    EXPECT_EQ(streaming.status.error_code(), grpc::StatusCode::UNAVAILABLE)
-        << streaming.status.error_message();
-  }
+  ASSERT_TRUE(streaming.status.ok()) << streaming.status.error_message();
+  EXPECT_EQ(streaming.ids.size(), 1500u);
 }
 
 TEST_F(ServeTest, MetricsAreValidPrometheusTextAndCountRequests) {
