@@ -11,7 +11,7 @@ packages=(
   libabsl-dev nlohmann-json3-dev libzstd-dev libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libspdlog-dev libyaml-cpp-dev prometheus-cpp-dev libicu-dev curl
+  libspdlog-dev libyaml-cpp-dev prometheus-cpp-dev libicu-dev curl openssl
   python3-grpcio python3-protobuf
 )
 missing=()
