@@ -72,7 +72,29 @@ std::string TypeOf(const json& v) {
 // nested object such as rope_scaling, with `prefix` "rope_scaling."). Every
 // error names the file and the full key. A key whose value is null counts
 // as absent, as transformers treats it.
-class HfObject {
+// The positive-integer readers both config sources share. Derived provides
+// OptInt(key), Error(key, what) and Missing(key).
+template <typename Derived>
+class PositiveIntReader {
+ public:
+  // An integer in [1, kMaxDim], or nullopt when absent.
+  absl::StatusOr<std::optional<int64_t>> OptPositive(std::string_view key) const {
+    const Derived& self = static_cast<const Derived&>(*this);
+    ASSIGN_OR_RETURN(const std::optional<int64_t> v, self.OptInt(key));
+    if (v && (*v < 1 || *v > kMaxDim)) {
+      return self.Error(
+          key, absl::StrCat("must be a positive integer (at most ", kMaxDim, "), got ", *v));
+    }
+    return v;
+  }
+  absl::StatusOr<int64_t> Positive(std::string_view key) const {
+    ASSIGN_OR_RETURN(const std::optional<int64_t> v, OptPositive(key));
+    if (!v) return static_cast<const Derived&>(*this).Missing(key);
+    return *v;
+  }
+};
+
+class HfObject : public PositiveIntReader<HfObject> {
  public:
   HfObject(const json& obj, std::string label, std::string prefix)
       : obj_(obj), label_(std::move(label)), prefix_(std::move(prefix)) {}
@@ -110,20 +132,6 @@ class HfObject {
     }
     if (v->is_number_integer()) return v->get<int64_t>();
     return Error(key, absl::StrCat("must be an integer, got ", TypeOf(*v), " ", Show(*v)));
-  }
-  // An integer in [1, kMaxDim], or nullopt when absent.
-  absl::StatusOr<std::optional<int64_t>> OptPositive(std::string_view key) const {
-    ASSIGN_OR_RETURN(const std::optional<int64_t> v, OptInt(key));
-    if (v && (*v < 1 || *v > kMaxDim)) {
-      return Error(key,
-                   absl::StrCat("must be a positive integer (at most ", kMaxDim, "), got ", *v));
-    }
-    return v;
-  }
-  absl::StatusOr<int64_t> Positive(std::string_view key) const {
-    ASSIGN_OR_RETURN(const std::optional<int64_t> v, OptPositive(key));
-    if (!v) return Missing(key);
-    return *v;
   }
   absl::StatusOr<int64_t> PositiveOr(std::string_view key, int64_t fallback) const {
     ASSIGN_OR_RETURN(const std::optional<int64_t> v, OptPositive(key));
@@ -441,7 +449,7 @@ absl::StatusOr<ModelConfig> ParseHfConfigImpl(const json& j, const std::string& 
 
 constexpr std::string_view kIntTypes[] = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64"};
 
-class GgufMeta {
+class GgufMeta : public PositiveIntReader<GgufMeta> {
  public:
   GgufMeta(const json& m, std::string label) : m_(m), label_(std::move(label)) {}
 
@@ -481,19 +489,6 @@ class GgufMeta {
       return Error(key, absl::StrCat("is out of range: ", Show(*v)));
     }
     return v->get<int64_t>();
-  }
-  absl::StatusOr<std::optional<int64_t>> OptPositive(std::string_view key) const {
-    ASSIGN_OR_RETURN(const std::optional<int64_t> v, OptInt(key));
-    if (v && (*v < 1 || *v > kMaxDim)) {
-      return Error(key,
-                   absl::StrCat("must be a positive integer (at most ", kMaxDim, "), got ", *v));
-    }
-    return v;
-  }
-  absl::StatusOr<int64_t> Positive(std::string_view key) const {
-    ASSIGN_OR_RETURN(const std::optional<int64_t> v, OptPositive(key));
-    if (!v) return Missing(key);
-    return *v;
   }
   // f32 or f64; finite (MetadataToJson writes non-finite values as strings).
   absl::StatusOr<std::optional<double>> OptFloat(std::string_view key) const {
