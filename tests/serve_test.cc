@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "packd/v1/generation.grpc.pb.h"
@@ -255,6 +256,52 @@ TEST_F(ServeTest, APortInUseIsAClearError) {
   EXPECT_THAT(second.status().message(), HasSubstr(taken));
   // The first server is unaffected.
   EXPECT_TRUE(Generate(Greedy(5)).status.ok());
+}
+
+// Server reflection (what grpcurl uses) lists packd's services. The request
+// is written as raw protobuf bytes: ServerReflectionRequest{list_services: ""}
+// is field 7, length 0.
+TEST_F(ServeTest, ReflectionListsTheServices) {
+  StartServer();
+  grpc::GenericStub stub(channel_);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext c;
+  c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto call =
+      stub.PrepareCall(&c, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  ASSERT_NE(call, nullptr);
+  void* tag;
+  bool ok;
+  auto wait = [&](intptr_t want) {
+    return cq.Next(&tag, &ok) && reinterpret_cast<intptr_t>(tag) == want && ok;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(wait(1));
+  const std::string request("\x3a\x00", 2);
+  grpc::Slice slice(request);
+  grpc::ByteBuffer out(&slice, 1);
+  call->Write(out, reinterpret_cast<void*>(2));
+  ASSERT_TRUE(wait(2));
+  call->WritesDone(reinterpret_cast<void*>(3));
+  ASSERT_TRUE(wait(3));
+  grpc::ByteBuffer in;
+  call->Read(&in, reinterpret_cast<void*>(4));
+  ASSERT_TRUE(wait(4));
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(in.Dump(&slices).ok());
+  std::string response;
+  for (const grpc::Slice& sl : slices) {
+    response.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  }
+  EXPECT_THAT(response, HasSubstr("packd.v1.Generation"));
+  EXPECT_THAT(response, HasSubstr("packd.v1.Models"));
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
 }
 
 TEST_F(ServeTest, ErrorsAreRpcStatuses) {
