@@ -1,5 +1,6 @@
 #include "server/config.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <exception>
 #include <limits>
 #include <map>
+#include <sstream>
 #include <system_error>
 #include <utility>
 
@@ -728,16 +730,41 @@ class ConfigReader {
   std::optional<std::filesystem::path> base_dir_;
 };
 
+// A YAML event sink that keeps nothing (for counting documents).
+class DiscardEvents final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
 absl::StatusOr<ServerConfig> ParseImpl(std::string_view yaml_text, std::string_view label,
                                        std::optional<std::filesystem::path> base_dir) {
   // yaml-cpp reports every problem by throwing; nothing escapes this function.
   try {
-    const std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml_text));
-    if (documents.size() > 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          std::string(label), ": one YAML document expected, found ", documents.size()));
+    // Count the documents first, stopping at two: yaml-cpp 0.7's LoadAll
+    // never returns on some inputs (a lone "," yields documents forever).
+    int documents = 0;
+    {
+      std::istringstream in{std::string(yaml_text)};
+      YAML::Parser parser(in);
+      DiscardEvents discard;
+      while (documents < 2 && parser.HandleNextDocument(discard)) ++documents;
     }
-    const YAML::Node root = documents.empty() ? YAML::Node() : documents[0];
+    if (documents > 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(std::string(label), ": one YAML document expected, found more"));
+    }
+    const YAML::Node root = documents == 0 ? YAML::Node() : YAML::Load(std::string(yaml_text));
     return ConfigReader(label, std::move(base_dir)).Read(root);
   } catch (const YAML::Exception& e) {
     const std::string line = e.mark.is_null() ? "" : absl::StrCat(":", e.mark.line + 1);

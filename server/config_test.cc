@@ -216,7 +216,7 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
   const std::vector<BadCase> cases = {
       // Syntax and shape.
       {"devices: [\n", "packd.yaml:2: invalid YAML: "},
-      {Minimal() + "---\n" + Minimal(), "packd.yaml: one YAML document expected, found 2"},
+      {Minimal() + "---\n" + Minimal(), "packd.yaml: one YAML document expected, found more"},
       {"", "packd.yaml: devices: at least one device is required"},
       {"# nothing but a comment\n", "packd.yaml: devices: at least one device is required"},
       {"- 1\n- 2\n", "packd.yaml:1: (top level): expected a mapping, got a list"},
@@ -481,6 +481,14 @@ TEST(ServerConfigTest, DeviceBudgetAndTenantAccess) {
   EXPECT_FALSE(tenant.Allows("c"));
   tenant.allowed_models = {"*"};
   EXPECT_TRUE(tenant.Allows("c"));
+}
+
+// yaml-cpp 0.7's LoadAll loops forever on a lone ","; found by
+// fuzz_server_config. The parser must answer, with an error.
+TEST(ConfigTest, InputsThatHangYamlCppLoadAllAreErrors) {
+  for (const char* text : {",", ",,", "a: 1\n,"}) {
+    EXPECT_FALSE(ParseServerConfig(text, "x.yaml").ok()) << text;
+  }
 }
 
 }  // namespace
