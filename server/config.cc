@@ -101,13 +101,6 @@ std::string Join(const Strings& items, std::string_view separator) {
   return out;
 }
 
-bool IsValidName(std::string_view name) {
-  if (name.empty() || name.size() > kMaxNameLength) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
-  });
-}
-
 bool IsLowerHexSha256(std::string_view s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -776,6 +769,13 @@ absl::StatusOr<ServerConfig> ParseImpl(std::string_view yaml_text, std::string_v
 }
 
 }  // namespace
+
+bool IsValidName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLength) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  });
+}
 
 std::string_view LogLevelName(LogLevel level) {
   switch (level) {

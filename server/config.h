@@ -175,6 +175,10 @@ struct ServerConfig {
   const Model* FindModel(std::string_view name) const;
 };
 
+// Whether `name` may name a device, model or tenant: 1 to 128
+// characters from [a-zA-Z0-9._-].
+bool IsValidName(std::string_view name);
+
 // Parses and validates a config. `label` names the text in error messages
 // (normally the file name). Relative paths are kept as written and no file
 // is touched.

@@ -1,7 +1,6 @@
 #include "server/model_registry.h"
 
 #include <set>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"

@@ -85,10 +85,8 @@ grpc::Status ModelsService::LoadModel(grpc::ServerContext* context,
   if (request->name().empty() || request->path().empty()) {
     return ToGrpc(absl::InvalidArgumentError("name and path are required"));
   }
-  for (char c : request->name()) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
-      return ToGrpc(absl::InvalidArgumentError("name: only [A-Za-z0-9._-] are allowed"));
-    }
+  if (!IsValidName(request->name())) {
+    return ToGrpc(absl::InvalidArgumentError("name: only [A-Za-z0-9._-] are allowed"));
   }
   if (config_.devices.empty()) return ToGrpc(absl::FailedPreconditionError("no devices"));
   ServerConfig::Model m;
