@@ -1,27 +1,14 @@
-// What every benchmark program shares: the machine description and the
-// handling of a parsed command line.
+// What every benchmark program shares: the handling of a parsed command
+// line (and CpuModel() from base/machine.h).
 #pragma once
 
 #include <cstdio>
-#include <fstream>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "base/machine.h"
 
 namespace packd::bench {
-
-// The CPU's model name from /proc/cpuinfo ("unknown CPU" if absent).
-inline std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(colon + 2);
-    }
-  }
-  return "unknown CPU";
-}
 
 // Runs `run(options)` when the arguments parsed; otherwise prints the usage
 // (parsers return Cancelled carrying the usage text for --help; exit 0) or

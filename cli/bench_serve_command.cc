@@ -45,8 +45,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/file.h"
+#include "base/machine.h"
 #include "base/status_macros.h"
-#include "bench/bench_main.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "engine/engine.h"
@@ -480,7 +480,7 @@ int BenchServeCommand(const std::vector<std::string>& argv) {
   std::printf("## packd bench serve\n\n");
   std::printf("- command: `%s`\n", o.command_line.c_str());
   std::printf("- server: %s, model %s\n", o.addr.c_str(), o.model.c_str());
-  std::printf("- client machine: %s, %u cores\n", bench::CpuModel().c_str(),
+  std::printf("- client machine: %s, %u cores\n", CpuModel().c_str(),
               std::thread::hardware_concurrency());
   std::printf(
       "- load: %s; %s; prompts of %lld random token ids in [3, %lld), %lld output tokens "
@@ -514,7 +514,7 @@ int BenchServeCommand(const std::vector<std::string>& argv) {
       {"command", o.command_line},
       {"server", o.addr},
       {"model", o.model},
-      {"machine", {{"cpu", bench::CpuModel()}, {"cores", std::thread::hardware_concurrency()}}},
+      {"machine", {{"cpu", CpuModel()}, {"cores", std::thread::hardware_concurrency()}}},
       {"load",
        {{"mode", o.rate > 0 ? "open" : "closed"},
         {"concurrency", o.rate > 0 ? nlohmann::json(nullptr) : nlohmann::json(o.concurrency)},
