@@ -3,6 +3,11 @@
 # (*_test.cc); each *_test.cc becomes a GoogleTest binary registered with ctest
 # (label "unit"), linked against the library. Test file names must be unique
 # across the project (the binary is named after the file).
+# With CUDA (PACKD_HAVE_CUDA), the *.cu files of the same folders join the
+# library and it links the CUDA runtime and cuBLAS; without it they are
+# ignored, so *.cc files must never include a CUDA header. Tests named
+# *_gpu_test.cc get the label "gpu" instead (they skip, saying why, when no
+# device is present).
 # Globbing keeps parallel work from colliding on CMake edits; CONFIGURE_DEPENDS
 # makes a new file show up at the next build.
 function(packd_library name)
@@ -14,6 +19,15 @@ function(packd_library name)
     list(APPEND test_globs ${CMAKE_CURRENT_SOURCE_DIR}/${dir}/*_test.cc)
   endforeach()
   file(GLOB srcs CONFIGURE_DEPENDS ${globs})
+  if(PACKD_HAVE_CUDA)
+    set(cu_globs)
+    foreach(g ${globs})
+      string(REGEX REPLACE "\\.cc$" ".cu" g ${g})
+      list(APPEND cu_globs ${g})
+    endforeach()
+    file(GLOB cu_srcs CONFIGURE_DEPENDS ${cu_globs})
+    list(APPEND srcs ${cu_srcs})
+  endif()
   file(GLOB tests CONFIGURE_DEPENDS ${test_globs})
   if(tests)
     list(REMOVE_ITEM srcs ${tests})
@@ -21,6 +35,9 @@ function(packd_library name)
   if(srcs)
     add_library(${name} STATIC ${srcs})
     target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+    if(cu_srcs)
+      target_link_libraries(${name} PUBLIC CUDA::cudart CUDA::cublas CUDA::cublasLt)
+    endif()
   else()  # a layer with headers only (so far)
     add_library(${name} INTERFACE)
     target_link_libraries(${name} INTERFACE ${ARG_DEPS})
@@ -30,7 +47,11 @@ function(packd_library name)
     add_executable(${test_name} ${test_src})
     target_link_libraries(${test_name} PRIVATE ${name} packd_testing GTest::gtest_main GTest::gmock)
     add_test(NAME ${test_name} COMMAND ${test_name})
-    set_tests_properties(${test_name} PROPERTIES LABELS "unit"
+    set(label unit)
+    if(test_name MATCHES "_gpu_test$")
+      set(label gpu)
+    endif()
+    set_tests_properties(${test_name} PROPERTIES LABELS ${label}
       ENVIRONMENT "PACKD_SHARED_DIR=${CMAKE_SOURCE_DIR}/../shared")
   endforeach()
 endfunction()

@@ -71,6 +71,10 @@ struct WeightSource {
   codec::TensorInfo info;                         // F32, F16 or BF16; [rows, cols] or [n]
   std::span<const uint8_t> raw;                   // element bytes, little-endian
   const codec::TensorDecoder* decoder = nullptr;  // a compressed tensor
+  // The compressed tensor's components (codec/FORMAT.md), validated by the
+  // decoder's OpenDecoder; device backends upload these bytes as they are and
+  // decode them with their own kernels. Empty when `raw` is set.
+  codec::ComponentViews components;
   std::string codec = "none";                     // for reports
   uint64_t stored_bytes = 0;                      // encoded size when compressed
 };

@@ -91,6 +91,7 @@ absl::Status ModelSource::OpenPackd(const ModelSourceOptions& options) {
     } else {
       ASSIGN_OR_RETURN(std::unique_ptr<codec::TensorDecoder> dec, container_->OpenDecoder(t));
       w.decoder = dec.get();
+      w.components = parts;
       decoders_.emplace(t.name, std::move(dec));
     }
     stored_bytes_ += t.encoded_bytes;

@@ -145,6 +145,8 @@ struct Metrics::ModelSeries {
   Histogram* batch_sequences;
   Gauge* running;
   Gauge* waiting;
+  Gauge* queue_capacity;
+  Gauge* instances;
   std::map<int, Kv> kv;            // by instance index
   std::optional<Weights> weights;  // once SetModelWeights was called
 };
@@ -168,6 +170,11 @@ Metrics::Metrics()
       running_(AddGauge(*registry_, "packd_requests_running", "Requests decoding now.")),
       waiting_(AddGauge(*registry_, "packd_requests_waiting",
                         "Requests queued, not yet admitted to the engine.")),
+      queue_capacity_(AddGauge(*registry_, "packd_request_queue_capacity",
+                               "Requests the model's instances may queue before refusing.")),
+      instances_(AddGauge(*registry_, "packd_model_instances", "Instances serving a model.")),
+      load_failures_(AddCounter(*registry_, "packd_model_load_failures_total",
+                                "Model loads that failed, by status code.")),
       kv_used_(AddGauge(*registry_, "packd_kv_cache_used_bytes",
                         "Bytes of a model instance's KV cache pool in use.")),
       kv_total_(AddGauge(*registry_, "packd_kv_cache_total_bytes",
@@ -194,7 +201,11 @@ Metrics::Metrics()
           AddGauge(*registry_, "packd_device_instances", "Model instances placed on a device.")),
       device_density_(AddGauge(*registry_, "packd_device_density_ratio",
                                "Memory the placed models would need with uncompressed weights "
-                               "/ memory they use (1: no gain).")) {}
+                               "/ memory they use (1: no gain).")),
+      build_info_(AddGauge(*registry_, "packd_build_info",
+                           "Always 1; the label says which packd version runs.")) {
+  build_info_.Add({{"version", PACKD_VERSION}}).Set(1);
+}
 
 Metrics::~Metrics() = default;
 
@@ -211,6 +222,8 @@ Metrics::ModelSeries& Metrics::SeriesLocked(std::string_view model) {
       .batch_sequences = &batch_sequences_.Add(labels, BatchSequenceBuckets()),
       .running = &running_.Add(labels),
       .waiting = &waiting_.Add(labels),
+      .queue_capacity = &queue_capacity_.Add(labels),
+      .instances = &instances_.Add(labels),
       .kv = {},
       .weights = std::nullopt,
   });
@@ -263,6 +276,18 @@ void Metrics::SetRequests(std::string_view model, int64_t running, int64_t waiti
     s.running->Set(static_cast<double>(running));
     s.waiting->Set(static_cast<double>(waiting));
   });
+}
+
+void Metrics::SetModelInstances(std::string_view model, int64_t instances,
+                                int64_t queue_capacity) {
+  WithSeries(model, [&](ModelSeries& s) {
+    s.instances->Set(static_cast<double>(instances));
+    s.queue_capacity->Set(static_cast<double>(queue_capacity));
+  });
+}
+
+void Metrics::ModelLoadFailed(std::string_view model, absl::StatusCode code) {
+  load_failures_.Add({{"model", std::string(model)}, {"code", StatusCodeLabel(code)}}).Increment();
 }
 
 void Metrics::ObserveBatch(std::string_view model, int64_t tokens, int64_t sequences) {
@@ -330,6 +355,8 @@ void Metrics::RemoveModel(std::string_view model) {
   ModelSeries& s = *it->second;
   running_.Remove(s.running);
   waiting_.Remove(s.waiting);
+  queue_capacity_.Remove(s.queue_capacity);
+  instances_.Remove(s.instances);
   for (const auto& [instance, kv] : s.kv) {
     kv_used_.Remove(kv.used);
     kv_total_.Remove(kv.total);

@@ -20,6 +20,10 @@
 //   packd_generated_tokens_total{model,tenant}           counter
 //   packd_requests_running{model}                        gauge
 //   packd_requests_waiting{model}                        gauge
+//   packd_request_queue_capacity{model}                  gauge (requests the model's
+//                                                               instances may queue)
+//   packd_model_instances{model}                         gauge (instances serving)
+//   packd_model_load_failures_total{model,code}          counter
 //   packd_kv_cache_used_bytes{model,model_instance}      gauge
 //   packd_kv_cache_total_bytes{model,model_instance}     gauge
 //   packd_kv_cache_usage_ratio{model,model_instance}     gauge (0..1)
@@ -34,6 +38,7 @@
 //   packd_device_memory_total_bytes{device}              gauge
 //   packd_device_instances{device}                       gauge
 //   packd_device_density_ratio{device}                   gauge (server/placement.h)
+//   packd_build_info{version}                            gauge (always 1)
 //
 // The instance index is labelled `model_instance`, not `instance`: Prometheus
 // attaches its own `instance` label (the scrape target) to every series.
@@ -103,6 +108,16 @@ class Metrics {
   // yet to the engine), summed over the model's instances.
   void SetRequests(std::string_view model, int64_t running, int64_t waiting);
 
+  // The model's instances serving now, and how many requests they may queue
+  // in all before RESOURCE_EXHAUSTED (the queue saturation alert divides
+  // packd_requests_waiting by it).
+  void SetModelInstances(std::string_view model, int64_t instances, int64_t queue_capacity);
+
+  // A model load (at start-up or through LoadModel) that failed with `code`.
+  // Counted even when the model never loaded, so the series outlives
+  // RemoveModel.
+  void ModelLoadFailed(std::string_view model, absl::StatusCode code);
+
   // --- Engine steps (label: model).
 
   // One batched forward pass: tokens computed and sequences in the batch.
@@ -171,6 +186,9 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& generated_tokens_;
   prometheus::Family<prometheus::Gauge>& running_;
   prometheus::Family<prometheus::Gauge>& waiting_;
+  prometheus::Family<prometheus::Gauge>& queue_capacity_;
+  prometheus::Family<prometheus::Gauge>& instances_;
+  prometheus::Family<prometheus::Counter>& load_failures_;
   prometheus::Family<prometheus::Gauge>& kv_used_;
   prometheus::Family<prometheus::Gauge>& kv_total_;
   prometheus::Family<prometheus::Gauge>& kv_ratio_;
@@ -184,6 +202,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& device_total_;
   prometheus::Family<prometheus::Gauge>& device_instances_;
   prometheus::Family<prometheus::Gauge>& device_density_;
+  prometheus::Family<prometheus::Gauge>& build_info_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<ModelSeries>, std::less<>> models_ ABSL_GUARDED_BY(mu_);

@@ -203,6 +203,9 @@ const std::map<std::string, std::string>& ExpectedFamilies() {
       {"packd_generated_tokens_total", "counter"},
       {"packd_requests_running", "gauge"},
       {"packd_requests_waiting", "gauge"},
+      {"packd_request_queue_capacity", "gauge"},
+      {"packd_model_instances", "gauge"},
+      {"packd_model_load_failures_total", "counter"},
       {"packd_kv_cache_used_bytes", "gauge"},
       {"packd_kv_cache_total_bytes", "gauge"},
       {"packd_kv_cache_usage_ratio", "gauge"},
@@ -216,6 +219,7 @@ const std::map<std::string, std::string>& ExpectedFamilies() {
       {"packd_device_memory_total_bytes", "gauge"},
       {"packd_device_instances", "gauge"},
       {"packd_device_density_ratio", "gauge"},
+      {"packd_build_info", "gauge"},
   };
   return *kFamilies;
 }
@@ -228,6 +232,8 @@ void Populate(Metrics& m) {
   m.RequestFinished("llama", "acme", absl::StatusCode::kOk, engine::FinishReason::kStop, 17, 5,
                     1.5);
   m.SetRequests("llama", 3, 2);
+  m.SetModelInstances("llama", 2, 128);
+  m.ModelLoadFailed("qwen", absl::StatusCode::kResourceExhausted);
   m.ObserveBatch("llama", 40, 3);
   m.SetKvCache("llama", 0, 1 << 20, 4 << 20);
   m.SetModelWeights("llama", "vlc", 16000, 11000);
@@ -253,7 +259,8 @@ TEST(MetricsTest, EveryFamilyHasHelpTypeAndConventionalName) {
   // counters end in _total, units are base units in the suffix.
   static const std::set<std::string> kUnitless = {
       "packd_requests_running", "packd_requests_waiting", "packd_batch_tokens",
-      "packd_batch_sequences", "packd_device_instances"};
+      "packd_batch_sequences", "packd_device_instances", "packd_request_queue_capacity",
+      "packd_model_instances", "packd_build_info"};
   for (const auto& [name, type] : e.type) {
     SCOPED_TRACE(name);
     EXPECT_TRUE(ExpectedFamilies().count(name));
@@ -268,7 +275,8 @@ TEST(MetricsTest, EveryFamilyHasHelpTypeAndConventionalName) {
   // Only bounded labels.
   static const std::set<std::string> kLabels = {"model",  "model_instance", "tenant",
                                                 "code",   "finish_reason",  "codec",
-                                                "device", "kind",           "le"};
+                                                "device", "kind",           "le",
+                                                "version"};
   for (const Sample& s : e.samples) {
     for (const auto& [label, value] : s.labels) EXPECT_TRUE(kLabels.count(label)) << label;
   }
@@ -372,8 +380,16 @@ TEST(MetricsTest, GaugesAndBatchSizes) {
   m.SetKvCache("llama", 1, 0, 0);
   m.SetKvCache("llama", 0, 3 << 20, 4 << 20);
   m.SetModelWeights("llama", "vlc", 16000, 10000);
+  m.SetModelInstances("llama", 2, 128);
+  m.ModelLoadFailed("qwen", absl::StatusCode::kNotFound);
+  m.ModelLoadFailed("qwen", absl::StatusCode::kNotFound);
   const Exposition e = Render(m);
 
+  EXPECT_EQ(e.Value("packd_model_instances", {{"model", "llama"}}), 2);
+  EXPECT_EQ(e.Value("packd_request_queue_capacity", {{"model", "llama"}}), 128);
+  EXPECT_EQ(e.Value("packd_model_load_failures_total", {{"model", "qwen"}, {"code", "NOT_FOUND"}}),
+            2);
+  EXPECT_EQ(e.Value("packd_build_info", {{"version", PACKD_VERSION}}), 1);
   EXPECT_EQ(e.Value("packd_requests_running", {{"model", "llama"}}), 4);
   EXPECT_EQ(e.Value("packd_requests_waiting", {{"model", "llama"}}), 0);
   EXPECT_EQ(e.Value("packd_batch_tokens_bucket", {{"model", "llama"}, {"le", "256"}}), 1);
@@ -443,7 +459,10 @@ TEST(MetricsTest, RemoveModelDropsGaugesKeepsCumulativeSeries) {
   EXPECT_FALSE(e.HasSeries("packd_requests_waiting", "model", "llama"));
   EXPECT_FALSE(e.HasSeries("packd_kv_cache_", "model", "llama"));
   EXPECT_FALSE(e.HasSeries("packd_model_weights_", "model", "llama"));
+  EXPECT_FALSE(e.HasSeries("packd_model_instances", "model", "llama"));
+  EXPECT_FALSE(e.HasSeries("packd_request_queue_capacity", "model", "llama"));
   EXPECT_TRUE(e.HasSeries("packd_requests_running", "model", "qwen"));
+  EXPECT_TRUE(e.HasSeries("packd_model_load_failures_total", "model", "qwen"));
   EXPECT_EQ(e.Value("packd_request_queue_time_seconds_count", {{"model", "llama"}}), 1);
   EXPECT_TRUE(e.HasSeries("packd_requests_total", "model", "llama"));
 

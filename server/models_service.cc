@@ -100,7 +100,10 @@ grpc::Status ModelsService::LoadModel(grpc::ServerContext* context,
   ModelSpec spec = SpecFromConfig(config_, m);
   if (decorate_) spec = decorate_(std::move(spec));
   absl::StatusOr<std::shared_ptr<LoadedModel>> loaded = registry_.Load(spec);
-  if (!loaded.ok()) return ToGrpc(loaded.status());
+  if (!loaded.ok()) {
+    if (on_load_failed_) on_load_failed_(spec.name, loaded.status());
+    return ToGrpc(loaded.status());
+  }
   FillModelInfo(**loaded, response);
   if (on_change_) on_change_();
   return grpc::Status::OK;
@@ -125,7 +128,7 @@ grpc::Status ModelsService::GetServerInfo(grpc::ServerContext* context,
                                           const packd::v1::GetServerInfoRequest*,
                                           packd::v1::ServerInfo* response) {
   if (absl::Status s = CheckAdmin(*context); !s.ok()) return ToGrpc(s);
-  response->set_version("packd 0.1");
+  response->set_version("packd " PACKD_VERSION);
   response->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - started_));
   const std::vector<ModelPlacement> placed = registry_.placement().Models();
   for (const DeviceInfo& d : registry_.placement().Devices()) {

@@ -15,14 +15,18 @@ class ModelsService final : public packd::v1::Models::Service {
   // All must outlive the service. `on_change` (may be empty) runs after a
   // load or unload (the server refreshes its metrics there).
   // `decorate` (may be empty) adjusts the spec of a model loaded by
-  // LoadModel (the server adds its metrics hooks).
+  // LoadModel (the server adds its metrics hooks). `on_load_failed` (may be
+  // empty) is told of each LoadModel the registry refused, with the model's
+  // name and why.
   ModelsService(const ServerConfig& config, ModelRegistry& registry, absl::Time started,
-                std::function<void()> on_change, std::function<ModelSpec(ModelSpec)> decorate = {})
+                std::function<void()> on_change, std::function<ModelSpec(ModelSpec)> decorate = {},
+                std::function<void(const std::string&, const absl::Status&)> on_load_failed = {})
       : config_(config),
         registry_(registry),
         started_(started),
         on_change_(std::move(on_change)),
-        decorate_(std::move(decorate)) {}
+        decorate_(std::move(decorate)),
+        on_load_failed_(std::move(on_load_failed)) {}
 
   grpc::Status ListModels(grpc::ServerContext* context, const packd::v1::ListModelsRequest* request,
                           packd::v1::ListModelsResponse* response) override;
@@ -45,6 +49,7 @@ class ModelsService final : public packd::v1::Models::Service {
   absl::Time started_;
   std::function<void()> on_change_;
   std::function<ModelSpec(ModelSpec)> decorate_;
+  std::function<void(const std::string&, const absl::Status&)> on_load_failed_;
 };
 
 // The ModelSpec of a configured model (engine options, queue limit).

@@ -103,6 +103,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   }
   impl->registry = std::make_unique<ModelRegistry>(impl->placement);
   for (const ServerConfig::Model& m : c.models) {
+    // A start-up failure ends the process: nothing would scrape the counter.
     RETURN_IF_ERROR(impl->registry->Load(impl->WithMetrics(SpecFromConfig(c, m))).status());
   }
   if (!c.metrics.listen.empty()) {
@@ -114,7 +115,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   Server* self = server.get();
   raw->models = std::make_unique<ModelsService>(
       c, *raw->registry, raw->started, [self] { self->RefreshMetrics(); },
-      [raw](ModelSpec spec) { return raw->WithMetrics(std::move(spec)); });
+      [raw](ModelSpec spec) { return raw->WithMetrics(std::move(spec)); },
+      [raw](const std::string& model, const absl::Status& status) {
+        raw->metrics.ModelLoadFailed(model, status.code());
+      });
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -169,6 +173,9 @@ void Server::RefreshMetrics() {
   for (const auto& model : impl_->registry->List()) {
     if (model->instances().empty()) continue;
     m.SetRequests(model->spec().name, model->running(), model->waiting());
+    const int64_t instances = static_cast<int64_t>(model->instances().size());
+    m.SetModelInstances(model->spec().name, instances,
+                        instances * model->spec().instance.max_queued);
     m.SetModelWeights(model->spec().name, model->codec(), model->original_weight_bytes(),
                       model->stored_weight_bytes());
     for (size_t i = 0; i < model->instances().size(); ++i) {

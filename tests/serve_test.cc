@@ -387,6 +387,13 @@ TEST_F(ServeTest, LoadThatDoesNotFitChangesNothingAndUnloadDrains) {
   packd::v1::ServerInfo after;
   ASSERT_TRUE(models_->GetServerInfo(&after_ctx, {}, &after).ok());
   EXPECT_EQ(after.devices(0).DebugString(), before.devices(0).DebugString());
+  // The refusal is counted for the load-failure alert; the loaded model's
+  // instance and queue capacity are exported for the saturation alert.
+  EXPECT_EQ(MetricValue(
+                "packd_model_load_failures_total{code=\"RESOURCE_EXHAUSTED\",model=\"second\"}"),
+            1);
+  EXPECT_EQ(MetricValue("packd_model_instances{model=\"stories\"}"), 1);
+  EXPECT_GT(MetricValue("packd_request_queue_capacity{model=\"stories\"}"), 0);
 
   // Unload while a stream is running: it drains (finishes), then the model is gone.
   Reply streaming;
