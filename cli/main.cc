@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   if (cmd == "serve") return packd::cli::ServeCommand(rest);
   if (cmd == "generate") return packd::cli::GenerateCommand(rest);
   if (cmd == "info") return packd::cli::InfoCommand(rest);
+  if (cmd == "health") return packd::cli::HealthCommand(rest);
   if (cmd == "bench" && !rest.empty() && rest[0] == "serve") {
     return packd::cli::BenchServeCommand({rest.begin() + 1, rest.end()});
   }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Interop test: an independent Python client against a live `packd serve`.
+# Interop test: an independent Python client, and `packd health`, against a
+# live `packd serve`.
 #
 # Generates Python stubs from proto/packd/v1/generation.proto with Debian's
 # protoc and grpc_python_plugin, starts $PACKD_BIN serve on a free localhost
@@ -153,6 +154,18 @@ done
 [ -n "$started" ] || fail "the server could not get a free port"
 echo "python_client_test: packd serve (pid $server_pid) listening on 127.0.0.1:$port"
 
+# `packd health` (the Docker HEALTHCHECK): SERVING for the server and each
+# service, exit 1 for a service the server does not know.
+for service in "" packd.v1.Generation packd.v1.Models; do
+  out=$("$packd_bin" health --addr "127.0.0.1:$port" --service "$service") ||
+    fail "packd health --service '$service' exited non-zero: $out"
+  [ "$out" = SERVING ] || fail "packd health --service '$service' printed '$out', expected SERVING"
+done
+if "$packd_bin" health --addr "127.0.0.1:$port" --service no.such.Service 2>/dev/null; then
+  fail "packd health succeeded for an unknown service"
+fi
+echo "python_client_test: packd health reports SERVING"
+
 client_rc=0
 "$python" "$src_dir/tests/python_client_test.py" --addr "127.0.0.1:$port" --stubs "$tmp/stubs" ||
   client_rc=$?
@@ -161,7 +174,8 @@ if [ $client_rc -ne 0 ]; then
   fail "the Python client failed (exit status $client_rc)"
 fi
 
-# Graceful stop: SIGTERM, then exit status 0 within 15 s.
+# Graceful stop: SIGTERM, then exit status 0 within 15 s. (The health check
+# answers NOT_SERVING during the drain; serve_test checks that transition.)
 kill -TERM "$server_pid"
 deadline=$((SECONDS + 15))
 while kill -0 "$server_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do
