@@ -56,13 +56,15 @@ int InfoCommand(const std::vector<std::string>& argv) {
     return 1;
   }
   std::printf("%s, up %.0f s\n\n", info.version().c_str(), info.uptime_seconds());
-  std::printf("%-8s %-5s %10s %10s %10s %10s %10s %9s %8s\n", "device", "kind", "budget", "weights",
-              "kv_cache", "workspace", "free", "instances", "density");
+  std::printf("%-8s %-5s %10s %10s %10s %10s %10s %10s %9s %8s\n", "device", "kind", "budget",
+              "weights", "kv_cache", "workspace", "scratch", "free", "instances", "density");
   for (const auto& d : info.devices()) {
-    const uint64_t used = d.weights_bytes() + d.kv_cache_bytes() + d.workspace_bytes();
-    std::printf("%-8s %-5s %10s %10s %10s %10s %10s %9u %7.3fx\n", d.name().c_str(),
+    const uint64_t used =
+        d.weights_bytes() + d.kv_cache_bytes() + d.workspace_bytes() + d.decode_scratch_bytes();
+    std::printf("%-8s %-5s %10s %10s %10s %10s %10s %10s %9u %7.3fx\n", d.name().c_str(),
                 d.kind().c_str(), Bytes(d.budget_bytes()).c_str(), Bytes(d.weights_bytes()).c_str(),
                 Bytes(d.kv_cache_bytes()).c_str(), Bytes(d.workspace_bytes()).c_str(),
+                Bytes(d.decode_scratch_bytes()).c_str(),
                 Bytes(d.budget_bytes() - used).c_str(), d.instances(), d.density());
   }
   std::printf("\n%-16s %-18s %-10s %9s %11s %11s %7s %8s %8s\n", "model", "architecture", "codec",

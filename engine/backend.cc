@@ -10,6 +10,8 @@ std::string_view MemoryKindName(MemoryKind kind) {
       return "kv_cache";
     case MemoryKind::kWorkspace:
       return "workspace";
+    case MemoryKind::kDecodeScratch:
+      return "decode_scratch";
   }
   return "?";
 }

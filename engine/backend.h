@@ -30,14 +30,18 @@
 namespace packd::engine {
 
 // What backend memory is used for (placement and metrics count these).
-enum class MemoryKind { kWeights, kKvCache, kWorkspace };
-inline constexpr int kMemoryKinds = 3;
+// kDecodeScratch: decoded weights held only for the GEMM that reads them
+// (a device backend's decode-to-scratch path); the CPU backend has none.
+enum class MemoryKind { kWeights, kKvCache, kWorkspace, kDecodeScratch };
+inline constexpr int kMemoryKinds = 4;
+inline constexpr MemoryKind kAllMemoryKinds[kMemoryKinds] = {
+    MemoryKind::kWeights, MemoryKind::kKvCache, MemoryKind::kWorkspace, MemoryKind::kDecodeScratch};
 std::string_view MemoryKindName(MemoryKind kind);
 
 struct MemoryUsage {
   uint64_t bytes[kMemoryKinds] = {};
   uint64_t of(MemoryKind k) const { return bytes[static_cast<int>(k)]; }
-  uint64_t total() const { return bytes[0] + bytes[1] + bytes[2]; }
+  uint64_t total() const { return bytes[0] + bytes[1] + bytes[2] + bytes[3]; }
 };
 
 // Backend memory; released (and un-accounted) when destroyed.

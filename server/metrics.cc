@@ -1,24 +1,14 @@
 #include "server/metrics.h"
 
-#include <netdb.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cerrno>
-#include <chrono>
-#include <exception>
 #include <optional>
-#include <system_error>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "prometheus/counter.h"
-#include "prometheus/exposer.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
@@ -192,7 +182,8 @@ Metrics::Metrics()
       weights_ratio_(AddGauge(*registry_, "packd_model_weights_compression_ratio",
                               "Original / compressed weight bytes of a model (1: none).")),
       device_memory_(AddGauge(*registry_, "packd_device_memory_bytes",
-                              "Device memory reserved, by kind (weights, kv_cache, workspace).")),
+                              "Device memory reserved, by kind (weights, kv_cache, workspace, "
+                              "decode_scratch).")),
       device_budget_(AddGauge(*registry_, "packd_device_memory_budget_bytes",
                               "Device memory placement may hand out.")),
       device_total_(
@@ -377,8 +368,7 @@ void Metrics::SetDeviceMemory(std::string_view device, engine::MemoryKind kind, 
 }
 
 void Metrics::SetDeviceMemory(std::string_view device, const engine::MemoryUsage& usage) {
-  for (engine::MemoryKind kind : {engine::MemoryKind::kWeights, engine::MemoryKind::kKvCache,
-                                  engine::MemoryKind::kWorkspace}) {
+  for (engine::MemoryKind kind : engine::kAllMemoryKinds) {
     SetDeviceMemory(device, kind, usage.of(kind));
   }
 }
@@ -400,153 +390,6 @@ void Metrics::SetDeviceDensity(std::string_view device, double density) {
 
 std::string Metrics::RenderText() const {
   return prometheus::TextSerializer().Serialize(registry_->Collect());
-}
-
-namespace {
-
-// A host on which a listener bound to `address` (civetweb's listening_ports
-// syntax: "[host:]port[s|r]", IPv6 hosts in brackets, several comma-separated)
-// accepts connections from this machine: the first one named, with the
-// wildcard addresses replaced by loopback.
-std::string WakeHost(std::string_view address) {
-  std::string_view first = address.substr(0, address.find(','));
-  std::string host;
-  if (!first.empty() && first.front() == '[') {
-    const size_t close = first.find(']');
-    if (close != std::string_view::npos) host = std::string(first.substr(1, close - 1));
-  } else if (const size_t colon = first.rfind(':'); colon != std::string_view::npos) {
-    host = std::string(first.substr(0, colon));
-  }
-  if (host.empty() || host == "0.0.0.0") return "127.0.0.1";
-  if (host == "::") return "::1";
-  return host;
-}
-
-// Opens and at once closes a TCP connection to host:port; errors are ignored.
-void Knock(const std::string& host, int port) {
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  if (getaddrinfo(host.c_str(), absl::StrCat(port).c_str(), &hints, &found) != 0) return;
-  const int fd = socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, found->ai_protocol);
-  if (fd >= 0) {
-    (void)connect(fd, found->ai_addr, found->ai_addrlen);
-    close(fd);
-  }
-  freeaddrinfo(found);
-}
-
-// Why civetweb could not listen on `address`; its exception does not say
-// ("null context ... Possible problem binding to port"), so the address is
-// parsed and bound here with a plain socket to find out. InvalidArgument for
-// an address that is not "[host:]port", Unavailable for one that cannot be
-// bound (in use, not local, ...).
-absl::Status BindFailure(std::string_view address, std::string_view civetweb_error) {
-  const std::string quoted =
-      absl::StrCat("metrics: cannot serve HTTP on \"", std::string(address), "\": ");
-  std::string_view first = address.substr(0, address.find(','));
-  std::string host;
-  std::string port;
-  bool ipv6 = false;
-  if (!first.empty() && first.front() == '[') {
-    const size_t close = first.find(']');
-    if (close == std::string_view::npos || close + 1 >= first.size() || first[close + 1] != ':') {
-      return absl::InvalidArgumentError(absl::StrCat(quoted, "expected [ipv6]:port"));
-    }
-    host = std::string(first.substr(1, close - 1));
-    port = std::string(first.substr(close + 2));
-    ipv6 = true;
-  } else if (const size_t colon = first.rfind(':'); colon != std::string_view::npos) {
-    host = std::string(first.substr(0, colon));
-    port = std::string(first.substr(colon + 1));
-  } else {
-    port = std::string(first);
-  }
-  if (!port.empty() && port.front() == '+') port.erase(0, 1);  // civetweb: IPv4 and IPv6
-  if (!port.empty() && (port.back() == 's' || port.back() == 'r'))
-    port.pop_back();  // TLS, redirect
-  int port_number = -1;
-  if (!absl::SimpleAtoi(port, &port_number) || port_number < 0 || port_number > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(quoted, "expected host:port or port, with a port in 0..65535"));
-  }
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  if (const int err =
-          getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found);
-      err != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(quoted, "host \"", host, "\" is not an IP address: ", gai_strerror(err)));
-  }
-  std::string reason;
-  const int fd = socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, found->ai_protocol);
-  if (fd < 0) {
-    reason = std::error_code(errno, std::generic_category()).message();
-  } else {
-    const int one = 1;  // as civetweb does
-    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, found->ai_addr, found->ai_addrlen) != 0) {
-      reason = std::error_code(errno, std::generic_category()).message();
-    }
-    close(fd);
-  }
-  freeaddrinfo(found);
-  if (reason.empty() && ipv6) {
-    // Seen with Debian 12's civetweb 1.15: IPv6 hosts are refused.
-    reason = "IPv6 hosts are not supported by this civetweb build; use an IPv4 host or a bare port";
-  }
-  if (reason.empty()) reason = std::string(civetweb_error);
-  return absl::UnavailableError(absl::StrCat(quoted, reason));
-}
-
-}  // namespace
-
-MetricsServer::MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, std::string wake_host,
-                             int port)
-    : exposer_(std::move(exposer)), wake_host_(std::move(wake_host)), port_(port) {}
-
-MetricsServer::~MetricsServer() {
-  // civetweb's accept thread checks for a stop only between polls of its
-  // listening sockets, each up to 2 s (a compile-time constant), and
-  // mg_stop() waits for it: destroying an idle server would take up to 2 s.
-  // Connections to the listener while the server stops wake that poll. A
-  // connection accepted just before the stop is seen is closed by the client
-  // at once, so the worker that gets it is done at once too.
-  std::atomic<bool> stopped = false;
-  std::thread knocker([this, &stopped] {
-    while (!stopped.load()) {
-      Knock(wake_host_, port_);
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  });
-  exposer_.reset();
-  stopped.store(true);
-  knocker.join();
-}
-
-absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(std::string_view address,
-                                                                    const Metrics& metrics) {
-  if (address.empty()) return absl::InvalidArgumentError("metrics: empty listen address");
-  // prometheus-cpp (civetweb underneath) reports a failure to bind by
-  // throwing; it stops here.
-  std::unique_ptr<prometheus::Exposer> exposer;
-  std::vector<int> ports;
-  try {
-    exposer = std::make_unique<prometheus::Exposer>(std::string(address), /*num_threads=*/2);
-    exposer->RegisterCollectable(metrics.registry());
-    ports = exposer->GetListeningPorts();
-  } catch (const std::exception& e) {
-    return BindFailure(address, e.what());
-  }
-  if (ports.empty()) {
-    return absl::UnavailableError(
-        absl::StrCat("metrics: no port is listening for \"", std::string(address), "\""));
-  }
-  return std::unique_ptr<MetricsServer>(
-      new MetricsServer(std::move(exposer), WakeHost(address), ports.front()));
 }
 
 }  // namespace packd::server

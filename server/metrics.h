@@ -33,7 +33,7 @@
 //   packd_model_weights_compressed_bytes{model,codec}    gauge
 //   packd_model_weights_compression_ratio{model,codec}   gauge (original ÷ compressed)
 //   packd_device_memory_bytes{device,kind}               gauge (kind: weights, kv_cache,
-//                                                               workspace)
+//                                                               workspace, decode_scratch)
 //   packd_device_memory_budget_bytes{device}             gauge
 //   packd_device_memory_total_bytes{device}              gauge
 //   packd_device_instances{device}                       gauge
@@ -60,7 +60,6 @@
 
 namespace prometheus {
 class Counter;
-class Exposer;
 class Gauge;
 class Histogram;
 class Registry;
@@ -148,7 +147,7 @@ class Metrics {
   // --- Devices (label: device; placement computes the values).
 
   void SetDeviceMemory(std::string_view device, engine::MemoryKind kind, uint64_t bytes);
-  // All three kinds at once.
+  // Every kind at once.
   void SetDeviceMemory(std::string_view device, const engine::MemoryUsage& usage);
   void SetDeviceCapacity(std::string_view device, uint64_t total_bytes, uint64_t budget_bytes);
   void SetDeviceInstances(std::string_view device, int64_t instances);
@@ -158,7 +157,8 @@ class Metrics {
 
   // The whole registry in the Prometheus text exposition format (0.0.4).
   std::string RenderText() const;
-  // For MetricsServer, and for anyone registering more families. Never null.
+  // For MetricsServer (server/metrics_server.h), and for anyone registering
+  // more families. Never null.
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
 
  private:
@@ -206,39 +206,6 @@ class Metrics {
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<ModelSeries>, std::less<>> models_ ABSL_GUARDED_BY(mu_);
-};
-
-// Serves GET /metrics (the registry of a Metrics, in the text format) over
-// HTTP on its own threads, from Start until destruction.
-//
-// The server holds the registry weakly: destroying the Metrics first is safe
-// (scrapes then return nothing), though the usual order is the reverse.
-// Thread safety: port() may be called from any thread.
-class MetricsServer {
- public:
-  // Listens on `address`: "host:port" with an IPv4 host ("0.0.0.0:9090",
-  // "127.0.0.1:0") or a bare "port" (all interfaces); port 0 picks a free
-  // port (see port()). (Debian 12's civetweb refuses IPv6 hosts.) Errors,
-  // naming the address and the reason: InvalidArgument for an empty or
-  // malformed address; Unavailable when it cannot be bound (port in use, not
-  // a local address). Never throws.
-  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(std::string_view address,
-                                                              const Metrics& metrics);
-  // Stops listening; waits for scrapes in progress. Takes milliseconds (see
-  // metrics.cc: civetweb's accept loop is woken by a connection to itself).
-  ~MetricsServer();
-  MetricsServer(const MetricsServer&) = delete;
-  MetricsServer& operator=(const MetricsServer&) = delete;
-
-  // The port actually bound (the first, if the address named several).
-  int port() const { return port_; }
-
- private:
-  MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, std::string wake_host, int port);
-
-  std::unique_ptr<prometheus::Exposer> exposer_;
-  const std::string wake_host_;  // a numeric address of the listener; "" if unknown
-  const int port_;
 };
 
 }  // namespace packd::server

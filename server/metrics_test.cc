@@ -1,4 +1,5 @@
 #include "server/metrics.h"
+#include "server/metrics_server.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -521,8 +522,8 @@ TEST(MetricsTest, ConcurrentCallsAreSafe) {
 
 // ---- The HTTP endpoint.
 
-// A plain HTTP/1.0 GET of `path` on 127.0.0.1:`port`; the whole response.
-absl::StatusOr<std::string> HttpGet(int port, std::string_view path) {
+// Sends `request` as is to 127.0.0.1:`port`; the whole response.
+absl::StatusOr<std::string> HttpRequest(int port, const std::string& request) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return absl::InternalError("socket");
   timeval timeout{.tv_sec = 5, .tv_usec = 0};
@@ -535,8 +536,6 @@ absl::StatusOr<std::string> HttpGet(int port, std::string_view path) {
     close(fd);
     return absl::UnavailableError(absl::StrCat("connect: errno ", errno));
   }
-  const std::string request =
-      absl::StrCat("GET ", std::string(path), " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
   if (send(fd, request.data(), request.size(), 0) != static_cast<ssize_t>(request.size())) {
     close(fd);
     return absl::UnavailableError("send");
@@ -554,6 +553,12 @@ absl::StatusOr<std::string> HttpGet(int port, std::string_view path) {
   }
   close(fd);
   return response;
+}
+
+// A plain HTTP/1.0 GET of `path` on 127.0.0.1:`port`; the whole response.
+absl::StatusOr<std::string> HttpGet(int port, std::string_view path) {
+  return HttpRequest(port,
+                     absl::StrCat("GET ", std::string(path), " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"));
 }
 
 TEST(MetricsServerTest, ServesMetricsOverHttp) {
@@ -637,8 +642,62 @@ TEST(MetricsServerTest, StopsPromptlyAfterServing) {
   ASSERT_TRUE(HttpGet((*server)->port(), "/metrics").ok());
   const absl::Time start = absl::Now();
   server->reset();
-  // civetweb alone takes up to 2 s here (see ~MetricsServer).
   EXPECT_LT(absl::Now() - start, absl::Milliseconds(500));
+}
+
+TEST(MetricsServerTest, OtherPathsMethodsAndMalformedRequests) {
+  Metrics m;
+  Populate(m);
+  absl::StatusOr<std::unique_ptr<MetricsServer>> server = MetricsServer::Start("127.0.0.1:0", m);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  auto status_line = [](const absl::StatusOr<std::string>& r) {
+    return r.ok() ? r->substr(0, r->find("\r\n")) : r.status().ToString();
+  };
+  EXPECT_EQ(status_line(HttpGet(port, "/nope")), "HTTP/1.1 404 Not Found");
+  EXPECT_EQ(status_line(HttpGet(port, "/")), "HTTP/1.1 200 OK");
+  // A query string is ignored (some scrapers add one).
+  absl::StatusOr<std::string> query = HttpGet(port, "/metrics?format=text");
+  EXPECT_EQ(status_line(query), "HTTP/1.1 200 OK");
+  EXPECT_THAT(*query, HasSubstr("packd_requests_total"));
+  // HEAD: the headers of GET, no body.
+  absl::StatusOr<std::string> head =
+      HttpRequest(port, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(head.ok()) << head.status();
+  EXPECT_EQ(status_line(head), "HTTP/1.1 200 OK");
+  EXPECT_TRUE(absl::EndsWith(*head, "\r\n\r\n")) << *head;
+  EXPECT_THAT(*head, HasSubstr("Content-Length: "));
+  absl::StatusOr<std::string> post =
+      HttpRequest(port, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(status_line(post), "HTTP/1.1 405 Method Not Allowed");
+  EXPECT_THAT(*post, HasSubstr("Allow: GET, HEAD"));
+  EXPECT_EQ(status_line(HttpRequest(port, "garbage\r\n\r\n")), "HTTP/1.1 400 Bad Request");
+  EXPECT_EQ(status_line(HttpRequest(port, std::string(20000, 'a'))),
+            "HTTP/1.1 431 Request Header Fields Too Large");
+  // Still serving after all that.
+  EXPECT_EQ(status_line(HttpGet(port, "/metrics")), "HTTP/1.1 200 OK");
+}
+
+TEST(MetricsServerTest, ListensOnIpv6Loopback) {
+  Metrics m;
+  absl::StatusOr<std::unique_ptr<MetricsServer>> server = MetricsServer::Start("[::1]:0", m);
+  if (!server.ok() && server.status().code() == absl::StatusCode::kUnavailable) {
+    GTEST_SKIP() << "no IPv6 loopback here: " << server.status();
+  }
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int fd = socket(AF_INET6, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_port = htons(static_cast<uint16_t>((*server)->port()));
+  addr.sin6_addr = in6addr_loopback;
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string request = "GET /metrics HTTP/1.0\r\n\r\n";
+  ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  char buf[64] = {};
+  ASSERT_GT(recv(fd, buf, sizeof(buf) - 1, 0), 0);
+  close(fd);
+  EXPECT_TRUE(absl::StartsWith(buf, "HTTP/1.1 200")) << buf;
 }
 
 TEST(MetricsServerTest, OutlivingTheMetricsIsSafe) {

@@ -140,6 +140,7 @@ grpc::Status ModelsService::GetServerInfo(grpc::ServerContext* context,
     out->set_weights_bytes(d.used.of(engine::MemoryKind::kWeights));
     out->set_kv_cache_bytes(d.used.of(engine::MemoryKind::kKvCache));
     out->set_workspace_bytes(d.used.of(engine::MemoryKind::kWorkspace));
+    out->set_decode_scratch_bytes(d.used.of(engine::MemoryKind::kDecodeScratch));
     out->set_instances(static_cast<uint32_t>(d.instances));
     out->set_uncompressed_equivalent_bytes(d.uncompressed_bytes());
     out->set_density(d.density());

@@ -12,6 +12,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "server/generation_service.h"
 #include "server/metrics.h"
+#include "server/metrics_server.h"
 #include "server/model_registry.h"
 #include "server/models_service.h"
 #include "server/placement.h"

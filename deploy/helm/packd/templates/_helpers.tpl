@@ -1,0 +1,210 @@
+{{/*
+Names, labels and the packd config. Everything that turns values into packd's
+config lives here, so that configmap.yaml, secret.yaml and the checksums in
+deployment.yaml render the same text.
+*/}}
+
+{{/* The chart name, or nameOverride; 63 characters at most (a DNS label). */}}
+{{- define "packd.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* RELEASE-NAME, or RELEASE alone when it already contains NAME. */}}
+{{- define "packd.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "packd.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The labels that select the pods: Deployment, Service, PDB, ServiceMonitor. */}}
+{{- define "packd.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "packd.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "packd.labels" -}}
+helm.sh/chart: {{ include "packd.chart" . }}
+{{ include "packd.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "packd.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "packd.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "packd.image" -}}
+{{- printf "%s:%s" (required "image.repository is required" .Values.image.repository) (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- end }}
+
+{{/* Paths inside the container. */}}
+{{- define "packd.configDir" -}}/etc/packd{{- end }}
+{{- define "packd.tlsDir" -}}/etc/packd/tls{{- end }}
+
+{{/* The claim the model volume uses (type pvc). */}}
+{{- define "packd.modelClaimName" -}}
+{{- .Values.modelVolume.pvc.existingClaim | default (printf "%s-models" (include "packd.fullname" .)) }}
+{{- end }}
+
+{{/* The Secret with tls.crt/tls.key/ca.crt. */}}
+{{- define "packd.tlsSecretName" -}}
+{{- .Values.tls.existingSecret | default (include "packd.fullname" .) }}
+{{- end }}
+
+{{/*
+Whether the TLS files include a client CA bundle ("true" or ""): tls.clientCA
+is the PEM, or, with tls.existingSecret, true when that Secret has ca.crt.
+*/}}
+{{- define "packd.tlsHasClientCA" -}}
+{{- if and .Values.tls.enabled .Values.tls.clientCA }}true{{ end }}
+{{- end }}
+
+{{/*
+Checks on values that packd cannot make (it never sees the chart) or that are
+better refused before anything is deployed. packd validates the rest of its
+config at start, with messages that name the key.
+*/}}
+{{- define "packd.validate" -}}
+{{- $p := .Values.packd | default dict }}
+{{- $known := list "grpc" "logging" "devices" "models" "tenants" "queue" "drain_timeout" }}
+{{- range $key, $_ := $p }}
+{{- if eq $key "metrics" }}
+{{- fail "packd.metrics is written by the chart (listen 0.0.0.0:<ports.metrics>); set ports.metrics instead" }}
+{{- else if not (has $key $known) }}
+{{- fail (printf "packd.%s: not a packd config key the chart passes on; valid: %s" $key (join ", " $known)) }}
+{{- end }}
+{{- end }}
+{{- $grpc := $p.grpc | default dict }}
+{{- if hasKey $grpc "listen" }}
+{{- fail "packd.grpc.listen is written by the chart (0.0.0.0:<ports.grpc>); set ports.grpc instead" }}
+{{- end }}
+{{- if hasKey $grpc "tls" }}
+{{- fail "packd.grpc.tls is written by the chart; use the tls section of the values" }}
+{{- end }}
+{{- if not $p.devices }}
+{{- fail "packd.devices: at least one device is required (e.g. [{name: cpu, kind: cpu, memory_budget: 3GiB}])" }}
+{{- end }}
+{{- if not $p.models }}
+{{- fail (printf "packd.models: at least one model is required: [{name: NAME, path: PATH relative to %s, device: DEVICE}]" .Values.modelVolume.mountPath) }}
+{{- end }}
+{{- if not $p.tenants }}
+{{- fail "packd.tenants: at least one tenant is required: [{name: NAME, api_key_sha256: [HASH], allowed_models: [\"*\"]}]" }}
+{{- end }}
+{{- $gpus := int (.Values.gpu.count | default 0) }}
+{{- range $i, $d := $p.devices }}
+{{- if eq (toString $d.kind) "cuda" }}
+{{- $index := int ($d.index | default 0) }}
+{{- if ge $index $gpus }}
+{{- fail (printf "packd.devices[%d] (%s) is cuda device %d, but gpu.count is %d: the pod would not see that GPU" $i (toString $d.name) $index $gpus) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $i, $m := $p.models }}
+{{- if not $m.name }}
+{{- fail (printf "packd.models[%d].name is required" $i) }}
+{{- end }}
+{{- end }}
+{{- range $i, $t := $p.tenants }}
+{{- if not $t.api_key_sha256 }}
+{{- fail (printf "packd.tenants[%d].api_key_sha256: at least one hash is required" $i) }}
+{{- end }}
+{{- range $k, $h := $t.api_key_sha256 }}
+{{- if not (regexMatch "^[0-9a-f]{64}$" (toString $h)) }}
+{{- fail (printf "packd.tenants[%d].api_key_sha256[%d] must be the SHA-256 of an API key, 64 lower-case hex digits in quotes (printf %%s \"$KEY\" | sha256sum), not the key itself" $i $k) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+{{- if not .Values.tls.existingSecret }}
+{{- if or (not .Values.tls.cert) (not .Values.tls.key) }}
+{{- fail "tls.enabled needs tls.existingSecret, or tls.cert and tls.key (PEM)" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.tls.requireClientCert (not (include "packd.tlsHasClientCA" .)) }}
+{{- fail "tls.requireClientCert needs tls.clientCA (with existingSecret: clientCA: true and a ca.crt key)" }}
+{{- end }}
+{{- end }}
+{{- if not (has .Values.modelVolume.type (list "pvc" "hostPath")) }}
+{{- fail (printf "modelVolume.type must be pvc or hostPath, got %v" .Values.modelVolume.type) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The model list as packd reads it: each path resolved against the model
+volume's mount (absolute paths are kept).
+*/}}
+{{- define "packd.models" -}}
+{{- $mount := trimSuffix "/" .Values.modelVolume.mountPath }}
+{{- $models := list }}
+{{- range .Values.packd.models }}
+{{- $m := deepCopy . }}
+{{- $path := toString ($m.path | default $m.name) }}
+{{- if not (hasPrefix "/" $path) }}
+{{- $path = printf "%s/%s" $mount $path }}
+{{- end }}
+{{- $_ := set $m "path" $path }}
+{{- $models = append $models $m }}
+{{- end }}
+{{- toYaml (dict "models" $models) }}
+{{- end }}
+
+{{/*
+packd.yaml without `tenants` (those are in the Secret; the init container
+appends them). Sections in packd.example.yaml's order.
+*/}}
+{{- define "packd.config" -}}
+{{- include "packd.validate" . }}
+{{- $p := .Values.packd }}
+{{- $grpc := deepCopy ($p.grpc | default dict) }}
+{{- $_ := set $grpc "listen" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) }}
+{{- if .Values.tls.enabled }}
+{{- $dir := include "packd.tlsDir" . }}
+{{- $tls := dict "cert_file" (printf "%s/tls.crt" $dir) "key_file" (printf "%s/tls.key" $dir) }}
+{{- if include "packd.tlsHasClientCA" . }}
+{{- $_ := set $tls "client_ca_file" (printf "%s/ca.crt" $dir) }}
+{{- $_ := set $tls "require_client_cert" (.Values.tls.requireClientCert | default false) }}
+{{- end }}
+{{- $_ := set $grpc "tls" $tls }}
+{{- end }}
+{{- if not $grpc.keepalive }}
+{{- $_ := unset $grpc "keepalive" }}
+{{- end -}}
+# packd serve --config; generated by the packd Helm chart from its values.
+# Keys: configs/packd.example.yaml. tenants: appended from the Secret.
+{{ toYaml (dict "grpc" $grpc) }}
+{{ toYaml (dict "metrics" (dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.metrics)))) }}
+{{- with $p.logging }}
+{{ toYaml (dict "logging" .) }}
+{{- end }}
+{{ toYaml (dict "devices" $p.devices) }}
+{{ include "packd.models" . }}
+{{- with $p.queue }}
+{{ toYaml (dict "queue" .) }}
+{{- end }}
+{{- if hasKey $p "drain_timeout" }}
+{{ toYaml (dict "drain_timeout" $p.drain_timeout) }}
+{{- end }}
+{{ end }}
+
+{{/* The tenants section of packd.yaml, kept in the Secret. */}}
+{{- define "packd.tenants" -}}
+{{- include "packd.validate" . -}}
+# tenants: appended to packd.yaml by the config init container.
+{{ toYaml (dict "tenants" .Values.packd.tenants) }}
+{{ end }}
