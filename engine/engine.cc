@@ -1,11 +1,14 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <charconv>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "engine/cpu/cpu_backend.h"
+#include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_memory_estimate.h"
 
 namespace packd::engine {
 
@@ -55,6 +58,19 @@ Engine::~Engine() = default;
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path& model,
                                                      const EngineOptions& options) {
+  int cuda_device = -1;
+  if (options.device != "cpu") {
+    constexpr std::string_view kCuda = "cuda:";
+    const std::string_view d = options.device;
+    const char* end = d.data() + d.size();
+    if (!d.starts_with(kCuda) || d.size() == kCuda.size() ||
+        std::from_chars(d.data() + kCuda.size(), end, cuda_device) !=
+            std::from_chars_result{end, std::errc()} ||
+        cuda_device < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("engine: device '", options.device, "' is neither \"cpu\" nor \"cuda:N\""));
+    }
+  }
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
   ModelSourceOptions so;
@@ -66,9 +82,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path
   if (options.max_running < 1 || options.max_batch_tokens < 1) {
     return absl::InvalidArgumentError("engine: max_running and max_batch_tokens must be >= 1");
   }
-  CpuBackendOptions bo;
-  bo.threads = options.threads;
-  ASSIGN_OR_RETURN(e->backend_, CreateCpuBackend(bo));
+  if (options.device == "cpu") {
+    CpuBackendOptions bo;
+    bo.threads = options.threads;
+    ASSIGN_OR_RETURN(e->backend_, CreateCpuBackend(bo));
+  } else {
+    ASSIGN_OR_RETURN(e->backend_,
+                     CreateCudaBackend(CudaBackendOptionsFor(options, cuda_device)));
+  }
   TransformerOptions to;
   to.max_batch_tokens = options.max_batch_tokens;
   to.max_logit_rows = options.max_running;

@@ -28,6 +28,10 @@
 namespace packd::engine {
 
 struct EngineOptions {
+  // Where the model runs: "cpu", or "cuda:N" for CUDA device N (the
+  // engine's own stream and memory arena on it). Anything else is
+  // InvalidArgument; "cuda:N" in a build without CUDA is FailedPrecondition.
+  std::string device = "cpu";
   int threads = 0;                         // CPU backend threads; <= 0: all
   uint64_t kv_cache_bytes = 256ull << 20;  // KV budget (keys + values, all layers)
   int32_t kv_block_size = 16;              // tokens per KV block
@@ -65,7 +69,7 @@ struct EngineStats {
 
 class Engine {
  public:
-  // Opens a packd directory, HF directory or GGUF file on the CPU backend.
+  // Opens a packd directory, HF directory or GGUF file on options.device.
   static absl::StatusOr<std::unique_ptr<Engine>> Open(const std::filesystem::path& model,
                                                       const EngineOptions& options = {});
   ~Engine();

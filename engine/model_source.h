@@ -44,6 +44,8 @@ class ModelSource {
   bool Has(std::string_view name) const { return tensors_.count(std::string(name)) != 0; }
   // NotFound naming the model and the tensor.
   absl::StatusOr<WeightSource> Find(std::string_view name) const;
+  // Every tensor of the model, by name (the transformer may use fewer).
+  const std::map<std::string, WeightSource, std::less<>>& tensors() const { return tensors_; }
 
   // The codec names its tensors are stored with ({"none"} for HF and GGUF).
   std::set<std::string> codecs() const;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
+#include "engine/cuda/cuda_memory_estimate.h"
 #include "engine/model_source.h"
 
 namespace packd::server {
@@ -84,7 +85,8 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::Load(const ModelSpec
   absl::StatusOr<InstanceBytes> per_instance =
       EstimateInstanceBytes((*source)->config(), spec.engine);
   if (!per_instance.ok()) return fail(per_instance.status());
-  source->reset();  // each instance opens its own mapping (shared page cache)
+  absl::StatusOr<DeviceInfo> device = placement_.Snapshot(spec.device);
+  if (!device.ok()) return fail(device.status());
   ReservationRequest r;
   r.model = spec.name;
   r.device = spec.device;
@@ -93,6 +95,20 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::Load(const ModelSpec
   r.kv_bytes_per_instance = per_instance->kv_bytes;
   r.workspace_bytes_per_instance = per_instance->workspace_bytes;
   r.instances = spec.instances;
+  if (device->kind == DeviceKind::kCuda) {
+    // A CUDA engine owns its backend, and the backend its copy of the
+    // weights (engine/cuda/CUDA_BACKEND.md): weights are reserved per
+    // instance, as the device holds them, with the backend's own workspace
+    // and decode scratch.
+    const engine::MemoryUsage own = engine::EstimateCudaBackendBytes(
+        engine::CudaBackendOptionsFor(spec.engine, /*device=*/0), **source);
+    const uint64_t n = static_cast<uint64_t>(spec.instances);
+    r.weight_bytes = own.of(engine::MemoryKind::kWeights) * n;
+    r.original_weight_bytes = m->original_weight_bytes_ * n;
+    r.workspace_bytes_per_instance += own.of(engine::MemoryKind::kWorkspace);
+    r.decode_scratch_bytes_per_instance = own.of(engine::MemoryKind::kDecodeScratch);
+  }
+  source->reset();  // each instance opens its own mapping (shared page cache)
   absl::StatusOr<ReservationId> id = placement_.Reserve(r);
   if (!id.ok()) return fail(id.status());
   m->reservation_ = *id;

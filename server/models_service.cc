@@ -13,6 +13,11 @@ ModelSpec SpecFromConfig(const ServerConfig& config, const ServerConfig::Model& 
   spec.device = model.device;
   spec.instances = model.instances;
   spec.engine = model.ToEngineOptions();
+  for (const ServerConfig::Device& d : config.devices) {
+    if (d.name == model.device && d.kind == DeviceKind::kCuda) {
+      spec.engine.device = absl::StrCat("cuda:", d.index);
+    }
+  }
   spec.instance.max_queued = config.queue.max_queued_per_instance;
   spec.instance.max_wait = absl::FromChrono(config.queue.max_wait);
   spec.expected_codec = std::string(ExpectedCodecName(model.codec));

@@ -18,6 +18,7 @@ using engine::MemoryKind;
 constexpr int kWeights = static_cast<int>(MemoryKind::kWeights);
 constexpr int kKvCache = static_cast<int>(MemoryKind::kKvCache);
 constexpr int kWorkspace = static_cast<int>(MemoryKind::kWorkspace);
+constexpr int kDecodeScratch = static_cast<int>(MemoryKind::kDecodeScratch);
 
 // "512 B", "256 MiB", "1.53 GiB": binary units (budgets are configured in
 // them), at most two decimals, trailing zeros dropped.
@@ -134,18 +135,25 @@ absl::StatusOr<ReservationId> Placement::Reserve(const ReservationRequest& r) {
   const uint64_t new_weights = shared ? 0 : r.weight_bytes;
   const uint64_t n = static_cast<uint64_t>(r.instances);
   // Checked: sizes come from config files; a sum past 2^64 cannot fit anyway.
-  uint64_t per_instance = 0, kv = 0, workspace = 0, need = 0;
-  const bool overflow = __builtin_add_overflow(r.kv_bytes_per_instance,
-                                               r.workspace_bytes_per_instance, &per_instance) ||
-                        __builtin_mul_overflow(r.kv_bytes_per_instance, n, &kv) ||
-                        __builtin_mul_overflow(r.workspace_bytes_per_instance, n, &workspace) ||
-                        __builtin_mul_overflow(per_instance, n, &need) ||
-                        __builtin_add_overflow(need, new_weights, &need);
+  uint64_t per_instance = 0, kv = 0, workspace = 0, scratch = 0, need = 0;
+  const bool overflow =
+      __builtin_add_overflow(r.kv_bytes_per_instance, r.workspace_bytes_per_instance,
+                             &per_instance) ||
+      __builtin_add_overflow(per_instance, r.decode_scratch_bytes_per_instance, &per_instance) ||
+      __builtin_mul_overflow(r.kv_bytes_per_instance, n, &kv) ||
+      __builtin_mul_overflow(r.workspace_bytes_per_instance, n, &workspace) ||
+      __builtin_mul_overflow(r.decode_scratch_bytes_per_instance, n, &scratch) ||
+      __builtin_mul_overflow(per_instance, n, &need) ||
+      __builtin_add_overflow(need, new_weights, &need);
   const uint64_t free = d.spec.budget_bytes - d.used.total();
   if (overflow || need > free) {
-    const std::string each =
-        absl::StrCat(r.instances, " x (KV ", FormatBytes(r.kv_bytes_per_instance), " + workspace ",
-                     FormatBytes(r.workspace_bytes_per_instance), ")");
+    const std::string each = absl::StrCat(
+        r.instances, " x (KV ", FormatBytes(r.kv_bytes_per_instance), " + workspace ",
+        FormatBytes(r.workspace_bytes_per_instance),
+        r.decode_scratch_bytes_per_instance == 0
+            ? std::string()
+            : absl::StrCat(" + decode scratch ", FormatBytes(r.decode_scratch_bytes_per_instance)),
+        ")");
     const std::string total = overflow ? std::string("more than 2^64 bytes")
                                        : absl::StrCat(FormatBytes(need), " (", need, " bytes)");
     const std::string needs =
@@ -164,6 +172,7 @@ absl::StatusOr<ReservationId> Placement::Reserve(const ReservationRequest& r) {
   d.used.bytes[kWeights] += new_weights;
   d.used.bytes[kKvCache] += kv;
   d.used.bytes[kWorkspace] += workspace;
+  d.used.bytes[kDecodeScratch] += scratch;
   d.instances += r.instances;
   ModelPlacement& m = models_[key];
   if (!shared) {
@@ -175,6 +184,7 @@ absl::StatusOr<ReservationId> Placement::Reserve(const ReservationRequest& r) {
   m.instances += r.instances;
   m.kv_bytes += kv;
   m.workspace_bytes += workspace;
+  m.decode_scratch_bytes += scratch;
   const ReservationId id = next_id_++;
   reservations_.emplace(id, r);
   return id;
@@ -191,13 +201,16 @@ absl::Status Placement::Release(ReservationId id) {
   const uint64_t n = static_cast<uint64_t>(r.instances);
   const uint64_t kv = r.kv_bytes_per_instance * n;
   const uint64_t workspace = r.workspace_bytes_per_instance * n;
+  const uint64_t scratch = r.decode_scratch_bytes_per_instance * n;
   DeviceState& d = devices_[FindDeviceLocked(r.device)];
   auto m = models_.find(ModelKey(r.model, r.device));
   d.used.bytes[kKvCache] -= kv;
   d.used.bytes[kWorkspace] -= workspace;
+  d.used.bytes[kDecodeScratch] -= scratch;
   d.instances -= r.instances;
   m->second.kv_bytes -= kv;
   m->second.workspace_bytes -= workspace;
+  m->second.decode_scratch_bytes -= scratch;
   m->second.instances -= r.instances;
   if (m->second.instances == 0) {  // the last instance of the model here
     d.used.bytes[kWeights] -= m->second.weight_bytes;

@@ -91,6 +91,8 @@ struct ReservationRequest {
   uint64_t original_weight_bytes = 0;
   uint64_t kv_bytes_per_instance = 0;
   uint64_t workspace_bytes_per_instance = 0;
+  // Decoded weights held for one GEMM (a CUDA backend's decode scratch).
+  uint64_t decode_scratch_bytes_per_instance = 0;
   int64_t instances = 1;  // >= 1
 };
 
@@ -127,8 +129,9 @@ struct ModelPlacement {
   uint64_t weight_bytes = 0;           // stored, reserved once
   uint64_t original_weight_bytes = 0;  // uncompressed
   int64_t instances = 0;
-  uint64_t kv_bytes = 0;         // all its instances
-  uint64_t workspace_bytes = 0;  // all its instances
+  uint64_t kv_bytes = 0;              // all its instances
+  uint64_t workspace_bytes = 0;       // all its instances
+  uint64_t decode_scratch_bytes = 0;  // all its instances
 
   // original_weight_bytes / weight_bytes; 1.0 when weight_bytes is 0.
   double compression_ratio() const;

@@ -245,6 +245,33 @@ TEST(PlacementTest, ALoadThatDoesNotFitIsRefusedWithItsNumbersAndChangesNothing)
                                                  "= 1 B (1 bytes), but only 0 B (0 bytes)"));
 }
 
+TEST(PlacementTest, DecodeScratchIsReservedPerInstanceAndCountsAgainstDensity) {
+  auto p = CpuPlacement();
+  ReservationRequest r = Request("llama", "cpu", 1 * kGiB, 2 * kGiB, 100 * kMiB, 10 * kMiB, 2);
+  r.decode_scratch_bytes_per_instance = 256 * kMiB;
+  absl::StatusOr<ReservationId> id = p->Reserve(r);
+  ASSERT_TRUE(id.ok()) << id.status();
+  DeviceInfo d = Info(*p, "cpu");
+  EXPECT_EQ(d.used.of(MemoryKind::kDecodeScratch), 2 * 256 * kMiB);
+  EXPECT_EQ(d.used.total(), 1 * kGiB + 2 * (100 + 10 + 256) * kMiB);
+  // Uncompressed weights would need no scratch: it is in the denominator only.
+  EXPECT_EQ(d.uncompressed_bytes(), 2 * kGiB + 2 * (100 + 10) * kMiB);
+  EXPECT_DOUBLE_EQ(d.density(), static_cast<double>(d.uncompressed_bytes()) /
+                                    static_cast<double>(d.used.total()));
+  EXPECT_EQ(p->Models()[0].decode_scratch_bytes, 2 * 256 * kMiB);
+
+  // Counted when refusing: 8 GiB budget, 1.73 GiB used, 20 x 366 MiB asked.
+  ReservationRequest big = r;
+  big.model = "other";
+  big.instances = 20;
+  absl::StatusOr<ReservationId> refused = p->Reserve(big);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(), HasSubstr("decode scratch 256 MiB"));
+
+  ASSERT_TRUE(p->Release(*id).ok());
+  EXPECT_EQ(Info(*p, "cpu").used.total(), 0u);
+}
+
 TEST(PlacementTest, BadRequestsAreRefused) {
   auto p = CpuPlacement();
   auto no_device = p->Reserve(Request("m", "cuda:0", 1, 1, 1, 1, 1));

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
+#include "engine/cuda/cuda_backend.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -91,14 +92,19 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   const ServerConfig& c = impl->config;
   ConfigureLogging(c.logging);
   for (const ServerConfig::Device& d : c.devices) {
-    if (d.kind != DeviceKind::kCpu) {
-      return absl::UnimplementedError(absl::StrCat(
-          "devices: '", d.name, "' is a cuda device; this build serves on the CPU only"));
-    }
     DeviceSpec spec;
     spec.name = d.name;
     spec.kind = d.kind;
     spec.total_bytes = PhysicalMemoryBytes();
+    if (d.kind == DeviceKind::kCuda) {
+      // Built without CUDA, or no such device: refused here, naming it.
+      absl::StatusOr<engine::CudaDeviceInfo> info = engine::QueryCudaDevice(d.index);
+      if (!info.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat("devices: '", d.name, "' (cuda index ",
+                                                          d.index, "): ", info.status().message()));
+      }
+      spec.total_bytes = info->total_bytes;
+    }
     spec.budget_bytes = d.BudgetBytes(spec.total_bytes);
     RETURN_IF_ERROR(impl->placement.AddDevice(spec));
   }

@@ -1,0 +1,502 @@
+// The per-thread decode logic of the device decoders, as host+device inline
+// functions: the CUDA kernels (tiled_decode.cu, vlc_decode.cu) call them for
+// their thread's work item, and device_image_test.cc calls the very same
+// functions in a host loop over all work items, comparing the result bit for
+// bit with the CPU codec. All bit layouts are those of codec/FORMAT.md §3-§5.
+//
+// Work items (DecodePlan::items, PlanRows below) and what each writes:
+//   tiled:        item = 32 * (tile - t_first) + lane; a warp per tile, lane
+//                 k decodes elements [8k, 8k + 8) of each 256-element chunk
+//                 of its tile (so a warp's stores are contiguous);
+//   vlc Huffman,
+//   vlc rANS:     item = tile - t_first; one thread decodes a tile's
+//                 bitstream serially (tiles are independent streams);
+//   vlc constant: item = 8-element slot - slot_first.
+// An item writes exactly the elements of its part that lie in the plan's
+// range [e_begin, e_end), element e to out + (e - e_begin) * elem_bytes, and
+// nothing else; items never write the same byte. `out` must be aligned to
+// elem_bytes (DecodeRows checks it).
+//
+// Memory safety: the image was validated on the host (DeviceImage::Build), so
+// tables and offsets are consistent; the code bits themselves are not fully
+// validated there (vlc), and every read derived from them is clamped (to the
+// tile's escapes, its stream, or the stream's end plus the peek window inside
+// the image), so corrupt bits decode to wrong values (caught by the container
+// checksum), never to an out-of-bounds access.
+#pragma once
+
+#include <bit>
+#include <cstdint>
+#include <cstring>
+
+#include "codec/cuda/device_image_layout.h"
+
+// Host+device functions (plain inline functions without nvcc).
+#ifndef PACKD_HD
+#if defined(__CUDACC__)
+#define PACKD_HD __host__ __device__
+#else
+#define PACKD_HD
+#endif
+#endif
+
+namespace packd::codec::cuda {
+
+// ---- Memory access. Aligned loads and stores of the width named (the
+// callers guarantee the alignment); on the device through the read-only cache.
+// On the host (tests) a misaligned access traps, as it faults on a GPU.
+
+PACKD_HD inline void CheckAligned(const void* p, uintptr_t alignment) {
+#if !defined(__CUDA_ARCH__)
+  if ((reinterpret_cast<uintptr_t>(p) & (alignment - 1)) != 0) __builtin_trap();
+#endif
+}
+
+PACKD_HD inline uint64_t LoadU64(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return __ldg(reinterpret_cast<const unsigned long long*>(p));
+#else
+  CheckAligned(p, 8);
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+#endif
+}
+
+PACKD_HD inline uint32_t LoadU32(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return __ldg(reinterpret_cast<const unsigned int*>(p));
+#else
+  CheckAligned(p, 4);
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+#endif
+}
+
+PACKD_HD inline uint32_t LoadU8(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return __ldg(p);
+#else
+  return *p;
+#endif
+}
+
+PACKD_HD inline void StoreU16(uint8_t* p, uint32_t v) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<uint16_t*>(p) = static_cast<uint16_t>(v);
+#else
+  CheckAligned(p, 2);
+  const uint16_t w = static_cast<uint16_t>(v);
+  std::memcpy(p, &w, 2);
+#endif
+}
+
+PACKD_HD inline void StoreU32(uint8_t* p, uint32_t v) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<uint32_t*>(p) = v;
+#else
+  CheckAligned(p, 4);
+  std::memcpy(p, &v, 4);
+#endif
+}
+
+// 16 bytes at a 16-byte aligned p: lo then hi, little-endian.
+PACKD_HD inline void StoreU128(uint8_t* p, uint64_t lo, uint64_t hi) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<ulonglong2*>(p) = make_ulonglong2(lo, hi);
+#else
+  CheckAligned(p, 16);
+  std::memcpy(p, &lo, 8);
+  std::memcpy(p + 8, &hi, 8);
+#endif
+}
+
+PACKD_HD inline uint32_t Popcount64(uint64_t v) {
+#if defined(__CUDA_ARCH__)
+  return static_cast<uint32_t>(__popcll(v));
+#else
+  return static_cast<uint32_t>(std::popcount(v));
+#endif
+}
+
+PACKD_HD inline uint64_t MinU64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+// Bits [0, n) set, n in 0..64.
+PACKD_HD inline uint64_t LowMask(uint32_t n) {
+  return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
+}
+
+// ---- Elements (FORMAT.md §3).
+
+// sign << (exp_bits + mant_bits) | exponent << mant_bits | mantissa, from the
+// exponent field and rest = sign << mant_bits | mantissa.
+PACKD_HD inline uint32_t JoinElement(const DeviceImageLayout& L, uint32_t exponent, uint32_t rest) {
+  return ((rest >> L.mant_bits) << (L.exp_bits + L.mant_bits)) | (exponent << L.mant_bits) |
+         (rest & ((1u << L.mant_bits) - 1));
+}
+
+// Element i's rest from the rest plane (rest_bits <= 24 wide at bit
+// i * rest_bits, LSB-first); byte loads, none at or past plane_bytes.
+PACKD_HD inline uint32_t ReadRest(const uint8_t* plane, uint64_t plane_bytes, uint64_t i,
+                                  uint32_t rest_bits) {
+  const uint64_t bit = i * rest_bits;
+  const uint64_t byte = bit >> 3;
+  uint32_t v = 0;
+  for (uint32_t b = 0; b < 4; ++b) {
+    if (byte + b < plane_bytes) v |= LoadU8(plane + byte + b) << (8 * b);
+  }
+  return (v >> (bit & 7)) & ((1u << rest_bits) - 1);
+}
+
+// Four bytes of x to the low bytes of four 16-bit lanes.
+PACKD_HD inline uint64_t SpreadBytes4(uint32_t x) {
+  uint64_t v = (x | (uint64_t{x} << 16)) & 0x0000FFFF0000FFFFull;
+  return (v | (v << 8)) & 0x00FF00FF00FF00FFull;
+}
+
+// Eight bf16 elements from their eight exponents (byte j of exps) and eight
+// rest bytes (byte j of rests: sign << 7 | mantissa): elements 0-3 in lo,
+// 4-7 in hi, little-endian.
+PACKD_HD inline void JoinBF16x8(uint64_t exps, uint64_t rests, uint64_t& lo, uint64_t& hi) {
+  for (int half = 0; half < 2; ++half) {
+    const uint64_t e = SpreadBytes4(static_cast<uint32_t>(exps >> (32 * half)));
+    const uint64_t r = SpreadBytes4(static_cast<uint32_t>(rests >> (32 * half)));
+    const uint64_t v = ((r & 0x0080008000800080ull) << 8) | (e << 7) | (r & 0x007F007F007F007Full);
+    (half == 0 ? lo : hi) = v;
+  }
+}
+
+// Writes elements [e0, e0 + count) (count <= 8), element e0 + j having
+// exponent byte j of exps, joined with its rest; only those inside
+// [e_begin, e_end) are written. bf16 with 8 in-range elements at an 8-aligned
+// e0 and a 16-byte aligned destination takes one 8-byte rest load and one
+// 16-byte store; anything else goes element by element.
+PACKD_HD inline void EmitElements(const DeviceImageLayout& L, const uint8_t* image, uint64_t e0,
+                                  uint32_t count, uint64_t exps, uint64_t e_begin, uint64_t e_end,
+                                  uint8_t* out) {
+  const uint8_t* plane = image + L.rest_offset;
+  if (L.elem_bytes == 2 && L.exp_bits == 8 && count == 8 && e0 >= e_begin && e0 + 8 <= e_end &&
+      (e0 & 7) == 0) {
+    uint8_t* dst = out + (e0 - e_begin) * 2;
+    if ((reinterpret_cast<uintptr_t>(dst) & 15) == 0) {
+      uint64_t lo, hi;
+      JoinBF16x8(exps, LoadU64(plane + e0), lo, hi);
+      StoreU128(dst, lo, hi);
+      return;
+    }
+  }
+  for (uint32_t j = 0; j < count; ++j) {
+    const uint64_t e = e0 + j;
+    if (e < e_begin || e >= e_end) continue;
+    const uint32_t exponent = static_cast<uint32_t>(exps >> (8 * j)) & 0xff;
+    const uint32_t v = JoinElement(L, exponent, ReadRest(plane, L.rest_bytes, e, L.rest_bits));
+    uint8_t* dst = out + (e - e_begin) * L.elem_bytes;
+    if (L.elem_bytes == 2) {
+      StoreU16(dst, v);
+    } else {
+      StoreU32(dst, v);
+    }
+  }
+}
+
+// ---- Tiles (FORMAT.md §3, codec/tile_grid.h).
+
+struct TileSpan {
+  uint64_t row = 0;    // grid row
+  uint64_t col = 0;    // tile index within the row
+  uint64_t first = 0;  // flat index of the first element
+  uint32_t size = 0;   // elements
+};
+
+PACKD_HD inline TileSpan TileAt(const DeviceImageLayout& L, uint64_t t) {
+  TileSpan s;
+  s.row = t / L.tiles_per_row;
+  s.col = t - s.row * L.tiles_per_row;
+  const uint64_t c0 = s.col * L.tile_cols;
+  s.first = s.row * L.grid_cols + c0;
+  s.size = static_cast<uint32_t>(MinU64(L.tile_cols, L.grid_cols - c0));
+  return s;
+}
+
+// The tile holding flat element e < elements.
+PACKD_HD inline uint64_t TileOf(const DeviceImageLayout& L, uint64_t e) {
+  const uint64_t row = e / L.grid_cols;
+  return row * L.tiles_per_row + (e - row * L.grid_cols) / L.tile_cols;
+}
+
+// The plan of DecodeRows(row_begin, row_count); the rows must lie inside the
+// tensor (CheckDecodeRowsArgs).
+PACKD_HD inline DecodePlan PlanRows(const DeviceImageLayout& L, uint64_t row_begin,
+                                    uint64_t row_count) {
+  DecodePlan p;
+  p.e_begin = row_begin * L.tensor_cols;
+  p.e_end = p.e_begin + row_count * L.tensor_cols;
+  if (p.e_end <= p.e_begin) {
+    p.e_end = p.e_begin;
+    return p;
+  }
+  p.t_first = TileOf(L, p.e_begin);
+  p.t_count = TileOf(L, p.e_end - 1) + 1 - p.t_first;
+  switch (L.kind) {
+    case DeviceCodecKind::kTiled:
+      p.items = 32 * p.t_count;
+      break;
+    case DeviceCodecKind::kVlcHuffman:
+    case DeviceCodecKind::kVlcRans:
+      p.items = p.t_count;
+      break;
+    case DeviceCodecKind::kVlcConstant:
+      p.slot_first = p.e_begin / 8;
+      p.items = (p.e_end + 7) / 8 - p.slot_first;
+      break;
+  }
+  return p;
+}
+
+// ---- tiled (FORMAT.md §5).
+
+// The code-0 (escape) elements of a group, among its first `valid` elements.
+PACKD_HD inline uint64_t TiledEscapeMask(uint64_t p0, uint64_t p1, uint64_t p2, uint32_t valid) {
+  return ~(p0 | p1 | p2) & LowMask(valid);
+}
+
+// The 3-bit code of bit k of the three planes.
+PACKD_HD inline uint32_t TiledCode(uint64_t p0, uint64_t p1, uint64_t p2, uint32_t k) {
+  return static_cast<uint32_t>(((p0 >> k) & 1) | (((p1 >> k) & 1) << 1) | (((p2 >> k) & 1) << 2));
+}
+
+// Exponent of an element with code c (1..7: in the window; 0: an escape,
+// whose exponent byte the caller read).
+PACKD_HD inline uint32_t TiledExponent(uint32_t c, uint32_t window_base, uint32_t escape) {
+  return c != 0 ? window_base + c - 1 : escape;
+}
+
+// Work item `lane` (0..31) of tile t's warp: for each 256-element chunk of
+// the tile, elements [8 * lane, 8 * lane + 8) of the chunk (group lane / 8,
+// bits 8 * (lane % 8) ..). Every lane reads all four groups' planes of a
+// chunk (the same addresses across the warp: broadcast loads) to know how
+// many escapes precede its elements, so no lane needs another's registers.
+PACKD_HD inline void TiledDecodeLane(const DeviceImageLayout& L, const uint8_t* image, uint64_t t,
+                                     uint32_t lane, uint64_t e_begin, uint64_t e_end,
+                                     uint8_t* out) {
+  const TileSpan s = TileAt(L, t);
+  const uint8_t* codes =
+      image + L.codes_offset +
+      (s.row * L.groups_per_row + s.col * L.groups_per_full_tile) * uint64_t{kTiledGroupBytes};
+  const uint8_t* escapes = image + L.escapes_offset;
+  const uint32_t esc_first = LoadU32(image + L.offsets_offset + 4 * t);
+  const uint32_t esc_end = LoadU32(image + L.offsets_offset + 4 * (t + 1));
+  const uint32_t my_group = lane / 8;
+  const uint32_t my_bit = 8 * (lane % 8);
+  uint32_t esc_before_chunk = 0;  // escapes of the tile before this chunk
+  for (uint64_t c0 = 0; c0 < s.size; c0 += kTiledChunk) {
+    if (s.first + c0 >= e_end) break;
+    uint32_t esc_before_group = 0, chunk_escapes = 0;
+    uint64_t p0 = 0, p1 = 0, p2 = 0, my_escapes = 0;
+    for (uint32_t g = 0; g < kTiledChunk / kTiledGroup; ++g) {
+      const uint64_t g0 = c0 + g * kTiledGroup;  // element offset of the group in the tile
+      if (g0 >= s.size) break;
+      const uint8_t* w = codes + (g0 / kTiledGroup) * kTiledGroupBytes;
+      const uint64_t q0 = LoadU64(w), q1 = LoadU64(w + 8), q2 = LoadU64(w + 16);
+      const uint32_t valid = static_cast<uint32_t>(MinU64(kTiledGroup, s.size - g0));
+      const uint64_t esc = TiledEscapeMask(q0, q1, q2, valid);
+      if (g < my_group) esc_before_group += Popcount64(esc);
+      if (g == my_group) {
+        p0 = q0;
+        p1 = q1;
+        p2 = q2;
+        my_escapes = esc;
+      }
+      chunk_escapes += Popcount64(esc);
+    }
+    const uint64_t k0 = c0 + my_group * kTiledGroup + my_bit;  // first element, in the tile
+    const uint64_t e0 = s.first + k0;
+    if (k0 < s.size && e0 < e_end && e0 + 8 > e_begin) {
+      const uint32_t n = static_cast<uint32_t>(MinU64(8, s.size - k0));
+      uint32_t index = esc_first + esc_before_chunk + esc_before_group +
+                       Popcount64(my_escapes & LowMask(my_bit));
+      uint64_t exps = 0;
+      for (uint32_t j = 0; j < n; ++j) {
+        const uint32_t c = TiledCode(p0, p1, p2, my_bit + j);
+        uint32_t escape = 0;
+        if (c == 0) {
+          // Clamped to the tile's escapes: a consistent tile never needs it.
+          escape = index < esc_end ? LoadU8(escapes + index) : 0;
+          ++index;
+        }
+        exps |= uint64_t{TiledExponent(c, L.window_base, escape)} << (8 * j);
+      }
+      EmitElements(L, image, e0, n, exps, e_begin, e_end, out);
+    }
+    esc_before_chunk += chunk_escapes;
+  }
+}
+
+// ---- vlc (FORMAT.md §4).
+
+// Start of tile t's stream in "codes" (t <= tiles), in bytes.
+PACKD_HD inline uint64_t VlcOffset(const DeviceImageLayout& L, const uint8_t* image, uint64_t t) {
+  const uint8_t* p = image + L.offsets_offset;
+  return L.offset_bytes == 8 ? LoadU64(p + 8 * t) : LoadU32(p + 4 * t);
+}
+
+// 64 stream bits from bit position pos of codes (LSB-first), from the two
+// aligned words around it. codes must be 8-aligned with 16 readable bytes
+// from byte pos / 8 rounded down to 8.
+PACKD_HD inline uint64_t Peek64(const uint8_t* codes, uint64_t pos) {
+  const uint64_t a = (pos >> 3) & ~uint64_t{7};
+  const uint32_t sh = static_cast<uint32_t>(pos - 8 * a);  // 0..63
+  const uint64_t w0 = LoadU64(codes + a);
+  if (sh == 0) return w0;
+  return (w0 >> sh) | (LoadU64(codes + a + 8) << (64 - sh));
+}
+
+// One Huffman table entry (built by DeviceImage, the same as the CPU
+// decoder's): for the next 11 stream bits, bits 0-3 = the bits its complete
+// codes use, bits 6-8 = how many codes (1..4), bits 32-63 = their exponents,
+// the first in the low byte.
+PACKD_HD inline uint32_t HuffmanEntryBits(uint64_t e) { return static_cast<uint32_t>(e & 15); }
+PACKD_HD inline uint32_t HuffmanEntryCount(uint64_t e) {
+  return static_cast<uint32_t>((e >> 6) & 7);
+}
+PACKD_HD inline uint32_t HuffmanEntrySymbols(uint64_t e) { return static_cast<uint32_t>(e >> 32); }
+
+// Collects decoded exponents of one tile into groups of 8 (aligned to the
+// tile's first element) and emits each full group.
+struct ExponentSink {
+  uint64_t first = 0;  // the tile's first element
+  uint32_t done = 0;   // exponents received
+  uint32_t pending = 0;
+  uint64_t exps = 0;
+
+  PACKD_HD void Push(const DeviceImageLayout& L, const uint8_t* image, uint32_t exponent,
+                     uint64_t e_begin, uint64_t e_end, uint8_t* out) {
+    exps |= uint64_t{exponent & 0xff} << (8 * pending);
+    ++done;
+    if (++pending == 8) {
+      EmitElements(L, image, first + done - 8, 8, exps, e_begin, e_end, out);
+      exps = 0;
+      pending = 0;
+    }
+  }
+  PACKD_HD void Flush(const DeviceImageLayout& L, const uint8_t* image, uint64_t e_begin,
+                      uint64_t e_end, uint8_t* out) {
+    if (pending != 0)
+      EmitElements(L, image, first + done - pending, pending, exps, e_begin, e_end, out);
+    pending = 0;
+    exps = 0;
+  }
+};
+
+// Exponents of tile t it must decode to cover [e_begin, e_end): all up to
+// the range's end (a stream decodes from its start).
+PACKD_HD inline uint32_t VlcSymbolsNeeded(const TileSpan& s, uint64_t e_end) {
+  return static_cast<uint32_t>(MinU64(s.size, e_end - s.first));
+}
+
+// Huffman (mode 0): work item of tile t. `multi` is the 2^11-entry table (in
+// shared memory on the device). Each peek of 64 bits serves five lookups of
+// at most 11 bits, each yielding 1..4 exponents.
+PACKD_HD inline void VlcHuffmanDecodeTile(const DeviceImageLayout& L, const uint8_t* image,
+                                          const uint64_t* multi, uint64_t t, uint64_t e_begin,
+                                          uint64_t e_end, uint8_t* out) {
+  const TileSpan s = TileAt(L, t);
+  const uint8_t* codes = image + L.codes_offset;
+  uint64_t pos = 8 * VlcOffset(L, image, t);
+  const uint64_t end = 8 * VlcOffset(L, image, t + 1);
+  const uint32_t need = VlcSymbolsNeeded(s, e_end);
+  ExponentSink sink;
+  sink.first = s.first;
+  while (sink.done < need) {
+    if (pos > end) pos = end;  // a corrupt stream: keep the peeks inside the image
+    uint64_t buf = Peek64(codes, pos);
+    for (int k = 0; k < 5 && sink.done < need; ++k) {
+      const uint64_t e = multi[buf & (kVlcTableSize - 1)];
+      const uint32_t bits = HuffmanEntryBits(e);
+      uint32_t syms = HuffmanEntrySymbols(e);
+      buf >>= bits;
+      pos += bits;
+      for (uint32_t j = HuffmanEntryCount(e); j > 0 && sink.done < need; --j) {
+        sink.Push(L, image, syms & 0xff, e_begin, e_end, out);
+        syms >>= 8;
+      }
+    }
+  }
+  sink.Flush(L, image, e_begin, e_end, out);
+}
+
+// One rANS decode step (FORMAT.md §4, mode 2) on a slot entry (exponent in
+// bits 0-7, freq in bits 8-19, i - start in bits 20-31): returns the
+// exponent and advances x, before renormalization.
+PACKD_HD inline uint32_t RansDecodeStep(const uint32_t* slots, uint32_t& x) {
+  const uint32_t e = slots[x & (kRansTotal - 1)];
+  x = ((e >> 8) & (kRansTotal - 1)) * (x >> kRansPrecision) + (e >> 20);
+  return e & 0xff;
+}
+
+// rANS (mode 2): work item of tile t; `slots` is the 2^12-entry table.
+PACKD_HD inline void VlcRansDecodeTile(const DeviceImageLayout& L, const uint8_t* image,
+                                       const uint32_t* slots, uint64_t t, uint64_t e_begin,
+                                       uint64_t e_end, uint8_t* out) {
+  const TileSpan s = TileAt(L, t);
+  const uint8_t* codes = image + L.codes_offset;
+  uint64_t pos = VlcOffset(L, image, t);
+  const uint64_t end = VlcOffset(L, image, t + 1);
+  // The initial state; pos <= the payload size, so these 4 bytes lie inside
+  // "codes" and its 8 bytes of padding even for a corrupt (short) stream.
+  uint32_t x = 0;
+  for (uint32_t b = 0; b < 4; ++b) x |= LoadU8(codes + pos + b) << (8 * b);
+  pos += 4;
+  const uint32_t need = VlcSymbolsNeeded(s, e_end);
+  ExponentSink sink;
+  sink.first = s.first;
+  while (sink.done < need) {
+    const uint32_t exponent = RansDecodeStep(slots, x);
+    if (x < kRansLow) {
+      uint32_t w = 0;
+      if (pos + 2 <= end) w = LoadU8(codes + pos) | (LoadU8(codes + pos + 1) << 8);
+      pos += 2;
+      x = (x << 16) | w;
+    }
+    sink.Push(L, image, exponent, e_begin, e_end, out);
+  }
+  sink.Flush(L, image, e_begin, e_end, out);
+}
+
+// Constant mode (mode 1): work item of the 8-element slot `slot`.
+PACKD_HD inline void VlcConstantDecodeSlot(const DeviceImageLayout& L, const uint8_t* image,
+                                           uint64_t slot, uint64_t e_begin, uint64_t e_end,
+                                           uint8_t* out) {
+  const uint64_t e0 = 8 * slot;
+  const uint32_t n = static_cast<uint32_t>(MinU64(8, L.elements - e0));
+  EmitElements(L, image, e0, n, uint64_t{L.const_exponent} * 0x0101010101010101ull, e_begin, e_end,
+               out);
+}
+
+// Work item `item` < plan.items of any kind. `table` is a copy of the image's
+// vlc table as the kernel holds it in shared memory: u64 entries (Huffman) or
+// u32 slots (rANS); unused for tiled and constant. The kernels call the
+// per-kind functions directly; this dispatch is for host loops (tests).
+PACKD_HD inline void DecodeItem(const DeviceImageLayout& L, const uint8_t* image, const void* table,
+                                const DecodePlan& plan, uint64_t item, uint8_t* out) {
+  switch (L.kind) {
+    case DeviceCodecKind::kTiled:
+      TiledDecodeLane(L, image, plan.t_first + item / 32, static_cast<uint32_t>(item % 32),
+                      plan.e_begin, plan.e_end, out);
+      break;
+    case DeviceCodecKind::kVlcHuffman:
+      VlcHuffmanDecodeTile(L, image, static_cast<const uint64_t*>(table), plan.t_first + item,
+                           plan.e_begin, plan.e_end, out);
+      break;
+    case DeviceCodecKind::kVlcRans:
+      VlcRansDecodeTile(L, image, static_cast<const uint32_t*>(table), plan.t_first + item,
+                        plan.e_begin, plan.e_end, out);
+      break;
+    case DeviceCodecKind::kVlcConstant:
+      VlcConstantDecodeSlot(L, image, plan.slot_first + item, plan.e_begin, plan.e_end, out);
+      break;
+  }
+}
+
+}  // namespace packd::codec::cuda

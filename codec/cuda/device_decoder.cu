@@ -1,0 +1,76 @@
+// DeviceDecoder for builds with CUDA: the image is laid out by DeviceImage
+// (host), copied by Upload, decoded by the kernels of tiled_decode.cu and
+// vlc_decode.cu.
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "codec/cuda/cuda_status.cuh"
+#include "codec/cuda/decode_math.h"
+#include "codec/cuda/device_decoder.h"
+#include "codec/cuda/device_image.h"
+#include "codec/cuda/tiled_decode.h"
+#include "codec/cuda/vlc_decode.h"
+
+namespace packd::codec::cuda {
+
+namespace {
+
+class DeviceDecoderImpl final : public DeviceDecoder {
+ public:
+  DeviceDecoderImpl(const TensorInfo& info, DeviceImage image)
+      : info_(info), image_(std::move(image)) {}
+
+  const TensorInfo& info() const override { return info_; }
+  uint64_t image_bytes() const override { return image_.bytes(); }
+
+  absl::Status Upload(void* d_image, StreamHandle stream) override {
+    RETURN_IF_ERROR(CheckUploadArgs(d_image));
+    const cudaStream_t s = static_cast<cudaStream_t>(stream);
+    auto* dst = static_cast<uint8_t*>(d_image);
+    // Zero first (the gaps and slack are part of the image), then the parts.
+    RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(dst, 0, image_.bytes(), s),
+                               absl::StrCat("cudaMemsetAsync(image, ", image_.bytes(), ")")));
+    for (const DeviceImage::Part& p : image_.Parts()) {
+      RETURN_IF_ERROR(CudaStatus(
+          cudaMemcpyAsync(dst + p.offset, p.bytes.data(), p.bytes.size(), cudaMemcpyHostToDevice,
+                          s),
+          absl::StrCat("cudaMemcpyAsync(image + ", p.offset, ", ", p.bytes.size(), " bytes)")));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status DecodeRows(const void* d_image, int64_t row_begin, int64_t row_count, void* d_out,
+                          StreamHandle stream) const override {
+    const DeviceImageLayout& layout = image_.layout();
+    RETURN_IF_ERROR(CheckDecodeRowsArgs(layout, d_image, row_begin, row_count, d_out));
+    const DecodePlan plan =
+        PlanRows(layout, static_cast<uint64_t>(row_begin), static_cast<uint64_t>(row_count));
+    if (plan.items == 0) return absl::OkStatus();
+    const bool tiled = layout.kind == DeviceCodecKind::kTiled;
+    const int err = tiled ? LaunchTiledDecode(layout, d_image, plan, d_out, stream)
+                          : LaunchVlcDecode(layout, d_image, plan, d_out, stream);
+    return CudaStatus(static_cast<cudaError_t>(err),
+                      absl::StrCat(tiled ? "tiled" : "vlc", " decode kernel launch (rows ",
+                                   row_begin, " + ", row_count, ", ", plan.items, " threads)"));
+  }
+
+ private:
+  TensorInfo info_;
+  DeviceImage image_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DeviceDecoder>> DeviceDecoder::Create(
+    std::string_view codec, const TensorInfo& info, const ComponentViews& components) {
+  ASSIGN_OR_RETURN(DeviceImage image, DeviceImage::Build(codec, info, components));
+  return std::unique_ptr<DeviceDecoder>(new DeviceDecoderImpl(info, std::move(image)));
+}
+
+bool DeviceDecodeCompiled() { return true; }
+
+}  // namespace packd::codec::cuda

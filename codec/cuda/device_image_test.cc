@@ -1,0 +1,632 @@
+// CPU tests of the device decoders: the image that DeviceImage lays out is
+// decoded by a host loop over the kernels' work items, calling the same
+// decode_math.h functions with the same indexing as tiled_decode.cu and
+// vlc_decode.cu, and compared bit for bit with the CPU codec. Runs in every
+// build (no GPU, no CUDA needed).
+#include "codec/cuda/device_image.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/status_macros.h"
+#include "codec/cuda/decode_math.h"
+#include "codec/cuda/device_decoder.h"
+#include "codec/tiled_codec.h"
+#include "codec/vlc_codec.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/testing.h"
+
+namespace packd::codec::cuda {
+namespace {
+
+using ::packd::testing::Distribution;
+using ::packd::testing::RandomTensor;
+using ::testing::HasSubstr;
+
+// ---- Test data.
+
+// How a case is encoded.
+struct Coding {
+  std::string name;  // for traces
+  std::string codec;
+  uint32_t tile_cols = 0;  // 0: the codec's default
+  VlcMode mode = VlcMode::kHuffman;
+  DeviceCodecKind expect;  // the image kind the encoding must give
+};
+
+absl::StatusOr<EncodedTensor> Encode(const Coding& c, const TensorInfo& info,
+                                     const std::vector<uint8_t>& raw) {
+  if (c.codec == "tiled") {
+    return EncodeTiled(info, raw, 2, c.tile_cols == 0 ? kTiledDefaultTileCols : c.tile_cols);
+  }
+  VlcOptions o;
+  if (c.tile_cols != 0) o.tile_cols = c.tile_cols;
+  o.mode = c.mode;
+  return VlcEncode(info, raw, 2, o);
+}
+
+// Bit patterns every dtype must survive: ±0, ±Inf, quiet and signalling NaNs
+// with payloads, the smallest and largest subnormals, the extremes.
+std::vector<uint32_t> SpecialValues(DType dtype) {
+  switch (dtype) {
+    case DType::kBF16:
+      return {0x0000, 0x8000, 0x7f80, 0xff80, 0x7fc0, 0xffc1, 0x7f81,
+              0x0001, 0x007f, 0x807f, 0x7f7f, 0xff7f, 0x0080, 0x3f80};
+    case DType::kF16:
+      return {0x0000, 0x8000, 0x7c00, 0xfc00, 0x7e00, 0xfe01, 0x7c01,
+              0x0001, 0x03ff, 0x83ff, 0x7bff, 0xfbff, 0x0400, 0x3c00};
+    default:
+      return {0x00000000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0xffc00001, 0x7f800001,
+              0x00000001, 0x007fffff, 0x807fffff, 0x7f7fffff, 0xff7fffff, 0x00800000, 0x3f800000};
+  }
+}
+
+// Writes special values over elements 0, n - 1 and every 37th one.
+void InjectSpecials(DType dtype, std::vector<uint8_t>& raw, uint64_t seed) {
+  const int eb = DTypeSize(dtype);
+  const uint64_t n = raw.size() / eb;
+  if (n == 0) return;
+  const std::vector<uint32_t> specials = SpecialValues(dtype);
+  std::mt19937_64 rng(seed);
+  auto put = [&](uint64_t i) {
+    const uint32_t v = specials[rng() % specials.size()];
+    std::memcpy(raw.data() + i * eb, &v, eb);  // little-endian host
+  };
+  put(0);
+  put(n - 1);
+  for (uint64_t i = 17; i < n; i += 37) put(i);
+}
+
+// ---- Memory that faults on an overread.
+
+// `bytes` readable bytes ending exactly at a PROT_NONE page, so that any read
+// past the end (a kernel's out-of-bounds load, replayed on the host) faults.
+class GuardedBuffer {
+ public:
+  explicit GuardedBuffer(uint64_t bytes) : bytes_(bytes) {
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    const uint64_t data_pages = (bytes + page - 1) / page;
+    map_bytes_ = (data_pages + 1) * page;
+    void* m = mmap(nullptr, map_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+      ADD_FAILURE() << "mmap failed";
+      return;
+    }
+    map_ = static_cast<uint8_t*>(m);
+    if (mprotect(map_ + data_pages * page, page, PROT_NONE) != 0) ADD_FAILURE() << "mprotect";
+    data_ = map_ + data_pages * page - bytes;  // bytes is a multiple of 256: aligned
+  }
+  ~GuardedBuffer() {
+    if (map_ != nullptr) munmap(map_, map_bytes_);
+  }
+  GuardedBuffer(const GuardedBuffer&) = delete;
+  GuardedBuffer& operator=(const GuardedBuffer&) = delete;
+  uint8_t* data() const { return data_; }
+  std::span<uint8_t> span() const { return {data_, bytes_}; }
+
+ private:
+  uint64_t bytes_ = 0;
+  uint64_t map_bytes_ = 0;
+  uint8_t* map_ = nullptr;
+  uint8_t* data_ = nullptr;
+};
+
+// ---- The host twin of DeviceDecoder.
+
+// The image in (guarded) host memory plus the table as a kernel holds it in
+// shared memory, decoded by the kernels' work items in a host loop.
+class HostDevice {
+ public:
+  explicit HostDevice(const DeviceImage& image) : layout_(image.layout()), memory_(image.bytes()) {
+    image.CopyTo(memory_.span());
+    // The kernel copies the table to shared memory; so does this.
+    if (layout_.kind == DeviceCodecKind::kVlcHuffman) {
+      table64_.resize(kVlcTableSize);
+      std::memcpy(table64_.data(), memory_.data() + layout_.table_offset, kVlcTableBytes);
+    } else if (layout_.kind == DeviceCodecKind::kVlcRans) {
+      table32_.resize(kRansTotal);
+      std::memcpy(table32_.data(), memory_.data() + layout_.table_offset, kVlcTableBytes);
+    }
+  }
+
+  uint8_t* image() const { return memory_.data(); }
+
+  // DecodeRows: the argument checks, the plan, then every work item, in an
+  // order that is neither the natural one nor the same between calls (GPU
+  // threads run in any order).
+  absl::Status DecodeRows(int64_t row_begin, int64_t row_count, uint8_t* out) {
+    RETURN_IF_ERROR(CheckDecodeRowsArgs(layout_, memory_.data(), row_begin, row_count, out));
+    const DecodePlan plan =
+        PlanRows(layout_, static_cast<uint64_t>(row_begin), static_cast<uint64_t>(row_count));
+    std::vector<uint64_t> items(plan.items);
+    for (uint64_t i = 0; i < plan.items; ++i) items[i] = i;
+    std::shuffle(items.begin(), items.end(), rng_);
+    const void* table = table64_.empty() ? static_cast<const void*>(table32_.data())
+                                         : static_cast<const void*>(table64_.data());
+    for (uint64_t item : items) {
+      // Exactly the kernels' calls (tiled_decode.cu, vlc_decode.cu).
+      switch (layout_.kind) {
+        case DeviceCodecKind::kTiled:
+          TiledDecodeLane(layout_, memory_.data(), plan.t_first + item / 32,
+                          static_cast<uint32_t>(item % 32), plan.e_begin, plan.e_end, out);
+          break;
+        case DeviceCodecKind::kVlcHuffman:
+          VlcHuffmanDecodeTile(layout_, memory_.data(), table64_.data(), plan.t_first + item,
+                               plan.e_begin, plan.e_end, out);
+          break;
+        case DeviceCodecKind::kVlcRans:
+          VlcRansDecodeTile(layout_, memory_.data(), table32_.data(), plan.t_first + item,
+                            plan.e_begin, plan.e_end, out);
+          break;
+        case DeviceCodecKind::kVlcConstant:
+          DecodeItem(layout_, memory_.data(), table, plan, item, out);
+          break;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  DeviceImageLayout layout_;
+  GuardedBuffer memory_;
+  std::vector<uint64_t> table64_;
+  std::vector<uint32_t> table32_;
+  std::mt19937_64 rng_{12345};
+};
+
+// Output with guard bytes on both sides, at a chosen misalignment from a
+// 256-byte boundary (0: as cudaMalloc returns; elem_bytes: not 16-aligned).
+class GuardedOutput {
+ public:
+  static constexpr uint64_t kGuard = 64;
+  GuardedOutput(uint64_t bytes, uint64_t misalign) : bytes_(bytes) {
+    storage_.resize(bytes + 2 * kGuard + 512);
+    const uintptr_t base = reinterpret_cast<uintptr_t>(storage_.data()) + kGuard;
+    begin_ = (base + 255) / 256 * 256 + misalign - reinterpret_cast<uintptr_t>(storage_.data());
+  }
+  uint8_t* data() { return storage_.data() + begin_; }
+  void Poison(uint8_t v) { std::fill(storage_.begin(), storage_.end(), v); }
+  // The decoded bytes, and whether the guards still hold the poison.
+  std::vector<uint8_t> Bytes() const {
+    return {storage_.begin() + static_cast<ptrdiff_t>(begin_),
+            storage_.begin() + static_cast<ptrdiff_t>(begin_ + bytes_)};
+  }
+  bool GuardsIntact(uint8_t v) const {
+    for (uint64_t i = begin_ - kGuard; i < begin_; ++i) {
+      if (storage_[i] != v) return false;
+    }
+    for (uint64_t i = begin_ + bytes_; i < begin_ + bytes_ + kGuard; ++i) {
+      if (storage_[i] != v) return false;
+    }
+    return true;
+  }
+
+ private:
+  uint64_t bytes_;
+  uint64_t begin_ = 0;
+  std::vector<uint8_t> storage_;
+};
+
+// Decodes rows [b, b + c) twice (poisons 0xFF and 0x00, so a byte left
+// unwritten cannot pass both), at the given misalignment, and compares with
+// the same rows of `expected`.
+void ExpectRows(HostDevice& dev, const DeviceImageLayout& L, const std::vector<uint8_t>& expected,
+                int64_t b, int64_t c, uint64_t misalign) {
+  SCOPED_TRACE(::testing::Message() << "rows [" << b << ", " << b + c << ") misalign " << misalign);
+  const uint64_t row_bytes = L.tensor_cols * L.elem_bytes;
+  const uint64_t bytes = static_cast<uint64_t>(c) * row_bytes;
+  GuardedOutput out(bytes, misalign);
+  for (uint8_t poison : {uint8_t{0xFF}, uint8_t{0x00}}) {
+    out.Poison(poison);
+    ASSERT_TRUE(dev.DecodeRows(b, c, out.data()).ok());
+    const std::vector<uint8_t> got = out.Bytes();
+    const auto first = expected.begin() + static_cast<ptrdiff_t>(b * row_bytes);
+    ASSERT_TRUE(std::equal(got.begin(), got.end(), first, first + static_cast<ptrdiff_t>(bytes)))
+        << "decoded rows differ from the CPU codec (poison " << int{poison} << ")";
+    ASSERT_TRUE(out.GuardsIntact(poison)) << "wrote outside the rows' bytes";
+  }
+}
+
+// The whole check for one tensor and coding: build the image, then decode
+// all rows, each single row (or a sample), random ranges, an empty range,
+// at aligned and misaligned outputs; everything equals the CPU decode and
+// the original bytes.
+void ExpectDeviceTwinMatches(const Coding& coding, const TensorInfo& info,
+                             const std::vector<uint8_t>& raw) {
+  SCOPED_TRACE(::testing::Message() << coding.name << " " << DTypeName(info.dtype) << " shape "
+                                    << ::testing::PrintToString(info.shape));
+  absl::StatusOr<EncodedTensor> enc = Encode(coding, info, raw);
+  ASSERT_TRUE(enc.ok()) << enc.status();
+  const ComponentViews views = ViewOf(*enc);
+  absl::StatusOr<std::vector<uint8_t>> cpu =
+      DecodeTensor(**FindCodec(coding.codec), info, views, 2);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  ASSERT_TRUE(*cpu == raw) << "the CPU codec itself does not round-trip";
+
+  absl::StatusOr<DeviceImage> image = DeviceImage::Build(coding.codec, info, views);
+  ASSERT_TRUE(image.ok()) << image.status();
+  const DeviceImageLayout& L = image->layout();
+  ASSERT_EQ(L.kind, coding.expect);
+  EXPECT_EQ(L.image_bytes % kImagePartAlignment, 0u);
+  EXPECT_LE(L.image_bytes, enc->encoded_bytes() + kVlcTableBytes + 8 * kImagePartAlignment);
+  ASSERT_EQ(L.tensor_rows * L.tensor_cols, info.elements());
+
+  HostDevice dev(*image);
+  const int64_t rows = static_cast<int64_t>(L.tensor_rows);
+  for (uint64_t misalign : {uint64_t{0}, uint64_t{L.elem_bytes}}) {
+    ExpectRows(dev, L, raw, 0, rows, misalign);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  const int64_t step = std::max<int64_t>(1, rows / 16);
+  for (int64_t r = 0; r < rows; r += step) {
+    ExpectRows(dev, L, raw, r, 1, 0);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  if (rows > 0) ExpectRows(dev, L, raw, rows - 1, 1, 2 * uint64_t{L.elem_bytes});
+  std::mt19937_64 rng(7);
+  for (int k = 0; k < 6 && rows > 1; ++k) {
+    const int64_t b = static_cast<int64_t>(rng() % static_cast<uint64_t>(rows));
+    const int64_t c = 1 + static_cast<int64_t>(rng() % static_cast<uint64_t>(rows - b));
+    ExpectRows(dev, L, raw, b, c, k % 2 == 0 ? 0 : L.elem_bytes);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  // Empty ranges write nothing (and need no output pointer).
+  EXPECT_TRUE(dev.DecodeRows(rows, 0, nullptr).ok());
+  EXPECT_TRUE(dev.DecodeRows(0, 0, nullptr).ok());
+}
+
+const Coding kTiled{"tiled/512", "tiled", 0, VlcMode::kHuffman, DeviceCodecKind::kTiled};
+const Coding kTiled64{"tiled/64", "tiled", 64, VlcMode::kHuffman, DeviceCodecKind::kTiled};
+const Coding kHuffman{"vlc-huffman/1024", "vlc", 0, VlcMode::kHuffman,
+                      DeviceCodecKind::kVlcHuffman};
+const Coding kHuffman37{"vlc-huffman/37", "vlc", 37, VlcMode::kHuffman,
+                        DeviceCodecKind::kVlcHuffman};
+const Coding kRans{"vlc-rans/1024", "vlc", 0, VlcMode::kRans, DeviceCodecKind::kVlcRans};
+const Coding kRans45{"vlc-rans/45", "vlc", 45, VlcMode::kRans, DeviceCodecKind::kVlcRans};
+
+const DType kDTypes[] = {DType::kBF16, DType::kF16, DType::kF32};
+
+// Odd shapes: a 1x1, 1-D tensors, rows narrower than a tile (a flat grid
+// whose tiles straddle rows), widths that are not multiples of the tile, of
+// 64 or of 8, and a few whole-tile ones.
+const std::vector<std::vector<int64_t>> kShapes = {
+    {1, 1}, {1}, {7}, {3000}, {3, 1000}, {5, 1100}, {4, 517}, {33, 200}, {2, 4096}, {9, 1031},
+};
+
+TEST(DeviceImageTest, EveryCodingDTypeAndShapeMatchesTheCpuCodec) {
+  uint64_t seed = 1;
+  for (const Coding& coding : {kTiled, kTiled64, kHuffman, kHuffman37, kRans, kRans45}) {
+    for (DType dtype : kDTypes) {
+      for (const std::vector<int64_t>& shape : kShapes) {
+        const TensorInfo info{dtype, shape};
+        const uint64_t n = info.elements();
+        // Trained-like values with specials sprinkled in; the rANS codings
+        // need >= 2 distinct exponents, which the specials guarantee.
+        std::vector<uint8_t> raw = RandomTensor(dtype, n, Distribution::kNormal002, seed++);
+        InjectSpecials(dtype, raw, seed++);
+        Coding c = coding;
+        if (n == 1 && c.codec == "vlc") c.expect = DeviceCodecKind::kVlcConstant;  // 1 exponent
+        ExpectDeviceTwinMatches(c, info, raw);
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+TEST(DeviceImageTest, HardDistributions) {
+  // Every bit pattern (all 256 exponents, 8-bit codes), log-uniform
+  // magnitudes (most elements escape the tiled window), 90% zeros (rANS's
+  // case), unit normals.
+  uint64_t seed = 100;
+  for (Distribution d : {Distribution::kUniformBits, Distribution::kWideExponent,
+                         Distribution::kSparse, Distribution::kNormalUnit}) {
+    for (DType dtype : kDTypes) {
+      const TensorInfo info{dtype, {19, 1300}};
+      std::vector<uint8_t> raw = RandomTensor(dtype, info.elements(), d, seed++);
+      InjectSpecials(dtype, raw, seed++);
+      for (const Coding& coding : {kTiled, kTiled64, kHuffman, kHuffman37, kRans}) {
+        ExpectDeviceTwinMatches(coding, info, raw);
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+TEST(DeviceImageTest, AllSixteenBitPatterns) {
+  const std::vector<uint8_t> all = ::packd::testing::AllBitPatterns16(/*shuffled=*/true);
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    const TensorInfo info{dtype, {64, 1024}};
+    for (const Coding& coding : {kTiled, kHuffman, kRans}) {
+      ExpectDeviceTwinMatches(coding, info, all);
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+TEST(DeviceImageTest, ConstantModeTensors) {
+  // One exponent everywhere: vlc codes no bitstream (mode 1). Values in
+  // [1, 2) with random signs and mantissas, plus an all-zero tensor.
+  std::mt19937_64 rng(3);
+  const Coding constant{"vlc-constant", "vlc", 0, VlcMode::kAuto, DeviceCodecKind::kVlcConstant};
+  const Coding constant_rans{"vlc-constant (kRans asked)", "vlc", 0, VlcMode::kRans,
+                             DeviceCodecKind::kVlcConstant};
+  for (DType dtype : kDTypes) {
+    for (const std::vector<int64_t>& shape : kShapes) {
+      const TensorInfo info{dtype, shape};
+      const int eb = DTypeSize(dtype);
+      const FloatFormat f = *FloatFormatOf(dtype);
+      std::vector<uint8_t> raw(info.bytes());
+      for (uint64_t i = 0; i < info.elements(); ++i) {
+        const uint32_t rest = static_cast<uint32_t>(rng()) & ((1u << f.rest_bits()) - 1);
+        const uint32_t v = f.Join((1u << (f.exp_bits - 1)) - 1, rest);  // exponent of 1.0
+        std::memcpy(raw.data() + i * eb, &v, eb);
+      }
+      ExpectDeviceTwinMatches(constant, info, raw);
+      ExpectDeviceTwinMatches(constant_rans, info, raw);
+      ExpectDeviceTwinMatches(constant, info, std::vector<uint8_t>(info.bytes(), 0));
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+TEST(DeviceImageTest, EmptyTensors) {
+  for (const std::vector<int64_t>& shape :
+       std::vector<std::vector<int64_t>>{{0}, {0, 16}, {16, 0}}) {
+    const TensorInfo info{DType::kBF16, shape};
+    for (const Coding& coding :
+         {kTiled, Coding{"vlc", "vlc", 0, VlcMode::kAuto, DeviceCodecKind::kVlcConstant}}) {
+      absl::StatusOr<EncodedTensor> enc = Encode(coding, info, {});
+      ASSERT_TRUE(enc.ok()) << enc.status();
+      const ComponentViews views = ViewOf(*enc);
+      absl::StatusOr<DeviceImage> image = DeviceImage::Build(coding.codec, info, views);
+      ASSERT_TRUE(image.ok()) << image.status();
+      HostDevice dev(*image);
+      const int64_t rows = static_cast<int64_t>(image->layout().tensor_rows);
+      EXPECT_TRUE(dev.DecodeRows(0, rows, nullptr).ok());
+      const DecodePlan plan = PlanRows(image->layout(), 0, static_cast<uint64_t>(rows));
+      EXPECT_EQ(plan.items, 0u);
+    }
+  }
+}
+
+TEST(DeviceImageTest, LargeBF16TensorFastPathAndRowSlices) {
+  // Llama-like rows (4096 = 8 tiled tiles, 4 vlc tiles): the 16-byte bf16
+  // path; every row decoded alone must equal its slice.
+  const TensorInfo info{DType::kBF16, {48, 4096}};
+  const std::vector<uint8_t> raw =
+      RandomTensor(DType::kBF16, info.elements(), Distribution::kNormal002, 77);
+  for (const Coding& coding : {kTiled, kHuffman, kRans}) {
+    ExpectDeviceTwinMatches(coding, info, raw);
+    if (HasFatalFailure()) return;
+  }
+}
+
+TEST(DeviceImageTest, PlanCoversExactlyTheOverlappingTiles) {
+  const TensorInfo info{DType::kBF16, {3, 1000}};  // vlc: one flat grid row of 3 tiles
+  const std::vector<uint8_t> raw =
+      RandomTensor(DType::kBF16, info.elements(), Distribution::kNormal002, 5);
+  absl::StatusOr<EncodedTensor> enc = Encode(kHuffman, info, raw);
+  ASSERT_TRUE(enc.ok());
+  const ComponentViews views = ViewOf(*enc);
+  absl::StatusOr<DeviceImage> image = DeviceImage::Build("vlc", info, views);
+  ASSERT_TRUE(image.ok()) << image.status();
+  const DeviceImageLayout& L = image->layout();
+  EXPECT_EQ(L.grid_rows, 1u);
+  EXPECT_EQ(L.grid_cols, 3000u);
+  EXPECT_EQ(L.tiles, 3u);
+  DecodePlan p = PlanRows(L, 1, 1);  // elements [1000, 2000): tiles 0 and 1
+  EXPECT_EQ(p.e_begin, 1000u);
+  EXPECT_EQ(p.e_end, 2000u);
+  EXPECT_EQ(p.t_first, 0u);
+  EXPECT_EQ(p.t_count, 2u);
+  EXPECT_EQ(p.items, 2u);
+  p = PlanRows(L, 2, 1);  // [2000, 3000): tiles 1 and 2
+  EXPECT_EQ(p.t_first, 1u);
+  EXPECT_EQ(p.t_count, 2u);
+}
+
+// ---- Refusals.
+
+std::vector<uint8_t>& ComponentBytes(EncodedTensor& t, const std::string& name) {
+  for (EncodedComponent& c : t.components) {
+    if (c.name == name) return c.bytes;
+  }
+  ADD_FAILURE() << "no component " << name;
+  static std::vector<uint8_t> none;
+  return none;
+}
+
+// DeviceImage::Build's error, and DeviceDecoder::Create's: the same one in a
+// CUDA build (Create is host-only), FailedPrecondition without CUDA.
+void ExpectRefused(std::string_view codec, const TensorInfo& info, const ComponentViews& views,
+                   absl::StatusCode code, std::string_view substring) {
+  absl::StatusOr<DeviceImage> image = DeviceImage::Build(codec, info, views);
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), code) << image.status();
+  EXPECT_THAT(std::string(image.status().message()), HasSubstr(std::string(substring)));
+  absl::StatusOr<std::unique_ptr<DeviceDecoder>> dec = DeviceDecoder::Create(codec, info, views);
+  ASSERT_FALSE(dec.ok());
+  if (DeviceDecodeCompiled()) {
+    EXPECT_EQ(dec.status(), image.status());
+  } else {
+    EXPECT_EQ(dec.status().code(), absl::StatusCode::kFailedPrecondition) << dec.status();
+    EXPECT_THAT(std::string(dec.status().message()), HasSubstr("without CUDA"));
+  }
+}
+
+class DeviceImageRefusalTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    raw_ = RandomTensor(DType::kBF16, info_.elements(), Distribution::kWideExponent, 9);
+    tiled_ = *Encode(kTiled, info_, raw_);
+    vlc_ = *Encode(kHuffman, info_, raw_);
+  }
+  const TensorInfo info_{DType::kBF16, {6, 1536}};
+  std::vector<uint8_t> raw_;
+  EncodedTensor tiled_, vlc_;
+};
+
+TEST_F(DeviceImageRefusalTest, UnknownCodecDTypeAndRank) {
+  ExpectRefused("zstd", info_, ViewOf(vlc_), absl::StatusCode::kInvalidArgument, "zstd");
+  ExpectRefused("none", info_, ViewOf(vlc_), absl::StatusCode::kInvalidArgument, "none");
+  ExpectRefused("vlc", TensorInfo{DType::kI32, {6, 1536}}, ViewOf(vlc_),
+                absl::StatusCode::kInvalidArgument, "I32");
+  ExpectRefused("vlc", TensorInfo{DType::kBF16, {2, 3, 1536}}, ViewOf(vlc_),
+                absl::StatusCode::kInvalidArgument, "3 dimensions");
+  ExpectRefused("tiled", TensorInfo{DType::kBF16, {}}, ViewOf(tiled_),
+                absl::StatusCode::kInvalidArgument, "0 dimensions");
+}
+
+TEST_F(DeviceImageRefusalTest, ShapeThatDoesNotMatchTheComponents) {
+  ExpectRefused("vlc", TensorInfo{DType::kBF16, {6, 1535}}, ViewOf(vlc_),
+                absl::StatusCode::kDataLoss, "vlc");
+  ExpectRefused("tiled", TensorInfo{DType::kF16, {6, 1536}}, ViewOf(tiled_),
+                absl::StatusCode::kDataLoss, "tiled");
+}
+
+TEST_F(DeviceImageRefusalTest, TruncatedAndMissingComponents) {
+  for (const char* name : {"header", "offsets", "codes", "rest"}) {
+    EncodedTensor t = vlc_;
+    ComponentBytes(t, name).pop_back();
+    ExpectRefused("vlc", info_, ViewOf(t), absl::StatusCode::kDataLoss, name);
+  }
+  for (const char* name : {"header", "codes", "escapes", "escape_offsets", "rest"}) {
+    EncodedTensor t = tiled_;
+    ComponentBytes(t, name).pop_back();
+    ExpectRefused("tiled", info_, ViewOf(t), absl::StatusCode::kDataLoss, name);
+  }
+  ComponentViews views = ViewOf(tiled_);
+  views.erase("escapes");
+  ExpectRefused("tiled", info_, views, absl::StatusCode::kInvalidArgument, "escapes");
+}
+
+TEST_F(DeviceImageRefusalTest, CorruptHeaders) {
+  EncodedTensor t = vlc_;
+  ComponentBytes(t, "header")[0] ^= 1;  // magic
+  ExpectRefused("vlc", info_, ViewOf(t), absl::StatusCode::kDataLoss, "magic");
+  t = vlc_;
+  ComponentBytes(t, "header")[40 + 120] += 1;  // a code length: Kraft sum breaks
+  ExpectRefused("vlc", info_, ViewOf(t), absl::StatusCode::kDataLoss, "code length");
+  t = tiled_;
+  ComponentBytes(t, "header")[4] = 2;  // version
+  ExpectRefused("tiled", info_, ViewOf(t), absl::StatusCode::kDataLoss, "version");
+}
+
+TEST_F(DeviceImageRefusalTest, TiledEscapeCountMismatchNamesTheTile) {
+  // Setting one plane bit of an escape element of tile 4 makes it a window
+  // code: the tile's code-0 count no longer matches escape_offsets. The CPU
+  // codec only finds out when decoding; the device image refuses it up front.
+  EncodedTensor t = tiled_;
+  std::vector<uint8_t>& codes = ComponentBytes(t, "codes");
+  const uint64_t group = 4 * (512 / 64);  // first group of tile 4
+  uint64_t p[3];
+  std::memcpy(p, codes.data() + 24 * group, 24);
+  const uint64_t escapes = ~(p[0] | p[1] | p[2]);
+  ASSERT_NE(escapes, 0u) << "the wide-exponent data should escape somewhere in the group";
+  const int k = __builtin_ctzll(escapes);
+  codes[24 * group + k / 8] |= static_cast<uint8_t>(1u << (k % 8));
+  ExpectRefused("tiled", info_, ViewOf(t), absl::StatusCode::kDataLoss, "tile 4");
+}
+
+TEST(DeviceImageCorruptionTest, CorruptBitstreamsDecodeInsideTheImage) {
+  // vlc code bits are only validated by decoding, which the kernels cannot
+  // report: random code bytes must decode to anything, but never read past
+  // the image (a guard page follows it) or write past the rows.
+  const TensorInfo info{DType::kBF16, {7, 2100}};
+  const std::vector<uint8_t> raw =
+      RandomTensor(DType::kBF16, info.elements(), Distribution::kSparse, 11);
+  std::mt19937_64 rng(13);
+  for (const Coding& coding : {kHuffman, kHuffman37, kRans, kRans45}) {
+    SCOPED_TRACE(coding.name);
+    EncodedTensor enc = *Encode(coding, info, raw);
+    std::vector<uint8_t>& codes = ComponentBytes(enc, "codes");
+    for (int trial = 0; trial < 4; ++trial) {
+      // Random payload (the 8 padding bytes stay zero, as validated).
+      for (size_t i = 0; i + 8 < codes.size(); ++i) codes[i] = static_cast<uint8_t>(rng());
+      const ComponentViews views = ViewOf(enc);
+      absl::StatusOr<DeviceImage> image = DeviceImage::Build("vlc", info, views);
+      ASSERT_TRUE(image.ok()) << image.status();
+      HostDevice dev(*image);
+      GuardedOutput out(info.bytes(), 0);
+      out.Poison(0x5A);
+      ASSERT_TRUE(dev.DecodeRows(0, 7, out.data()).ok());
+      EXPECT_TRUE(out.GuardsIntact(0x5A));
+    }
+  }
+}
+
+// ---- DecodeRows / Upload argument checks (host-side, no device needed).
+
+TEST(DeviceImageArgsTest, DecodeRowsArguments) {
+  DeviceImageLayout L;
+  L.tensor_rows = 10;
+  L.tensor_cols = 33;
+  L.elem_bytes = 2;
+  alignas(256) static uint8_t image[256];
+  alignas(256) static uint8_t out[1024];
+  EXPECT_TRUE(CheckDecodeRowsArgs(L, image, 0, 10, out).ok());
+  EXPECT_TRUE(CheckDecodeRowsArgs(L, image, 9, 1, out + 2).ok());
+  EXPECT_TRUE(CheckDecodeRowsArgs(L, image, 10, 0, nullptr).ok());
+  for (auto [b, c] :
+       std::vector<std::pair<int64_t, int64_t>>{{0, 11},
+                                                {10, 1},
+                                                {11, 0},
+                                                {-1, 1},
+                                                {0, -1},
+                                                {5, std::numeric_limits<int64_t>::max()},
+                                                {std::numeric_limits<int64_t>::max(), 1}}) {
+    const absl::Status s = CheckDecodeRowsArgs(L, image, b, c, out);
+    EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange) << b << " + " << c << ": " << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("10 rows"));
+  }
+  EXPECT_EQ(CheckDecodeRowsArgs(L, nullptr, 0, 1, out).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckDecodeRowsArgs(L, image + 16, 0, 1, out).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckDecodeRowsArgs(L, image, 0, 1, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  const absl::Status odd = CheckDecodeRowsArgs(L, image, 0, 1, out + 1);
+  EXPECT_EQ(odd.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(odd.message()), HasSubstr("element size"));
+  EXPECT_TRUE(CheckUploadArgs(image).ok());
+  EXPECT_EQ(CheckUploadArgs(nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckUploadArgs(image + 8).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(DeviceDecoderHostTest, CreateAndArgumentErrorsWithoutTouchingADevice) {
+  // In a CUDA build, Create, image_bytes and the argument errors of Upload
+  // and DecodeRows run on the host only; without CUDA, Create says so.
+  const TensorInfo info{DType::kBF16, {4, 1024}};
+  const std::vector<uint8_t> raw =
+      RandomTensor(DType::kBF16, info.elements(), Distribution::kNormal002, 21);
+  const EncodedTensor enc = *Encode(kTiled, info, raw);
+  const ComponentViews views = ViewOf(enc);
+  absl::StatusOr<std::unique_ptr<DeviceDecoder>> dec = DeviceDecoder::Create("tiled", info, views);
+  if (!DeviceDecodeCompiled()) {
+    ASSERT_FALSE(dec.ok());
+    EXPECT_EQ(dec.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(std::string(dec.status().message()), HasSubstr("built without CUDA"));
+    return;
+  }
+  ASSERT_TRUE(dec.ok()) << dec.status();
+  EXPECT_EQ((*dec)->rows(), 4);
+  EXPECT_EQ((*dec)->cols(), 1024);
+  EXPECT_EQ((*dec)->image_bytes(), DeviceImage::Build("tiled", info, views)->bytes());
+  alignas(256) static uint8_t fake[256];
+  EXPECT_EQ((*dec)->Upload(nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*dec)->DecodeRows(fake, 3, 2, fake, nullptr).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ((*dec)->DecodeRows(fake, -1, 1, fake, nullptr).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ((*dec)->DecodeRows(fake + 1, 0, 1, fake, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace packd::codec::cuda

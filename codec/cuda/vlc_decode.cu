@@ -1,0 +1,67 @@
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "codec/cuda/decode_math.h"
+#include "codec/cuda/vlc_decode.h"
+
+namespace packd::codec::cuda {
+
+namespace {
+
+constexpr int kThreads = 128;
+constexpr uint64_t kMaxBlocks = uint64_t{1} << 20;
+
+// Huffman or rANS: the image's table goes to shared memory (16-byte loads),
+// then each thread decodes whole tiles (item = tile - t_first).
+__global__ void __launch_bounds__(kThreads)
+    VlcStreamKernel(DeviceImageLayout layout, const uint8_t* __restrict__ image, DecodePlan plan,
+                    uint8_t* __restrict__ out) {
+  __shared__ uint4 table[kVlcTableBytes / sizeof(uint4)];
+  const uint4* src = reinterpret_cast<const uint4*>(image + layout.table_offset);
+  for (uint32_t i = threadIdx.x; i < kVlcTableBytes / sizeof(uint4); i += blockDim.x) {
+    table[i] = __ldg(src + i);
+  }
+  __syncthreads();
+  const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
+  for (uint64_t item = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; item < plan.items;
+       item += stride) {
+    if (layout.kind == DeviceCodecKind::kVlcHuffman) {
+      VlcHuffmanDecodeTile(layout, image, reinterpret_cast<const uint64_t*>(table),
+                           plan.t_first + item, plan.e_begin, plan.e_end, out);
+    } else {
+      VlcRansDecodeTile(layout, image, reinterpret_cast<const uint32_t*>(table),
+                        plan.t_first + item, plan.e_begin, plan.e_end, out);
+    }
+  }
+}
+
+// Constant mode: item = 8-element slot - slot_first.
+__global__ void __launch_bounds__(kThreads)
+    VlcConstantKernel(DeviceImageLayout layout, const uint8_t* __restrict__ image, DecodePlan plan,
+                      uint8_t* __restrict__ out) {
+  const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
+  for (uint64_t item = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; item < plan.items;
+       item += stride) {
+    VlcConstantDecodeSlot(layout, image, plan.slot_first + item, plan.e_begin, plan.e_end, out);
+  }
+}
+
+}  // namespace
+
+int LaunchVlcDecode(const DeviceImageLayout& layout, const void* d_image, const DecodePlan& plan,
+                    void* d_out, void* stream) {
+  const uint64_t blocks = std::min<uint64_t>((plan.items + kThreads - 1) / kThreads, kMaxBlocks);
+  const auto* image = static_cast<const uint8_t*>(d_image);
+  auto* out = static_cast<uint8_t*>(d_out);
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (layout.kind == DeviceCodecKind::kVlcConstant) {
+    VlcConstantKernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(layout, image, plan, out);
+  } else {
+    VlcStreamKernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(layout, image, plan, out);
+  }
+  return static_cast<int>(cudaGetLastError());
+}
+
+}  // namespace packd::codec::cuda

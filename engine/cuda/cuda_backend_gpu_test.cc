@@ -1,0 +1,840 @@
+// Parity of every CUDA backend op with the CPU backend (STYLE.md §5): fresh
+// random inputs (the seed is printed; PACKD_TEST_SEED=<n> replays one), odd
+// sizes, outputs poisoned with NaN bytes (0xFF) before each op so that an
+// element left unwritten fails, padding columns checked to stay poisoned,
+// and the compressed and raw MatMul/Embed paths compared bit for bit.
+//
+// Skips (saying why) where no CUDA device is visible, and in builds without
+// CUDA, where it still compiles: it includes plain headers only.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "codec/tiled_codec.h"
+#include "codec/vlc_codec.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/kernels.h"
+#include "engine/cuda/cuda_backend.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/testing.h"
+
+namespace packd::engine {
+namespace {
+
+using codec::DType;
+using ::testing::HasSubstr;
+
+constexpr double kU32 = 1.0 / (1 << 24);  // fp32 unit roundoff, 2^-24
+
+// A tensor in one backend's memory: rows x cols fp32 with a row stride.
+struct Tensor {
+  std::unique_ptr<Buffer> buffer;
+  TensorView view;
+};
+
+uint32_t Bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+class CudaBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (CudaDeviceCount() == 0) {
+      GTEST_SKIP() << "no CUDA device: "
+                   << (PACKD_HAVE_CUDA ? "the CUDA driver reports none on this machine"
+                                       : "packd was built without CUDA");
+    }
+    const char* env = std::getenv("PACKD_TEST_SEED");
+    seed_ = env != nullptr ? std::strtoull(env, nullptr, 10) : std::random_device{}();
+    std::printf("seed %llu (PACKD_TEST_SEED=%llu replays it)\n",
+                static_cast<unsigned long long>(seed_), static_cast<unsigned long long>(seed_));
+    rng_.seed(seed_);
+    auto gpu = CreateCudaBackend(GpuOptions());
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    gpu_ = std::move(*gpu);
+    auto cpu = CreateCpuBackend({.threads = 2});
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    cpu_ = std::move(*cpu);
+    std::printf("%s\n", gpu_->description().c_str());
+  }
+
+  virtual CudaBackendOptions GpuOptions() { return {}; }
+
+  std::vector<float> Normal(size_t n, float stddev = 1.0f) {
+    std::normal_distribution<float> d(0.0f, stddev);
+    std::vector<float> v(n);
+    for (float& x : v) x = d(rng_);
+    return v;
+  }
+  int32_t Uniform(int32_t lo, int32_t hi) {  // [lo, hi]
+    return std::uniform_int_distribution<int32_t>(lo, hi)(rng_);
+  }
+
+  // Uploads dense rows x cols `host` into a buffer with row stride `stride`;
+  // the padding columns hold the poison (0xFF bytes).
+  Tensor Upload(Backend& b, const std::vector<float>& host, int64_t rows, int64_t cols,
+                int64_t stride) {
+    Tensor t = Poisoned(b, rows, cols, stride);
+    std::vector<float> padded(static_cast<size_t>(std::max<int64_t>(rows * stride, 1)));
+    std::memset(padded.data(), 0xFF, padded.size() * sizeof(float));
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(&padded[r * stride], &host[r * cols], cols * sizeof(float));
+    EXPECT_TRUE(b.CopyToDevice(padded.data(), t.view.data, padded.size() * sizeof(float)).ok());
+    return t;
+  }
+  // A rows x cols buffer (row stride `stride`) filled with 0xFF bytes (NaN).
+  Tensor Poisoned(Backend& b, int64_t rows, int64_t cols, int64_t stride) {
+    const uint64_t bytes = static_cast<uint64_t>(std::max<int64_t>(rows * stride, 1)) * 4;
+    auto buf = b.Allocate(bytes, MemoryKind::kWorkspace);
+    EXPECT_TRUE(buf.ok()) << buf.status();
+    if (!buf.ok()) return {};
+    std::vector<uint8_t> poison(bytes, 0xFF);
+    EXPECT_TRUE(b.CopyToDevice(poison.data(), (*buf)->data(), bytes).ok());
+    Tensor t;
+    t.view = TensorView{(*buf)->f32(), rows, cols, stride};
+    t.buffer = std::move(*buf);
+    return t;
+  }
+  // All rows x stride floats (padding included), after the backend's work.
+  std::vector<float> Download(Backend& b, const Tensor& t) {
+    std::vector<float> out(static_cast<size_t>(t.view.rows * t.view.stride));
+    absl::Status s = b.CopyToHost(t.view.data, out.data(), out.size() * sizeof(float));
+    EXPECT_TRUE(s.ok()) << s;
+    s = b.Synchronize();
+    EXPECT_TRUE(s.ok()) << s;
+    return out;
+  }
+
+  // Each written element of `gpu` within tol(r, c, ref) of `cpu`; each
+  // padding element still poison. Both are rows x stride downloads.
+  template <typename Tol>
+  void ExpectNear(const std::vector<float>& gpu, const std::vector<float>& cpu, int64_t rows,
+                  int64_t cols, int64_t stride, Tol tol, const std::string& what) {
+    int failures = 0;
+    double worst = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < stride; ++c) {
+        const float g = gpu[r * stride + c], e = cpu[r * stride + c];
+        if (c >= cols) {
+          if (Bits(g) != 0xFFFFFFFFu && failures++ < 5) {
+            ADD_FAILURE() << what << ": padding [" << r << ", " << c << "] was written";
+          }
+          continue;
+        }
+        const double bound = tol(r, c, e);
+        const double diff = std::fabs(static_cast<double>(g) - e);
+        if (std::isfinite(diff) && bound > 0) worst = std::max(worst, diff / bound);
+        if (!(std::isfinite(g) && diff <= bound) && failures++ < 5) {
+          ADD_FAILURE() << what << ": [" << r << ", " << c << "] gpu " << g << " cpu " << e
+                        << " |diff| " << diff << " > bound " << bound;
+        }
+      }
+    }
+    std::printf("  %s: worst |gpu - cpu| / bound = %.3f\n", what.c_str(), worst);
+  }
+  void ExpectBitwise(const std::vector<float>& a, const std::vector<float>& b,
+                     const std::string& what) {
+    ASSERT_EQ(a.size(), b.size()) << what;
+    size_t differ = 0;
+    for (size_t i = 0; i < a.size(); ++i) differ += Bits(a[i]) != Bits(b[i]);
+    EXPECT_EQ(differ, 0u) << what << ": " << differ << " of " << a.size() << " elements differ";
+  }
+
+  // Weights: the bytes (and encodings) live in the fixture, as a model
+  // file's mapping would.
+  WeightSource Raw(const std::string& name, DType t, std::vector<int64_t> shape,
+                   std::vector<uint8_t> bytes) {
+    WeightSource s;
+    s.name = name;
+    s.info.dtype = t;
+    s.info.shape = std::move(shape);
+    bytes_.push_back(std::move(bytes));
+    s.raw = bytes_.back();
+    return s;
+  }
+  WeightSource Compressed(const WeightSource& raw, const codec::TensorCodec& codec) {
+    absl::StatusOr<codec::EncodedTensor> enc = codec.Encode(raw.info, raw.raw, 2);
+    EXPECT_TRUE(enc.ok()) << enc.status();
+    encoded_.push_back(std::move(*enc));
+    views_.push_back(codec::ViewOf(encoded_.back()));
+    auto dec = codec.OpenDecoder(raw.info, views_.back());
+    EXPECT_TRUE(dec.ok()) << dec.status();
+    decoders_.push_back(std::move(*dec));
+    WeightSource s;
+    s.name = raw.name + "." + std::string(codec.name());
+    s.info = raw.info;
+    s.decoder = decoders_.back().get();
+    s.components = views_.back();
+    s.codec = std::string(codec.name());
+    s.stored_bytes = encoded_.back().encoded_bytes();
+    return s;
+  }
+  std::unique_ptr<Weight> Load(Backend& b, const WeightSource& s) {
+    auto w = b.LoadWeight(s);
+    EXPECT_TRUE(w.ok()) << s.name << ": " << w.status();
+    return w.ok() ? std::move(*w) : nullptr;
+  }
+  // The fp32 values of a weight's elements.
+  static std::vector<float> Values(const WeightSource& s) {
+    std::vector<float> f(s.info.elements());
+    cpu::GetKernels().to_f32(s.raw.data(), s.info.dtype, static_cast<int64_t>(f.size()), f.data());
+    return f;
+  }
+
+  uint64_t seed_ = 0;
+  std::mt19937_64 rng_;
+  std::unique_ptr<Backend> gpu_, cpu_;
+  std::deque<std::vector<uint8_t>> bytes_;
+  std::deque<codec::EncodedTensor> encoded_;
+  std::deque<codec::ComponentViews> views_;
+  std::deque<std::unique_ptr<codec::TensorDecoder>> decoders_;
+};
+
+const DType kDTypes[] = {DType::kBF16, DType::kF16, DType::kF32};
+
+// ---------------------------------------------------------------- device
+
+TEST_F(CudaBackendTest, DeviceQueriesAndBadDevices) {
+  const int count = CudaDeviceCount();
+  absl::StatusOr<CudaDeviceInfo> info = QueryCudaDevice(0);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_FALSE(info->name.empty());
+  EXPECT_GT(info->total_bytes, 0u);
+  EXPECT_GT(info->free_bytes, 0u);
+  EXPECT_LE(info->free_bytes, info->total_bytes);
+  EXPECT_GT(info->sm_count, 0);
+  EXPECT_GE(info->compute_major, 7);
+  EXPECT_EQ(QueryCudaDevice(count).status().code(), absl::StatusCode::kNotFound);
+  CudaBackendOptions o;
+  o.device = count;
+  EXPECT_EQ(CreateCudaBackend(o).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(gpu_->name(), "cuda:0");
+}
+
+TEST_F(CudaBackendTest, CopiesRoundTrip) {
+  const std::vector<float> host = Normal(1000);
+  Tensor t = Upload(*gpu_, host, 10, 100, 100);
+  const std::vector<float> back = Download(*gpu_, t);
+  ExpectBitwise(back, host, "round trip");
+  EXPECT_TRUE(gpu_->CopyToDevice(host.data(), t.view.data, 0).ok());
+}
+
+// ---------------------------------------------------------------- memory
+
+TEST_F(CudaBackendTest, MemoryIsAccountedByKind) {
+  const MemoryUsage before = gpu_->memory_usage();
+  EXPECT_GT(before.of(MemoryKind::kWorkspace), 0u);  // cuBLAS workspace, staging mirror
+  {
+    auto kv = gpu_->Allocate(1000, MemoryKind::kKvCache);
+    ASSERT_TRUE(kv.ok());
+    EXPECT_EQ(gpu_->memory_usage().of(MemoryKind::kKvCache),
+              before.of(MemoryKind::kKvCache) + 1024);  // 256-byte granules
+    std::vector<uint8_t> w =
+        testing::RandomTensor(DType::kBF16, 64 * 96, testing::Distribution::kNormal002, seed_);
+    const WeightSource raw = Raw("w", DType::kBF16, {64, 96}, w);
+    std::unique_ptr<Weight> rw = Load(*gpu_, raw);
+    ASSERT_NE(rw, nullptr);
+    EXPECT_EQ(rw->resident_bytes(), 64u * 96 * 2);
+    EXPECT_EQ(gpu_->memory_usage().of(MemoryKind::kWeights),
+              before.of(MemoryKind::kWeights) + 64 * 96 * 2);
+    std::unique_ptr<Weight> cw = Load(*gpu_, Compressed(raw, codec::VlcCodec()));
+    ASSERT_NE(cw, nullptr);
+    EXPECT_GT(gpu_->memory_usage().of(MemoryKind::kDecodeScratch), 0u);
+    EXPECT_GE(gpu_->memory_usage().of(MemoryKind::kWeights),
+              before.of(MemoryKind::kWeights) + 64 * 96 * 2 + cw->resident_bytes());
+  }
+  // Buffers and weights give their memory back; the decode scratch stays.
+  const MemoryUsage after = gpu_->memory_usage();
+  EXPECT_EQ(after.of(MemoryKind::kKvCache), before.of(MemoryKind::kKvCache));
+  EXPECT_EQ(after.of(MemoryKind::kWeights), before.of(MemoryKind::kWeights));
+}
+
+TEST_F(CudaBackendTest, ABudgetIsEnforcedWithTheNumbers) {
+  CudaBackendOptions o;
+  o.memory_budget_bytes = 64ull << 20;
+  o.arena_chunk_bytes = 16ull << 20;
+  auto small = CreateCudaBackend(o);
+  ASSERT_TRUE(small.ok()) << small.status();
+  auto fits = (*small)->Allocate(8ull << 20, MemoryKind::kKvCache);
+  EXPECT_TRUE(fits.ok()) << fits.status();
+  auto big = (*small)->Allocate(100ull << 20, MemoryKind::kKvCache);
+  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(big.status().message(), HasSubstr("67108864-byte budget"));
+  EXPECT_THAT(big.status().message(), HasSubstr("kv_cache"));
+  // Still usable.
+  EXPECT_TRUE((*small)->Allocate(1 << 20, MemoryKind::kWorkspace).ok());
+  EXPECT_TRUE((*small)->Synchronize().ok());
+}
+
+// ---------------------------------------------------------------- Embed
+
+TEST_F(CudaBackendTest, EmbedIsExactForEveryDTypeAndCodec) {
+  for (DType t : kDTypes) {
+    for (int64_t dim : {64, 96, 200}) {
+      const int64_t vocab = 37;
+      const WeightSource raw =
+          Raw("tok", t, {vocab, dim},
+              testing::RandomTensor(t, vocab * dim, testing::Distribution::kNormalUnit, rng_()));
+      std::unique_ptr<Weight> g = Load(*gpu_, raw), c = Load(*cpu_, raw);
+      std::unique_ptr<Weight> gv = Load(*gpu_, Compressed(raw, codec::VlcCodec()));
+      std::unique_ptr<Weight> gt = Load(*gpu_, Compressed(raw, codec::TiledCodec()));
+      ASSERT_TRUE(g && c && gv && gt);
+      for (int64_t n : {1, 3, 17}) {
+        const std::string what =
+            absl::StrCat("Embed ", std::string(codec::DTypeName(t)), " dim ", dim, " n ", n);
+        std::vector<int32_t> ids(n);
+        for (int32_t& id : ids) id = Uniform(0, vocab - 1);
+        const int64_t stride = dim + 3;
+        Tensor go = Poisoned(*gpu_, n, dim, stride), co = Poisoned(*cpu_, n, dim, stride);
+        ASSERT_TRUE(gpu_->Embed(*g, ids, go.view).ok());
+        ASSERT_TRUE(cpu_->Embed(*c, ids, co.view).ok());
+        const std::vector<float> gr = Download(*gpu_, go), cr = Download(*cpu_, co);
+        // Conversion to fp32 is exact: equal, padding untouched.
+        ExpectNear(
+            gr, cr, n, dim, stride, [](int64_t, int64_t, float) { return 0.0; }, what);
+        for (const Weight* w : {gv.get(), gt.get()}) {
+          Tensor o = Poisoned(*gpu_, n, dim, stride);
+          ASSERT_TRUE(gpu_->Embed(*w, ids, o.view).ok()) << w->name();
+          ExpectBitwise(Download(*gpu_, o), gr, what + " " + w->name());
+        }
+      }
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, EmbedRefusesBadIds) {
+  const WeightSource raw =
+      Raw("tok", DType::kBF16, {10, 64},
+          testing::RandomTensor(DType::kBF16, 640, testing::Distribution::kNormalUnit, 1));
+  std::unique_ptr<Weight> g = Load(*gpu_, raw);
+  Tensor o = Poisoned(*gpu_, 1, 64, 64);
+  const std::vector<int32_t> bad = {10};
+  EXPECT_EQ(gpu_->Embed(*g, bad, o.view).code(), absl::StatusCode::kOutOfRange);
+  // A refused op leaves the backend usable.
+  const std::vector<int32_t> good = {9};
+  EXPECT_TRUE(gpu_->Embed(*g, good, o.view).ok());
+  EXPECT_TRUE(gpu_->Synchronize().ok());
+}
+
+// ---------------------------------------------------------------- MatMul
+
+// Tolerance of a GEMM output element against the CPU's fp32 result:
+//   (u_x + 3 (k + 2) 2^-24) * sum_k |x_k w_k| + 1e-6
+// u_x is the unit roundoff of the type x is rounded to for the GEMM (2^-8
+// for bf16, 2^-11 for f16, 0 for fp32 weights, where x is used as is): the
+// CPU multiplies the exact fp32 x, the GPU x rounded to the weight's type,
+// so each product moves by at most u_x |x_k w_k|. The CPU sums k fp32
+// products in some order (error <= k 2^-24 sum |x_k w_k| whatever the
+// order); the GPU too, but tensor-core fp32 accumulation may truncate
+// instead of round (up to 2 2^-24 per add): 3k in all, plus a rounding for
+// the bias add on each side; 1e-6 covers f16 subnormals.
+class MatMulTolerance {
+ public:
+  MatMulTolerance(DType t, const std::vector<float>& x, const std::vector<float>& w, int64_t k)
+      : x_(x), w_(w), k_(k) {
+    const double ux = t == DType::kBF16 ? 1.0 / 256 : t == DType::kF16 ? 1.0 / 2048 : 0.0;
+    factor_ = ux + 3.0 * (k + 2) * kU32;
+  }
+  double operator()(int64_t r, int64_t c, float) const {
+    double s = 0;
+    for (int64_t i = 0; i < k_; ++i) s += std::fabs(double{x_[r * k_ + i]} * w_[c * k_ + i]);
+    return factor_ * s + 1e-6;
+  }
+
+ private:
+  const std::vector<float>& x_;
+  const std::vector<float>& w_;
+  int64_t k_;
+  double factor_;
+};
+
+class MatMulTest : public CudaBackendTest {
+ protected:
+  // x [n, k] * w [m, k]^T (+ bias) on both backends, raw and compressed.
+  void Check(DType t, int64_t n, int64_t k, int64_t m, bool with_bias) {
+    const std::string what = absl::StrCat("MatMul ", std::string(codec::DTypeName(t)), " n ", n,
+                                          " k ", k, " m ", m, with_bias ? " +bias" : "");
+    SCOPED_TRACE(what);
+    const WeightSource raw =
+        Raw("w", t, {m, k},
+            testing::RandomTensor(t, m * k, testing::Distribution::kNormalUnit, rng_()));
+    const std::vector<float> wv = Values(raw);
+    std::vector<float> bias_values = Normal(m);
+    std::vector<uint8_t> bias_bytes(m * 4);
+    std::memcpy(bias_bytes.data(), bias_values.data(), bias_bytes.size());
+    const WeightSource bias = Raw("b", DType::kF32, {m}, bias_bytes);
+    std::unique_ptr<Weight> g = Load(*gpu_, raw), c = Load(*cpu_, raw);
+    std::unique_ptr<Weight> gb = Load(*gpu_, bias), cb = Load(*cpu_, bias);
+    std::unique_ptr<Weight> gv = Load(*gpu_, Compressed(raw, codec::VlcCodec()));
+    std::unique_ptr<Weight> gt = Load(*gpu_, Compressed(raw, codec::TiledCodec()));
+    ASSERT_TRUE(g && c && gb && cb && gv && gt);
+
+    const std::vector<float> x = Normal(n * k);
+    const int64_t xs = k + 5, os = m + 7;  // strided views
+    Tensor gx = Upload(*gpu_, x, n, k, xs), cx = Upload(*cpu_, x, n, k, xs);
+    Tensor go = Poisoned(*gpu_, n, m, os), co = Poisoned(*cpu_, n, m, os);
+    ASSERT_TRUE(gpu_->MatMul(gx.view, *g, with_bias ? gb.get() : nullptr, go.view).ok());
+    ASSERT_TRUE(cpu_->MatMul(cx.view, *c, with_bias ? cb.get() : nullptr, co.view).ok());
+    const std::vector<float> gr = Download(*gpu_, go), cr = Download(*cpu_, co);
+    ExpectNear(gr, cr, n, m, os, MatMulTolerance(t, x, wv, k), what);
+    // Compressed: the very same bits as raw.
+    for (const Weight* w : {gv.get(), gt.get()}) {
+      Tensor o = Poisoned(*gpu_, n, m, os);
+      ASSERT_TRUE(gpu_->MatMul(gx.view, *w, with_bias ? gb.get() : nullptr, o.view).ok());
+      ExpectBitwise(Download(*gpu_, o), gr, what + " " + w->name() + " vs raw");
+    }
+  }
+};
+
+TEST_F(MatMulTest, MatchesTheCpuAndCompressedEqualsRawBitForBit) {
+  for (DType t : kDTypes) {
+    for (int64_t n : {1, 3, 17}) {
+      Check(t, n, 64, 96, false);
+      Check(t, n, 96, 200, true);
+      Check(t, n, 200, 64, n == 3);
+    }
+  }
+}
+
+// A small decode scratch and few matmul rows force several row chunks and
+// token slices: compressed must still equal raw, and both the CPU.
+class ChunkedMatMulTest : public MatMulTest {
+ protected:
+  CudaBackendOptions GpuOptions() override {
+    CudaBackendOptions o;
+    o.decode_scratch_bytes = 16 << 10;
+    o.max_matmul_rows = 8;
+    return o;
+  }
+};
+
+TEST_F(ChunkedMatMulTest, RowChunksAndTokenSlicesKeepTheBits) {
+  for (DType t : kDTypes) {
+    Check(t, 17, 96, 300, true);  // bf16 rows of 192 bytes: 84-row chunks; 3 token slices
+    Check(t, 3, 200, 131, false);
+  }
+}
+
+TEST_F(CudaBackendTest, MatMulRefusesBadShapesAndForeignWeights) {
+  const WeightSource raw =
+      Raw("w", DType::kBF16, {8, 16},
+          testing::RandomTensor(DType::kBF16, 128, testing::Distribution::kNormalUnit, 2));
+  std::unique_ptr<Weight> g = Load(*gpu_, raw), c = Load(*cpu_, raw);
+  Tensor x = Upload(*gpu_, Normal(2 * 16), 2, 16, 16);
+  Tensor bad_out = Poisoned(*gpu_, 2, 9, 9);
+  absl::Status s = gpu_->MatMul(x.view, *g, nullptr, bad_out.view);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("'w' [8, 16]"));
+  Tensor out = Poisoned(*gpu_, 2, 8, 8);
+  s = gpu_->MatMul(x.view, *c, nullptr, out.view);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("was not loaded by backend cuda:0"));
+  EXPECT_TRUE(gpu_->MatMul(x.view, *g, nullptr, out.view).ok());
+  EXPECT_TRUE(gpu_->Synchronize().ok());
+}
+
+// ---------------------------------------------------------------- RmsNorm
+
+TEST_F(CudaBackendTest, RmsNormMatchesTheCpu) {
+  for (int64_t d : {64, 96, 200}) {
+    std::vector<float> w = Normal(d, 0.05f);
+    for (float& v : w) v += 1.0f;
+    std::vector<uint8_t> wb(d * 4);
+    std::memcpy(wb.data(), w.data(), wb.size());
+    const WeightSource ws = Raw("norm", DType::kF32, {d}, wb);
+    std::unique_ptr<Weight> g = Load(*gpu_, ws), c = Load(*cpu_, ws);
+    ASSERT_TRUE(g && c);
+    for (int64_t n : {1, 3, 17}) {
+      const std::string what = absl::StrCat("RmsNorm d ", d, " n ", n);
+      const std::vector<float> x = Normal(n * d, 3.0f);
+      // Tolerance: both sum d squares in fp32 (each within d 2^-24 of the
+      // exact sum, so 2d 2^-24 apart), the scale takes half of that through
+      // the sqrt, and the mean, eps add, sqrt, divide and two products
+      // round 6 times on each side: (d + 12) 2^-24 |ref|, taken as
+      // (d + 16), plus 1e-7 near zero.
+      auto tol = [d](int64_t, int64_t, float ref) {
+        return (d + 16) * kU32 * std::fabs(ref) + 1e-7;
+      };
+      const int64_t stride = d + 1;
+      Tensor gx = Upload(*gpu_, x, n, d, stride), cx = Upload(*cpu_, x, n, d, stride);
+      Tensor go = Poisoned(*gpu_, n, d, stride), co = Poisoned(*cpu_, n, d, stride);
+      ASSERT_TRUE(gpu_->RmsNorm(gx.view, *g, 1e-5f, go.view).ok());
+      ASSERT_TRUE(cpu_->RmsNorm(cx.view, *c, 1e-5f, co.view).ok());
+      const std::vector<float> gr = Download(*gpu_, go);
+      ExpectNear(gr, Download(*cpu_, co), n, d, stride, tol, what);
+      // In place (out = x) gives the same bits as out of place.
+      ASSERT_TRUE(gpu_->RmsNorm(gx.view, *g, 1e-5f, gx.view).ok());
+      const std::vector<float> in_place = Download(*gpu_, gx);
+      for (int64_t r = 0; r < n; ++r) {
+        for (int64_t i = 0; i < d; ++i) {
+          ASSERT_EQ(Bits(in_place[r * stride + i]), Bits(gr[r * stride + i])) << what;
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- Rope
+
+TEST_F(CudaBackendTest, RopeMatchesTheCpuInBothStyles) {
+  uint64_t step = 1;
+  for (int64_t hd : {64, 128}) {
+    std::vector<float> inv_freq(hd / 2);
+    for (int64_t i = 0; i < hd / 2; ++i)
+      inv_freq[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / hd));
+    for (RopeStyle style : {RopeStyle::kHalfSplit, RopeStyle::kInterleaved}) {
+      for (int64_t n : {1, 3, 17}) {
+        const int64_t heads = 4, cols = heads * hd;
+        const std::string what = absl::StrCat(
+            "Rope hd ", hd, style == RopeStyle::kInterleaved ? " interleaved" : " half", " n ", n);
+        std::vector<int32_t> positions(n), token_seq(n, 0);
+        for (int32_t& p : positions) p = Uniform(0, 4095);
+        BatchLayout layout;
+        layout.step = ++step;
+        layout.positions = positions;
+        layout.token_seq = token_seq;
+        const std::vector<float> x = Normal(n * cols);
+        Tensor g = Upload(*gpu_, x, n, cols, cols + 2), c = Upload(*cpu_, x, n, cols, cols + 2);
+        ASSERT_TRUE(gpu_->Rope(g.view, heads, hd, style, inv_freq, layout).ok());
+        ASSERT_TRUE(cpu_->Rope(c.view, heads, hd, style, inv_freq, layout).ok());
+        // Tolerance: the angle is the same fp32 product on both; cos and
+        // sin (at most 1 in magnitude) differ by at most 3 ulp = 3 2^-24
+        // (CUDA's 2-ulp bound plus libm's 1), which moves a rotated element
+        // by 3 2^-24 (|x0| + |x1|); the two products and the sum (no FMA on
+        // either side) round differently on each side, at most 4 2^-24
+        // (|x0| + |x1|) more: 8 2^-24 (|x0| + |x1|).
+        auto tol = [&](int64_t r, int64_t col, float) {
+          const int64_t h = col / hd, i = col % hd, half = hd / 2;
+          int64_t a, b;
+          if (style == RopeStyle::kInterleaved) {
+            a = i & ~int64_t{1};
+            b = a + 1;
+          } else {
+            a = i % half;
+            b = a + half;
+          }
+          const float* v = &x[r * cols + h * hd];
+          return 8 * kU32 * (std::fabs(v[a]) + std::fabs(v[b])) + 1e-30;
+        };
+        ExpectNear(Download(*gpu_, g), Download(*cpu_, c), n, cols, cols + 2, tol, what);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- KV, Attention
+
+// Both backends hold the same paged KV pools; batches of several sequences
+// are stored and attended to on both.
+class AttentionTest : public CudaBackendTest {
+ protected:
+  static constexpr int64_t kKvHeads = 2, kHeads = 8;  // GQA 4:1
+  static constexpr int32_t kBlockSize = 5;
+  static constexpr int64_t kBlocks = 40;
+
+  struct Pools {
+    Tensor k, v;
+    KvLayer layer;
+  };
+  Pools MakePools(Backend& b, int64_t hd) {
+    Pools p;
+    const int64_t slots = kBlocks * kBlockSize, width = kKvHeads * hd;
+    p.k = Poisoned(b, slots, width, width);
+    p.v = Poisoned(b, slots, width, width);
+    p.layer.k = p.k.view.data;
+    p.layer.v = p.v.view.data;
+    p.layer.num_blocks = kBlocks;
+    p.layer.block_size = kBlockSize;
+    p.layer.n_kv_heads = kKvHeads;
+    p.layer.head_dim = hd;
+    return p;
+  }
+
+  // One batch: tokens of several sequences at given positions.
+  struct Batch {
+    std::vector<int32_t> positions, token_seq;
+    BatchLayout layout(const std::vector<std::vector<int32_t>>& tables, uint64_t step) const {
+      BatchLayout l;
+      l.step = step;
+      l.positions = positions;
+      l.token_seq = token_seq;
+      for (const auto& t : tables) l.seq_blocks.push_back(t);
+      l.block_size = kBlockSize;
+      return l;
+    }
+    void Add(int32_t seq, int32_t begin, int32_t count) {
+      for (int32_t p = begin; p < begin + count; ++p) {
+        positions.push_back(p);
+        token_seq.push_back(seq);
+      }
+    }
+    int64_t n() const { return static_cast<int64_t>(positions.size()); }
+  };
+
+  // Stores random k, v for `batch` on both backends and checks the pools
+  // agree bit for bit (unwritten slots still poison on both).
+  void Store(const Batch& batch, const std::vector<std::vector<int32_t>>& tables, int64_t hd,
+             Pools& g, Pools& c, uint64_t step, const std::vector<float>* k_in = nullptr,
+             const std::vector<float>* v_in = nullptr) {
+    const int64_t n = batch.n(), width = kKvHeads * hd;
+    const std::vector<float> k = k_in ? *k_in : Normal(n * width);
+    const std::vector<float> v = v_in ? *v_in : Normal(n * width);
+    Tensor gk = Upload(*gpu_, k, n, width, width + 1), gv = Upload(*gpu_, v, n, width, width);
+    Tensor ck = Upload(*cpu_, k, n, width, width + 1), cv = Upload(*cpu_, v, n, width, width);
+    const BatchLayout l = batch.layout(tables, step);
+    ASSERT_TRUE(gpu_->StoreKv(g.layer, gk.view, gv.view, l).ok());
+    ASSERT_TRUE(cpu_->StoreKv(c.layer, ck.view, cv.view, l).ok());
+    ExpectBitwise(Download(*gpu_, g.k), Download(*cpu_, c.k), "K pool");
+    ExpectBitwise(Download(*gpu_, g.v), Download(*cpu_, c.v), "V pool");
+  }
+
+  // Tolerance of output element (t, col) against the CPU, per (token, head):
+  // the scores differ by at most ds = 2 hd 2^-24 scale max_j sum_d |q_d
+  // k_jd| (two fp32 dot products), so a softmax weight moves by a factor
+  // within exp(+-2 ds), and the output (a convex combination of v) by
+  // 4 ds max_j |v_jd|. Rounding, L the number of positions: the CPU's
+  // softmax sum and its L axpy steps (<= (2L + L/8 + 5) 2^-24 relative),
+  // the GPU's running rescaling over L/4 positions per warp and the merge
+  // (<= (L + 8) 2^-24), the exps (2 ulp each side, 8 2^-24): under
+  // (4L + 24) 2^-24. So |d out| <= max_j |v_jd| (4 ds + (4L + 24) 2^-24)
+  // + 1e-6. q is dense [n, heads * hd]; kc, vc the CPU's pools.
+  static auto Tolerance(std::vector<float> q, std::vector<float> kc, std::vector<float> vc,
+                        const BatchLayout& l, const std::vector<std::vector<int32_t>>& tables,
+                        const AttentionParams& p) {
+    return [q = std::move(q), kc = std::move(kc), vc = std::move(vc), l, &tables, p](
+               int64_t t, int64_t col, float) {
+      const int64_t hd = p.head_dim, width = kKvHeads * hd, qcols = kHeads * hd;
+      const int64_t h = col / hd, d = col % hd, kvh = h / (kHeads / kKvHeads);
+      const int64_t pos = l.positions[t];
+      const int64_t start =
+          p.sliding_window > 0 ? std::max<int64_t>(0, pos - p.sliding_window + 1) : 0;
+      const auto& table = tables[l.token_seq[t]];
+      double max_qk = 0, max_v = 0;
+      for (int64_t j = start; j <= pos; ++j) {
+        const int64_t slot = int64_t{table[j / kBlockSize]} * kBlockSize + j % kBlockSize;
+        const float* kr = &kc[slot * width + kvh * hd];
+        double s = 0;
+        for (int64_t e = 0; e < hd; ++e) s += std::fabs(double{q[t * qcols + h * hd + e]} * kr[e]);
+        max_qk = std::max(max_qk, s);
+        max_v = std::max(max_v, std::fabs(double{vc[slot * width + kvh * hd + d]}));
+      }
+      const double ds = 2.0 * hd * kU32 * p.scale * max_qk;
+      return max_v * (4 * ds + (4 * (pos - start + 1) + 24) * kU32) + 1e-6;
+    };
+  }
+};
+
+TEST_F(AttentionTest, StoreKvAndAttentionMatchTheCpu) {
+  uint64_t step = 100;
+  for (int64_t hd : {64, 128}) {
+    const int64_t qcols = kHeads * hd;
+    Pools g = MakePools(*gpu_, hd), c = MakePools(*cpu_, hd);
+    // Three sequences over a shuffled pool: 0 with 23 cached positions, 1
+    // with 40, 2 with none.
+    std::vector<int32_t> ids(kBlocks);
+    for (int32_t i = 0; i < kBlocks; ++i) ids[i] = i;
+    std::shuffle(ids.begin(), ids.end(), rng_);
+    const std::vector<std::vector<int32_t>> tables = {
+        {ids.begin(), ids.begin() + 8}, {ids.begin() + 8, ids.begin() + 17}, {ids[17]}};
+    Batch history;
+    history.Add(0, 0, 23);
+    history.Add(1, 0, 40);
+    Store(history, tables, hd, g, c, ++step);
+
+    Batch decode, prefill3, chunk17, mixed;
+    decode.Add(1, 40, 1);
+    prefill3.Add(2, 0, 3);
+    chunk17.Add(0, 23, 17);
+    mixed.Add(0, 23, 17);
+    mixed.Add(1, 40, 1);
+    mixed.Add(2, 0, 3);
+    for (int64_t window : {0, 7}) {
+      AttentionParams p;
+      p.n_heads = kHeads;
+      p.n_kv_heads = kKvHeads;
+      p.head_dim = hd;
+      p.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+      p.sliding_window = window;
+      for (const Batch* b : {&decode, &prefill3, &chunk17, &mixed}) {
+        const std::string what =
+            absl::StrCat("Attention hd ", hd, " window ", window, " n ", b->n());
+        SCOPED_TRACE(what);
+        const int64_t n = b->n();
+        Store(*b, tables, hd, g, c, ++step);
+        const std::vector<float> q = Normal(n * qcols);
+        const BatchLayout l = b->layout(tables, ++step);
+        Tensor gq = Upload(*gpu_, q, n, qcols, qcols + 4), cq = Upload(*cpu_, q, n, qcols, qcols);
+        Tensor go = Poisoned(*gpu_, n, qcols, qcols + 2), co = Poisoned(*cpu_, n, qcols, qcols + 2);
+        ASSERT_TRUE(gpu_->Attention(g.layer, gq.view, go.view, p, l).ok());
+        ASSERT_TRUE(cpu_->Attention(c.layer, cq.view, co.view, p, l).ok());
+        const auto tol = Tolerance(q, Download(*cpu_, c.k), Download(*cpu_, c.v), l, tables, p);
+        const std::vector<float> gr = Download(*gpu_, go);
+        ExpectNear(gr, Download(*cpu_, co), n, qcols, qcols + 2, tol, what);
+      }
+    }
+  }
+}
+
+// A token's attention output does not depend on what else is in the batch.
+TEST_F(AttentionTest, ATokenGetsTheSameBitsAloneAndInABatch) {
+  const int64_t hd = 64, width = kKvHeads * hd, qcols = kHeads * hd;
+  Pools g = MakePools(*gpu_, hd), c = MakePools(*cpu_, hd);
+  const std::vector<std::vector<int32_t>> tables = {{0, 1, 2, 3, 4, 5, 6, 7},
+                                                    {8, 9, 10, 11, 12, 13, 14, 15, 16}};
+  Batch mixed;
+  mixed.Add(0, 0, 17);
+  mixed.Add(1, 0, 33);
+  const std::vector<float> k = Normal(mixed.n() * width), v = Normal(mixed.n() * width);
+  Store(mixed, tables, hd, g, c, 1, &k, &v);
+  const std::vector<float> q = Normal(mixed.n() * qcols);
+  AttentionParams p{.n_heads = kHeads, .n_kv_heads = kKvHeads, .head_dim = hd, .scale = 0.125f};
+  Tensor gq = Upload(*gpu_, q, mixed.n(), qcols, qcols);
+  Tensor go = Poisoned(*gpu_, mixed.n(), qcols, qcols);
+  ASSERT_TRUE(gpu_->Attention(g.layer, gq.view, go.view, p, mixed.layout(tables, 2)).ok());
+  const std::vector<float> all = Download(*gpu_, go);
+  // The last token of sequence 1 (position 32) alone.
+  Batch alone;
+  alone.Add(1, 32, 1);
+  const int64_t row = mixed.n() - 1;
+  const std::vector<float> q1(q.begin() + row * qcols, q.begin() + (row + 1) * qcols);
+  Tensor aq = Upload(*gpu_, q1, 1, qcols, qcols);
+  Tensor ao = Poisoned(*gpu_, 1, qcols, qcols);
+  ASSERT_TRUE(gpu_->Attention(g.layer, aq.view, ao.view, p, alone.layout(tables, 3)).ok());
+  const std::vector<float> one = Download(*gpu_, ao);
+  ExpectBitwise(one, std::vector<float>(all.begin() + row * qcols, all.end()), "alone vs batch");
+}
+
+TEST_F(AttentionTest, BadSlotsAreRefusedAndTheBackendStaysUsable) {
+  Pools g = MakePools(*gpu_, 64);
+  const std::vector<std::vector<int32_t>> tables = {{0, 99}};  // block 99 is not in the pool
+  Batch b;
+  b.Add(0, 5, 1);  // position 5: second table entry
+  Tensor k = Upload(*gpu_, Normal(128), 1, 128, 128), v = Upload(*gpu_, Normal(128), 1, 128, 128);
+  absl::Status s = gpu_->StoreKv(g.layer, k.view, v.view, b.layout(tables, 1));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("outside the pool of 40 blocks"));
+  Batch far;
+  far.Add(0, 10, 1);  // position 10 needs a third entry
+  Tensor q = Upload(*gpu_, Normal(512), 1, 512, 512), o = Poisoned(*gpu_, 1, 512, 512);
+  AttentionParams p{.n_heads = kHeads, .n_kv_heads = kKvHeads, .head_dim = 64, .scale = 0.125f};
+  s = gpu_->Attention(g.layer, q.view, o.view, p, far.layout(tables, 2));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("has no KV block"));
+  EXPECT_TRUE(gpu_->Synchronize().ok());
+}
+
+// ---------------------------------------------------------------- elementwise
+
+TEST_F(CudaBackendTest, SiluMulAddAndGatherRowsMatchTheCpu) {
+  for (int64_t cols : {64, 96, 200}) {
+    for (int64_t n : {1, 3, 17}) {
+      const std::string what = absl::StrCat("cols ", cols, " n ", n);
+      const std::vector<float> a = Normal(n * cols, 4.0f), b = Normal(n * cols);
+      const int64_t stride = cols + 3;
+      {
+        Tensor ga = Upload(*gpu_, a, n, cols, stride), gb = Upload(*gpu_, b, n, cols, cols);
+        Tensor ca = Upload(*cpu_, a, n, cols, stride), cb = Upload(*cpu_, b, n, cols, cols);
+        ASSERT_TRUE(gpu_->SiluMul(ga.view, gb.view).ok());
+        ASSERT_TRUE(cpu_->SiluMul(ca.view, cb.view).ok());
+        // Tolerance: exp is within 2 ulp on each side (CUDA's expf; the
+        // CPU's Cephes polynomial), so e differs by <= 4 2^-24 relative;
+        // 1 + e, the divide and the product round on both sides (2 2^-24
+        // each): 10 2^-24 |ref|, taken as 12.
+        ExpectNear(
+            Download(*gpu_, ga), Download(*cpu_, ca), n, cols, stride,
+            [](int64_t, int64_t, float ref) { return 12 * kU32 * std::fabs(ref) + 1e-30; },
+            "SiluMul " + what);
+      }
+      {
+        Tensor ga = Upload(*gpu_, a, n, cols, stride), gb = Upload(*gpu_, b, n, cols, cols + 1);
+        Tensor ca = Upload(*cpu_, a, n, cols, stride), cb = Upload(*cpu_, b, n, cols, cols + 1);
+        ASSERT_TRUE(gpu_->Add(ga.view, gb.view).ok());
+        ASSERT_TRUE(cpu_->Add(ca.view, cb.view).ok());
+        // One fp32 add on both: exact agreement.
+        ExpectNear(
+            Download(*gpu_, ga), Download(*cpu_, ca), n, cols, stride,
+            [](int64_t, int64_t, float) { return 0.0; }, "Add " + what);
+      }
+      {
+        std::vector<int32_t> rows(Uniform(1, 9));
+        for (int32_t& r : rows) r = Uniform(0, static_cast<int32_t>(n - 1));
+        const int64_t m = static_cast<int64_t>(rows.size());
+        Tensor gx = Upload(*gpu_, a, n, cols, stride), cx = Upload(*cpu_, a, n, cols, stride);
+        Tensor go = Poisoned(*gpu_, m, cols, cols + 1), co = Poisoned(*cpu_, m, cols, cols + 1);
+        ASSERT_TRUE(gpu_->GatherRows(gx.view, rows, go.view).ok());
+        ASSERT_TRUE(cpu_->GatherRows(cx.view, rows, co.view).ok());
+        ExpectNear(
+            Download(*gpu_, go), Download(*cpu_, co), m, cols, cols + 1,
+            [](int64_t, int64_t, float) { return 0.0; }, "GatherRows " + what);
+      }
+    }
+  }
+  Tensor x = Upload(*gpu_, Normal(12), 3, 4, 4), o = Poisoned(*gpu_, 1, 4, 4);
+  const std::vector<int32_t> bad = {3};
+  EXPECT_EQ(gpu_->GatherRows(x.view, bad, o.view).code(), absl::StatusCode::kInvalidArgument);
+  Tensor y = Upload(*gpu_, Normal(8), 2, 4, 4);
+  EXPECT_EQ(gpu_->Add(x.view, y.view).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Many steps of uploads wrap the staging ring: cached step metadata must be
+// re-uploaded, never read stale.
+class SmallStagingTest : public AttentionTest {
+ protected:
+  CudaBackendOptions GpuOptions() override {
+    CudaBackendOptions o;
+    o.staging_bytes = 4096;
+    return o;
+  }
+};
+
+TEST_F(SmallStagingTest, WrappingTheRingKeepsResultsRight) {
+  const int64_t hd = 64, width = kKvHeads * hd, qcols = kHeads * hd;
+  Pools g = MakePools(*gpu_, hd), c = MakePools(*cpu_, hd);
+  const std::vector<std::vector<int32_t>> tables = {{3, 1, 4, 0, 5, 9, 2, 6, 8, 7}};
+  AttentionParams p{.n_heads = kHeads, .n_kv_heads = kKvHeads, .head_dim = hd, .scale = 0.125f};
+  uint64_t step = 1;
+  for (int32_t pos = 0; pos < 50; ++pos) {
+    // One step: StoreKv uploads the step's metadata; three GatherRows of
+    // 1200 bytes of row ids each then wrap the 4 KiB ring (every step or
+    // so); Attention, same step id, must notice and upload it again.
+    Batch b;
+    b.Add(0, pos, 1);
+    const BatchLayout l = b.layout(tables, ++step);
+    const std::vector<float> k = Normal(width), v = Normal(width), q = Normal(qcols);
+    Tensor gk = Upload(*gpu_, k, 1, width, width), gv = Upload(*gpu_, v, 1, width, width);
+    Tensor ck = Upload(*cpu_, k, 1, width, width), cv = Upload(*cpu_, v, 1, width, width);
+    ASSERT_TRUE(gpu_->StoreKv(g.layer, gk.view, gv.view, l).ok());
+    ASSERT_TRUE(cpu_->StoreKv(c.layer, ck.view, cv.view, l).ok());
+    Tensor o = Poisoned(*gpu_, 300, width, width);
+    const std::vector<int32_t> rows(300, 0);
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(gpu_->GatherRows(gk.view, rows, o.view).ok());
+    const std::vector<float> gathered = Download(*gpu_, o);
+    for (int64_t r = 0; r < 300; ++r) {
+      ASSERT_EQ(std::memcmp(&gathered[r * width], k.data(), width * 4), 0) << "row " << r;
+    }
+    Tensor gq = Upload(*gpu_, q, 1, qcols, qcols), cq = Upload(*cpu_, q, 1, qcols, qcols);
+    Tensor go = Poisoned(*gpu_, 1, qcols, qcols), co = Poisoned(*cpu_, 1, qcols, qcols);
+    ASSERT_TRUE(gpu_->Attention(g.layer, gq.view, go.view, p, l).ok());
+    ASSERT_TRUE(cpu_->Attention(c.layer, cq.view, co.view, p, l).ok());
+    // Stale metadata would attend to other positions (or poison): far
+    // outside the bound.
+    ExpectNear(Download(*gpu_, go), Download(*cpu_, co), 1, qcols, qcols,
+               Tolerance(q, Download(*cpu_, c.k), Download(*cpu_, c.v), l, tables, p),
+               absl::StrCat("position ", pos));
+  }
+  EXPECT_TRUE(gpu_->Synchronize().ok());
+}
+
+}  // namespace
+}  // namespace packd::engine

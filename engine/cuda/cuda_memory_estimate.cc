@@ -1,0 +1,64 @@
+#include "engine/cuda/cuda_memory_estimate.h"
+
+#include <algorithm>
+
+#include "codec/cuda/device_image_layout.h"
+#include "engine/cuda/launch_plan.h"
+#include "engine/cuda/staging_ring.h"
+
+namespace packd::engine {
+namespace {
+
+uint64_t RoundUp256(uint64_t n) { return (n + 255) / 256 * 256; }
+
+// An upper bound of DeviceImage::bytes() from the stored size: each of the
+// (at most 5) parts starts at a kImagePartAlignment boundary, the codes get
+// kImageCodesSlack bytes of slack, and vlc adds its decode table. Computing
+// the exact size would read every tiled code once more.
+uint64_t ImageBytesBound(const WeightSource& w) {
+  return w.stored_bytes + 5 * codec::cuda::kImagePartAlignment + codec::cuda::kImageCodesSlack +
+         (w.codec == "vlc" ? codec::cuda::kVlcTableBytes : 0);
+}
+
+}  // namespace
+
+CudaBackendOptions CudaBackendOptionsFor(const EngineOptions& options, int device) {
+  CudaBackendOptions o;
+  o.device = device;
+  // Its GEMM workspace holds the largest batch the scheduler forms.
+  o.max_matmul_rows = std::max(options.max_batch_tokens, options.max_running);
+  return o;
+}
+
+MemoryUsage EstimateCudaBackendBytes(const CudaBackendOptions& options, const ModelSource& source) {
+  MemoryUsage u;
+  uint64_t& weights = u.bytes[static_cast<int>(MemoryKind::kWeights)];
+  uint64_t& workspace = u.bytes[static_cast<int>(MemoryKind::kWorkspace)];
+  uint64_t& scratch = u.bytes[static_cast<int>(MemoryKind::kDecodeScratch)];
+  workspace += RoundUp256(options.cublas_workspace_bytes);
+  workspace += RoundUp256(cuda::StagingRing(options.staging_bytes).capacity());
+  uint64_t widest_half_row = 0;
+  for (const auto& [name, w] : source.tensors()) {
+    const codec::TensorInfo& info = w.info;
+    if (info.shape.size() != 2) {  // 1-D (and scalars): widened to fp32
+      weights += RoundUp256(info.elements() * sizeof(float));
+      continue;
+    }
+    const uint64_t row_bytes =
+        static_cast<uint64_t>(info.shape[1]) * static_cast<uint64_t>(codec::DTypeSize(info.dtype));
+    if (info.dtype != codec::DType::kF32) widest_half_row = std::max(widest_half_row, row_bytes);
+    if (w.decoder == nullptr) {
+      weights += RoundUp256(w.raw.size());
+      continue;
+    }
+    weights += RoundUp256(ImageBytesBound(w));
+    const cuda::RowChunkPlan plan =
+        cuda::PlanRowChunks(info.shape[0], row_bytes, options.decode_scratch_bytes);
+    scratch = std::max({scratch, plan.scratch_bytes, RoundUp256(row_bytes)});
+  }
+  workspace += RoundUp256(static_cast<uint64_t>(options.max_matmul_rows) * widest_half_row);
+  scratch = RoundUp256(scratch);
+  return u;
+}
+
+}  // namespace packd::engine
