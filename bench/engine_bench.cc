@@ -1,8 +1,8 @@
-// engine: prefill and decode throughput of the CPU engine, raw weights vs each
-// codec, against the machine's measured memory bandwidth.
+// engine: prefill and decode throughput of the engine on the CPU or a CUDA
+// device, raw weights vs each codec, against the measured memory bandwidth.
 //
-//   build/bench/engine [--shape llama-1b] [--checkpoint DIR] [--workdir DIR]
-//                      [--codecs raw,none,vlc,tiled] [--batches 1,8,32]
+//   build/bench/engine [--device cpu|cuda:N] [--shape llama-1b] [--checkpoint DIR]
+//                      [--workdir DIR] [--codecs raw,none,vlc,tiled] [--batches 1,8,32]
 //                      [--prompt-tokens 64] [--decode-steps 8] [--threads N]
 //                      [--max-batch-tokens N] [--seed N] [--quick] [--json FILE]
 //
@@ -65,6 +65,32 @@
 // (15 minutes were seen while other jobs loaded it), mostly the batch-32
 // prefills (2048 tokens each). --quick: batches 1,8, codecs raw,vlc, 32-token prompts
 // and 4 decode steps. Progress goes to stderr; the table (Markdown) to stdout.
+//
+// --device cuda:N (the CUDA backend, engine/cuda/CUDA_BACKEND.md): the same
+// children, prefill and decode phases, with EngineOptions::device = cuda:N;
+// default batches 1,8,64. Without that device: "no CUDA device: <why>" on
+// stderr, exit 2, before any model is made. Differences from the CPU run:
+//   - bandwidth: the device's copy bandwidth, measured once by the parent
+//     before the configurations (bench/device_bandwidth.h: a device-to-device
+//     cudaMemcpyAsync of 1 GiB, median of 20 after 3 warm-ups, counted as
+//     bytes read + written), on the parent's current device, which is cuda:0
+//     (codec/cuda/device_runtime.h selects no other; the table says so when
+//     N != 0);
+//   - floor per token = (weight bytes read per decode step / batch) / that
+//     bandwidth, the weights counted as the backend holds them on the device
+//     (the compressed image for vlc/tiled, bf16 for raw/none; an untied
+//     embedding table excepted, as above). The KV cache read is not in the
+//     floor (it is in the JSON, "kv_read_bytes"). It is the floor of a path
+//     that reads each stored byte once (fused decode-in-GEMM); today's path
+//     decodes each compressed matrix to a scratch buffer and runs cuBLAS on
+//     it, so it moves more than the floor counts;
+//   - device memory: the backend's memory_usage() by kind (weights, kv_cache,
+//     workspace, decode_scratch; engine::MemoryKindName), sampled after the
+//     open, the warm-up, the prefill and the decode; the table shows the
+//     largest total and each kind's largest value. That is the backend's
+//     arena accounting (256-byte blocks); the drop of the driver's free memory
+//     over the configuration (arena chunks, cuBLAS) is in the JSON
+//     ("device_free_drop_bytes").
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -94,7 +120,11 @@
 #include "base/parallel.h"
 #include "base/status_macros.h"
 #include "bench/bench_main.h"
+#include "bench/device_bandwidth.h"
+#include "codec/cuda/device_runtime.h"
 #include "codec/dtype.h"
+#include "engine/backend.h"
+#include "engine/cuda/cuda_backend.h"
 #include "engine/engine.h"
 #include "engine/model_compressor.h"
 #include "engine/model_config.h"
@@ -110,6 +140,9 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
+// The device-to-device copy the device floor is measured with.
+constexpr int kDeviceCopyMiB = 1024;
+
 double SecondsSince(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
@@ -117,6 +150,8 @@ double SecondsSince(Clock::time_point t0) {
 // ---------------------------------------------------------------- options
 
 struct Options {
+  std::string device = "cpu";  // "cpu" or "cuda:N"
+  int cuda_device = -1;        // N of "cuda:N"; -1 for the CPU
   std::string shape = "llama-1b";
   std::string checkpoint;  // an HF directory; empty: synthesize --shape
   std::string workdir = "/tmp/packd-bench-engine";
@@ -133,6 +168,7 @@ struct Options {
 
 // What the parent hands one child (the --child flags).
 struct ChildOptions {
+  std::string device = "cpu";
   std::string model;
   int64_t batch = 1;
   int64_t prompt_tokens = 64;
@@ -155,20 +191,36 @@ absl::StatusOr<int64_t> ParseInt(const std::string& flag, const std::string& v, 
   return static_cast<int64_t>(n);
 }
 
+// "cpu" -> -1; "cuda:N" -> N (the syntax engine::Engine::Open accepts).
+absl::StatusOr<int> ParseDevice(const std::string& v) {
+  if (v == "cpu") return -1;
+  constexpr char kCuda[] = "cuda:";
+  const std::string digits = v.substr(0, 5) == kCuda ? v.substr(5) : "";
+  const bool all_digits =
+      !digits.empty() && digits.size() <= 4 &&
+      std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  if (!all_digits) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device: '", v, "' is neither cpu nor cuda:N (N a device index)"));
+  }
+  return std::stoi(digits);
+}
+
 constexpr char kUsage[] =
-    "usage: engine [--shape tiny|llama-1b|llama-8b] [--checkpoint DIR] [--workdir DIR]\n"
-    "              [--codecs raw,none,vlc,tiled] [--batches 1,8,32] [--prompt-tokens N]\n"
-    "              [--decode-steps N] [--threads N] [--max-batch-tokens N] [--seed N]\n"
-    "              [--quick] [--json FILE]\n"
+    "usage: engine [--device cpu|cuda:N] [--shape tiny|llama-1b|llama-8b] [--checkpoint DIR]\n"
+    "              [--workdir DIR] [--codecs raw,none,vlc,tiled] [--batches 1,8,32]\n"
+    "              [--prompt-tokens N] [--decode-steps N] [--threads N]\n"
+    "              [--max-batch-tokens N] [--seed N] [--quick] [--json FILE]\n"
     "Prefill and decode tokens/s of the engine for each codec and batch size, each\n"
-    "configuration in its own process (peak RSS), against the measured memory\n"
-    "bandwidth; prints a Markdown table.\n"
+    "configuration in its own process (peak RSS; on a device, the backend's memory),\n"
+    "against the measured memory bandwidth; prints a Markdown table.\n"
+    "  --device            cpu (default) or cuda:N (exit 2 without that device)\n"
     "  --shape             synthesized model shape (default llama-1b)\n"
     "  --checkpoint        use this Hugging Face directory instead of synthesizing\n"
     "  --workdir           where synthesized and compressed models are cached\n"
     "                      (default /tmp/packd-bench-engine)\n"
     "  --codecs            raw (the HF directory), none, vlc, tiled (packd directories)\n"
-    "  --batches           sequences decoding at once (default 1,8,32)\n"
+    "  --batches           sequences decoding at once (default 1,8,32; cuda: 1,8,64)\n"
     "  --prompt-tokens     random prompt length (default 64)\n"
     "  --decode-steps      timed decode steps after the first token (default 8)\n"
     "  --threads           engine and bandwidth threads (default: hardware threads)\n"
@@ -180,13 +232,15 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   Options o;
   o.command_line = "build/bench/engine";
   for (int i = 1; i < argc; ++i) o.command_line += absl::StrCat(" ", argv[i]);
-  static const char* const kFlags[] = {"--shape",        "--checkpoint", "--workdir",
-                                       "--codecs",       "--batches",    "--prompt-tokens",
-                                       "--decode-steps", "--threads",    "--max-batch-tokens",
-                                       "--seed",         "--json",       "--quick"};
+  static const char* const kFlags[] = {
+      "--shape",         "--checkpoint",   "--workdir", "--codecs",           "--batches",
+      "--prompt-tokens", "--decode-steps", "--threads", "--max-batch-tokens", "--seed",
+      "--json",          "--quick",        "--device"};
   // --quick only changes defaults, so flags given with it win wherever they are.
+  bool quick = false, batches_given = false;
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--quick") {
+      quick = true;
       o.batches = {1, 8};
       o.codecs = {"raw", "vlc"};
       o.prompt_tokens = 32;
@@ -209,7 +263,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(arg, " needs a value"));
       value = argv[++i];
     }
-    if (arg == "--shape") {
+    if (arg == "--device") {
+      ASSIGN_OR_RETURN(o.cuda_device, ParseDevice(value));
+      o.device = value;
+    } else if (arg == "--shape") {
       o.shape = value;
     } else if (arg == "--checkpoint") {
       o.checkpoint = value;
@@ -225,6 +282,7 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       }
       if (o.codecs.empty()) return absl::InvalidArgumentError("--codecs is empty");
     } else if (arg == "--batches") {
+      batches_given = true;
       o.batches.clear();
       for (const std::string& b :
            std::vector<std::string>(absl::StrSplit(value, ',', absl::SkipEmpty()))) {
@@ -249,6 +307,9 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     }
   }
   if (o.threads == 0) o.threads = HardwareThreads();
+  // On a device, batch 64 replaces 32: the points (1, 8, 64), where
+  // a bf16 GEMM is still memory-bound on an H200.
+  if (o.cuda_device >= 0 && !batches_given && !quick) o.batches = {1, 8, 64};
   return o;
 }
 
@@ -260,7 +321,10 @@ absl::StatusOr<ChildOptions> ParseChildArgs(int argc, char** argv) {
     const size_t eq = arg.find('=');
     if (eq == std::string::npos) return absl::InvalidArgumentError(absl::StrCat("bad ", arg));
     const std::string key = arg.substr(0, eq), v = arg.substr(eq + 1);
-    if (key == "--model") {
+    if (key == "--device") {
+      RETURN_IF_ERROR(ParseDevice(v).status());
+      c.device = v;
+    } else if (key == "--model") {
       c.model = v;
     } else if (key == "--result") {
       c.result = v;
@@ -380,12 +444,40 @@ Bandwidth MeasureBandwidth(uint64_t bytes, int threads, int repeats) {
 
 // ---------------------------------------------------------------- child
 
+// The largest backend memory seen over a configuration: the largest total,
+// and each kind's largest value (the samples are taken between steps).
+struct MemoryPeak {
+  uint64_t total = 0;
+  engine::MemoryUsage by_kind;
+  void Sample(const engine::MemoryUsage& u) {
+    total = std::max(total, u.total());
+    for (int k = 0; k < engine::kMemoryKinds; ++k) {
+      by_kind.bytes[k] = std::max(by_kind.bytes[k], u.bytes[k]);
+    }
+  }
+  nlohmann::json ToJson() const {
+    nlohmann::json j = {{"total", total}};
+    for (engine::MemoryKind k : engine::kAllMemoryKinds) {
+      j[std::string(engine::MemoryKindName(k))] = by_kind.of(k);
+    }
+    return j;
+  }
+};
+
+// The driver's free memory on cuda:`device`; 0 when it cannot say.
+uint64_t DeviceFreeBytes(int device) {
+  absl::StatusOr<engine::CudaDeviceInfo> info = engine::QueryCudaDevice(device);
+  return info.ok() ? info->free_bytes : 0;
+}
+
 // Runs one configuration in this (child) process and writes its numbers as
 // JSON to c.result.
 absl::Status RunChild(const ChildOptions& c) {
   const std::string tag =
       absl::StrCat("[", fs::path(c.model).filename().string(), " b", c.batch, "]");
   engine::EngineOptions eo;
+  eo.device = c.device;
+  ASSIGN_OR_RETURN(const int cuda_device, ParseDevice(c.device));
   eo.threads = c.threads;
   eo.max_running = c.batch;
   eo.max_batch_tokens = std::max<int64_t>(c.max_batch_tokens, c.batch);  // a decode step fits
@@ -414,9 +506,12 @@ absl::Status RunChild(const ChildOptions& c) {
   eo.kv_cache_bytes =
       static_cast<uint64_t>(c.batch * blocks_per_seq + 4) * eo.kv_block_size * kv_bytes_per_token;
 
+  const uint64_t free_before = cuda_device >= 0 ? DeviceFreeBytes(cuda_device) : 0;
   Clock::time_point t0 = Clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> eng, engine::Engine::Open(c.model, eo));
   const double open_s = SecondsSince(t0);
+  MemoryPeak memory;
+  memory.Sample(eng->backend().memory_usage());
   const engine::ModelConfig& cfg = eng->config();
   // The engine's own figure (equal to the estimate above for fp32 caches).
   const uint64_t kv_per_token =
@@ -440,6 +535,7 @@ absl::Status RunChild(const ChildOptions& c) {
     (void)out;
   }
   const double warmup_s = SecondsSince(t0);
+  memory.Sample(eng->backend().memory_usage());
 
   std::mt19937_64 rng(c.seed);
   std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(cfg.vocab_size - 1));
@@ -471,6 +567,7 @@ absl::Status RunChild(const ChildOptions& c) {
   }
   const double prefill_s = SecondsSince(t0);
   const engine::EngineStats s1 = eng->stats();
+  memory.Sample(eng->backend().memory_usage());
   std::fprintf(stderr, "%s prefill: %llu tokens in %llu steps, %.2f s\n", tag.c_str(),
                static_cast<unsigned long long>(s1.prompt_tokens - s0.prompt_tokens),
                static_cast<unsigned long long>(s1.steps - s0.steps), prefill_s);
@@ -490,6 +587,9 @@ absl::Status RunChild(const ChildOptions& c) {
   }
   const double decode_s = SecondsSince(t0);
   const engine::EngineStats s2 = eng->stats();
+  memory.Sample(eng->backend().memory_usage());
+  // Everything the configuration holds on the device is still held here.
+  const uint64_t free_after = cuda_device >= 0 ? DeviceFreeBytes(cuda_device) : 0;
   for (const auto& [id, len] : length) eng->Abort(id);
   const uint64_t decode_tokens = s2.generated_tokens - s1.generated_tokens;
   const uint64_t decode_steps = s2.steps - s1.steps;
@@ -517,6 +617,7 @@ absl::Status RunChild(const ChildOptions& c) {
     return it == st.end() ? uint64_t{0} : it->second;
   };
   nlohmann::json j = {
+      {"device", c.device},
       {"model", c.model},
       {"format", std::string(eng->source().format())},
       {"backend", eng->backend().description()},
@@ -546,7 +647,12 @@ absl::Status RunChild(const ChildOptions& c) {
       {"rss_bytes", get("VmRSS")},
       {"rss_file_bytes", get("RssFile")},
       {"rss_anon_bytes", get("RssAnon")},
+      {"backend_memory_peak_bytes", memory.ToJson()},
   };
+  if (cuda_device >= 0) {
+    j["device_free_drop_bytes"] =
+        free_before > free_after && free_after != 0 ? free_before - free_after : 0;
+  }
   return WriteFileAtomically(c.result, j.dump(2) + "\n");
 }
 
@@ -557,6 +663,7 @@ absl::Status RunChild(const ChildOptions& c) {
 absl::StatusOr<nlohmann::json> SpawnChild(const ChildOptions& c) {
   std::vector<std::string> args = {"/proc/self/exe",
                                    "--child",
+                                   absl::StrCat("--device=", c.device),
                                    absl::StrCat("--model=", c.model),
                                    absl::StrCat("--batch=", c.batch),
                                    absl::StrCat("--prompt-tokens=", c.prompt_tokens),
@@ -670,12 +777,104 @@ std::string HumanBytes(double bytes) {
   return absl::StrFormat("%.0f KB", bytes / 1e3);
 }
 
+// For --device cuda:N: the device, or why there is none (the driver's error,
+// "built without CUDA", or an index past the devices present).
+absl::StatusOr<engine::CudaDeviceInfo> FindCudaDevice(int device) {
+  if (engine::CudaDeviceCount() == 0) {
+    // codec/cuda's count says why there is none.
+    const absl::StatusOr<int> n = codec::cuda::CudaDeviceCount();
+    return absl::UnavailableError(n.ok() ? "the CUDA runtime sees 0 devices"
+                                         : std::string(n.status().message()));
+  }
+  return engine::QueryCudaDevice(device);
+}
+
+// What the CPU table shows per configuration, and its JSON row.
+void PrintCpuRow(const Row& row, double bandwidth_gbps, nlohmann::json& jrows) {
+  const nlohmann::json& r = row.r;
+  const double stored = r["stored_bytes"].get<double>();
+  const double weights = r["original_bytes"].get<double>() / r["weight_elem_bytes"].get<double>();
+  const double bits = stored * 8.0 / weights;
+  const double prefill_tps = r["prefill_tokens"].get<double>() / r["prefill_s"].get<double>();
+  const double decode_tps = r["decode_tokens"].get<double>() / r["decode_s"].get<double>();
+  const double steps = std::max(1.0, r["decode_steps"].get<double>());
+  const double bytes_per_step =
+      r["weight_read_bytes_per_step"].get<double>() + r["kv_read_bytes"].get<double>() / steps;
+  const double tokens_per_step = r["decode_tokens"].get<double>() / steps;
+  const double limit = bandwidth_gbps * 1e9 / bytes_per_step * tokens_per_step;
+  const double pct = 100.0 * decode_tps / limit;
+  std::printf("| %s | %s | %.2f | %lld | %.1f | %.2f | %s | %.2f | %.1f%% | %s (%s) |\n",
+              row.codec.c_str(), HumanBytes(stored).c_str(), bits,
+              static_cast<long long>(row.batch), prefill_tps, decode_tps,
+              HumanBytes(bytes_per_step).c_str(), limit, pct,
+              HumanBytes(r["peak_rss_bytes"].get<double>()).c_str(),
+              HumanBytes(r["rss_file_bytes"].get<double>()).c_str());
+  nlohmann::json j = r;
+  j["codec"] = row.codec;
+  j["bits_per_weight"] = bits;
+  j["prefill_tokens_per_s"] = prefill_tps;
+  j["decode_tokens_per_s"] = decode_tps;
+  j["bytes_per_decode_step"] = bytes_per_step;
+  j["limit_tokens_per_s"] = limit;
+  j["fraction_of_limit"] = decode_tps / limit;
+  jrows.push_back(std::move(j));
+}
+
+// The device table's row: the floor counts the weights only (see the top of
+// this file).
+void PrintDeviceRow(const Row& row, double copy_gbps, nlohmann::json& jrows) {
+  const nlohmann::json& r = row.r;
+  const double stored = r["stored_bytes"].get<double>();
+  const double weights = r["original_bytes"].get<double>() / r["weight_elem_bytes"].get<double>();
+  const double bits = stored * 8.0 / weights;
+  const double prefill_tps = r["prefill_tokens"].get<double>() / r["prefill_s"].get<double>();
+  const double decode_tps = r["decode_tokens"].get<double>() / r["decode_s"].get<double>();
+  const double steps = std::max(1.0, r["decode_steps"].get<double>());
+  const double tokens_per_step = r["decode_tokens"].get<double>() / steps;
+  const double weight_read = r["weight_read_bytes_per_step"].get<double>();
+  const double floor_s = weight_read / tokens_per_step / (copy_gbps * 1e9);
+  const double limit = 1.0 / floor_s;
+  const nlohmann::json m = r.value("backend_memory_peak_bytes", nlohmann::json::object());
+  auto gb = [&m](engine::MemoryKind k) {
+    return m.value(std::string(engine::MemoryKindName(k)), 0.0) / 1e9;
+  };
+  std::printf(
+      "| %s | %s | %.2f | %lld | %.1f | %.2f | %s | %.2f | %.2f | %.1f%% | %s | %.3f / %.3f / "
+      "%.3f / %.3f |\n",
+      row.codec.c_str(), HumanBytes(stored).c_str(), bits, static_cast<long long>(row.batch),
+      prefill_tps, decode_tps, HumanBytes(weight_read).c_str(), floor_s * 1e6, limit,
+      100.0 * decode_tps / limit, HumanBytes(m.value("total", 0.0)).c_str(),
+      gb(engine::MemoryKind::kWeights), gb(engine::MemoryKind::kKvCache),
+      gb(engine::MemoryKind::kWorkspace), gb(engine::MemoryKind::kDecodeScratch));
+  nlohmann::json j = r;
+  j["codec"] = row.codec;
+  j["bits_per_weight"] = bits;
+  j["prefill_tokens_per_s"] = prefill_tps;
+  j["decode_tokens_per_s"] = decode_tps;
+  j["floor_us_per_token"] = floor_s * 1e6;
+  j["limit_tokens_per_s"] = limit;
+  j["fraction_of_limit"] = decode_tps / limit;
+  jrows.push_back(std::move(j));
+}
+
 int Run(const Options& o) {
   const Clock::time_point start = Clock::now();
   auto fail = [](const absl::Status& s) {
     std::fprintf(stderr, "engine: %s\n", std::string(s.message()).c_str());
     return 2;
   };
+  const bool on_device = o.cuda_device >= 0;
+
+  // A device run needs its device: said before any model is made.
+  engine::CudaDeviceInfo device;
+  if (on_device) {
+    absl::StatusOr<engine::CudaDeviceInfo> info = FindCudaDevice(o.cuda_device);
+    if (!info.ok()) {
+      std::fprintf(stderr, "no CUDA device: %s\n", std::string(info.status().message()).c_str());
+      return 2;
+    }
+    device = *info;
+  }
 
   // Models first (one-time work), then the bandwidth, then the configurations.
   absl::StatusOr<fs::path> src = PrepareSource(o);
@@ -691,13 +890,28 @@ int Run(const Options& o) {
     models[codec] = *dst;
   }
 
-  const uint64_t llc = LastLevelCacheBytes();
-  const uint64_t bw_bytes = std::max<uint64_t>(uint64_t{1} << 30, 4 * llc);
-  std::fprintf(stderr, "measuring memory bandwidth over %.2f GiB\n",
-               static_cast<double>(bw_bytes) / (1 << 30));
-  const Bandwidth bw = MeasureBandwidth(bw_bytes, o.threads, 5);
-  std::fprintf(stderr, "bandwidth: %.2f GB/s on %d threads, %.2f GB/s on 1 thread\n", bw.gbps_all,
-               o.threads, bw.gbps_one);
+  Bandwidth bw;
+  DeviceCopyBandwidth copy;
+  if (!on_device) {
+    const uint64_t llc = LastLevelCacheBytes();
+    const uint64_t bw_bytes = std::max<uint64_t>(uint64_t{1} << 30, 4 * llc);
+    std::fprintf(stderr, "measuring memory bandwidth over %.2f GiB\n",
+                 static_cast<double>(bw_bytes) / (1 << 30));
+    bw = MeasureBandwidth(bw_bytes, o.threads, 5);
+    std::fprintf(stderr, "bandwidth: %.2f GB/s on %d threads, %.2f GB/s on 1 thread\n", bw.gbps_all,
+                 o.threads, bw.gbps_one);
+  } else {
+    std::fprintf(stderr, "measuring the device-to-device copy bandwidth over %d MiB\n",
+                 kDeviceCopyMiB);
+    // The stream and both buffers are gone before the first child starts.
+    absl::StatusOr<codec::cuda::DeviceStream> stream = codec::cuda::DeviceStream::Create();
+    if (!stream.ok()) return fail(stream.status());
+    absl::StatusOr<DeviceCopyBandwidth> c =
+        MeasureDeviceCopyBandwidth(uint64_t{kDeviceCopyMiB} << 20, 3, 20, *stream);
+    if (!c.ok()) return fail(c.status());
+    copy = *c;
+    std::fprintf(stderr, "device copy bandwidth: %.1f GB/s (read + written)\n", copy.gbps);
+  }
 
   std::vector<Row> rows;
   std::string backend;
@@ -706,6 +920,7 @@ int Run(const Options& o) {
     for (int64_t batch : o.batches) {
       std::fprintf(stderr, "== %s, batch %lld\n", codec.c_str(), static_cast<long long>(batch));
       ChildOptions c;
+      c.device = o.device;
       c.model = models[codec].string();
       c.batch = batch;
       c.prompt_tokens = o.prompt_tokens;
@@ -734,16 +949,32 @@ int Run(const Options& o) {
   // ---- The table (Markdown).
   std::printf("### Engine benchmark\n\n");
   std::printf("- command: `%s`\n", o.command_line.c_str());
-  std::printf("- machine: %s, %d hardware threads; engine: %s\n", CpuModel().c_str(),
-              HardwareThreads(), backend.empty() ? "(no configuration ran)" : backend.c_str());
+  if (on_device) {
+    std::printf("- device: %s: %s, %d SMs, compute %d.%d, %.1f GiB; host: %s; engine: %s\n",
+                o.device.c_str(), device.name.c_str(), device.sm_count, device.compute_major,
+                device.compute_minor, static_cast<double>(device.total_bytes) / (1ull << 30),
+                CpuModel().c_str(), backend.empty() ? "(no configuration ran)" : backend.c_str());
+  } else {
+    std::printf("- machine: %s, %d hardware threads; engine: %s\n", CpuModel().c_str(),
+                HardwareThreads(), backend.empty() ? "(no configuration ran)" : backend.c_str());
+  }
   std::printf("- model: %s\n",
               o.checkpoint.empty()
                   ? absl::StrCat(o.shape, " synthesized, bf16 (", src->string(), ")").c_str()
                   : src->c_str());
-  std::printf(
-      "- memory bandwidth (streaming read of %.2f GiB, best of 5): %.2f GB/s on %d threads, "
-      "%.2f GB/s on 1 thread\n",
-      static_cast<double>(bw.buffer_bytes) / (1 << 30), bw.gbps_all, o.threads, bw.gbps_one);
+  if (on_device) {
+    std::printf(
+        "- device copy bandwidth (device-to-device cudaMemcpyAsync of %.2f GiB, median of 20, "
+        "bytes read + written): %.1f GB/s%s\n",
+        static_cast<double>(copy.bytes) / (1ull << 30), copy.gbps,
+        o.cuda_device == 0 ? ""
+                           : " (measured on cuda:0: codec/cuda/device_runtime.h selects no other)");
+  } else {
+    std::printf(
+        "- memory bandwidth (streaming read of %.2f GiB, best of 5): %.2f GB/s on %d threads, "
+        "%.2f GB/s on 1 thread\n",
+        static_cast<double>(bw.buffer_bytes) / (1 << 30), bw.gbps_all, o.threads, bw.gbps_one);
+  }
   std::printf(
       "- per configuration: %lld-token random prompts, at most %lld tokens per step; prefill = "
       "steps until every sequence has its first token; decode = the next %lld steps, one token "
@@ -751,53 +982,50 @@ int Run(const Options& o) {
       "process\n",
       static_cast<long long>(o.prompt_tokens), static_cast<long long>(o.max_batch_tokens),
       static_cast<long long>(o.decode_steps));
-  std::printf(
-      "- bytes/step = resident weight bytes read per decode step + fp32 KV attended (mean); "
-      "limit = %.2f GB/s (the higher bandwidth above) / bytes/step x batch; %% of limit = decode "
-      "tok/s / limit\n",
-      bw.gbps());
-  std::printf(
-      "- peak RSS = VmHWM of the configuration's process; it includes the touched pages of the "
-      "memory-mapped model file (file-backed part at the end of the run in brackets)\n\n");
-  std::printf(
-      "| codec | weights stored | bits/w | batch | prefill tok/s | decode tok/s | bytes/step "
-      "| limit tok/s | %% of limit | peak RSS (file) |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  if (on_device) {
+    std::printf(
+        "- weights/step = weight bytes a decode step reads as the backend holds them (compressed "
+        "image for vlc/tiled; untied embedding excluded); floor = weights/step / batch / %.1f "
+        "GB/s; limit = 1 / floor; %% of limit = decode tok/s / limit. The floor counts each "
+        "stored byte read once (a fused decode-in-GEMM path); today's path decodes to a scratch "
+        "buffer and then runs cuBLAS on it, and the KV cache read is not counted\n",
+        copy.gbps);
+    std::printf(
+        "- device memory = the backend's memory_usage() (arena accounting), largest total over "
+        "the configuration, and each kind's largest value in GB: weights / KV cache / workspace "
+        "/ decode scratch\n\n");
+    std::printf(
+        "| codec | weights stored | bits/w | batch | prefill tok/s | decode tok/s | weights/step "
+        "| floor us/token | limit tok/s | %% of limit | device memory | weights / KV / workspace "
+        "/ scratch GB |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  } else {
+    std::printf(
+        "- bytes/step = resident weight bytes read per decode step + fp32 KV attended (mean); "
+        "limit = %.2f GB/s (the higher bandwidth above) / bytes/step x batch; %% of limit = "
+        "decode tok/s / limit\n",
+        bw.gbps());
+    std::printf(
+        "- peak RSS = VmHWM of the configuration's process; it includes the touched pages of "
+        "the memory-mapped model file (file-backed part at the end of the run in brackets)\n\n");
+    std::printf(
+        "| codec | weights stored | bits/w | batch | prefill tok/s | decode tok/s | bytes/step "
+        "| limit tok/s | %% of limit | peak RSS (file) |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  }
   nlohmann::json jrows = nlohmann::json::array();
   for (const Row& row : rows) {
     if (!row.error.empty()) {
-      std::printf("| %s | - | - | %lld | failed: %s | | | | | |\n", row.codec.c_str(),
-                  static_cast<long long>(row.batch), row.error.c_str());
+      std::printf("| %s | - | - | %lld | failed: %s | | | | | |%s\n", row.codec.c_str(),
+                  static_cast<long long>(row.batch), row.error.c_str(), on_device ? " | |" : "");
       jrows.push_back({{"codec", row.codec}, {"batch", row.batch}, {"error", row.error}});
       continue;
     }
-    const nlohmann::json& r = row.r;
-    const double stored = r["stored_bytes"].get<double>();
-    const double weights = r["original_bytes"].get<double>() / r["weight_elem_bytes"].get<double>();
-    const double bits = stored * 8.0 / weights;
-    const double prefill_tps = r["prefill_tokens"].get<double>() / r["prefill_s"].get<double>();
-    const double decode_tps = r["decode_tokens"].get<double>() / r["decode_s"].get<double>();
-    const double steps = std::max(1.0, r["decode_steps"].get<double>());
-    const double bytes_per_step =
-        r["weight_read_bytes_per_step"].get<double>() + r["kv_read_bytes"].get<double>() / steps;
-    const double tokens_per_step = r["decode_tokens"].get<double>() / steps;
-    const double limit = bw.gbps() * 1e9 / bytes_per_step * tokens_per_step;
-    const double pct = 100.0 * decode_tps / limit;
-    std::printf("| %s | %s | %.2f | %lld | %.1f | %.2f | %s | %.2f | %.1f%% | %s (%s) |\n",
-                row.codec.c_str(), HumanBytes(stored).c_str(), bits,
-                static_cast<long long>(row.batch), prefill_tps, decode_tps,
-                HumanBytes(bytes_per_step).c_str(), limit, pct,
-                HumanBytes(r["peak_rss_bytes"].get<double>()).c_str(),
-                HumanBytes(r["rss_file_bytes"].get<double>()).c_str());
-    nlohmann::json j = r;
-    j["codec"] = row.codec;
-    j["bits_per_weight"] = bits;
-    j["prefill_tokens_per_s"] = prefill_tps;
-    j["decode_tokens_per_s"] = decode_tps;
-    j["bytes_per_decode_step"] = bytes_per_step;
-    j["limit_tokens_per_s"] = limit;
-    j["fraction_of_limit"] = decode_tps / limit;
-    jrows.push_back(std::move(j));
+    if (on_device) {
+      PrintDeviceRow(row, copy.gbps, jrows);
+    } else {
+      PrintCpuRow(row, bw.gbps(), jrows);
+    }
   }
   std::printf("\n(%.1f s in all)\n", total_s);
   for (const Row& row : rows) {
@@ -811,6 +1039,7 @@ int Run(const Options& o) {
 
   if (!o.json.empty()) {
     nlohmann::json j = {{"command", o.command_line},
+                        {"device", o.device},
                         {"cpu", CpuModel()},
                         {"hardware_threads", HardwareThreads()},
                         {"threads", o.threads},
@@ -818,12 +1047,20 @@ int Run(const Options& o) {
                         {"model", src->string()},
                         {"prompt_tokens", o.prompt_tokens},
                         {"decode_steps", o.decode_steps},
-                        {"bandwidth_buffer_bytes", bw.buffer_bytes},
-                        {"bandwidth_gbps_all_threads", bw.gbps_all},
-                        {"bandwidth_gbps_1_thread", bw.gbps_one},
-                        {"bandwidth_gbps_for_limits", bw.gbps()},
                         {"seconds", total_s},
                         {"rows", std::move(jrows)}};
+    if (on_device) {
+      j["device_name"] = device.name;
+      j["device_total_bytes"] = device.total_bytes;
+      j["device_copy_bytes"] = copy.bytes;
+      j["device_copy_gbps"] = copy.gbps;
+      j["device_copy_measured_on"] = "cuda:0";
+    } else {
+      j["bandwidth_buffer_bytes"] = bw.buffer_bytes;
+      j["bandwidth_gbps_all_threads"] = bw.gbps_all;
+      j["bandwidth_gbps_1_thread"] = bw.gbps_one;
+      j["bandwidth_gbps_for_limits"] = bw.gbps();
+    }
     const absl::Status s = WriteFileAtomically(o.json, j.dump(2) + "\n");
     if (!s.ok()) return fail(s);
   }

@@ -1,8 +1,12 @@
 // gpu: device decode throughput of the "vlc" and "tiled" codecs
-// (codec/cuda/device_decoder.h) on Llama-3.1-8B weight shapes.
+// (codec/cuda/device_decoder.h) on Llama-3.1-8B weight shapes; with --fit,
+// how many instances of a model fit on one device, raw vs compressed.
 //
 //   build/bench/gpu [--shapes q,k,v,o,gate,up,down,lm_head] [--codecs vlc,tiled]
 //                   [--repeats N] [--warmup N] [--copy-mib N] [--seed N] [--json FILE]
+//   build/bench/gpu --fit [--fit-models raw=DIR,vlc=DIR,tiled=DIR] [--fit-kv-gib 8]
+//                   [--fit-max-running 64] [--fit-max-batch-tokens 512]
+//                   [--fit-device-memory-gib G] [--fit-budget-fraction 0.9] [--json FILE]
 //
 // Weights: each shape synthesized as bf16 N(0, 0.02) (engine/synth.h, the
 // statistics of trained weights), encoded on the CPU with each codec's
@@ -16,29 +20,62 @@
 // GB/s (compressed bytes read + decoded bytes written, per second), and that
 // as a % of the device-to-device copy bandwidth measured in the same run
 // (cudaMemcpyAsync of --copy-mib MiB, counted as bytes read + written), plus
-// the "floor": the time to move the decode's bytes at the copy bandwidth.
-// Without a CUDA device: "no CUDA device: ..." on stderr, exit 2.
+// the "floor": the time to move the decode's bytes at the copy bandwidth
+// (bench/device_bandwidth.h). Without a CUDA device: "no CUDA device: ..." on
+// stderr, exit 2.
+//
+// --fit computes, it measures nothing, and runs without a device. For each
+// model directory of --fit-models (label=DIR; default: bench/engine's cache
+// of llama-8b, /tmp/packd-bench-engine/llama-8b-bf16{,-vlc,-tiled}), one
+// engine instance on a CUDA device is counted as
+//   weights, backend workspace (cuBLAS, upload ring, GEMM staging) and decode
+//     scratch: engine::EstimateCudaBackendBytes (engine/cuda/
+//     cuda_memory_estimate.h), with the CudaBackendOptions Engine::Open uses;
+//   KV cache and activations: server::EstimateInstanceBytes
+//     (server/placement.h) for EngineOptions{kv_cache_bytes = --fit-kv-gib,
+//     max_running = --fit-max-running, max_batch_tokens =
+//     --fit-max-batch-tokens, kv_block_size 16};
+// and the instances that fit are those server::Placement accepts on a device
+// of --fit-device-memory-gib (default: the total the driver reports for
+// cuda:0; without a device, an H200's 143771 MiB, stated as assumed) with a
+// budget of --fit-budget-fraction of it (default 0.9), the request built as
+// server/model_registry.cc builds it for a CUDA device: every instance holds
+// its own copy of the weights (engine/cuda/CUDA_BACKEND.md, "Not done"). A
+// second table gives the count if instances shared one copy of the weights,
+// labelled hypothetical. Not counted by these estimates: the CUDA context and
+// cuBLAS handle of each process/instance, and arena chunk rounding.
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "base/file.h"
 #include "base/machine.h"
 #include "base/status_macros.h"
 #include "bench/bench_main.h"
+#include "bench/device_bandwidth.h"
 #include "codec/cuda/device_decoder.h"
 #include "codec/cuda/device_runtime.h"
 #include "codec/tensor_codec.h"
+#include "engine/backend.h"
+#include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_memory_estimate.h"
+#include "engine/engine.h"
+#include "engine/model_source.h"
 #include "engine/synth.h"
 #include "nlohmann/json.hpp"
+#include "server/placement.h"
 
 namespace packd::bench {
 namespace {
@@ -47,7 +84,6 @@ using codec::DType;
 using codec::cuda::DeviceBuffer;
 using codec::cuda::DeviceDecoder;
 using codec::cuda::DeviceStream;
-using codec::cuda::DeviceTimer;
 
 // The Llama-3.1-8B linear layers ([out_features, in_features]) and lm_head.
 struct LayerShape {
@@ -67,6 +103,17 @@ constexpr LayerShape kShapes[] = {
     {"lm_head", "lm_head.weight", 128256, 4096},
 };
 
+// What --fit assumes when no device says otherwise: an H200, whose 141 GB
+// (datasheet) the driver reports as 143771 MiB.
+constexpr uint64_t kAssumedH200Bytes = 143771ull << 20;
+// bench/engine's cache of llama-8b (its --workdir default and naming).
+constexpr char kEngineWorkdir[] = "/tmp/packd-bench-engine";
+
+struct FitModel {
+  std::string label;  // "raw", "vlc", ...
+  std::string dir;
+};
+
 struct Options {
   std::vector<std::string> shapes;  // empty: all
   std::vector<std::string> codecs = {"vlc", "tiled"};
@@ -76,20 +123,43 @@ struct Options {
   uint64_t seed = 0;
   std::string json;
   std::string command_line;
+  // --fit: instances per device, computed (see the top of this file).
+  bool fit = false;
+  std::vector<FitModel> fit_models;  // empty: bench/engine's llama-8b cache
+  double fit_kv_gib = 8;
+  int64_t fit_max_running = 64;
+  int64_t fit_max_batch_tokens = 512;
+  double fit_device_memory_gib = 0;  // 0: the driver's total for cuda:0, else assumed
+  double fit_budget_fraction = 0.9;
 };
 
 constexpr char kUsage[] =
     "usage: gpu [--shapes q,k,v,o,gate,up,down,lm_head] [--codecs vlc,tiled] [--repeats N]\n"
     "           [--warmup N] [--copy-mib N] [--seed N] [--json FILE]\n"
+    "       gpu --fit [--fit-models raw=DIR,vlc=DIR,tiled=DIR] [--fit-kv-gib G]\n"
+    "           [--fit-max-running N] [--fit-max-batch-tokens N]\n"
+    "           [--fit-device-memory-gib G] [--fit-budget-fraction F] [--json FILE]\n"
     "Decodes Llama-3.1-8B-shaped bf16 matrices on the CUDA device with each codec and\n"
     "prints a Markdown table of decode time and bandwidth against a device-to-device copy.\n"
+    "With --fit (no device needed): how many instances of each model fit on one device,\n"
+    "computed from packd's placement estimates (nothing is measured, no decode runs).\n"
     "  --shapes    layer shapes to measure (default: all)\n"
     "  --codecs    codecs (default vlc,tiled)\n"
     "  --repeats   timed decodes per matrix, median kept (default 20)\n"
     "  --warmup    untimed decodes first (default 3)\n"
     "  --copy-mib  size of the reference device-to-device copy (default 1024)\n"
     "  --seed      seed of the synthetic weights (default 0)\n"
-    "  --json      also write the numbers to FILE\n";
+    "  --json      also write the numbers to FILE\n"
+    "  --fit                   the instances-per-device table instead of the decode one\n"
+    "  --fit-models            label=DIR,... model directories (HF or packd), one per form;\n"
+    "                          default raw, vlc, tiled from bench/engine's llama-8b cache\n"
+    "                          (/tmp/packd-bench-engine/llama-8b-bf16{,-vlc,-tiled})\n"
+    "  --fit-kv-gib            KV cache budget per instance, GiB (default 8)\n"
+    "  --fit-max-running       sequences per instance (default 64)\n"
+    "  --fit-max-batch-tokens  tokens per step per instance (default 512)\n"
+    "  --fit-device-memory-gib device memory, GiB (default: the driver's total for cuda:0;\n"
+    "                          without a device, an H200's 143771 MiB, assumed)\n"
+    "  --fit-budget-fraction   share of it instances may use (default 0.9)\n";
 
 absl::StatusOr<uint64_t> ParseCount(const std::string& flag, const std::string& v) {
   char* end = nullptr;
@@ -102,13 +172,54 @@ absl::StatusOr<uint64_t> ParseCount(const std::string& flag, const std::string& 
   return static_cast<uint64_t>(n);
 }
 
+// A finite number in (lo, hi].
+absl::StatusOr<double> ParseReal(const std::string& flag, const std::string& v, double lo,
+                                 double hi) {
+  char* end = nullptr;
+  errno = 0;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || errno != 0 || end == nullptr || *end != '\0' || !(x > lo) || !(x <= hi)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": expected a number in (", lo, ", ", hi, "], got '", v, "'"));
+  }
+  return x;
+}
+
+// "raw=DIR,vlc=DIR": labels unique and non-empty, directories non-empty.
+absl::StatusOr<std::vector<FitModel>> ParseFitModels(const std::string& v) {
+  std::vector<FitModel> out;
+  for (const std::string& item :
+       std::vector<std::string>(absl::StrSplit(v, ',', absl::SkipEmpty()))) {
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--fit-models: '", item, "' is not LABEL=DIR (e.g. raw=/models/l8b)"));
+    }
+    FitModel m{item.substr(0, eq), item.substr(eq + 1)};
+    for (const FitModel& other : out) {
+      if (other.label == m.label) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--fit-models: label '", m.label, "' given twice"));
+      }
+    }
+    out.push_back(std::move(m));
+  }
+  if (out.empty()) return absl::InvalidArgumentError("--fit-models is empty");
+  return out;
+}
+
 absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   Options o;
   o.command_line = "build/bench/gpu";
   for (int i = 1; i < argc; ++i) o.command_line += absl::StrCat(" ", argv[i]);
+  bool fit_flags = false;  // a --fit-* flag was given
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") return absl::CancelledError(kUsage);
+    if (arg == "--fit") {  // the one flag without a value
+      o.fit = true;
+      continue;
+    }
     std::string value;
     const size_t eq = arg.find('=');
     if (eq != std::string::npos) {
@@ -152,35 +263,42 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       ASSIGN_OR_RETURN(o.seed, ParseCount(arg, value));
     } else if (arg == "--json") {
       o.json = value;
+    } else if (arg == "--fit") {
+      return absl::InvalidArgumentError("--fit takes no value");
+    } else if (arg == "--fit-models") {
+      fit_flags = true;
+      ASSIGN_OR_RETURN(o.fit_models, ParseFitModels(value));
+    } else if (arg == "--fit-kv-gib") {
+      fit_flags = true;
+      ASSIGN_OR_RETURN(o.fit_kv_gib, ParseReal(arg, value, 0, 65536));
+    } else if (arg == "--fit-max-running" || arg == "--fit-max-batch-tokens") {
+      fit_flags = true;
+      ASSIGN_OR_RETURN(const uint64_t n, ParseCount(arg, value));
+      if (n < 1 || n > (1u << 20)) {
+        return absl::InvalidArgumentError(absl::StrCat(arg, " must be 1..", 1u << 20));
+      }
+      (arg == "--fit-max-running" ? o.fit_max_running : o.fit_max_batch_tokens) =
+          static_cast<int64_t>(n);
+    } else if (arg == "--fit-device-memory-gib") {
+      fit_flags = true;
+      ASSIGN_OR_RETURN(o.fit_device_memory_gib, ParseReal(arg, value, 0, 65536));
+    } else if (arg == "--fit-budget-fraction") {
+      fit_flags = true;
+      ASSIGN_OR_RETURN(o.fit_budget_fraction, ParseReal(arg, value, 0, 1));
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag ", arg, "\n", kUsage));
     }
   }
-  return o;
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// Median device time of `repeats` runs of `enqueue` on `stream`, after
-// `warmup` untimed ones.
-template <typename Fn>
-absl::StatusOr<double> MedianMs(int warmup, int repeats, const DeviceStream& stream, Fn enqueue) {
-  for (int i = 0; i < warmup; ++i) RETURN_IF_ERROR(enqueue());
-  RETURN_IF_ERROR(stream.Synchronize());
-  ASSIGN_OR_RETURN(DeviceTimer timer, DeviceTimer::Create());
-  std::vector<double> ms;
-  for (int i = 0; i < repeats; ++i) {
-    RETURN_IF_ERROR(timer.Start(stream.handle()));
-    RETURN_IF_ERROR(enqueue());
-    RETURN_IF_ERROR(timer.Stop(stream.handle()));
-    ASSIGN_OR_RETURN(const double t, timer.ElapsedMs());
-    ms.push_back(t);
+  if (fit_flags && !o.fit) {
+    return absl::InvalidArgumentError("the --fit-* flags need --fit");
   }
-  return Median(std::move(ms));
+  if (o.fit_models.empty()) {
+    for (const char* label : {"raw", "vlc", "tiled"}) {
+      const std::string suffix = std::string(label) == "raw" ? "" : absl::StrCat("-", label);
+      o.fit_models.push_back({label, absl::StrCat(kEngineWorkdir, "/llama-8b-bf16", suffix)});
+    }
+  }
+  return o;
 }
 
 struct Row {
@@ -225,14 +343,14 @@ absl::StatusOr<Row> Measure(const Options& o, const LayerShape& shape, const std
   r.weights = info.elements();
   r.encoded_bytes = enc.encoded_bytes();
   r.image_bytes = dec->image_bytes();
-  ASSIGN_OR_RETURN(r.ms, MedianMs(o.warmup, o.repeats, stream, [&] {
+  ASSIGN_OR_RETURN(r.ms, MedianDeviceMs(o.warmup, o.repeats, stream, [&] {
                      return dec->DecodeRows(image.data(), 0, shape.rows, out.data(),
                                             stream.handle());
                    }));
   return r;
 }
 
-int Run(const Options& o) {
+int RunDecode(const Options& o) {
   absl::StatusOr<int> devices = codec::cuda::CudaDeviceCount();
   if (!devices.ok()) {
     std::fprintf(stderr, "no CUDA device: %s\n", std::string(devices.status().message()).c_str());
@@ -249,22 +367,10 @@ int Run(const Options& o) {
 
   // The reference: a device-to-device copy, bytes read + written per second.
   const uint64_t copy_bytes = o.copy_mib << 20;
-  double copy_gbps = 0;
-  {
-    absl::StatusOr<DeviceBuffer> src = DeviceBuffer::Allocate(copy_bytes);
-    absl::StatusOr<DeviceBuffer> dst = DeviceBuffer::Allocate(copy_bytes);
-    if (!src.ok()) return fail(src.status());
-    if (!dst.ok()) return fail(dst.status());
-    if (absl::Status s = codec::cuda::FillDevice(src->data(), 1, copy_bytes); !s.ok()) {
-      return fail(s);
-    }
-    absl::StatusOr<double> ms = MedianMs(o.warmup, o.repeats, *stream, [&] {
-      return codec::cuda::CopyDeviceToDeviceAsync(dst->data(), src->data(), copy_bytes,
-                                                  stream->handle());
-    });
-    if (!ms.ok()) return fail(ms.status());
-    copy_gbps = 2.0 * static_cast<double>(copy_bytes) / (*ms * 1e-3) / 1e9;
-  }
+  absl::StatusOr<DeviceCopyBandwidth> copy =
+      MeasureDeviceCopyBandwidth(copy_bytes, o.warmup, o.repeats, *stream);
+  if (!copy.ok()) return fail(copy.status());
+  const double copy_gbps = copy->gbps;
 
   std::vector<Row> rows;
   for (const LayerShape& shape : kShapes) {
@@ -337,6 +443,238 @@ int Run(const Options& o) {
   return 0;
 }
 
+// ---------------------------------------------------------------- --fit
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+// One model's per-instance reservation on a CUDA device, by what it is for.
+struct FitRow {
+  std::string label;
+  std::string dir;
+  std::string stored_as;  // "safetensors: none", "packd: none+vlc"
+  uint64_t original_weight_bytes = 0;
+  uint64_t weights = 0;  // as the backend holds them
+  uint64_t kv = 0;
+  uint64_t kv_tokens = 0;  // tokens of this model the KV budget holds
+  uint64_t workspace = 0;  // backend workspace + the engine's activations
+  uint64_t scratch = 0;
+  int64_t instances = 0;         // each with its own weights (today)
+  int64_t shared_instances = 0;  // hypothetical: one copy of the weights
+  uint64_t total() const { return weights + kv + workspace + scratch; }
+};
+
+// How many instances server::Placement accepts on a device of `total` bytes
+// with `budget` usable: the largest n whose request, built as
+// server/model_registry.cc builds it for a CUDA device (shared_weights =
+// false: weights and original weights times n), is accepted on an empty
+// device. With shared_weights, the weights are counted once (the request of
+// a CPU device; hypothetical on a GPU today).
+absl::StatusOr<int64_t> CountInstances(const FitRow& f, uint64_t total, uint64_t budget,
+                                       bool shared_weights) {
+  for (int64_t n = 1;; ++n) {
+    server::Placement p;
+    RETURN_IF_ERROR(p.AddDevice({"cuda:0", server::DeviceKind::kCuda, total, budget}));
+    server::ReservationRequest r;
+    r.model = f.label;
+    r.device = "cuda:0";
+    const uint64_t copies = shared_weights ? 1 : static_cast<uint64_t>(n);
+    r.weight_bytes = f.weights * copies;
+    r.original_weight_bytes = f.original_weight_bytes * copies;
+    r.kv_bytes_per_instance = f.kv;
+    r.workspace_bytes_per_instance = f.workspace;
+    r.decode_scratch_bytes_per_instance = f.scratch;
+    r.instances = n;
+    const absl::StatusOr<server::ReservationId> id = p.Reserve(r);
+    if (id.ok()) continue;
+    if (id.status().code() != absl::StatusCode::kResourceExhausted) return id.status();
+    return n - 1;
+  }
+}
+
+// The per-instance numbers of the model in `m.dir` (metadata only: the
+// tensors' bytes are neither read nor checksummed).
+absl::StatusOr<FitRow> EstimateFit(const Options& o, const FitModel& m) {
+  std::error_code ec;
+  if (!std::filesystem::exists(m.dir, ec)) {
+    return absl::NotFoundError(absl::StrCat(
+        "--fit-models ", m.label, "=", m.dir,
+        ": no such directory (bench/engine makes the default ones: build/bench/engine --device "
+        "cuda:0 --shape llama-8b --codecs raw,vlc,tiled; or pass --fit-models)"));
+  }
+  engine::ModelSourceOptions so;
+  so.verify_checksums = false;
+  absl::StatusOr<std::unique_ptr<engine::ModelSource>> source =
+      engine::ModelSource::Open(m.dir, so);
+  if (!source.ok()) {
+    return absl::Status(source.status().code(),
+                        absl::StrCat(m.label, "=", m.dir, ": ", source.status().message()));
+  }
+  engine::EngineOptions eo;
+  eo.device = "cuda:0";
+  eo.kv_cache_bytes = static_cast<uint64_t>(o.fit_kv_gib * kGiB);
+  eo.max_running = o.fit_max_running;
+  eo.max_batch_tokens = o.fit_max_batch_tokens;
+  const engine::ModelConfig& config = (*source)->config();
+  absl::StatusOr<server::InstanceBytes> instance = server::EstimateInstanceBytes(config, eo);
+  if (!instance.ok()) {
+    return absl::Status(instance.status().code(),
+                        absl::StrCat(m.label, "=", m.dir, ": ", instance.status().message()));
+  }
+  const engine::MemoryUsage own =
+      engine::EstimateCudaBackendBytes(engine::CudaBackendOptionsFor(eo, 0), **source);
+  FitRow f;
+  f.label = m.label;
+  f.dir = m.dir;
+  f.stored_as =
+      absl::StrCat(std::string((*source)->format()), ": ", absl::StrJoin((*source)->codecs(), "+"));
+  f.original_weight_bytes = (*source)->original_bytes();
+  f.weights = own.of(engine::MemoryKind::kWeights);
+  f.kv = instance->kv_bytes;
+  const uint64_t kv_per_token = static_cast<uint64_t>(config.num_layers) * 2 *
+                                static_cast<uint64_t>(config.num_kv_heads * config.head_dim) *
+                                sizeof(float);
+  f.kv_tokens = kv_per_token == 0 ? 0 : f.kv / kv_per_token;
+  f.workspace = instance->workspace_bytes + own.of(engine::MemoryKind::kWorkspace);
+  f.scratch = own.of(engine::MemoryKind::kDecodeScratch);
+  return f;
+}
+
+int RunFit(const Options& o) {
+  auto fail = [](const absl::Status& s) {
+    std::fprintf(stderr, "gpu: %s\n", std::string(s.message()).c_str());
+    return 2;
+  };
+  // The device's memory: given, the driver's, or assumed.
+  uint64_t device_bytes = 0;
+  std::string device_note;
+  if (o.fit_device_memory_gib > 0) {
+    device_bytes = static_cast<uint64_t>(o.fit_device_memory_gib * kGiB);
+    device_note = "given by --fit-device-memory-gib";
+  } else if (absl::StatusOr<engine::CudaDeviceInfo> d = engine::QueryCudaDevice(0); d.ok()) {
+    device_bytes = d->total_bytes;
+    device_note = absl::StrCat("reported by the driver for cuda:0, ", d->name);
+  } else {
+    device_bytes = kAssumedH200Bytes;
+    const absl::StatusOr<int> n = codec::cuda::CudaDeviceCount();
+    device_note = absl::StrCat(
+        "assumed: an H200, 141 GB by the datasheet, which its driver reports as 143771 MiB; no "
+        "CUDA device here: ",
+        n.ok() ? std::string(d.status().message()) : std::string(n.status().message()));
+  }
+  const uint64_t budget =
+      static_cast<uint64_t>(static_cast<double>(device_bytes) * o.fit_budget_fraction);
+
+  std::vector<FitRow> rows;
+  for (const FitModel& m : o.fit_models) {
+    absl::StatusOr<FitRow> f = EstimateFit(o, m);
+    if (!f.ok()) return fail(f.status());
+    absl::StatusOr<int64_t> n = CountInstances(*f, device_bytes, budget, false);
+    if (!n.ok()) return fail(n.status());
+    f->instances = *n;
+    n = CountInstances(*f, device_bytes, budget, true);
+    if (!n.ok()) return fail(n.status());
+    f->shared_instances = *n;
+    rows.push_back(*f);
+  }
+  const FitRow* raw = nullptr;
+  for (const FitRow& f : rows) {
+    if (f.label == "raw") raw = &f;
+  }
+
+  auto gib = [](uint64_t b) { return static_cast<double>(b) / kGiB; };
+  std::printf("### Instances per device (computed)\n\n");
+  std::printf(
+      "**Computed from packd's placement estimates, not measured on a device.** Nothing is "
+      "loaded onto a device and no decode runs.\n\n");
+  std::printf("- command: `%s`\n", o.command_line.c_str());
+  std::printf("- device memory: %.1f GiB, %s\n- budget for instances: %.2f x that = %.1f GiB\n",
+              gib(device_bytes), device_note.c_str(), o.fit_budget_fraction, gib(budget));
+  std::printf(
+      "- per instance: KV budget %.2f GiB (fp32 keys and values, whole 16-token blocks), at "
+      "most %lld sequences (max_running) and %lld tokens per step (max_batch_tokens), which "
+      "size the activations and the GEMM staging\n",
+      o.fit_kv_gib, static_cast<long long>(o.fit_max_running),
+      static_cast<long long>(o.fit_max_batch_tokens));
+  std::printf(
+      "- weights, backend workspace (cuBLAS 32 MiB, upload ring, GEMM staging) and decode "
+      "scratch: engine::EstimateCudaBackendBytes (engine/cuda/cuda_memory_estimate.h); KV and "
+      "activations: server::EstimateInstanceBytes (server/placement.h); instances: what "
+      "server::Placement accepts, asked as server/model_registry.cc asks for a CUDA device\n");
+  std::printf(
+      "- each instance holds its own copy of the weights: today's CUDA backend loads them into "
+      "each engine's own arena (engine/cuda/CUDA_BACKEND.md, \"Not done\"), so the table counts "
+      "them once per instance\n");
+  std::printf(
+      "- not counted: each process's CUDA context and cuBLAS handle (outside packd's estimates; "
+      "the budget fraction leaves room for them), arena chunk rounding\n\n");
+  std::printf(
+      "| model | stored as | weights GiB | KV GiB (tokens) | workspace + scratch GiB | total "
+      "GiB/instance | instances that fit | instances vs raw | GiB/instance raw / this |\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  nlohmann::json jrows = nlohmann::json::array();
+  for (const FitRow& f : rows) {
+    const std::string vs_raw =
+        raw == nullptr || raw->instances == 0
+            ? "-"
+            : absl::StrFormat(
+                  "%.2fx", static_cast<double>(f.instances) / static_cast<double>(raw->instances));
+    const std::string mem_ratio = raw == nullptr
+                                      ? "-"
+                                      : absl::StrFormat("%.3f", static_cast<double>(raw->total()) /
+                                                                    static_cast<double>(f.total()));
+    std::printf("| %s | %s | %.2f | %.2f (%llu) | %.3f + %.3f | %.2f | %lld | %s | %s |\n",
+                f.label.c_str(), f.stored_as.c_str(), gib(f.weights), gib(f.kv),
+                static_cast<unsigned long long>(f.kv_tokens), gib(f.workspace), gib(f.scratch),
+                gib(f.total()), static_cast<long long>(f.instances), vs_raw.c_str(),
+                mem_ratio.c_str());
+    jrows.push_back({{"label", f.label},
+                     {"dir", f.dir},
+                     {"stored_as", f.stored_as},
+                     {"original_weight_bytes", f.original_weight_bytes},
+                     {"weight_bytes", f.weights},
+                     {"kv_bytes", f.kv},
+                     {"kv_tokens", f.kv_tokens},
+                     {"workspace_bytes", f.workspace},
+                     {"decode_scratch_bytes", f.scratch},
+                     {"total_bytes_per_instance", f.total()},
+                     {"instances", f.instances},
+                     {"instances_if_weights_shared_hypothetical", f.shared_instances}});
+  }
+  std::printf(
+      "\nHypothetical, not today's behaviour: if the instances of one model on the GPU shared "
+      "one copy of its weights (the CUDA backend does not do this yet), the same budget would "
+      "hold:\n\n");
+  std::printf("| model | instances that fit (hypothetical, shared weights) | vs raw |\n");
+  std::printf("|---|---:|---:|\n");
+  for (const FitRow& f : rows) {
+    const std::string vs_raw =
+        raw == nullptr || raw->shared_instances == 0
+            ? "-"
+            : absl::StrFormat("%.2fx", static_cast<double>(f.shared_instances) /
+                                           static_cast<double>(raw->shared_instances));
+    std::printf("| %s | %lld | %s |\n", f.label.c_str(), static_cast<long long>(f.shared_instances),
+                vs_raw.c_str());
+  }
+  if (!o.json.empty()) {
+    const nlohmann::json j = {
+        {"command", o.command_line},
+        {"computed_not_measured", true},
+        {"device_memory_bytes", device_bytes},
+        {"device_memory_source", device_note},
+        {"budget_fraction", o.fit_budget_fraction},
+        {"budget_bytes", budget},
+        {"kv_cache_bytes_per_instance", static_cast<uint64_t>(o.fit_kv_gib * kGiB)},
+        {"max_running", o.fit_max_running},
+        {"max_batch_tokens", o.fit_max_batch_tokens},
+        {"weights_per_instance", "each instance holds its own copy (CUDA backend today)"},
+        {"rows", std::move(jrows)}};
+    if (absl::Status s = WriteFileAtomically(o.json, j.dump(2) + "\n"); !s.ok()) return fail(s);
+  }
+  return 0;
+}
+
+// --fit computes and needs no device; the decode benchmark needs one.
+int Run(const Options& o) { return o.fit ? RunFit(o) : RunDecode(o); }
 }  // namespace
 }  // namespace packd::bench
 

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (the `device` tool), from the repository root, with
+# the kit scripts/gpu-kit.sh made carried in (default folder gpukit/):
+#
+#   bash gpukit/run.sh tests      # the GPU tests (ctest label gpu), ~minutes
+#   bash gpukit/run.sh sanitize   # the same under compute-sanitizer memcheck
+#   bash gpukit/run.sh decode     # bench/gpu: device decode GB/s per Llama-3.1-8B shape
+#   bash gpukit/run.sh e2e        # bench/engine --device cuda:0 on a synthesized llama-8b,
+#                                 # then bench/gpu --fit (instances per H200)
+#   bash gpukit/run.sh all        # tests, sanitize, decode (not e2e: too long for one call)
+#
+# Everything goes to $OUT (what comes back: at most 8 files): log.txt (every
+# command's output), *.json from the benchmarks, and summary.txt, which is
+# also printed last. Exit status: 0 when every step passed.
+set -uo pipefail
+kit=$(cd "$(dirname "$0")" && pwd)
+out=${OUT:-/tmp/packd-gpu-out}
+mkdir -p "$out"
+phase=${1:-tests}
+log=$out/log.txt
+summary=$out/summary.txt
+: >"$summary"
+status=0
+
+lib=/tmp/packd-kit-lib
+if [ ! -d "$lib/lib" ]; then
+  mkdir -p "$lib" && tar -C "$lib" -xJf "$kit/lib.txz"
+fi
+cuda_lib=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  [ -d "$d" ] && cuda_lib="$cuda_lib:$d"
+done
+export LD_LIBRARY_PATH="$lib/lib$cuda_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PACKD_SHARED_DIR="$kit/shared"
+
+step() {  # step NAME TIMEOUT COMMAND...: runs it, logs it, records pass/fail
+  local name=$1 limit=$2
+  shift 2
+  echo "===== $name: $*" >>"$log"
+  local t0=$SECONDS rc=0
+  timeout "$limit" "$@" >>"$log" 2>&1 || rc=$?
+  local verdict=PASS
+  [ $rc -eq 0 ] || { verdict="FAIL (exit $rc)"; status=1; }
+  printf '%-40s %-14s %5ds\n' "$name" "$verdict" $((SECONDS - t0)) | tee -a "$summary"
+}
+
+{
+  echo "kit commit: $(cat "$kit/COMMIT" 2>/dev/null)"
+  [ -s "$kit/DIRTY" ] && echo "kit built from a tree with uncommitted changes:" && cat "$kit/DIRTY"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
+  nvcc --version 2>&1 | tail -1
+} | tee -a "$summary" >>"$log"
+
+tests=(device_decoder_gpu_test cuda_backend_gpu_test cuda_engine_gpu_test serve_gpu_test)
+case "$phase" in
+  tests | all)
+    for t in "${tests[@]}"; do step "$t" 300 "$kit/bin/$t"; done
+    ;;&
+  sanitize | all)
+    if command -v compute-sanitizer >/dev/null; then
+      for t in "${tests[@]}"; do
+        step "memcheck $t" 540 compute-sanitizer --tool memcheck --error-exitcode 99 \
+          --leak-check full "$kit/bin/$t"
+      done
+    else
+      echo "compute-sanitizer: not on the PATH" | tee -a "$summary"
+      status=1
+    fi
+    ;;&
+  decode | all)
+    step "bench/gpu (decode GB/s)" 540 "$kit/bin/gpu" --json "$out/gpu_decode.json"
+    ;;&
+  e2e)
+    # Synthesizes llama-8b (16 GB) and compresses it once into the workdir;
+    # a second call on the same (warm) machine reuses it.
+    step "bench/engine --device cuda:0 llama-8b" 580 "$kit/bin/engine" --shape llama-8b \
+      --device cuda:0 --codecs raw,vlc,tiled --workdir /tmp/packd-bench-engine \
+      --json "$out/engine_gpu.json"
+    step "bench/gpu --fit (llama-8b per H200)" 120 "$kit/bin/gpu" --fit --json "$out/fit.json"
+    ;;
+  tests | sanitize | decode | all) ;;
+  *)
+    echo "usage: run.sh tests|sanitize|decode|e2e|all" >&2
+    exit 2
+    ;;
+esac
+echo "----- summary ($phase)"
+cat "$summary"
+exit $status

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Prepares what a session with a GPU machine (the `device` tool) carries there:
+# the GPU tests, the GPU benchmarks and packd, built HERE in Release (the GPU
+# machine has nvcc but none of the Debian -dev packages packd links), stripped,
+# with the shared libraries they load (xz-compressed), the stories260K test
+# model from ../shared, and scripts/gpu-kit-run.sh. The result is an ignored
+# folder (default: gpukit/) to name in the run's `carry`:
+#
+#   scripts/gpu-kit.sh                        # here, once per code change
+#   device run: carry [gpukit], command: bash gpukit/run.sh tests   (see gpu-kit-run.sh)
+#
+# Needs nvcc (CUDA 13) here. The kit must stay under the device tool's 64 MiB
+# (with the working tree); its size is printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kit=${1:-gpukit}
+build=${PACKD_GPU_KIT_BUILD:-build-gpukit}
+shared=${PACKD_SHARED_DIR:-../shared}
+
+command -v nvcc >/dev/null || { echo "gpu-kit: nvcc is not on the PATH" >&2; exit 1; }
+if [ ! -f "$build/build.ninja" ]; then
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
+fi
+grep -q "PACKD_HAVE_CUDA:INTERNAL=ON\|packd: CUDA backend ON" "$build/CMakeCache.txt" 2>/dev/null ||
+  grep -q "CMAKE_CUDA_COMPILER:FILEPATH=/" "$build/CMakeCache.txt" ||
+  { echo "gpu-kit: $build was configured without CUDA" >&2; exit 1; }
+
+targets=(device_decoder_gpu_test cuda_backend_gpu_test cuda_engine_gpu_test serve_gpu_test
+  bench_gpu bench_engine packd)
+cmake --build "$build" --target "${targets[@]}"
+
+rm -rf "$kit"
+mkdir -p "$kit/bin" "$kit/shared/models"
+binaries=(
+  "$build/codec/device_decoder_gpu_test" "$build/engine/cuda_backend_gpu_test"
+  "$build/engine/cuda_engine_gpu_test" "$build/tests/serve_gpu_test"
+  "$build/bench/gpu" "$build/bench/engine" "$build/cli/packd"
+)
+for b in "${binaries[@]}"; do
+  [ -x "$b" ] || { echo "gpu-kit: $b was not built" >&2; exit 1; }
+  strip -o "$kit/bin/$(basename "$b")" "$b"
+done
+# The libraries: the union of what each binary loads, bundled as
+# scripts/bundle-runtime.sh does (no libc family, no CUDA driver/toolkit).
+libs=$(mktemp -d)
+trap 'rm -rf "$libs"' EXIT
+for b in "${binaries[@]}"; do
+  scripts/bundle-runtime.sh "$b" "$libs/tree" >/dev/null
+done
+tar -C "$libs/tree" -cJf "$kit/lib.txz" lib
+cp -r "$shared/models/stories260K" "$kit/shared/models/"
+cp scripts/gpu-kit-run.sh "$kit/run.sh"
+git rev-parse HEAD > "$kit/COMMIT" 2>/dev/null || true
+git status --short --untracked-files=no > "$kit/DIRTY" 2>/dev/null || true
+du -sh "$kit"
+echo "gpu-kit: ready in $kit/ (commit $(cat "$kit/COMMIT" 2>/dev/null)); carry [\"$kit\"] and run: bash $kit/run.sh tests"
