@@ -265,13 +265,26 @@ class CudaBackend final : public Backend {
     return DeviceBlock(mem_, b);
   }
   // Grows a workspace block to hold `bytes` (load time only: it waits for
-  // the stream, since the old block may still be in use).
+  // the stream, since the old block may still be in use). When the larger
+  // block does not fit, the old size is reserved again before the error is
+  // returned: the weights loaded so far still need their scratch.
   absl::Status Grow(DeviceBlock& block, uint64_t bytes, MemoryKind kind) {
     if (block.get() != nullptr && block.bytes() >= bytes) return absl::OkStatus();
     RETURN_IF_ERROR(
         Track(CudaStatus(cudaStreamSynchronize(stream_), "synchronize before growing")));
+    const uint64_t old_bytes = block.get() != nullptr ? block.bytes() : 0;
     block.Reset();
-    ASSIGN_OR_RETURN(block, Reserve(bytes, kind));
+    absl::StatusOr<DeviceBlock> grown = Reserve(bytes, kind);
+    if (!grown.ok()) {
+      // The old block's space was just freed (and the failed request took
+      // nothing), so this fits.
+      if (old_bytes > 0) {
+        absl::StatusOr<DeviceBlock> old = Reserve(old_bytes, kind);
+        if (old.ok()) block = std::move(*old);
+      }
+      return grown.status();
+    }
+    block = std::move(*grown);
     return absl::OkStatus();
   }
 

@@ -277,6 +277,44 @@ TEST_F(CudaBackendTest, ABudgetIsEnforcedWithTheNumbers) {
   EXPECT_TRUE((*small)->Synchronize().ok());
 }
 
+// A compressed weight whose decode scratch does not fit the budget is
+// refused, and the weights loaded before it keep working: growing the
+// scratch must not lose the old one.
+TEST_F(CudaBackendTest, ARefusedLoadKeepsTheDecodeScratchOfEarlierWeights) {
+  CudaBackendOptions o;
+  o.memory_budget_bytes = 4ull << 20;
+  o.arena_chunk_bytes = 1ull << 20;
+  o.cublas_workspace_bytes = 0;
+  o.staging_bytes = 4096;
+  auto small = CreateCudaBackend(o);
+  ASSERT_TRUE(small.ok()) << small.status();
+  Backend& b = **small;
+  const WeightSource raw =
+      Raw("a", DType::kBF16, {64, 96},
+          testing::RandomTensor(DType::kBF16, 64 * 96, testing::Distribution::kNormalUnit, seed_));
+  std::unique_ptr<Weight> a = Load(b, raw);
+  std::unique_ptr<Weight> ac = Load(b, Compressed(raw, codec::TiledCodec()));
+  ASSERT_TRUE(a && ac);
+  // 2 MiB of bf16: an image over 1 MiB (the rest plane alone is 1 MiB) in a
+  // chunk of its own, then a 2 MiB scratch that the 4 MiB budget cannot hold.
+  const WeightSource big_raw =
+      Raw("big", DType::kBF16, {1024, 1024},
+          testing::RandomTensor(DType::kBF16, 1024 * 1024, testing::Distribution::kNormal002,
+                                seed_ + 1));
+  absl::StatusOr<std::unique_ptr<Weight>> big =
+      b.LoadWeight(Compressed(big_raw, codec::TiledCodec()));
+  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted) << big.status();
+  // The earlier compressed weight still decodes, to the raw weight's bits.
+  Tensor x = Upload(b, Normal(3 * 96), 3, 96, 96);
+  Tensor o1 = Poisoned(b, 3, 64, 64), o2 = Poisoned(b, 3, 64, 64);
+  ASSERT_TRUE(b.MatMul(x.view, *a, nullptr, o1.view).ok());
+  const absl::Status s = b.MatMul(x.view, *ac, nullptr, o2.view);
+  ASSERT_TRUE(s.ok()) << s;
+  ExpectBitwise(Download(b, o2), Download(b, o1), "compressed after a refused load");
+  EXPECT_TRUE(b.Synchronize().ok());
+}
+
 // ---------------------------------------------------------------- Embed
 
 TEST_F(CudaBackendTest, EmbedIsExactForEveryDTypeAndCodec) {
