@@ -22,8 +22,7 @@ if [ ! -f "$build/build.ninja" ]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
 fi
-grep -q "PACKD_HAVE_CUDA:INTERNAL=ON\|packd: CUDA backend ON" "$build/CMakeCache.txt" 2>/dev/null ||
-  grep -q "CMAKE_CUDA_COMPILER:FILEPATH=/" "$build/CMakeCache.txt" ||
+grep -q -- "-DPACKD_HAVE_CUDA=1" "$build/build.ninja" ||
   { echo "gpu-kit: $build was configured without CUDA" >&2; exit 1; }
 
 targets=(device_decoder_gpu_test cuda_backend_gpu_test cuda_engine_gpu_test serve_gpu_test
