@@ -11,7 +11,8 @@
 #
 # Everything goes to $OUT (what comes back: at most 8 files): log.txt (every
 # command's output), *.json from the benchmarks, and summary.txt, which is
-# also printed last. Exit status: 0 when every step passed.
+# also printed last. Exit status: 0 when every step passed (a test binary that
+# skipped counts as a failure), 3 when no GPU is visible.
 set -uo pipefail
 kit=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-/tmp/packd-gpu-out}
@@ -37,19 +38,30 @@ step() {  # step NAME TIMEOUT COMMAND...: runs it, logs it, records pass/fail
   local name=$1 limit=$2
   shift 2
   echo "===== $name: $*" >>"$log"
-  local t0=$SECONDS rc=0
+  local first=$(($(wc -l <"$log") + 1)) t0=$SECONDS rc=0
   timeout "$limit" "$@" >>"$log" 2>&1 || rc=$?
   local verdict=PASS
   [ $rc -eq 0 ] || { verdict="FAIL (exit $rc)"; status=1; }
+  # A gtest binary that skipped its tests has not checked anything.
+  if [ $rc -eq 0 ] && tail -n +"$first" "$log" | grep -q '^\[  SKIPPED \]'; then
+    verdict=SKIPPED
+    status=1
+  fi
   printf '%-40s %-14s %5ds\n' "$name" "$verdict" $((SECONDS - t0)) | tee -a "$summary"
 }
 
 {
   echo "kit commit: $(cat "$kit/COMMIT" 2>/dev/null)"
   [ -s "$kit/DIRTY" ] && echo "kit built from a tree with uncommitted changes:" && cat "$kit/DIRTY"
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 || true
   nvcc --version 2>&1 | tail -1
 } | tee -a "$summary" >>"$log"
+
+# Without a visible GPU every test would skip and look like a pass.
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "no GPU visible (nvidia-smi -L failed): nothing to run" | tee -a "$summary"
+  exit 3
+fi
 
 tests=(device_decoder_gpu_test cuda_backend_gpu_test cuda_engine_gpu_test serve_gpu_test)
 case "$phase" in
@@ -57,9 +69,10 @@ case "$phase" in
     for t in "${tests[@]}"; do step "$t" 300 "$kit/bin/$t"; done
     ;;&
   sanitize | all)
-    if command -v compute-sanitizer >/dev/null; then
+    sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+    if [ -n "$sanitizer" ]; then
       for t in "${tests[@]}"; do
-        step "memcheck $t" 540 compute-sanitizer --tool memcheck --error-exitcode 99 \
+        step "memcheck $t" 540 "$sanitizer" --tool memcheck --error-exitcode 99 \
           --leak-check full "$kit/bin/$t"
       done
     else
