@@ -1,7 +1,10 @@
 // `packd serve --config FILE`: runs the daemon until SIGTERM or SIGINT, then
-// drains (DESIGN.md §6) and exits 0.
+// drains (DESIGN.md §6) and exits 0. With --check: validates FILE as serving
+// it would (LoadServerConfig: every key, model and TLS paths, API key hash
+// files) and exits, without loading models or listening.
 #include <csignal>
 #include <cstdio>
+#include <string>
 #include <thread>
 
 #include "cli/args.h"
@@ -13,17 +16,26 @@ namespace packd::cli {
 
 int ServeCommand(const std::vector<std::string>& argv) {
   constexpr char kUsage[] =
-      "usage: packd serve --config FILE\n"
+      "usage: packd serve --config FILE [--check]\n"
       "  Serves the models of FILE (YAML; see configs/packd.example.yaml) over gRPC\n"
       "  (packd.v1.Generation, packd.v1.Models, grpc.health.v1, reflection) and\n"
       "  Prometheus metrics over HTTP. SIGTERM/SIGINT: stop admitting, let running\n"
-      "  requests finish (drain_timeout), exit 0.\n";
+      "  requests finish (drain_timeout), exit 0.\n"
+      "  --check  only load and validate FILE (keys, model/TLS/key-hash files), print\n"
+      "           \"FILE: ok (N models, M tenants, K devices)\" and exit 0, or print the\n"
+      "           error and exit 1; loads no model and opens no port.\n";
   int rc;
   const std::optional<Args> args =
-      ParseCommand({"serve", kUsage, {"config"}, {}, 0, {"config"}}, argv, &rc);
+      ParseCommand({"serve", kUsage, {"config"}, {"check"}, 0, {"config"}}, argv, &rc);
   if (!args) return rc;
-  absl::StatusOr<server::ServerConfig> config = server::LoadServerConfig(*args->Get("config"));
+  const std::string path = *args->Get("config");
+  absl::StatusOr<server::ServerConfig> config = server::LoadServerConfig(path);
   if (!config.ok()) return Fail("serve", config.status());
+  if (args->Has("check")) {
+    std::printf("%s: ok (%zu models, %zu tenants, %zu devices)\n", path.c_str(),
+                config->models.size(), config->tenants.size(), config->devices.size());
+    return 0;
+  }
 
   // Block the stop signals in every thread (the server's included) and take
   // them synchronously on this one.

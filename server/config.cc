@@ -626,18 +626,109 @@ class ConfigReader {
     return absl::OkStatus();
   }
 
+  // Every key hash seen so far -> where it was given, for duplicates.
+  using HashOwners = std::map<std::string, std::string, std::less<>>;
+
+  // Checks one key hash and appends it to `tenant`. `node` and `key_path`
+  // locate it in the config; `file_where` ("'FILE':LINE: ", or empty for an
+  // inline hash) locates it in a key file; `owner` is how a later duplicate
+  // refers to it.
+  absl::Status AddKeyHash(std::string hash, const YAML::Node& node, std::string_view key_path,
+                          std::string_view file_where, std::string owner, HashOwners& owners,
+                          ServerConfig::Tenant& tenant) const {
+    // SHA-256 of "" (a key that is no key).
+    constexpr std::string_view kEmptyKeyHash =
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    if (!IsLowerHexSha256(hash)) {
+      return Error(node, key_path,
+                   absl::StrCat(std::string(file_where),
+                                "must be 64 lower-case hex digits: the SHA-256 of the key "
+                                "(printf %s \"$KEY\" | sha256sum), not the key itself"));
+    }
+    if (hash == kEmptyKeyHash) {
+      return Error(node, key_path,
+                   absl::StrCat(std::string(file_where),
+                                "is the SHA-256 of the empty string; keys must not be empty"));
+    }
+    const auto [it, inserted] =
+        owners.emplace(hash, absl::StrCat(std::move(owner), " (tenant ", Quote(tenant.name), ")"));
+    if (!inserted) {
+      return Error(node, key_path,
+                   absl::StrCat(std::string(file_where), "the same key hash is already ",
+                                it->second, "; a key must identify one tenant"));
+    }
+    tenant.api_key_sha256.push_back(std::move(hash));
+    return absl::OkStatus();
+  }
+
+  // `api_key_sha256_file`: the path (resolved with a base directory) and,
+  // with a base directory only, the hashes it holds, added to `tenant`.
+  //
+  // The file is read only when the config was loaded from a file
+  // (LoadServerConfig, base_dir_ set). ParseServerConfig, which reads text
+  // alone (and is what fuzz/fuzz_server_config feeds arbitrary bytes), keeps
+  // the path as written and touches no file: parsing text must not open
+  // paths that the text names.
+  absl::Status ReadKeyFile(const YAML::Node& node, std::string_view key_path, HashOwners& owners,
+                           ServerConfig::Tenant& tenant) const {
+    // Bounds what a wrong path (a log, a model) costs; ~16k hashes.
+    constexpr uintmax_t kMaxKeyFileBytes = 1 << 20;
+    ASSIGN_OR_RETURN(tenant.api_key_sha256_file, ReadPath(node, key_path, true));
+    if (!base_dir_.has_value()) return absl::OkStatus();
+    const std::filesystem::path& file = tenant.api_key_sha256_file;
+    std::error_code ec;
+    const uintmax_t size = std::filesystem::file_size(file, ec);
+    if (!ec && size > kMaxKeyFileBytes) {
+      return Error(node, key_path,
+                   absl::StrCat(Quote(file.string()), " is larger than ", kMaxKeyFileBytes,
+                                " bytes; expected one SHA-256 hex hash per line"));
+    }
+    absl::StatusOr<std::string> text = ReadFileToString(file);
+    if (!text.ok()) {
+      return Error(node, key_path,
+                   absl::StrCat("cannot read ", Quote(file.string()), ": ",
+                                std::string(text.status().message())));
+    }
+    const size_t before = tenant.api_key_sha256.size();
+    std::string_view rest = *text;
+    for (int line = 1; !rest.empty(); ++line) {
+      const size_t eol = rest.find('\n');
+      std::string_view content = rest.substr(0, eol);
+      rest.remove_prefix(eol == std::string_view::npos ? rest.size() : eol + 1);
+      if (const size_t hash_mark = content.find('#'); hash_mark != std::string_view::npos) {
+        content = content.substr(0, hash_mark);
+      }
+      content = StripSpaces(content);
+      if (content.empty()) continue;
+      const std::string where = absl::StrCat(Quote(file.string()), ":", line, ": ");
+      RETURN_IF_ERROR(
+          AddKeyHash(std::string(content), node, key_path, where,
+                     absl::StrCat(std::string(key_path), " (", file.string(), ":", line, ")"),
+                     owners, tenant));
+    }
+    if (tenant.api_key_sha256.size() == before) {
+      return Error(node, key_path,
+                   absl::StrCat(Quote(file.string()),
+                                " holds no key hash (only blank lines and comments); at least one "
+                                "key hash is required"));
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status ReadTenants(const YAML::Node& node, ServerConfig& config) const {
     ASSIGN_OR_RETURN(const std::vector<YAML::Node> items, ReadList(node, "tenants"));
-    // Every key hash seen so far -> where.
-    std::map<std::string, std::string, std::less<>> hash_owner;
-    const std::string empty_key_hash = Sha256Hex("");
+    HashOwners hash_owner;
     for (size_t i = 0; i < items.size(); ++i) {
       const std::string path = IndexPath("tenants", i);
-      ASSIGN_OR_RETURN(const Fields f, ReadMap(items[i], path,
-                                               {"name", "api_key_sha256", "admin", "allowed_models",
-                                                "max_concurrent_requests", "tokens_per_minute"}));
-      for (const char* key : {"name", "api_key_sha256"}) {
-        if (f.Find(key) == nullptr) return Error(items[i], f.PathOf(key), "required");
+      ASSIGN_OR_RETURN(const Fields f,
+                       ReadMap(items[i], path,
+                               {"name", "api_key_sha256", "api_key_sha256_file", "admin",
+                                "allowed_models", "max_concurrent_requests", "tokens_per_minute"}));
+      if (f.Find("name") == nullptr) return Error(items[i], f.PathOf("name"), "required");
+      if (f.Find("api_key_sha256") == nullptr && f.Find("api_key_sha256_file") == nullptr) {
+        return Error(items[i], f.PathOf("api_key_sha256"),
+                     "required (or api_key_sha256_file, or both): at least one key hash is "
+                     "required");
       }
       ServerConfig::Tenant tenant;
       ASSIGN_OR_RETURN(tenant.name, ReadName(*f.Find("name"), f.PathOf("name")));
@@ -649,32 +740,19 @@ class ConfigReader {
         }
       }
 
-      const std::string keys_path = f.PathOf("api_key_sha256");
-      ASSIGN_OR_RETURN(const std::vector<YAML::Node> keys,
-                       ReadList(*f.Find("api_key_sha256"), keys_path));
-      if (keys.empty()) {
-        return Error(*f.Find("api_key_sha256"), keys_path, "at least one key hash is required");
+      if (const YAML::Node* v = f.Find("api_key_sha256")) {
+        const std::string keys_path = f.PathOf("api_key_sha256");
+        ASSIGN_OR_RETURN(const std::vector<YAML::Node> keys, ReadList(*v, keys_path));
+        if (keys.empty()) return Error(*v, keys_path, "at least one key hash is required");
+        for (size_t k = 0; k < keys.size(); ++k) {
+          const std::string key_path = IndexPath(keys_path, k);
+          ASSIGN_OR_RETURN(std::string hash, ReadString(keys[k], key_path));
+          RETURN_IF_ERROR(
+              AddKeyHash(std::move(hash), keys[k], key_path, "", key_path, hash_owner, tenant));
+        }
       }
-      for (size_t k = 0; k < keys.size(); ++k) {
-        const std::string key_path = IndexPath(keys_path, k);
-        ASSIGN_OR_RETURN(std::string hash, ReadString(keys[k], key_path));
-        if (!IsLowerHexSha256(hash)) {
-          return Error(keys[k], key_path,
-                       "must be 64 lower-case hex digits: the SHA-256 of the key "
-                       "(printf %s \"$KEY\" | sha256sum), not the key itself");
-        }
-        if (hash == empty_key_hash) {
-          return Error(keys[k], key_path,
-                       "is the SHA-256 of the empty string; keys must not be empty");
-        }
-        const auto [it, inserted] =
-            hash_owner.emplace(hash, absl::StrCat(key_path, " (tenant ", Quote(tenant.name), ")"));
-        if (!inserted) {
-          return Error(keys[k], key_path,
-                       absl::StrCat("the same key hash is already ", it->second,
-                                    "; a key must identify one tenant"));
-        }
-        tenant.api_key_sha256.push_back(std::move(hash));
+      if (const YAML::Node* v = f.Find("api_key_sha256_file")) {
+        RETURN_IF_ERROR(ReadKeyFile(*v, f.PathOf("api_key_sha256_file"), hash_owner, tenant));
       }
 
       if (const YAML::Node* v = f.Find("admin")) {

@@ -15,7 +15,13 @@
 // device exists (and `threads` is only given for a cpu device); a tenant's
 // allowed models exist (or are "*", alone); one API key hash in two tenants
 // (or twice in one); two cuda devices with the same index;
-// require_client_cert without client_ca_file.
+// require_client_cert without client_ca_file. LoadServerConfig also checks
+// the files the config names (models, TLS, API key hash files) and reads the
+// key hash files; an error in one names the config's file:line and key, then
+// the key file and its line:
+//
+//     packd.yaml:40: tenants[0].api_key_sha256_file: '/etc/packd/secrets/a.sha256':3:
+//     must be 64 lower-case hex digits ...
 //
 // Sizes (memory_budget, kv_cache, message sizes) are byte counts written as a
 // plain integer or with a unit: kB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB
@@ -139,10 +145,20 @@ struct ServerConfig {
   // `tenants[i]`: who may call, identified by API key.
   struct Tenant {
     std::string name;  // [a-zA-Z0-9._-]+, unique; appears in logs and metrics
-    // `api_key_sha256`: SHA-256 of each of the tenant's API keys, 64
-    // lower-case hex digits (`printf %s "$KEY" | sha256sum`); at least one.
-    // A hash belongs to one tenant only.
+    // SHA-256 of each of the tenant's API keys, 64 lower-case hex digits
+    // (`printf %s "$KEY" | sha256sum`): those of `api_key_sha256` (inline,
+    // in the config) followed by those read from `api_key_sha256_file`. A
+    // tenant gives one or both keys; after LoadServerConfig it has at least
+    // one hash, and a hash belongs to one tenant only (and appears once).
     std::vector<std::string> api_key_sha256;
+    // `api_key_sha256_file`: a file with one hash per line (blank lines and
+    // `#` comments ignored, surrounding whitespace trimmed), e.g. a mounted
+    // Kubernetes Secret; at least one hash. Empty: not given. Relative to
+    // the config file's directory; LoadServerConfig makes it absolute and
+    // reads it once, at load: later changes to the file take effect only
+    // when packd is restarted. ParseServerConfig keeps it as written and
+    // does not read it (see there).
+    std::filesystem::path api_key_sha256_file;
     bool admin = false;  // may call the packd.v1.Models admin service
     // Model names this tenant may use and see, or the single entry "*" for
     // all (models loaded later included). Default: none.
@@ -181,12 +197,17 @@ bool IsValidName(std::string_view name);
 
 // Parses and validates a config. `label` names the text in error messages
 // (normally the file name). Relative paths are kept as written and no file
-// is touched.
+// is touched: `api_key_sha256_file` is not read, so a tenant that gives only
+// a key file has no hashes yet (and the one-tenant-per-hash check covers
+// inline hashes only). For text that names no key file the result is what
+// LoadServerConfig would give, minus its file checks; to serve a config that
+// names key files, load it with LoadServerConfig.
 absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text, std::string_view label);
 
 // Reads `path` and parses it (labelled with `path`), then resolves relative
-// model and TLS paths against the directory of `path` and checks that they
-// exist (an error names the key). NotFound when `path` cannot be read.
+// model, TLS and key hash file paths against the directory of `path`, checks
+// that they exist (an error names the key) and reads the key hash files.
+// NotFound when `path` cannot be read.
 absl::StatusOr<ServerConfig> LoadServerConfig(const std::filesystem::path& path);
 
 // A byte size as written in the config: "1048576", "8GiB", "512MiB", "1.5GB",

@@ -336,8 +336,17 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
        "tenants[1].admin: expected true or false, got the scalar '1'"},
       {Minimal() + "    tokens_per_minute: -5\n", "tenants[0].tokens_per_minute: must be >= 0"},
       {Minimal() + "    api_keys: []\n",
-       "tenants[0].api_keys: unknown key; valid keys here: name, api_key_sha256, admin, "
-       "allowed_models, max_concurrent_requests, tokens_per_minute"},
+       "tenants[0].api_keys: unknown key; valid keys here: name, api_key_sha256, "
+       "api_key_sha256_file, admin, allowed_models, max_concurrent_requests, tokens_per_minute"},
+      // Neither api_key_sha256 nor api_key_sha256_file.
+      {"devices:\n  - {name: cpu, kind: cpu, memory_budget: 1GiB}\n"
+       "tenants:\n  - {name: alice, admin: true}\n",
+       "packd.yaml:4: tenants[0].api_key_sha256: required (or api_key_sha256_file, or both): at "
+       "least one key hash is required"},
+      {Minimal() + "    api_key_sha256_file: ''\n",
+       "tenants[0].api_key_sha256_file: must not be empty"},
+      {Minimal() + "    api_key_sha256_file: [a]\n",
+       "tenants[0].api_key_sha256_file: expected a string, got a list"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     absl::StatusOr<ServerConfig> config = ParseServerConfig(cases[i].yaml, "packd.yaml");
@@ -386,6 +395,154 @@ TEST(ServerConfigTest, LoadResolvesAndChecksPaths) {
 
   EXPECT_EQ(LoadServerConfig(dir.path() / "missing.yaml").status().code(),
             absl::StatusCode::kNotFound);
+}
+
+// A config at DIR/conf/packd.yaml whose tenants give `tenants_yaml`
+// (each line indented as a tenant's keys below "tenants:").
+class KeyFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override { std::filesystem::create_directories(conf_dir()); }
+
+  std::filesystem::path conf_dir() const { return dir_.path() / "conf"; }
+  std::filesystem::path config_file() const { return conf_dir() / "packd.yaml"; }
+
+  // Writes `text` to `path` (relative: under conf/).
+  std::filesystem::path Write(const std::filesystem::path& path, const std::string& text) {
+    const std::filesystem::path full = path.is_absolute() ? path : conf_dir() / path;
+    std::filesystem::create_directories(full.parent_path());
+    std::ofstream(full, std::ios::trunc) << text;
+    return full;
+  }
+
+  // Writes packd.yaml with one tenant "alice" whose key lines (after
+  // "  - name: alice", line 4) are `tenant_lines`, and loads it.
+  absl::StatusOr<ServerConfig> Load(const std::string& tenant_lines) {
+    Write(config_file(),
+          "devices:\n"                                         // 1
+          "  - {name: cpu, kind: cpu, memory_budget: 1GiB}\n"  // 2
+          "tenants:\n"                                         // 3
+          "  - name: alice\n"                                  // 4
+              + tenant_lines);                                 // 5...
+    return LoadServerConfig(config_file());
+  }
+
+  packd::testing::TempDir dir_;
+};
+
+TEST_F(KeyFileTest, AbsolutePathWithCommentsAndBlankLines) {
+  const std::filesystem::path keys =
+      Write(dir_.path() / "secrets" / "alice.sha256", "# alice's keys\n\n  " + Sha256Hex("k1") +
+                                                          "  \r\n" + Sha256Hex("k2") +
+                                                          "  # rotated in 2025\n\t\n# end\n");
+  absl::StatusOr<ServerConfig> config = Load("    api_key_sha256_file: " + keys.string() + "\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->tenants[0].api_key_sha256,
+            (std::vector<std::string>{Sha256Hex("k1"), Sha256Hex("k2")}));
+  EXPECT_EQ(config->tenants[0].api_key_sha256_file, keys);
+  EXPECT_EQ(FindTenantByApiKey(*config, "k2"), &config->tenants[0]);
+  EXPECT_EQ(FindTenantByApiKey(*config, "k3"), nullptr);
+}
+
+TEST_F(KeyFileTest, RelativePathIsRelativeToTheConfigDirectory) {
+  Write("../secrets/alice.sha256", Sha256Hex("k1") + "\n");
+  absl::StatusOr<ServerConfig> config = Load("    api_key_sha256_file: ../secrets/alice.sha256\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->tenants[0].api_key_sha256_file,
+            (dir_.path() / "secrets" / "alice.sha256").lexically_normal());
+  EXPECT_EQ(config->tenants[0].api_key_sha256, std::vector<std::string>{Sha256Hex("k1")});
+}
+
+TEST_F(KeyFileTest, InlineAndFileAreTheUnion) {
+  Write("alice.sha256", Sha256Hex("from-file") + "\n");
+  absl::StatusOr<ServerConfig> config = Load("    api_key_sha256: [" + Sha256Hex("inline") +
+                                             "]\n"
+                                             "    api_key_sha256_file: alice.sha256\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->tenants[0].api_key_sha256,
+            (std::vector<std::string>{Sha256Hex("inline"), Sha256Hex("from-file")}));
+  EXPECT_NE(FindTenantByApiKey(*config, "inline"), nullptr);
+  EXPECT_NE(FindTenantByApiKey(*config, "from-file"), nullptr);
+}
+
+TEST_F(KeyFileTest, ErrorsNameTheConfigLineKeyFileAndItsLine) {
+  const std::string prefix = config_file().string() + ":5: tenants[0].api_key_sha256_file: ";
+  const std::string file = (conf_dir() / "alice.sha256").string();
+  const std::string tenant = "    api_key_sha256_file: alice.sha256\n";  // line 5
+
+  // A bad line: its number in the key file, after comments and blank lines.
+  Write("alice.sha256", "# keys\n" + Sha256Hex("k1") + "\n\nnot-a-hash\n");
+  EXPECT_EQ(Message(Load(tenant)),
+            prefix + "'" + file +
+                "':4: must be 64 lower-case hex digits: the SHA-256 of the key (printf %s "
+                "\"$KEY\" | sha256sum), not the key itself");
+  // sha256sum's own output line ("HASH  -") is not a hash either.
+  Write("alice.sha256", Sha256Hex("k1") + "  -\n");
+  EXPECT_THAT(Message(Load(tenant)), HasSubstr("alice.sha256':1: must be 64 lower-case hex"));
+  Write("alice.sha256", Upper(Sha256Hex("k1")) + "\n");
+  EXPECT_THAT(Message(Load(tenant)), HasSubstr("alice.sha256':1: must be 64 lower-case hex"));
+  Write("alice.sha256", Sha256Hex("") + "\n");
+  EXPECT_THAT(Message(Load(tenant)),
+              HasSubstr("alice.sha256':1: is the SHA-256 of the empty string"));
+
+  // Empty, or nothing but comments: no keys.
+  for (const char* text : {"", "# no keys yet\n\n"}) {
+    Write("alice.sha256", text);
+    EXPECT_EQ(Message(Load(tenant)),
+              prefix + "'" + file +
+                  "' holds no key hash (only blank lines and comments); at least one key hash "
+                  "is required");
+  }
+
+  // Missing, and not a file.
+  std::filesystem::remove(conf_dir() / "alice.sha256");
+  EXPECT_THAT(Message(Load(tenant)),
+              ::testing::StartsWith(prefix + "'" + file + "' does not exist (relative paths"));
+  std::filesystem::create_directories(conf_dir() / "alice.sha256");
+  EXPECT_THAT(Message(Load(tenant)),
+              ::testing::StartsWith(prefix + "'" + file + "' is not a file"));
+}
+
+TEST_F(KeyFileTest, UnreadableFileIsAnError) {
+  if (geteuid() == 0) GTEST_SKIP() << "root reads files whatever their mode";
+  const std::filesystem::path keys = Write("alice.sha256", Sha256Hex("k1") + "\n");
+  std::filesystem::permissions(keys, std::filesystem::perms::none);
+  EXPECT_THAT(Message(Load("    api_key_sha256_file: alice.sha256\n")),
+              ::testing::StartsWith(config_file().string() +
+                                    ":5: tenants[0].api_key_sha256_file: cannot read '" +
+                                    keys.string() + "': "));
+  std::filesystem::permissions(keys, std::filesystem::perms::owner_all);
+}
+
+TEST_F(KeyFileTest, AHashInTwoPlacesIsAnError) {
+  // The file repeats an inline hash of the same tenant.
+  Write("alice.sha256", "\n" + Sha256Hex("k1") + "\n");
+  EXPECT_THAT(Message(Load("    api_key_sha256: [" + Sha256Hex("k1") +
+                           "]\n"
+                           "    api_key_sha256_file: alice.sha256\n")),
+              HasSubstr("alice.sha256':2: the same key hash is already "
+                        "tenants[0].api_key_sha256[0] (tenant 'alice')"));
+  // Another tenant's file holds alice's hash.
+  Write("alice.sha256", Sha256Hex("k1") + "\n");
+  Write("bob.sha256", Sha256Hex("k2") + "\n" + Sha256Hex("k1") + "\n");
+  EXPECT_THAT(
+      Message(Load("    api_key_sha256_file: alice.sha256\n"
+                   "  - name: bob\n"
+                   "    api_key_sha256_file: bob.sha256\n")),
+      HasSubstr(":7: tenants[1].api_key_sha256_file: '" + (conf_dir() / "bob.sha256").string() +
+                "':2: the same key hash is already tenants[0].api_key_sha256_file (" +
+                (conf_dir() / "alice.sha256").string() +
+                ":1) (tenant 'alice'); a key must identify one tenant"));
+}
+
+TEST_F(KeyFileTest, ParseServerConfigReadsNoKeyFile) {
+  // What the fuzzer calls: the path is kept as written, nothing is opened.
+  absl::StatusOr<ServerConfig> config = ParseServerConfig(
+      "devices: [{name: cpu, kind: cpu, memory_budget: 1GiB}]\n"
+      "tenants: [{name: a, api_key_sha256_file: /nonexistent/a.sha256}]\n",
+      "x.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->tenants[0].api_key_sha256_file, "/nonexistent/a.sha256");
+  EXPECT_TRUE(config->tenants[0].api_key_sha256.empty());
 }
 
 TEST(ServerConfigTest, ParseByteSize) {

@@ -6,10 +6,11 @@ Helm is not needed: deploy/helm/render (Go text/template + sprig, the subset of
 defaults, with ci/gpu-values.yaml, with the optional parts enabled
 (ServiceMonitor, HPA, TLS) and with bad values that must fail; each test
 asserts one property of the output. When the packd binary exists ($PACKD_BIN),
-each rendered config (ConfigMap packd.yaml + Secret tenants.yaml, joined as the
-init container joins them) is also served by the real packd, with addresses,
-model paths and devices rewritten for this machine, which validates every key
-the way packd does at start.
+each rendered config (the ConfigMap's packd.yaml, with the Secret's key hash
+files written to a temporary directory that stands for the Secret's mount) is
+checked with `packd serve --check` and served by the real packd, with
+addresses, model paths, devices and key file paths rewritten for this machine,
+which validates every key the way packd does at start.
 
 Environment:
   HELM_RENDER_BUILD_DIR  where to build the renderer (default: a temporary dir)
@@ -41,6 +42,7 @@ GOPATH = "/usr/share/gocode"
 RELEASE = "test"
 FULLNAME = "test-packd"
 DEMO_KEY_SHA256 = "275d334e9fa1bc22b3ef7eb8cd73a75b8ace2a661dcef173cba4056f70af2cd4"
+SECRETS_DIR = "/etc/packd/secrets"  # where the pod mounts the Secret's key hash files
 
 
 def skip(message):
@@ -72,8 +74,9 @@ PACKD_SCHEMA = {
     "models": [{"name": None, "path": None, "codec": None, "device": None, "instances": None,
                 "kv_cache": None, "max_batch": None, "max_batch_tokens": None,
                 "max_context": None, "threads": None}],
-    "tenants": [{"name": None, "api_key_sha256": None, "admin": None, "allowed_models": None,
-                 "max_concurrent_requests": None, "tokens_per_minute": None}],
+    "tenants": [{"name": None, "api_key_sha256": None, "api_key_sha256_file": None, "admin": None,
+                 "allowed_models": None, "max_concurrent_requests": None,
+                 "tokens_per_minute": None}],
     "queue": {"max_queued_per_instance": None, "max_wait": None},
     "drain_timeout": None,
 }
@@ -82,7 +85,7 @@ REQUIRED = {
     "grpc.tls": {"cert_file", "key_file"},
     "devices[]": {"name", "kind", "memory_budget"},
     "models[]": {"name", "path", "device"},
-    "tenants[]": {"name", "api_key_sha256"},
+    "tenants[]": {"name"},  # and api_key_sha256 or api_key_sha256_file (checked apart)
 }
 
 
@@ -199,23 +202,35 @@ class Render:
         return self.one("ConfigMap")["data"]["packd.yaml"]
 
     @property
-    def tenants_text(self):
-        return base64.b64decode(self.one("Secret")["data"]["tenants.yaml"]).decode()
-
-    @property
-    def full_config_text(self):
-        """packd.yaml as the init container writes it: the two files joined."""
-        return self.config_text + self.tenants_text
+    def secret_files(self):
+        """The Secret's stringData: the tenants' key hash files, by name."""
+        return self.one("Secret").get("stringData", {})
 
     @property
     def config(self):
-        return yaml.safe_load(self.full_config_text)
+        return yaml.safe_load(self.config_text)
+
+    def key_hashes(self, tenant):
+        """The hashes in `tenant`'s key file in the Secret (packd's format:
+        one per line, blank lines and # comments ignored)."""
+        path = tenant["api_key_sha256_file"]
+        if not path.startswith(SECRETS_DIR + "/"):
+            raise AssertionError(f"{tenant['name']}: key file {path} is not under {SECRETS_DIR}")
+        text = self.secret_files[path[len(SECRETS_DIR) + 1:]]
+        lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        return [line for line in lines if line]
 
     def volume(self, name):
         for v in self.pod["volumes"]:
             if v["name"] == name:
                 return v
         raise AssertionError(f"no pod volume {name!r}; volumes: {[v['name'] for v in self.pod['volumes']]}")
+
+
+def values_tenants(values_file):
+    """packd.tenants as a values file gives them."""
+    with open(values_file) as f:
+        return yaml.safe_load(f)["packd"]["tenants"]
 
 
 def mounts(container):
@@ -292,9 +307,23 @@ class ChartChecks:
 
     def test_config_keys_match_packd_schema(self):
         self.assertEqual(schema_errors(self.r.config), [])
-        configmap_part = yaml.safe_load(self.r.config_text)
-        self.assertNotIn("tenants", configmap_part, "key hashes belong in the Secret")
-        self.assertEqual(list(yaml.safe_load(self.r.tenants_text)), ["tenants"])
+        for t in self.r.config["tenants"]:
+            self.assertNotIn("api_key_sha256", t, "key hashes belong in the Secret")
+            self.assertEqual(t["api_key_sha256_file"], f"{SECRETS_DIR}/{t['name']}.sha256")
+        self.assertNotRegex(self.r.config_text, r"[0-9a-f]{64}", "a hash in the ConfigMap")
+
+    def test_key_files_hold_the_tenants_hashes(self):
+        values_tenants = {t["name"]: t for t in self.values_tenants}
+        config_tenants = self.r.config["tenants"]
+        self.assertEqual([t["name"] for t in config_tenants], list(values_tenants))
+        for t in config_tenants:
+            self.assertEqual(self.r.key_hashes(t), values_tenants[t["name"]]["api_key_sha256"])
+            # Everything else is passed on as given.
+            expected = dict(values_tenants[t["name"]])
+            del expected["api_key_sha256"]
+            self.assertEqual({k: v for k, v in t.items() if k != "api_key_sha256_file"}, expected)
+        self.assertEqual(set(self.r.secret_files),
+                         {f"{t['name']}.sha256" for t in config_tenants})
 
     def test_model_paths_are_under_the_model_mount(self):
         model_mount = [m for m in self.r.packd["volumeMounts"] if m["name"] == "models"]
@@ -311,22 +340,26 @@ class ChartChecks:
     def test_secret_and_configmap_are_the_config(self):
         secret = self.r.one("Secret")["metadata"]["name"]
         configmap = self.r.one("ConfigMap")["metadata"]["name"]
-        volumes = self.r.pod["volumes"]
-        secret_volumes = [v["name"] for v in volumes if v.get("secret", {}).get("secretName") == secret]
-        configmap_volumes = [v["name"] for v in volumes if v.get("configMap", {}).get("name") == configmap]
-        self.assertTrue(secret_volumes, f"no volume of Secret {secret}")
-        self.assertTrue(configmap_volumes, f"no volume of ConfigMap {configmap}")
-        # The init container mounts both and writes the file packd reads.
-        init = {c["name"]: c for c in self.r.pod["initContainers"]}["config"]
-        init_mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
-        self.assertIn(secret_volumes[0], init_mounts)
-        self.assertIn(configmap_volumes[0], init_mounts)
-        script = init["command"][-1]
-        self.assertEqual(
-            script, f"cat {init_mounts[configmap_volumes[0]]}/packd.yaml "
-            f"{init_mounts[secret_volumes[0]]}/tenants.yaml > {init_mounts['config']}/packd.yaml")
-        self.assertIn("emptyDir", self.r.volume("config"))
-        self.assertEqual(mounts(self.r.packd)["/etc/packd"]["name"], "config")
+        m = mounts(self.r.packd)
+        # The ConfigMap's packd.yaml is the file the image's command reads.
+        self.assertNotIn("initContainers", self.r.pod)
+        config_mount = m["/etc/packd/packd.yaml"]
+        self.assertEqual(config_mount["subPath"], "packd.yaml")
+        self.assertIs(config_mount["readOnly"], True)
+        config_volume = self.r.volume(config_mount["name"])
+        self.assertEqual(config_volume["configMap"]["name"], configmap)
+        self.assertEqual(config_volume["configMap"]["items"], [{"key": "packd.yaml", "path": "packd.yaml"}])
+        # The Secret's key files at SECRETS_DIR, read-only, each tenant's there.
+        secrets_mount = m[SECRETS_DIR]
+        self.assertIs(secrets_mount["readOnly"], True)
+        secrets_volume = self.r.volume(secrets_mount["name"])["secret"]
+        self.assertEqual(secrets_volume["secretName"], secret)
+        self.assertEqual(secrets_volume["defaultMode"], 0o440)
+        items = {i["key"]: i["path"] for i in secrets_volume["items"]}
+        self.assertEqual(items, {name: name for name in self.r.secret_files})
+        for t in self.r.config["tenants"]:
+            mounted = f"{SECRETS_DIR}/{items[os.path.basename(t['api_key_sha256_file'])]}"
+            self.assertEqual(t["api_key_sha256_file"], mounted)
         # No command/args: the image runs `packd serve --config /etc/packd/packd.yaml`.
         self.assertNotIn("command", self.r.packd)
         self.assertNotIn("args", self.r.packd)
@@ -352,6 +385,7 @@ class DefaultValuesTest(ChartChecks, unittest.TestCase):
                       "Deployment", "PodDisruptionBudget"}
     expected_model_paths = ["/models/stories260K/stories260K.gguf"]
     expected_devices = [("cpu", "cpu")]
+    values_tenants = values_tenants(os.path.join(CHART, "values.yaml"))
 
     @classmethod
     def setUpClass(cls):
@@ -379,7 +413,8 @@ class DefaultValuesTest(ChartChecks, unittest.TestCase):
 
     def test_demo_tenant_and_notes(self):
         tenants = self.r.config["tenants"]
-        self.assertEqual(tenants[0]["api_key_sha256"], [DEMO_KEY_SHA256])
+        self.assertEqual(tenants[0]["api_key_sha256_file"], f"{SECRETS_DIR}/demo.sha256")
+        self.assertEqual(self.r.key_hashes(tenants[0]), [DEMO_KEY_SHA256])
         with open(self.notes) as f:
             notes = f.read()
         self.assertIn("deployment/test-packd", notes)
@@ -402,6 +437,7 @@ class GpuValuesTest(ChartChecks, unittest.TestCase):
                       "PodDisruptionBudget"}
     expected_model_paths = ["/models/llama-3.1-8b-tiled"]
     expected_devices = [("gpu0", "cuda")]
+    values_tenants = values_tenants(os.path.join(CHART, "ci", "gpu-values.yaml"))
 
     @classmethod
     def setUpClass(cls):
@@ -522,7 +558,7 @@ class OptionalPartsTest(unittest.TestCase):
         volume = r.volume(mounts(r.packd)["/etc/packd/tls"]["name"])
         self.assertEqual(volume["secret"]["secretName"], "packd-cert")
         self.assertEqual({i["path"] for i in volume["secret"]["items"]}, {"tls.crt", "tls.key"})
-        self.assertNotIn("tls.crt", r.one("Secret")["data"])
+        self.assertNotIn("tls.crt", r.one("Secret").get("data", {}))
         self.assertNotIn("client_ca_file", r.config["grpc"]["tls"])
 
     def test_pdb_min_available(self):
@@ -556,6 +592,19 @@ class BadValuesTest(unittest.TestCase):
         values = {"packd": {"tenants": [{"name": "t", "api_key_sha256": ["my-secret-key"]}]}}
         self.assert_fails("packd.tenants[0].api_key_sha256[0] must be the SHA-256 of an API key",
                           "-f", Renderer.values_file("raw-key.yaml", values))
+
+    def test_tenant_names_name_key_files(self):
+        hashes = [DEMO_KEY_SHA256]
+        values = {"packd": {"tenants": [{"name": "a/b", "api_key_sha256": hashes}]}}
+        self.assert_fails("packd.tenants[0].name must be 1 to 128 characters from [a-zA-Z0-9._-]",
+                          "-f", Renderer.values_file("bad-name.yaml", values))
+        values = {"packd": {"tenants": [{"name": "a", "api_key_sha256": hashes},
+                                        {"name": "a", "api_key_sha256": hashes}]}}
+        self.assert_fails("packd.tenants[1].name: a is already the name of another tenant",
+                          "-f", Renderer.values_file("dup-name.yaml", values))
+        values = {"packd": {"tenants": [{"name": "a", "api_key_sha256_file": "/x"}]}}
+        self.assert_fails("packd.tenants[0].api_key_sha256_file is written by the chart",
+                          "-f", Renderer.values_file("key-file.yaml", values))
 
     def test_cuda_device_without_gpu(self):
         self.assert_fails("is cuda device 0, but gpu.count is 0",
@@ -742,13 +791,15 @@ def shared_model():
 
 
 class PackdAcceptsConfigTest(unittest.TestCase):
-    """The real packd starts with each rendered config (no `serve --check` exists).
+    """The real packd checks (`serve --check`) and starts with each rendered config.
 
     Rewritten for this machine: listen addresses to 127.0.0.1:0, every model
     to stories260K with a small KV cache (codec, max_context dropped), cuda
     devices to cpu (index dropped: this packd serves on the CPU only), TLS
-    files to a fresh self-signed certificate. Every other key is passed to
-    packd as rendered.
+    files to a fresh self-signed certificate, and the tenants' key files from
+    the Secret's mount (/etc/packd/secrets) to a temporary directory holding
+    the Secret's files as rendered. Every other key is passed to packd as
+    rendered.
     """
 
     @classmethod
@@ -762,7 +813,19 @@ class PackdAcceptsConfigTest(unittest.TestCase):
         if not os.path.exists(self.model):
             self.skipTest(f"no test model at {self.model}")
 
-    def rewrite(self, config, tls_files=None):
+    @staticmethod
+    def write_secret_files(render):
+        """Writes the Secret's key files to a fresh directory (the Secret's
+        mount as this machine has it); returns the directory."""
+        secrets = tempfile.mkdtemp(dir=Renderer.workdir)
+        for name, text in render.secret_files.items():
+            with open(os.path.join(secrets, name), "w") as f:
+                f.write(text)
+        return secrets
+
+    def rewrite(self, render, tls_files=None):
+        """`render`'s packd.yaml as a dict, rewritten for this machine."""
+        config = render.config
         config["grpc"]["listen"] = "127.0.0.1:0"
         config["metrics"]["listen"] = "127.0.0.1:0"
         for d in config["devices"]:
@@ -773,19 +836,37 @@ class PackdAcceptsConfigTest(unittest.TestCase):
             m.update(path=self.model, kv_cache="16MiB")
             m.pop("codec", None)
             m.pop("max_context", None)
+        secrets = self.write_secret_files(render)
+        for t in config["tenants"]:
+            self.assertTrue(t["api_key_sha256_file"].startswith(SECRETS_DIR + "/"), t)
+            t["api_key_sha256_file"] = secrets + t["api_key_sha256_file"][len(SECRETS_DIR):]
         if "tls" in config["grpc"]:
             config["grpc"]["tls"].update(tls_files)
         return config
 
-    def serve(self, config):
-        """Starts packd with `config` (a dict or YAML text); asserts that it
-        listens, then stops it with SIGTERM and expects exit status 0."""
+    def write_config(self, config):
         workdir = tempfile.mkdtemp(dir=Renderer.workdir)
         path = os.path.join(workdir, "packd.yaml")
         if not isinstance(config, str):
             config = yaml.safe_dump(config)
         with open(path, "w") as f:
             f.write(config)
+        return path, config
+
+    def check(self, config, expected_counts):
+        """`packd serve --check` on `config` must print "PATH: ok (...)" and exit 0."""
+        path, text = self.write_config(config)
+        result = subprocess.run([self.packd, "serve", "--config", path, "--check"],
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0,
+                         f"packd serve --check refused the rendered config:\n{result.stderr}"
+                         f"\nconfig:\n{text}")
+        self.assertEqual(result.stdout, f"{path}: ok ({expected_counts})\n")
+
+    def serve(self, config):
+        """Starts packd with `config` (a dict or YAML text); asserts that it
+        listens, then stops it with SIGTERM and expects exit status 0."""
+        path, config = self.write_config(config)
         proc = subprocess.Popen([self.packd, "serve", "--config", path], stderr=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL)
         output = b""
@@ -812,18 +893,38 @@ class PackdAcceptsConfigTest(unittest.TestCase):
             proc.stderr.close()
 
     def test_default_config(self):
-        # The rendered text itself, with only addresses and the model path
-        # replaced, so that packd's YAML parser reads the chart's own quoting.
+        # The rendered text itself, with only addresses, the model path and
+        # the Secret's mount replaced, so that packd's YAML parser reads the
+        # chart's own quoting.
         r = Render()
-        text = r.full_config_text
+        text = r.config_text
+        secrets = self.write_secret_files(r)
         for old, new in [("0.0.0.0:50051", "127.0.0.1:0"), ("0.0.0.0:9090", "127.0.0.1:0"),
-                         ("/models/stories260K/stories260K.gguf", self.model)]:
+                         ("/models/stories260K/stories260K.gguf", self.model),
+                         (f"{SECRETS_DIR}/demo.sha256", f"{secrets}/demo.sha256")]:
             self.assertEqual(text.count(old), 1, f"{old!r} in the rendered packd.yaml")
             text = text.replace(old, new)
+        self.check(text, "1 models, 1 tenants, 1 devices")
         self.serve(text)
 
+    def test_check_refuses_a_key_file_the_secret_lacks(self):
+        # The Secret's files, one missing: --check names the tenant's key.
+        r = Render()
+        config = self.rewrite(r)
+        os.remove(config["tenants"][0]["api_key_sha256_file"])
+        path, _ = self.write_config(config)
+        result = subprocess.run([self.packd, "serve", "--config", path, "--check"],
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertEqual(result.stdout, "")
+        self.assertIn("tenants[0].api_key_sha256_file: ", result.stderr)
+        self.assertIn("demo.sha256' does not exist", result.stderr)
+
     def test_gpu_config(self):
-        self.serve(self.rewrite(Render("-f", os.path.join(CHART, "ci", "gpu-values.yaml")).config))
+        config = self.rewrite(Render("-f", os.path.join(CHART, "ci", "gpu-values.yaml")))
+        self.check(config, f"{len(config['models'])} models, {len(config['tenants'])} tenants, "
+                   f"{len(config['devices'])} devices")
+        self.serve(config)
 
     def test_tls_and_optional_config(self):
         if shutil.which("openssl") is None:
@@ -834,8 +935,10 @@ class PackdAcceptsConfigTest(unittest.TestCase):
                         "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
                        check=True, capture_output=True, timeout=60)
         values = Renderer.values_file("optional.yaml", OPTIONAL_VALUES)
-        config = Render("-f", values).config
-        self.serve(self.rewrite(config, {"cert_file": cert, "key_file": key, "client_ca_file": cert}))
+        config = self.rewrite(Render("-f", values),
+                              {"cert_file": cert, "key_file": key, "client_ca_file": cert})
+        self.check(config, "1 models, 1 tenants, 1 devices")
+        self.serve(config)
 
 
 def main():
