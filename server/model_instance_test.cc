@@ -194,12 +194,16 @@ TEST(ModelInstanceTest, ARequestThatWaitsTooLongIsRefused) {
   engine::EngineOptions eo;
   eo.max_running = 1;
   InstanceOptions io;
-  io.max_wait = absl::Milliseconds(1);
+  // Long enough that a busy machine still admits the first request in time
+  // (1 ms was not: under a loaded CI run the loop thread can wake later), and
+  // short against the queue: with one slot, the k-th of the rest waits for k
+  // generations of 400 tokens (>= ~10 ms each even on a fast core).
+  io.max_wait = absl::Milliseconds(50);
   std::unique_ptr<ModelInstance> m = StartInstance(eo, io);
   ASSERT_NE(m, nullptr);
-  auto first = *m->Submit(Greedy(60));
+  auto first = *m->Submit(Greedy(400));
   std::vector<std::shared_ptr<RequestHandle>> rest;
-  for (int i = 0; i < 5; ++i) rest.push_back(*m->Submit(Greedy(60)));
+  for (int i = 0; i < 5; ++i) rest.push_back(*m->Submit(Greedy(400)));
   EXPECT_TRUE(Collect(*first).status.ok());
   int expired = 0;
   for (auto& h : rest) {
