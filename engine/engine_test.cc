@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/half_precision_gguf.h"
+#include "tests/testing/stories260k.h"
 #include "tests/testing/testing.h"
 
 namespace packd::engine {
@@ -23,61 +24,23 @@ namespace {
 using ::testing::HasSubstr;
 
 constexpr int kVocab = 512;
-constexpr int kPositions = 64;
-
-const std::vector<TokenId> kPromptIds = {1, 403, 407, 261, 378};
-const std::vector<TokenId> kExpectedIds = {
-    432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267,
-    337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432,
-    358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266, 267, 337,
-    335, 312, 432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13,  438, 310};
+constexpr int kPositions = testing::kStoriesPositions;
+const std::vector<TokenId>& kPromptIds = testing::StoriesPromptIds();
+const std::vector<TokenId>& kExpectedIds = testing::StoriesExpectedIds();
 
 std::filesystem::path Gguf() {
   return testing::RequireSharedFile("models/stories260K/stories260K.gguf");
 }
 
-// The reference's 64 inputs: the prompt, then its own greedy tokens.
-std::vector<int32_t> ReferenceInputs() {
-  std::vector<int32_t> in(kPromptIds.begin(), kPromptIds.end());
-  for (size_t i = 0; in.size() < kPositions; ++i) in.push_back(kExpectedIds[i]);
-  return in;
-}
+std::vector<int32_t> ReferenceInputs() { return testing::StoriesReferenceInputs(); }
 
-// Runs the model over `inputs` as one sequence, `chunk` tokens per Forward,
-// and returns the logits at every position, [positions][vocab].
+// `model` over `inputs` on a fresh 2-thread CPU backend (testing::RunLogits).
 std::vector<float> RunLogits(const std::filesystem::path& model, const std::vector<int32_t>& inputs,
                              int64_t chunk) {
-  auto source = ModelSource::Open(model);
-  EXPECT_TRUE(source.ok()) << source.status();
-  if (!source.ok()) return {};
   auto backend = CreateCpuBackend({.threads = 2});
-  EXPECT_TRUE(backend.ok());
-  TransformerOptions to;
-  to.max_batch_tokens = 64;
-  to.max_logit_rows = 64;
-  auto t = Transformer::Create(**source, **backend, to);
-  EXPECT_TRUE(t.ok()) << t.status();
-  if (!t.ok()) return {};
-  auto cache =
-      KvCache::Create(**backend, (*source)->config(), {.budget_bytes = 1 << 20, .block_size = 4});
-  EXPECT_TRUE(cache.ok()) << cache.status();
-  std::vector<int32_t> blocks;
-  EXPECT_TRUE((*cache)->Reserve(blocks, static_cast<int64_t>(inputs.size())));
-  std::vector<float> all, logits;
-  for (size_t begin = 0; begin < inputs.size(); begin += chunk) {
-    StepBatch b;
-    b.seq_blocks.push_back(blocks);
-    for (size_t i = begin; i < std::min(inputs.size(), begin + chunk); ++i) {
-      b.logit_rows.push_back(static_cast<int32_t>(b.tokens.size()));
-      b.tokens.push_back(inputs[i]);
-      b.positions.push_back(static_cast<int32_t>(i));
-      b.token_seq.push_back(0);
-    }
-    absl::Status s = (*t)->Forward(b, **cache, logits);
-    EXPECT_TRUE(s.ok()) << s;
-    all.insert(all.end(), logits.begin(), logits.end());
-  }
-  return all;
+  EXPECT_TRUE(backend.ok()) << backend.status();
+  if (!backend.ok()) return {};
+  return testing::RunLogits(**backend, model, inputs, chunk);
 }
 
 TEST(EngineTest, LogitsMatchTheLlama2cReference) {

@@ -17,21 +17,17 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/half_precision_gguf.h"
+#include "tests/testing/stories260k.h"
 #include "tests/testing/testing.h"
 
 namespace packd::engine {
 namespace {
 
-constexpr int kPositions = 64;
-
+constexpr int kPositions = testing::kStoriesPositions;
 // The llama2.c reference run of engine_test.cc: its prompt and the 60
 // greedy tokens the CPU backend reproduces.
-const std::vector<TokenId> kPromptIds = {1, 403, 407, 261, 378};
-const std::vector<TokenId> kExpectedIds = {
-    432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267,
-    337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432,
-    358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266, 267, 337,
-    335, 312, 432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13,  438, 310};
+const std::vector<TokenId>& kPromptIds = testing::StoriesPromptIds();
+const std::vector<TokenId>& kExpectedIds = testing::StoriesExpectedIds();
 
 #define SKIP_WITHOUT_CUDA()                                                           \
   if (CudaDeviceCount() == 0) {                                                       \
@@ -44,11 +40,7 @@ std::filesystem::path Gguf() {
   return testing::RequireSharedFile("models/stories260K/stories260K.gguf");
 }
 
-std::vector<int32_t> ReferenceInputs() {
-  std::vector<int32_t> in(kPromptIds.begin(), kPromptIds.end());
-  for (size_t i = 0; in.size() < kPositions; ++i) in.push_back(kExpectedIds[i]);
-  return in;
-}
+std::vector<int32_t> ReferenceInputs() { return testing::StoriesReferenceInputs(); }
 
 std::unique_ptr<Backend> MakeBackend(bool gpu) {
   absl::StatusOr<std::unique_ptr<Backend>> b =
@@ -61,38 +53,9 @@ std::unique_ptr<Backend> MakeBackend(bool gpu) {
 // fresh backend; the logits at every position, [positions][vocab].
 std::vector<float> RunLogits(const std::filesystem::path& model, const std::vector<int32_t>& inputs,
                              int64_t chunk, bool gpu) {
-  auto source = ModelSource::Open(model);
-  EXPECT_TRUE(source.ok()) << source.status();
   std::unique_ptr<Backend> backend = MakeBackend(gpu);
-  if (!source.ok() || backend == nullptr) return {};
-  TransformerOptions to;
-  to.max_batch_tokens = 64;
-  to.max_logit_rows = 64;
-  auto t = Transformer::Create(**source, *backend, to);
-  EXPECT_TRUE(t.ok()) << t.status();
-  if (!t.ok()) return {};
-  auto cache =
-      KvCache::Create(*backend, (*source)->config(), {.budget_bytes = 1 << 20, .block_size = 4});
-  EXPECT_TRUE(cache.ok()) << cache.status();
-  if (!cache.ok()) return {};
-  std::vector<int32_t> blocks;
-  EXPECT_TRUE((*cache)->Reserve(blocks, static_cast<int64_t>(inputs.size())));
-  std::vector<float> all, logits;
-  for (size_t begin = 0; begin < inputs.size(); begin += chunk) {
-    StepBatch b;
-    b.seq_blocks.push_back(blocks);
-    for (size_t i = begin; i < std::min(inputs.size(), begin + chunk); ++i) {
-      b.logit_rows.push_back(static_cast<int32_t>(b.tokens.size()));
-      b.tokens.push_back(inputs[i]);
-      b.positions.push_back(static_cast<int32_t>(i));
-      b.token_seq.push_back(0);
-    }
-    absl::Status s = (*t)->Forward(b, **cache, logits);
-    EXPECT_TRUE(s.ok()) << s;
-    if (!s.ok()) return {};
-    all.insert(all.end(), logits.begin(), logits.end());
-  }
-  return all;
+  if (backend == nullptr) return {};
+  return testing::RunLogits(*backend, model, inputs, chunk);
 }
 
 double MaxDiff(const std::vector<float>& a, const std::vector<float>& b) {
