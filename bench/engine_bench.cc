@@ -191,19 +191,11 @@ absl::StatusOr<int64_t> ParseInt(const std::string& flag, const std::string& v, 
   return static_cast<int64_t>(n);
 }
 
-// "cpu" -> -1; "cuda:N" -> N (the syntax engine::Engine::Open accepts).
+// "cpu" -> -1; "cuda:N" -> N (engine::CudaDeviceIndex, what Engine::Open accepts).
 absl::StatusOr<int> ParseDevice(const std::string& v) {
-  if (v == "cpu") return -1;
-  constexpr char kCuda[] = "cuda:";
-  const std::string digits = v.substr(0, 5) == kCuda ? v.substr(5) : "";
-  const bool all_digits =
-      !digits.empty() && digits.size() <= 4 &&
-      std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
-  if (!all_digits) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--device: '", v, "' is neither cpu nor cuda:N (N a device index)"));
-  }
-  return std::stoi(digits);
+  absl::StatusOr<int> index = engine::CudaDeviceIndex(v);
+  if (!index.ok()) return absl::InvalidArgumentError(absl::StrCat("--device: ", index.status().message()));
+  return index;
 }
 
 constexpr char kUsage[] =

@@ -41,7 +41,11 @@ std::string_view MemoryKindName(MemoryKind kind);
 struct MemoryUsage {
   uint64_t bytes[kMemoryKinds] = {};
   uint64_t of(MemoryKind k) const { return bytes[static_cast<int>(k)]; }
-  uint64_t total() const { return bytes[0] + bytes[1] + bytes[2] + bytes[3]; }
+  uint64_t total() const {
+    uint64_t sum = 0;
+    for (uint64_t b : bytes) sum += b;
+    return sum;
+  }
 };
 
 // Backend memory; released (and un-accounted) when destroyed.

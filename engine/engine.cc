@@ -56,20 +56,26 @@ bool HasTokenizer(const std::filesystem::path& path) {
 
 Engine::~Engine() = default;
 
+absl::StatusOr<int> CudaDeviceIndex(std::string_view device) {
+  if (device == "cpu") return -1;
+  constexpr std::string_view kCuda = "cuda:";
+  const char* end = device.data() + device.size();
+  int index = -1;
+  if (!device.starts_with(kCuda) || device.size() == kCuda.size() ||
+      std::from_chars(device.data() + kCuda.size(), end, index) !=
+          std::from_chars_result{end, std::errc()} ||
+      index < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device '", std::string(device), "' is neither \"cpu\" nor \"cuda:N\""));
+  }
+  return index;
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path& model,
                                                      const EngineOptions& options) {
-  int cuda_device = -1;
-  if (options.device != "cpu") {
-    constexpr std::string_view kCuda = "cuda:";
-    const std::string_view d = options.device;
-    const char* end = d.data() + d.size();
-    if (!d.starts_with(kCuda) || d.size() == kCuda.size() ||
-        std::from_chars(d.data() + kCuda.size(), end, cuda_device) !=
-            std::from_chars_result{end, std::errc()} ||
-        cuda_device < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("engine: device '", options.device, "' is neither \"cpu\" nor \"cuda:N\""));
-    }
+  absl::StatusOr<int> cuda_device = CudaDeviceIndex(options.device);
+  if (!cuda_device.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("engine: ", cuda_device.status().message()));
   }
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
@@ -82,13 +88,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path
   if (options.max_running < 1 || options.max_batch_tokens < 1) {
     return absl::InvalidArgumentError("engine: max_running and max_batch_tokens must be >= 1");
   }
-  if (options.device == "cpu") {
+  if (*cuda_device < 0) {
     CpuBackendOptions bo;
     bo.threads = options.threads;
     ASSIGN_OR_RETURN(e->backend_, CreateCpuBackend(bo));
   } else {
     ASSIGN_OR_RETURN(e->backend_,
-                     CreateCudaBackend(CudaBackendOptionsFor(options, cuda_device)));
+                     CreateCudaBackend(CudaBackendOptionsFor(options, *cuda_device)));
   }
   TransformerOptions to;
   to.max_batch_tokens = options.max_batch_tokens;

@@ -27,6 +27,11 @@
 
 namespace packd::engine {
 
+// The CUDA device index an EngineOptions::device names: -1 for "cpu", N for
+// "cuda:N" (N a non-negative decimal); anything else is InvalidArgument
+// naming the value.
+absl::StatusOr<int> CudaDeviceIndex(std::string_view device);
+
 struct EngineOptions {
   // Where the model runs: "cpu", or "cuda:N" for CUDA device N (the
   // engine's own stream and memory arena on it). Anything else is
