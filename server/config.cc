@@ -636,16 +636,14 @@ class ConfigReader {
   absl::Status AddKeyHash(std::string hash, const YAML::Node& node, std::string_view key_path,
                           std::string_view file_where, std::string owner, HashOwners& owners,
                           ServerConfig::Tenant& tenant) const {
-    // SHA-256 of "" (a key that is no key).
-    constexpr std::string_view kEmptyKeyHash =
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    static const std::string* const kEmptyKeyHash = new std::string(Sha256Hex(""));
     if (!IsLowerHexSha256(hash)) {
       return Error(node, key_path,
                    absl::StrCat(std::string(file_where),
                                 "must be 64 lower-case hex digits: the SHA-256 of the key "
                                 "(printf %s \"$KEY\" | sha256sum), not the key itself"));
     }
-    if (hash == kEmptyKeyHash) {
+    if (hash == *kEmptyKeyHash) {
       return Error(node, key_path,
                    absl::StrCat(std::string(file_where),
                                 "is the SHA-256 of the empty string; keys must not be empty"));
