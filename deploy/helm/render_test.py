@@ -507,6 +507,9 @@ class OptionalPartsTest(unittest.TestCase):
         self.assertEqual((endpoint["port"], endpoint["path"]), ("metrics", "/metrics"))
         service_labels = self.r.one("Service")["metadata"]["labels"]
         self.assertLessEqual(sm["spec"]["selector"]["matchLabels"].items(), service_labels.items())
+        # Prometheus's job label comes from this Service label: "packd", the
+        # job deploy/prometheus/rules.yml's PackdDown and PackdAbsent select.
+        self.assertEqual(service_labels[sm["spec"]["jobLabel"]], "packd")
 
     def test_hpa_on_queue_depth(self):
         hpa = self.r.one("HorizontalPodAutoscaler")
@@ -808,10 +811,14 @@ class PackdAcceptsConfigTest(unittest.TestCase):
         cls.model = shared_model()
 
     def setUp(self):
-        if not self.packd or not os.access(self.packd, os.X_OK):
-            self.skipTest(f"no packd binary (PACKD_BIN={self.packd!r})")
+        # Run by hand without PACKD_BIN: skipped. Under ctest (which sets
+        # PACKD_BIN) a missing binary or model is a failure, not a pass.
+        if not self.packd:
+            self.skipTest("PACKD_BIN is not set")
+        if not os.access(self.packd, os.X_OK):
+            self.fail(f"PACKD_BIN={self.packd!r} is not an executable")
         if not os.path.exists(self.model):
-            self.skipTest(f"no test model at {self.model}")
+            self.fail(f"no test model at {self.model} (../shared beside the checkout)")
 
     @staticmethod
     def write_secret_files(render):
@@ -928,7 +935,8 @@ class PackdAcceptsConfigTest(unittest.TestCase):
 
     def test_tls_and_optional_config(self):
         if shutil.which("openssl") is None:
-            self.skipTest("openssl is missing: no certificate for the TLS config")
+            self.fail("openssl is missing (scripts/setup.sh installs it): no certificate for "
+                      "the TLS config")
         certdir = tempfile.mkdtemp(dir=Renderer.workdir)
         cert, key = os.path.join(certdir, "tls.crt"), os.path.join(certdir, "tls.key")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
