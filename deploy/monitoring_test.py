@@ -373,10 +373,16 @@ drain_timeout: 5s
                     f"metrics 127.0.0.1:{self.metrics_port}")
                 return self
             if self.proc.poll() is not None:
+                text = self.log()
+                self.log_file.close()
                 raise Failure(f"packd serve exited with status {self.proc.returncode} before "
-                              f"listening:\n{self.log()}")
+                              f"listening:\n{text}")
             time.sleep(0.1)
-        raise Failure(f"packd serve did not report its ports within 30 s:\n{self.log()}")
+        # __exit__ does not run when __enter__ raises: stop it here.
+        text = self.log()
+        kill_process(self.proc)
+        self.log_file.close()
+        raise Failure(f"packd serve did not report its ports within 30 s:\n{text}")
 
     def __exit__(self, exc_type, *exc):
         kill_process(self.proc)

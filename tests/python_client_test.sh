@@ -161,9 +161,10 @@ for service in "" packd.v1.Generation packd.v1.Models; do
     fail "packd health --service '$service' exited non-zero: $out"
   [ "$out" = SERVING ] || fail "packd health --service '$service' printed '$out', expected SERVING"
 done
-if "$packd_bin" health --addr "127.0.0.1:$port" --service no.such.Service 2>/dev/null; then
-  fail "packd health succeeded for an unknown service"
-fi
+health_rc=0
+"$packd_bin" health --addr "127.0.0.1:$port" --service no.such.Service 2>/dev/null || health_rc=$?
+[ $health_rc -eq 1 ] ||
+  fail "packd health for an unknown service exited $health_rc, expected 1 (not serving)"
 echo "python_client_test: packd health reports SERVING"
 
 client_rc=0
