@@ -126,6 +126,7 @@
 #include "engine/backend.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/engine.h"
+#include "engine/kv_cache.h"
 #include "engine/model_compressor.h"
 #include "engine/model_config.h"
 #include "engine/models/architecture.h"
@@ -491,9 +492,7 @@ absl::Status RunChild(const ChildOptions& c) {
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(c.model, "/config.json: ", e.what()));
   }
-  const uint64_t kv_bytes_per_token = static_cast<uint64_t>(mc.num_layers) * 2 *
-                                      static_cast<uint64_t>(mc.num_kv_heads * mc.head_dim) *
-                                      sizeof(float);
+  const uint64_t kv_bytes_per_token = engine::KvBytesPerToken(mc);
   const int64_t blocks_per_seq = (seq_tokens + eo.kv_block_size - 1) / eo.kv_block_size + 1;
   eo.kv_cache_bytes =
       static_cast<uint64_t>(c.batch * blocks_per_seq + 4) * eo.kv_block_size * kv_bytes_per_token;

@@ -72,6 +72,7 @@
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_memory_estimate.h"
 #include "engine/engine.h"
+#include "engine/kv_cache.h"
 #include "engine/model_source.h"
 #include "engine/synth.h"
 #include "nlohmann/json.hpp"
@@ -530,9 +531,7 @@ absl::StatusOr<FitRow> EstimateFit(const Options& o, const FitModel& m) {
   f.original_weight_bytes = (*source)->original_bytes();
   f.weights = own.of(engine::MemoryKind::kWeights);
   f.kv = instance->kv_bytes;
-  const uint64_t kv_per_token = static_cast<uint64_t>(config.num_layers) * 2 *
-                                static_cast<uint64_t>(config.num_kv_heads * config.head_dim) *
-                                sizeof(float);
+  const uint64_t kv_per_token = engine::KvBytesPerToken(config);
   f.kv_tokens = kv_per_token == 0 ? 0 : f.kv / kv_per_token;
   f.workspace = instance->workspace_bytes + own.of(engine::MemoryKind::kWorkspace);
   f.scratch = own.of(engine::MemoryKind::kDecodeScratch);

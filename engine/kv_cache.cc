@@ -5,6 +5,11 @@
 
 namespace packd::engine {
 
+uint64_t KvBytesPerToken(const ModelConfig& config) {
+  return static_cast<uint64_t>(config.num_layers) * 2 *
+         static_cast<uint64_t>(config.num_kv_heads * config.head_dim) * sizeof(float);
+}
+
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend& backend,
                                                          const ModelConfig& config,
                                                          const KvCacheOptions& options) {
@@ -14,9 +19,10 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend& backend,
   }
   std::unique_ptr<KvCache> c(new KvCache());
   c->block_size_ = options.block_size;
-  const uint64_t row = static_cast<uint64_t>(config.num_kv_heads * config.head_dim);
-  const uint64_t per_layer_block = row * options.block_size * sizeof(float);  // K or V
-  c->bytes_per_block_ = per_layer_block * 2 * config.num_layers;
+  c->bytes_per_block_ = KvBytesPerToken(config) * static_cast<uint64_t>(options.block_size);
+  const uint64_t per_layer_block =  // one layer's K (or V) per block
+      static_cast<uint64_t>(config.num_kv_heads * config.head_dim) * options.block_size *
+      sizeof(float);
   c->num_blocks_ = static_cast<int64_t>(options.budget_bytes / c->bytes_per_block_);
   if (c->num_blocks_ < 1) {
     return absl::ResourceExhaustedError(absl::StrCat(

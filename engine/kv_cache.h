@@ -14,6 +14,11 @@
 
 namespace packd::engine {
 
+// Bytes one token's keys and values take in the cache, over all layers
+// (fp32): 2 x num_layers x num_kv_heads x head_dim x 4. A block of B tokens
+// takes B times this.
+uint64_t KvBytesPerToken(const ModelConfig& config);
+
 struct KvCacheOptions {
   uint64_t budget_bytes = 256ull << 20;  // all layers, keys and values
   int32_t block_size = 16;               // tokens per block

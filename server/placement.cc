@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/kv_cache.h"
 
 namespace packd::server {
 namespace {
@@ -273,8 +274,8 @@ absl::StatusOr<InstanceBytes> EstimateInstanceBytes(const engine::ModelConfig& c
   const uint64_t f = sizeof(float);
   const uint64_t d = c.hidden_size, qd = c.num_heads * c.head_dim,
                  kvd = c.num_kv_heads * c.head_dim, ff = c.intermediate_size;
-  const uint64_t per_layer_block = kvd * options.kv_block_size * f;  // K or V
-  const uint64_t bytes_per_block = per_layer_block * 2 * c.num_layers;
+  const uint64_t bytes_per_block =
+      engine::KvBytesPerToken(c) * static_cast<uint64_t>(options.kv_block_size);
   if (bytes_per_block == 0) {
     return absl::InvalidArgumentError(
         "kv cache: the model config has no keys or values (num_layers, num_kv_heads or head_dim "
