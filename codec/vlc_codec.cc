@@ -20,6 +20,7 @@
 #include "base/status_macros.h"
 #include "codec/histogram.h"
 #include "codec/rest_plane.h"
+#include "codec/vlc_tables.h"
 
 namespace packd::codec {
 
@@ -36,8 +37,8 @@ constexpr uint8_t kModeConstant = 1;
 constexpr uint8_t kModeRans = 2;
 // rANS: frequencies sum to 2^kRansPrecision; the 32-bit state lives in
 // [kRansLow, 2^32) and is renormalized by 16-bit words.
-constexpr int kRansPrecision = 12;
-constexpr uint32_t kRansTotal = 1u << kRansPrecision;
+constexpr int kRansPrecision = kVlcRansPrecision;
+constexpr uint32_t kRansTotal = kVlcRansTotal;
 constexpr uint32_t kRansMask = kRansTotal - 1;
 constexpr uint32_t kRansLow = 1u << 16;
 // Symbols per stream in one unchecked step of the rANS lockstep loop: each
@@ -50,8 +51,8 @@ static_assert(2 * kRansStep <= 8, "the unchecked rANS reads must stay inside the
 constexpr double kRansMinSavingBits = 0.05;
 // Longest code any version-1 stream may use; the decode tables always have
 // 2^kTableBits entries, so one peek of kTableBits bits decodes >= 1 symbol.
-constexpr int kTableBits = 11;
-constexpr uint32_t kTableSize = 1u << kTableBits;
+constexpr int kTableBits = kVlcTableBits;
+constexpr uint32_t kTableSize = kVlcTableSize;
 constexpr uint32_t kTableMask = kTableSize - 1;
 // Bytes after the last tile's bitstream in "codes", so that a decoder may load
 // 8 bytes at any byte position <= the end of any tile.
@@ -163,39 +164,11 @@ std::vector<uint8_t> LimitedCodeLengths(std::span<const uint64_t> counts, int li
   return lengths;
 }
 
-inline uint32_t ReverseBits(uint32_t v, int n) {
-  uint32_t r = 0;
-  for (int i = 0; i < n; ++i) r |= ((v >> i) & 1u) << (n - 1 - i);
-  return r;
-}
-
-// Canonical codes (the DEFLATE rule): shorter codes first, codes of one length
-// consecutive in symbol order. Returns each symbol's code bit-reversed, i.e.
-// as it is laid out LSB-first in the stream (first code bit = lowest bit).
-std::vector<uint32_t> CanonicalStreamCodes(std::span<const uint8_t> lengths) {
-  std::array<uint32_t, kTableBits + 2> count{}, next{};
-  for (uint8_t l : lengths) ++count[l];
-  count[0] = 0;
-  uint32_t code = 0;
-  for (int bits = 1; bits <= kTableBits; ++bits) {
-    code = (code + count[bits - 1]) << 1;
-    next[bits] = code;
-  }
-  std::vector<uint32_t> codes(lengths.size(), 0);
-  for (size_t s = 0; s < lengths.size(); ++s) {
-    if (lengths[s] != 0) codes[s] = ReverseBits(next[lengths[s]]++, lengths[s]);
-  }
-  return codes;
-}
-
 // ---- Decode tables.
 
-// multi[i]: every symbol that the next kTableBits stream bits (i, LSB-first)
-// fully determine, up to 4: bits 0-3 the bits they use, bits 6-8 how many
-// (1..4), bits 32-63 the symbols (first in the low byte). The length sits in
-// the low bits so that the shift that consumes it (which masks its count to
-// 6 bits) takes the entry as is: load -> shift is the loop's critical path.
-// single[i]: the first symbol (bits 0-7) and its length (bits 8-11).
+// The multi-symbol and single-symbol tables of codec/vlc_tables.h
+// (BuildVlcDecodeTables): a load -> shift of a multi entry is the decode
+// loop's critical path.
 struct DecodeTables {
   alignas(64) std::array<uint64_t, kTableSize> multi;  // 16 KiB
   alignas(64) std::array<uint16_t, kTableSize> single;
@@ -203,27 +176,7 @@ struct DecodeTables {
 
 // `lengths` must describe a complete prefix code with lengths <= kTableBits.
 void BuildTables(std::span<const uint8_t> lengths, DecodeTables& t) {
-  const std::vector<uint32_t> codes = CanonicalStreamCodes(lengths);
-  for (size_t s = 0; s < lengths.size(); ++s) {
-    const int l = lengths[s];
-    if (l == 0) continue;
-    for (uint32_t hi = 0; hi < (1u << (kTableBits - l)); ++hi) {
-      t.single[codes[s] | (hi << l)] = static_cast<uint16_t>(s | (l << 8));
-    }
-  }
-  for (uint32_t i = 0; i < kTableSize; ++i) {
-    uint64_t symbols = 0;
-    uint32_t bits = 0, n = 0;
-    while (n < 4) {
-      const uint32_t s = t.single[i >> bits];
-      const uint32_t l = s >> 8;
-      if (bits + l > kTableBits) break;
-      symbols |= uint64_t{s & 0xff} << (8 * n);
-      bits += l;
-      ++n;
-    }
-    t.multi[i] = (symbols << 32) | bits | (n << 6);
-  }
+  BuildVlcDecodeTables(lengths, t.multi, t.single);
 }
 
 // ---- Bitstream decoding of one or several tiles.
@@ -379,13 +332,7 @@ struct RansTable {
 
 // `freq` must sum to kRansTotal with every entry < kRansTotal.
 void BuildRansTable(std::span<const uint16_t> freq, RansTable& t) {
-  uint32_t start = 0;
-  for (size_t s = 0; s < freq.size(); ++s) {
-    for (uint32_t j = 0; j < freq[s]; ++j) {
-      t.slot[start + j] = static_cast<uint32_t>(s) | uint32_t{freq[s]} << 8 | j << 20;
-    }
-    start += freq[s];
-  }
+  BuildVlcRansSlots(freq, t.slot);
 }
 
 // One tile's rANS stream: bytes [pos, end) of "codes" after the initial
@@ -1154,7 +1101,7 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
       std::fill(lengths.begin(), lengths.end(), 0);
     }
   }
-  const std::vector<uint32_t> codes_of = CanonicalStreamCodes(lengths);
+  const std::vector<uint32_t> codes_of = VlcCanonicalStreamCodes(lengths);
 
   // Pass 1: bytes per tile. Pass 2: the bitstreams, each tile into its own
   // byte range. Both run over a local copy of the code table (a u8* output

@@ -12,6 +12,7 @@
 #include "base/status_macros.h"
 #include "codec/cuda/device_decoder.h"
 #include "codec/rest_plane.h"
+#include "codec/vlc_tables.h"
 
 namespace packd::codec::cuda {
 
@@ -42,66 +43,28 @@ absl::Status WithPrefix(std::string_view codec, const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat(Prefix(codec), s.message()));
 }
 
-uint32_t ReverseBits(uint32_t v, int n) {
-  uint32_t r = 0;
-  for (int i = 0; i < n; ++i) r |= ((v >> i) & 1u) << (n - 1 - i);
-  return r;
-}
+// The layout's constants (kept free of absl for nvcc) are the codec's.
+static_assert(kVlcTableBits == static_cast<uint32_t>(codec::kVlcTableBits) &&
+              kVlcTableSize == codec::kVlcTableSize && kRansTotal == codec::kVlcRansTotal);
 
-// The 2^11-entry multi-symbol table of decode_math.h (HuffmanEntry*) from
-// the code lengths of a complete prefix code (lengths <= 11): the canonical
-// (DEFLATE) codes, bit-reversed as they lie LSB-first in the stream; entry i
-// holds every code that the 11 bits i determine completely, up to 4.
+// The 2^11-entry multi-symbol table of decode_math.h (HuffmanEntry*): the
+// CPU decoder's own (codec/vlc_tables.h), as little-endian u64 bytes.
 std::vector<uint8_t> HuffmanTable(std::span<const uint8_t> lengths) {
-  constexpr int kBits = static_cast<int>(kVlcTableBits);
-  std::array<uint32_t, kBits + 2> count{}, next{};
-  for (uint8_t l : lengths) ++count[l];
-  count[0] = 0;
-  uint32_t code = 0;
-  for (int bits = 1; bits <= kBits; ++bits) {
-    code = (code + count[bits - 1]) << 1;
-    next[bits] = code;
-  }
-  // single[i]: the first code's exponent (bits 0-7) and length (bits 8-11).
-  std::vector<uint16_t> single(kVlcTableSize, 0);
-  for (size_t s = 0; s < lengths.size(); ++s) {
-    const int l = lengths[s];
-    if (l == 0) continue;
-    const uint32_t c = ReverseBits(next[l]++, l);
-    for (uint32_t hi = 0; hi < (1u << (kBits - l)); ++hi) {
-      single[c | (hi << l)] = static_cast<uint16_t>(s | (l << 8));
-    }
-  }
+  std::vector<uint64_t> multi(kVlcTableSize);
+  std::vector<uint16_t> single(kVlcTableSize);
+  BuildVlcDecodeTables(lengths, multi, single);
   std::vector<uint8_t> table(kVlcTableBytes);
-  for (uint32_t i = 0; i < kVlcTableSize; ++i) {
-    uint64_t symbols = 0;
-    uint32_t bits = 0, n = 0;
-    while (n < 4) {
-      const uint32_t s = single[i >> bits];
-      const uint32_t l = s >> 8;
-      if (bits + l > static_cast<uint32_t>(kBits)) break;
-      symbols |= uint64_t{s & 0xff} << (8 * n);
-      bits += l;
-      ++n;
-    }
-    const uint64_t entry = (symbols << 32) | bits | (uint64_t{n} << 6);
-    std::memcpy(table.data() + 8 * i, &entry, 8);
-  }
+  std::memcpy(table.data(), multi.data(), kVlcTableBytes);
   return table;
 }
 
-// The 2^12 rANS slots of decode_math.h (RansDecodeStep) from frequencies
-// summing to 2^12: exponent | freq << 8 | (i - start) << 20.
+// The 2^12 rANS slots of decode_math.h (RansDecodeStep): the CPU decoder's
+// own (codec/vlc_tables.h), as little-endian u32 bytes.
 std::vector<uint8_t> RansTable(std::span<const uint16_t> freq) {
+  std::vector<uint32_t> slots(kRansTotal, 0);
+  BuildVlcRansSlots(freq, slots);
   std::vector<uint8_t> table(kVlcTableBytes);
-  uint32_t start = 0;
-  for (size_t s = 0; s < freq.size(); ++s) {
-    for (uint32_t j = 0; j < freq[s]; ++j) {
-      const uint32_t slot = static_cast<uint32_t>(s) | uint32_t{freq[s]} << 8 | j << 20;
-      std::memcpy(table.data() + 4 * (start + j), &slot, 4);
-    }
-    start += freq[s];
-  }
+  std::memcpy(table.data(), slots.data(), kVlcTableBytes);
   return table;
 }
 
