@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "base/align.h"
 #include "base/status_macros.h"
 #include "codec/cuda/device_decoder.h"
 #include "codec/rest_plane.h"
@@ -32,8 +33,6 @@ uint64_t LoadLE(const uint8_t* p, int bytes) {
   for (int b = 0; b < bytes; ++b) v |= uint64_t{p[b]} << (8 * b);
   return v;
 }
-
-uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 std::string Prefix(std::string_view codec) {
   return absl::StrCat("device decoder (", std::string(codec), "): ");
@@ -179,7 +178,7 @@ absl::StatusOr<DeviceImage> DeviceImage::Build(std::string_view codec, const Ten
   auto place = [&](uint64_t bytes, uint64_t slack, uint64_t& offset, uint64_t& size) {
     offset = at;
     size = bytes;
-    at = AlignUp(at + bytes + slack, kImagePartAlignment);
+    at = RoundUp(at + bytes + slack, kImagePartAlignment);
   };
   place(image.table_.size(), 0, L.table_offset, L.table_bytes);
   place(image.offsets_.size(), 0, L.offsets_offset, L.offsets_bytes);

@@ -23,6 +23,10 @@ namespace packd::codec::cuda {
 // "built without CUDA").
 absl::StatusOr<int> CudaDeviceCount();
 
+// What every CUDA entry point of a build without CUDA says.
+inline constexpr char kBuiltWithoutCuda[] =
+    "packd was built without CUDA (no nvcc found, or -DPACKD_ENABLE_CUDA=OFF)";
+
 // "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)" for device 0, for reports.
 absl::StatusOr<std::string> CudaDeviceDescription();
 

@@ -9,10 +9,7 @@
 namespace packd::codec::cuda {
 
 namespace {
-absl::Status NoCuda() {
-  return absl::FailedPreconditionError(
-      "packd was built without CUDA (no nvcc found, or -DPACKD_ENABLE_CUDA=OFF)");
-}
+absl::Status NoCuda() { return absl::FailedPreconditionError(kBuiltWithoutCuda); }
 }  // namespace
 
 absl::StatusOr<int> CudaDeviceCount() { return NoCuda(); }

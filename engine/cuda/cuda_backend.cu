@@ -14,8 +14,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "base/align.h"
 #include "base/status_macros.h"
 #include "codec/cuda/device_decoder.h"
+#include "codec/cuda/device_runtime.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cuda/attention.h"
 #include "engine/cuda/cuda_backend.h"
@@ -37,7 +39,7 @@ using cuda::ArenaBlock;
 using cuda::CublasStatus;
 using cuda::CudaStatus;
 
-uint64_t RoundUp256(uint64_t n) { return (n + 255) / 256 * 256; }
+uint64_t RoundUp256(uint64_t n) { return RoundUp(n, cuda::kArenaAlignment); }
 
 // The device memory of one backend: the arena's bookkeeping plus the base
 // pointer of every chunk it reserved. Shared (shared_ptr) by the backend
@@ -727,12 +729,12 @@ absl::Status CudaBackend::GatherRows(TensorView x, std::span<const int32_t> rows
 }  // namespace
 
 int CudaDeviceCount() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+  const absl::StatusOr<int> count = codec::cuda::CudaDeviceCount();
+  if (!count.ok()) {
     cudaGetLastError();  // clear it: no driver or no device is not an error of later calls
     return 0;
   }
-  return count;
+  return *count;
 }
 
 absl::StatusOr<CudaDeviceInfo> QueryCudaDevice(int device) {

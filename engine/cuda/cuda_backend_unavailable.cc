@@ -2,23 +2,22 @@
 // callers need no #if, and say why there is no device.
 #include "engine/cuda/cuda_backend.h"
 
+#include "codec/cuda/device_runtime.h"
+
 #if !PACKD_HAVE_CUDA
 
 namespace packd::engine {
-namespace {
 
-constexpr char kNoCuda[] = "packd was built without CUDA (nvcc not found at configure time)";
-
-}  // namespace
+using codec::cuda::kBuiltWithoutCuda;
 
 int CudaDeviceCount() { return 0; }
 
 absl::StatusOr<CudaDeviceInfo> QueryCudaDevice(int device) {
-  return absl::FailedPreconditionError(kNoCuda);
+  return absl::FailedPreconditionError(kBuiltWithoutCuda);
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& options) {
-  return absl::FailedPreconditionError(kNoCuda);
+  return absl::FailedPreconditionError(kBuiltWithoutCuda);
 }
 
 }  // namespace packd::engine

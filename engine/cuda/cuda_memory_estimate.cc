@@ -2,14 +2,17 @@
 
 #include <algorithm>
 
+#include "base/align.h"
 #include "codec/cuda/device_image_layout.h"
+#include "engine/cuda/device_arena.h"
 #include "engine/cuda/launch_plan.h"
 #include "engine/cuda/staging_ring.h"
 
 namespace packd::engine {
 namespace {
 
-uint64_t RoundUp256(uint64_t n) { return (n + 255) / 256 * 256; }
+// The arena's alignment.
+uint64_t RoundUp256(uint64_t n) { return RoundUp(n, cuda::kArenaAlignment); }
 
 // An upper bound of DeviceImage::bytes() from the stored size: each of the
 // (at most 5) parts starts at a kImagePartAlignment boundary, the codes get

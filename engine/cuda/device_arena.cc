@@ -5,18 +5,17 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/align.h"
 
 namespace packd::engine::cuda {
 namespace {
 
 constexpr uint64_t kMaxRequest = std::numeric_limits<uint64_t>::max() - kArenaAlignment;
 
-uint64_t RoundUp(uint64_t bytes) {
-  return std::max<uint64_t>(kArenaAlignment,
-                            (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment);
+// A block's size: at least one alignment unit.
+uint64_t BlockBytes(uint64_t bytes) {
+  return std::max<uint64_t>(kArenaAlignment, RoundUp(bytes, kArenaAlignment));
 }
-
-uint64_t RoundDown(uint64_t bytes) { return bytes / kArenaAlignment * kArenaAlignment; }
 
 }  // namespace
 
@@ -26,7 +25,7 @@ DeviceArena::DeviceArena(DeviceArenaOptions options, ReserveChunkFn reserve)
 absl::StatusOr<ArenaBlock> DeviceArena::Allocate(uint64_t bytes, MemoryKind kind) {
   absl::MutexLock lock(&mu_);
   if (bytes > kMaxRequest) return ExhaustedError(bytes, bytes, kind);
-  const uint64_t rounded = RoundUp(bytes);
+  const uint64_t rounded = BlockBytes(bytes);
   auto it = free_.lower_bound(FreeKey{rounded, -1, 0});
   if (it == free_.end()) {
     // No free block fits: reserve a chunk for it.
@@ -34,9 +33,10 @@ absl::StatusOr<ArenaBlock> DeviceArena::Allocate(uint64_t bytes, MemoryKind kind
         options_.budget_bytes == 0
             ? std::numeric_limits<uint64_t>::max()
             : options_.budget_bytes - std::min(options_.budget_bytes, reserved_);
-    if (rounded > RoundDown(budget_left)) return ExhaustedError(bytes, rounded, kind);
-    const uint64_t size =
-        std::max(rounded, std::min(RoundUp(options_.chunk_bytes), RoundDown(budget_left)));
+    if (rounded > RoundDown(budget_left, kArenaAlignment))
+      return ExhaustedError(bytes, rounded, kind);
+    const uint64_t size = std::max(rounded, std::min(BlockBytes(options_.chunk_bytes),
+                                                     RoundDown(budget_left, kArenaAlignment)));
     const int32_t index = static_cast<int32_t>(chunks_.size());
     absl::Status s = reserve_(index, size);
     if (!s.ok()) {
