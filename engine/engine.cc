@@ -8,7 +8,6 @@
 #include "base/status_macros.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
-#include "engine/cuda/cuda_memory_estimate.h"
 
 namespace packd::engine {
 
@@ -70,6 +69,15 @@ absl::StatusOr<int> CudaDeviceIndex(std::string_view device) {
   }
   return index;
 }
+
+CudaBackendOptions CudaBackendOptionsFor(const EngineOptions& options, int device) {
+  CudaBackendOptions o;
+  o.device = device;
+  // Its GEMM workspace holds the largest batch the scheduler forms.
+  o.max_matmul_rows = std::max(options.max_batch_tokens, options.max_running);
+  return o;
+}
+
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path& model,
                                                      const EngineOptions& options) {

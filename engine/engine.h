@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
+#include "engine/cuda/cuda_backend.h"
 #include "engine/kv_cache.h"
 #include "engine/model_source.h"
 #include "engine/sampler.h"
@@ -45,6 +46,10 @@ struct EngineOptions {
   int64_t max_context = 0;                 // 0: the model's max_position_embeddings
   bool verify_checksums = true;            // packd directories: check stored bytes at open
 };
+
+// The CudaBackendOptions Engine::Open uses for `options` on CUDA device
+// `device` (placement estimates memory with the same ones).
+CudaBackendOptions CudaBackendOptionsFor(const EngineOptions& options, int device);
 
 enum class FinishReason { kNone, kLength, kStop, kAborted };
 std::string_view FinishReasonName(FinishReason r);

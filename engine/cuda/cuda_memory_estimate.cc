@@ -25,14 +25,6 @@ uint64_t ImageBytesBound(const WeightSource& w) {
 
 }  // namespace
 
-CudaBackendOptions CudaBackendOptionsFor(const EngineOptions& options, int device) {
-  CudaBackendOptions o;
-  o.device = device;
-  // Its GEMM workspace holds the largest batch the scheduler forms.
-  o.max_matmul_rows = std::max(options.max_batch_tokens, options.max_running);
-  return o;
-}
-
 MemoryUsage EstimateCudaBackendBytes(const CudaBackendOptions& options, const ModelSource& source) {
   MemoryUsage u;
   uint64_t& weights = u.bytes[static_cast<int>(MemoryKind::kWeights)];

@@ -11,13 +11,9 @@
 
 #include "engine/backend.h"
 #include "engine/cuda/cuda_backend.h"
-#include "engine/engine.h"
 #include "engine/model_source.h"
 
 namespace packd::engine {
-
-// The CudaBackendOptions Engine::Open uses for `options` on device `device`.
-CudaBackendOptions CudaBackendOptionsFor(const EngineOptions& options, int device);
 
 // The backend's own reservations for `source`, by kind:
 //   kWeights: every tensor as the backend holds it — 2-D raw tensors as

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "engine/engine.h"
 #include "engine/model_compressor.h"
 #include "engine/synth.h"
 #include "gtest/gtest.h"
