@@ -305,6 +305,10 @@ TEST_F(CudaBackendTest, ARefusedLoadKeepsTheDecodeScratchOfEarlierWeights) {
       b.LoadWeight(Compressed(big_raw, codec::TiledCodec()));
   ASSERT_FALSE(big.ok());
   EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted) << big.status();
+  // The scratch is what did not fit (not the weight's own image), so the
+  // path that must restore the old scratch ran.
+  EXPECT_THAT(big.status().message(), ::testing::HasSubstr("bytes of decode_scratch"))
+      << big.status();
   // The earlier compressed weight still decodes, to the raw weight's bits.
   Tensor x = Upload(b, Normal(3 * 96), 3, 96, 96);
   Tensor o1 = Poisoned(b, 3, 64, 64), o2 = Poisoned(b, 3, 64, 64);
