@@ -771,43 +771,61 @@ std::string HumanBytes(double bytes) {
 // For --device cuda:N: the device, or why there is none (the driver's error,
 // "built without CUDA", or an index past the devices present).
 absl::StatusOr<engine::CudaDeviceInfo> FindCudaDevice(int device) {
-  if (engine::CudaDeviceCount() == 0) {
-    // codec/cuda's count says why there is none.
-    const absl::StatusOr<int> n = codec::cuda::CudaDeviceCount();
-    return absl::UnavailableError(n.ok() ? "the CUDA runtime sees 0 devices"
-                                         : std::string(n.status().message()));
-  }
+  const absl::StatusOr<int> n = codec::cuda::CudaDeviceCount();  // an error says why: none
+  if (!n.ok()) return absl::UnavailableError(n.status().message());
   return engine::QueryCudaDevice(device);
+}
+
+// The figures both tables derive from a child's result.
+struct RowRates {
+  double stored = 0;  // weight bytes as stored
+  double bits = 0;    // per weight
+  double prefill_tps = 0;
+  double decode_tps = 0;
+  double steps = 0;  // decode steps, >= 1
+  double tokens_per_step = 0;
+};
+
+RowRates RatesOf(const nlohmann::json& r) {
+  RowRates x;
+  x.stored = r["stored_bytes"].get<double>();
+  const double weights = r["original_bytes"].get<double>() / r["weight_elem_bytes"].get<double>();
+  x.bits = x.stored * 8.0 / weights;
+  x.prefill_tps = r["prefill_tokens"].get<double>() / r["prefill_s"].get<double>();
+  x.decode_tps = r["decode_tokens"].get<double>() / r["decode_s"].get<double>();
+  x.steps = std::max(1.0, r["decode_steps"].get<double>());
+  x.tokens_per_step = r["decode_tokens"].get<double>() / x.steps;
+  return x;
+}
+
+// The child's result plus the fields both tables add; each table adds its own.
+nlohmann::json JsonRow(const Row& row, const RowRates& x, double limit) {
+  nlohmann::json j = row.r;
+  j["codec"] = row.codec;
+  j["bits_per_weight"] = x.bits;
+  j["prefill_tokens_per_s"] = x.prefill_tps;
+  j["decode_tokens_per_s"] = x.decode_tps;
+  j["limit_tokens_per_s"] = limit;
+  j["fraction_of_limit"] = x.decode_tps / limit;
+  return j;
 }
 
 // What the CPU table shows per configuration, and its JSON row.
 void PrintCpuRow(const Row& row, double bandwidth_gbps, nlohmann::json& jrows) {
   const nlohmann::json& r = row.r;
-  const double stored = r["stored_bytes"].get<double>();
-  const double weights = r["original_bytes"].get<double>() / r["weight_elem_bytes"].get<double>();
-  const double bits = stored * 8.0 / weights;
-  const double prefill_tps = r["prefill_tokens"].get<double>() / r["prefill_s"].get<double>();
-  const double decode_tps = r["decode_tokens"].get<double>() / r["decode_s"].get<double>();
-  const double steps = std::max(1.0, r["decode_steps"].get<double>());
+  const RowRates x = RatesOf(r);
   const double bytes_per_step =
-      r["weight_read_bytes_per_step"].get<double>() + r["kv_read_bytes"].get<double>() / steps;
-  const double tokens_per_step = r["decode_tokens"].get<double>() / steps;
-  const double limit = bandwidth_gbps * 1e9 / bytes_per_step * tokens_per_step;
-  const double pct = 100.0 * decode_tps / limit;
+      r["weight_read_bytes_per_step"].get<double>() + r["kv_read_bytes"].get<double>() / x.steps;
+  const double limit = bandwidth_gbps * 1e9 / bytes_per_step * x.tokens_per_step;
+  const double pct = 100.0 * x.decode_tps / limit;
   std::printf("| %s | %s | %.2f | %lld | %.1f | %.2f | %s | %.2f | %.1f%% | %s (%s) |\n",
-              row.codec.c_str(), HumanBytes(stored).c_str(), bits,
-              static_cast<long long>(row.batch), prefill_tps, decode_tps,
+              row.codec.c_str(), HumanBytes(x.stored).c_str(), x.bits,
+              static_cast<long long>(row.batch), x.prefill_tps, x.decode_tps,
               HumanBytes(bytes_per_step).c_str(), limit, pct,
               HumanBytes(r["peak_rss_bytes"].get<double>()).c_str(),
               HumanBytes(r["rss_file_bytes"].get<double>()).c_str());
-  nlohmann::json j = r;
-  j["codec"] = row.codec;
-  j["bits_per_weight"] = bits;
-  j["prefill_tokens_per_s"] = prefill_tps;
-  j["decode_tokens_per_s"] = decode_tps;
+  nlohmann::json j = JsonRow(row, x, limit);
   j["bytes_per_decode_step"] = bytes_per_step;
-  j["limit_tokens_per_s"] = limit;
-  j["fraction_of_limit"] = decode_tps / limit;
   jrows.push_back(std::move(j));
 }
 
@@ -815,15 +833,9 @@ void PrintCpuRow(const Row& row, double bandwidth_gbps, nlohmann::json& jrows) {
 // this file).
 void PrintDeviceRow(const Row& row, double copy_gbps, nlohmann::json& jrows) {
   const nlohmann::json& r = row.r;
-  const double stored = r["stored_bytes"].get<double>();
-  const double weights = r["original_bytes"].get<double>() / r["weight_elem_bytes"].get<double>();
-  const double bits = stored * 8.0 / weights;
-  const double prefill_tps = r["prefill_tokens"].get<double>() / r["prefill_s"].get<double>();
-  const double decode_tps = r["decode_tokens"].get<double>() / r["decode_s"].get<double>();
-  const double steps = std::max(1.0, r["decode_steps"].get<double>());
-  const double tokens_per_step = r["decode_tokens"].get<double>() / steps;
+  const RowRates x = RatesOf(r);
   const double weight_read = r["weight_read_bytes_per_step"].get<double>();
-  const double floor_s = weight_read / tokens_per_step / (copy_gbps * 1e9);
+  const double floor_s = weight_read / x.tokens_per_step / (copy_gbps * 1e9);
   const double limit = 1.0 / floor_s;
   const nlohmann::json m = r.value("backend_memory_peak_bytes", nlohmann::json::object());
   auto gb = [&m](engine::MemoryKind k) {
@@ -832,19 +844,13 @@ void PrintDeviceRow(const Row& row, double copy_gbps, nlohmann::json& jrows) {
   std::printf(
       "| %s | %s | %.2f | %lld | %.1f | %.2f | %s | %.2f | %.2f | %.1f%% | %s | %.3f / %.3f / "
       "%.3f / %.3f |\n",
-      row.codec.c_str(), HumanBytes(stored).c_str(), bits, static_cast<long long>(row.batch),
-      prefill_tps, decode_tps, HumanBytes(weight_read).c_str(), floor_s * 1e6, limit,
-      100.0 * decode_tps / limit, HumanBytes(m.value("total", 0.0)).c_str(),
+      row.codec.c_str(), HumanBytes(x.stored).c_str(), x.bits, static_cast<long long>(row.batch),
+      x.prefill_tps, x.decode_tps, HumanBytes(weight_read).c_str(), floor_s * 1e6, limit,
+      100.0 * x.decode_tps / limit, HumanBytes(m.value("total", 0.0)).c_str(),
       gb(engine::MemoryKind::kWeights), gb(engine::MemoryKind::kKvCache),
       gb(engine::MemoryKind::kWorkspace), gb(engine::MemoryKind::kDecodeScratch));
-  nlohmann::json j = r;
-  j["codec"] = row.codec;
-  j["bits_per_weight"] = bits;
-  j["prefill_tokens_per_s"] = prefill_tps;
-  j["decode_tokens_per_s"] = decode_tps;
+  nlohmann::json j = JsonRow(row, x, limit);
   j["floor_us_per_token"] = floor_s * 1e6;
-  j["limit_tokens_per_s"] = limit;
-  j["fraction_of_limit"] = decode_tps / limit;
   jrows.push_back(std::move(j));
 }
 
