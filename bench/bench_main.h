@@ -2,10 +2,14 @@
 // line (and CpuModel() from base/machine.h).
 #pragma once
 
+#include <cerrno>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "base/machine.h"
 
 namespace packd::bench {
@@ -25,6 +29,32 @@ int BenchMain(const char* program, const absl::StatusOr<Options>& options, RunFn
     return help ? 0 : 2;
   }
   return run(*options);
+}
+
+// A flag's integer value in [lo, hi]; the error names the flag.
+inline absl::StatusOr<int64_t> ParseInt(const std::string& flag, const std::string& v, int64_t lo,
+                                        int64_t hi) {
+  char* end = nullptr;
+  errno = 0;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || errno != 0 || end == nullptr || *end != '\0' || n < lo || n > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": expected an integer in [", lo, ", ", hi, "], got '", v, "'"));
+  }
+  return static_cast<int64_t>(n);
+}
+
+// A flag's finite number in (lo, hi]; the error names the flag.
+inline absl::StatusOr<double> ParseReal(const std::string& flag, const std::string& v, double lo,
+                                        double hi) {
+  char* end = nullptr;
+  errno = 0;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || errno != 0 || end == nullptr || *end != '\0' || !(x > lo) || !(x <= hi)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": expected a number in (", lo, ", ", hi, "], got '", v, "'"));
+  }
+  return x;
 }
 
 }  // namespace packd::bench

@@ -180,18 +180,6 @@ struct ChildOptions {
   std::string result;  // where the child writes its JSON
 };
 
-absl::StatusOr<int64_t> ParseInt(const std::string& flag, const std::string& v, int64_t lo,
-                                 int64_t hi) {
-  char* end = nullptr;
-  errno = 0;
-  const long long n = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || errno != 0 || end == nullptr || *end != '\0' || n < lo || n > hi) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": expected an integer in [", lo, ", ", hi, "], got '", v, "'"));
-  }
-  return static_cast<int64_t>(n);
-}
-
 // "cpu" -> -1; "cuda:N" -> N (engine::CudaDeviceIndex, what Engine::Open accepts).
 absl::StatusOr<int> ParseDevice(const std::string& v) {
   absl::StatusOr<int> index = engine::CudaDeviceIndex(v);

@@ -162,30 +162,6 @@ constexpr char kUsage[] =
     "                          without a device, an H200's 143771 MiB, assumed)\n"
     "  --fit-budget-fraction   share of it instances may use (default 0.9)\n";
 
-absl::StatusOr<uint64_t> ParseCount(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-  if (v.empty() || v[0] == '-' || errno != 0 || end == nullptr || *end != '\0') {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": expected a non-negative integer, got '", v, "'"));
-  }
-  return static_cast<uint64_t>(n);
-}
-
-// A finite number in (lo, hi].
-absl::StatusOr<double> ParseReal(const std::string& flag, const std::string& v, double lo,
-                                 double hi) {
-  char* end = nullptr;
-  errno = 0;
-  const double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || errno != 0 || end == nullptr || *end != '\0' || !(x > lo) || !(x <= hi)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": expected a number in (", lo, ", ", hi, "], got '", v, "'"));
-  }
-  return x;
-}
-
 // "raw=DIR,vlc=DIR": labels unique and non-empty, directories non-empty.
 absl::StatusOr<std::vector<FitModel>> ParseFitModels(const std::string& v) {
   std::vector<FitModel> out;
@@ -250,18 +226,14 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
         }
       }
     } else if (arg == "--repeats" || arg == "--warmup") {
-      ASSIGN_OR_RETURN(const uint64_t n, ParseCount(arg, value));
-      if (n > 1000 || (arg == "--repeats" && n == 0)) {
-        return absl::InvalidArgumentError(absl::StrCat(arg, " out of range"));
-      }
+      ASSIGN_OR_RETURN(const int64_t n, ParseInt(arg, value, arg == "--repeats" ? 1 : 0, 1000));
       (arg == "--repeats" ? o.repeats : o.warmup) = static_cast<int>(n);
     } else if (arg == "--copy-mib") {
-      ASSIGN_OR_RETURN(o.copy_mib, ParseCount(arg, value));
-      if (o.copy_mib == 0 || o.copy_mib > 65536) {
-        return absl::InvalidArgumentError("--copy-mib must be 1..65536");
-      }
+      ASSIGN_OR_RETURN(const int64_t mib, ParseInt(arg, value, 1, 65536));
+      o.copy_mib = static_cast<uint64_t>(mib);
     } else if (arg == "--seed") {
-      ASSIGN_OR_RETURN(o.seed, ParseCount(arg, value));
+      ASSIGN_OR_RETURN(const int64_t seed, ParseInt(arg, value, 0, INT64_MAX));
+      o.seed = static_cast<uint64_t>(seed);
     } else if (arg == "--json") {
       o.json = value;
     } else if (arg == "--fit") {
@@ -274,12 +246,8 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       ASSIGN_OR_RETURN(o.fit_kv_gib, ParseReal(arg, value, 0, 65536));
     } else if (arg == "--fit-max-running" || arg == "--fit-max-batch-tokens") {
       fit_flags = true;
-      ASSIGN_OR_RETURN(const uint64_t n, ParseCount(arg, value));
-      if (n < 1 || n > (1u << 20)) {
-        return absl::InvalidArgumentError(absl::StrCat(arg, " must be 1..", 1u << 20));
-      }
-      (arg == "--fit-max-running" ? o.fit_max_running : o.fit_max_batch_tokens) =
-          static_cast<int64_t>(n);
+      ASSIGN_OR_RETURN(const int64_t n, ParseInt(arg, value, 1, 1 << 20));
+      (arg == "--fit-max-running" ? o.fit_max_running : o.fit_max_batch_tokens) = n;
     } else if (arg == "--fit-device-memory-gib") {
       fit_flags = true;
       ASSIGN_OR_RETURN(o.fit_device_memory_gib, ParseReal(arg, value, 0, 65536));
