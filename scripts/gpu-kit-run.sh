@@ -63,7 +63,8 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   exit 3
 fi
 
-tests=(device_decoder_gpu_test cuda_backend_gpu_test cuda_engine_gpu_test serve_gpu_test)
+tests=()
+for t in "$kit"/bin/*_gpu_test; do tests+=("$(basename "$t")"); done
 case "$phase" in
   tests | all)
     for t in "${tests[@]}"; do step "$t" 300 "$kit/bin/$t"; done

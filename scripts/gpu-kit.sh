@@ -25,17 +25,24 @@ fi
 grep -q -- "-DPACKD_HAVE_CUDA=1" "$build/build.ninja" ||
   { echo "gpu-kit: $build was configured without CUDA" >&2; exit 1; }
 
-targets=(device_decoder_gpu_test cuda_backend_gpu_test cuda_engine_gpu_test serve_gpu_test
-  bench_gpu bench_engine packd)
+# What the kit carries, as paths in the build tree; the CMake target of
+# bench/X is bench_X, of any other the file's name. run.sh runs every
+# *_gpu_test it finds in the kit.
+outputs=(codec/device_decoder_gpu_test engine/cuda_backend_gpu_test engine/cuda_engine_gpu_test
+  tests/serve_gpu_test bench/gpu bench/engine cli/packd)
+targets=()
+binaries=()
+for o in "${outputs[@]}"; do
+  case "$o" in
+    bench/*) targets+=("bench_${o#bench/}") ;;
+    *) targets+=("$(basename "$o")") ;;
+  esac
+  binaries+=("$build/$o")
+done
 cmake --build "$build" --target "${targets[@]}"
 
 rm -rf "$kit"
 mkdir -p "$kit/bin" "$kit/shared/models"
-binaries=(
-  "$build/codec/device_decoder_gpu_test" "$build/engine/cuda_backend_gpu_test"
-  "$build/engine/cuda_engine_gpu_test" "$build/tests/serve_gpu_test"
-  "$build/bench/gpu" "$build/bench/engine" "$build/cli/packd"
-)
 for b in "${binaries[@]}"; do
   [ -x "$b" ] || { echo "gpu-kit: $b was not built" >&2; exit 1; }
   strip -o "$kit/bin/$(basename "$b")" "$b"
