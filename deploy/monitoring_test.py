@@ -192,6 +192,12 @@ def all_panels(dashboard):
     return out
 
 
+def variable_query(v):
+    """A dashboard variable's query text (Grafana writes a string or {query: ...})."""
+    q = v.get("query")
+    return q.get("query", "") if isinstance(q, dict) else (q or "")
+
+
 def template_metric(query):
     """The metric of a label_values(metric, label) variable query, or None."""
     m = re.fullmatch(r"\s*label_values\(\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*,\s*(\w+)\s*\)\s*", query)
@@ -208,8 +214,7 @@ def dashboard_exprs(dashboard):
     for v in dashboard.get("templating", {}).get("list", []):
         if v.get("type") != "query":
             continue
-        q = v.get("query")
-        q = q.get("query", "") if isinstance(q, dict) else (q or "")
+        q = variable_query(v)
         lv = template_metric(q)
         exprs.append((f"variable ${v.get('name')}", lv[0] if lv else q))
     return exprs
@@ -495,8 +500,7 @@ def check_dashboard_structure(d):
           "variable $datasource chooses a Prometheus data source")
     for name, label in (("model", "model"), ("device", "device")):
         v = variables.get(name, {})
-        q = v.get("query")
-        q = q.get("query", "") if isinstance(q, dict) else (q or "")
+        q = variable_query(v)
         lv = template_metric(q)
         check(v.get("type") == "query" and lv and lv[1] == label,
               f"variable ${name} is label_values(packd_..., {label}) (got {q!r})")
@@ -790,7 +794,7 @@ def case_prometheus():
             for v in dashboard.get("templating", {}).get("list", []):
                 if v.get("type") != "query":
                     continue
-                metric, label = template_metric(v["query"]["query"])
+                metric, label = template_metric(variable_query(v))
                 values = prom.api(f"label/{label}/values", **{"match[]": metric})
                 want = MODEL if label == "model" else "cpu"
                 check(want in values, f"variable ${v['name']} offers {want} (got {values})")
