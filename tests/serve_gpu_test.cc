@@ -74,10 +74,7 @@ TEST(ServeGpuTest, CudaDeviceWithoutAGpuIsRefusedAtStartNamingIt) {
 }
 
 TEST(ServeGpuTest, ModelsAndInstancesShareOneGpu) {
-  if (engine::CudaDeviceCount() == 0) {
-    GTEST_SKIP() << "no CUDA device: "
-                 << engine::QueryCudaDevice(0).status().message();
-  }
+  PACKD_SKIP_WITHOUT_CUDA();
   const std::filesystem::path gguf = testing::RequireSharedFile("models/stories260K/stories260K.gguf");
   ASSERT_FALSE(gguf.empty());
   testing::TempDir dir;

@@ -70,13 +70,11 @@ void InjectSpecials(DType dtype, std::vector<uint8_t>& raw) {
 class DeviceDecoderGpuTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::StatusOr<int> devices = CudaDeviceCount();
-    if (!devices.ok()) GTEST_SKIP() << "no CUDA device: " << devices.status().message();
+    PACKD_SKIP_WITHOUT_CUDA();
     absl::StatusOr<std::string> desc = CudaDeviceDescription();
     if (desc.ok()) RecordProperty("device", *desc);
-    seed_ = std::random_device{}();
+    seed_ = testing::FreshSeed();
     RecordProperty("seed", std::to_string(seed_));
-    std::printf("device decoder GPU test: seed %llu\n", static_cast<unsigned long long>(seed_));
   }
 
   uint64_t seed_ = 0;

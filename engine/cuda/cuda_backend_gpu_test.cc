@@ -49,15 +49,8 @@ uint32_t Bits(float f) {
 class CudaBackendTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (CudaDeviceCount() == 0) {
-      GTEST_SKIP() << "no CUDA device: "
-                   << (PACKD_HAVE_CUDA ? "the CUDA driver reports none on this machine"
-                                       : "packd was built without CUDA");
-    }
-    const char* env = std::getenv("PACKD_TEST_SEED");
-    seed_ = env != nullptr ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-    std::printf("seed %llu (PACKD_TEST_SEED=%llu replays it)\n",
-                static_cast<unsigned long long>(seed_), static_cast<unsigned long long>(seed_));
+    PACKD_SKIP_WITHOUT_CUDA();
+    seed_ = testing::FreshSeed();
     rng_.seed(seed_);
     auto gpu = CreateCudaBackend(GpuOptions());
     ASSERT_TRUE(gpu.ok()) << gpu.status();

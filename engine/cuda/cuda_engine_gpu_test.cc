@@ -29,13 +29,6 @@ constexpr int kPositions = testing::kStoriesPositions;
 const std::vector<TokenId>& kPromptIds = testing::StoriesPromptIds();
 const std::vector<TokenId>& kExpectedIds = testing::StoriesExpectedIds();
 
-#define SKIP_WITHOUT_CUDA()                                                           \
-  if (CudaDeviceCount() == 0) {                                                       \
-    GTEST_SKIP() << "no CUDA device: "                                                \
-                 << (PACKD_HAVE_CUDA ? "the CUDA driver reports none on this machine" \
-                                     : "packd was built without CUDA");               \
-  }
-
 std::filesystem::path Gguf() {
   return testing::RequireSharedFile("models/stories260K/stories260K.gguf");
 }
@@ -76,7 +69,7 @@ std::filesystem::path Bf16Gguf(const std::filesystem::path& dir) {
 // For each of the F32 model and its BF16 copy: raw, vlc and tiled give the
 // same bits on the GPU, whole-prompt and one token at a time.
 TEST(CudaEngineTest, RawVlcAndTiledGiveBitIdenticalLogitsOnTheGpu) {
-  SKIP_WITHOUT_CUDA();
+  PACKD_SKIP_WITHOUT_CUDA();
   ASSERT_FALSE(Gguf().empty());
   testing::TempDir tmp;
   const std::vector<int32_t> inputs = ReferenceInputs();
@@ -113,7 +106,7 @@ TEST(CudaEngineTest, RawVlcAndTiledGiveBitIdenticalLogitsOnTheGpu) {
 // GPU (u = 2^-8, the same size as the weights' own rounding, which moved
 // the CPU's logits by up to 0.5 in engine_test.cc): 0.5.
 TEST(CudaEngineTest, GpuLogitsMatchTheCpu) {
-  SKIP_WITHOUT_CUDA();
+  PACKD_SKIP_WITHOUT_CUDA();
   ASSERT_FALSE(Gguf().empty());
   testing::TempDir tmp;
   const std::vector<int32_t> inputs = ReferenceInputs();
@@ -135,7 +128,7 @@ TEST(CudaEngineTest, GpuLogitsMatchTheCpu) {
 }
 
 TEST(CudaEngineTest, GreedyGenerationMatchesTheCpuReference) {
-  SKIP_WITHOUT_CUDA();
+  PACKD_SKIP_WITHOUT_CUDA();
   ASSERT_FALSE(Gguf().empty());
   EngineOptions o;
   o.device = "cuda:0";

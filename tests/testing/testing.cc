@@ -4,9 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <random>
 #include <cstdlib>
 #include <cstring>
 
+#include "codec/cuda/device_runtime.h"
 #include "gtest/gtest.h"
 
 namespace packd::testing {
@@ -124,6 +127,19 @@ std::vector<uint8_t> RandomTensor(codec::DType dtype, uint64_t n, Distribution d
     for (int b = 0; b < es; ++b) out[i * es + b] = static_cast<uint8_t>(bits >> (8 * b));
   }
   return out;
+}
+
+std::string NoCudaDeviceReason() {
+  const absl::StatusOr<int> n = codec::cuda::CudaDeviceCount();
+  return n.ok() ? "" : std::string(n.status().message());
+}
+
+uint64_t FreshSeed() {
+  const char* env = std::getenv("PACKD_TEST_SEED");
+  const uint64_t seed = env != nullptr ? std::strtoull(env, nullptr, 10) : std::random_device{}();
+  std::printf("seed %llu (PACKD_TEST_SEED=%llu replays it)\n",
+              static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed));
+  return seed;
 }
 
 }  // namespace packd::testing

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "codec/dtype.h"
@@ -52,4 +53,17 @@ std::vector<uint8_t> AllBitPatterns16(bool shuffled);
 uint16_t FloatToBF16(float f);
 uint16_t FloatToF16(float f);
 
+// For the GPU tests (label gpu): why no CUDA device can be used (the driver's
+// error, "0 devices", or "built without CUDA"), or "" when one can.
+std::string NoCudaDeviceReason();
+
+// A fresh random seed for a randomized test, printed with how to replay it;
+// $PACKD_TEST_SEED, when set, is used instead.
+uint64_t FreshSeed();
+
 }  // namespace packd::testing
+
+// In a GPU test's body or SetUp: skips it, saying why, without a device.
+#define PACKD_SKIP_WITHOUT_CUDA()                                                     \
+  if (const std::string why = ::packd::testing::NoCudaDeviceReason(); !why.empty()) \
+  GTEST_SKIP() << "no CUDA device: " << why
