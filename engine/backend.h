@@ -87,6 +87,12 @@ struct WeightSource {
   uint64_t stored_bytes = 0;                      // encoded size when compressed
 };
 
+// The checks every backend's LoadWeight makes first: an F32/F16/BF16 dtype;
+// exactly one of raw bytes or a decoder (a tensor with no elements may have
+// neither); raw bytes of exactly the shape's size. InvalidArgument, prefixed
+// "<backend>: weight '<name>'".
+absl::Status CheckWeightSource(std::string_view backend, const WeightSource& source);
+
 // A weight resident on a backend. Matrices [out_features, in_features] are
 // used by MatMul and Embed; vectors [n] by RmsNorm and as biases.
 class Weight {

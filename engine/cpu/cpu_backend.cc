@@ -148,21 +148,8 @@ class CpuBackend final : public Backend {
   }
 
   absl::StatusOr<std::unique_ptr<Weight>> LoadWeight(const WeightSource& s) override {
+    RETURN_IF_ERROR(CheckWeightSource("cpu", s));
     const DType t = s.info.dtype;
-    if (t != DType::kF32 && t != DType::kF16 && t != DType::kBF16) {
-      return absl::InvalidArgumentError(absl::StrCat("cpu: weight '", s.name, "' has dtype ",
-                                                     std::string(codec::DTypeName(t)),
-                                                     "; F32, F16 or BF16 expected"));
-    }
-    if ((s.decoder == nullptr) == s.raw.empty() && s.info.elements() != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cpu: weight '", s.name, "' needs exactly one of raw bytes or a decoder"));
-    }
-    if (s.decoder == nullptr && s.raw.size() != s.info.bytes()) {
-      return absl::InvalidArgumentError(absl::StrCat("cpu: weight '", s.name, "' has ",
-                                                     s.raw.size(), " bytes; its shape needs ",
-                                                     s.info.bytes()));
-    }
     if (s.info.shape.size() > 2 || s.info.shape.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("cpu: weight '", s.name, "' must be 1-D or 2-D"));

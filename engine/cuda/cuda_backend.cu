@@ -407,24 +407,11 @@ absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(const CudaBackendOp
 
 absl::StatusOr<std::unique_ptr<Weight>> CudaBackend::LoadWeight(const WeightSource& s) {
   RETURN_IF_ERROR(Healthy());
+  RETURN_IF_ERROR(CheckWeightSource(name_, s));
   const DType t = s.info.dtype;
-  if (t != DType::kF32 && t != DType::kF16 && t != DType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat(name_, ": weight '", s.name, "' has dtype ",
-                                                   std::string(codec::DTypeName(t)),
-                                                   "; F32, F16 or BF16 expected"));
-  }
   if (s.info.shape.size() > 2 || s.info.shape.empty() || s.info.elements() == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(name_, ": weight '", s.name, "' must be 1-D or 2-D and not empty"));
-  }
-  if ((s.decoder == nullptr) == s.raw.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name_, ": weight '", s.name, "' needs exactly one of raw bytes or a decoder"));
-  }
-  if (s.decoder == nullptr && s.raw.size() != s.info.bytes()) {
-    return absl::InvalidArgumentError(absl::StrCat(name_, ": weight '", s.name, "' has ",
-                                                   s.raw.size(), " bytes; its shape needs ",
-                                                   s.info.bytes()));
   }
 
   if (s.info.shape.size() == 1) {
