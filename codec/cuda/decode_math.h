@@ -272,64 +272,88 @@ PACKD_HD inline uint32_t TiledExponent(uint32_t c, uint32_t window_base, uint32_
   return c != 0 ? window_base + c - 1 : escape;
 }
 
+// The exponents of lane `lane`'s elements [8 * lane, 8 * lane + 8) of the
+// 256-element chunk starting at element c0 of a tile of `size` elements whose
+// groups start at `codes`: group lane / 8, bits 8 * (lane % 8) ... The lane
+// reads all four groups' planes of the chunk (the same addresses across a
+// warp: broadcast loads) to know how many escapes precede its elements, so no
+// lane needs another's registers. `esc_index` is the escapes index of the
+// chunk's first escape, `esc_end` the tile's end (reads are clamped to it: a
+// consistent tile never needs that). Returns how many of the lane's elements
+// lie in the tile (0..8; exponent byte j of *exps for j below it) and adds the
+// chunk's escape count to *chunk_escapes.
+PACKD_HD inline uint32_t TiledLaneChunk(const uint8_t* codes, uint32_t size, uint64_t c0,
+                                        uint32_t lane, uint32_t window_base, const uint8_t* escapes,
+                                        uint32_t esc_index, uint32_t esc_end, uint64_t* exps,
+                                        uint32_t* chunk_escapes) {
+  const uint32_t my_group = lane / 8;
+  const uint32_t my_bit = 8 * (lane % 8);
+  uint32_t esc_before_group = 0, escapes_here = 0;
+  uint64_t p0 = 0, p1 = 0, p2 = 0, my_escapes = 0;
+  for (uint32_t g = 0; g < kTiledChunk / kTiledGroup; ++g) {
+    const uint64_t g0 = c0 + g * kTiledGroup;  // element offset of the group in the tile
+    if (g0 >= size) break;
+    const uint8_t* w = codes + (g0 / kTiledGroup) * kTiledGroupBytes;
+    const uint64_t q0 = LoadU64(w), q1 = LoadU64(w + 8), q2 = LoadU64(w + 16);
+    const uint32_t valid = static_cast<uint32_t>(MinU64(kTiledGroup, size - g0));
+    const uint64_t esc = TiledEscapeMask(q0, q1, q2, valid);
+    if (g < my_group) esc_before_group += Popcount64(esc);
+    if (g == my_group) {
+      p0 = q0;
+      p1 = q1;
+      p2 = q2;
+      my_escapes = esc;
+    }
+    escapes_here += Popcount64(esc);
+  }
+  *chunk_escapes += escapes_here;
+  const uint64_t k0 = c0 + my_group * kTiledGroup + my_bit;  // first element, in the tile
+  if (k0 >= size) return 0;
+  const uint32_t n = static_cast<uint32_t>(MinU64(8, size - k0));
+  uint32_t index = esc_index + esc_before_group + Popcount64(my_escapes & LowMask(my_bit));
+  uint64_t e = 0;
+  for (uint32_t j = 0; j < n; ++j) {
+    const uint32_t c = TiledCode(p0, p1, p2, my_bit + j);
+    uint32_t escape = 0;
+    if (c == 0) {
+      escape = index < esc_end ? LoadU8(escapes + index) : 0;
+      ++index;
+    }
+    e |= uint64_t{TiledExponent(c, window_base, escape)} << (8 * j);
+  }
+  *exps = e;
+  return n;
+}
+
+// Where tile t's groups start in the image.
+PACKD_HD inline const uint8_t* TiledCodes(const DeviceImageLayout& L, const uint8_t* image,
+                                          const TileSpan& s) {
+  return image + L.codes_offset +
+         (s.row * L.groups_per_row + s.col * L.groups_per_full_tile) * uint64_t{kTiledGroupBytes};
+}
+
 // Work item `lane` (0..31) of tile t's warp: for each 256-element chunk of
-// the tile, elements [8 * lane, 8 * lane + 8) of the chunk (group lane / 8,
-// bits 8 * (lane % 8) ..). Every lane reads all four groups' planes of a
-// chunk (the same addresses across the warp: broadcast loads) to know how
-// many escapes precede its elements, so no lane needs another's registers.
+// the tile, elements [8 * lane, 8 * lane + 8) of the chunk (TiledLaneChunk),
+// so that a warp's stores are contiguous.
 PACKD_HD inline void TiledDecodeLane(const DeviceImageLayout& L, const uint8_t* image, uint64_t t,
                                      uint32_t lane, uint64_t e_begin, uint64_t e_end,
                                      uint8_t* out) {
   const TileSpan s = TileAt(L, t);
-  const uint8_t* codes =
-      image + L.codes_offset +
-      (s.row * L.groups_per_row + s.col * L.groups_per_full_tile) * uint64_t{kTiledGroupBytes};
+  const uint8_t* codes = TiledCodes(L, image, s);
   const uint8_t* escapes = image + L.escapes_offset;
   const uint32_t esc_first = LoadU32(image + L.offsets_offset + 4 * t);
   const uint32_t esc_end = LoadU32(image + L.offsets_offset + 4 * (t + 1));
-  const uint32_t my_group = lane / 8;
-  const uint32_t my_bit = 8 * (lane % 8);
   uint32_t esc_before_chunk = 0;  // escapes of the tile before this chunk
   for (uint64_t c0 = 0; c0 < s.size; c0 += kTiledChunk) {
     if (s.first + c0 >= e_end) break;
-    uint32_t esc_before_group = 0, chunk_escapes = 0;
-    uint64_t p0 = 0, p1 = 0, p2 = 0, my_escapes = 0;
-    for (uint32_t g = 0; g < kTiledChunk / kTiledGroup; ++g) {
-      const uint64_t g0 = c0 + g * kTiledGroup;  // element offset of the group in the tile
-      if (g0 >= s.size) break;
-      const uint8_t* w = codes + (g0 / kTiledGroup) * kTiledGroupBytes;
-      const uint64_t q0 = LoadU64(w), q1 = LoadU64(w + 8), q2 = LoadU64(w + 16);
-      const uint32_t valid = static_cast<uint32_t>(MinU64(kTiledGroup, s.size - g0));
-      const uint64_t esc = TiledEscapeMask(q0, q1, q2, valid);
-      if (g < my_group) esc_before_group += Popcount64(esc);
-      if (g == my_group) {
-        p0 = q0;
-        p1 = q1;
-        p2 = q2;
-        my_escapes = esc;
-      }
-      chunk_escapes += Popcount64(esc);
-    }
-    const uint64_t k0 = c0 + my_group * kTiledGroup + my_bit;  // first element, in the tile
-    const uint64_t e0 = s.first + k0;
-    if (k0 < s.size && e0 < e_end && e0 + 8 > e_begin) {
-      const uint32_t n = static_cast<uint32_t>(MinU64(8, s.size - k0));
-      uint32_t index = esc_first + esc_before_chunk + esc_before_group +
-                       Popcount64(my_escapes & LowMask(my_bit));
-      uint64_t exps = 0;
-      for (uint32_t j = 0; j < n; ++j) {
-        const uint32_t c = TiledCode(p0, p1, p2, my_bit + j);
-        uint32_t escape = 0;
-        if (c == 0) {
-          // Clamped to the tile's escapes: a consistent tile never needs it.
-          escape = index < esc_end ? LoadU8(escapes + index) : 0;
-          ++index;
-        }
-        exps |= uint64_t{TiledExponent(c, L.window_base, escape)} << (8 * j);
-      }
+    uint64_t exps = 0;
+    const uint32_t before = esc_before_chunk;
+    const uint32_t n = TiledLaneChunk(codes, s.size, c0, lane, L.window_base, escapes,
+                                      esc_first + before, esc_end, &exps, &esc_before_chunk);
+    const uint64_t e0 = s.first + c0 + 8 * lane;
+    if (n > 0 && e0 < e_end && e0 + 8 > e_begin) {
       EmitElements(L, image, e0, n, exps, e_begin, e_end, out);
     }
-    esc_before_chunk += chunk_escapes;
   }
 }
 

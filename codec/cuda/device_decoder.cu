@@ -12,6 +12,8 @@
 #include "codec/cuda/decode_math.h"
 #include "codec/cuda/device_decoder.h"
 #include "codec/cuda/device_image.h"
+#include "codec/cuda/fused_kernels.h"
+#include "codec/cuda/fused_matmul.h"
 #include "codec/cuda/tiled_decode.h"
 #include "codec/cuda/vlc_decode.h"
 
@@ -22,7 +24,7 @@ namespace {
 class DeviceDecoderImpl final : public DeviceDecoder {
  public:
   DeviceDecoderImpl(const TensorInfo& info, DeviceImage image)
-      : info_(info), image_(std::move(image)) {}
+      : info_(info), image_(std::move(image)), fused_(FusedKernelFor(image_.layout())) {}
 
   const TensorInfo& info() const override { return info_; }
   uint64_t image_bytes() const override { return image_.bytes(); }
@@ -58,9 +60,40 @@ class DeviceDecoderImpl final : public DeviceDecoder {
                                    row_begin, " + ", row_count, ", ", plan.items, " threads)"));
   }
 
+  FusedKernel fused_kernel() const override { return fused_; }
+
+  absl::Status FusedMatMul(const void* d_image, const void* d_x, int64_t ldx, int64_t n,
+                           float* d_out, int64_t ldo, StreamHandle stream) const override {
+    const DeviceImageLayout& layout = image_.layout();
+    const int64_t m = rows(), k = cols();
+    RETURN_IF_ERROR(CheckFusedMatMulArgs("DeviceDecoder::FusedMatMul", info_.dtype, m, k, d_image,
+                                         d_x, ldx, n, d_out, ldo));
+    RETURN_IF_ERROR(CheckUploadArgs(d_image));
+    if (fused_ == FusedKernel::kNone) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "DeviceDecoder::FusedMatMul: no fused kernel for this [", m, ", ", k,
+          "] tensor (its rows exceed the shared memory); decode rows and use FusedMatMulRaw"));
+    }
+    if (m == 0) return absl::OkStatus();
+    FusedLaunch a;
+    a.x = d_x;
+    a.ldx = static_cast<uint64_t>(ldx);
+    a.n = static_cast<int>(n);
+    a.out = d_out;
+    a.ldo = static_cast<uint64_t>(ldo);
+    a.bf16 = info_.dtype == DType::kBF16;
+    const int err = fused_ == FusedKernel::kTiledRegisters
+                        ? LaunchFusedTiled(layout, d_image, a, stream)
+                        : LaunchFusedStaged(layout, d_image, a, stream);
+    return CudaStatus(static_cast<cudaError_t>(err),
+                      absl::StrCat("fused ", FusedKernelName(fused_), " matmul launch ([", m, ", ",
+                                   k, "], n = ", n, ")"));
+  }
+
  private:
   TensorInfo info_;
   DeviceImage image_;
+  FusedKernel fused_;
 };
 
 }  // namespace

@@ -33,6 +33,22 @@ using StreamHandle = void*;
 // Alignment DeviceDecoder requires of the image's device address.
 inline constexpr uint64_t kDeviceImageAlignment = 256;
 
+// Which kernel DeviceDecoder::FusedMatMul runs for a tensor.
+//   kTiledRegisters: `tiled`, rows = grid rows, tile width a multiple of 256:
+//                    each lane decodes its own 8 weights of a chunk in
+//                    registers (no shared memory, no second pass);
+//   kStaged:         any half (bf16/f16) tensor whose row fits the block's
+//                    shared memory (k <= ~40K): a block decodes a band of up
+//                    to 16 rows into shared memory with the codec's decode
+//                    functions, then its warps run the raw order over them;
+//   kNone:           f32 weights, or rows too long: FusedMatMul is refused
+//                    (FailedPrecondition); the caller decodes rows to a
+//                    scratch buffer and runs FusedMatMulRaw on it, which
+//                    gives the same bits.
+enum class FusedKernel { kNone, kTiledRegisters, kStaged };
+
+const char* FusedKernelName(FusedKernel k);
+
 // One compressed tensor, decodable on the device. Immutable after Upload;
 // DecodeRows may be called from any thread on any stream (each call only
 // reads the image). The ComponentViews passed to Create must outlive the
@@ -53,9 +69,7 @@ class DeviceDecoder {
 
   virtual const TensorInfo& info() const = 0;
   int64_t rows() const { return info().shape.size() < 2 ? 1 : info().shape[0]; }
-  int64_t cols() const {
-    return info().shape.empty() ? 1 : info().shape[info().shape.size() - 1];
-  }
+  int64_t cols() const { return info().shape.empty() ? 1 : info().shape[info().shape.size() - 1]; }
 
   // Device bytes the image needs (about the tensor's stored bytes).
   virtual uint64_t image_bytes() const = 0;
@@ -75,6 +89,17 @@ class DeviceDecoder {
   // them), never to an out-of-bounds access.
   virtual absl::Status DecodeRows(const void* d_image, int64_t row_begin, int64_t row_count,
                                   void* d_out, StreamHandle stream) const = 0;
+
+  // The kernel FusedMatMul runs for this tensor.
+  virtual FusedKernel fused_kernel() const = 0;
+
+  // out [n, rows()] = x [n, cols()] * this^T (fused_matmul.h): x in this
+  // tensor's half type, row stride ldx elements; out fp32, row stride ldo;
+  // 1 <= n <= kFusedMaxBatch. Bit-identical to FusedMatMulRaw over the
+  // decoded tensor. Enqueued on `stream`; InvalidArgument for bad arguments
+  // (CheckFusedMatMulArgs), FailedPrecondition when fused_kernel() is kNone.
+  virtual absl::Status FusedMatMul(const void* d_image, const void* d_x, int64_t ldx, int64_t n,
+                                   float* d_out, int64_t ldo, StreamHandle stream) const = 0;
 };
 
 // True when this build has the device decoders (PACKD_HAVE_CUDA).

@@ -5,9 +5,6 @@
 // build (no GPU, no CUDA needed).
 #include "codec/cuda/device_image.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -23,12 +20,14 @@
 #include "codec/vlc_codec.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/guarded_buffer.h"
 #include "tests/testing/testing.h"
 
 namespace packd::codec::cuda {
 namespace {
 
 using ::packd::testing::Distribution;
+using ::packd::testing::GuardedBuffer;
 using ::packd::testing::RandomTensor;
 using ::testing::HasSubstr;
 
@@ -85,40 +84,6 @@ void InjectSpecials(DType dtype, std::vector<uint8_t>& raw, uint64_t seed) {
   put(n - 1);
   for (uint64_t i = 17; i < n; i += 37) put(i);
 }
-
-// ---- Memory that faults on an overread.
-
-// `bytes` readable bytes ending exactly at a PROT_NONE page, so that any read
-// past the end (a kernel's out-of-bounds load, replayed on the host) faults.
-class GuardedBuffer {
- public:
-  explicit GuardedBuffer(uint64_t bytes) : bytes_(bytes) {
-    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-    const uint64_t data_pages = (bytes + page - 1) / page;
-    map_bytes_ = (data_pages + 1) * page;
-    void* m = mmap(nullptr, map_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) {
-      ADD_FAILURE() << "mmap failed";
-      return;
-    }
-    map_ = static_cast<uint8_t*>(m);
-    if (mprotect(map_ + data_pages * page, page, PROT_NONE) != 0) ADD_FAILURE() << "mprotect";
-    data_ = map_ + data_pages * page - bytes;  // bytes is a multiple of 256: aligned
-  }
-  ~GuardedBuffer() {
-    if (map_ != nullptr) munmap(map_, map_bytes_);
-  }
-  GuardedBuffer(const GuardedBuffer&) = delete;
-  GuardedBuffer& operator=(const GuardedBuffer&) = delete;
-  uint8_t* data() const { return data_; }
-  std::span<uint8_t> span() const { return {data_, bytes_}; }
-
- private:
-  uint64_t bytes_ = 0;
-  uint64_t map_bytes_ = 0;
-  uint8_t* map_ = nullptr;
-  uint8_t* data_ = nullptr;
-};
 
 // ---- The host twin of DeviceDecoder.
 

@@ -1,0 +1,300 @@
+// The per-lane logic of the fused decode-in-matmul kernels (fused_matmul.cu),
+// as host+device inline functions: the kernels call them for their lane, and
+// fused_matmul_test.cc calls the very same functions for all 32 lanes of every
+// warp on the host, so the CPU test computes the exact bits the GPU must
+// produce (IEEE fp32 FMA is correctly rounded on both).
+//
+// ## The reduction order (what makes compressed and raw bit-identical)
+//
+// out[b][m] = sum over k of x[b][k] * w[m][k], for x and w in the weight's
+// half type (bf16 or f16: x is rounded to it first, as the GEMM path does), so
+// every product is exact in fp32. Every fused kernel — over raw weights, over
+// `tiled` weights decoded in registers, over any codec staged in shared
+// memory — computes each output element in this one order:
+//
+//   1. Column k belongs to lane (k mod 256) / 8: a row is a run of 256-column
+//      chunks, and lane L takes columns [8L, 8L + 8) of each chunk.
+//   2. Lane L's partial is a chain of fmaf over its columns in ascending
+//      order, starting from +0.0f; a column past the row's end is skipped
+//      (never an fma with 0, which would turn an Inf product into NaN).
+//   3. The 32 partials are summed by the xor butterfly 16, 8, 4, 2, 1
+//      (v += shfl_xor(v, d)); IEEE addition is commutative, so every lane
+//      ends with the same bits.
+//
+// The order depends on nothing but (m, k): not on the batch size n, not on
+// how many rows a warp handles, not on the codec or its tile width. So the
+// raw kernel is the bitwise reference of every compressed one, and a
+// token's result is the same in every batch of n <= kFusedMaxBatch.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "codec/cuda/decode_math.h"
+#include "codec/cuda/device_image_layout.h"
+
+namespace packd::codec::cuda {
+
+// Columns per chunk, lanes per warp, columns per lane per chunk.
+inline constexpr uint64_t kFusedChunk = 256;
+inline constexpr uint32_t kFusedLanes = 32;
+inline constexpr uint32_t kFusedLaneCols = 8;
+// The largest batch (activation rows) a fused kernel takes.
+inline constexpr int kFusedMaxBatch = 32;
+// Shared memory the staged kernel may use per block (rows of decoded
+// weights, plus the vlc table): 2 blocks fit an H100/H200 SM.
+inline constexpr uint64_t kFusedStagedSmemBytes = 96 * 1024;
+// Rows the staged kernel decodes per band, at most (8 warps, 2 rows each).
+inline constexpr uint64_t kFusedStagedMaxRows = 16;
+
+// ---- Scalars.
+
+PACKD_HD inline float Fma(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
+PACKD_HD inline float FloatFromBits(uint32_t bits) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(bits);
+#else
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+#endif
+}
+
+// The exact fp32 value of a bf16 (bf16 = true) or f16 bit pattern (low 16
+// bits of h). Integer ops only (plus one exact multiply for f16 subnormals),
+// so host and device agree on every pattern, NaN payloads included.
+PACKD_HD inline float HalfToFloat(uint32_t h, bool bf16) {
+  if (bf16) return FloatFromBits(h << 16);
+  const uint32_t sign = (h & 0x8000u) << 16;
+  const uint32_t e = (h >> 10) & 31u;
+  const uint32_t m = h & 0x3ffu;
+  if (e == 31) return FloatFromBits(sign | 0x7f800000u | (m << 13));
+  if (e != 0) return FloatFromBits(sign | ((e + 112) << 23) | (m << 13));
+  // Subnormal or zero: m * 2^-24, exact in fp32.
+  const float v = static_cast<float>(m) * 5.9604644775390625e-08f;
+  return sign != 0 ? -v : v;
+}
+
+// ---- Loads that also work on shared memory (the staged kernel's rows):
+// kNc selects the read-only path, which only global memory may use.
+
+template <bool kNc>
+PACKD_HD inline uint64_t Ld64(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (kNc) {
+    return __ldg(reinterpret_cast<const unsigned long long*>(p));
+  } else {
+    return *reinterpret_cast<const uint64_t*>(p);
+  }
+#else
+  CheckAligned(p, 8);
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+#endif
+}
+
+template <bool kNc>
+PACKD_HD inline uint32_t Ld16(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (kNc) {
+    return __ldg(reinterpret_cast<const unsigned short*>(p));
+  } else {
+    return *reinterpret_cast<const uint16_t*>(p);
+  }
+#else
+  CheckAligned(p, 2);
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+#endif
+}
+
+// Up to 8 consecutive half elements at p (2-byte aligned) to floats; w[j]
+// for j >= valid is left as it is. One pair of 8-byte loads when p is 16-byte
+// aligned and all 8 are wanted.
+template <bool kNc>
+PACKD_HD inline void LoadHalf8(const uint8_t* p, uint32_t valid, bool bf16, float (&w)[8]) {
+  if (valid == 8 && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+    const uint64_t lo = Ld64<kNc>(p), hi = Ld64<kNc>(p + 8);
+    for (uint32_t j = 0; j < 4; ++j) {
+      w[j] = HalfToFloat(static_cast<uint32_t>(lo >> (16 * j)) & 0xffffu, bf16);
+      w[4 + j] = HalfToFloat(static_cast<uint32_t>(hi >> (16 * j)) & 0xffffu, bf16);
+    }
+    return;
+  }
+  for (uint32_t j = 0; j < 8; ++j) {
+    if (j < valid) w[j] = HalfToFloat(Ld16<kNc>(p + 2 * j), bf16);
+  }
+}
+
+// Lane `lane`'s first column in chunk c, and how many of its 8 columns lie
+// inside a row of k columns (0..8).
+PACKD_HD inline uint64_t LaneCol0(uint64_t c, uint32_t lane) {
+  return c * kFusedChunk + uint64_t{kFusedLaneCols} * lane;
+}
+PACKD_HD inline uint32_t LaneValid(uint64_t col0, uint64_t k) {
+  return col0 >= k ? 0u : static_cast<uint32_t>(MinU64(kFusedLaneCols, k - col0));
+}
+
+PACKD_HD inline uint64_t FusedChunks(uint64_t k) { return (k + kFusedChunk - 1) / kFusedChunk; }
+
+// ---- Activations: x [n, k] in the weight's half type, row stride ldx
+// elements, in global memory.
+struct FusedX {
+  const uint8_t* data = nullptr;
+  uint64_t ldx = 0;  // elements
+  bool bf16 = true;
+
+  PACKD_HD void Load(int b, uint64_t col0, uint32_t valid, float (&v)[8]) const {
+    LoadHalf8<true>(data + 2 * (uint64_t(b) * ldx + col0), valid, bf16, v);
+  }
+};
+
+// ---- Weight rows. A row source yields, chunk after chunk (c = 0, 1, ...,
+// each exactly once and in order, by every lane), the lane's 8 weights of the
+// chunk as floats and how many lie inside the row.
+
+// A half row of k elements at `row` (global memory: kNc; shared: !kNc).
+template <bool kNc>
+struct RawRow {
+  const uint8_t* row = nullptr;
+  uint64_t k = 0;
+  bool bf16 = true;
+
+  PACKD_HD uint32_t Next(uint64_t c, uint32_t lane, float (&w)[8]) {
+    const uint64_t col0 = LaneCol0(c, lane);
+    const uint32_t valid = LaneValid(col0, k);
+    if (valid > 0) LoadHalf8<kNc>(row + 2 * col0, valid, bf16, w);
+    return valid;
+  }
+};
+
+// Row `row` of a `tiled` image whose grid rows are the tensor's rows and
+// whose tile width is a multiple of kFusedChunk (TiledRowsFuse), decoded in
+// registers: a chunk never straddles two tiles, and the lane's elements of it
+// are exactly TiledLaneChunk's.
+struct TiledRow {
+  const DeviceImageLayout* L = nullptr;
+  const uint8_t* image = nullptr;
+  uint64_t row = 0;
+  // The current tile: its groups, size, escape range, and the escapes index
+  // of the current chunk's first escape.
+  const uint8_t* codes = nullptr;
+  uint32_t size = 0;
+  uint32_t esc_index = 0;
+  uint32_t esc_end = 0;
+
+  PACKD_HD uint32_t Next(uint64_t c, uint32_t lane, float (&w)[8]) {
+    const uint64_t col = c * kFusedChunk;
+    const uint64_t tile_in_row = col / L->tile_cols;
+    const uint64_t c0 = col - tile_in_row * L->tile_cols;  // the chunk's offset in its tile
+    if (c0 == 0) {
+      const uint64_t t = row * L->tiles_per_row + tile_in_row;
+      const TileSpan s = TileAt(*L, t);
+      codes = TiledCodes(*L, image, s);
+      size = s.size;
+      esc_index = LoadU32(image + L->offsets_offset + 4 * t);
+      esc_end = LoadU32(image + L->offsets_offset + 4 * (t + 1));
+    }
+    uint64_t exps = 0;
+    const uint32_t index = esc_index;
+    const uint32_t valid =
+        TiledLaneChunk(codes, size, c0, lane, L->window_base, image + L->escapes_offset, index,
+                       esc_end, &exps, &esc_index);
+    if (valid == 0) return 0;
+    const uint8_t* plane = image + L->rest_offset;
+    const uint64_t e0 = row * L->grid_cols + col + uint64_t{kFusedLaneCols} * lane;
+    const bool bf16 = L->exp_bits == 8;
+    if (bf16 && valid == 8 && (e0 & 7) == 0) {
+      const uint64_t rests = LoadU64(plane + e0);
+      for (uint32_t j = 0; j < 8; ++j) {
+        const uint32_t r = static_cast<uint32_t>(rests >> (8 * j)) & 0xffu;
+        const uint32_t e = static_cast<uint32_t>(exps >> (8 * j)) & 0xffu;
+        w[j] = FloatFromBits(((r & 0x80u) << 24) | (e << 23) | ((r & 0x7fu) << 16));
+      }
+      return 8;
+    }
+    for (uint32_t j = 0; j < 8; ++j) {
+      if (j >= valid) break;
+      const uint32_t e = static_cast<uint32_t>(exps >> (8 * j)) & 0xffu;
+      const uint32_t v = JoinElement(*L, e, ReadRest(plane, L->rest_bytes, e0 + j, L->rest_bits));
+      w[j] = HalfToFloat(v, bf16);
+    }
+    return valid;
+  }
+};
+
+// Whether a layout's rows can be read by TiledRow.
+PACKD_HD inline bool TiledRowsFuse(const DeviceImageLayout& L) {
+  return L.kind == DeviceCodecKind::kTiled && L.elem_bytes == 2 && L.grid_cols == L.tensor_cols &&
+         L.grid_rows == L.tensor_rows && L.tile_cols % kFusedChunk == 0;
+}
+
+// Rows per band of the staged kernel for a layout: as many decoded rows as
+// fit kFusedStagedSmemBytes beside the vlc table, at most
+// kFusedStagedMaxRows; 0 when not even one row fits (or the tensor is not a
+// half matrix).
+PACKD_HD inline uint64_t StagedRows(const DeviceImageLayout& L) {
+  if (L.elem_bytes != 2 || L.tensor_cols == 0) return 0;
+  const uint64_t row_bytes = 2 * L.tensor_cols;
+  const uint64_t room = kFusedStagedSmemBytes - kVlcTableBytes;
+  return MinU64(kFusedStagedMaxRows, room / row_bytes);
+}
+
+// ---- The order (steps 1-3 above).
+
+// Lane `lane`'s partials for `nrows` rows (row sources rows[0..nrows)) and
+// n <= NB activation rows: acc[r][b] for b < n. Every lane of a warp must
+// call it (the row sources keep per-chunk state).
+template <int NB, int RW, class Row>
+PACKD_HD inline void LaneAccumulate(Row (&rows)[RW], int nrows, uint32_t lane, const FusedX& x,
+                                    int n, uint64_t k, float (&acc)[RW][NB]) {
+  for (int r = 0; r < RW; ++r) {
+    for (int b = 0; b < NB; ++b) acc[r][b] = 0.0f;
+  }
+  const uint64_t chunks = FusedChunks(k);
+  for (uint64_t c = 0; c < chunks; ++c) {
+    float w[RW][8];
+    uint32_t valid = 0;
+    for (int r = 0; r < RW; ++r) {
+      if (r < nrows) valid = rows[r].Next(c, lane, w[r]);
+    }
+    if (valid == 0) continue;
+    const uint64_t col0 = LaneCol0(c, lane);
+    for (int b = 0; b < NB; ++b) {
+      if (b >= n) break;
+      float xs[8];
+      x.Load(b, col0, valid, xs);
+      for (int r = 0; r < RW; ++r) {
+        if (r >= nrows) break;
+        for (uint32_t j = 0; j < 8; ++j) {
+          if (j < valid) acc[r][b] = Fma(w[r][j], xs[j], acc[r][b]);
+        }
+      }
+    }
+  }
+}
+
+// Step 3 on the host: the butterfly over 32 lane partials, as the shuffles
+// compute it (all lanes end equal; lane 0's value is returned).
+inline float HostButterflySum(const float (&partials)[kFusedLanes]) {
+  float v[kFusedLanes];
+  for (uint32_t i = 0; i < kFusedLanes; ++i) v[i] = partials[i];
+  for (uint32_t d = kFusedLanes / 2; d >= 1; d /= 2) {
+    float next[kFusedLanes];
+    for (uint32_t i = 0; i < kFusedLanes; ++i) next[i] = v[i] + v[i ^ d];
+    for (uint32_t i = 0; i < kFusedLanes; ++i) v[i] = next[i];
+  }
+  return v[0];
+}
+
+}  // namespace packd::codec::cuda

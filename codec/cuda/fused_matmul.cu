@@ -1,0 +1,238 @@
+// The fused matmul kernels (fused_matmul.h) and FusedMatMulRaw. Each output
+// row is computed by one warp in the order of fused_math.h: LaneAccumulate
+// for the lane's partials, then the xor butterfly (WarpFinish). The three
+// kernels differ only in where a lane's 8 weights of a chunk come from.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "codec/cuda/cuda_status.cuh"
+#include "codec/cuda/decode_math.h"
+#include "codec/cuda/fused_kernels.h"
+#include "codec/cuda/fused_math.h"
+#include "codec/cuda/fused_matmul.h"
+
+namespace packd::codec::cuda {
+
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+// Blocks beyond this loop (grid stride).
+constexpr uint64_t kMaxBlocks = 65535;
+
+// Rows a warp of the raw and tiled kernels takes at once: the activations it
+// loads serve them all. Register use grows with RW * NB.
+template <int NB>
+constexpr int RowsPerWarp() {
+  return NB <= 8 ? 2 : 1;
+}
+
+__device__ __forceinline__ uint32_t Lane() { return threadIdx.x & 31u; }
+
+// Step 3 of the order for each activation row b < n, and the store of row m
+// of out (lane b stores column b's value).
+template <int NB>
+__device__ __forceinline__ void WarpFinish(float (&acc)[NB], int n, float* __restrict__ out,
+                                           uint64_t ldo, uint64_t m) {
+  const uint32_t lane = Lane();
+#pragma unroll
+  for (int b = 0; b < NB; ++b) {
+    if (b >= n) break;
+    float v = acc[b];
+#pragma unroll
+    for (int d = 16; d >= 1; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);
+    if (lane == static_cast<uint32_t>(b)) out[uint64_t(b) * ldo + m] = v;
+  }
+}
+
+template <int NB, int RW>
+__global__ void __launch_bounds__(kThreads)
+    FusedRawKernel(const uint8_t* __restrict__ w, uint64_t m, uint64_t k, FusedX x, int n,
+                   float* __restrict__ out, uint64_t ldo) {
+  const uint64_t warp = uint64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  const uint64_t stride = uint64_t{gridDim.x} * kWarps * RW;
+  for (uint64_t r0 = warp * RW; r0 < m; r0 += stride) {
+    const int nrows = static_cast<int>(MinU64(RW, m - r0));
+    RawRow<true> rows[RW];
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+      rows[r].row = w + 2 * (r0 + MinU64(r, nrows - 1)) * k;
+      rows[r].k = k;
+      rows[r].bf16 = x.bf16;
+    }
+    float acc[RW][NB];
+    LaneAccumulate<NB, RW>(rows, nrows, Lane(), x, n, k, acc);
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+      if (r < nrows) WarpFinish<NB>(acc[r], n, out, ldo, r0 + r);
+    }
+  }
+}
+
+template <int NB, int RW>
+__global__ void __launch_bounds__(kThreads)
+    FusedTiledKernel(const __grid_constant__ DeviceImageLayout layout,
+                     const uint8_t* __restrict__ image, FusedX x, int n, float* __restrict__ out,
+                     uint64_t ldo) {
+  const uint64_t m = layout.tensor_rows, k = layout.tensor_cols;
+  const uint64_t warp = uint64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  const uint64_t stride = uint64_t{gridDim.x} * kWarps * RW;
+  for (uint64_t r0 = warp * RW; r0 < m; r0 += stride) {
+    const int nrows = static_cast<int>(MinU64(RW, m - r0));
+    TiledRow rows[RW];
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+      rows[r].L = &layout;
+      rows[r].image = image;
+      rows[r].row = r0 + MinU64(r, nrows - 1);
+    }
+    float acc[RW][NB];
+    LaneAccumulate<NB, RW>(rows, nrows, Lane(), x, n, k, acc);
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+      if (r < nrows) WarpFinish<NB>(acc[r], n, out, ldo, r0 + r);
+    }
+  }
+}
+
+// Dynamic shared memory: the vlc table (kVlcTableBytes, Huffman and rANS
+// images only), then band_rows decoded rows of k half elements.
+template <int NB>
+__global__ void __launch_bounds__(kThreads)
+    FusedStagedKernel(const __grid_constant__ DeviceImageLayout layout,
+                      const uint8_t* __restrict__ image, uint64_t band_rows, uint32_t table_bytes,
+                      FusedX x, int n, float* __restrict__ out, uint64_t ldo) {
+  extern __shared__ uint4 smem[];
+  uint8_t* table = reinterpret_cast<uint8_t*>(smem);
+  uint8_t* rows = table + table_bytes;
+  if (table_bytes != 0) {
+    const uint4* src = reinterpret_cast<const uint4*>(image + layout.table_offset);
+    for (uint32_t i = threadIdx.x; i < table_bytes / sizeof(uint4); i += blockDim.x) {
+      smem[i] = __ldg(src + i);
+    }
+  }
+  const uint64_t m = layout.tensor_rows, k = layout.tensor_cols;
+  const uint64_t bands = (m + band_rows - 1) / band_rows;
+  const uint32_t warp = threadIdx.x / 32;
+  for (uint64_t band = blockIdx.x; band < bands; band += gridDim.x) {
+    const uint64_t m0 = band * band_rows;
+    const uint64_t count = MinU64(band_rows, m - m0);
+    const DecodePlan plan = PlanRows(layout, m0, count);
+    __syncthreads();  // the table is loaded; the previous band's rows are consumed
+    for (uint64_t item = threadIdx.x; item < plan.items; item += blockDim.x) {
+      DecodeItem(layout, image, table, plan, item, rows);
+    }
+    __syncthreads();
+    for (uint64_t r = warp; r < count; r += kWarps) {
+      RawRow<false> row[1];
+      row[0].row = rows + 2 * r * k;
+      row[0].k = k;
+      row[0].bf16 = x.bf16;
+      float acc[1][NB];
+      LaneAccumulate<NB, 1>(row, 1, Lane(), x, n, k, acc);
+      WarpFinish<NB>(acc[0], n, out, ldo, m0 + r);
+    }
+  }
+}
+
+FusedX MakeX(const FusedLaunch& a) {
+  FusedX x;
+  x.data = static_cast<const uint8_t*>(a.x);
+  x.ldx = a.ldx;
+  x.bf16 = a.bf16;
+  return x;
+}
+
+unsigned WarpBlocks(uint64_t m, int rows_per_warp) {
+  const uint64_t warps = (m + rows_per_warp - 1) / rows_per_warp;
+  return static_cast<unsigned>(std::clamp<uint64_t>((warps + kWarps - 1) / kWarps, 1, kMaxBlocks));
+}
+
+// Calls f(std::integral_constant<int, NB>) for the smallest NB in
+// {1, 2, 4, 8, 16, 32} that holds n.
+template <class F>
+int WithBatchTile(int n, F&& f) {
+  if (n <= 1) return f(std::integral_constant<int, 1>());
+  if (n <= 2) return f(std::integral_constant<int, 2>());
+  if (n <= 4) return f(std::integral_constant<int, 4>());
+  if (n <= 8) return f(std::integral_constant<int, 8>());
+  if (n <= 16) return f(std::integral_constant<int, 16>());
+  return f(std::integral_constant<int, 32>());
+}
+
+}  // namespace
+
+int LaunchFusedRaw(const void* d_w, uint64_t m, uint64_t k, const FusedLaunch& a, void* stream) {
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const FusedX x = MakeX(a);
+  const auto* w = static_cast<const uint8_t*>(d_w);
+  return WithBatchTile(a.n, [&](auto nb) {
+    constexpr int NB = decltype(nb)::value;
+    constexpr int RW = RowsPerWarp<NB>();
+    FusedRawKernel<NB, RW><<<WarpBlocks(m, RW), kThreads, 0, s>>>(w, m, k, x, a.n, a.out, a.ldo);
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+int LaunchFusedTiled(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
+                     void* stream) {
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const FusedX x = MakeX(a);
+  const auto* image = static_cast<const uint8_t*>(d_image);
+  return WithBatchTile(a.n, [&](auto nb) {
+    constexpr int NB = decltype(nb)::value;
+    constexpr int RW = RowsPerWarp<NB>();
+    FusedTiledKernel<NB, RW><<<WarpBlocks(layout.tensor_rows, RW), kThreads, 0, s>>>(
+        layout, image, x, a.n, a.out, a.ldo);
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+int LaunchFusedStaged(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
+                      void* stream) {
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const FusedX x = MakeX(a);
+  const auto* image = static_cast<const uint8_t*>(d_image);
+  const uint64_t band_rows = StagedRows(layout);
+  const bool vlc_stream =
+      layout.kind == DeviceCodecKind::kVlcHuffman || layout.kind == DeviceCodecKind::kVlcRans;
+  const uint32_t table_bytes = vlc_stream ? static_cast<uint32_t>(kVlcTableBytes) : 0;
+  const uint64_t smem = table_bytes + band_rows * 2 * layout.tensor_cols;
+  const uint64_t bands = (layout.tensor_rows + band_rows - 1) / band_rows;
+  const unsigned blocks = static_cast<unsigned>(std::clamp<uint64_t>(bands, 1, kMaxBlocks));
+  return WithBatchTile(a.n, [&](auto nb) {
+    constexpr int NB = decltype(nb)::value;
+    cudaError_t err =
+        cudaFuncSetAttribute(FusedStagedKernel<NB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(kFusedStagedSmemBytes));
+    if (err != cudaSuccess) return static_cast<int>(err);
+    FusedStagedKernel<NB><<<blocks, kThreads, smem, s>>>(layout, image, band_rows, table_bytes, x,
+                                                         a.n, a.out, a.ldo);
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+absl::Status FusedMatMulRaw(const void* d_w, DType dtype, int64_t m, int64_t k, const void* d_x,
+                            int64_t ldx, int64_t n, float* d_out, int64_t ldo,
+                            StreamHandle stream) {
+  RETURN_IF_ERROR(
+      CheckFusedMatMulArgs("FusedMatMulRaw", dtype, m, k, d_w, d_x, ldx, n, d_out, ldo));
+  if (m == 0) return absl::OkStatus();
+  FusedLaunch a;
+  a.x = d_x;
+  a.ldx = static_cast<uint64_t>(ldx);
+  a.n = static_cast<int>(n);
+  a.out = d_out;
+  a.ldo = static_cast<uint64_t>(ldo);
+  a.bf16 = dtype == DType::kBF16;
+  const int err =
+      LaunchFusedRaw(d_w, static_cast<uint64_t>(m), static_cast<uint64_t>(k), a, stream);
+  return CudaStatus(static_cast<cudaError_t>(err),
+                    absl::StrCat("fused raw matmul launch ([", m, ", ", k, "], n = ", n, ")"));
+}
+
+}  // namespace packd::codec::cuda
