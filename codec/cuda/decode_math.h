@@ -256,20 +256,26 @@ PACKD_HD inline DecodePlan PlanRows(const DeviceImageLayout& L, uint64_t row_beg
 
 // ---- tiled (FORMAT.md §5).
 
+// Bit j of the low 8 bits of b to bit 0 of byte j (two 32-bit multiplies:
+// x * 0x00204081 puts bit i of a nibble at bit 8i).
+PACKD_HD inline uint64_t SpreadBits8(uint32_t b) {
+  const uint32_t lo = ((b & 15u) * 0x00204081u) & 0x01010101u;
+  const uint32_t hi = (((b >> 4) & 15u) * 0x00204081u) & 0x01010101u;
+  return uint64_t{lo} | (uint64_t{hi} << 32);
+}
+
+// Index of the lowest set bit of a non-zero word.
+PACKD_HD inline uint32_t LowestBit(uint32_t v) {
+#if defined(__CUDA_ARCH__)
+  return static_cast<uint32_t>(__ffs(static_cast<int>(v)) - 1);
+#else
+  return static_cast<uint32_t>(std::countr_zero(v));
+#endif
+}
+
 // The code-0 (escape) elements of a group, among its first `valid` elements.
 PACKD_HD inline uint64_t TiledEscapeMask(uint64_t p0, uint64_t p1, uint64_t p2, uint32_t valid) {
   return ~(p0 | p1 | p2) & LowMask(valid);
-}
-
-// The 3-bit code of bit k of the three planes.
-PACKD_HD inline uint32_t TiledCode(uint64_t p0, uint64_t p1, uint64_t p2, uint32_t k) {
-  return static_cast<uint32_t>(((p0 >> k) & 1) | (((p1 >> k) & 1) << 1) | (((p2 >> k) & 1) << 2));
-}
-
-// Exponent of an element with code c (1..7: in the window; 0: an escape,
-// whose exponent byte the caller read).
-PACKD_HD inline uint32_t TiledExponent(uint32_t c, uint32_t window_base, uint32_t escape) {
-  return c != 0 ? window_base + c - 1 : escape;
 }
 
 // The exponents of lane `lane`'s elements [8 * lane, 8 * lane + 8) of the
@@ -310,16 +316,24 @@ PACKD_HD inline uint32_t TiledLaneChunk(const uint8_t* codes, uint32_t size, uin
   const uint64_t k0 = c0 + my_group * kTiledGroup + my_bit;  // first element, in the tile
   if (k0 >= size) return 0;
   const uint32_t n = static_cast<uint32_t>(MinU64(8, size - k0));
+  // The 8 codes at once: byte j of `codes` is element j's 3-bit code, from
+  // bit j of the lane's byte of each plane.
+  const uint32_t b0 = static_cast<uint32_t>(p0 >> my_bit) & 0xffu;
+  const uint32_t b1 = static_cast<uint32_t>(p1 >> my_bit) & 0xffu;
+  const uint32_t b2 = static_cast<uint32_t>(p2 >> my_bit) & 0xffu;
+  const uint64_t codes_bytes = SpreadBits8(b0) | (SpreadBits8(b1) << 1) | (SpreadBits8(b2) << 2);
+  // In-window bytes: base + c - 1 (<= 255, no carry); escapes: base, for
+  // now (subtracting only from non-escape bytes never borrows).
+  const uint32_t escape_bits = ~(b0 | b1 | b2) & static_cast<uint32_t>(LowMask(n));
+  uint64_t e =
+      codes_bytes + uint64_t{window_base} * 0x0101010101010101ull - SpreadBits8(b0 | b1 | b2);
   uint32_t index = esc_index + esc_before_group + Popcount64(my_escapes & LowMask(my_bit));
-  uint64_t e = 0;
-  for (uint32_t j = 0; j < n; ++j) {
-    const uint32_t c = TiledCode(p0, p1, p2, my_bit + j);
-    uint32_t escape = 0;
-    if (c == 0) {
-      escape = index < esc_end ? LoadU8(escapes + index) : 0;
-      ++index;
-    }
-    e |= uint64_t{TiledExponent(c, window_base, escape)} << (8 * j);
+  for (uint32_t bits = escape_bits; bits != 0; bits &= bits - 1) {
+    const uint32_t j = LowestBit(bits);
+    // Clamped to the tile's escapes: a consistent tile never needs it.
+    const uint64_t escape = index < esc_end ? LoadU8(escapes + index) : 0;
+    ++index;
+    e = (e & ~(uint64_t{0xff} << (8 * j))) | (escape << (8 * j));
   }
   *exps = e;
   return n;

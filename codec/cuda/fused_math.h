@@ -83,6 +83,16 @@ PACKD_HD inline float HalfToFloat(uint32_t h, bool bf16) {
   return sign != 0 ? -v : v;
 }
 
+// Four little-endian bf16 in v to w[at .. at + 4): one op each (a bf16 is
+// the high half of its fp32).
+PACKD_HD inline void Bf16x4ToFloats(uint64_t v, float (&w)[8], uint32_t at) {
+  for (uint32_t i = 0; i < 2; ++i) {
+    const uint32_t word = static_cast<uint32_t>(v >> (32 * i));
+    w[at + 2 * i] = FloatFromBits(word << 16);
+    w[at + 2 * i + 1] = FloatFromBits(word & 0xffff0000u);
+  }
+}
+
 // ---- Loads that also work on shared memory (the staged kernel's rows):
 // kNc selects the read-only path, which only global memory may use.
 
@@ -125,6 +135,11 @@ template <bool kNc>
 PACKD_HD inline void LoadHalf8(const uint8_t* p, uint32_t valid, bool bf16, float (&w)[8]) {
   if (valid == 8 && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
     const uint64_t lo = Ld64<kNc>(p), hi = Ld64<kNc>(p + 8);
+    if (bf16) {
+      Bf16x4ToFloats(lo, w, 0);
+      Bf16x4ToFloats(hi, w, 4);
+      return;
+    }
     for (uint32_t j = 0; j < 4; ++j) {
       w[j] = HalfToFloat(static_cast<uint32_t>(lo >> (16 * j)) & 0xffffu, bf16);
       w[4 + j] = HalfToFloat(static_cast<uint32_t>(hi >> (16 * j)) & 0xffffu, bf16);
@@ -215,12 +230,10 @@ struct TiledRow {
     const uint64_t e0 = row * L->grid_cols + col + uint64_t{kFusedLaneCols} * lane;
     const bool bf16 = L->exp_bits == 8;
     if (bf16 && valid == 8 && (e0 & 7) == 0) {
-      const uint64_t rests = LoadU64(plane + e0);
-      for (uint32_t j = 0; j < 8; ++j) {
-        const uint32_t r = static_cast<uint32_t>(rests >> (8 * j)) & 0xffu;
-        const uint32_t e = static_cast<uint32_t>(exps >> (8 * j)) & 0xffu;
-        w[j] = FloatFromBits(((r & 0x80u) << 24) | (e << 23) | ((r & 0x7fu) << 16));
-      }
+      uint64_t lo, hi;
+      JoinBF16x8(exps, LoadU64(plane + e0), lo, hi);
+      Bf16x4ToFloats(lo, w, 0);
+      Bf16x4ToFloats(hi, w, 4);
       return 8;
     }
     for (uint32_t j = 0; j < 8; ++j) {

@@ -25,10 +25,14 @@ constexpr int kThreads = kWarps * 32;
 constexpr uint64_t kMaxBlocks = 65535;
 
 // Rows a warp of the raw and tiled kernels takes at once: the activations it
-// loads serve them all. Register use grows with RW * NB.
+// loads (from L1) serve them all, which matters once n grows (at n = 8 a
+// lone row would load 16 bytes of x per weight); one row at n <= 2 keeps
+// more warps, and so more loads, in flight. Register use grows with RW * NB.
+// A prediction, to be tuned by bench/fused on a GPU; the bits do not depend
+// on it.
 template <int NB>
 constexpr int RowsPerWarp() {
-  return NB <= 8 ? 2 : 1;
+  return NB <= 2 ? 1 : NB == 4 ? 2 : NB == 8 ? 4 : NB == 16 ? 2 : 1;
 }
 
 __device__ __forceinline__ uint32_t Lane() { return threadIdx.x & 31u; }

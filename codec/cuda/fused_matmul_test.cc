@@ -225,8 +225,9 @@ TEST(FusedRawTwin, FollowsTheOrder) {
         const std::vector<float> want = Reference(w, xb, bf16, s.m, s.k, n);
         ExpectNearDot(want, w, xb, bf16, s.m, s.k, n);
         ExpectSameBits(TwinRaw<32, 1>(w, x, bf16, s.m, s.k, n), want, "raw NB=32 RW=1");
-        if (n <= 8) ExpectSameBits(TwinRaw<8, 2>(w, x, bf16, s.m, s.k, n), want, "raw NB=8 RW=2");
-        if (n == 1) ExpectSameBits(TwinRaw<1, 2>(w, x, bf16, s.m, s.k, n), want, "raw NB=1 RW=2");
+        if (n <= 8) ExpectSameBits(TwinRaw<8, 4>(w, x, bf16, s.m, s.k, n), want, "raw NB=8 RW=4");
+        if (n <= 4) ExpectSameBits(TwinRaw<4, 2>(w, x, bf16, s.m, s.k, n), want, "raw NB=4 RW=2");
+        if (n == 1) ExpectSameBits(TwinRaw<1, 1>(w, x, bf16, s.m, s.k, n), want, "raw NB=1 RW=1");
       }
     }
   }
@@ -296,7 +297,8 @@ void ExpectCodedMatchesRaw(const Coded& c, DType dtype, Shape s, int n, uint64_t
   const std::vector<float> want = Reference(w, xb, bf16, s.m, s.k, n);
   if (c.expect == FusedKernel::kTiledRegisters) {
     ExpectSameBits(TwinTiled<32, 1>(image, x, n), want, "tiled NB=32 RW=1");
-    if (n <= 8) ExpectSameBits(TwinTiled<8, 2>(image, x, n), want, "tiled NB=8 RW=2");
+    if (n <= 8) ExpectSameBits(TwinTiled<8, 4>(image, x, n), want, "tiled NB=8 RW=4");
+    if (n == 1) ExpectSameBits(TwinTiled<1, 1>(image, x, n), want, "tiled NB=1 RW=1");
   } else {
     ExpectSameBits(TwinStaged<32>(image, x, n), want, "staged NB=32");
     if (n == 1) ExpectSameBits(TwinStaged<1>(image, x, n), want, "staged NB=1");
