@@ -250,6 +250,11 @@ PACKD_HD inline DecodePlan PlanRows(const DeviceImageLayout& L, uint64_t row_beg
       p.slot_first = p.e_begin / 8;
       p.items = (p.e_end + 7) / 8 - p.slot_first;
       break;
+    case DeviceCodecKind::kVlcLanes:
+      p.t_first = row_begin;
+      p.t_count = row_count;
+      p.items = 32 * row_count;
+      break;
   }
   return p;
 }
@@ -533,6 +538,10 @@ PACKD_HD inline void DecodeItem(const DeviceImageLayout& L, const uint8_t* image
       break;
     case DeviceCodecKind::kVlcConstant:
       VlcConstantDecodeSlot(L, image, plan.slot_first + item, plan.e_begin, plan.e_end, out);
+      break;
+    case DeviceCodecKind::kVlcLanes:
+      // A row's lanes decode together (ballots): no per-item decode; the
+      // callers use VlcLanesDecodeKernel / HostVlcLanesRow (vlc_lanes.h).
       break;
   }
 }

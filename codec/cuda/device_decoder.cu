@@ -82,9 +82,20 @@ class DeviceDecoderImpl final : public DeviceDecoder {
     a.out = d_out;
     a.ldo = static_cast<uint64_t>(ldo);
     a.bf16 = info_.dtype == DType::kBF16;
-    const int err = fused_ == FusedKernel::kTiledRegisters
-                        ? LaunchFusedTiled(layout, d_image, a, stream)
-                        : LaunchFusedStaged(layout, d_image, a, stream);
+    int err = 0;
+    switch (fused_) {
+      case FusedKernel::kTiledRegisters:
+        err = LaunchFusedTiled(layout, d_image, a, stream);
+        break;
+      case FusedKernel::kVlcLanes:
+        err = LaunchFusedVlcLanes(layout, d_image, a, stream);
+        break;
+      case FusedKernel::kStaged:
+        err = LaunchFusedStaged(layout, d_image, a, stream);
+        break;
+      case FusedKernel::kNone:
+        break;  // refused above
+    }
     return CudaStatus(static_cast<cudaError_t>(err),
                       absl::StrCat("fused ", FusedKernelName(fused_), " matmul launch ([", m, ", ",
                                    k, "], n = ", n, ")"));

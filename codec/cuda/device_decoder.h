@@ -37,6 +37,9 @@ inline constexpr uint64_t kDeviceImageAlignment = 256;
 //   kTiledRegisters: `tiled`, rows = grid rows, tile width a multiple of 256:
 //                    each lane decodes its own 8 weights of a chunk in
 //                    registers (no shared memory, no second pass);
+//   kVlcLanes:       `vlc` Huffman, 16-bit elements (transcoded to the lanes
+//                    layout at upload, vlc_lanes.h): the warp's 32 lanes
+//                    decode their own columns' codes together, in registers;
 //   kStaged:         any half (bf16/f16) tensor whose row fits the block's
 //                    shared memory (k <= ~40K): a block decodes a band of up
 //                    to 16 rows into shared memory with the codec's decode
@@ -45,7 +48,7 @@ inline constexpr uint64_t kDeviceImageAlignment = 256;
 //                    (FailedPrecondition); the caller decodes rows to a
 //                    scratch buffer and runs FusedMatMulRaw on it, which
 //                    gives the same bits.
-enum class FusedKernel { kNone, kTiledRegisters, kStaged };
+enum class FusedKernel { kNone, kTiledRegisters, kVlcLanes, kStaged };
 
 const char* FusedKernelName(FusedKernel k);
 

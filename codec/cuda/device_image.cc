@@ -7,11 +7,13 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "base/align.h"
 #include "base/status_macros.h"
 #include "codec/cuda/device_decoder.h"
+#include "codec/cuda/vlc_lanes_build.h"
 #include "codec/rest_plane.h"
 #include "codec/vlc_tables.h"
 
@@ -96,7 +98,7 @@ absl::Status CheckTiledEscapes(const DeviceImageLayout& L, std::span<const uint8
 }  // namespace
 
 absl::StatusOr<DeviceImage> DeviceImage::Build(std::string_view codec, const TensorInfo& info,
-                                               const ComponentViews& components) {
+                                               const ComponentViews& components, int threads) {
   if (codec != "vlc" && codec != "tiled") {
     return absl::InvalidArgumentError(absl::StrCat("device decoder: codec '", std::string(codec),
                                                    "' has no device decoder (vlc, tiled)"));
@@ -154,7 +156,21 @@ absl::StatusOr<DeviceImage> DeviceImage::Build(std::string_view codec, const Ten
     const size_t alphabet = size_t{1} << format->exp_bits;
     const uint8_t mode = header[9];
     L.offset_bytes = header[12];
-    if (mode == kVlcModeHuffman) {
+    if (mode == kVlcModeHuffman && L.elem_bytes == 2) {
+      L.kind = DeviceCodecKind::kVlcLanes;
+      const std::span<const uint8_t> lengths = header.subspan(kVlcFixedHeaderBytes, alphabet);
+      image.table_ = HuffmanTable(lengths);
+      if (threads <= 0)
+        threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 16u));
+      absl::StatusOr<VlcLanesStreams> lanes =
+          BuildVlcLanes(**decoder, *format, L.tensor_rows, L.tensor_cols, lengths, threads);
+      if (!lanes.ok()) return WithPrefix(codec, lanes.status());
+      image.lanes_words_ = std::move(lanes->words);
+      image.lanes_offsets_ = std::move(lanes->offsets);
+      image.codes_ = image.lanes_words_;
+      image.offsets_ = image.lanes_offsets_;
+      L.offset_bytes = 8;
+    } else if (mode == kVlcModeHuffman) {
       L.kind = DeviceCodecKind::kVlcHuffman;
       image.table_ = HuffmanTable(header.subspan(kVlcFixedHeaderBytes, alphabet));
     } else if (mode == kVlcModeRans) {

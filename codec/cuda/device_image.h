@@ -31,11 +31,12 @@ class DeviceImage {
   // returned, prefixed), then, for tiled, that every tile's count of code-0
   // elements equals its escape_offsets span (DataLoss naming the tile; the
   // CPU decoder checks this per decode, the kernels cannot report it), and
-  // lays out the image. Cost: O(tiles) plus, for tiled, one pass over
-  // "codes". The views must outlive the DeviceImage (Parts() points into
-  // them).
+  // lays out the image. A vlc Huffman tensor of 16-bit elements is decoded
+  // on the host and transcoded to the lanes layout (vlc_lanes.h; `threads`
+  // host threads, the CPU decoder's DataLoss for a corrupt stream). Cost: O(tiles) plus, for tiled,
+  // one pass over "codes". The views must outlive the DeviceImage (Parts() points into them).
   static absl::StatusOr<DeviceImage> Build(std::string_view codec, const TensorInfo& info,
-                                           const ComponentViews& components);
+                                           const ComponentViews& components, int threads = 0);
 
   const DeviceImageLayout& layout() const { return layout_; }
   uint64_t bytes() const { return layout_.image_bytes; }
@@ -52,6 +53,9 @@ class DeviceImage {
   DeviceImageLayout layout_;
   std::span<const uint8_t> codes_, rest_, escapes_, offsets_;
   std::vector<uint8_t> table_;  // vlc Huffman / rANS table, kVlcTableBytes
+  // kVlcLanes: the transcoded streams and row offsets (codes_, offsets_
+  // point into them).
+  std::vector<uint8_t> lanes_words_, lanes_offsets_;
 };
 
 // Argument checks of DeviceDecoder::DecodeRows, on the host: rows

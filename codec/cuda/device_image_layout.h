@@ -41,6 +41,8 @@ enum class DeviceCodecKind : uint32_t {
   kVlcHuffman = 2,   // codec "vlc", mode 0
   kVlcConstant = 3,  // codec "vlc", mode 1 (no bitstream)
   kVlcRans = 4,      // codec "vlc", mode 2
+  kVlcLanes = 5,     // codec "vlc", mode 0, 16-bit elements: transcoded to
+                     // per-row lane streams at upload (vlc_lanes.h)
 };
 
 struct DeviceImageLayout {
@@ -70,23 +72,26 @@ struct DeviceImageLayout {
   uint64_t groups_per_full_tile = 0;
   uint64_t groups_per_row = 0;
 
-  // vlc: width of an "offsets" entry (4 or 8), the constant-mode exponent.
+  // vlc: width of an "offsets" entry (4 or 8; kVlcLanes: 8, row offsets in
+  // 16-bit words), the constant-mode exponent.
   uint32_t offset_bytes = 0;
   uint32_t const_exponent = 0;
 
   // Parts: byte offset in the image and length. Absent parts have length 0.
-  uint64_t codes_offset = 0, codes_bytes = 0;      // "codes" (both codecs)
-  uint64_t rest_offset = 0, rest_bytes = 0;        // "rest" (both codecs)
+  uint64_t codes_offset = 0, codes_bytes = 0;  // "codes" (both codecs; kVlcLanes: the lane streams)
+  uint64_t rest_offset = 0, rest_bytes = 0;    // "rest" (both codecs)
   uint64_t escapes_offset = 0, escapes_bytes = 0;  // tiled "escapes"
-  uint64_t offsets_offset = 0, offsets_bytes = 0;  // tiled "escape_offsets" / vlc "offsets"
-  uint64_t table_offset = 0, table_bytes = 0;      // vlc Huffman or rANS table
-  uint64_t image_bytes = 0;                        // total, a multiple of kImagePartAlignment
+  uint64_t offsets_offset = 0,
+           offsets_bytes = 0;  // tiled "escape_offsets" / vlc "offsets" / lanes rows
+  uint64_t table_offset = 0, table_bytes = 0;  // vlc Huffman or rANS table
+  uint64_t image_bytes = 0;                    // total, a multiple of kImagePartAlignment
 };
 
 // What one DecodeRows call decodes: the flat element range of its rows, the
 // tiles that overlap it, and how many work items (GPU threads) the kernel
 // runs: tiled 32 per tile (a warp), vlc Huffman/rANS 1 per tile, vlc constant
-// 1 per 8-element slot. Computed by PlanRows (decode_math.h).
+// 1 per 8-element slot, vlc lanes 32 per row (a warp; t_first is then the
+// first row). Computed by PlanRows (decode_math.h).
 struct DecodePlan {
   uint64_t e_begin = 0;     // first element, flat
   uint64_t e_end = 0;       // one past the last element

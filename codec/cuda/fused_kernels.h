@@ -29,6 +29,10 @@ int LaunchFusedRaw(const void* d_w, uint64_t m, uint64_t k, const FusedLaunch& a
 int LaunchFusedTiled(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
                      void* stream);
 
+// FusedKernel::kVlcLanes over an uploaded kVlcLanes image (VlcLanesRow).
+int LaunchFusedVlcLanes(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
+                        void* stream);
+
 // FusedKernel::kStaged over any uploaded image: bands of StagedRows(layout)
 // rows decoded into shared memory (DecodeItem), then RawRow over them.
 int LaunchFusedStaged(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,

@@ -33,6 +33,7 @@
 
 #include "codec/cuda/decode_math.h"
 #include "codec/cuda/device_image_layout.h"
+#include "codec/cuda/vlc_lanes.h"
 
 namespace packd::codec::cuda {
 
@@ -193,6 +194,29 @@ struct RawRow {
   }
 };
 
+// The lane's `valid` (1..8) weights from their exponents (byte j of exps)
+// and the rest plane, elements e0, e0 + 1, ... of the tensor, as floats.
+// Returns valid.
+PACKD_HD inline uint32_t JoinLane8(const DeviceImageLayout& L, const uint8_t* image, uint64_t e0,
+                                   uint32_t valid, uint64_t exps, float (&w)[8]) {
+  const uint8_t* plane = image + L.rest_offset;
+  const bool bf16 = L.exp_bits == 8;
+  if (bf16 && valid == 8 && (e0 & 7) == 0) {
+    uint64_t lo, hi;
+    JoinBF16x8(exps, LoadU64(plane + e0), lo, hi);
+    Bf16x4ToFloats(lo, w, 0);
+    Bf16x4ToFloats(hi, w, 4);
+    return 8;
+  }
+  for (uint32_t j = 0; j < 8; ++j) {
+    if (j >= valid) break;
+    const uint32_t e = static_cast<uint32_t>(exps >> (8 * j)) & 0xffu;
+    const uint32_t v = JoinElement(L, e, ReadRest(plane, L.rest_bytes, e0 + j, L.rest_bits));
+    w[j] = HalfToFloat(v, bf16);
+  }
+  return valid;
+}
+
 // Row `row` of a `tiled` image whose grid rows are the tensor's rows and
 // whose tile width is a multiple of kFusedChunk (TiledRowsFuse), decoded in
 // registers: a chunk never straddles two tiles, and the lane's elements of it
@@ -226,25 +250,37 @@ struct TiledRow {
         TiledLaneChunk(codes, size, c0, lane, L->window_base, image + L->escapes_offset, index,
                        esc_end, &exps, &esc_index);
     if (valid == 0) return 0;
-    const uint8_t* plane = image + L->rest_offset;
-    const uint64_t e0 = row * L->grid_cols + col + uint64_t{kFusedLaneCols} * lane;
-    const bool bf16 = L->exp_bits == 8;
-    if (bf16 && valid == 8 && (e0 & 7) == 0) {
-      uint64_t lo, hi;
-      JoinBF16x8(exps, LoadU64(plane + e0), lo, hi);
-      Bf16x4ToFloats(lo, w, 0);
-      Bf16x4ToFloats(hi, w, 4);
-      return 8;
-    }
-    for (uint32_t j = 0; j < 8; ++j) {
-      if (j >= valid) break;
-      const uint32_t e = static_cast<uint32_t>(exps >> (8 * j)) & 0xffu;
-      const uint32_t v = JoinElement(*L, e, ReadRest(plane, L->rest_bytes, e0 + j, L->rest_bits));
-      w[j] = HalfToFloat(v, bf16);
-    }
-    return valid;
+    return JoinLane8(*L, image, row * L->grid_cols + col + uint64_t{kFusedLaneCols} * lane, valid,
+                     exps, w);
   }
 };
+
+#if defined(__CUDACC__)
+// Row `row` of a kVlcLanes image (vlc_lanes.h), decoded by the warp's lanes
+// together: device only (ballots); the host twins decode the row with
+// HostVlcLanesRow first. `multi` is the table in shared memory.
+struct VlcLanesRow {
+  const DeviceImageLayout* L = nullptr;
+  const uint8_t* image = nullptr;
+  const uint64_t* multi = nullptr;
+  uint64_t row = 0;
+  VlcLane lane;
+  uint64_t at = 0, end = 0;
+
+  __device__ uint32_t Next(uint64_t c, uint32_t lane_id, float (&w)[8]) {
+    if (c == 0) {
+      at = VlcLanesRowOffset(*L, image, row);
+      end = VlcLanesRowOffset(*L, image, row + 1);
+      lane = VlcLane();
+    }
+    const uint64_t col0 = LaneCol0(c, lane_id);
+    const uint32_t valid = LaneValid(col0, L->tensor_cols);
+    const uint64_t exps = WarpVlcLanesChunk(lane, valid, multi, image + L->codes_offset, at, end);
+    if (valid == 0) return 0;
+    return JoinLane8(*L, image, row * L->tensor_cols + col0, valid, exps, w);
+  }
+};
+#endif
 
 // Whether a layout's rows can be read by TiledRow.
 PACKD_HD inline bool TiledRowsFuse(const DeviceImageLayout& L) {

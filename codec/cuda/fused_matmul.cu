@@ -103,6 +103,39 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+template <int NB, int RW>
+__global__ void __launch_bounds__(kThreads)
+    FusedVlcLanesKernel(const __grid_constant__ DeviceImageLayout layout,
+                        const uint8_t* __restrict__ image, FusedX x, int n, float* __restrict__ out,
+                        uint64_t ldo) {
+  __shared__ uint4 table[kVlcTableBytes / sizeof(uint4)];
+  const uint4* src = reinterpret_cast<const uint4*>(image + layout.table_offset);
+  for (uint32_t i = threadIdx.x; i < kVlcTableBytes / sizeof(uint4); i += blockDim.x) {
+    table[i] = __ldg(src + i);
+  }
+  __syncthreads();
+  const uint64_t m = layout.tensor_rows, k = layout.tensor_cols;
+  const uint64_t warp = uint64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  const uint64_t stride = uint64_t{gridDim.x} * kWarps * RW;
+  for (uint64_t r0 = warp * RW; r0 < m; r0 += stride) {
+    const int nrows = static_cast<int>(MinU64(RW, m - r0));
+    VlcLanesRow rows[RW];
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+      rows[r].L = &layout;
+      rows[r].image = image;
+      rows[r].multi = reinterpret_cast<const uint64_t*>(table);
+      rows[r].row = r0 + MinU64(r, nrows - 1);
+    }
+    float acc[RW][NB];
+    LaneAccumulate<NB, RW>(rows, nrows, Lane(), x, n, k, acc);
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+      if (r < nrows) WarpFinish<NB>(acc[r], n, out, ldo, r0 + r);
+    }
+  }
+}
+
 // Dynamic shared memory: the vlc table (kVlcTableBytes, Huffman and rANS
 // images only), then band_rows decoded rows of k half elements.
 template <int NB>
@@ -191,6 +224,20 @@ int LaunchFusedTiled(const DeviceImageLayout& layout, const void* d_image, const
     constexpr int NB = decltype(nb)::value;
     constexpr int RW = RowsPerWarp<NB>();
     FusedTiledKernel<NB, RW><<<WarpBlocks(layout.tensor_rows, RW), kThreads, 0, s>>>(
+        layout, image, x, a.n, a.out, a.ldo);
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+int LaunchFusedVlcLanes(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
+                        void* stream) {
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const FusedX x = MakeX(a);
+  const auto* image = static_cast<const uint8_t*>(d_image);
+  return WithBatchTile(a.n, [&](auto nb) {
+    constexpr int NB = decltype(nb)::value;
+    constexpr int RW = RowsPerWarp<NB>();
+    FusedVlcLanesKernel<NB, RW><<<WarpBlocks(layout.tensor_rows, RW), kThreads, 0, s>>>(
         layout, image, x, a.n, a.out, a.ldo);
     return static_cast<int>(cudaGetLastError());
   });

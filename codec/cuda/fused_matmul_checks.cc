@@ -15,6 +15,8 @@ const char* FusedKernelName(FusedKernel k) {
       return "none";
     case FusedKernel::kTiledRegisters:
       return "tiled-registers";
+    case FusedKernel::kVlcLanes:
+      return "vlc-lanes";
     case FusedKernel::kStaged:
       return "staged";
   }
@@ -24,6 +26,7 @@ const char* FusedKernelName(FusedKernel k) {
 FusedKernel FusedKernelFor(const DeviceImageLayout& layout) {
   if (layout.elem_bytes != 2) return FusedKernel::kNone;
   if (TiledRowsFuse(layout)) return FusedKernel::kTiledRegisters;
+  if (layout.kind == DeviceCodecKind::kVlcLanes) return FusedKernel::kVlcLanes;
   if (StagedRows(layout) > 0) return FusedKernel::kStaged;
   return FusedKernel::kNone;
 }

@@ -184,8 +184,8 @@ const Coding kCodings[] = {
     {"tiled/512", "tiled", 512, VlcMode::kHuffman, FusedKernel::kTiledRegisters},
     {"tiled/256", "tiled", 256, VlcMode::kHuffman, FusedKernel::kTiledRegisters},
     {"tiled/320", "tiled", 320, VlcMode::kHuffman, FusedKernel::kStaged},
-    {"vlc-huffman/1024", "vlc", 1024, VlcMode::kHuffman, FusedKernel::kStaged},
-    {"vlc-huffman/37", "vlc", 37, VlcMode::kHuffman, FusedKernel::kStaged},
+    {"vlc-huffman/1024", "vlc", 1024, VlcMode::kHuffman, FusedKernel::kVlcLanes},
+    {"vlc-huffman/37", "vlc", 37, VlcMode::kHuffman, FusedKernel::kVlcLanes},
     {"vlc-rans/1024", "vlc", 1024, VlcMode::kRans, FusedKernel::kStaged},
 };
 
@@ -246,9 +246,11 @@ TEST_F(FusedMatMulGpuTest, CompressedKernelsEqualRaw) {
           Uploaded u;
           Prepare(c, info, w, u);
           if (HasFatalFailure()) return;
-          // The kernel follows the layout; a row narrower than a tile stages.
+          // The kernel follows the layout; a tiled row narrower than a tile
+          // stages.
           const FusedKernel kernel = u.decoder->fused_kernel();
-          EXPECT_EQ(kernel, s.k < c.tile_cols ? FusedKernel::kStaged : c.expect)
+          EXPECT_EQ(kernel,
+                    c.codec == "tiled" && s.k < c.tile_cols ? FusedKernel::kStaged : c.expect)
               << FusedKernelName(kernel);
           const auto xb = RandomTensor(dtype, n * s.k, Distribution::kNormalUnit, Seed());
           const DeviceX x = UploadX(xb, n, s.k, 5);
@@ -263,7 +265,7 @@ TEST_F(FusedMatMulGpuTest, CompressedKernelsEqualRaw) {
 }
 
 // Llama-3.1-8B's q_proj shape, trained-like weights: the default codings
-// (tiled-registers, staged vlc) against the order, at the batch sizes the
+// (tiled-registers, vlc-lanes) against the order, at the batch sizes the
 // engine fuses.
 TEST_F(FusedMatMulGpuTest, LlamaShape) {
   const Shape s{4096, 4096};
@@ -344,7 +346,7 @@ TEST_F(FusedMatMulGpuTest, RefusesWhatItCannotRun) {
   const std::vector<uint8_t> w =
       RandomTensor(DType::kBF16, s.m * s.k, Distribution::kNormal002, Seed());
   Uploaded u;
-  Prepare(kCodings[3], info, w, u);
+  Prepare(kCodings[5], info, w, u);  // rANS: the staged kernel
   if (HasFatalFailure()) return;
   EXPECT_EQ(u.decoder->fused_kernel(), FusedKernel::kNone);
   const auto xb = RandomTensor(DType::kBF16, s.k, Distribution::kNormalUnit, Seed());

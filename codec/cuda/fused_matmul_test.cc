@@ -8,10 +8,12 @@
 #include "codec/cuda/fused_matmul.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,7 @@
 #include "codec/cuda/device_image.h"
 #include "codec/cuda/fused_math.h"
 #include "codec/cuda/fused_order_reference.h"
+#include "codec/cuda/vlc_lanes.h"
 #include "codec/tiled_codec.h"
 #include "codec/vlc_codec.h"
 #include "gmock/gmock.h"
@@ -142,6 +145,52 @@ std::vector<float> TwinStaged(const DeviceImage& image, const HostX& x, int n) {
     }
   }
   return out;
+}
+
+// FusedVlcLanesKernel: its row source (VlcLanesRow) decodes with ballots,
+// so the host decodes each row with its warp twin first (HostVlcLanesRow,
+// the same VlcLane steps), then every lane joins its chunks as
+// VlcLanesRow::Next does.
+struct HostLanesRow {
+  const DeviceImageLayout* L = nullptr;
+  const uint8_t* image = nullptr;
+  uint64_t row = 0;
+  const std::vector<std::array<uint64_t, 32>>* exps = nullptr;  // per chunk
+
+  uint32_t Next(uint64_t c, uint32_t lane, float (&w)[8]) {
+    const uint64_t col0 = LaneCol0(c, lane);
+    const uint32_t valid = LaneValid(col0, L->tensor_cols);
+    if (valid == 0) return 0;
+    return JoinLane8(*L, image, row * L->tensor_cols + col0, valid, (*exps)[c][lane], w);
+  }
+};
+
+template <int NB, int RW>
+std::vector<float> TwinLanes(const DeviceImage& image, const HostX& x, int n) {
+  const DeviceImageLayout& L = image.layout();
+  GuardedBuffer mem(image.bytes());
+  image.CopyTo(mem.span());
+  std::vector<uint64_t> table(kVlcTableBytes / 8);
+  std::memcpy(table.data(), mem.data() + L.table_offset, kVlcTableBytes);
+  std::vector<std::vector<std::array<uint64_t, 32>>> rows(L.tensor_rows);
+  for (uint64_t r = 0; r < L.tensor_rows; ++r) {
+    HostVlcLanesRow(L, mem.data(), table.data(), r,
+                    [&](uint64_t, const uint32_t(&)[32], const uint64_t(&exps)[32]) {
+                      std::array<uint64_t, 32> a;
+                      std::copy(std::begin(exps), std::end(exps), a.begin());
+                      rows[r].push_back(a);
+                    });
+  }
+  return TwinWarps<NB, RW, HostLanesRow>(L.tensor_rows, L.tensor_cols, x.view, n,
+                                         [&](uint64_t r0, int nrows, HostLanesRow(&rs)[RW]) {
+                                           for (int r = 0; r < RW; ++r) {
+                                             const uint64_t row = r0 + std::min(r, nrows - 1);
+                                             rs[r].L = &L;
+                                             rs[r].image = mem.data();
+                                             rs[r].row = row;
+                                             rs[r].exps = &rows[row];
+                                           }
+                                         });
 }
 
 // ---- Comparisons.
@@ -295,7 +344,10 @@ void ExpectCodedMatchesRaw(const Coded& c, DType dtype, Shape s, int n, uint64_t
   const auto xb = RandomTensor(dtype, n * s.k, Distribution::kNormalUnit, seed + 1);
   const HostX x(xb, s.k, bf16);
   const std::vector<float> want = Reference(w, xb, bf16, s.m, s.k, n);
-  if (c.expect == FusedKernel::kTiledRegisters) {
+  if (c.expect == FusedKernel::kVlcLanes) {
+    ExpectSameBits(TwinLanes<32, 1>(image, x, n), want, "lanes NB=32 RW=1");
+    if (n <= 8) ExpectSameBits(TwinLanes<8, 4>(image, x, n), want, "lanes NB=8 RW=4");
+  } else if (c.expect == FusedKernel::kTiledRegisters) {
     ExpectSameBits(TwinTiled<32, 1>(image, x, n), want, "tiled NB=32 RW=1");
     if (n <= 8) ExpectSameBits(TwinTiled<8, 4>(image, x, n), want, "tiled NB=8 RW=4");
     if (n == 1) ExpectSameBits(TwinTiled<1, 1>(image, x, n), want, "tiled NB=1 RW=1");
@@ -328,12 +380,30 @@ TEST(FusedTiledTwin, RegistersKernelEqualsRaw) {
   }
 }
 
-TEST(FusedStagedTwin, EveryOtherLayoutEqualsRaw) {
+TEST(FusedLanesTwin, VlcHuffmanEqualsRaw) {
   const Coded codings[] = {
       {"vlc huffman", "vlc", 1024, VlcMode::kHuffman, Distribution::kNormal002,
-       FusedKernel::kStaged},
-      {"vlc huffman/300", "vlc", 300, VlcMode::kHuffman, Distribution::kWideExponent,
-       FusedKernel::kStaged},
+       FusedKernel::kVlcLanes},
+      {"vlc huffman/300 wide", "vlc", 300, VlcMode::kHuffman, Distribution::kWideExponent,
+       FusedKernel::kVlcLanes},
+      {"vlc huffman all patterns", "vlc", 1024, VlcMode::kHuffman, Distribution::kUniformBits,
+       FusedKernel::kVlcLanes},
+  };
+  // Rows shorter than a chunk (lanes with nothing), k % 8 != 0, a short last
+  // chunk, Llama's 4096.
+  const Shape shapes[] = {{3, 100}, {37, 300}, {5, 1001}, {9, 4096}};
+  uint64_t seed = 900;
+  for (const Coded& c : codings) {
+    for (DType dtype : {DType::kBF16, DType::kF16}) {
+      for (const Shape& s : shapes) {
+        for (int n : {1, 7, 32}) ExpectCodedMatchesRaw(c, dtype, s, n, seed += 2);
+      }
+    }
+  }
+}
+
+TEST(FusedStagedTwin, EveryOtherLayoutEqualsRaw) {
+  const Coded codings[] = {
       {"vlc rans", "vlc", 1024, VlcMode::kRans, Distribution::kSparse, FusedKernel::kStaged},
       {"vlc constant", "vlc", 1024, VlcMode::kAuto, Distribution::kNearOne, FusedKernel::kStaged},
       {"tiled/320", "tiled", 320, VlcMode::kHuffman, Distribution::kNormal002,
@@ -371,7 +441,12 @@ TEST(FusedKernelChoice, ByLayout) {
   L.tensor_cols = 4096;
   L.elem_bytes = 4;  // f32
   EXPECT_EQ(FusedKernelFor(L), FusedKernel::kNone);
+  L.elem_bytes = 2;
+  L.kind = DeviceCodecKind::kVlcLanes;  // any row length
+  L.tensor_cols = 50000;
+  EXPECT_EQ(FusedKernelFor(L), FusedKernel::kVlcLanes);
   EXPECT_STREQ(FusedKernelName(FusedKernel::kTiledRegisters), "tiled-registers");
+  EXPECT_STREQ(FusedKernelName(FusedKernel::kVlcLanes), "vlc-lanes");
 }
 
 TEST(FusedMatMulArgs, RefusesBadArguments) {

@@ -5,6 +5,7 @@
 
 #include "codec/cuda/decode_math.h"
 #include "codec/cuda/vlc_decode.h"
+#include "codec/cuda/vlc_lanes.h"
 
 namespace packd::codec::cuda {
 
@@ -37,6 +38,41 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Lanes layout: a warp per row (item = 32 * (row - t_first) + lane), the
+// table in shared memory; each chunk's exponents are joined and stored by the
+// lane that decoded them.
+__global__ void __launch_bounds__(kThreads)
+    VlcLanesKernel(DeviceImageLayout layout, const uint8_t* __restrict__ image, DecodePlan plan,
+                   uint8_t* __restrict__ out) {
+  __shared__ uint4 table[kVlcTableBytes / sizeof(uint4)];
+  const uint4* src = reinterpret_cast<const uint4*>(image + layout.table_offset);
+  for (uint32_t i = threadIdx.x; i < kVlcTableBytes / sizeof(uint4); i += blockDim.x) {
+    table[i] = __ldg(src + i);
+  }
+  __syncthreads();
+  const uint64_t* multi = reinterpret_cast<const uint64_t*>(table);
+  const uint32_t lane_id = threadIdx.x & 31u;
+  const uint64_t k = layout.tensor_cols;
+  const uint64_t chunks = (k + 255) / 256;
+  const uint64_t warps = uint64_t{gridDim.x} * blockDim.x / 32;
+  for (uint64_t w = (uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32; w < plan.t_count;
+       w += warps) {
+    const uint64_t r = plan.t_first + w;
+    uint64_t at = VlcLanesRowOffset(layout, image, r);
+    const uint64_t end = VlcLanesRowOffset(layout, image, r + 1);
+    VlcLane lane;
+    for (uint64_t c = 0; c < chunks; ++c) {
+      const uint32_t need = VlcLaneNeed(c, lane_id, k);
+      const uint64_t exps =
+          WarpVlcLanesChunk(lane, need, multi, image + layout.codes_offset, at, end);
+      if (need > 0) {
+        EmitElements(layout, image, r * k + c * 256 + 8 * lane_id, need, exps, plan.e_begin,
+                     plan.e_end, out);
+      }
+    }
+  }
+}
+
 // Constant mode: item = 8-element slot - slot_first.
 __global__ void __launch_bounds__(kThreads)
     VlcConstantKernel(DeviceImageLayout layout, const uint8_t* __restrict__ image, DecodePlan plan,
@@ -58,6 +94,8 @@ int LaunchVlcDecode(const DeviceImageLayout& layout, const void* d_image, const 
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (layout.kind == DeviceCodecKind::kVlcConstant) {
     VlcConstantKernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(layout, image, plan, out);
+  } else if (layout.kind == DeviceCodecKind::kVlcLanes) {
+    VlcLanesKernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(layout, image, plan, out);
   } else {
     VlcStreamKernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(layout, image, plan, out);
   }

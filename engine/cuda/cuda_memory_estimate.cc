@@ -16,11 +16,20 @@ uint64_t RoundUp256(uint64_t n) { return RoundUp(n, cuda::kArenaAlignment); }
 
 // An upper bound of DeviceImage::bytes() from the stored size: each of the
 // (at most 5) parts starts at a kImagePartAlignment boundary, the codes get
-// kImageCodesSlack bytes of slack, and vlc adds its decode table. Computing
-// the exact size would read every tiled code once more.
+// kImageCodesSlack bytes of slack, and vlc adds its decode table. A 16-bit
+// vlc matrix is transcoded to the lanes layout (codec/cuda/vlc_lanes.h),
+// which per row adds at most a u64 offset and, per lane, a 16-bit word of
+// padding and one zero word (a lane whose bits ended holds < 11 real bits,
+// all decoded before it could ask again). Computing the exact size would
+// decode every tensor once more.
 uint64_t ImageBytesBound(const WeightSource& w) {
-  return w.stored_bytes + 5 * codec::cuda::kImagePartAlignment + codec::cuda::kImageCodesSlack +
-         (w.codec == "vlc" ? codec::cuda::kVlcTableBytes : 0);
+  uint64_t bound = w.stored_bytes + 5 * codec::cuda::kImagePartAlignment +
+                   codec::cuda::kImageCodesSlack +
+                   (w.codec == "vlc" ? codec::cuda::kVlcTableBytes : 0);
+  if (w.codec == "vlc" && codec::DTypeSize(w.info.dtype) == 2 && !w.info.shape.empty()) {
+    bound += 8 + static_cast<uint64_t>(w.info.shape[0]) * (8 + 32 * 4);
+  }
+  return bound;
 }
 
 }  // namespace
