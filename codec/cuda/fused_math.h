@@ -35,6 +35,14 @@
 #include "codec/cuda/device_image_layout.h"
 #include "codec/cuda/vlc_lanes.h"
 
+// Full unrolling of the constant-trip loops over batch rows, weight rows and
+// a lane's 8 columns, so that their arrays stay in registers on the device.
+#if defined(__CUDA_ARCH__)
+#define PACKD_UNROLL _Pragma("unroll")
+#else
+#define PACKD_UNROLL
+#endif
+
 namespace packd::codec::cuda {
 
 // Columns per chunk, lanes per warp, columns per lane per chunk.
@@ -208,11 +216,13 @@ PACKD_HD inline uint32_t JoinLane8(const DeviceImageLayout& L, const uint8_t* im
     Bf16x4ToFloats(hi, w, 4);
     return 8;
   }
+  PACKD_UNROLL
   for (uint32_t j = 0; j < 8; ++j) {
-    if (j >= valid) break;
-    const uint32_t e = static_cast<uint32_t>(exps >> (8 * j)) & 0xffu;
-    const uint32_t v = JoinElement(L, e, ReadRest(plane, L.rest_bytes, e0 + j, L.rest_bits));
-    w[j] = HalfToFloat(v, bf16);
+    if (j < valid) {
+      const uint32_t e = static_cast<uint32_t>(exps >> (8 * j)) & 0xffu;
+      const uint32_t v = JoinElement(L, e, ReadRest(plane, L.rest_bytes, e0 + j, L.rest_bits));
+      w[j] = HalfToFloat(v, bf16);
+    }
   }
   return valid;
 }
@@ -307,26 +317,34 @@ PACKD_HD inline uint64_t StagedRows(const DeviceImageLayout& L) {
 template <int NB, int RW, class Row>
 PACKD_HD inline void LaneAccumulate(Row (&rows)[RW], int nrows, uint32_t lane, const FusedX& x,
                                     int n, uint64_t k, float (&acc)[RW][NB]) {
+  PACKD_UNROLL
   for (int r = 0; r < RW; ++r) {
+    PACKD_UNROLL
     for (int b = 0; b < NB; ++b) acc[r][b] = 0.0f;
   }
   const uint64_t chunks = FusedChunks(k);
   for (uint64_t c = 0; c < chunks; ++c) {
     float w[RW][8];
     uint32_t valid = 0;
+    PACKD_UNROLL
     for (int r = 0; r < RW; ++r) {
       if (r < nrows) valid = rows[r].Next(c, lane, w[r]);
     }
     if (valid == 0) continue;
     const uint64_t col0 = LaneCol0(c, lane);
+    PACKD_UNROLL
     for (int b = 0; b < NB; ++b) {
-      if (b >= n) break;
-      float xs[8];
-      x.Load(b, col0, valid, xs);
-      for (int r = 0; r < RW; ++r) {
-        if (r >= nrows) break;
-        for (uint32_t j = 0; j < 8; ++j) {
-          if (j < valid) acc[r][b] = Fma(w[r][j], xs[j], acc[r][b]);
+      if (b < n) {
+        float xs[8];
+        x.Load(b, col0, valid, xs);
+        PACKD_UNROLL
+        for (int r = 0; r < RW; ++r) {
+          if (r < nrows) {
+            PACKD_UNROLL
+            for (uint32_t j = 0; j < 8; ++j) {
+              if (j < valid) acc[r][b] = Fma(w[r][j], xs[j], acc[r][b]);
+            }
+          }
         }
       }
     }

@@ -24,15 +24,16 @@ constexpr int kThreads = kWarps * 32;
 // Blocks beyond this loop (grid stride).
 constexpr uint64_t kMaxBlocks = 65535;
 
-// Rows a warp of the raw and tiled kernels takes at once: the activations it
-// loads (from L1) serve them all, which matters once n grows (at n = 8 a
-// lone row would load 16 bytes of x per weight); one row at n <= 2 keeps
-// more warps, and so more loads, in flight. Register use grows with RW * NB.
-// A prediction, to be tuned by bench/fused on a GPU; the bits do not depend
-// on it.
+// Rows a warp takes at once: the activations it loads (from L1) serve them
+// all, which matters once n grows (a lone row at n = 8 loads 16 bytes of x
+// per weight); one row at n <= 2 keeps more warps, and so more loads, in
+// flight. Two rows at n = 8 stay near 100 registers (-Xptxas -v: raw 76,
+// tiled 104, vlc-lanes 110; four rows took 150-175, one block per SM). A
+// prediction, to be tuned by bench/fused on a GPU; the bits do not depend on
+// it.
 template <int NB>
 constexpr int RowsPerWarp() {
-  return NB <= 2 ? 1 : NB == 4 ? 2 : NB == 8 ? 4 : NB == 16 ? 2 : 1;
+  return NB <= 2 ? 1 : NB <= 16 ? 2 : 1;
 }
 
 __device__ __forceinline__ uint32_t Lane() { return threadIdx.x & 31u; }
@@ -45,11 +46,12 @@ __device__ __forceinline__ void WarpFinish(float (&acc)[NB], int n, float* __res
   const uint32_t lane = Lane();
 #pragma unroll
   for (int b = 0; b < NB; ++b) {
-    if (b >= n) break;
-    float v = acc[b];
+    if (b < n) {
+      float v = acc[b];
 #pragma unroll
-    for (int d = 16; d >= 1; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);
-    if (lane == static_cast<uint32_t>(b)) out[uint64_t(b) * ldo + m] = v;
+      for (int d = 16; d >= 1; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);
+      if (lane == static_cast<uint32_t>(b)) out[uint64_t(b) * ldo + m] = v;
+    }
   }
 }
 
