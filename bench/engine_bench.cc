@@ -4,7 +4,8 @@
 //   build/bench/engine [--device cpu|cuda:N] [--shape llama-1b] [--checkpoint DIR]
 //                      [--workdir DIR] [--codecs raw,none,vlc,tiled] [--batches 1,8,32]
 //                      [--prompt-tokens 64] [--decode-steps 8] [--threads N]
-//                      [--max-batch-tokens N] [--seed N] [--quick] [--json FILE]
+//                      [--max-batch-tokens N] [--fused-max-batch N] [--seed N] [--quick]
+//                      [--json FILE]
 //
 // Model: by default a synthesized BF16 Hugging Face checkpoint of --shape
 // (engine/synth.h, seed 0), written once to --workdir (default
@@ -81,9 +82,17 @@
 //     (the compressed image for vlc/tiled, bf16 for raw/none; an untied
 //     embedding table excepted, as above). The KV cache read is not in the
 //     floor (it is in the JSON, "kv_read_bytes"). It is the floor of a path
-//     that reads each stored byte once (fused decode-in-GEMM); today's path
-//     decodes each compressed matrix to a scratch buffer and runs cuBLAS on
-//     it, so it moves more than the floor counts;
+//     that reads each stored byte once, which the fused kernels are (when
+//     the batch is fused, see --fused-max-batch); the cuBLAS path decodes
+//     each compressed matrix to a scratch buffer first, so it moves more
+//     than the floor counts;
+//   - --fused-max-batch N (EngineOptions::fused_max_batch, default 8, 0..32;
+//     ignored on the CPU): matmuls of at most N activation rows against
+//     bf16/f16 weights run the fused decode-in-matmul kernels, taller ones
+//     cuBLAS (compressed weights decoded to the scratch first). A decode step
+//     of `batch` sequences is fused when batch <= N, so running the batches
+//     with --fused-max-batch 0 and 32 locates the crossover that the default
+//     8 only predicts. Printed in the header and the JSON ("fused_max_batch");
 //   - device memory: the backend's memory_usage() by kind (weights, kv_cache,
 //     workspace, decode_scratch; engine::MemoryKindName), sampled after the
 //     open, the warm-up, the prefill and the decode; the table shows the
@@ -122,6 +131,7 @@
 #include "bench/bench_main.h"
 #include "bench/device_bandwidth.h"
 #include "codec/cuda/device_runtime.h"
+#include "codec/cuda/fused_math.h"
 #include "codec/dtype.h"
 #include "engine/backend.h"
 #include "engine/cuda/cuda_backend.h"
@@ -162,6 +172,7 @@ struct Options {
   int64_t decode_steps = 8;
   int threads = 0;                 // resolved to HardwareThreads()
   int64_t max_batch_tokens = 512;  // tokens per step (at least batch)
+  int fused_max_batch = engine::EngineOptions{}.fused_max_batch;  // CUDA only
   uint64_t seed = 0;
   std::string json;
   std::string command_line;
@@ -176,6 +187,7 @@ struct ChildOptions {
   int64_t decode_steps = 8;
   int threads = 1;
   int64_t max_batch_tokens = 512;
+  int fused_max_batch = engine::EngineOptions{}.fused_max_batch;
   uint64_t seed = 0;
   std::string result;  // where the child writes its JSON
 };
@@ -183,7 +195,8 @@ struct ChildOptions {
 // "cpu" -> -1; "cuda:N" -> N (engine::CudaDeviceIndex, what Engine::Open accepts).
 absl::StatusOr<int> ParseDevice(const std::string& v) {
   absl::StatusOr<int> index = engine::CudaDeviceIndex(v);
-  if (!index.ok()) return absl::InvalidArgumentError(absl::StrCat("--device: ", index.status().message()));
+  if (!index.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--device: ", index.status().message()));
   return index;
 }
 
@@ -191,7 +204,8 @@ constexpr char kUsage[] =
     "usage: engine [--device cpu|cuda:N] [--shape tiny|llama-1b|llama-8b] [--checkpoint DIR]\n"
     "              [--workdir DIR] [--codecs raw,none,vlc,tiled] [--batches 1,8,32]\n"
     "              [--prompt-tokens N] [--decode-steps N] [--threads N]\n"
-    "              [--max-batch-tokens N] [--seed N] [--quick] [--json FILE]\n"
+    "              [--max-batch-tokens N] [--fused-max-batch N] [--seed N] [--quick]\n"
+    "              [--json FILE]\n"
     "Prefill and decode tokens/s of the engine for each codec and batch size, each\n"
     "configuration in its own process (peak RSS; on a device, the backend's memory),\n"
     "against the measured memory bandwidth; prints a Markdown table.\n"
@@ -206,6 +220,8 @@ constexpr char kUsage[] =
     "  --decode-steps      timed decode steps after the first token (default 8)\n"
     "  --threads           engine and bandwidth threads (default: hardware threads)\n"
     "  --max-batch-tokens  tokens per step (default 512)\n"
+    "  --fused-max-batch   cuda: matmuls of at most N rows run the fused kernels, taller\n"
+    "                      ones cuBLAS (default 8; 0..32, 0 = never fuse)\n"
     "  --quick             batches 1,8, codecs raw,vlc, 32-token prompts, 4 decode steps\n"
     "  --json              also write the numbers to FILE\n";
 
@@ -216,7 +232,7 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   static const char* const kFlags[] = {
       "--shape",         "--checkpoint",   "--workdir", "--codecs",           "--batches",
       "--prompt-tokens", "--decode-steps", "--threads", "--max-batch-tokens", "--seed",
-      "--json",          "--quick",        "--device"};
+      "--json",          "--quick",        "--device",  "--fused-max-batch"};
   // --quick only changes defaults, so flags given with it win wherever they are.
   bool quick = false, batches_given = false;
   for (int i = 1; i < argc; ++i) {
@@ -280,6 +296,9 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       o.threads = static_cast<int>(t);
     } else if (arg == "--max-batch-tokens") {
       ASSIGN_OR_RETURN(o.max_batch_tokens, ParseInt(arg, value, 1, 1 << 20));
+    } else if (arg == "--fused-max-batch") {
+      ASSIGN_OR_RETURN(const int64_t f, ParseInt(arg, value, 0, codec::cuda::kFusedMaxBatch));
+      o.fused_max_batch = static_cast<int>(f);
     } else if (arg == "--seed") {
       ASSIGN_OR_RETURN(const int64_t s, ParseInt(arg, value, 0, INT64_MAX));
       o.seed = static_cast<uint64_t>(s);
@@ -320,6 +339,9 @@ absl::StatusOr<ChildOptions> ParseChildArgs(int argc, char** argv) {
       c.threads = static_cast<int>(t);
     } else if (key == "--max-batch-tokens") {
       ASSIGN_OR_RETURN(c.max_batch_tokens, ParseInt(key, v, 1, 1 << 20));
+    } else if (key == "--fused-max-batch") {
+      ASSIGN_OR_RETURN(const int64_t f, ParseInt(key, v, 0, codec::cuda::kFusedMaxBatch));
+      c.fused_max_batch = static_cast<int>(f);
     } else if (key == "--seed") {
       ASSIGN_OR_RETURN(const int64_t s, ParseInt(key, v, 0, INT64_MAX));
       c.seed = static_cast<uint64_t>(s);
@@ -462,6 +484,7 @@ absl::Status RunChild(const ChildOptions& c) {
   eo.threads = c.threads;
   eo.max_running = c.batch;
   eo.max_batch_tokens = std::max<int64_t>(c.max_batch_tokens, c.batch);  // a decode step fits
+  eo.fused_max_batch = c.fused_max_batch;
   // Sequences that finish their prompt early decode during the later prefill
   // steps; they may generate up to one token per prefill step beyond the
   // decode-steps tokens of the timed decode phase (then they are aborted).
@@ -602,6 +625,7 @@ absl::Status RunChild(const ChildOptions& c) {
       {"backend", eng->backend().description()},
       {"batch", c.batch},
       {"max_batch_tokens", eo.max_batch_tokens},
+      {"fused_max_batch", eo.fused_max_batch},
       {"kv_cache_bytes", eng->kv_cache().bytes()},
       {"open_s", open_s},
       {"warmup_s", warmup_s},
@@ -650,7 +674,8 @@ absl::StatusOr<nlohmann::json> SpawnChild(const ChildOptions& c) {
                                    absl::StrCat("--threads=", c.threads),
                                    absl::StrCat("--seed=", c.seed),
                                    absl::StrCat("--result=", c.result),
-                                   absl::StrCat("--max-batch-tokens=", c.max_batch_tokens)};
+                                   absl::StrCat("--max-batch-tokens=", c.max_batch_tokens),
+                                   absl::StrCat("--fused-max-batch=", c.fused_max_batch)};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -912,6 +937,7 @@ int Run(const Options& o) {
       c.decode_steps = o.decode_steps;
       c.threads = o.threads;
       c.max_batch_tokens = o.max_batch_tokens;
+      c.fused_max_batch = o.fused_max_batch;
       c.seed = o.seed;
       c.result = result.string();
       Row row{codec, batch, "", nlohmann::json::object()};
@@ -969,11 +995,16 @@ int Run(const Options& o) {
       static_cast<long long>(o.decode_steps));
   if (on_device) {
     std::printf(
+        "- fused_max_batch = %d: matmuls of at most %d activation rows against bf16 weights run "
+        "the fused decode-in-matmul kernels, taller ones cuBLAS (compressed weights decoded to "
+        "a scratch buffer first); decode steps of batch <= %d are fused\n",
+        o.fused_max_batch, o.fused_max_batch, o.fused_max_batch);
+    std::printf(
         "- weights/step = weight bytes a decode step reads as the backend holds them (compressed "
         "image for vlc/tiled; untied embedding excluded); floor = weights/step / batch / %.1f "
         "GB/s; limit = 1 / floor; %% of limit = decode tok/s / limit. The floor counts each "
-        "stored byte read once (a fused decode-in-GEMM path); today's path decodes to a scratch "
-        "buffer and then runs cuBLAS on it, and the KV cache read is not counted\n",
+        "stored byte read once (the fused path); the cuBLAS path decodes to a scratch buffer "
+        "first, and the KV cache read is not counted\n",
         copy.gbps);
     std::printf(
         "- device memory = the backend's memory_usage() (arena accounting), largest total over "
@@ -1032,6 +1063,7 @@ int Run(const Options& o) {
                         {"model", src->string()},
                         {"prompt_tokens", o.prompt_tokens},
                         {"decode_steps", o.decode_steps},
+                        {"fused_max_batch", o.fused_max_batch},
                         {"seconds", total_s},
                         {"rows", std::move(jrows)}};
     if (on_device) {

@@ -75,9 +75,9 @@ CudaBackendOptions CudaBackendOptionsFor(const EngineOptions& options, int devic
   o.device = device;
   // Its GEMM workspace holds the largest batch the scheduler forms.
   o.max_matmul_rows = std::max(options.max_batch_tokens, options.max_running);
+  o.fused_max_batch = options.fused_max_batch;
   return o;
 }
-
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path& model,
                                                      const EngineOptions& options) {
@@ -101,8 +101,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path
     bo.threads = options.threads;
     ASSIGN_OR_RETURN(e->backend_, CreateCpuBackend(bo));
   } else {
-    ASSIGN_OR_RETURN(e->backend_,
-                     CreateCudaBackend(CudaBackendOptionsFor(options, *cuda_device)));
+    ASSIGN_OR_RETURN(e->backend_, CreateCudaBackend(CudaBackendOptionsFor(options, *cuda_device)));
   }
   TransformerOptions to;
   to.max_batch_tokens = options.max_batch_tokens;

@@ -45,6 +45,16 @@ struct EngineOptions {
   int64_t max_running = 32;                // sequences decoding at once
   int64_t max_context = 0;                 // 0: the model's max_position_embeddings
   bool verify_checksums = true;            // packd directories: check stored bytes at open
+  // CUDA only (CudaBackendOptions::fused_max_batch): a matmul of at most
+  // this many activation rows against a bf16/f16 weight runs the fused
+  // decode-in-matmul kernels, a taller one cuBLAS; 0 never fuses. 0 to 32
+  // (codec::cuda::kFusedMaxBatch), else Open is InvalidArgument on a CUDA
+  // device. A step of at most this many tokens runs all its matmuls fused,
+  // so a token's logits (over the same cached keys and values) are the
+  // same bits in every such step; cuBLAS gives no such guarantee across
+  // batch sizes. 8 is a prediction of the crossover, not yet a measurement
+  // (engine/cuda/CUDA_BACKEND.md).
+  int fused_max_batch = 8;
 };
 
 // The CudaBackendOptions Engine::Open uses for `options` on CUDA device

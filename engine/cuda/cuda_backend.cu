@@ -1,5 +1,5 @@
 // The CUDA backend: engine/backend.h on one device and one stream. Design
-// notes (memory, streams, uploads, the GEMM path, tolerances) are in
+// notes (memory, streams, uploads, the matmul paths, tolerances) are in
 // engine/cuda/CUDA_BACKEND.md.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -18,6 +18,7 @@
 #include "base/status_macros.h"
 #include "codec/cuda/device_decoder.h"
 #include "codec/cuda/device_runtime.h"
+#include "codec/cuda/fused_matmul.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cuda/attention.h"
 #include "engine/cuda/cuda_backend.h"
@@ -310,6 +311,16 @@ class CudaBackend final : public Backend {
   absl::Status RopeInputs(const BatchLayout& layout, std::span<const float> inv_freq,
                           cuda::DeviceStepMetadata* meta, const float** d_inv_freq);
 
+  // out [n, m] (ldo) = x [n, k] (the weight's half type, row stride k, in
+  // half_x_) * w^T, through the fused kernels (fused_matmul.h), for
+  // 1 <= n <= fused_max_batch: the raw kernel over resident rows, the
+  // decoder's fused kernel over a compressed image, or, where the decoder
+  // has none (rows too long for its shared memory), the plan's row chunks
+  // decoded into the scratch and the raw kernel over each. All three
+  // compute every element in fused_math.h's one order: the same bits.
+  absl::Status FusedMatMul(const CudaWeight& w, const void* half_x, int64_t n, float* out,
+                           int64_t ldo);
+
   // out [n, m] (ldc) = A [m, k] (rows of `type`) * B [n, k]^T (ldb).
   absl::Status Gemm(const void* a, DType type, int64_t m, int64_t n, int64_t k, const void* b,
                     int64_t ldb, float* c, int64_t ldc);
@@ -340,21 +351,18 @@ class CudaBackend final : public Backend {
   const float* inv_freq_device_ = nullptr;
 
   // Decoded rows of compressed weights (kDecodeScratch) and x converted to
-  // bf16/f16 for a GEMM (kWorkspace); both grown at LoadWeight only.
+  // bf16/f16 for a GEMM or a fused matmul (kWorkspace, row stride k); both
+  // grown at LoadWeight only.
   DeviceBlock decode_scratch_;
   DeviceBlock half_x_;
 };
 
 absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(const CudaBackendOptions& o) {
+  RETURN_IF_ERROR(CheckCudaBackendOptions(o));
   const int count = CudaDeviceCount();
   if (o.device < 0 || o.device >= count) {
     return absl::NotFoundError(
         absl::StrCat("cuda:", o.device, ": no such device (", count, " CUDA devices visible)"));
-  }
-  if (o.max_matmul_rows < 1 || o.staging_bytes < 4096 || o.arena_chunk_bytes == 0) {
-    return absl::InvalidArgumentError(
-        "cuda backend: max_matmul_rows must be >= 1, staging_bytes >= 4096, "
-        "arena_chunk_bytes > 0");
   }
   std::unique_ptr<CudaBackend> b(new CudaBackend(o));
   b->name_ = absl::StrCat("cuda:", o.device);
@@ -555,6 +563,31 @@ absl::Status CudaBackend::Gemm(const void* a, DType type, int64_t m, int64_t n, 
       "cublasGemmEx"));
 }
 
+absl::Status CudaBackend::FusedMatMul(const CudaWeight& w, const void* half_x, int64_t n,
+                                      float* out, int64_t ldo) {
+  const int64_t m = w.rows(), k = w.cols();
+  const DType t = w.dtype();
+  if (!w.compressed()) {
+    return Track(codec::cuda::FusedMatMulRaw(w.data(), t, m, k, half_x, k, n, out, ldo, stream_));
+  }
+  const codec::cuda::DeviceDecoder& dec = *w.decoder();
+  if (dec.fused_kernel() != codec::cuda::FusedKernel::kNone) {
+    return Track(dec.FusedMatMul(w.data(), half_x, k, n, out, ldo, stream_));
+  }
+  // In the fused order output column r depends on weight row r and x only,
+  // so the raw kernel run chunk by chunk (output columns [r0, r0 + count))
+  // gives the bits of one call over the whole weight.
+  const cuda::RowChunkPlan& plan = w.plan();
+  for (int64_t c = 0; c < plan.chunks; ++c) {
+    const int64_t r0 = c * plan.rows_per_chunk;
+    const int64_t count = std::min(plan.rows_per_chunk, m - r0);
+    RETURN_IF_ERROR(Track(dec.DecodeRows(w.data(), r0, count, decode_scratch_.get(), stream_)));
+    RETURN_IF_ERROR(Track(codec::cuda::FusedMatMulRaw(decode_scratch_.get(), t, count, k, half_x, k,
+                                                      n, out + r0, ldo, stream_)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::Embed(const Weight& table, std::span<const int32_t> ids, TensorView out) {
   RETURN_IF_ERROR(Healthy());
   ASSIGN_OR_RETURN(const CudaWeight* w, Ours("Embed", table));
@@ -601,6 +634,10 @@ absl::Status CudaBackend::MatMul(TensorView x, const Weight& weight, const Weigh
   const DType t = w->dtype();
   const cuda::RowChunkPlan& plan = w->plan();
   const uint64_t row_bytes = w->row_bytes();
+  // The fused kernels for a few rows against a half weight, cuBLAS
+  // otherwise: decided on (n, dtype, option) only, so raw and compressed
+  // weights take the same path and give the same bits.
+  const bool fused = t != DType::kF32 && n <= options_.fused_max_batch;
   // Token slices: one for fp32 weights (x is read as it is); slices of
   // max_matmul_rows for half weights (x converted to the weight's type).
   const int64_t slice = t == DType::kF32 ? n : options_.max_matmul_rows;
@@ -613,6 +650,10 @@ absl::Status CudaBackend::MatMul(TensorView x, const Weight& weight, const Weigh
                                                half_x_.get(), stream_)));
       xb = half_x_.get();
       ldb = k;
+    }
+    if (fused) {
+      RETURN_IF_ERROR(FusedMatMul(*w, xb, rows, out.data + s0 * out.stride, out.stride));
+      continue;
     }
     // The same chunks, and so the same GEMMs, for raw and compressed
     // weights: only where A comes from differs (both 256-byte aligned).

@@ -13,10 +13,13 @@
 #include <deque>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "codec/cuda/device_decoder.h"
+#include "codec/cuda/fused_math.h"
 #include "codec/tiled_codec.h"
 #include "codec/vlc_codec.h"
 #include "engine/cpu/cpu_backend.h"
@@ -156,15 +159,22 @@ class CudaBackendTest : public ::testing::Test {
     return s;
   }
   WeightSource Compressed(const WeightSource& raw, const codec::TensorCodec& codec) {
-    absl::StatusOr<codec::EncodedTensor> enc = codec.Encode(raw.info, raw.raw, 2);
-    EXPECT_TRUE(enc.ok()) << enc.status();
+    return Compressed(raw, codec, codec.Encode(raw.info, raw.raw, 2), std::string(codec.name()));
+  }
+  // `raw` as `enc` (encoded by `codec` with non-default parameters), named
+  // "<raw name>.<label>".
+  WeightSource Compressed(const WeightSource& raw, const codec::TensorCodec& codec,
+                          absl::StatusOr<codec::EncodedTensor> enc, const std::string& label) {
+    EXPECT_TRUE(enc.ok()) << label << ": " << enc.status();
+    if (!enc.ok()) return WeightSource{};
     encoded_.push_back(std::move(*enc));
     views_.push_back(codec::ViewOf(encoded_.back()));
     auto dec = codec.OpenDecoder(raw.info, views_.back());
-    EXPECT_TRUE(dec.ok()) << dec.status();
+    EXPECT_TRUE(dec.ok()) << label << ": " << dec.status();
+    if (!dec.ok()) return WeightSource{};
     decoders_.push_back(std::move(*dec));
     WeightSource s;
-    s.name = raw.name + "." + std::string(codec.name());
+    s.name = raw.name + "." + label;
     s.info = raw.info;
     s.decoder = decoders_.back().get();
     s.components = views_.back();
@@ -430,17 +440,27 @@ class MatMulTest : public CudaBackendTest {
       ExpectBitwise(Download(*gpu_, o), gr, what + " " + w->name() + " vs raw");
     }
   }
-};
 
-TEST_F(MatMulTest, MatchesTheCpuAndCompressedEqualsRawBitForBit) {
-  for (DType t : kDTypes) {
-    for (int64_t n : {1, 3, 17}) {
-      Check(t, n, 64, 96, false);
-      Check(t, n, 96, 200, true);
-      Check(t, n, 200, 64, n == 3);
+  // n = 1 and 3 run the fused kernels (fused_max_batch 8, the default),
+  // 17 cuBLAS; f32 weights always cuBLAS.
+  void CheckShapes() {
+    for (DType t : kDTypes) {
+      for (int64_t n : {1, 3, 17}) {
+        Check(t, n, 64, 96, false);
+        Check(t, n, 96, 200, true);
+        Check(t, n, 200, 64, n == 3);
+      }
     }
   }
-}
+  void CheckChunked() {
+    for (DType t : kDTypes) {
+      Check(t, 17, 96, 300, true);  // bf16 rows of 192 bytes: 84-row chunks; 3 token slices
+      Check(t, 3, 200, 131, false);
+    }
+  }
+};
+
+TEST_F(MatMulTest, MatchesTheCpuAndCompressedEqualsRawBitForBit) { CheckShapes(); }
 
 // A small decode scratch and few matmul rows force several row chunks and
 // token slices: compressed must still equal raw, and both the CPU.
@@ -454,10 +474,304 @@ class ChunkedMatMulTest : public MatMulTest {
   }
 };
 
-TEST_F(ChunkedMatMulTest, RowChunksAndTokenSlicesKeepTheBits) {
-  for (DType t : kDTypes) {
-    Check(t, 17, 96, 300, true);  // bf16 rows of 192 bytes: 84-row chunks; 3 token slices
-    Check(t, 3, 200, 131, false);
+TEST_F(ChunkedMatMulTest, RowChunksAndTokenSlicesKeepTheBits) { CheckChunked(); }
+
+// fused_max_batch = 0: every MatMul runs cuBLAS (the path before the fused
+// kernels), and the same checks hold.
+class CublasMatMulTest : public MatMulTest {
+ protected:
+  CudaBackendOptions GpuOptions() override {
+    CudaBackendOptions o;
+    o.fused_max_batch = 0;
+    return o;
+  }
+};
+
+TEST_F(CublasMatMulTest, MatchesTheCpuAndCompressedEqualsRawBitForBit) { CheckShapes(); }
+
+class CublasChunkedMatMulTest : public ChunkedMatMulTest {
+ protected:
+  CudaBackendOptions GpuOptions() override {
+    CudaBackendOptions o = ChunkedMatMulTest::GpuOptions();
+    o.fused_max_batch = 0;
+    return o;
+  }
+};
+
+TEST_F(CublasChunkedMatMulTest, RowChunksAndTokenSlicesKeepTheBits) { CheckChunked(); }
+
+// ---------------------------------------------------------------- fused MatMul
+
+// The fused decode-in-matmul path (CudaBackendOptions::fused_max_batch):
+// one weight raw and in four encodings that between them reach every way a
+// compressed weight is fused — vlc with Huffman codes (the lanes kernel:
+// transcoded at upload, decoded in registers), vlc with rANS codes and
+// `tiled` with 320-column tiles (the staged kernel: bands of rows decoded
+// into shared memory), `tiled` with 512-column tiles (decoded in registers,
+// when a row holds at least one tile), and, for rows too long for shared
+// memory, none (row chunks decoded into the scratch, then the raw kernel
+// over each). Every one must give the raw weight's bits, for every batch
+// size, with and without bias; a token's bits must not depend on the
+// batch; the raw result must be within the GEMM bound of the CPU.
+class FusedMatMulTest : public CudaBackendTest {
+ protected:
+  using FusedKernel = codec::cuda::FusedKernel;
+
+  struct Encoded {
+    std::string label;
+    std::unique_ptr<Weight> gpu;
+  };
+  // A weight [m, k] of type t, raw on both backends and encoded on the GPU;
+  // a bias [m] (fp32) on both.
+  struct Weights {
+    DType t = DType::kBF16;
+    int64_t m = 0, k = 0;
+    WeightSource raw;           // its bytes live in the fixture
+    std::vector<float> values;  // the weight as fp32, [m, k]
+    std::unique_ptr<Weight> gpu, cpu, gpu_bias, cpu_bias;
+    std::vector<Encoded> encoded;
+  };
+
+  // The encodings every weight is loaded in.
+  enum class Encoding { kVlcHuffman, kVlcRans, kTiled512, kTiled320 };
+  static constexpr Encoding kEncodings[] = {Encoding::kVlcHuffman, Encoding::kVlcRans,
+                                            Encoding::kTiled512, Encoding::kTiled320};
+  static const char* Label(Encoding e) {
+    switch (e) {
+      case Encoding::kVlcHuffman:
+        return "vlc-huffman";
+      case Encoding::kVlcRans:
+        return "vlc-rans";
+      case Encoding::kTiled512:
+        return "tiled-512";
+      case Encoding::kTiled320:
+        return "tiled-320";
+    }
+    return "?";
+  }
+
+  // The kernel DeviceDecoder::FusedMatMul runs for an encoding of a half
+  // [m, k] weight (m > 1; codec/cuda/fused_matmul.h FusedKernelFor): vlc
+  // Huffman is transcoded to the lanes layout at upload (any k); `tiled`
+  // rows cut into tiles of a multiple of 256 columns decode in registers (a
+  // row shorter than one tile is coded as one flat run, not as rows); any
+  // other row that fits the staged kernel's shared memory beside the vlc
+  // table is staged; a longer row has no fused kernel.
+  static FusedKernel ExpectedKernel(Encoding e, int64_t k) {
+    if (e == Encoding::kVlcHuffman) return FusedKernel::kVlcLanes;
+    if (e == Encoding::kTiled512 && k >= 512) return FusedKernel::kTiledRegisters;
+    const uint64_t room = codec::cuda::kFusedStagedSmemBytes - codec::cuda::kVlcTableBytes;
+    return 2 * static_cast<uint64_t>(k) <= room ? FusedKernel::kStaged : FusedKernel::kNone;
+  }
+
+  static absl::StatusOr<codec::EncodedTensor> Encode(Encoding e, const WeightSource& raw) {
+    codec::VlcOptions vlc;
+    switch (e) {
+      case Encoding::kVlcHuffman:
+        vlc.mode = codec::VlcMode::kHuffman;
+        return codec::VlcEncode(raw.info, raw.raw, 2, vlc);
+      case Encoding::kVlcRans:
+        vlc.mode = codec::VlcMode::kRans;
+        return codec::VlcEncode(raw.info, raw.raw, 2, vlc);
+      case Encoding::kTiled512:
+        return codec::EncodeTiled(raw.info, raw.raw, 2, 512);
+      case Encoding::kTiled320:
+        return codec::EncodeTiled(raw.info, raw.raw, 2, 320);
+    }
+    return absl::InternalError("unknown encoding");
+  }
+
+  // Loads one encoding of w, after checking that the device decoder runs
+  // the kernel this test means to reach.
+  void AddEncoded(Weights& w, Encoding e) {
+    const bool vlc = e == Encoding::kVlcHuffman || e == Encoding::kVlcRans;
+    const std::string label = Label(e);
+    const WeightSource s =
+        Compressed(w.raw, vlc ? codec::VlcCodec() : codec::TiledCodec(), Encode(e, w.raw), label);
+    ASSERT_NE(s.decoder, nullptr) << label;
+    absl::StatusOr<std::unique_ptr<codec::cuda::DeviceDecoder>> dd =
+        codec::cuda::DeviceDecoder::Create(s.codec, s.info, s.components);
+    ASSERT_TRUE(dd.ok()) << label << ": " << dd.status();
+    const FusedKernel expected = ExpectedKernel(e, w.k);
+    ASSERT_EQ((*dd)->fused_kernel(), expected)
+        << label << " [" << w.m << ", " << w.k << "]: runs "
+        << codec::cuda::FusedKernelName((*dd)->fused_kernel()) << ", the test expects "
+        << codec::cuda::FusedKernelName(expected);
+    kernels_seen_.insert(expected);
+    std::unique_ptr<Weight> g = Load(*gpu_, s);
+    ASSERT_NE(g, nullptr) << label;
+    w.encoded.push_back(
+        {absl::StrCat(label, " (", codec::cuda::FusedKernelName(expected), ")"), std::move(g)});
+  }
+
+  Weights Make(DType t, int64_t m, int64_t k) {
+    Weights w;
+    w.t = t;
+    w.m = m;
+    w.k = k;
+    w.raw = Raw("w", t, {m, k},
+                testing::RandomTensor(t, m * k, testing::Distribution::kNormalUnit, rng_()));
+    w.values = Values(w.raw);
+    w.gpu = Load(*gpu_, w.raw);
+    w.cpu = Load(*cpu_, w.raw);
+    const std::vector<float> bias = Normal(m);
+    std::vector<uint8_t> bias_bytes(m * 4);
+    std::memcpy(bias_bytes.data(), bias.data(), bias_bytes.size());
+    const WeightSource b = Raw("b", DType::kF32, {m}, bias_bytes);
+    w.gpu_bias = Load(*gpu_, b);
+    w.cpu_bias = Load(*cpu_, b);
+    EXPECT_TRUE(w.gpu && w.cpu && w.gpu_bias && w.cpu_bias);
+    for (Encoding e : kEncodings) AddEncoded(w, e);
+    return w;
+  }
+
+  // x [n, k] (a strided view) * w^T (+ bias) on `b` into a poisoned [n, m]
+  // output with row stride m + 7; all n x (m + 7) floats downloaded.
+  std::vector<float> Run(Backend& b, const Tensor& x, const Weight& w, const Weight* bias,
+                         int64_t m) {
+    Tensor o = Poisoned(b, x.view.rows, m, m + 7);
+    const absl::Status s = b.MatMul(x.view, w, bias, o.view);
+    EXPECT_TRUE(s.ok()) << w.name() << ": " << s;
+    return Download(b, o);
+  }
+
+  // For n rows of fresh x: raw within the GEMM bound of the CPU, every
+  // encoding bit-identical to raw; with and without bias.
+  void CheckBatch(const Weights& w, int64_t n) {
+    for (bool with_bias : {false, true}) {
+      const std::string what = absl::StrCat("MatMul ", std::string(codec::DTypeName(w.t)), " [",
+                                            w.m, ", ", w.k, "] n ", n, with_bias ? " +bias" : "");
+      SCOPED_TRACE(what);
+      const std::vector<float> x = Normal(n * w.k);
+      const int64_t xs = w.k + 5, os = w.m + 7;
+      Tensor gx = Upload(*gpu_, x, n, w.k, xs), cx = Upload(*cpu_, x, n, w.k, xs);
+      const Weight* gb = with_bias ? w.gpu_bias.get() : nullptr;
+      const std::vector<float> gr = Run(*gpu_, gx, *w.gpu, gb, w.m);
+      Tensor co = Poisoned(*cpu_, n, w.m, os);
+      ASSERT_TRUE(
+          cpu_->MatMul(cx.view, *w.cpu, with_bias ? w.cpu_bias.get() : nullptr, co.view).ok());
+      ExpectNear(gr, Download(*cpu_, co), n, w.m, os, MatMulTolerance(w.t, x, w.values, w.k), what);
+      for (const Encoded& e : w.encoded) {
+        ExpectBitwise(Run(*gpu_, gx, *e.gpu, gb, w.m), gr, what + " " + e.label + " vs raw");
+      }
+    }
+  }
+
+  // Row i of an n-row MatMul equals the 1-row MatMul of x's row i alone,
+  // bit for bit, for raw and every encoding (n <= fused_max_batch).
+  void CheckBatchInvariance(const Weights& w, int64_t n) {
+    const std::string what = absl::StrCat("batch invariance ", std::string(codec::DTypeName(w.t)),
+                                          " [", w.m, ", ", w.k, "] n ", n);
+    SCOPED_TRACE(what);
+    const std::vector<float> x = Normal(n * w.k);
+    const int64_t os = w.m + 7;
+    Tensor gx = Upload(*gpu_, x, n, w.k, w.k + 3);
+    std::vector<const Weight*> weights = {w.gpu.get()};
+    for (const Encoded& e : w.encoded) weights.push_back(e.gpu.get());
+    for (const Weight* wt : weights) {
+      const std::vector<float> all = Run(*gpu_, gx, *wt, w.gpu_bias.get(), w.m);
+      for (int64_t i = 0; i < n; ++i) {
+        const std::vector<float> xi(x.begin() + i * w.k, x.begin() + (i + 1) * w.k);
+        Tensor one = Upload(*gpu_, xi, 1, w.k, w.k);
+        ExpectBitwise(Run(*gpu_, one, *wt, w.gpu_bias.get(), w.m),
+                      std::vector<float>(all.begin() + i * os, all.begin() + (i + 1) * os),
+                      absl::StrCat(what, " ", wt->name(), " row ", i));
+      }
+    }
+  }
+
+  // [m, k]: odd m, k not a multiple of 8 (300, 517: rows not 16-byte
+  // aligned, partial last lane), a row shorter than one 512-column tile
+  // (300: tiled-512 is staged), a partial last tile (517, 1000), k = 4096.
+  static constexpr int64_t kShapes[][2] = {{37, 300}, {64, 1000}, {129, 4096}, {20, 517}};
+  std::set<FusedKernel> kernels_seen_;
+};
+
+TEST_F(FusedMatMulTest, SmallBatchesMatchTheCpuAndCompressedEqualsRaw) {
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    for (const auto& [m, k] : kShapes) {
+      const Weights w = Make(t, m, k);
+      ASSERT_EQ(w.encoded.size(), 4u);
+      // 8 is fused_max_batch (the last fused size), 9 the first cuBLAS one.
+      for (int64_t n : {1, 2, 5, 8, 9}) CheckBatch(w, n);
+    }
+  }
+  EXPECT_TRUE(kernels_seen_.contains(FusedKernel::kTiledRegisters));
+  EXPECT_TRUE(kernels_seen_.contains(FusedKernel::kVlcLanes));
+  EXPECT_TRUE(kernels_seen_.contains(FusedKernel::kStaged));
+}
+
+TEST_F(FusedMatMulTest, ATokenGetsTheSameBitsAloneAndInAFusedBatch) {
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    for (const auto& [m, k] : kShapes) {
+      const Weights w = Make(t, m, k);
+      CheckBatchInvariance(w, 8);
+      CheckBatchInvariance(w, 5);
+    }
+  }
+}
+
+// A fused batch taller than max_matmul_rows runs in token slices: the same
+// bits as in one piece (another backend, same device and kernels).
+TEST_F(FusedMatMulTest, TokenSlicesOfAFusedBatchKeepTheBits) {
+  CudaBackendOptions o;
+  o.max_matmul_rows = 2;
+  absl::StatusOr<std::unique_ptr<Backend>> sliced = CreateCudaBackend(o);
+  ASSERT_TRUE(sliced.ok()) << sliced.status();
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    const Weights w = Make(t, 64, 1000);
+    std::unique_ptr<Weight> ws = Load(**sliced, w.raw);
+    std::unique_ptr<Weight> wt = Load(**sliced, Compressed(w.raw, codec::TiledCodec()));
+    ASSERT_TRUE(ws && wt);
+    const std::vector<float> x = Normal(5 * w.k);
+    Tensor gx = Upload(*gpu_, x, 5, w.k, w.k), sx = Upload(**sliced, x, 5, w.k, w.k);
+    const std::vector<float> whole = Run(*gpu_, gx, *w.gpu, nullptr, w.m);
+    ExpectBitwise(Run(**sliced, sx, *ws, nullptr, w.m), whole, "raw in slices of 2");
+    ExpectBitwise(Run(**sliced, sx, *wt, nullptr, w.m), whole, "tiled in slices of 2");
+  }
+}
+
+// Rows too long for the staged kernel's shared memory (41000 half columns,
+// 82000 bytes): vlc-rans and tiled-320 have no fused kernel, so their rows
+// are decoded chunk by chunk into the scratch (a small one: 16-row chunks,
+// the last shorter) and the raw kernel runs on each; tiled-512 and
+// vlc-huffman still decode in registers. All must equal raw.
+class LongRowFusedMatMulTest : public FusedMatMulTest {
+ protected:
+  CudaBackendOptions GpuOptions() override {
+    CudaBackendOptions o;
+    o.decode_scratch_bytes = 64 << 10;
+    return o;
+  }
+};
+
+TEST_F(LongRowFusedMatMulTest, DecodedChunksEqualRaw) {
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    const Weights w = Make(t, 70, 41000);
+    ASSERT_EQ(w.encoded.size(), 4u);
+    for (int64_t n : {1, 8}) CheckBatch(w, n);
+  }
+  EXPECT_TRUE(kernels_seen_.contains(FusedKernel::kNone));
+  EXPECT_TRUE(kernels_seen_.contains(FusedKernel::kTiledRegisters));
+}
+
+// fused_max_batch = 0: the same small batches all run cuBLAS, and compressed
+// still equals raw.
+class UnfusedSmallBatchTest : public FusedMatMulTest {
+ protected:
+  CudaBackendOptions GpuOptions() override {
+    CudaBackendOptions o;
+    o.fused_max_batch = 0;
+    return o;
+  }
+};
+
+TEST_F(UnfusedSmallBatchTest, SmallBatchesMatchTheCpuAndCompressedEqualsRaw) {
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    for (const auto& [m, k] : kShapes) {
+      const Weights w = Make(t, m, k);
+      for (int64_t n : {1, 5}) CheckBatch(w, n);
+    }
   }
 }
 
