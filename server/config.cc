@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/file.h"
 #include "base/status_macros.h"
+#include "codec/cuda/fused_math.h"
 #include "server/sha256.h"
 
 namespace packd::server {
@@ -560,10 +561,10 @@ class ConfigReader {
     ASSIGN_OR_RETURN(const std::vector<YAML::Node> items, ReadList(node, "models"));
     for (size_t i = 0; i < items.size(); ++i) {
       const std::string path = IndexPath("models", i);
-      ASSIGN_OR_RETURN(const Fields f,
-                       ReadMap(items[i], path,
-                               {"name", "path", "codec", "device", "instances", "kv_cache",
-                                "max_batch", "max_batch_tokens", "max_context", "threads"}));
+      ASSIGN_OR_RETURN(const Fields f, ReadMap(items[i], path,
+                                               {"name", "path", "codec", "device", "instances",
+                                                "kv_cache", "max_batch", "max_batch_tokens",
+                                                "max_context", "threads", "fused_max_batch"}));
       for (const char* key : {"name", "path", "device"}) {
         if (f.Find(key) == nullptr) return Error(items[i], f.PathOf(key), "required");
       }
@@ -620,6 +621,16 @@ class ConfigReader {
         }
         ASSIGN_OR_RETURN(const int64_t n, ReadInt(*v, f.PathOf("threads"), 0, 4096));
         model.threads = static_cast<int>(n);
+      }
+      if (const YAML::Node* v = f.Find("fused_max_batch")) {
+        if (device->kind != DeviceKind::kCuda) {
+          return Error(*v, f.PathOf("fused_max_batch"),
+                       absl::StrCat("only for a cuda device; ", Quote(device->name), " is ",
+                                    std::string(DeviceKindName(device->kind))));
+        }
+        ASSIGN_OR_RETURN(const int64_t n,
+                         ReadInt(*v, f.PathOf("fused_max_batch"), 0, codec::cuda::kFusedMaxBatch));
+        model.fused_max_batch = static_cast<int>(n);
       }
       config.models.push_back(std::move(model));
     }
@@ -900,6 +911,7 @@ engine::EngineOptions ServerConfig::Model::ToEngineOptions() const {
   options.max_running = max_batch;
   options.max_batch_tokens = max_batch_tokens;
   options.max_context = max_context;
+  options.fused_max_batch = fused_max_batch;
   return options;
 }
 

@@ -137,6 +137,10 @@ struct ServerConfig {
     int64_t max_batch_tokens = 256;          // tokens per step (prefill chunks + decodes); >= 1
     int64_t max_context = 0;                 // 0: the model's own; else a cap, >= 1
     int threads = 0;                         // cpu devices only: CPU backend threads; 0: all cores
+    // cuda devices only: steps of at most this many sequences run the fused
+    // decode-in-matmul kernels, taller ones cuBLAS; 0..32, 0: never fuse
+    // (engine::EngineOptions::fused_max_batch).
+    int fused_max_batch = engine::EngineOptions().fused_max_batch;
 
     // The engine options of one instance (engine defaults for the rest).
     engine::EngineOptions ToEngineOptions() const;

@@ -173,6 +173,8 @@ TEST(ServerConfigTest, Defaults) {
   EXPECT_EQ(options.max_batch_tokens, 256);
   EXPECT_EQ(options.max_context, 0);
   EXPECT_EQ(full->FindModel("big")->instances, 3);
+  EXPECT_EQ(full->FindModel("big")->ToEngineOptions().fused_max_batch,
+            engine::EngineOptions().fused_max_batch);
   EXPECT_EQ(full->FindModel("nope"), nullptr);
   EXPECT_EQ(full->FindDevice("gpu0")->kind, DeviceKind::kCuda);
 }
@@ -208,6 +210,17 @@ std::string Replace(std::string text, const std::string& from, const std::string
   EXPECT_NE(at, std::string::npos) << from;
   if (at != std::string::npos) text.replace(at, from.size(), to);
   return text;
+}
+
+TEST(ServerConfigTest, FusedMaxBatchReachesTheEngine) {
+  absl::StatusOr<ServerConfig> fused = ParseServerConfig(
+      Replace(Full(), "codec: tiled", "codec: tiled, fused_max_batch: 0"), "packd.yaml");
+  ASSERT_TRUE(fused.ok()) << fused.status();
+  EXPECT_EQ(fused->FindModel("big")->ToEngineOptions().fused_max_batch, 0);
+  fused = ParseServerConfig(Replace(Full(), "codec: tiled", "codec: tiled, fused_max_batch: 32"),
+                            "packd.yaml");
+  ASSERT_TRUE(fused.ok()) << fused.status();
+  EXPECT_EQ(fused->FindModel("big")->ToEngineOptions().fused_max_batch, 32);
 }
 
 TEST(ServerConfigTest, EveryProblemIsNamed) {
@@ -296,7 +309,7 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
        "models[0].codec: must be one of none, vlc, tiled, any; got the scalar 'zstd'"},
       {Minimal() + "models:\n  - {name: a, path: /a, device: cpu, batch: 4}\n",
        "models[0].batch: unknown key; valid keys here: name, path, codec, device, instances, "
-       "kv_cache, max_batch, max_batch_tokens, max_context, threads"},
+       "kv_cache, max_batch, max_batch_tokens, max_context, threads, fused_max_batch"},
       {Minimal() + "models:\n  - {name: a, path: /a, device: cpu, max_batch: 0}\n",
        "models[0].max_batch: must be >= 1, got 0"},
       {Minimal() + "models:\n  - {name: a, path: /a, device: cpu, max_batch_tokens: x}\n",
@@ -309,6 +322,12 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
        "models[0].path: must not be empty"},
       {Replace(Full(), "codec: tiled", "codec: tiled, threads: 4"),
        "models[1].threads: only for a cpu device; 'gpu0' is cuda"},
+      {Replace(Full(), "threads: 2", "fused_max_batch: 4"),
+       "models[0].fused_max_batch: only for a cuda device; 'cpu' is cpu"},
+      {Replace(Full(), "codec: tiled", "codec: tiled, fused_max_batch: 33"),
+       "models[1].fused_max_batch: must be <= 32, got 33"},
+      {Replace(Full(), "codec: tiled", "codec: tiled, fused_max_batch: -1"),
+       "models[1].fused_max_batch: must be >= 0, got -1"},
       // tenants
       {Replace(Minimal(), alice, "ABC"),
        "packd.yaml:5: tenants[0].api_key_sha256[0]: must be 64 lower-case hex digits"},
