@@ -73,7 +73,7 @@ PACKD_SCHEMA = {
     "devices": [{"name": None, "kind": None, "index": None, "memory_budget": None}],
     "models": [{"name": None, "path": None, "codec": None, "device": None, "instances": None,
                 "kv_cache": None, "max_batch": None, "max_batch_tokens": None,
-                "max_context": None, "threads": None}],
+                "max_context": None, "threads": None, "fused_max_batch": None}],
     "tenants": [{"name": None, "api_key_sha256": None, "api_key_sha256_file": None, "admin": None,
                  "allowed_models": None, "max_concurrent_requests": None,
                  "tokens_per_minute": None}],
