@@ -235,24 +235,38 @@ struct TiledRow {
   const DeviceImageLayout* L = nullptr;
   const uint8_t* image = nullptr;
   uint64_t row = 0;
-  // The current tile: its groups, size, escape range, and the escapes index
-  // of the current chunk's first escape.
+  // The current tile (its index in the row, its groups, size and escape
+  // range), the chunk's offset in it, and the escapes index of the chunk's
+  // first escape. Chunks come in order, so these advance by adds: no
+  // division per chunk.
+  uint64_t tile_col = 0;
+  uint64_t c0 = 0;
   const uint8_t* codes = nullptr;
   uint32_t size = 0;
   uint32_t esc_index = 0;
   uint32_t esc_end = 0;
 
+  PACKD_HD void StartTile() {
+    const uint64_t t = row * L->tiles_per_row + tile_col;
+    codes =
+        image + L->codes_offset +
+        (row * L->groups_per_row + tile_col * L->groups_per_full_tile) * uint64_t{kTiledGroupBytes};
+    size = static_cast<uint32_t>(MinU64(L->tile_cols, L->grid_cols - tile_col * L->tile_cols));
+    esc_index = LoadU32(image + L->offsets_offset + 4 * t);
+    esc_end = LoadU32(image + L->offsets_offset + 4 * (t + 1));
+    c0 = 0;
+  }
+
   PACKD_HD uint32_t Next(uint64_t c, uint32_t lane, float (&w)[8]) {
-    const uint64_t col = c * kFusedChunk;
-    const uint64_t tile_in_row = col / L->tile_cols;
-    const uint64_t c0 = col - tile_in_row * L->tile_cols;  // the chunk's offset in its tile
-    if (c0 == 0) {
-      const uint64_t t = row * L->tiles_per_row + tile_in_row;
-      const TileSpan s = TileAt(*L, t);
-      codes = TiledCodes(*L, image, s);
-      size = s.size;
-      esc_index = LoadU32(image + L->offsets_offset + 4 * t);
-      esc_end = LoadU32(image + L->offsets_offset + 4 * (t + 1));
+    if (c == 0) {
+      tile_col = 0;
+      StartTile();
+    } else {
+      c0 += kFusedChunk;
+      if (c0 == L->tile_cols) {
+        ++tile_col;
+        StartTile();
+      }
     }
     uint64_t exps = 0;
     const uint32_t index = esc_index;
@@ -260,7 +274,8 @@ struct TiledRow {
         TiledLaneChunk(codes, size, c0, lane, L->window_base, image + L->escapes_offset, index,
                        esc_end, &exps, &esc_index);
     if (valid == 0) return 0;
-    return JoinLane8(*L, image, row * L->grid_cols + col + uint64_t{kFusedLaneCols} * lane, valid,
+    return JoinLane8(*L, image,
+                     row * L->grid_cols + c * kFusedChunk + uint64_t{kFusedLaneCols} * lane, valid,
                      exps, w);
   }
 };
