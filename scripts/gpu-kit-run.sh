@@ -5,9 +5,12 @@
 #   bash gpukit/run.sh tests      # the GPU tests (ctest label gpu), ~minutes
 #   bash gpukit/run.sh sanitize   # the same under compute-sanitizer memcheck
 #   bash gpukit/run.sh decode     # bench/gpu: device decode GB/s per Llama-3.1-8B shape
+#   bash gpukit/run.sh fused      # bench/fused: fused decode-in-matmul vs cuBLAS bf16 per
+#                                 # Llama-3.1-8B shape and batch, the fused_max_batch crossover
 #   bash gpukit/run.sh e2e        # bench/engine --device cuda:0 on a synthesized llama-8b,
 #                                 # then bench/gpu --fit (instances per H200)
-#   bash gpukit/run.sh all        # tests, sanitize, decode (not e2e: too long for one call)
+#   bash gpukit/run.sh all        # tests, sanitize, decode, fused (not e2e: too long for
+#                                 # one call; all itself may outrun one 600 s device call)
 #
 # Everything goes to $OUT (what comes back: at most 8 files): log.txt (every
 # command's output), *.json from the benchmarks, and summary.txt, which is
@@ -84,6 +87,11 @@ case "$phase" in
   decode | all)
     step "bench/gpu (decode GB/s)" 540 "$kit/bin/gpu" --json "$out/gpu_decode.json"
     ;;&
+  fused | all)
+    # Its tables (Markdown) also go to fused.md, to paste into bench/NOTES.md.
+    step "bench/fused (fused matmul vs cuBLAS)" 540 \
+      bash -c 'set -o pipefail; "$1" --json "$2/fused.json" | tee "$2/fused.md"' _ "$kit/bin/fused" "$out"
+    ;;&
   e2e)
     # Synthesizes llama-8b (16 GB) and compresses it once into the workdir;
     # a second call on the same (warm) machine reuses it.
@@ -92,9 +100,9 @@ case "$phase" in
       --json "$out/engine_gpu.json"
     step "bench/gpu --fit (llama-8b per H200)" 120 "$kit/bin/gpu" --fit --json "$out/fit.json"
     ;;
-  tests | sanitize | decode | all) ;;
+  tests | sanitize | decode | fused | all) ;;
   *)
-    echo "usage: run.sh tests|sanitize|decode|e2e|all" >&2
+    echo "usage: run.sh tests|sanitize|decode|fused|e2e|all" >&2
     exit 2
     ;;
 esac

@@ -10,7 +10,9 @@
 #   device run: carry [gpukit], command: bash gpukit/run.sh tests   (see gpu-kit-run.sh)
 #
 # Needs nvcc (CUDA 13) here. The kit must stay under the device tool's 64 MiB
-# (with the working tree); its size is printed.
+# (with the working tree); its size is printed. On a shared machine, cap the
+# compile jobs with CMAKE_BUILD_PARALLEL_LEVEL (e.g. =2); PACKD_GPU_KIT_BUILD
+# names the (Release) build directory, default build-gpukit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kit=${1:-gpukit}
@@ -21,15 +23,23 @@ command -v nvcc >/dev/null || { echo "gpu-kit: nvcc is not on the PATH" >&2; exi
 if [ ! -f "$build/build.ninja" ]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
+else
+  # Re-configure, so that test files added since the last run are globbed
+  # (the target list below is read before any build step would notice).
+  cmake -S . -B "$build" >/dev/null
 fi
 grep -q -- "-DPACKD_HAVE_CUDA=1" "$build/build.ninja" ||
   { echo "gpu-kit: $build was configured without CUDA" >&2; exit 1; }
 
 # What the kit carries, as paths in the build tree; the CMake target of
-# bench/X is bench_X, of any other the file's name. run.sh runs every
-# *_gpu_test it finds in the kit.
-outputs=(codec/device_decoder_gpu_test engine/cuda_backend_gpu_test engine/cuda_engine_gpu_test
-  tests/serve_gpu_test bench/gpu bench/engine cli/packd)
+# bench/X is bench_X, of any other the file's name. Every *_gpu_test target
+# of the build is taken (codec/device_decoder_gpu_test,
+# codec/fused_matmul_gpu_test, engine/cuda_*_gpu_test, tests/serve_gpu_test,
+# ...); run.sh runs every *_gpu_test it finds in the kit.
+mapfile -t gpu_tests < <(ninja -C "$build" -t targets all |
+  sed -n 's#^\([A-Za-z0-9_/]*/[A-Za-z0-9_]*_gpu_test\): .*#\1#p' | sort -u)
+[ ${#gpu_tests[@]} -gt 0 ] || { echo "gpu-kit: no *_gpu_test target in $build" >&2; exit 1; }
+outputs=("${gpu_tests[@]}" bench/gpu bench/engine bench/fused cli/packd)
 targets=()
 binaries=()
 for o in "${outputs[@]}"; do
