@@ -293,12 +293,17 @@ PACKD_HD inline uint64_t TiledEscapeMask(uint64_t p0, uint64_t p1, uint64_t p2, 
 // consistent tile never needs that). Returns how many of the lane's elements
 // lie in the tile (0..8; exponent byte j of *exps for j below it) and adds the
 // chunk's escape count to *chunk_escapes.
+PACKD_HD inline uint32_t TiledLaneExponents(uint64_t p0, uint64_t p1, uint64_t p2,
+                                            uint64_t my_escapes, uint32_t lane, uint32_t size,
+                                            uint64_t c0, uint32_t window_base,
+                                            const uint8_t* escapes, uint32_t group_esc_index,
+                                            uint32_t esc_end, uint64_t* exps);
+
 PACKD_HD inline uint32_t TiledLaneChunk(const uint8_t* codes, uint32_t size, uint64_t c0,
                                         uint32_t lane, uint32_t window_base, const uint8_t* escapes,
                                         uint32_t esc_index, uint32_t esc_end, uint64_t* exps,
                                         uint32_t* chunk_escapes) {
   const uint32_t my_group = lane / 8;
-  const uint32_t my_bit = 8 * (lane % 8);
   uint32_t esc_before_group = 0, escapes_here = 0;
   uint64_t p0 = 0, p1 = 0, p2 = 0, my_escapes = 0;
   for (uint32_t g = 0; g < kTiledChunk / kTiledGroup; ++g) {
@@ -318,6 +323,22 @@ PACKD_HD inline uint32_t TiledLaneChunk(const uint8_t* codes, uint32_t size, uin
     escapes_here += Popcount64(esc);
   }
   *chunk_escapes += escapes_here;
+  return TiledLaneExponents(p0, p1, p2, my_escapes, lane, size, c0, window_base, escapes,
+                            esc_index + esc_before_group, esc_end, exps);
+}
+
+// The second half of TiledLaneChunk (shared with the fused kernel's warp
+// version, which gathers the group counts by shuffles): from the lane's
+// group's planes and escape mask, and the escapes index of the group's first
+// escape, the lane's exponents; returns how many of its elements lie in the
+// tile.
+PACKD_HD inline uint32_t TiledLaneExponents(uint64_t p0, uint64_t p1, uint64_t p2,
+                                            uint64_t my_escapes, uint32_t lane, uint32_t size,
+                                            uint64_t c0, uint32_t window_base,
+                                            const uint8_t* escapes, uint32_t group_esc_index,
+                                            uint32_t esc_end, uint64_t* exps) {
+  const uint32_t my_group = lane / 8;
+  const uint32_t my_bit = 8 * (lane % 8);
   const uint64_t k0 = c0 + my_group * kTiledGroup + my_bit;  // first element, in the tile
   if (k0 >= size) return 0;
   const uint32_t n = static_cast<uint32_t>(MinU64(8, size - k0));
@@ -332,7 +353,7 @@ PACKD_HD inline uint32_t TiledLaneChunk(const uint8_t* codes, uint32_t size, uin
   const uint32_t escape_bits = ~(b0 | b1 | b2) & static_cast<uint32_t>(LowMask(n));
   uint64_t e =
       codes_bytes + uint64_t{window_base} * 0x0101010101010101ull - SpreadBits8(b0 | b1 | b2);
-  uint32_t index = esc_index + esc_before_group + Popcount64(my_escapes & LowMask(my_bit));
+  uint32_t index = group_esc_index + Popcount64(my_escapes & LowMask(my_bit));
   for (uint32_t bits = escape_bits; bits != 0; bits &= bits - 1) {
     const uint32_t j = LowestBit(bits);
     // Clamped to the tile's escapes: a consistent tile never needs it.

@@ -21,6 +21,10 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
+// Blocks per SM the register allocation must allow (<= 128 registers per
+// thread). Without it ptxas capped some instantiations at 80 registers and
+// spilled (-Xptxas -v).
+constexpr int kMinBlocks = 2;
 // Blocks beyond this loop (grid stride).
 constexpr uint64_t kMaxBlocks = 65535;
 
@@ -56,7 +60,7 @@ __device__ __forceinline__ void WarpFinish(float (&acc)[NB], int n, float* __res
 }
 
 template <int NB, int RW>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     FusedRawKernel(const uint8_t* __restrict__ w, uint64_t m, uint64_t k, FusedX x, int n,
                    float* __restrict__ out, uint64_t ldo) {
   const uint64_t warp = uint64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
@@ -80,7 +84,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <int NB, int RW>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     FusedTiledKernel(const __grid_constant__ DeviceImageLayout layout,
                      const uint8_t* __restrict__ image, FusedX x, int n, float* __restrict__ out,
                      uint64_t ldo) {
@@ -106,7 +110,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <int NB, int RW>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     FusedVlcLanesKernel(const __grid_constant__ DeviceImageLayout layout,
                         const uint8_t* __restrict__ image, FusedX x, int n, float* __restrict__ out,
                         uint64_t ldo) {
@@ -141,7 +145,7 @@ __global__ void __launch_bounds__(kThreads)
 // Dynamic shared memory: the vlc table (kVlcTableBytes, Huffman and rANS
 // images only), then band_rows decoded rows of k half elements.
 template <int NB>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     FusedStagedKernel(const __grid_constant__ DeviceImageLayout layout,
                       const uint8_t* __restrict__ image, uint64_t band_rows, uint32_t table_bytes,
                       FusedX x, int n, float* __restrict__ out, uint64_t ldo) {
