@@ -6,7 +6,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -29,6 +32,34 @@ int BenchMain(const char* program, const absl::StatusOr<Options>& options, RunFn
     return help ? 0 : 2;
   }
   return run(*options);
+}
+
+// The flag at argv[i] as (name, value): "--name=value", or "--name value"
+// (which consumes argv[i + 1]); a flag named in `switches` takes no value
+// (value ""; "--switch=x" is an error). InvalidArgument, with `usage`, for a
+// missing value.
+inline absl::StatusOr<std::pair<std::string, std::string>> NextFlag(
+    int argc, char** argv, int& i, std::initializer_list<std::string_view> switches,
+    const char* usage) {
+  std::string arg = argv[i];
+  std::string value;
+  const size_t eq = arg.find('=');
+  if (eq != std::string::npos) {
+    value = arg.substr(eq + 1);
+    arg = arg.substr(0, eq);
+  }
+  for (std::string_view s : switches) {
+    if (arg != s) continue;
+    if (eq != std::string::npos)
+      return absl::InvalidArgumentError(absl::StrCat(arg, " takes no value"));
+    return std::make_pair(arg, std::string());
+  }
+  if (eq == std::string::npos) {
+    if (i + 1 >= argc)
+      return absl::InvalidArgumentError(absl::StrCat(arg, " needs a value\n", usage));
+    value = argv[++i];
+  }
+  return std::make_pair(arg, value);
 }
 
 // A flag's integer value in [lo, hi]; the error names the flag.

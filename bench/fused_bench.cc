@@ -74,6 +74,7 @@
 #include "bench/bench_main.h"
 #include "bench/device_bandwidth.h"
 #include "bench/fused_bench_device.h"
+#include "bench/llama8b_shapes.h"
 #include "codec/cuda/device_decoder.h"
 #include "codec/cuda/device_image.h"
 #include "codec/cuda/device_runtime.h"
@@ -94,25 +95,8 @@ using codec::cuda::DeviceDecoder;
 using codec::cuda::DeviceStream;
 using codec::cuda::FusedKernel;
 
-// The Llama-3.1-8B linear layers ([out_features N, in_features K]) and
-// lm_head, as bench/gpu has them; `layer`: part of one decoder layer.
-struct LayerShape {
-  const char* name;
-  const char* tensor;  // the Hugging Face name the synthetic values are drawn for
-  int64_t rows;
-  int64_t cols;
-  bool layer;
-};
-constexpr LayerShape kShapes[] = {
-    {"q", "model.layers.0.self_attn.q_proj.weight", 4096, 4096, true},
-    {"k", "model.layers.0.self_attn.k_proj.weight", 1024, 4096, true},
-    {"v", "model.layers.0.self_attn.v_proj.weight", 1024, 4096, true},
-    {"o", "model.layers.0.self_attn.o_proj.weight", 4096, 4096, true},
-    {"gate", "model.layers.0.mlp.gate_proj.weight", 14336, 4096, true},
-    {"up", "model.layers.0.mlp.up_proj.weight", 14336, 4096, true},
-    {"down", "model.layers.0.mlp.down_proj.weight", 4096, 14336, true},
-    {"lm_head", "lm_head.weight", 128256, 4096, false},
-};
+using bench::LayerShape;
+constexpr const auto& kShapes = bench::kLlama8bShapes;
 constexpr char kCodecs[2][6] = {"tiled", "vlc"};
 // The batch-1 targets: fused time / cuBLAS bf16 time, at most.
 constexpr double kTiledTarget = 0.8;
@@ -180,33 +164,16 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   o.command_line = "build/bench/fused";
   for (int i = 1; i < argc; ++i) o.command_line += absl::StrCat(" ", argv[i]);
   for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") return absl::CancelledError(kUsage);
-    if (arg == "--sizes") {  // the one flag without a value
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      return absl::CancelledError(kUsage);
+    }
+    ASSIGN_OR_RETURN(const auto flag, bench::NextFlag(argc, argv, i, {"--sizes"}, kUsage));
+    const std::string& arg = flag.first;
+    const std::string& value = flag.second;
+    if (arg == "--sizes") {
       o.sizes = true;
-      continue;
-    }
-    std::string value;
-    const size_t eq = arg.find('=');
-    if (eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-    } else {
-      if (i + 1 >= argc) {
-        return absl::InvalidArgumentError(absl::StrCat(arg, " needs a value\n", kUsage));
-      }
-      value = argv[++i];
-    }
-    if (arg == "--shapes") {
-      o.shapes = absl::StrSplit(value, ',', absl::SkipEmpty());
-      if (o.shapes.empty()) return absl::InvalidArgumentError("--shapes is empty");
-      for (const std::string& s : o.shapes) {
-        if (std::none_of(std::begin(kShapes), std::end(kShapes),
-                         [&](const LayerShape& l) { return s == l.name; })) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("--shapes: unknown shape '", s, "' (q,k,v,o,gate,up,down,lm_head)"));
-        }
-      }
+    } else if (arg == "--shapes") {
+      ASSIGN_OR_RETURN(o.shapes, bench::ParseShapes(value));
     } else if (arg == "--batches") {
       ASSIGN_OR_RETURN(o.batches, ParseBatches(arg, value));
     } else if (arg == "--crossover") {
@@ -233,8 +200,6 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       o.json = value;
     } else if (arg == "--nominal-tbps") {
       ASSIGN_OR_RETURN(o.nominal_tbps, ParseReal(arg, value, 0, 1000));
-    } else if (arg == "--sizes") {
-      return absl::InvalidArgumentError("--sizes takes no value");
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag ", arg, "\n", kUsage));
     }

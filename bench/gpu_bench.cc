@@ -65,6 +65,7 @@
 #include "base/status_macros.h"
 #include "bench/bench_main.h"
 #include "bench/device_bandwidth.h"
+#include "bench/llama8b_shapes.h"
 #include "codec/cuda/device_decoder.h"
 #include "codec/cuda/device_runtime.h"
 #include "codec/tensor_codec.h"
@@ -86,23 +87,8 @@ using codec::cuda::DeviceBuffer;
 using codec::cuda::DeviceDecoder;
 using codec::cuda::DeviceStream;
 
-// The Llama-3.1-8B linear layers ([out_features, in_features]) and lm_head.
-struct LayerShape {
-  const char* name;
-  const char* tensor;  // the Hugging Face name the synthetic values are drawn for
-  int64_t rows;
-  int64_t cols;
-};
-constexpr LayerShape kShapes[] = {
-    {"q", "model.layers.0.self_attn.q_proj.weight", 4096, 4096},
-    {"k", "model.layers.0.self_attn.k_proj.weight", 1024, 4096},
-    {"v", "model.layers.0.self_attn.v_proj.weight", 1024, 4096},
-    {"o", "model.layers.0.self_attn.o_proj.weight", 4096, 4096},
-    {"gate", "model.layers.0.mlp.gate_proj.weight", 14336, 4096},
-    {"up", "model.layers.0.mlp.up_proj.weight", 14336, 4096},
-    {"down", "model.layers.0.mlp.down_proj.weight", 4096, 14336},
-    {"lm_head", "lm_head.weight", 128256, 4096},
-};
+using bench::LayerShape;
+constexpr const auto& kShapes = bench::kLlama8bShapes;
 
 // What --fit assumes when no device says otherwise: an H200, whose 141 GB
 // (datasheet) the driver reports as 143771 MiB.
@@ -191,32 +177,16 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) o.command_line += absl::StrCat(" ", argv[i]);
   bool fit_flags = false;  // a --fit-* flag was given
   for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") return absl::CancelledError(kUsage);
-    if (arg == "--fit") {  // the one flag without a value
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      return absl::CancelledError(kUsage);
+    }
+    ASSIGN_OR_RETURN(const auto flag, bench::NextFlag(argc, argv, i, {"--fit"}, kUsage));
+    const std::string& arg = flag.first;
+    const std::string& value = flag.second;
+    if (arg == "--fit") {
       o.fit = true;
-      continue;
-    }
-    std::string value;
-    const size_t eq = arg.find('=');
-    if (eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-    } else {
-      if (i + 1 >= argc) {
-        return absl::InvalidArgumentError(absl::StrCat(arg, " needs a value\n", kUsage));
-      }
-      value = argv[++i];
-    }
-    if (arg == "--shapes") {
-      o.shapes = absl::StrSplit(value, ',', absl::SkipEmpty());
-      for (const std::string& s : o.shapes) {
-        if (std::none_of(std::begin(kShapes), std::end(kShapes),
-                         [&](const LayerShape& l) { return s == l.name; })) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("--shapes: unknown shape '", s, "' (q,k,v,o,gate,up,down,lm_head)"));
-        }
-      }
+    } else if (arg == "--shapes") {
+      ASSIGN_OR_RETURN(o.shapes, bench::ParseShapes(value));
     } else if (arg == "--codecs") {
       o.codecs = absl::StrSplit(value, ',', absl::SkipEmpty());
       for (const std::string& c : o.codecs) {
@@ -236,8 +206,6 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       o.seed = static_cast<uint64_t>(seed);
     } else if (arg == "--json") {
       o.json = value;
-    } else if (arg == "--fit") {
-      return absl::InvalidArgumentError("--fit takes no value");
     } else if (arg == "--fit-models") {
       fit_flags = true;
       ASSIGN_OR_RETURN(o.fit_models, ParseFitModels(value));
