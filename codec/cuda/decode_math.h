@@ -127,6 +127,17 @@ PACKD_HD inline uint64_t LowMask(uint32_t n) {
   return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
 }
 
+#if defined(__CUDACC__)
+// The image's vlc table (kVlcTableBytes at `src`) into shared memory by the
+// whole block (16-byte loads); the caller syncs before reading it.
+__device__ __forceinline__ void CopyVlcTableToShared(const uint8_t* src, uint4* dst) {
+  const uint4* s = reinterpret_cast<const uint4*>(src);
+  for (uint32_t i = threadIdx.x; i < kVlcTableBytes / sizeof(uint4); i += blockDim.x) {
+    dst[i] = __ldg(s + i);
+  }
+}
+#endif
+
 // ---- Elements (FORMAT.md §3).
 
 // sign << (exp_bits + mant_bits) | exponent << mant_bits | mantissa, from the

@@ -75,13 +75,7 @@ class DeviceDecoderImpl final : public DeviceDecoder {
           "] tensor (its rows exceed the shared memory); decode rows and use FusedMatMulRaw"));
     }
     if (m == 0) return absl::OkStatus();
-    FusedLaunch a;
-    a.x = d_x;
-    a.ldx = static_cast<uint64_t>(ldx);
-    a.n = static_cast<int>(n);
-    a.out = d_out;
-    a.ldo = static_cast<uint64_t>(ldo);
-    a.bf16 = info_.dtype == DType::kBF16;
+    const FusedLaunch a = MakeFusedLaunch(d_x, ldx, n, d_out, ldo, info_.dtype == DType::kBF16);
     int err = 0;
     switch (fused_) {
       case FusedKernel::kTiledRegisters:

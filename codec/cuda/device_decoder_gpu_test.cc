@@ -17,6 +17,7 @@
 #include "codec/vlc_codec.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/gpu_test.h"
 #include "tests/testing/testing.h"
 
 namespace packd::codec::cuda {
@@ -67,18 +68,7 @@ void InjectSpecials(DType dtype, std::vector<uint8_t>& raw) {
   }
 }
 
-class DeviceDecoderGpuTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    PACKD_SKIP_WITHOUT_CUDA();
-    absl::StatusOr<std::string> desc = CudaDeviceDescription();
-    if (desc.ok()) RecordProperty("device", *desc);
-    seed_ = testing::FreshSeed();
-    RecordProperty("seed", std::to_string(seed_));
-  }
-
-  uint64_t seed_ = 0;
-};
+using DeviceDecoderGpuTest = ::packd::testing::GpuTest;
 
 // A decoder with its image uploaded, and the CPU decode to compare with.
 struct Uploaded {

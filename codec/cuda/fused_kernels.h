@@ -22,6 +22,20 @@ struct FusedLaunch {
   bool bf16 = true;
 };
 
+// The launch arguments from the public ones (checked by
+// CheckFusedMatMulArgs: non-negative, n in [1, kFusedMaxBatch]).
+inline FusedLaunch MakeFusedLaunch(const void* x, int64_t ldx, int64_t n, float* out, int64_t ldo,
+                                   bool bf16) {
+  FusedLaunch a;
+  a.x = x;
+  a.ldx = static_cast<uint64_t>(ldx);
+  a.n = static_cast<int>(n);
+  a.out = out;
+  a.ldo = static_cast<uint64_t>(ldo);
+  a.bf16 = bf16;
+  return a;
+}
+
 // Raw [m, k] half weight: a warp per 1-2 rows (RawRow).
 int LaunchFusedRaw(const void* d_w, uint64_t m, uint64_t k, const FusedLaunch& a, void* stream);
 

@@ -59,79 +59,67 @@ __device__ __forceinline__ void WarpFinish(float (&acc)[NB], int n, float* __res
   }
 }
 
-template <int NB, int RW>
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
-    FusedRawKernel(const uint8_t* __restrict__ w, uint64_t m, uint64_t k, FusedX x, int n,
-                   float* __restrict__ out, uint64_t ldo) {
-  const uint64_t warp = uint64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
-  const uint64_t stride = uint64_t{gridDim.x} * kWarps * RW;
-  for (uint64_t r0 = warp * RW; r0 < m; r0 += stride) {
-    const int nrows = static_cast<int>(MinU64(RW, m - r0));
-    RawRow<true> rows[RW];
-#pragma unroll
-    for (int r = 0; r < RW; ++r) {
-      rows[r].row = w + 2 * (r0 + MinU64(r, nrows - 1)) * k;
-      rows[r].k = k;
-      rows[r].bf16 = x.bf16;
-    }
-    float acc[RW][NB];
-    LaneAccumulate<NB, RW>(rows, nrows, Lane(), x, n, k, acc);
-#pragma unroll
-    for (int r = 0; r < RW; ++r) {
-      if (r < nrows) WarpFinish<NB>(acc[r], n, out, ldo, r0 + r);
-    }
-  }
-}
+// Where the raw, tiled and vlc-lanes kernels get a row's weights: a Source
+// (passed by value as a __grid_constant__ parameter, so rows may point at its
+// layout) makes the row source of row r (fused_math.h RawRow, TiledRow,
+// VlcLanesRow); kTable says whether the rows want the vlc table (table())
+// in shared memory.
+struct RawSource {
+  static constexpr bool kTable = false;
+  using Row = RawRow<true>;
+  const uint8_t* w = nullptr;
+  uint64_t m = 0, k = 0;
+  bool bf16 = true;
 
-template <int NB, int RW>
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
-    FusedTiledKernel(const __grid_constant__ DeviceImageLayout layout,
-                     const uint8_t* __restrict__ image, FusedX x, int n, float* __restrict__ out,
-                     uint64_t ldo) {
-  const uint64_t m = layout.tensor_rows, k = layout.tensor_cols;
-  const uint64_t warp = uint64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
-  const uint64_t stride = uint64_t{gridDim.x} * kWarps * RW;
-  for (uint64_t r0 = warp * RW; r0 < m; r0 += stride) {
-    const int nrows = static_cast<int>(MinU64(RW, m - r0));
-    TiledRow rows[RW];
-#pragma unroll
-    for (int r = 0; r < RW; ++r) {
-      rows[r].L = &layout;
-      rows[r].image = image;
-      rows[r].row = r0 + MinU64(r, nrows - 1);
-    }
-    float acc[RW][NB];
-    LaneAccumulate<NB, RW>(rows, nrows, Lane(), x, n, k, acc);
-#pragma unroll
-    for (int r = 0; r < RW; ++r) {
-      if (r < nrows) WarpFinish<NB>(acc[r], n, out, ldo, r0 + r);
-    }
+  __device__ uint64_t rows() const { return m; }
+  __device__ uint64_t cols() const { return k; }
+  __device__ void MakeRow(Row& row, uint64_t r, const uint64_t*) const {
+    row.row = w + 2 * r * k;
+    row.k = k;
+    row.bf16 = bf16;
   }
-}
+};
 
-template <int NB, int RW>
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
-    FusedVlcLanesKernel(const __grid_constant__ DeviceImageLayout layout,
-                        const uint8_t* __restrict__ image, FusedX x, int n, float* __restrict__ out,
-                        uint64_t ldo) {
-  __shared__ uint4 table[kVlcTableBytes / sizeof(uint4)];
-  const uint4* src = reinterpret_cast<const uint4*>(image + layout.table_offset);
-  for (uint32_t i = threadIdx.x; i < kVlcTableBytes / sizeof(uint4); i += blockDim.x) {
-    table[i] = __ldg(src + i);
+// A kTiledRegisters or kVlcLanes image.
+template <class RowT, bool kWantsTable>
+struct ImageSource {
+  static constexpr bool kTable = kWantsTable;
+  using Row = RowT;
+  DeviceImageLayout L;
+  const uint8_t* image = nullptr;
+
+  __device__ uint64_t rows() const { return L.tensor_rows; }
+  __device__ uint64_t cols() const { return L.tensor_cols; }
+  __device__ const uint8_t* table() const { return image + L.table_offset; }
+  __device__ void MakeRow(Row& row, uint64_t r, const uint64_t* table) const {
+    row.L = &L;
+    row.image = image;
+    row.row = r;
+    if constexpr (kWantsTable) row.multi = table;
   }
-  __syncthreads();
-  const uint64_t m = layout.tensor_rows, k = layout.tensor_cols;
+};
+using TiledSource = ImageSource<TiledRow, false>;
+using VlcLanesSource = ImageSource<VlcLanesRow, true>;
+
+// A warp per RW rows (grid stride), LaneAccumulate then WarpFinish per row.
+template <int NB, int RW, class Source>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    FusedRowsKernel(const __grid_constant__ Source src, FusedX x, int n, float* __restrict__ out,
+                    uint64_t ldo) {
+  __shared__ uint4 table[Source::kTable ? kVlcTableBytes / sizeof(uint4) : 1];
+  if constexpr (Source::kTable) {
+    CopyVlcTableToShared(src.table(), table);
+    __syncthreads();
+  }
+  const uint64_t m = src.rows(), k = src.cols();
   const uint64_t warp = uint64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
   const uint64_t stride = uint64_t{gridDim.x} * kWarps * RW;
   for (uint64_t r0 = warp * RW; r0 < m; r0 += stride) {
     const int nrows = static_cast<int>(MinU64(RW, m - r0));
-    VlcLanesRow rows[RW];
+    typename Source::Row rows[RW];
 #pragma unroll
     for (int r = 0; r < RW; ++r) {
-      rows[r].L = &layout;
-      rows[r].image = image;
-      rows[r].multi = reinterpret_cast<const uint64_t*>(table);
-      rows[r].row = r0 + MinU64(r, nrows - 1);
+      src.MakeRow(rows[r], r0 + MinU64(r, nrows - 1), reinterpret_cast<const uint64_t*>(table));
     }
     float acc[RW][NB];
     LaneAccumulate<NB, RW>(rows, nrows, Lane(), x, n, k, acc);
@@ -152,12 +140,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   extern __shared__ uint4 smem[];
   uint8_t* table = reinterpret_cast<uint8_t*>(smem);
   uint8_t* rows = table + table_bytes;
-  if (table_bytes != 0) {
-    const uint4* src = reinterpret_cast<const uint4*>(image + layout.table_offset);
-    for (uint32_t i = threadIdx.x; i < table_bytes / sizeof(uint4); i += blockDim.x) {
-      smem[i] = __ldg(src + i);
-    }
-  }
+  if (table_bytes != 0) CopyVlcTableToShared(image + layout.table_offset, smem);
   const uint64_t m = layout.tensor_rows, k = layout.tensor_cols;
   const uint64_t bands = (m + band_rows - 1) / band_rows;
   const uint32_t warp = threadIdx.x / 32;
@@ -209,44 +192,49 @@ int WithBatchTile(int n, F&& f) {
 
 }  // namespace
 
-int LaunchFusedRaw(const void* d_w, uint64_t m, uint64_t k, const FusedLaunch& a, void* stream) {
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+namespace {
+
+template <class Source>
+int LaunchRows(const Source& src, uint64_t m, const FusedLaunch& a, void* stream) {
   const FusedX x = MakeX(a);
-  const auto* w = static_cast<const uint8_t*>(d_w);
   return WithBatchTile(a.n, [&](auto nb) {
     constexpr int NB = decltype(nb)::value;
     constexpr int RW = RowsPerWarp<NB>();
-    FusedRawKernel<NB, RW><<<WarpBlocks(m, RW), kThreads, 0, s>>>(w, m, k, x, a.n, a.out, a.ldo);
+    FusedRowsKernel<NB, RW, Source>
+        <<<WarpBlocks(m, RW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(src, x, a.n, a.out,
+                                                                                a.ldo);
     return static_cast<int>(cudaGetLastError());
   });
+}
+
+template <class Source>
+int LaunchImageRows(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
+                    void* stream) {
+  Source src;
+  src.L = layout;
+  src.image = static_cast<const uint8_t*>(d_image);
+  return LaunchRows(src, layout.tensor_rows, a, stream);
+}
+
+}  // namespace
+
+int LaunchFusedRaw(const void* d_w, uint64_t m, uint64_t k, const FusedLaunch& a, void* stream) {
+  RawSource src;
+  src.w = static_cast<const uint8_t*>(d_w);
+  src.m = m;
+  src.k = k;
+  src.bf16 = a.bf16;
+  return LaunchRows(src, m, a, stream);
 }
 
 int LaunchFusedTiled(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
                      void* stream) {
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  const FusedX x = MakeX(a);
-  const auto* image = static_cast<const uint8_t*>(d_image);
-  return WithBatchTile(a.n, [&](auto nb) {
-    constexpr int NB = decltype(nb)::value;
-    constexpr int RW = RowsPerWarp<NB>();
-    FusedTiledKernel<NB, RW><<<WarpBlocks(layout.tensor_rows, RW), kThreads, 0, s>>>(
-        layout, image, x, a.n, a.out, a.ldo);
-    return static_cast<int>(cudaGetLastError());
-  });
+  return LaunchImageRows<TiledSource>(layout, d_image, a, stream);
 }
 
 int LaunchFusedVlcLanes(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
                         void* stream) {
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  const FusedX x = MakeX(a);
-  const auto* image = static_cast<const uint8_t*>(d_image);
-  return WithBatchTile(a.n, [&](auto nb) {
-    constexpr int NB = decltype(nb)::value;
-    constexpr int RW = RowsPerWarp<NB>();
-    FusedVlcLanesKernel<NB, RW><<<WarpBlocks(layout.tensor_rows, RW), kThreads, 0, s>>>(
-        layout, image, x, a.n, a.out, a.ldo);
-    return static_cast<int>(cudaGetLastError());
-  });
+  return LaunchImageRows<VlcLanesSource>(layout, d_image, a, stream);
 }
 
 int LaunchFusedStaged(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
@@ -279,13 +267,7 @@ absl::Status FusedMatMulRaw(const void* d_w, DType dtype, int64_t m, int64_t k, 
   RETURN_IF_ERROR(
       CheckFusedMatMulArgs("FusedMatMulRaw", dtype, m, k, d_w, d_x, ldx, n, d_out, ldo));
   if (m == 0) return absl::OkStatus();
-  FusedLaunch a;
-  a.x = d_x;
-  a.ldx = static_cast<uint64_t>(ldx);
-  a.n = static_cast<int>(n);
-  a.out = d_out;
-  a.ldo = static_cast<uint64_t>(ldo);
-  a.bf16 = dtype == DType::kBF16;
+  const FusedLaunch a = MakeFusedLaunch(d_x, ldx, n, d_out, ldo, dtype == DType::kBF16);
   const int err =
       LaunchFusedRaw(d_w, static_cast<uint64_t>(m), static_cast<uint64_t>(k), a, stream);
   return CudaStatus(static_cast<cudaError_t>(err),

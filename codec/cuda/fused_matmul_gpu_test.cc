@@ -24,6 +24,7 @@
 #include "codec/vlc_codec.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/gpu_test.h"
 #include "tests/testing/testing.h"
 
 namespace packd::codec::cuda {
@@ -35,18 +36,9 @@ using ::testing::HasSubstr;
 
 constexpr uint32_t kPoison = 0x7fbadbadu;  // a NaN no kernel produces
 
-class FusedMatMulGpuTest : public ::testing::Test {
+class FusedMatMulGpuTest : public ::packd::testing::GpuTest {
  protected:
-  void SetUp() override {
-    PACKD_SKIP_WITHOUT_CUDA();
-    absl::StatusOr<std::string> desc = CudaDeviceDescription();
-    if (desc.ok()) RecordProperty("device", *desc);
-    seed_ = testing::FreshSeed();
-    RecordProperty("seed", std::to_string(seed_));
-  }
   uint64_t Seed() { return ++seed_; }
-
-  uint64_t seed_ = 0;
 };
 
 // x [n, k] on the device with row stride ldx = k + pad (pad elements of

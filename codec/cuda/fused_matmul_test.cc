@@ -13,7 +13,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <iterator>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -41,7 +43,7 @@ using ::testing::HasSubstr;
 
 // Runs every lane of the warps that cover rows [0, m) in steps of RW, with
 // rows_for(r0, nrows, lane, rows) filling the lane's row sources, exactly as
-// FusedRawKernel / FusedTiledKernel do; out[b * m + r].
+// FusedRowsKernel does; out[b * m + r].
 template <int NB, int RW, class Row, class RowsFor>
 std::vector<float> TwinWarps(uint64_t m, uint64_t k, const FusedX& x, int n, RowsFor rows_for) {
   std::vector<float> out(n * m, std::nanf(""));
@@ -147,7 +149,7 @@ std::vector<float> TwinStaged(const DeviceImage& image, const HostX& x, int n) {
   return out;
 }
 
-// FusedVlcLanesKernel: its row source (VlcLanesRow) decodes with ballots,
+// FusedRowsKernel over VlcLanesSource: its row source (VlcLanesRow) decodes with ballots,
 // so the host decodes each row with its warp twin first (HostVlcLanesRow,
 // the same VlcLane steps), then every lane joins its chunks as
 // VlcLanesRow::Next does.
@@ -357,6 +359,20 @@ void ExpectCodedMatchesRaw(const Coded& c, DType dtype, Shape s, int n, uint64_t
   }
 }
 
+// ExpectCodedMatchesRaw for every coding, bf16 and f16, shape and n (the
+// tiled register kernel only on rows of at least one tile).
+void ExpectEveryCaseMatchesRaw(std::span<const Coded> codings, std::span<const Shape> shapes,
+                               std::initializer_list<int> ns, uint64_t seed) {
+  for (const Coded& c : codings) {
+    for (DType dtype : {DType::kBF16, DType::kF16}) {
+      for (const Shape& s : shapes) {
+        if (c.expect == FusedKernel::kTiledRegisters && s.k < c.tile_cols) continue;
+        for (int n : ns) ExpectCodedMatchesRaw(c, dtype, s, n, seed += 2);
+      }
+    }
+  }
+}
+
 TEST(FusedTiledTwin, RegistersKernelEqualsRaw) {
   const Coded codings[] = {
       {"tiled/256", "tiled", 256, VlcMode::kHuffman, Distribution::kNormal002,
@@ -369,15 +385,7 @@ TEST(FusedTiledTwin, RegistersKernelEqualsRaw) {
   // Rows of whole tiles, a short last tile (k % 256 != 0, k % 8 != 0), and
   // more rows than a warp takes.
   const Shape shapes[] = {{5, 768}, {7, 1000}, {3, 1543}, {33, 2048}};
-  uint64_t seed = 100;
-  for (const Coded& c : codings) {
-    for (DType dtype : {DType::kBF16, DType::kF16}) {
-      for (const Shape& s : shapes) {
-        if (s.k < c.tile_cols) continue;
-        for (int n : {1, 5, 32}) ExpectCodedMatchesRaw(c, dtype, s, n, seed += 2);
-      }
-    }
-  }
+  ExpectEveryCaseMatchesRaw(codings, shapes, {1, 5, 32}, 100);
 }
 
 TEST(FusedLanesTwin, VlcHuffmanEqualsRaw) {
@@ -392,14 +400,7 @@ TEST(FusedLanesTwin, VlcHuffmanEqualsRaw) {
   // Rows shorter than a chunk (lanes with nothing), k % 8 != 0, a short last
   // chunk, Llama's 4096.
   const Shape shapes[] = {{3, 100}, {37, 300}, {5, 1001}, {9, 4096}};
-  uint64_t seed = 900;
-  for (const Coded& c : codings) {
-    for (DType dtype : {DType::kBF16, DType::kF16}) {
-      for (const Shape& s : shapes) {
-        for (int n : {1, 7, 32}) ExpectCodedMatchesRaw(c, dtype, s, n, seed += 2);
-      }
-    }
-  }
+  ExpectEveryCaseMatchesRaw(codings, shapes, {1, 7, 32}, 900);
 }
 
 TEST(FusedStagedTwin, EveryOtherLayoutEqualsRaw) {
@@ -412,14 +413,7 @@ TEST(FusedStagedTwin, EveryOtherLayoutEqualsRaw) {
   // Include rows narrower than a tile (a flat grid whose tiles span rows)
   // and more rows than one band.
   const Shape shapes[] = {{3, 100}, {37, 300}, {5, 1000}, {19, 4100}};
-  uint64_t seed = 500;
-  for (const Coded& c : codings) {
-    for (DType dtype : {DType::kBF16, DType::kF16}) {
-      for (const Shape& s : shapes) {
-        for (int n : {1, 6}) ExpectCodedMatchesRaw(c, dtype, s, n, seed += 2);
-      }
-    }
-  }
+  ExpectEveryCaseMatchesRaw(codings, shapes, {1, 6}, 500);
 }
 
 TEST(FusedKernelChoice, ByLayout) {

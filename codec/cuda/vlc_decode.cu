@@ -20,10 +20,7 @@ __global__ void __launch_bounds__(kThreads)
     VlcStreamKernel(DeviceImageLayout layout, const uint8_t* __restrict__ image, DecodePlan plan,
                     uint8_t* __restrict__ out) {
   __shared__ uint4 table[kVlcTableBytes / sizeof(uint4)];
-  const uint4* src = reinterpret_cast<const uint4*>(image + layout.table_offset);
-  for (uint32_t i = threadIdx.x; i < kVlcTableBytes / sizeof(uint4); i += blockDim.x) {
-    table[i] = __ldg(src + i);
-  }
+  CopyVlcTableToShared(image + layout.table_offset, table);
   __syncthreads();
   const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
   for (uint64_t item = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; item < plan.items;
@@ -45,10 +42,7 @@ __global__ void __launch_bounds__(kThreads)
     VlcLanesKernel(DeviceImageLayout layout, const uint8_t* __restrict__ image, DecodePlan plan,
                    uint8_t* __restrict__ out) {
   __shared__ uint4 table[kVlcTableBytes / sizeof(uint4)];
-  const uint4* src = reinterpret_cast<const uint4*>(image + layout.table_offset);
-  for (uint32_t i = threadIdx.x; i < kVlcTableBytes / sizeof(uint4); i += blockDim.x) {
-    table[i] = __ldg(src + i);
-  }
+  CopyVlcTableToShared(image + layout.table_offset, table);
   __syncthreads();
   const uint64_t* multi = reinterpret_cast<const uint64_t*>(table);
   const uint32_t lane_id = threadIdx.x & 31u;
