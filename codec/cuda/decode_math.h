@@ -28,6 +28,7 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "codec/cuda/device_image_layout.h"
 
@@ -52,27 +53,32 @@ PACKD_HD inline void CheckAligned(const void* p, uintptr_t alignment) {
 #endif
 }
 
-PACKD_HD inline uint64_t LoadU64(const uint8_t* p) {
+// An aligned load of a T (uint16_t, uint32_t or uint64_t) at p. kNc: through
+// the read-only cache, which only global memory may use (kNc = false also
+// reads shared memory, through a generic pointer).
+template <class T, bool kNc = true>
+PACKD_HD inline T LoadAligned(const uint8_t* p) {
+  static_assert(sizeof(T) == 2 || sizeof(T) == 4 || sizeof(T) == 8);
 #if defined(__CUDA_ARCH__)
-  return __ldg(reinterpret_cast<const unsigned long long*>(p));
+  if constexpr (kNc) {
+    // __ldg's overloads are for the unsigned built-in types of each width.
+    using U =
+        std::conditional_t<sizeof(T) == 2, unsigned short,
+                           std::conditional_t<sizeof(T) == 4, unsigned int, unsigned long long>>;
+    return static_cast<T>(__ldg(reinterpret_cast<const U*>(p)));
+  } else {
+    return *reinterpret_cast<const T*>(p);
+  }
 #else
-  CheckAligned(p, 8);
-  uint64_t v;
-  std::memcpy(&v, p, 8);
+  CheckAligned(p, sizeof(T));
+  T v;
+  std::memcpy(&v, p, sizeof(T));
   return v;
 #endif
 }
 
-PACKD_HD inline uint32_t LoadU32(const uint8_t* p) {
-#if defined(__CUDA_ARCH__)
-  return __ldg(reinterpret_cast<const unsigned int*>(p));
-#else
-  CheckAligned(p, 4);
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-#endif
-}
+PACKD_HD inline uint64_t LoadU64(const uint8_t* p) { return LoadAligned<uint64_t>(p); }
+PACKD_HD inline uint32_t LoadU32(const uint8_t* p) { return LoadAligned<uint32_t>(p); }
 
 PACKD_HD inline uint32_t LoadU8(const uint8_t* p) {
 #if defined(__CUDA_ARCH__)

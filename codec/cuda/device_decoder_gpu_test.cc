@@ -71,9 +71,7 @@ void InjectSpecials(DType dtype, std::vector<uint8_t>& raw) {
 using DeviceDecoderGpuTest = ::packd::testing::GpuTest;
 
 // A decoder with its image uploaded, and the CPU decode to compare with.
-struct Uploaded {
-  std::unique_ptr<DeviceDecoder> decoder;
-  DeviceBuffer image;
+struct Uploaded : ::packd::testing::UploadedImage {
   std::vector<uint8_t> expected;  // the CPU codec's decode (== the original)
   EncodedTensor encoded;          // owns the components until the upload completed
 };
@@ -88,15 +86,7 @@ void Prepare(const Coding& coding, const TensorInfo& info, std::vector<uint8_t> 
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   ASSERT_TRUE(*cpu == raw);
   u.expected = std::move(*cpu);
-  absl::StatusOr<std::unique_ptr<DeviceDecoder>> dec =
-      DeviceDecoder::Create(coding.codec, info, views);
-  ASSERT_TRUE(dec.ok()) << dec.status();
-  u.decoder = std::move(*dec);
-  absl::StatusOr<DeviceBuffer> image = DeviceBuffer::Allocate(u.decoder->image_bytes());
-  ASSERT_TRUE(image.ok()) << image.status();
-  u.image = std::move(*image);
-  ASSERT_TRUE(u.decoder->Upload(u.image.data(), nullptr).ok());
-  ASSERT_TRUE(SynchronizeDevice().ok());
+  ::packd::testing::UploadImage(coding.codec, info, views, u);
 }
 
 constexpr uint64_t kGuard = 256;

@@ -102,48 +102,13 @@ PACKD_HD inline void Bf16x4ToFloats(uint64_t v, float (&w)[8], uint32_t at) {
   }
 }
 
-// ---- Loads that also work on shared memory (the staged kernel's rows):
-// kNc selects the read-only path, which only global memory may use.
-
-template <bool kNc>
-PACKD_HD inline uint64_t Ld64(const uint8_t* p) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (kNc) {
-    return __ldg(reinterpret_cast<const unsigned long long*>(p));
-  } else {
-    return *reinterpret_cast<const uint64_t*>(p);
-  }
-#else
-  CheckAligned(p, 8);
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-#endif
-}
-
-template <bool kNc>
-PACKD_HD inline uint32_t Ld16(const uint8_t* p) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (kNc) {
-    return __ldg(reinterpret_cast<const unsigned short*>(p));
-  } else {
-    return *reinterpret_cast<const uint16_t*>(p);
-  }
-#else
-  CheckAligned(p, 2);
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-#endif
-}
-
 // Up to 8 consecutive half elements at p (2-byte aligned) to floats; w[j]
 // for j >= valid is left as it is. One pair of 8-byte loads when p is 16-byte
 // aligned and all 8 are wanted.
 template <bool kNc>
 PACKD_HD inline void LoadHalf8(const uint8_t* p, uint32_t valid, bool bf16, float (&w)[8]) {
   if (valid == 8 && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
-    const uint64_t lo = Ld64<kNc>(p), hi = Ld64<kNc>(p + 8);
+    const uint64_t lo = LoadAligned<uint64_t, kNc>(p), hi = LoadAligned<uint64_t, kNc>(p + 8);
     if (bf16) {
       Bf16x4ToFloats(lo, w, 0);
       Bf16x4ToFloats(hi, w, 4);
@@ -156,7 +121,7 @@ PACKD_HD inline void LoadHalf8(const uint8_t* p, uint32_t valid, bool bf16, floa
     return;
   }
   for (uint32_t j = 0; j < 8; ++j) {
-    if (j < valid) w[j] = HalfToFloat(Ld16<kNc>(p + 2 * j), bf16);
+    if (j < valid) w[j] = HalfToFloat(LoadAligned<uint16_t, kNc>(p + 2 * j), bf16);
   }
 }
 

@@ -182,9 +182,7 @@ const Coding kCodings[] = {
 };
 
 // A decoder with its image on the device.
-struct Uploaded {
-  std::unique_ptr<DeviceDecoder> decoder;
-  DeviceBuffer image;
+struct Uploaded : ::packd::testing::UploadedImage {
   EncodedTensor encoded;
 };
 
@@ -200,15 +198,7 @@ void Prepare(const Coding& c, const TensorInfo& info, const std::vector<uint8_t>
   }
   ASSERT_TRUE(enc.ok()) << enc.status();
   u.encoded = std::move(*enc);
-  absl::StatusOr<std::unique_ptr<DeviceDecoder>> dec =
-      DeviceDecoder::Create(c.codec, info, ViewOf(u.encoded));
-  ASSERT_TRUE(dec.ok()) << dec.status();
-  u.decoder = std::move(*dec);
-  absl::StatusOr<DeviceBuffer> image = DeviceBuffer::Allocate(u.decoder->image_bytes());
-  ASSERT_TRUE(image.ok()) << image.status();
-  u.image = std::move(*image);
-  ASSERT_TRUE(u.decoder->Upload(u.image.data(), nullptr).ok());
-  ASSERT_TRUE(SynchronizeDevice().ok());
+  ::packd::testing::UploadImage(c.codec, info, ViewOf(u.encoded), u);
 }
 
 std::vector<float> RunCoded(const Uploaded& u, const DeviceX& x, int64_t n, StreamHandle stream) {

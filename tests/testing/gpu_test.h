@@ -4,10 +4,15 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include "absl/status/statusor.h"
+#include "codec/cuda/device_decoder.h"
 #include "codec/cuda/device_runtime.h"
+#include "codec/tensor_codec.h"
 #include "gtest/gtest.h"
 #include "tests/testing/testing.h"
 
@@ -25,5 +30,27 @@ class GpuTest : public ::testing::Test {
 
   uint64_t seed_ = 0;
 };
+
+// A device decoder with its image uploaded (the copy finished).
+struct UploadedImage {
+  std::unique_ptr<codec::cuda::DeviceDecoder> decoder;
+  codec::cuda::DeviceBuffer image;
+};
+
+// Creates the decoder of `codec` for `views` and uploads its image into *u;
+// a failure is a fatal test failure (callers check HasFatalFailure()).
+inline void UploadImage(std::string_view codec, const codec::TensorInfo& info,
+                        const codec::ComponentViews& views, UploadedImage& u) {
+  absl::StatusOr<std::unique_ptr<codec::cuda::DeviceDecoder>> dec =
+      codec::cuda::DeviceDecoder::Create(codec, info, views);
+  ASSERT_TRUE(dec.ok()) << dec.status();
+  u.decoder = std::move(*dec);
+  absl::StatusOr<codec::cuda::DeviceBuffer> image =
+      codec::cuda::DeviceBuffer::Allocate(u.decoder->image_bytes());
+  ASSERT_TRUE(image.ok()) << image.status();
+  u.image = std::move(*image);
+  ASSERT_TRUE(u.decoder->Upload(u.image.data(), nullptr).ok());
+  ASSERT_TRUE(codec::cuda::SynchronizeDevice().ok());
+}
 
 }  // namespace packd::testing
