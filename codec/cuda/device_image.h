@@ -38,6 +38,13 @@ class DeviceImage {
   static absl::StatusOr<DeviceImage> Build(std::string_view codec, const TensorInfo& info,
                                            const ComponentViews& components, int threads = 0);
 
+  // Movable, not copyable: a lanes image's parts point into its own vectors.
+  DeviceImage() = default;
+  DeviceImage(DeviceImage&&) = default;
+  DeviceImage& operator=(DeviceImage&&) = default;
+  DeviceImage(const DeviceImage&) = delete;
+  DeviceImage& operator=(const DeviceImage&) = delete;
+
   const DeviceImageLayout& layout() const { return layout_; }
   uint64_t bytes() const { return layout_.image_bytes; }
 

@@ -31,8 +31,9 @@ constexpr uint64_t kMaxBlocks = 65535;
 // Rows a warp takes at once: the activations it loads (from L1) serve them
 // all, which matters once n grows (a lone row at n = 8 loads 16 bytes of x
 // per weight); one row at n <= 2 keeps more warps, and so more loads, in
-// flight. Two rows at n = 8 stay near 100 registers (-Xptxas -v: raw 76,
-// tiled 104, vlc-lanes 110; four rows took 150-175, one block per SM). A
+// flight. Two rows at n = 8 stay near 100 registers (-Xptxas -v: raw 78,
+// tiled 108, vlc-lanes 110; four rows took 150-175, one block per SM; the
+// table in bench/NOTES.md). A
 // prediction, to be tuned by bench/fused on a GPU; the bits do not depend on
 // it.
 template <int NB>
@@ -243,6 +244,11 @@ int LaunchFusedStaged(const DeviceImageLayout& layout, const void* d_image, cons
   const FusedX x = MakeX(a);
   const auto* image = static_cast<const uint8_t*>(d_image);
   const uint64_t band_rows = StagedRows(layout);
+  // What FusedKernelFor never sends here: rows that do not fit, and lanes
+  // images (their rows decode only warp by warp, not by DecodeItem).
+  if (band_rows == 0 || layout.kind == DeviceCodecKind::kVlcLanes) {
+    return static_cast<int>(cudaErrorInvalidValue);
+  }
   const bool vlc_stream =
       layout.kind == DeviceCodecKind::kVlcHuffman || layout.kind == DeviceCodecKind::kVlcRans;
   const uint32_t table_bytes = vlc_stream ? static_cast<uint32_t>(kVlcTableBytes) : 0;
@@ -251,10 +257,12 @@ int LaunchFusedStaged(const DeviceImageLayout& layout, const void* d_image, cons
   const unsigned blocks = static_cast<unsigned>(std::clamp<uint64_t>(bands, 1, kMaxBlocks));
   return WithBatchTile(a.n, [&](auto nb) {
     constexpr int NB = decltype(nb)::value;
-    cudaError_t err =
-        cudaFuncSetAttribute(FusedStagedKernel<NB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(kFusedStagedSmemBytes));
-    if (err != cudaSuccess) return static_cast<int>(err);
+    if (smem > 48 * 1024) {  // above the default dynamic shared memory limit
+      const cudaError_t err =
+          cudaFuncSetAttribute(FusedStagedKernel<NB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(kFusedStagedSmemBytes));
+      if (err != cudaSuccess) return static_cast<int>(err);
+    }
     FusedStagedKernel<NB><<<blocks, kThreads, smem, s>>>(layout, image, band_rows, table_bytes, x,
                                                          a.n, a.out, a.ldo);
     return static_cast<int>(cudaGetLastError());

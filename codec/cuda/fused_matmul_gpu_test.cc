@@ -218,7 +218,7 @@ TEST_F(FusedMatMulGpuTest, CompressedKernelsEqualRaw) {
   for (const Coding& c : kCodings) {
     for (DType dtype : {DType::kBF16, DType::kF16}) {
       for (const Shape& s : shapes) {
-        for (int64_t n : {1, 4, 8, 13, 32}) {
+        for (int64_t n : {1, 2, 4, 8, 13, 32}) {
           SCOPED_TRACE(c.name + " " + Name(dtype, s, n));
           const TensorInfo info{dtype, {s.m, s.k}};
           std::vector<uint8_t> w = RandomTensor(
@@ -266,6 +266,59 @@ TEST_F(FusedMatMulGpuTest, LlamaShape) {
                      Reference(w, xb, true, s.m, s.k, static_cast<int>(n)), c.name);
     }
   }
+}
+
+// Constant-mode vlc (every exponent the same): the staged kernel.
+TEST_F(FusedMatMulGpuTest, ConstantModeVlcStaged) {
+  const Coding constant{"vlc-constant", "vlc", 1024, VlcMode::kAuto, FusedKernel::kStaged};
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    const Shape s{37, 1000};
+    const TensorInfo info{dtype, {s.m, s.k}};
+    std::vector<uint8_t> w = RandomTensor(dtype, s.m * s.k, Distribution::kNormalUnit, Seed());
+    for (size_t i = 0; 2 * i < w.size(); ++i) {  // into [1, 2): one exponent
+      uint16_t h;
+      std::memcpy(&h, w.data() + 2 * i, 2);
+      h = dtype == DType::kBF16 ? static_cast<uint16_t>(0x3f80 | (h & 0x7f))
+                                : static_cast<uint16_t>(0x3c00 | (h & 0x3ff));
+      std::memcpy(w.data() + 2 * i, &h, 2);
+    }
+    Uploaded u;
+    Prepare(constant, info, w, u);
+    if (HasFatalFailure()) return;
+    EXPECT_EQ(u.decoder->fused_kernel(), FusedKernel::kStaged);
+    for (int64_t n : {1, 2, 9}) {
+      SCOPED_TRACE(Name(dtype, s, n));
+      const auto xb = RandomTensor(dtype, n * s.k, Distribution::kNormalUnit, Seed());
+      ExpectSameBits(RunCoded(u, UploadX(xb, n, s.k, 1), n, nullptr),
+                     Reference(w, xb, dtype == DType::kBF16, s.m, s.k, static_cast<int>(n)),
+                     "constant");
+    }
+  }
+}
+
+// More rows than one launch covers at once: the raw kernel's grid-stride
+// loop (65535 blocks x 8 warps x 1 row at n = 1) and the staged kernel's
+// second band per block (65535 blocks; a flat tiled/320 grid stages 16 rows
+// of 8 columns per band).
+TEST_F(FusedMatMulGpuTest, GridStrideLoops) {
+  const Shape raw_shape{65535 * 8 + 20, 8};
+  const std::vector<uint8_t> w =
+      RandomTensor(DType::kBF16, raw_shape.m * raw_shape.k, Distribution::kNormal002, Seed());
+  const auto xb = RandomTensor(DType::kBF16, raw_shape.k, Distribution::kNormalUnit, Seed());
+  const DeviceX x = UploadX(xb, 1, raw_shape.k, 0);
+  const std::vector<float> want = Reference(w, xb, true, raw_shape.m, raw_shape.k, 1);
+  ExpectSameBits(RunRaw(w, DType::kBF16, raw_shape, x, 1, nullptr), want, "raw, grid stride");
+
+  const Shape staged_shape{65535 * 16 + 37, 8};
+  const TensorInfo info{DType::kBF16, {staged_shape.m, staged_shape.k}};
+  const std::vector<uint8_t> w2 =
+      RandomTensor(DType::kBF16, staged_shape.m * staged_shape.k, Distribution::kNormal002, Seed());
+  Uploaded u;
+  Prepare(kCodings[2], info, w2, u);  // tiled/320: rows narrower than a tile, staged
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(u.decoder->fused_kernel(), FusedKernel::kStaged);
+  ExpectSameBits(RunCoded(u, x, 1, nullptr),
+                 Reference(w2, xb, true, staged_shape.m, staged_shape.k, 1), "staged, 2 bands");
 }
 
 // A row alone gives the bits it gives inside a batch of 32.
