@@ -3,7 +3,8 @@
 # the kit scripts/gpu-kit.sh made carried in (default folder gpukit/):
 #
 #   bash gpukit/run.sh tests      # the GPU tests (ctest label gpu), ~minutes
-#   bash gpukit/run.sh sanitize   # the same under compute-sanitizer memcheck
+#   bash gpukit/run.sh sanitize   # the same under compute-sanitizer memcheck, plus racecheck
+#                                 # and synccheck over the fused kernels' smaller cases
 #   bash gpukit/run.sh decode     # bench/gpu: device decode GB/s per Llama-3.1-8B shape
 #   bash gpukit/run.sh fused      # bench/fused: fused decode-in-matmul vs cuBLAS bf16 per
 #                                 # Llama-3.1-8B shape and batch, the fused_max_batch crossover
@@ -78,6 +79,13 @@ case "$phase" in
       for t in "${tests[@]}"; do
         step "memcheck $t" 540 "$sanitizer" --tool memcheck --error-exitcode 99 \
           --leak-check full "$kit/bin/$t"
+      done
+      # The fused kernels' shared-memory staging and warp intrinsics: races
+      # and barrier/mask misuse, on the smaller cases (racecheck is slow).
+      for tool in racecheck synccheck; do
+        step "$tool fused_matmul_gpu_test" 540 "$sanitizer" --tool "$tool" --error-exitcode 99 \
+          "$kit/bin/fused_matmul_gpu_test" \
+          --gtest_filter='*ConstantModeVlcStaged*:*BatchInvariant*:*TwoStreams*:*RefusesWhatItCannotRun*'
       done
     else
       echo "compute-sanitizer: not on the PATH" | tee -a "$summary"
