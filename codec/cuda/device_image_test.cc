@@ -406,15 +406,21 @@ TEST(DeviceImageTest, LargeBF16TensorFastPathAndRowSlices) {
   }
 }
 
+// Trained-like values of `info`, encoded as vlc Huffman into *enc (which
+// keeps the components the image points into) and laid out as an image.
+absl::StatusOr<DeviceImage> HuffmanImage(const TensorInfo& info, uint64_t seed,
+                                         EncodedTensor* enc) {
+  const std::vector<uint8_t> raw =
+      RandomTensor(info.dtype, info.elements(), Distribution::kNormal002, seed);
+  ASSIGN_OR_RETURN(*enc, Encode(kHuffman, info, raw));
+  return DeviceImage::Build("vlc", info, ViewOf(*enc));
+}
+
 TEST(DeviceImageTest, PlanCoversExactlyTheOverlappingTiles) {
   // f32 keeps the file's tiles (16-bit Huffman tensors become lanes, below).
   const TensorInfo info{DType::kF32, {3, 1000}};  // vlc: one flat grid row of 3 tiles
-  const std::vector<uint8_t> raw =
-      RandomTensor(DType::kF32, info.elements(), Distribution::kNormal002, 5);
-  absl::StatusOr<EncodedTensor> enc = Encode(kHuffman, info, raw);
-  ASSERT_TRUE(enc.ok());
-  const ComponentViews views = ViewOf(*enc);
-  absl::StatusOr<DeviceImage> image = DeviceImage::Build("vlc", info, views);
+  EncodedTensor enc;
+  absl::StatusOr<DeviceImage> image = HuffmanImage(info, 5, &enc);
   ASSERT_TRUE(image.ok()) << image.status();
   const DeviceImageLayout& L = image->layout();
   EXPECT_EQ(L.kind, DeviceCodecKind::kVlcHuffman);
@@ -433,12 +439,8 @@ TEST(DeviceImageTest, PlanCoversExactlyTheOverlappingTiles) {
 }
 
 TEST(DeviceImageTest, LanesPlanIsAWarpPerRow) {
-  const TensorInfo info{DType::kBF16, {3, 1000}};
-  const std::vector<uint8_t> raw =
-      RandomTensor(DType::kBF16, info.elements(), Distribution::kNormal002, 5);
-  absl::StatusOr<EncodedTensor> enc = Encode(kHuffman, info, raw);
-  ASSERT_TRUE(enc.ok());
-  absl::StatusOr<DeviceImage> image = DeviceImage::Build("vlc", info, ViewOf(*enc));
+  EncodedTensor enc;
+  absl::StatusOr<DeviceImage> image = HuffmanImage(TensorInfo{DType::kBF16, {3, 1000}}, 5, &enc);
   ASSERT_TRUE(image.ok()) << image.status();
   const DeviceImageLayout& L = image->layout();
   EXPECT_EQ(L.kind, DeviceCodecKind::kVlcLanes);
@@ -458,13 +460,10 @@ TEST(DeviceImageTest, LanesPlanIsAWarpPerRow) {
 TEST(DeviceImageTest, LanesLayoutOverhead) {
   for (int64_t cols : {4096, 14336}) {
     const TensorInfo info{DType::kBF16, {64, cols}};
-    const std::vector<uint8_t> raw =
-        RandomTensor(DType::kBF16, info.elements(), Distribution::kNormal002, 9);
-    absl::StatusOr<EncodedTensor> enc = Encode(kHuffman, info, raw);
-    ASSERT_TRUE(enc.ok());
-    const ComponentViews views = ViewOf(*enc);
-    absl::StatusOr<DeviceImage> image = DeviceImage::Build("vlc", info, views);
+    EncodedTensor enc;
+    absl::StatusOr<DeviceImage> image = HuffmanImage(info, 9, &enc);
     ASSERT_TRUE(image.ok()) << image.status();
+    const ComponentViews views = ViewOf(enc);
     const DeviceImageLayout& L = image->layout();
     const double file = 8.0 * (views.at("codes").size() + views.at("offsets").size());
     const double lanes = 8.0 * (L.codes_bytes + L.offsets_bytes);
