@@ -1,7 +1,9 @@
 // The fused matmul kernels (fused_matmul.h) and FusedMatMulRaw. Each output
 // row is computed by one warp in the order of fused_math.h: LaneAccumulate
-// for the lane's partials, then the xor butterfly (WarpFinish). The three
-// kernels differ only in where a lane's 8 weights of a chunk come from.
+// for the lane's partials, then the xor butterfly (WarpFinish). The kernels
+// differ only in where a lane's 8 weights of a chunk come from: a row source
+// (FusedRowsKernel: raw, tiled, vlc lanes) or a band of rows staged in shared
+// memory (FusedStagedKernel).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -33,9 +35,8 @@ constexpr uint64_t kMaxBlocks = 65535;
 // per weight); one row at n <= 2 keeps more warps, and so more loads, in
 // flight. Two rows at n = 8 stay near 100 registers (-Xptxas -v: raw 78,
 // tiled 108, vlc-lanes 110; four rows took 150-175, one block per SM; the
-// table in bench/NOTES.md). A
-// prediction, to be tuned by bench/fused on a GPU; the bits do not depend on
-// it.
+// table in bench/NOTES.md). A prediction, to be tuned by bench/fused on a
+// GPU; the bits do not depend on it.
 template <int NB>
 constexpr int RowsPerWarp() {
   return NB <= 2 ? 1 : NB <= 16 ? 2 : 1;
