@@ -27,10 +27,16 @@ summary=$out/summary.txt
 : >"$summary"
 status=0
 
+# The binaries and their libraries travel xz-compressed (the device tool
+# carries at most 64 MiB); unpacked afresh on every call.
 lib=/tmp/packd-kit-lib
-if [ ! -d "$lib/lib" ]; then
-  mkdir -p "$lib" && tar -C "$lib" -xJf "$kit/lib.txz"
-fi
+bin=/tmp/packd-kit-bin
+rm -rf "$lib" "$bin"
+mkdir -p "$lib" "$bin"
+tar -C "$lib" -xJf "$kit/lib.txz" && tar -C "$bin" -xJf "$kit/bin.txz" --strip-components=1 || {
+  echo "gpu kit: cannot unpack $kit/lib.txz or $kit/bin.txz" >&2
+  exit 2
+}
 cuda_lib=""
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
   [ -d "$d" ] && cuda_lib="$cuda_lib:$d"
@@ -68,23 +74,23 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
 fi
 
 tests=()
-for t in "$kit"/bin/*_gpu_test; do tests+=("$(basename "$t")"); done
+for t in "$bin"/*_gpu_test; do tests+=("$(basename "$t")"); done
 case "$phase" in
   tests | all)
-    for t in "${tests[@]}"; do step "$t" 300 "$kit/bin/$t"; done
+    for t in "${tests[@]}"; do step "$t" 300 "$bin/$t"; done
     ;;&
   sanitize | all)
     sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
     if [ -n "$sanitizer" ]; then
       for t in "${tests[@]}"; do
         step "memcheck $t" 540 "$sanitizer" --tool memcheck --error-exitcode 99 \
-          --leak-check full "$kit/bin/$t"
+          --leak-check full "$bin/$t"
       done
       # The fused kernels' shared-memory staging and warp intrinsics: races
       # and barrier/mask misuse, on the smaller cases (racecheck is slow).
       for tool in racecheck synccheck; do
         step "$tool fused_matmul_gpu_test" 540 "$sanitizer" --tool "$tool" --error-exitcode 99 \
-          "$kit/bin/fused_matmul_gpu_test" \
+          "$bin/fused_matmul_gpu_test" \
           --gtest_filter='*ConstantModeVlcStaged*:*BatchInvariant*:*TwoStreams*:*RefusesWhatItCannotRun*'
       done
     else
@@ -93,20 +99,20 @@ case "$phase" in
     fi
     ;;&
   decode | all)
-    step "bench/gpu (decode GB/s)" 540 "$kit/bin/gpu" --json "$out/gpu_decode.json"
+    step "bench/gpu (decode GB/s)" 540 "$bin/gpu" --json "$out/gpu_decode.json"
     ;;&
   fused | all)
     # Its tables (Markdown) also go to fused.md, to paste into bench/NOTES.md.
     step "bench/fused (fused matmul vs cuBLAS)" 540 \
-      bash -c 'set -o pipefail; "$1" --json "$2/fused.json" | tee "$2/fused.md"' _ "$kit/bin/fused" "$out"
+      bash -c 'set -o pipefail; "$1" --json "$2/fused.json" | tee "$2/fused.md"' _ "$bin/fused" "$out"
     ;;&
   e2e)
     # Synthesizes llama-8b (16 GB) and compresses it once into the workdir;
     # a second call on the same (warm) machine reuses it.
-    step "bench/engine --device cuda:0 llama-8b" 580 "$kit/bin/engine" --shape llama-8b \
+    step "bench/engine --device cuda:0 llama-8b" 580 "$bin/engine" --shape llama-8b \
       --device cuda:0 --codecs raw,vlc,tiled --workdir /tmp/packd-bench-engine \
       --json "$out/engine_gpu.json"
-    step "bench/gpu --fit (llama-8b per H200)" 120 "$kit/bin/gpu" --fit --json "$out/fit.json"
+    step "bench/gpu --fit (llama-8b per H200)" 120 "$bin/gpu" --fit --json "$out/fit.json"
     ;;
   tests | sanitize | decode | fused | all) ;;
   *)

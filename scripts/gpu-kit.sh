@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prepares what a session with a GPU machine (the `device` tool) carries there:
 # the GPU tests, the GPU benchmarks and packd, built HERE in Release (the GPU
-# machine has nvcc but none of the Debian -dev packages packd links), stripped,
-# with the shared libraries they load (xz-compressed), the stories260K test
+# machine has nvcc but none of the Debian -dev packages packd links), stripped
+# and xz-compressed with the shared libraries they load, the stories260K test
 # model from ../shared, and scripts/gpu-kit-run.sh. The result is an ignored
 # folder (default: gpukit/) to name in the run's `carry`:
 #
@@ -65,6 +65,10 @@ for b in "${binaries[@]}"; do
   scripts/bundle-runtime.sh "$b" "$libs/tree" >/dev/null
 done
 tar -C "$libs/tree" -cJf "$kit/lib.txz" lib
+# The binaries are mostly device code (SASS + PTX), which xz shrinks several
+# times: run.sh unpacks them.
+tar -C "$kit" -cJf "$kit/bin.txz" bin
+rm -rf "$kit/bin"
 cp -r "$shared/models/stories260K" "$kit/shared/models/"
 cp scripts/gpu-kit-run.sh "$kit/run.sh"
 git rev-parse HEAD > "$kit/COMMIT" 2>/dev/null || true
