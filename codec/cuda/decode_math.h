@@ -77,6 +77,25 @@ PACKD_HD inline T LoadAligned(const uint8_t* p) {
 #endif
 }
 
+// 16 bytes at a 16-byte aligned p in one vector load (lo: bytes 0-7).
+template <bool kNc = true>
+PACKD_HD inline void LoadAligned16(const uint8_t* p, uint64_t& lo, uint64_t& hi) {
+#if defined(__CUDA_ARCH__)
+  ulonglong2 v;
+  if constexpr (kNc) {
+    v = __ldg(reinterpret_cast<const ulonglong2*>(p));
+  } else {
+    v = *reinterpret_cast<const ulonglong2*>(p);
+  }
+  lo = v.x;
+  hi = v.y;
+#else
+  CheckAligned(p, 16);
+  std::memcpy(&lo, p, 8);
+  std::memcpy(&hi, p + 8, 8);
+#endif
+}
+
 PACKD_HD inline uint64_t LoadU64(const uint8_t* p) { return LoadAligned<uint64_t>(p); }
 PACKD_HD inline uint32_t LoadU32(const uint8_t* p) { return LoadAligned<uint32_t>(p); }
 

@@ -108,7 +108,8 @@ PACKD_HD inline void Bf16x4ToFloats(uint64_t v, float (&w)[8], uint32_t at) {
 template <bool kNc>
 PACKD_HD inline void LoadHalf8(const uint8_t* p, uint32_t valid, bool bf16, float (&w)[8]) {
   if (valid == 8 && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
-    const uint64_t lo = LoadAligned<uint64_t, kNc>(p), hi = LoadAligned<uint64_t, kNc>(p + 8);
+    uint64_t lo, hi;
+    LoadAligned16<kNc>(p, lo, hi);
     if (bf16) {
       Bf16x4ToFloats(lo, w, 0);
       Bf16x4ToFloats(hi, w, 4);
