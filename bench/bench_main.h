@@ -2,11 +2,13 @@
 // line (and CpuModel() from base/machine.h).
 #pragma once
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -37,16 +39,21 @@ int BenchMain(const char* program, const absl::StatusOr<Options>& options, RunFn
 // The flag at argv[i] as (name, value): "--name=value", or "--name value"
 // (which consumes argv[i + 1]); a flag named in `switches` takes no value
 // (value ""; "--switch=x" is an error). InvalidArgument, with `usage`, for a
-// missing value.
+// missing value, and, when `known` is not empty, for a name not in it (before
+// any value is consumed).
 inline absl::StatusOr<std::pair<std::string, std::string>> NextFlag(
     int argc, char** argv, int& i, std::initializer_list<std::string_view> switches,
-    const char* usage) {
+    const char* usage, std::span<const char* const> known = {}) {
   std::string arg = argv[i];
   std::string value;
   const size_t eq = arg.find('=');
   if (eq != std::string::npos) {
     value = arg.substr(eq + 1);
     arg = arg.substr(0, eq);
+  }
+  if (!known.empty() &&
+      std::none_of(known.begin(), known.end(), [&](const char* k) { return arg == k; })) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown flag ", arg, "\n", usage));
   }
   for (std::string_view s : switches) {
     if (arg != s) continue;

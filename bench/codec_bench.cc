@@ -131,28 +131,17 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
                                        "--max-weights", "--repeats",    "--codecs",
                                        "--seed",        "--json",       "--to-bf16"};
   for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::string value;
-    const size_t eq = arg.find('=');
-    if (eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      return absl::CancelledError(kUsage);
     }
-    const bool known = std::find(std::begin(kFlags), std::end(kFlags), arg) != std::end(kFlags);
-    if (arg != "--help" && arg != "-h" && !known) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag ", arg, "\n", kUsage));
-    }
+    ASSIGN_OR_RETURN(const auto flag, NextFlag(argc, argv, i, {"--to-bf16"}, kUsage, kFlags));
+    const std::string& arg = flag.first;
+    const std::string& value = flag.second;
     if (arg == "--to-bf16") {
       o.to_bf16 = true;
       continue;
     }
-    if (known && eq == std::string::npos) {
-      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(arg, " needs a value"));
-      value = argv[++i];
-    }
-    if (arg == "--help" || arg == "-h") {
-      return absl::CancelledError(kUsage);
-    } else if (arg == "--shape") {
+    if (arg == "--shape") {
       o.shape = value;
     } else if (arg == "--checkpoint") {
       o.checkpoint = value;
