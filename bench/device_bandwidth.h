@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -20,6 +22,15 @@
 #include "codec/cuda/device_runtime.h"
 
 namespace packd::bench {
+
+// False, after printing "no CUDA device: <why>" to stderr, when this process
+// can use no CUDA device (the GPU benchmarks then exit 2).
+inline bool HaveCudaDevice() {
+  const absl::StatusOr<int> devices = codec::cuda::CudaDeviceCount();
+  if (devices.ok()) return true;
+  std::fprintf(stderr, "no CUDA device: %s\n", std::string(devices.status().message()).c_str());
+  return false;
+}
 
 // The median of `v` (non-empty).
 inline double MedianOf(std::vector<double> v) {

@@ -433,11 +433,7 @@ std::string Ratio(double a, double b) {
 nlohmann::json JsonNumber(double v) { return std::isnan(v) ? nlohmann::json() : nlohmann::json(v); }
 
 int Run(const Options& o) {
-  absl::StatusOr<int> devices = codec::cuda::CudaDeviceCount();
-  if (!devices.ok()) {
-    std::fprintf(stderr, "no CUDA device: %s\n", std::string(devices.status().message()).c_str());
-    return 2;
-  }
+  if (!HaveCudaDevice()) return 2;
   auto fail = [](const absl::Status& s) {
     std::fprintf(stderr, "fused: %s\n", std::string(s.message()).c_str());
     return 2;

@@ -288,11 +288,7 @@ absl::StatusOr<Row> Measure(const Options& o, const LayerShape& shape, const std
 }
 
 int RunDecode(const Options& o) {
-  absl::StatusOr<int> devices = codec::cuda::CudaDeviceCount();
-  if (!devices.ok()) {
-    std::fprintf(stderr, "no CUDA device: %s\n", std::string(devices.status().message()).c_str());
-    return 2;
-  }
+  if (!HaveCudaDevice()) return 2;
   auto fail = [](const absl::Status& s) {
     std::fprintf(stderr, "gpu: %s\n", std::string(s.message()).c_str());
     return s.code() == absl::StatusCode::kDataLoss ? 1 : 2;
