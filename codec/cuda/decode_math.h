@@ -295,6 +295,26 @@ PACKD_HD inline DecodePlan PlanRows(const DeviceImageLayout& L, uint64_t row_beg
   return p;
 }
 
+// ---- The lane split of a row (the fused matmul's reduction order,
+// fused_math.h, and the vlc lanes layout, vlc_lanes.h, share it): a row is
+// a run of kFusedChunk-column chunks, and lane L of a warp takes columns
+// [8L, 8L + 8) of each.
+
+inline constexpr uint64_t kFusedChunk = 256;
+inline constexpr uint32_t kFusedLanes = 32;
+inline constexpr uint32_t kFusedLaneCols = 8;
+
+// Lane `lane`'s first column in chunk c, and how many of its 8 columns lie
+// inside a row of k columns (0..8).
+PACKD_HD inline uint64_t LaneCol0(uint64_t c, uint32_t lane) {
+  return c * kFusedChunk + uint64_t{kFusedLaneCols} * lane;
+}
+PACKD_HD inline uint32_t LaneValid(uint64_t col0, uint64_t k) {
+  return col0 >= k ? 0u : static_cast<uint32_t>(MinU64(kFusedLaneCols, k - col0));
+}
+
+PACKD_HD inline uint64_t FusedChunks(uint64_t k) { return (k + kFusedChunk - 1) / kFusedChunk; }
+
 // ---- tiled (FORMAT.md §5).
 
 // Bit j of the low 8 bits of b to bit 0 of byte j (two 32-bit multiplies:

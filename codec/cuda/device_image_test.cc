@@ -131,8 +131,8 @@ class HostDevice {
                           for (uint32_t l = 0; l < 32; ++l) {
                             if (need[l] == 0) continue;
                             EmitElements(layout_, memory_.data(),
-                                         r * layout_.tensor_cols + c * 256 + 8 * l, need[l],
-                                         exps[l], plan.e_begin, plan.e_end, out);
+                                         r * layout_.tensor_cols + LaneCol0(c, l), need[l], exps[l],
+                                         plan.e_begin, plan.e_end, out);
                           }
                         });
       }

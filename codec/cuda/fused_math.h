@@ -45,10 +45,6 @@
 
 namespace packd::codec::cuda {
 
-// Columns per chunk, lanes per warp, columns per lane per chunk.
-inline constexpr uint64_t kFusedChunk = 256;
-inline constexpr uint32_t kFusedLanes = 32;
-inline constexpr uint32_t kFusedLaneCols = 8;
 // The largest batch (activation rows) a fused kernel takes.
 inline constexpr int kFusedMaxBatch = 32;
 // Shared memory the staged kernel may use per block (rows of decoded
@@ -125,17 +121,6 @@ PACKD_HD inline void LoadHalf8(const uint8_t* p, uint32_t valid, bool bf16, floa
     if (j < valid) w[j] = HalfToFloat(LoadAligned<uint16_t, kNc>(p + 2 * j), bf16);
   }
 }
-
-// Lane `lane`'s first column in chunk c, and how many of its 8 columns lie
-// inside a row of k columns (0..8).
-PACKD_HD inline uint64_t LaneCol0(uint64_t c, uint32_t lane) {
-  return c * kFusedChunk + uint64_t{kFusedLaneCols} * lane;
-}
-PACKD_HD inline uint32_t LaneValid(uint64_t col0, uint64_t k) {
-  return col0 >= k ? 0u : static_cast<uint32_t>(MinU64(kFusedLaneCols, k - col0));
-}
-
-PACKD_HD inline uint64_t FusedChunks(uint64_t k) { return (k + kFusedChunk - 1) / kFusedChunk; }
 
 // ---- Activations: x [n, k] in the weight's half type, row stride ldx
 // elements, in global memory.
@@ -281,9 +266,7 @@ struct TiledRow {
                        esc_end, &exps, &esc_index);
 #endif
     if (valid == 0) return 0;
-    return JoinLane8(*L, image,
-                     row * L->grid_cols + c * kFusedChunk + uint64_t{kFusedLaneCols} * lane, valid,
-                     exps, w);
+    return JoinLane8(*L, image, row * L->grid_cols + LaneCol0(c, lane), valid, exps, w);
   }
 };
 

@@ -47,7 +47,7 @@ __global__ void __launch_bounds__(kThreads)
   const uint64_t* multi = reinterpret_cast<const uint64_t*>(table);
   const uint32_t lane_id = threadIdx.x & 31u;
   const uint64_t k = layout.tensor_cols;
-  const uint64_t chunks = (k + 255) / 256;
+  const uint64_t chunks = FusedChunks(k);
   const uint64_t warps = uint64_t{gridDim.x} * blockDim.x / 32;
   for (uint64_t w = (uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32; w < plan.t_count;
        w += warps) {
@@ -56,11 +56,11 @@ __global__ void __launch_bounds__(kThreads)
     const uint64_t end = VlcLanesRowOffset(layout, image, r + 1);
     VlcLane lane;
     for (uint64_t c = 0; c < chunks; ++c) {
-      const uint32_t need = VlcLaneNeed(c, lane_id, k);
+      const uint32_t need = LaneValid(LaneCol0(c, lane_id), k);
       const uint64_t exps =
           WarpVlcLanesChunk(lane, need, multi, image + layout.codes_offset, at, end);
       if (need > 0) {
-        EmitElements(layout, image, r * k + c * 256 + 8 * lane_id, need, exps, plan.e_begin,
+        EmitElements(layout, image, r * k + LaneCol0(c, lane_id), need, exps, plan.e_begin,
                      plan.e_end, out);
       }
     }

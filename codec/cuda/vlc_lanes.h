@@ -137,12 +137,6 @@ inline void HostWarpChunk(VlcLane (&lanes)[32], const uint32_t (&need)[32], cons
   for (uint32_t l = 0; l < 32; ++l) exps[l] = need[l] == 0 ? 0 : lanes[l].Take(need[l]);
 }
 
-// How many of lane `lane`'s columns of chunk c lie in a row of `cols`.
-PACKD_HD inline uint32_t VlcLaneNeed(uint64_t c, uint32_t lane, uint64_t cols) {
-  const uint64_t col0 = c * 256 + 8 * uint64_t{lane};
-  return col0 >= cols ? 0u : static_cast<uint32_t>(MinU64(8, cols - col0));
-}
-
 // Decodes row r of a kVlcLanes image on the host, chunk by chunk:
 // visit(c, need, exps) gets each chunk's 32 lanes' counts and exponents.
 template <class Visit>
@@ -152,10 +146,10 @@ inline void HostVlcLanesRow(const DeviceImageLayout& L, const uint8_t* image, co
   uint64_t at = VlcLanesRowOffset(L, image, r);
   const uint64_t end = VlcLanesRowOffset(L, image, r + 1);
   VlcLane lanes[32] = {};
-  const uint64_t chunks = (L.tensor_cols + 255) / 256;
+  const uint64_t chunks = FusedChunks(L.tensor_cols);
   for (uint64_t c = 0; c < chunks; ++c) {
     uint32_t need[32];
-    for (uint32_t l = 0; l < 32; ++l) need[l] = VlcLaneNeed(c, l, L.tensor_cols);
+    for (uint32_t l = 0; l < 32; ++l) need[l] = LaneValid(LaneCol0(c, l), L.tensor_cols);
     uint64_t exps[32];
     HostWarpChunk(
         lanes, need, multi,

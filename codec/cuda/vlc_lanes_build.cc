@@ -60,12 +60,12 @@ struct RowCoder {
   // trailing zero words dropped.
   absl::Status Encode(uint64_t r, const uint8_t* row, std::vector<uint16_t>& out) const {
     LaneBits lanes_bits[32];
-    const uint64_t chunks = (cols + 255) / 256;
+    const uint64_t chunks = FusedChunks(cols);
     for (uint32_t l = 0; l < 32; ++l) {
       for (uint64_t c = 0; c < chunks; ++c) {
-        const uint32_t need = VlcLaneNeed(c, l, cols);
+        const uint32_t need = LaneValid(LaneCol0(c, l), cols);
         for (uint32_t j = 0; j < need; ++j) {
-          const uint32_t s = Exponent(row, c * 256 + 8 * l + j);
+          const uint32_t s = Exponent(row, LaneCol0(c, l) + j);
           lanes_bits[l].Append(codes[s], lengths[s]);
         }
       }
@@ -78,7 +78,7 @@ struct RowCoder {
     VlcLane lanes[32] = {};
     for (uint64_t c = 0; c < chunks; ++c) {
       uint32_t need[32];
-      for (uint32_t l = 0; l < 32; ++l) need[l] = VlcLaneNeed(c, l, cols);
+      for (uint32_t l = 0; l < 32; ++l) need[l] = LaneValid(LaneCol0(c, l), cols);
       uint64_t exps[32];
       HostWarpChunk(
           lanes, need, multi.data(),
@@ -97,10 +97,10 @@ struct RowCoder {
           exps);
       for (uint32_t l = 0; l < 32; ++l) {
         for (uint32_t j = 0; j < need[l]; ++j) {
-          const uint32_t want = Exponent(row, c * 256 + 8 * l + j);
+          const uint32_t want = Exponent(row, LaneCol0(c, l) + j);
           if (((exps[l] >> (8 * j)) & 0xff) != want) {
             return absl::InternalError(absl::StrCat("vlc lanes transcoder: row ", r, " column ",
-                                                    c * 256 + 8 * l + j,
+                                                    LaneCol0(c, l) + j,
                                                     " does not decode back (a packd bug)"));
           }
         }
