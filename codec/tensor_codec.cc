@@ -52,7 +52,9 @@ absl::Status TensorDecoder::DecodeAll(std::span<uint8_t> out, int threads) const
 }
 
 absl::Status TensorDecoder::CheckTileRun(uint64_t first, uint64_t count,
-                                         std::span<const uint8_t> out) const {
+                                         std::span<const uint8_t> out,
+                                         int bytes_per_element) const {
+  const uint64_t eb = bytes_per_element > 0 ? bytes_per_element : elem_bytes_;
   const TileGrid& g = grid();
   if (first > g.tiles() || count > g.tiles() - first) {
     return absl::OutOfRangeError(absl::StrCat("tiles [", first, ", ", first + count,
@@ -61,10 +63,10 @@ absl::Status TensorDecoder::CheckTileRun(uint64_t first, uint64_t count,
   const uint64_t begin = count == 0 ? 0 : g.TileBegin(first);
   const uint64_t end =
       count == 0 ? 0 : g.TileBegin(first + count - 1) + g.TileSize(first + count - 1);
-  if (out.size() != (end - begin) * static_cast<uint64_t>(elem_bytes_)) {
+  if (out.size() != (end - begin) * eb) {
     return absl::InvalidArgumentError(absl::StrCat("tiles [", first, ", ", first + count, ") need ",
-                                                   (end - begin) * elem_bytes_,
-                                                   " output bytes, got ", out.size()));
+                                                   (end - begin) * eb, " output bytes, got ",
+                                                   out.size()));
   }
   return absl::OkStatus();
 }
@@ -80,6 +82,10 @@ absl::Status TensorDecoder::DecodeTiles(uint64_t first, uint64_t count,
     off += len;
   }
   return absl::OkStatus();
+}
+
+absl::Status TensorDecoder::DecodeExponents(uint64_t, uint64_t, std::span<uint8_t>) const {
+  return absl::UnimplementedError("this codec has no separate exponents");
 }
 
 absl::StatusOr<std::vector<uint8_t>> DecodeTensor(const TensorCodec& codec, const TensorInfo& info,

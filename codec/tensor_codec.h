@@ -67,10 +67,25 @@ class TensorDecoder {
   // threads and calls DecodeTile.
   virtual absl::Status DecodeAll(std::span<uint8_t> out, int threads) const;
 
+  // Split access for fused matmuls (engine/cpu), offered by the codecs that
+  // code only the exponent and keep the rest plane raw (vlc and tiled,
+  // codec/FORMAT.md §3). DecodeExponents writes the exponent field of every
+  // element of tiles [first, first + count) to exps, one byte each, in element
+  // order (exps must hold exactly their elements); the element is then
+  // FloatFormat::Join(exps[i], rest of element i). Same checks and errors as
+  // DecodeTiles. The default returns Unimplemented.
+  virtual absl::Status DecodeExponents(uint64_t first, uint64_t count,
+                                       std::span<uint8_t> exps) const;
+  // The rest plane of the whole tensor (FORMAT.md §3), or empty for codecs
+  // without one. Valid while the decoder's component views are.
+  virtual std::span<const uint8_t> rest_plane() const { return {}; }
+
  protected:
   explicit TensorDecoder(int elem_bytes) : elem_bytes_(elem_bytes) {}
   // Validates a DecodeTiles request: the tiles exist and out fits them exactly.
-  absl::Status CheckTileRun(uint64_t first, uint64_t count, std::span<const uint8_t> out) const;
+  // `bytes_per_element` is elem_bytes (DecodeTiles) or 1 (DecodeExponents).
+  absl::Status CheckTileRun(uint64_t first, uint64_t count, std::span<const uint8_t> out,
+                            int bytes_per_element = 0) const;
   int elem_bytes_;
 };
 

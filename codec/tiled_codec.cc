@@ -292,6 +292,20 @@ PACKD_AVX512_TARGET uint64_t DecodeBF16Avx512(const TiledTileView& v, uint8_t* o
   return esc.seen;
 }
 
+// A tile's exponents to exps (exactly v.size bytes); returns the number of
+// code-0 elements seen.
+PACKD_AVX512_TARGET uint64_t ExponentsAvx512(const TiledTileView& v, uint8_t* exps) {
+  const __m512i base_minus_1 = _mm512_set1_epi8(static_cast<char>(v.window_base - 1));
+  EscapeCursor esc{v.escapes, v.escape_count};
+  for (uint32_t off = 0; off < v.size; off += kTiledGroupSize) {
+    const uint64_t valid = ValidMask(std::min(kTiledGroupSize, v.size - off));
+    const __m512i e = GroupExponents(v.codes + (off / kTiledGroupSize) * kTiledGroupBytes, valid,
+                                     base_minus_1, esc);
+    _mm512_mask_storeu_epi8(exps + off, valid, e);
+  }
+  return esc.seen;
+}
+
 // Other formats: exponents with AVX-512 into a scratch chunk, then the
 // generic rest-plane join.
 PACKD_AVX512_TARGET uint64_t DecodeGenericAvx512(const TiledTileView& v, uint8_t* out) {
@@ -670,6 +684,64 @@ absl::Status TiledDecoder::DecodeTiles(uint64_t first, uint64_t count,
     RETURN_IF_ERROR(DecodeResolved(v, out.data() + (v.first - origin) * elem_bytes_, kernel_));
   }
   return absl::OkStatus();
+}
+
+absl::Status TiledDecoder::DecodeExponents(uint64_t first, uint64_t count,
+                                           std::span<uint8_t> exps) const {
+  RETURN_IF_ERROR(CheckTileRun(first, count, exps, 1));
+  if (count == 0) return absl::OkStatus();
+  const uint64_t origin = grid_.TileBegin(first);
+  for (uint64_t t = first; t < first + count; ++t) {
+    const TiledTileView v = ViewUnchecked(t);
+    uint8_t* dst = exps.data() + (v.first - origin);
+    uint64_t seen;
+    if (kernel_ == TiledKernel::kAvx512) {
+      seen = ExponentsAvx512(v, dst);
+    } else {
+      seen = CountEscapesScalar(v.codes, v.size);
+      if (seen == v.escape_count) {
+        // ExponentsScalar writes whole groups: chunks through a local buffer.
+        alignas(64) uint8_t buf[kChunk];
+        const uint8_t* esc = v.escapes;
+        for (uint32_t off = 0; off < v.size; off += kChunk) {
+          const uint32_t n = std::min(kChunk, v.size - off);
+          esc = ExponentsScalar(v.codes + (off / kTiledGroupSize) * kTiledGroupBytes, n,
+                                v.window_base, esc, buf);
+          std::memcpy(dst + off, buf, n);
+        }
+      }
+    }
+    if (seen != v.escape_count) {
+      return absl::DataLossError(absl::StrCat("tiled: tile ", t, ": codes mark ", seen,
+                                              " escapes, escape_offsets give ", v.escape_count));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TiledRowsView> TiledDecoder::Rows() const {
+  if (!IsBF16(format_)) {
+    return absl::FailedPreconditionError(Err("row view: only bf16 tensors have one"));
+  }
+  for (uint64_t t = 0; t < grid_.tiles(); ++t) {
+    const TiledTileView v = ViewUnchecked(t);
+    const uint64_t seen = CountEscapesScalar(v.codes, v.size);
+    if (seen != v.escape_count) {
+      return absl::DataLossError(absl::StrCat("tiled: tile ", t, ": codes mark ", seen,
+                                              " escapes, escape_offsets give ", v.escape_count));
+    }
+  }
+  TiledRowsView r;
+  r.rows = grid_.rows;
+  r.cols = grid_.cols;
+  r.window_base = window_base_;
+  r.codes = codes_.data();
+  r.code_row_bytes = groups_per_row_ * kTiledGroupBytes;
+  r.escapes = escapes_.data();
+  r.escape_offsets = escape_offsets_.data();
+  r.tiles_per_row = tiles_per_row_;
+  r.rest = rest_.data();
+  return r;
 }
 
 absl::Status DecodeTiledTile(const TiledTileView& view, std::span<uint8_t> out,

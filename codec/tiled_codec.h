@@ -75,6 +75,33 @@ struct TiledTileView {
 absl::Status DecodeTiledTile(const TiledTileView& view, std::span<uint8_t> out,
                              TiledKernel kernel = TiledKernel::kAuto);
 
+// A bf16 matrix whose tiles cut each row (the grid's cols is the matrix's k)
+// seen row by row, for a matmul that decodes in registers (engine/cpu): the
+// groups of a row are consecutive in codes, and so are its escapes. Obtained
+// from TiledDecoder::Rows(), which has checked every tile's code-0 count
+// against escape_offsets, so a reader that takes exactly popcount(escape mask)
+// escapes per group stays inside the row's escapes. Valid while the component
+// views are. Plain data, usable from any thread.
+struct TiledRowsView {
+  uint64_t rows = 0;
+  uint64_t cols = 0;
+  uint8_t window_base = 0;
+  // Row r's ceil(cols / 64) groups (24 bytes each) start at codes + r * code_row_bytes.
+  const uint8_t* codes = nullptr;
+  uint64_t code_row_bytes = 0;
+  // Row r's escapes start at escapes + EscapeBegin(r).
+  const uint8_t* escapes = nullptr;
+  const uint8_t* escape_offsets = nullptr;  // (tiles + 1) little-endian u32
+  uint64_t tiles_per_row = 0;
+  // Row r's rest bytes (sign << 7 | mantissa) start at rest + r * cols.
+  const uint8_t* rest = nullptr;
+
+  uint64_t EscapeBegin(uint64_t row) const {
+    const uint8_t* p = escape_offsets + 4 * row * tiles_per_row;
+    return uint64_t{p[0]} | uint64_t{p[1]} << 8 | uint64_t{p[2]} << 16 | uint64_t{p[3]} << 24;
+  }
+};
+
 // The decoder TiledCodec().OpenDecoder returns; engine code that wants tile
 // views opens it directly. All const methods are thread-safe.
 class TiledDecoder final : public TensorDecoder {
@@ -91,6 +118,15 @@ class TiledDecoder final : public TensorDecoder {
   // Runs of tiles without a virtual call or view check per tile; DecodeAll
   // (the base class's) splits the tensor into such runs across threads.
   absl::Status DecodeTiles(uint64_t first, uint64_t count, std::span<uint8_t> out) const override;
+  absl::Status DecodeExponents(uint64_t first, uint64_t count,
+                               std::span<uint8_t> exps) const override;
+  std::span<const uint8_t> rest_plane() const override { return rest_; }
+
+  // The row view of a bf16 matrix whose tiles cut each row (always the case
+  // when the grid has more than one row). Scans all codes once, O(groups),
+  // to check the escape counts (DataLoss naming the first bad tile);
+  // FailedPrecondition for other dtypes.
+  absl::StatusOr<TiledRowsView> Rows() const;
 
   // The raw view of tile t < grid().tiles() (OutOfRange otherwise). O(1).
   absl::StatusOr<TiledTileView> Tile(uint64_t t) const;

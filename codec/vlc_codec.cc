@@ -651,6 +651,32 @@ class VlcDecoder final : public TensorDecoder {
                      stride ? scratch.data() : nullptr, stride, /*stream=*/false);
   }
 
+  // kInterleave tiles in lockstep, straight into exps (a matmul's row block).
+  absl::Status DecodeExponents(uint64_t first, uint64_t count,
+                               std::span<uint8_t> exps) const override {
+    RETURN_IF_ERROR(CheckTileRun(first, count, exps, 1));
+    if (count == 0) return absl::OkStatus();
+    const uint64_t origin = grid_.TileBegin(first);
+    const uint64_t stop = first + count;
+    uint64_t t = first;
+    for (; t + kInterleave <= stop; t += kInterleave) {
+      uint64_t group[kInterleave];
+      uint8_t* dst[kInterleave];
+      for (int k = 0; k < kInterleave; ++k) {
+        group[k] = t + k;
+        dst[k] = exps.data() + (grid_.TileBegin(t + k) - origin);
+      }
+      RETURN_IF_ERROR(DecodeExponentGroup<kInterleave>(group, dst));
+    }
+    for (; t < stop; ++t) {
+      uint8_t* dst = exps.data() + (grid_.TileBegin(t) - origin);
+      RETURN_IF_ERROR(DecodeExponentGroup<1>(&t, &dst));
+    }
+    return absl::OkStatus();
+  }
+
+  std::span<const uint8_t> rest_plane() const override { return rest_; }
+
  private:
   // Tiles decoded in lockstep by DecodeAll: enough independent chains to hide
   // the load->lookup->shift latency of each, few enough to stay in registers.
@@ -731,25 +757,18 @@ class VlcDecoder final : public TensorDecoder {
     return absl::OkStatus();
   }
 
-  // Decodes tiles[k] (k < K, valid indices) into out[k], which holds exactly
-  // TileSize(tiles[k]) * elem_bytes bytes. Exponents of tile k go to
-  // scratch + k * stride (stride >= TileSize) or, without scratch, in
-  // place to the end of out[k] (see the joins).
+  // Decodes the exponents of tiles[k] (k < K, valid indices) to exps_of[k],
+  // which holds exactly TileSize(tiles[k]) bytes (nothing is written past it).
   template <int K>
-  absl::Status DecodeGroup(const uint64_t* tiles, uint8_t* const* out, uint8_t* scratch,
-                           uint64_t stride, bool stream) const {
+  absl::Status DecodeExponentGroup(const uint64_t* tiles, uint8_t* const* exps_of) const {
     Stream s[K] = {};
-    uint64_t n[K];
-    uint8_t* exps_of[K];
     for (int k = 0; k < K; ++k) {
-      n[k] = grid_.TileSize(tiles[k]);
-      uint8_t* exps = scratch ? scratch + k * stride : out[k] + n[k] * (elem_bytes_ - 1);
-      exps_of[k] = exps;
+      const uint64_t n = grid_.TileSize(tiles[k]);
       if (h_.mode == kModeConstant) {
-        std::memset(exps, h_.const_symbol, n[k]);
+        std::memset(exps_of[k], h_.const_symbol, n);
         continue;
       }
-      s[k] = {Offset(tiles[k]) * 8, Offset(tiles[k] + 1) * 8, exps, exps + n[k]};
+      s[k] = {Offset(tiles[k]) * 8, Offset(tiles[k] + 1) * 8, exps_of[k], exps_of[k] + n};
     }
     if (h_.mode == kModeRans) RETURN_IF_ERROR(DecodeRans<K>(tiles, s));
     if (h_.mode == kModeHuffman) {
@@ -760,9 +779,9 @@ class VlcDecoder final : public TensorDecoder {
           case StreamResult::kOk:
             break;
           case StreamResult::kOverrun:
-            return absl::DataLossError(absl::StrCat("vlc: tile ", tiles[k], ": bitstream of ",
-                                                    (s[k].end >> 3) - Offset(tiles[k]),
-                                                    " bytes ends before its ", n[k], " exponents"));
+            return absl::DataLossError(absl::StrCat(
+                "vlc: tile ", tiles[k], ": bitstream of ", (s[k].end >> 3) - Offset(tiles[k]),
+                " bytes ends before its ", grid_.TileSize(tiles[k]), " exponents"));
           case StreamResult::kTrailing:
             return absl::DataLossError(absl::StrCat("vlc: tile ", tiles[k], ": bitstream has ",
                                                     (s[k].end - s[k].pos) / 8,
@@ -770,6 +789,23 @@ class VlcDecoder final : public TensorDecoder {
         }
       }
     }
+    return absl::OkStatus();
+  }
+
+  // Decodes tiles[k] (k < K, valid indices) into out[k], which holds exactly
+  // TileSize(tiles[k]) * elem_bytes bytes. Exponents of tile k go to
+  // scratch + k * stride (stride >= TileSize) or, without scratch, in
+  // place to the end of out[k] (see the joins).
+  template <int K>
+  absl::Status DecodeGroup(const uint64_t* tiles, uint8_t* const* out, uint8_t* scratch,
+                           uint64_t stride, bool stream) const {
+    uint64_t n[K];
+    uint8_t* exps_of[K];
+    for (int k = 0; k < K; ++k) {
+      n[k] = grid_.TileSize(tiles[k]);
+      exps_of[k] = scratch ? scratch + k * stride : out[k] + n[k] * (elem_bytes_ - 1);
+    }
+    RETURN_IF_ERROR(DecodeExponentGroup<K>(tiles, exps_of));
     const bool avx = UseAvx512();
     for (int k = 0; k < K; ++k) {
       const uint64_t first = grid_.TileBegin(tiles[k]);

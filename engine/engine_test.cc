@@ -12,6 +12,7 @@
 #include "engine/cpu/cpu_backend.h"
 #include "engine/gguf.h"
 #include "engine/model_compressor.h"
+#include "engine/synth.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/half_precision_gguf.h"
@@ -93,6 +94,33 @@ TEST(EngineTest, CompressedModelsGiveBitIdenticalLogits) {
     EXPECT_EQ(std::memcmp(packed.data(), raw.data(), raw.size() * sizeof(float)), 0);
     // And through the engine's decode path, one token at a time.
     EXPECT_EQ(RunLogits(dir, inputs, 1), raw);
+  }
+}
+
+// Rows as wide as the codecs' tiles: MatMul reads tiled codes in registers
+// and vlc exponents through a row-block buffer (engine/cpu/split_gemm.h)
+// where the CPU has the kernels, and still gives the raw model's bits, in a
+// 16-token prefill chunk, token by token, and in a batch-size-agnostic way.
+TEST(EngineTest, WideCompressedModelsGiveBitIdenticalLogits) {
+  testing::TempDir tmp;
+  SynthOptions so;
+  so.shape = "wide";
+  so.threads = 2;
+  const auto raw_dir = tmp.path() / "raw";
+  ASSERT_TRUE(SynthesizeCheckpoint(so, raw_dir).ok());
+  const std::vector<int32_t> inputs = {262, 17, 200, 3, 99, 141, 250, 8, 66, 31, 5, 180, 77, 2};
+  const std::vector<float> raw = RunLogits(raw_dir, inputs, 16);
+  ASSERT_FALSE(raw.empty());
+  ASSERT_EQ(RunLogits(raw_dir, inputs, 1), raw);
+  for (const char* codec : {"vlc", "tiled"}) {
+    SCOPED_TRACE(codec);
+    const auto dir = tmp.path() / codec;
+    ASSERT_TRUE(CompressModel(raw_dir, dir, {.codec = codec, .threads = 2}).ok());
+    const std::vector<float> packed = RunLogits(dir, inputs, 16);
+    ASSERT_EQ(packed.size(), raw.size());
+    EXPECT_EQ(std::memcmp(packed.data(), raw.data(), raw.size() * sizeof(float)), 0);
+    EXPECT_EQ(RunLogits(dir, inputs, 1), raw);
+    EXPECT_EQ(RunLogits(dir, inputs, 5), raw);
   }
 }
 

@@ -47,6 +47,20 @@ LlamaShape TinyShape() {
   return s;
 }
 
+// Rows as wide as the codecs' tiles (vlc 1024, tiled 512), so compressed
+// matmuls take the split kernels (engine/cpu/split_gemm.h), in a model small
+// enough for tests: 18.6M weights.
+LlamaShape WideShape() {
+  LlamaShape s = TinyShape();
+  s.name = "wide";
+  s.hidden_size = 1024;
+  s.intermediate_size = 2048;
+  s.num_attention_heads = 8;
+  s.num_key_value_heads = 4;
+  s.head_dim = 128;
+  return s;
+}
+
 // Llama-3.2-1B's public config.json.
 LlamaShape Llama1BShape() {
   LlamaShape s;
@@ -365,6 +379,7 @@ bool IsStaleWeightsFile(const std::string& name) {
 
 absl::StatusOr<LlamaShape> LlamaShapeByName(std::string_view name) {
   if (name == "tiny") return TinyShape();
+  if (name == "wide") return WideShape();
   if (name == "llama-1b") return Llama1BShape();
   if (name == "llama-8b") return Llama8BShape();
   return absl::NotFoundError(
@@ -373,7 +388,7 @@ absl::StatusOr<LlamaShape> LlamaShapeByName(std::string_view name) {
                                  [](std::string* out, std::string_view n) { out->append(n); })));
 }
 
-std::vector<std::string_view> LlamaShapeNames() { return {"tiny", "llama-1b", "llama-8b"}; }
+std::vector<std::string_view> LlamaShapeNames() { return {"tiny", "wide", "llama-1b", "llama-8b"}; }
 
 uint64_t SynthTensorSpec::elements() const {
   uint64_t n = 1;

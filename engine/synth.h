@@ -32,7 +32,7 @@ namespace packd::engine {
 
 // The architecture hyper-parameters of a Llama-family model (config.json).
 struct LlamaShape {
-  std::string name;  // "tiny", "llama-1b", "llama-8b"
+  std::string name;  // "tiny", "wide", "llama-1b", "llama-8b"
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
   int64_t num_hidden_layers = 0;
@@ -53,6 +53,9 @@ struct LlamaShape {
 // The known shapes:
 //   tiny:     hidden 64, intermediate 176, 2 layers, 4 heads, 2 kv heads,
 //             vocab 264, untied; ~126K weights (a few hundred KB) for tests.
+//   wide:     tiny with hidden 1024, intermediate 2048, 8 heads of 128, 4 kv
+//             heads; 18.6M weights: rows as wide as the codecs' tiles, for
+//             tests of the compressed matmul paths.
 //   llama-1b: Llama-3.2-1B (hidden 2048, 16 layers, vocab 128256, tied), 1.24B.
 //   llama-8b: Llama-3.1-8B (hidden 4096, 32 layers, untied lm_head), 8.03B.
 // NotFound (listing the names) for anything else.

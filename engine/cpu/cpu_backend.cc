@@ -11,7 +11,9 @@
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
+#include "codec/tiled_codec.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/split_gemm.h"
 
 namespace packd::engine {
 namespace {
@@ -40,6 +42,12 @@ class CpuBuffer final : public Buffer {
   std::function<void()> on_free_;
 };
 
+// How MatMul reads a compressed bf16 matrix whose codec tiles cut its rows
+// (split_gemm.h): the tiled codes decoded in registers, or exponents decoded
+// per row block into a cache-sized buffer and joined with the rest plane in
+// registers. kNone: decode bf16 tile runs and call Kernels::gemm.
+enum class SplitMode { kNone, kTiled, kExponents };
+
 // A weight on the CPU: a matrix stays where the model file is mapped (raw)
 // or compressed behind its tile decoder; a vector is expanded to fp32.
 class CpuWeight final : public Weight {
@@ -47,6 +55,36 @@ class CpuWeight final : public Weight {
   CpuWeight(const WeightSource& s, std::vector<float> f32, uint64_t resident,
             std::function<void()> on_free)
       : source_(s), f32_(std::move(f32)), resident_(resident), on_free_(std::move(on_free)) {}
+
+  // Chooses the split mode (after construction: Rows() scans the codes, and
+  // a corrupt tensor is refused here, at load).
+  absl::Status ChooseSplitMode(const cpu::SplitGemmKernels* kernels) {
+    const codec::TensorDecoder* d = source_.decoder;
+    if (kernels == nullptr || d == nullptr || source_.info.dtype != DType::kBF16 ||
+        source_.info.shape.size() != 2) {
+      return absl::OkStatus();
+    }
+    const codec::TileGrid& g = d->grid();
+    const uint64_t rows = static_cast<uint64_t>(source_.info.shape[0]);
+    const uint64_t k = static_cast<uint64_t>(source_.info.shape[1]);
+    if (g.rows != rows || g.cols != k || k % 64 != 0 || d->rest_plane().empty()) {
+      return absl::OkStatus();
+    }
+    if (const auto* tiled = dynamic_cast<const codec::TiledDecoder*>(d)) {
+      absl::StatusOr<codec::TiledRowsView> view = tiled->Rows();
+      if (!view.ok()) {
+        return absl::DataLossError(
+            absl::StrCat("weight '", source_.name, "': ", view.status().message()));
+      }
+      tiled_ = *view;
+      mode_ = SplitMode::kTiled;
+      return absl::OkStatus();
+    }
+    mode_ = SplitMode::kExponents;
+    return absl::OkStatus();
+  }
+  SplitMode split_mode() const { return mode_; }
+  const codec::TiledRowsView& tiled_rows() const { return tiled_; }
   ~CpuWeight() override { on_free_(); }
   const codec::TensorInfo& info() const override { return source_.info; }
   const std::string& name() const override { return source_.name; }
@@ -78,7 +116,9 @@ class CpuWeight final : public Weight {
 
  private:
   WeightSource source_;
-  std::vector<float> f32_;  // 1-D weights only
+  SplitMode mode_ = SplitMode::kNone;
+  codec::TiledRowsView tiled_;  // kTiled only
+  std::vector<float> f32_;      // 1-D weights only
   uint64_t resident_;
   std::function<void()> on_free_;
 };
@@ -111,7 +151,10 @@ thread_local std::vector<float> tls_floats;
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const CpuBackendOptions& options)
-      : options_(options), pool_(options.threads), kernels_(cpu::GetKernels()) {}
+      : options_(options),
+        pool_(options.threads),
+        kernels_(cpu::GetKernels()),
+        split_(cpu::GetSplitGemmKernels()) {}
 
   std::string_view name() const override { return "cpu"; }
   std::string description() const override {
@@ -174,10 +217,12 @@ class CpuBackend final : public Backend {
       absl::MutexLock lock(&mu_);
       usage_.bytes[static_cast<int>(MemoryKind::kWeights)] += resident;
     }
-    return std::unique_ptr<Weight>(new CpuWeight(s, std::move(f32), resident, [this, resident] {
+    auto weight = std::make_unique<CpuWeight>(s, std::move(f32), resident, [this, resident] {
       absl::MutexLock lock(&mu_);
       usage_.bytes[static_cast<int>(MemoryKind::kWeights)] -= resident;
-    }));
+    });
+    RETURN_IF_ERROR(weight->ChooseSplitMode(split_));
+    return std::unique_ptr<Weight>(std::move(weight));
   }
 
   absl::Status CopyToDevice(const void* host, void* device, uint64_t bytes) override {
@@ -232,6 +277,41 @@ class CpuBackend final : public Backend {
       }
       b = bw.f32().data();
     }
+    auto add_bias = [&](int64_t r0, int64_t r1) {
+      if (b == nullptr) return;
+      for (int64_t t = 0; t < n; ++t) {
+        float* o = out.data + t * out.stride;
+        for (int64_t r = r0; r < r1; ++r) o[r] += b[r];
+      }
+    };
+    FirstError err;
+    if (w.split_mode() != SplitMode::kNone) {
+      // Row blocks whose exponents (one byte per weight) fill about half of
+      // L1, in multiples of 4 rows (the one-token tile height).
+      const int64_t block = std::clamp<int64_t>(16384 / k / 4 * 4, 4, 256);
+      const int64_t blocks = (m + block - 1) / block;
+      pool_.ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
+        for (int64_t bi = b0; bi < b1; ++bi) {
+          const int64_t r0 = bi * block, r1 = std::min(m, r0 + block);
+          if (w.split_mode() == SplitMode::kTiled) {
+            split_->tiled(x.data, n, x.stride, w.tiled_rows(), r0, r1 - r0, out.data + r0,
+                          out.stride);
+          } else {
+            const codec::TensorDecoder& d = *w.source().decoder;
+            const uint64_t tpr = d.grid().tiles_per_row();
+            const uint64_t bytes = static_cast<uint64_t>((r1 - r0) * k);
+            if (tls_scratch.size() < bytes) tls_scratch.resize(bytes);
+            absl::Status s = d.DecodeExponents(r0 * tpr, (r1 - r0) * tpr,
+                                               std::span<uint8_t>(tls_scratch.data(), bytes));
+            if (!s.ok()) return err.Set(std::move(s));
+            split_->split(x.data, n, x.stride, tls_scratch.data(), d.rest_plane().data() + r0 * k,
+                          r1 - r0, k, out.data + r0, out.stride);
+          }
+          add_bias(r0, r1);
+        }
+      });
+      return err.Take();
+    }
     // Row blocks of ~64 KiB of weights (at least 8 rows, so the gemm's
     // register blocking shares each x load across rows): small enough to
     // stay in L2 while every token of x passes over them, and many per
@@ -239,7 +319,6 @@ class CpuBackend final : public Backend {
     const int64_t row_bytes = k * w.elem_bytes();
     const int64_t block = std::clamp<int64_t>(65536 / std::max<int64_t>(row_bytes, 1), 8, 256);
     const int64_t blocks = (m + block - 1) / block;
-    FirstError err;
     pool_.ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
       for (int64_t bi = b0; bi < b1; ++bi) {
         const int64_t r0 = bi * block, r1 = std::min(m, r0 + block);
@@ -248,12 +327,7 @@ class CpuBackend final : public Backend {
         if (!p.ok()) return err.Set(p.status());
         kernels_.gemm(x.data, n, x.stride, *p, w.info().dtype, r1 - r0, k, out.data + r0,
                       out.stride);
-        if (b != nullptr) {
-          for (int64_t t = 0; t < n; ++t) {
-            float* o = out.data + t * out.stride;
-            for (int64_t r = r0; r < r1; ++r) o[r] += b[r];
-          }
-        }
+        add_bias(r0, r1);
       }
     });
     return err.Take();
@@ -413,6 +487,7 @@ class CpuBackend final : public Backend {
   CpuBackendOptions options_;
   mutable ThreadPool pool_;
   const cpu::Kernels& kernels_;
+  const cpu::SplitGemmKernels* split_;  // null: no split kernels on this CPU / ISA
   mutable absl::Mutex mu_;
   MemoryUsage usage_ ABSL_GUARDED_BY(mu_);
 };

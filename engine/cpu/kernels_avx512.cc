@@ -12,8 +12,7 @@
 #include <cmath>
 #include <cstring>
 
-#define PACKD_AVX512 \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"), always_inline)) inline
+#include "engine/cpu/avx512_lanes.h"
 
 namespace packd::engine::cpu::internal {
 namespace {
@@ -21,23 +20,6 @@ namespace {
 using codec::DType;
 
 constexpr int kLanes = 16;
-
-// Mask of the first `count` lanes (count in [0, 16]).
-PACKD_AVX512 __mmask16 FirstLanes(int64_t count) {
-  return static_cast<__mmask16>((1u << count) - 1u);
-}
-
-// The fixed reduction tree of every 16-lane sum: lanes i and i + 8, then
-// i and i + 4, then i and i + 2, then 0 and 1.
-PACKD_AVX512 float ReduceLanes(__m512 v) {
-  const __m256 lo = _mm512_castps512_ps256(v);
-  const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-  const __m256 s8 = _mm256_add_ps(lo, hi);
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  const __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-  return _mm_cvtss_f32(s1);
-}
 
 // 16 weights of type D at p, as fp32; `mask` selects the lanes to read (the
 // others are 0 and their memory is not touched).

@@ -1,0 +1,48 @@
+// Matmuls over bf16 weights held split, as packd's exponent codecs store them
+// (codec/FORMAT.md §3): one exponent byte per weight and the raw rest plane
+// (sign << 7 | mantissa). The kernels join exponent and rest into fp32 in
+// registers and multiply at once, so a compressed weight is never written out
+// as bf16 and read back. The `tiled` kernel goes further and computes the
+// exponents from the tiled codes in registers too (codec/FORMAT.md §5).
+//
+// Bit-exact contract: every output equals, bit for bit, what Kernels::gemm of
+// the same ISA gives for the decoded bf16 weights (the same 16-lane FMA chain
+// over k in ascending chunks, the same lane reduction; kernels_internal.h).
+// So a compressed model's logits equal the uncompressed model's. (A NaN
+// output is a NaN in both, but its payload may differ: which NaN operand an
+// FMA propagates depends on the operand order each compiled tile uses, as
+// between gemm's own tiles.)
+#pragma once
+
+#include <cstdint>
+
+#include "codec/tiled_codec.h"
+#include "engine/cpu/kernels.h"
+
+namespace packd::engine::cpu {
+
+struct SplitGemmKernels {
+  // out[t * out_stride + r] = sum_j x[t * x_stride + j] * w[row0 + r][j] for
+  // t < n, r < rows, over the rows of a tiled bf16 matrix (view from
+  // codec::TiledDecoder::Rows(), which checked the escape counts); k =
+  // view.cols, a multiple of 64. Streams the codes, escapes and rest bytes of
+  // each row once per call, whatever n.
+  void (*tiled)(const float* x, int64_t n, int64_t x_stride, const codec::TiledRowsView& w,
+                int64_t row0, int64_t rows, float* out, int64_t out_stride);
+  // The same over split rows: row r's k exponent bytes at exps + r * k (a
+  // buffer the caller decoded, e.g. TensorDecoder::DecodeExponents) and its k
+  // rest bytes at rest + r * k; k a multiple of 64.
+  void (*split)(const float* x, int64_t n, int64_t x_stride, const uint8_t* exps,
+                const uint8_t* rest, int64_t rows, int64_t k, float* out, int64_t out_stride);
+};
+
+// The kernels matching GetKernels(), or null when that ISA has none: they
+// exist for AVX-512 on CPUs that also have VBMI and VBMI2 (the byte permutes
+// and expands of the join). Callers without them decode to bf16 and call
+// Kernels::gemm, which gives the same bits.
+const SplitGemmKernels* GetSplitGemmKernels();
+// The same for a given ISA (tests): null unless isa is kAvx512 and the CPU
+// has AVX-512 with VBMI and VBMI2.
+const SplitGemmKernels* GetSplitGemmKernelsFor(Isa isa);
+
+}  // namespace packd::engine::cpu

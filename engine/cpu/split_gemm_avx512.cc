@@ -1,0 +1,268 @@
+// AVX-512 (F/BW/VL + VBMI + VBMI2) split-weight matmuls (split_gemm.h).
+//
+// A group of 64 weights becomes four fp32 vectors in gemm's lane order
+// (vector c holds elements 16c .. 16c + 15 of the group, element i in lane
+// i - 16c) in nine instructions once its 64 exponent bytes e and 64 rest
+// bytes r are in registers:
+//   lo = r & 0x7f | e << 7 & 0x80     low byte of each bf16
+//   hi = r & 0x80 | e >> 1 & 0x7f     high byte
+//   (16-bit shifts leak a neighbour byte's bits only into positions the
+//   vpternlog select discards)
+//   w_c = vpermt2b(lo, kJoin[c], hi) with bytes 0, 1 of each dword zeroed:
+//         the dword holds bf16 << 16, i.e. the exact fp32 value.
+// Tiled codes give e in registers: three masked byte adds of 1, 2, 4 onto
+// base - 1 and a vpexpandb of the group's escapes (codec/FORMAT.md §5).
+// Each output is then the FMA chain of gemm's AVX-512 tile (acc = x * w +
+// acc over the 16-element chunks of k in ascending order, from zero) and the
+// same ReduceLanes, so the bits equal gemm's on the decoded weights.
+//
+// This file is compiled for baseline x86-64 like the rest: only functions
+// with the target attribute use AVX-512, and GetSplitGemmKernels hands them
+// out only after checking the CPU.
+#include "engine/cpu/kernels.h"
+#include "engine/cpu/split_gemm.h"
+
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+
+#include "engine/cpu/avx512_lanes.h"
+
+namespace packd::engine::cpu {
+namespace {
+
+using internal::ReduceLanes;
+
+#define PACKD_SPLIT_TARGET \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,bmi2,popcnt,fma")))
+#define PACKD_SPLIT_INLINE PACKD_SPLIT_TARGET __attribute__((always_inline)) inline
+
+constexpr int64_t kGroup = 64;
+
+// vpermt2b indices: dword d of vector c takes lo[16c + d] into byte 2 and
+// hi[16c + d] (index + 64 selects the second source) into byte 3; bytes 0
+// and 1 are zeroed by the mask kHighHalves.
+struct JoinIndex {
+  alignas(64) uint8_t idx[4][64];
+  constexpr JoinIndex() : idx{} {
+    for (int c = 0; c < 4; ++c) {
+      for (int d = 0; d < 16; ++d) {
+        idx[c][4 * d + 2] = static_cast<uint8_t>(16 * c + d);
+        idx[c][4 * d + 3] = static_cast<uint8_t>(64 + 16 * c + d);
+      }
+    }
+  }
+};
+constexpr JoinIndex kJoin;
+constexpr __mmask64 kHighHalves = 0xccccccccccccccccull;
+
+// The constants of the join, loaded once per call.
+struct Join {
+  __m512i idx[4];
+  __m512i m7f;
+  PACKD_SPLIT_INLINE static Join Make() {
+    Join j;
+    for (int c = 0; c < 4; ++c) j.idx[c] = _mm512_load_si512(kJoin.idx[c]);
+    j.m7f = _mm512_set1_epi8(0x7f);
+    return j;
+  }
+  // lo/hi bytes of 64 bf16 from exponents and rest bytes.
+  PACKD_SPLIT_INLINE void Bytes(__m512i e, __m512i r, __m512i& lo, __m512i& hi) const {
+    lo = _mm512_ternarylogic_epi32(m7f, r, _mm512_slli_epi16(e, 7), 0xca);
+    hi = _mm512_ternarylogic_epi32(m7f, _mm512_srli_epi16(e, 1), r, 0xca);
+  }
+  // Elements 16c .. 16c + 15 of the group as fp32.
+  PACKD_SPLIT_INLINE __m512 Weights(__m512i lo, __m512i hi, int c) const {
+    return _mm512_castsi512_ps(_mm512_maskz_permutex2var_epi8(kHighHalves, lo, idx[c], hi));
+  }
+};
+
+// Exponents of one full tiled group; advances *esc past its escapes (their
+// count was checked against escape_offsets by TiledDecoder::Rows, so the
+// masked load stays inside the row's escapes).
+PACKD_SPLIT_INLINE __m512i TiledExponents(const uint8_t* codes, __m512i base_minus_1,
+                                          const uint8_t*& esc) {
+  uint64_t p0, p1, p2;
+  std::memcpy(&p0, codes, 8);
+  std::memcpy(&p1, codes + 8, 8);
+  std::memcpy(&p2, codes + 16, 8);
+  __m512i e = base_minus_1;
+  e = _mm512_mask_add_epi8(e, p0, e, _mm512_set1_epi8(1));
+  e = _mm512_mask_add_epi8(e, p1, e, _mm512_set1_epi8(2));
+  e = _mm512_mask_add_epi8(e, p2, e, _mm512_set1_epi8(4));
+  const uint64_t escape = ~(p0 | p1 | p2);
+  const uint64_t count = static_cast<uint64_t>(std::popcount(escape));
+  // Register-form expand: vpexpandb's memory form is microcoded on Zen 4.
+  const __m512i packed = _mm512_maskz_loadu_epi8(_bzhi_u64(~uint64_t{0}, count), esc);
+  esc += count;
+  return _mm512_mask_expand_epi8(e, escape, packed);
+}
+
+// T tokens x R rows of a tiled matrix, over all of k. Registers: T * R
+// accumulators, 2R joined byte vectors, T x chunks, 4 indices.
+template <int T, int R>
+PACKD_SPLIT_TARGET void TiledTile(const float* x, int64_t x_stride, const codec::TiledRowsView& w,
+                                  int64_t row0, float* out, int64_t out_stride) {
+  const Join join = Join::Make();
+  const __m512i base_minus_1 = _mm512_set1_epi8(static_cast<char>(w.window_base - 1));
+  const int64_t k = static_cast<int64_t>(w.cols);
+  const uint8_t* codes[R];
+  const uint8_t* rest[R];
+  const uint8_t* esc[R];
+  for (int r = 0; r < R; ++r) {
+    const uint64_t row = static_cast<uint64_t>(row0 + r);
+    codes[r] = w.codes + row * w.code_row_bytes;
+    rest[r] = w.rest + row * w.cols;
+    esc[r] = w.escapes + w.EscapeBegin(row);
+  }
+  __m512 acc[T][R];
+  for (int t = 0; t < T; ++t) {
+    for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
+  }
+  for (int64_t g = 0; g < k; g += kGroup) {
+    __m512i lo[R], hi[R];
+    for (int r = 0; r < R; ++r) {
+      const __m512i e = TiledExponents(codes[r] + (g / kGroup) * 24, base_minus_1, esc[r]);
+      join.Bytes(e, _mm512_loadu_si512(rest[r] + g), lo[r], hi[r]);
+    }
+    for (int c = 0; c < 4; ++c) {
+      __m512 xv[T];
+      for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(x + t * x_stride + g + 16 * c);
+      for (int r = 0; r < R; ++r) {
+        const __m512 wv = join.Weights(lo[r], hi[r], c);
+        for (int t = 0; t < T; ++t) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    for (int r = 0; r < R; ++r) out[t * out_stride + r] = ReduceLanes(acc[t][r]);
+  }
+}
+
+// The same with exponents from a buffer (row r at exps + r * k).
+template <int T, int R>
+PACKD_SPLIT_TARGET void SplitTile(const float* x, int64_t x_stride, const uint8_t* exps,
+                                  const uint8_t* rest, int64_t k, float* out, int64_t out_stride) {
+  const Join join = Join::Make();
+  __m512 acc[T][R];
+  for (int t = 0; t < T; ++t) {
+    for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
+  }
+  for (int64_t g = 0; g < k; g += kGroup) {
+    __m512i lo[R], hi[R];
+    for (int r = 0; r < R; ++r) {
+      join.Bytes(_mm512_loadu_si512(exps + r * k + g), _mm512_loadu_si512(rest + r * k + g), lo[r],
+                 hi[r]);
+    }
+    for (int c = 0; c < 4; ++c) {
+      __m512 xv[T];
+      for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(x + t * x_stride + g + 16 * c);
+      for (int r = 0; r < R; ++r) {
+        const __m512 wv = join.Weights(lo[r], hi[r], c);
+        for (int t = 0; t < T; ++t) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    for (int r = 0; r < R; ++r) out[t * out_stride + r] = ReduceLanes(acc[t][r]);
+  }
+}
+
+// Tile tables: [T][R] for T <= kTokens, R <= kRows (index 0 unused).
+// One token: 4 rows in flight (4 FMA chains, 12 weight streams for tiled);
+// several: 4 tokens x 2 rows (8 accumulators; each decoded weight vector
+// feeds 4 FMAs).
+constexpr int kTokens = 4, kRows = 4, kBatchRows = 2;
+
+template <template <int, int> class Fn, typename Ptr, int T, int... Rs>
+constexpr void FillRow(Ptr (&table)[kTokens + 1][kRows + 1], std::integer_sequence<int, Rs...>) {
+  ((table[T][Rs + 1] = Fn<T, Rs + 1>::kFn), ...);
+}
+
+template <int T, int R>
+struct TiledFn {
+  static constexpr auto kFn = &TiledTile<T, R>;
+};
+template <int T, int R>
+struct SplitFn {
+  static constexpr auto kFn = &SplitTile<T, R>;
+};
+
+using TiledPtr = decltype(&TiledTile<1, 1>);
+using SplitPtr = decltype(&SplitTile<1, 1>);
+
+template <template <int, int> class Fn, typename Ptr>
+struct Table {
+  Ptr fn[kTokens + 1][kRows + 1] = {};
+  constexpr Table() {
+    FillRow<Fn, Ptr, 1>(fn, std::make_integer_sequence<int, kRows>());
+    FillRow<Fn, Ptr, 2>(fn, std::make_integer_sequence<int, kBatchRows>());
+    FillRow<Fn, Ptr, 3>(fn, std::make_integer_sequence<int, kBatchRows>());
+    FillRow<Fn, Ptr, 4>(fn, std::make_integer_sequence<int, kBatchRows>());
+  }
+};
+constexpr Table<TiledFn, TiledPtr> kTiled;
+constexpr Table<SplitFn, SplitPtr> kSplit;
+
+// Walks the output in tiles: rows in blocks of the tile height (one token:
+// kRows; several: kBatchRows), tokens in groups of kTokens within a block,
+// so a block's weights stay in cache while every token group passes over it.
+template <typename Run>
+void ForEachTile(int64_t n, int64_t rows, Run run) {
+  const int64_t block = n == 1 ? kRows : kBatchRows;
+  for (int64_t r = 0; r < rows; r += block) {
+    const int rr = static_cast<int>(std::min<int64_t>(block, rows - r));
+    for (int64_t t = 0; t < n; t += kTokens) {
+      run(t, static_cast<int>(std::min<int64_t>(kTokens, n - t)), r, rr);
+    }
+  }
+}
+
+void GemmTiled(const float* x, int64_t n, int64_t x_stride, const codec::TiledRowsView& w,
+               int64_t row0, int64_t rows, float* out, int64_t out_stride) {
+  ForEachTile(n, rows, [&](int64_t t, int tt, int64_t r, int rr) {
+    kTiled.fn[tt][rr](x + t * x_stride, x_stride, w, row0 + r, out + t * out_stride + r,
+                      out_stride);
+  });
+}
+
+void GemmSplit(const float* x, int64_t n, int64_t x_stride, const uint8_t* exps,
+               const uint8_t* rest, int64_t rows, int64_t k, float* out, int64_t out_stride) {
+  ForEachTile(n, rows, [&](int64_t t, int tt, int64_t r, int rr) {
+    kSplit.fn[tt][rr](x + t * x_stride, x_stride, exps + r * k, rest + r * k, k,
+                      out + t * out_stride + r, out_stride);
+  });
+}
+
+constexpr SplitGemmKernels kAvx512Split = {.tiled = GemmTiled, .split = GemmSplit};
+
+bool CpuHasVbmi() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vbmi2") &&
+         __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt");
+}
+
+}  // namespace
+
+const SplitGemmKernels* GetSplitGemmKernelsFor(Isa isa) {
+  static const bool vbmi = CpuHasVbmi();
+  return isa == Isa::kAvx512 && GetKernelsFor(isa).isa == Isa::kAvx512 && vbmi ? &kAvx512Split
+                                                                               : nullptr;
+}
+
+const SplitGemmKernels* GetSplitGemmKernels() { return GetSplitGemmKernelsFor(GetKernels().isa); }
+
+}  // namespace packd::engine::cpu
+
+#else  // !defined(__x86_64__)
+
+namespace packd::engine::cpu {
+const SplitGemmKernels* GetSplitGemmKernelsFor(Isa) { return nullptr; }
+const SplitGemmKernels* GetSplitGemmKernels() { return nullptr; }
+}  // namespace packd::engine::cpu
+
+#endif
