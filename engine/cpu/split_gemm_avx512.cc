@@ -102,23 +102,47 @@ PACKD_SPLIT_INLINE __m512i TiledExponents(const uint8_t* codes, __m512i base_min
   return _mm512_mask_expand_epi8(e, escape, packed);
 }
 
-// T tokens x R rows of a tiled matrix, over all of k. Registers: T * R
-// accumulators, 2R joined byte vectors, T x chunks, 4 indices.
-template <int T, int R>
-PACKD_SPLIT_TARGET void TiledTile(const float* x, int64_t x_stride, const codec::TiledRowsView& w,
-                                  int64_t row0, float* out, int64_t out_stride) {
-  const Join join = Join::Make();
-  const __m512i base_minus_1 = _mm512_set1_epi8(static_cast<char>(w.window_base - 1));
-  const int64_t k = static_cast<int64_t>(w.cols);
+// Where a tile's exponents come from: tiled codes decoded in registers, or a
+// buffer of exponent bytes. Each has its R rows' cursors and gives the
+// exponents of group g (elements 64g .. 64g + 63) of row r, in group order.
+template <int R>
+struct TiledSource {
   const uint8_t* codes[R];
-  const uint8_t* rest[R];
   const uint8_t* esc[R];
-  for (int r = 0; r < R; ++r) {
-    const uint64_t row = static_cast<uint64_t>(row0 + r);
-    codes[r] = w.codes + row * w.code_row_bytes;
-    rest[r] = w.rest + row * w.cols;
-    esc[r] = w.escapes + w.EscapeBegin(row);
+  const uint8_t* rest[R];
+  __m512i base_minus_1;
+  PACKD_SPLIT_INLINE TiledSource(const codec::TiledRowsView& w, int64_t row0) {
+    base_minus_1 = _mm512_set1_epi8(static_cast<char>(w.window_base - 1));
+    for (int r = 0; r < R; ++r) {
+      const uint64_t row = static_cast<uint64_t>(row0 + r);
+      codes[r] = w.codes + row * w.code_row_bytes;
+      rest[r] = w.rest + row * w.cols;
+      esc[r] = w.escapes + w.EscapeBegin(row);
+    }
   }
+  PACKD_SPLIT_INLINE __m512i Exponents(int r, int64_t g) {
+    return TiledExponents(codes[r] + (g / kGroup) * 24, base_minus_1, esc[r]);
+  }
+};
+template <int R>
+struct BufferSource {
+  const uint8_t* exps[R];
+  const uint8_t* rest[R];
+  PACKD_SPLIT_INLINE BufferSource(const uint8_t* e, const uint8_t* rs, int64_t k) {
+    for (int r = 0; r < R; ++r) {
+      exps[r] = e + r * k;
+      rest[r] = rs + r * k;
+    }
+  }
+  PACKD_SPLIT_INLINE __m512i Exponents(int r, int64_t g) { return _mm512_loadu_si512(exps[r] + g); }
+};
+
+// T tokens x R rows over all of k (a multiple of 64). Registers: T * R
+// accumulators, 2R joined byte vectors, T x chunks, 4 indices.
+template <int T, int R, typename Source>
+PACKD_SPLIT_INLINE void RowsTile(const float* x, int64_t x_stride, Source src, int64_t k,
+                                 float* out, int64_t out_stride) {
+  const Join join = Join::Make();
   __m512 acc[T][R];
   for (int t = 0; t < T; ++t) {
     for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
@@ -126,8 +150,7 @@ PACKD_SPLIT_TARGET void TiledTile(const float* x, int64_t x_stride, const codec:
   for (int64_t g = 0; g < k; g += kGroup) {
     __m512i lo[R], hi[R];
     for (int r = 0; r < R; ++r) {
-      const __m512i e = TiledExponents(codes[r] + (g / kGroup) * 24, base_minus_1, esc[r]);
-      join.Bytes(e, _mm512_loadu_si512(rest[r] + g), lo[r], hi[r]);
+      join.Bytes(src.Exponents(r, g), _mm512_loadu_si512(src.rest[r] + g), lo[r], hi[r]);
     }
     for (int c = 0; c < 4; ++c) {
       __m512 xv[T];
@@ -143,33 +166,17 @@ PACKD_SPLIT_TARGET void TiledTile(const float* x, int64_t x_stride, const codec:
   }
 }
 
-// The same with exponents from a buffer (row r at exps + r * k).
+template <int T, int R>
+PACKD_SPLIT_TARGET void TiledTile(const float* x, int64_t x_stride, const codec::TiledRowsView& w,
+                                  int64_t row0, float* out, int64_t out_stride) {
+  RowsTile<T, R>(x, x_stride, TiledSource<R>(w, row0), static_cast<int64_t>(w.cols), out,
+                 out_stride);
+}
+
 template <int T, int R>
 PACKD_SPLIT_TARGET void SplitTile(const float* x, int64_t x_stride, const uint8_t* exps,
                                   const uint8_t* rest, int64_t k, float* out, int64_t out_stride) {
-  const Join join = Join::Make();
-  __m512 acc[T][R];
-  for (int t = 0; t < T; ++t) {
-    for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
-  }
-  for (int64_t g = 0; g < k; g += kGroup) {
-    __m512i lo[R], hi[R];
-    for (int r = 0; r < R; ++r) {
-      join.Bytes(_mm512_loadu_si512(exps + r * k + g), _mm512_loadu_si512(rest + r * k + g), lo[r],
-                 hi[r]);
-    }
-    for (int c = 0; c < 4; ++c) {
-      __m512 xv[T];
-      for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(x + t * x_stride + g + 16 * c);
-      for (int r = 0; r < R; ++r) {
-        const __m512 wv = join.Weights(lo[r], hi[r], c);
-        for (int t = 0; t < T; ++t) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
-      }
-    }
-  }
-  for (int t = 0; t < T; ++t) {
-    for (int r = 0; r < R; ++r) out[t * out_stride + r] = ReduceLanes(acc[t][r]);
-  }
+  RowsTile<T, R>(x, x_stride, BufferSource<R>(exps, rest, k), k, out, out_stride);
 }
 
 // Tile tables: [T][R] for T <= kTokens, R <= kRows (index 0 unused).
