@@ -29,10 +29,10 @@ using codec::DType;
 
 const SplitGemmKernels* Split() { return GetSplitGemmKernelsFor(Isa::kAvx512); }
 
-#define SKIP_WITHOUT_SPLIT()                                                       \
-  if (Split() == nullptr) {                                                        \
-    GTEST_SKIP() << "this CPU lacks AVX-512 with VBMI/VBMI2: no split kernels run" \
-                    " (MatMul decodes to bf16 and calls gemm there)";              \
+#define SKIP_WITHOUT_SPLIT()                                                            \
+  if (Split() == nullptr) {                                                             \
+    GTEST_SKIP() << "this CPU lacks AVX-512 with VBMI/VBMI2/GFNI: no split kernels run" \
+                    " (MatMul decodes to bf16 and calls gemm there)";                   \
   }
 
 uint32_t Bits(float f) {
