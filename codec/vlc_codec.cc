@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <queue>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -657,22 +658,12 @@ class VlcDecoder final : public TensorDecoder {
     RETURN_IF_ERROR(CheckTileRun(first, count, exps, 1));
     if (count == 0) return absl::OkStatus();
     const uint64_t origin = grid_.TileBegin(first);
-    const uint64_t stop = first + count;
-    uint64_t t = first;
-    for (; t + kInterleave <= stop; t += kInterleave) {
-      uint64_t group[kInterleave];
-      uint8_t* dst[kInterleave];
-      for (int k = 0; k < kInterleave; ++k) {
-        group[k] = t + k;
-        dst[k] = exps.data() + (grid_.TileBegin(t + k) - origin);
-      }
-      RETURN_IF_ERROR(DecodeExponentGroup<kInterleave>(group, dst));
-    }
-    for (; t < stop; ++t) {
-      uint8_t* dst = exps.data() + (grid_.TileBegin(t) - origin);
-      RETURN_IF_ERROR(DecodeExponentGroup<1>(&t, &dst));
-    }
-    return absl::OkStatus();
+    return ForEachTileGroup(
+        first, first + count,
+        [&](uint64_t tile) { return exps.data() + (grid_.TileBegin(tile) - origin); },
+        [&](auto k, const uint64_t* group, uint8_t* const* dst) {
+          return DecodeExponentGroup<decltype(k)::value>(group, dst);
+        });
   }
 
   std::span<const uint8_t> rest_plane() const override { return rest_; }
@@ -693,9 +684,19 @@ class VlcDecoder final : public TensorDecoder {
   // goes to base + (e - origin) * elem_bytes.
   absl::Status DecodeRun(uint64_t t, uint64_t stop, uint8_t* base, uint64_t origin,
                          uint8_t* scratch, uint64_t stride, bool stream) const {
-    auto dst_of = [&](uint64_t tile) {
-      return base + (grid_.TileBegin(tile) - origin) * elem_bytes_;
-    };
+    return ForEachTileGroup(
+        t, stop,
+        [&](uint64_t tile) { return base + (grid_.TileBegin(tile) - origin) * elem_bytes_; },
+        [&](auto k, const uint64_t* group, uint8_t* const* dst) {
+          return DecodeGroup<decltype(k)::value>(group, dst, scratch, stride, stream);
+        });
+  }
+
+  // Calls decode(std::integral_constant<int, K>, tiles, dsts) for tiles
+  // [t, stop), kInterleave at a time and then one by one, with dsts[i] =
+  // dst_of(tiles[i]).
+  template <typename DstOf, typename Decode>
+  absl::Status ForEachTileGroup(uint64_t t, uint64_t stop, DstOf dst_of, Decode decode) const {
     for (; t + kInterleave <= stop; t += kInterleave) {
       uint64_t group[kInterleave];
       uint8_t* dst[kInterleave];
@@ -703,11 +704,11 @@ class VlcDecoder final : public TensorDecoder {
         group[k] = t + k;
         dst[k] = dst_of(t + k);
       }
-      RETURN_IF_ERROR(DecodeGroup<kInterleave>(group, dst, scratch, stride, stream));
+      RETURN_IF_ERROR(decode(std::integral_constant<int, kInterleave>(), group, dst));
     }
     for (; t < stop; ++t) {
       uint8_t* dst = dst_of(t);
-      RETURN_IF_ERROR(DecodeGroup<1>(&t, &dst, scratch, stride, stream));
+      RETURN_IF_ERROR(decode(std::integral_constant<int, 1>(), &t, &dst));
     }
     return absl::OkStatus();
   }
