@@ -350,6 +350,14 @@ absl::StatusOr<TiledKernel> ResolveKernel(TiledKernel k) {
   return absl::InvalidArgumentError(Err("unknown kernel"));
 }
 
+// DataLoss unless a tile's codes mark as many escapes (`seen`) as
+// escape_offsets give it.
+absl::Status CheckEscapeCount(const TiledTileView& v, uint64_t seen) {
+  if (seen == v.escape_count) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("tiled: tile ", v.tile, ": codes mark ", seen,
+                                          " escapes, escape_offsets give ", v.escape_count));
+}
+
 // Decodes a view with a resolved kernel, after the escape-count check.
 absl::Status DecodeResolved(const TiledTileView& v, uint8_t* out, TiledKernel kernel) {
   uint64_t escapes;
@@ -363,11 +371,7 @@ absl::Status DecodeResolved(const TiledTileView& v, uint8_t* out, TiledKernel ke
       IsBF16(v.format) ? DecodeBF16Scalar(v, out) : DecodeScalar(v, out);
     }
   }
-  if (escapes != v.escape_count) {
-    return absl::DataLossError(absl::StrCat("tiled: tile ", v.tile, ": codes mark ", escapes,
-                                            " escapes, escape_offsets give ", v.escape_count));
-  }
-  return absl::OkStatus();
+  return CheckEscapeCount(v, escapes);
 }
 
 // ---- Encoder --------------------------------------------------------------
@@ -711,10 +715,7 @@ absl::Status TiledDecoder::DecodeExponents(uint64_t first, uint64_t count,
         }
       }
     }
-    if (seen != v.escape_count) {
-      return absl::DataLossError(absl::StrCat("tiled: tile ", t, ": codes mark ", seen,
-                                              " escapes, escape_offsets give ", v.escape_count));
-    }
+    RETURN_IF_ERROR(CheckEscapeCount(v, seen));
   }
   return absl::OkStatus();
 }
@@ -725,11 +726,7 @@ absl::StatusOr<TiledRowsView> TiledDecoder::Rows() const {
   }
   for (uint64_t t = 0; t < grid_.tiles(); ++t) {
     const TiledTileView v = ViewUnchecked(t);
-    const uint64_t seen = CountEscapesScalar(v.codes, v.size);
-    if (seen != v.escape_count) {
-      return absl::DataLossError(absl::StrCat("tiled: tile ", t, ": codes mark ", seen,
-                                              " escapes, escape_offsets give ", v.escape_count));
-    }
+    RETURN_IF_ERROR(CheckEscapeCount(v, CountEscapesScalar(v.codes, v.size)));
   }
   TiledRowsView r;
   r.rows = grid_.rows;
