@@ -272,19 +272,19 @@ void GemmSplit(const float* x, int64_t n, int64_t x_stride, const uint8_t* exps,
 
 constexpr SplitGemmKernels kAvx512Split = {.tiled = GemmTiled, .split = GemmSplit};
 
-bool CpuHasVbmi() {
+// The tiled codec's AVX-512 decoder needs the same VBMI/VBMI2/BMI2/POPCNT
+// set; the transpose adds GFNI.
+bool CpuHasSplitIsa() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vbmi2") &&
-         __builtin_cpu_supports("gfni") && __builtin_cpu_supports("bmi2") &&
-         __builtin_cpu_supports("popcnt");
+  return codec::TiledAvx512Supported() && __builtin_cpu_supports("gfni");
 }
 
 }  // namespace
 
 const SplitGemmKernels* GetSplitGemmKernelsFor(Isa isa) {
-  static const bool vbmi = CpuHasVbmi();
-  return isa == Isa::kAvx512 && GetKernelsFor(isa).isa == Isa::kAvx512 && vbmi ? &kAvx512Split
-                                                                               : nullptr;
+  static const bool supported = CpuHasSplitIsa();
+  return isa == Isa::kAvx512 && GetKernelsFor(isa).isa == Isa::kAvx512 && supported ? &kAvx512Split
+                                                                                    : nullptr;
 }
 
 const SplitGemmKernels* GetSplitGemmKernels() { return GetSplitGemmKernelsFor(GetKernels().isa); }
