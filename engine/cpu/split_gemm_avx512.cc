@@ -2,7 +2,7 @@
 //
 // A group of 64 weights becomes four fp32 vectors in gemm's lane order
 // (vector c holds elements 16c .. 16c + 15 of the group, element i in lane
-// i - 16c) in nine instructions once its 64 exponent bytes e and 64 rest
+// i - 16c) in eight instructions once its 64 exponent bytes e and 64 rest
 // bytes r are in registers:
 //   lo = r & 0x7f | e << 7 & 0x80     low byte of each bf16
 //   hi = r & 0x80 | e >> 1 & 0x7f     high byte
