@@ -85,11 +85,22 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path
   if (!cuda_device.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("engine: ", cuda_device.status().message()));
   }
-  std::unique_ptr<Engine> e(new Engine());
-  e->options_ = options;
   ModelSourceOptions so;
   so.verify_checksums = options.verify_checksums;
-  ASSIGN_OR_RETURN(e->source_, ModelSource::Open(model, so));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source, ModelSource::Open(model, so));
+  return Open(std::shared_ptr<const ModelSource>(std::move(source)), options);
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(std::shared_ptr<const ModelSource> source,
+                                                     const EngineOptions& options) {
+  if (source == nullptr) return absl::InvalidArgumentError("engine: no model source");
+  absl::StatusOr<int> cuda_device = CudaDeviceIndex(options.device);
+  if (!cuda_device.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("engine: ", cuda_device.status().message()));
+  }
+  std::unique_ptr<Engine> e(new Engine());
+  e->options_ = options;
+  e->source_ = std::move(source);
   const ModelConfig& c = e->source_->config();
   e->max_context_ = c.max_position_embeddings;
   if (options.max_context > 0) e->max_context_ = std::min(e->max_context_, options.max_context);
@@ -117,7 +128,22 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path
   e->scheduler_ = std::make_unique<Scheduler>(*e->kv_cache_, sched);
   if (HasTokenizer(e->source_->tokenizer_path())) {
     ASSIGN_OR_RETURN(e->tokenizer_, LoadTokenizer(e->source_->tokenizer_path()));
+    // An id the embedding has no row for could be produced and then not be
+    // embedded: refused here rather than at the first such prompt.
+    if (e->tokenizer_->vocab_size() > c.vocab_size) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          e->source_->path().string(), ": the tokenizer has ", e->tokenizer_->vocab_size(),
+          " tokens but the model's embedding has ", c.vocab_size,
+          " rows: ids from ", c.vocab_size, " up could not be embedded (a tokenizer of another "
+          "model?)"));
+    }
     e->stop_ids_ = e->tokenizer_->stop_ids();
+    uint64_t longest = 1;
+    for (TokenId id = 0; id < e->tokenizer_->vocab_size(); ++id) {
+      absl::StatusOr<std::string> bytes = e->tokenizer_->TokenBytes(id, /*include_special=*/true);
+      if (bytes.ok()) longest = std::max<uint64_t>(longest, bytes->size());
+    }
+    e->max_prompt_bytes_ = static_cast<uint64_t>(e->max_context_) * longest;
   }
   for (int64_t id : c.eos_token_ids) e->stop_ids_.push_back(static_cast<TokenId>(id));
   std::sort(e->stop_ids_.begin(), e->stop_ids_.end());
@@ -134,7 +160,7 @@ absl::StatusOr<std::vector<TokenId>> Engine::Tokenize(std::string_view text) con
   return tokenizer_->Encode(text, /*add_special=*/true);
 }
 
-absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request) {
+absl::Status Engine::Validate(const GenerationRequest& request) const {
   const ModelConfig& c = config();
   if (request.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
   for (size_t i = 0; i < request.prompt.size(); ++i) {
@@ -151,6 +177,12 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request) {
         "the prompt (", prompt_len, " tokens) plus max_tokens (", request.params.max_tokens,
         ") exceeds the context of ", max_context_, " tokens"));
   }
+  return kv_cache_->CheckFits(prompt_len + request.params.max_tokens);
+}
+
+absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request) {
+  RETURN_IF_ERROR(Validate(request));
+  const int64_t prompt_len = static_cast<int64_t>(request.prompt.size());
   const uint64_t seed =
       request.params.seed.has_value()
           ? *request.params.seed

@@ -92,6 +92,10 @@ class Engine {
   // Opens a packd directory, HF directory or GGUF file on options.device.
   static absl::StatusOr<std::unique_ptr<Engine>> Open(const std::filesystem::path& model,
                                                       const EngineOptions& options = {});
+  // The same on a source already opened (its checksums verified once),
+  // which several engines may share: the instances of one model.
+  static absl::StatusOr<std::unique_ptr<Engine>> Open(std::shared_ptr<const ModelSource> source,
+                                                      const EngineOptions& options = {});
   ~Engine();
 
   const ModelConfig& config() const { return transformer_->config(); }
@@ -110,11 +114,20 @@ class Engine {
   // wants). An empty prompt is InvalidArgument.
   absl::StatusOr<std::vector<TokenId>> Tokenize(std::string_view text) const;
 
-  // Validates and queues a request; returns its id. InvalidArgument for an
+  // What Submit refuses, without queueing anything: InvalidArgument for an
   // empty prompt or bad sampling parameters, OutOfRange for a token id
   // outside the vocabulary or prompt + max_tokens beyond the context,
-  // ResourceExhausted when it could never fit in the KV cache.
+  // ResourceExhausted when it could never fit in the KV cache. Reads only
+  // what Open fixed: safe from any thread while another steps the engine.
+  absl::Status Validate(const GenerationRequest& request) const;
+  // Validates (as above) and queues a request; returns its id.
   absl::StatusOr<uint64_t> Submit(GenerationRequest request);
+
+  // The longest prompt text, in bytes, that could still fit in the context:
+  // max_context() tokens of the longest token's bytes each (no token covers
+  // more of the text). Longer text cannot fit, so a server refuses it before
+  // spending CPU on tokenizing it. 0 when the model has no tokenizer.
+  uint64_t max_prompt_bytes() const { return max_prompt_bytes_; }
   // Stops a request and frees its KV blocks at once; the next Step()
   // reports it as kAborted. False if the id is unknown or already done.
   bool Abort(uint64_t id);
@@ -134,13 +147,14 @@ class Engine {
   void Emit(Active& a, SequenceOutput& out, TokenId token, float logprob);
 
   std::unique_ptr<Backend> backend_;
-  std::unique_ptr<ModelSource> source_;
+  std::shared_ptr<const ModelSource> source_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Transformer> transformer_;
   std::unique_ptr<KvCache> kv_cache_;
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<TokenId> stop_ids_;  // the model's end-of-generation ids
   int64_t max_context_ = 0;
+  uint64_t max_prompt_bytes_ = 0;
   EngineOptions options_;
   uint64_t next_id_ = 1;
   std::map<uint64_t, std::unique_ptr<Active>> sequences_;

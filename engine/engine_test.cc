@@ -344,6 +344,71 @@ TEST(EngineTest, BadRequestsGetClearErrors) {
   EXPECT_EQ(s.status().code(), absl::StatusCode::kResourceExhausted);
 }
 
+// Validate refuses what Submit would, without queueing anything, so a
+// server can answer a bad request before it waits for a slot.
+TEST(EngineTest, ValidateRefusesWhatSubmitWouldAndQueuesNothing) {
+  std::unique_ptr<Engine> e = OpenEngine(Gguf());
+  ASSERT_NE(e, nullptr);
+  GenerationRequest r;
+  r.prompt = {1, 600};
+  EXPECT_EQ(e->Validate(r).code(), absl::StatusCode::kOutOfRange);
+  r.prompt = kPromptIds;
+  r.params.max_tokens = 5000;
+  EXPECT_EQ(e->Validate(r).code(), absl::StatusCode::kOutOfRange);
+  r.params.max_tokens = 10;
+  EXPECT_TRUE(e->Validate(r).ok());
+  EXPECT_FALSE(e->HasWork());
+  EngineOptions tiny;
+  tiny.kv_cache_bytes = 4 * 16 * 1280;  // 4 blocks of 16 tokens
+  std::unique_ptr<Engine> small = OpenEngine(Gguf(), tiny);
+  ASSERT_NE(small, nullptr);
+  r.params.max_tokens = 100;
+  EXPECT_EQ(small->Validate(r).code(), absl::StatusCode::kResourceExhausted);
+  // The longest text that could fit: the context × the longest token.
+  EXPECT_GE(e->max_prompt_bytes(), static_cast<uint64_t>(e->max_context()));
+}
+
+// Engines on one opened source (a model's instances) share it: one mapping,
+// checksums verified once, the same logits.
+TEST(EngineTest, EnginesOnOneSourceShareItAndAgree) {
+  auto source = ModelSource::Open(Gguf(), {});
+  ASSERT_TRUE(source.ok()) << source.status();
+  std::shared_ptr<const ModelSource> shared(std::move(*source));
+  auto a = Engine::Open(shared, {.threads = 2});
+  auto b = Engine::Open(shared, {.threads = 2});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(&(*a)->source(), &(*b)->source());
+  GenerationRequest r;
+  r.prompt = kPromptIds;
+  r.params.temperature = 0;
+  r.params.max_tokens = 12;
+  auto ga = (*a)->Generate({r});
+  auto gb = (*b)->Generate({r});
+  ASSERT_TRUE(ga.ok() && gb.ok());
+  EXPECT_EQ((*ga)[0].tokens, (*gb)[0].tokens);
+}
+
+// A tokenizer with more tokens than the embedding has rows is refused at
+// open, naming both sizes (its high ids could never be embedded).
+TEST(EngineTest, ATokenizerLargerThanTheEmbeddingIsRefused) {
+  testing::TempDir tmp;
+  SynthOptions so;
+  so.threads = 2;
+  const auto dir = tmp.path() / "tiny";
+  ASSERT_TRUE(SynthesizeCheckpoint(so, dir).ok());
+  ASSERT_TRUE(Engine::Open(dir).ok());
+  const auto qwen = testing::RequireSharedFile("tokenizers/qwen3/tokenizer.json");
+  ASSERT_FALSE(qwen.empty());
+  std::filesystem::copy_file(qwen, dir / "tokenizer.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::remove(dir / "tokenizer_config.json");
+  auto e = Engine::Open(dir);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition) << e.status();
+  EXPECT_THAT(e.status().message(), HasSubstr("151"));   // the tokenizer's ~151k tokens
+  EXPECT_THAT(e.status().message(), HasSubstr("rows"));
+}
+
 TEST(EngineTest, BadModelsGetClearErrors) {
   testing::TempDir tmp;
   auto missing = Engine::Open(tmp.path() / "nope");

@@ -10,6 +10,13 @@ uint64_t KvBytesPerToken(const ModelConfig& config) {
          static_cast<uint64_t>(config.num_kv_heads * config.head_dim) * sizeof(float);
 }
 
+absl::Status KvCache::CheckFits(int64_t tokens) const {
+  if (BlocksFor(tokens) <= num_blocks_) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat("a sequence of up to ", tokens, " tokens needs ",
+                                                   BlocksFor(tokens),
+                                                   " KV blocks; the whole cache has ", num_blocks_));
+}
+
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend& backend,
                                                          const ModelConfig& config,
                                                          const KvCacheOptions& options) {

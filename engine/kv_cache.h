@@ -43,6 +43,9 @@ class KvCache {
 
   // Blocks needed to hold `tokens` positions.
   int64_t BlocksFor(int64_t tokens) const { return (tokens + block_size_ - 1) / block_size_; }
+  // ResourceExhausted, with the numbers, when a sequence of `tokens` tokens
+  // would need more blocks than the whole cache has (it could never run).
+  absl::Status CheckFits(int64_t tokens) const;
   // Grows `table` so that it covers `tokens` positions. All or nothing:
   // false (and `table` unchanged) when too few blocks are free.
   bool Reserve(std::vector<int32_t>& table, int64_t tokens);

@@ -3,15 +3,12 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 
 namespace packd::engine {
 
 absl::Status Scheduler::Add(Sequence* seq) {
-  if (cache_.BlocksFor(seq->max_len) > cache_.num_blocks()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "a sequence of up to ", seq->max_len, " tokens needs ", cache_.BlocksFor(seq->max_len),
-        " KV blocks; the whole cache has ", cache_.num_blocks()));
-  }
+  RETURN_IF_ERROR(cache_.CheckFits(seq->max_len));
   seq->state = SequenceState::kWaiting;
   waiting_.push_back(seq);
   return absl::OkStatus();
