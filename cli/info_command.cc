@@ -75,6 +75,10 @@ int InfoCommand(const std::vector<std::string>& argv) {
                 Bytes(m.original_weight_bytes()).c_str(), Bytes(m.stored_weight_bytes()).c_str(),
                 m.compression_ratio(), m.running_requests(), m.waiting_requests());
   }
+  for (const auto& f : info.failed_models()) {
+    std::printf("%-16s FAILED to load at start (%s): %s\n  path: %s\n", f.name().c_str(),
+                f.code().c_str(), f.error().c_str(), f.path().c_str());
+  }
   std::printf(
       "\ndensity = (original weight bytes + KV + workspace) / (stored weights + KV + "
       "workspace): how many times more model the budget holds than uncompressed\n");

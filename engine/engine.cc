@@ -6,10 +6,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "codec/cuda/fused_math.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
 
 namespace packd::engine {
+
+static_assert(kMaxFusedMaxBatch == codec::cuda::kFusedMaxBatch);
 
 std::string_view FinishReasonName(FinishReason r) {
   switch (r) {

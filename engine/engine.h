@@ -33,6 +33,11 @@ namespace packd::engine {
 // naming the value.
 absl::StatusOr<int> CudaDeviceIndex(std::string_view device);
 
+// The largest EngineOptions::fused_max_batch (codec::cuda::kFusedMaxBatch,
+// which engine.cc checks it equals), for layers above that may not include
+// the kernels' headers.
+inline constexpr int kMaxFusedMaxBatch = 32;
+
 struct EngineOptions {
   // Where the model runs: "cpu", or "cuda:N" for CUDA device N (the
   // engine's own stream and memory arena on it). Anything else is

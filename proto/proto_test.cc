@@ -4,11 +4,42 @@
 #include <sstream>
 #include <string>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "packd/v1/generation.grpc.pb.h"
 #include "packd/v1/models.grpc.pb.h"
+#include "proto/request_parsing.h"
 
 namespace {
+
+// A request that does not parse says why: the string field that is not
+// UTF-8 (nested and repeated fields named by path) and the byte, or where
+// the bytes stop being protobuf.
+TEST(ProtoTest, AParseFailureIsDiagnosedByFieldAndByte) {
+  const auto& type = *packd::v1::GenerateRequest::descriptor();
+  // Serializing invalid UTF-8 only logs; the bytes are what a client sends.
+  packd::v1::GenerateRequest r;
+  r.set_model("m");
+  r.set_text(std::string("abc\xe2\x28\xa1"));
+  EXPECT_EQ(packd::proto::DiagnoseParseFailure(type, r.SerializeAsString()),
+            "text: not valid UTF-8 at byte 3 (a string field must be UTF-8)");
+  r.set_text("fine");
+  r.add_stop("ok");
+  r.add_stop(std::string("\xed\xa0\x80"));  // a surrogate
+  EXPECT_THAT(packd::proto::DiagnoseParseFailure(type, r.SerializeAsString()),
+              ::testing::StartsWith("stop[1]: not valid UTF-8 at byte 0"));
+  packd::v1::LoadModelRequest load;
+  load.set_name("ok");
+  load.set_path(std::string("/models/\xff"));
+  EXPECT_THAT(packd::proto::DiagnoseParseFailure(*load.GetDescriptor(), load.SerializeAsString()),
+              ::testing::StartsWith("path: not valid UTF-8 at byte 8"));
+  // Valid bytes: nothing to say; truncated bytes: malformed, with where.
+  r.clear_stop();
+  const std::string ok = r.SerializeAsString();
+  EXPECT_EQ(packd::proto::DiagnoseParseFailure(type, ok), "");
+  EXPECT_THAT(packd::proto::DiagnoseParseFailure(type, ok.substr(0, ok.size() - 2)),
+              ::testing::HasSubstr("malformed protobuf at byte"));
+}
 
 TEST(ProtoTest, GenerateRequestRoundTrips) {
   packd::v1::GenerateRequest r;

@@ -2,6 +2,9 @@
 
 #include <string>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+
 namespace packd::server {
 
 absl::StatusOr<const ServerConfig::Tenant*> Authenticate(const grpc::ServerContext& context,
@@ -9,12 +12,16 @@ absl::StatusOr<const ServerConfig::Tenant*> Authenticate(const grpc::ServerConte
   const auto& md = context.client_metadata();
   std::string key;
   if (auto it = md.find("authorization"); it != md.end()) {
-    const std::string value(it->second.data(), it->second.size());
-    constexpr std::string_view kBearer = "Bearer ";
-    if (value.rfind(kBearer, 0) != 0) {
+    const absl::string_view value(it->second.data(), it->second.size());
+    // RFC 6750 / RFC 9110: the scheme is case-insensitive, one or more
+    // spaces before the credentials.
+    constexpr absl::string_view kBearer = "bearer";
+    if (value.size() <= kBearer.size() ||
+        !absl::EqualsIgnoreCase(value.substr(0, kBearer.size()), kBearer) ||
+        value[kBearer.size()] != ' ') {
       return absl::UnauthenticatedError("the authorization header must be 'Bearer <api key>'");
     }
-    key = value.substr(kBearer.size());
+    key = std::string(absl::StripLeadingAsciiWhitespace(value.substr(kBearer.size())));
   } else if (auto it2 = md.find("x-api-key"); it2 != md.end()) {
     key.assign(it2->second.data(), it2->second.size());
   }

@@ -19,7 +19,6 @@
 #include "absl/strings/str_cat.h"
 #include "base/file.h"
 #include "base/status_macros.h"
-#include "codec/cuda/fused_math.h"
 #include "server/sha256.h"
 
 namespace packd::server {
@@ -184,7 +183,8 @@ class ConfigReader {
     ServerConfig config;
     ASSIGN_OR_RETURN(const Fields top, ReadMap(root, "",
                                                {"grpc", "metrics", "logging", "devices", "models",
-                                                "tenants", "queue", "drain_timeout"}));
+                                                "tenants", "queue", "drain_timeout",
+                                                "on_model_load_failure"}));
     if (const YAML::Node* n = top.Find("grpc")) RETURN_IF_ERROR(ReadGrpc(*n, "grpc", config.grpc));
     if (const YAML::Node* n = top.Find("metrics")) {
       ASSIGN_OR_RETURN(const Fields f, ReadMap(*n, "metrics", {"listen"}));
@@ -226,6 +226,12 @@ class ConfigReader {
     }
     if (const YAML::Node* n = top.Find("drain_timeout")) {
       ASSIGN_OR_RETURN(config.drain_timeout, ReadDuration(*n, "drain_timeout", true));
+    }
+    if (const YAML::Node* n = top.Find("on_model_load_failure")) {
+      ASSIGN_OR_RETURN(config.on_model_load_failure,
+                       ReadEnum<ModelLoadFailure>(*n, "on_model_load_failure",
+                                                  {{"exit", ModelLoadFailure::kExit},
+                                                   {"continue", ModelLoadFailure::kContinue}}));
     }
     return config;
   }
@@ -564,7 +570,8 @@ class ConfigReader {
       ASSIGN_OR_RETURN(const Fields f, ReadMap(items[i], path,
                                                {"name", "path", "codec", "device", "instances",
                                                 "kv_cache", "max_batch", "max_batch_tokens",
-                                                "max_context", "threads", "fused_max_batch"}));
+                                                "max_context", "max_prompt_bytes", "threads",
+                                                "fused_max_batch"}));
       for (const char* key : {"name", "path", "device"}) {
         if (f.Find(key) == nullptr) return Error(items[i], f.PathOf(key), "required");
       }
@@ -613,6 +620,10 @@ class ConfigReader {
       if (const YAML::Node* v = f.Find("max_context")) {
         ASSIGN_OR_RETURN(model.max_context, ReadInt(*v, f.PathOf("max_context"), 0, kMaxInt32));
       }
+      if (const YAML::Node* v = f.Find("max_prompt_bytes")) {
+        ASSIGN_OR_RETURN(model.max_prompt_bytes,
+                         ReadByteSize(*v, f.PathOf("max_prompt_bytes"), 0, uint64_t{1} << 40));
+      }
       if (const YAML::Node* v = f.Find("threads")) {
         if (device->kind != DeviceKind::kCpu) {
           return Error(*v, f.PathOf("threads"),
@@ -629,7 +640,7 @@ class ConfigReader {
                                     std::string(DeviceKindName(device->kind))));
         }
         ASSIGN_OR_RETURN(const int64_t n,
-                         ReadInt(*v, f.PathOf("fused_max_batch"), 0, codec::cuda::kFusedMaxBatch));
+                         ReadInt(*v, f.PathOf("fused_max_batch"), 0, engine::kMaxFusedMaxBatch));
         model.fused_max_batch = static_cast<int>(n);
       }
       config.models.push_back(std::move(model));

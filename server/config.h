@@ -59,6 +59,8 @@ std::string_view LogLevelName(LogLevel level);  // "trace" ... "off", as in the 
 enum class ExpectedCodec { kAny, kNone, kVlc, kTiled };
 std::string_view ExpectedCodecName(ExpectedCodec codec);  // "any", "none", "vlc", "tiled"
 
+enum class ModelLoadFailure { kExit, kContinue };
+
 struct ServerConfig {
   // `grpc.tls`. Present: the gRPC port speaks TLS only.
   struct Tls {
@@ -136,6 +138,11 @@ struct ServerConfig {
     int64_t max_batch = 32;                  // sequences running at once; >= 1
     int64_t max_batch_tokens = 256;          // tokens per step (prefill chunks + decodes); >= 1
     int64_t max_context = 0;                 // 0: the model's own; else a cap, >= 1
+    // `max_prompt_bytes`: a text prompt longer than this is refused by its
+    // size (OUT_OF_RANGE) before it is tokenized. 0: derived from the model
+    // (engine::Engine::max_prompt_bytes: the context × the longest token,
+    // text no tokenizer that keeps every byte could fit).
+    uint64_t max_prompt_bytes = 0;
     int threads = 0;                         // cpu devices only: CPU backend threads; 0: all cores
     // cuda devices only: steps of at most this many sequences run the fused
     // decode-in-matmul kernels, taller ones cuBLAS; 0..32, 0: never fuse
@@ -189,6 +196,11 @@ struct ServerConfig {
   // `drain_timeout`: on shutdown (or UnloadModel), how long running requests
   // may take to finish before they are cancelled; >= 0.
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(30)};
+  // `on_model_load_failure`: "exit" (the default: a model that fails to load
+  // at start stops the server, which suits Kubernetes' restarts) or
+  // "continue" (serve the models that loaded; the failed one is reported in
+  // health, logs, GetServerInfo / `packd info` and packd_model_failed).
+  ModelLoadFailure on_model_load_failure = ModelLoadFailure::kExit;
 
   // Null when there is no such name.
   const Device* FindDevice(std::string_view name) const;

@@ -223,6 +223,19 @@ TEST(ServerConfigTest, FusedMaxBatchReachesTheEngine) {
   EXPECT_EQ(fused->FindModel("big")->ToEngineOptions().fused_max_batch, 32);
 }
 
+TEST(ServerConfigTest, StartUpFailurePolicyAndPromptByteLimit) {
+  absl::StatusOr<ServerConfig> c = ParseServerConfig(Full(), "packd.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->on_model_load_failure, ModelLoadFailure::kExit);  // fail fast by default
+  EXPECT_EQ(c->FindModel("big")->max_prompt_bytes, 0u);           // derived
+  c = ParseServerConfig(Replace(Full(), "codec: tiled", "codec: tiled, max_prompt_bytes: 64KiB") +
+                            "on_model_load_failure: continue\n",
+                        "packd.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->on_model_load_failure, ModelLoadFailure::kContinue);
+  EXPECT_EQ(c->FindModel("big")->max_prompt_bytes, 64u << 10);
+}
+
 TEST(ServerConfigTest, EveryProblemIsNamed) {
   const std::string alice = Sha256Hex(kAliceKey);
   const std::string bob = Sha256Hex(kBobKey);
@@ -235,7 +248,11 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
       {"- 1\n- 2\n", "packd.yaml:1: (top level): expected a mapping, got a list"},
       {Minimal() + "grpcc: {}\n",
        "packd.yaml:6: grpcc: unknown key; valid keys here: grpc, metrics, logging, devices, "
-       "models, tenants, queue, drain_timeout"},
+       "models, tenants, queue, drain_timeout, on_model_load_failure"},
+      {Minimal() + "on_model_load_failure: ignore\n",
+       "on_model_load_failure: must be one of exit, continue; got the scalar 'ignore'"},
+      {Minimal() + "models:\n  - {name: a, path: /a, device: cpu, max_prompt_bytes: -1}\n",
+       "models[0].max_prompt_bytes: "},
       {Minimal() + "drain_timeout: 1s\ndrain_timeout: 2s\n", "drain_timeout: key given twice"},
       {Minimal() + "models: {a: 1}\n", "models: expected a list, got a mapping"},
       {"tenants: []\n", "devices: at least one device is required"},
@@ -309,7 +326,8 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
        "models[0].codec: must be one of none, vlc, tiled, any; got the scalar 'zstd'"},
       {Minimal() + "models:\n  - {name: a, path: /a, device: cpu, batch: 4}\n",
        "models[0].batch: unknown key; valid keys here: name, path, codec, device, instances, "
-       "kv_cache, max_batch, max_batch_tokens, max_context, threads, fused_max_batch"},
+       "kv_cache, max_batch, max_batch_tokens, max_context, max_prompt_bytes, threads, "
+       "fused_max_batch"},
       {Minimal() + "models:\n  - {name: a, path: /a, device: cpu, max_batch: 0}\n",
        "models[0].max_batch: must be >= 1, got 0"},
       {Minimal() + "models:\n  - {name: a, path: /a, device: cpu, max_batch_tokens: x}\n",

@@ -31,6 +31,40 @@ double Seconds(absl::Time from, absl::Time to) {
 
 std::atomic<uint64_t> request_counter{0};
 
+// Why a request's stream ends early on the client's side: its deadline
+// passed (gRPC also marks such a call cancelled, so the deadline is checked
+// first), or it cancelled or went away.
+absl::Status ClientGone(const grpc::ServerContext& context, absl::string_view cancelled) {
+  if (context.deadline() <= std::chrono::system_clock::now()) {
+    return absl::DeadlineExceededError("the request's deadline passed");
+  }
+  return absl::CancelledError(cancelled);
+}
+
+// A model name as a log field: as sent when short, else its start (a name
+// is at most 128 characters; an unknown one may be megabytes).
+std::string LoggedModelName(absl::string_view name) {
+  constexpr size_t kMax = 128;
+  if (name.size() <= kMax) return std::string(name);
+  return absl::StrCat(name.substr(0, kMax), "... (", name.size(), " bytes)");
+}
+
+// Refuses a text prompt longer than the model tokenizes, before tokenizing.
+absl::Status CheckPromptBytes(const LoadedModel& model, absl::string_view field,
+                              absl::string_view text) {
+  const uint64_t limit = model.max_prompt_bytes();
+  if (limit == 0 || text.size() <= limit) return absl::OkStatus();
+  return absl::OutOfRangeError(absl::StrCat(
+      field, ": ", text.size(), " bytes is more than model '", model.spec().name,
+      "' accepts (max_prompt_bytes ", limit,
+      model.spec().max_prompt_bytes != 0
+          ? ", from the config"
+          : absl::StrCat(": its context of ", model.engine().max_context(),
+                         " tokens times its longest token; set models[].max_prompt_bytes to "
+                         "change it"),
+      ")"));
+}
+
 }  // namespace
 
 absl::Status GenerationService::Acquire(const ServerConfig::Tenant& tenant) {
@@ -88,6 +122,10 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
                                          grpc::ServerWriter<packd::v1::GenerateResponse>* writer) {
   const absl::Time arrival = absl::Now();
   const std::string request_id = absl::StrCat("req-", ++request_counter);
+  // Metric labels come only from configured or loaded models, never from
+  // whatever a client sends.
+  const std::string_view model_label =
+      registry_.Knows(request->model()) ? std::string_view(request->model()) : Metrics::kUnknownModel;
   Outcome outcome;
   std::string tenant_name;
   absl::Status s;
@@ -104,13 +142,13 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
   }
   const double total = absl::ToDoubleSeconds(absl::Now() - arrival);
   if (metrics_) {
-    metrics_->RequestFinished(request->model(), tenant_name, s.code(), outcome.finish,
+    metrics_->RequestFinished(model_label, tenant_name, s.code(), outcome.finish,
                               outcome.prompt_tokens, outcome.generated, total);
   }
   RequestLogEntry entry;
   entry.request_id = request_id;
   entry.tenant = tenant_name;
-  entry.model = request->model();
+  entry.model = LoggedModelName(request->model());
   entry.code = s.code();
   entry.error = std::string(s.message());
   entry.finish_reason = std::string(engine::FinishReasonName(outcome.finish));
@@ -132,11 +170,14 @@ absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
   uint64_t* generated = &outcome->generated;
   engine::FinishReason* finish = &outcome->finish;
   ASSIGN_OR_RETURN(std::shared_ptr<LoadedModel> model, ModelFor(tenant, request.model()));
+  // The instance that serves the request also tokenizes it.
+  ModelInstance& instance = model->PickInstance();
   engine::GenerationRequest g;
   switch (request.prompt_case()) {
     case packd::v1::GenerateRequest::kText: {
       if (request.text().empty()) return absl::InvalidArgumentError("text: the prompt is empty");
-      ASSIGN_OR_RETURN(g.prompt, model->engine().Tokenize(request.text()));
+      RETURN_IF_ERROR(CheckPromptBytes(*model, "text", request.text()));
+      ASSIGN_OR_RETURN(g.prompt, instance.engine().Tokenize(request.text()));
       break;
     }
     case packd::v1::GenerateRequest::kTokenIds:
@@ -165,7 +206,6 @@ absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
   }
   *prompt_tokens = g.prompt.size();
 
-  ModelInstance& instance = model->PickInstance();
   ASSIGN_OR_RETURN(std::shared_ptr<RequestHandle> handle,
                    instance.Submit(std::move(g), tenant.name, request.priority()));
   const bool stream = request.stream();
@@ -175,13 +215,9 @@ absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
     std::optional<RequestEvent> e = handle->Next(absl::Milliseconds(50));
     outcome->times = handle->times();
     if (!e) {
-      if (context->IsCancelled()) {
+      if (context->IsCancelled() || context->deadline() <= std::chrono::system_clock::now()) {
         instance.Cancel(handle->id());
-        return absl::CancelledError("the client cancelled the request");
-      }
-      if (context->deadline() < std::chrono::system_clock::now()) {
-        instance.Cancel(handle->id());
-        return absl::DeadlineExceededError("the request's deadline passed");
+        return ClientGone(*context, "the client cancelled the request");
       }
       continue;
     }
@@ -228,7 +264,7 @@ absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
     if (stream || e->final) {
       if (!writer->Write(out)) {
         if (!e->final) instance.Cancel(handle->id());
-        return absl::CancelledError("the client went away");
+        return ClientGone(*context, "the client went away");
       }
     }
     if (e->final) break;
@@ -243,7 +279,10 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,
   if (!tenant.ok()) return ToGrpc(tenant.status());
   absl::StatusOr<std::shared_ptr<LoadedModel>> model = ModelFor(**tenant, request->model());
   if (!model.ok()) return ToGrpc(model.status());
-  const engine::Tokenizer* tok = (*model)->engine().tokenizer();
+  const engine::Tokenizer* tok = (*model)->PickInstance().engine().tokenizer();
+  if (absl::Status s = CheckPromptBytes(**model, "text", request->text()); !s.ok()) {
+    return ToGrpc(s);
+  }
   if (tok == nullptr) {
     return ToGrpc(absl::FailedPreconditionError(
         absl::StrCat("model '", request->model(), "' has no tokenizer")));

@@ -8,6 +8,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -110,6 +111,33 @@ double Ratio(uint64_t numerator, uint64_t denominator, double if_zero) {
 
 }  // namespace
 
+// The registry behind the collect hook: what an exposition collects.
+class Metrics::HookedRegistry final : public prometheus::Collectable {
+ public:
+  explicit HookedRegistry(std::shared_ptr<prometheus::Registry> registry)
+      : registry_(std::move(registry)) {}
+
+  void SetHook(std::function<void()> hook) {
+    absl::MutexLock lock(&mu_);
+    hook_ = std::make_shared<const std::function<void()>>(std::move(hook));
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::shared_ptr<const std::function<void()>> hook;
+    {
+      absl::MutexLock lock(&mu_);
+      hook = hook_;
+    }
+    if (hook != nullptr && *hook) (*hook)();
+    return registry_->Collect();
+  }
+
+ private:
+  const std::shared_ptr<prometheus::Registry> registry_;
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const std::function<void()>> hook_ ABSL_GUARDED_BY(mu_);
+};
+
 // Every field is set once at creation and never reassigned; the maps are
 // mutated only under Metrics::mu_ held exclusively. The histograms are never
 // removed from their families; the gauges are removed (and the whole
@@ -143,6 +171,8 @@ struct Metrics::ModelSeries {
 
 Metrics::Metrics()
     : registry_(std::make_shared<prometheus::Registry>()),
+      hooked_(std::make_shared<HookedRegistry>(registry_)),
+      collectable_(hooked_),
       queue_time_(AddHistogram(*registry_, "packd_request_queue_time_seconds",
                                "Time a request waited before the engine admitted it.")),
       ttft_(AddHistogram(*registry_, "packd_time_to_first_token_seconds",
@@ -165,6 +195,9 @@ Metrics::Metrics()
       instances_(AddGauge(*registry_, "packd_model_instances", "Instances serving a model.")),
       load_failures_(AddCounter(*registry_, "packd_model_load_failures_total",
                                 "Model loads that failed, by status code.")),
+      model_failed_(AddGauge(*registry_, "packd_model_failed",
+                             "1 for a configured model that failed to load at start and is "
+                             "not served.")),
       kv_used_(AddGauge(*registry_, "packd_kv_cache_used_bytes",
                         "Bytes of a model instance's KV cache pool in use.")),
       kv_total_(AddGauge(*registry_, "packd_kv_cache_total_bytes",
@@ -388,8 +421,18 @@ void Metrics::SetDeviceDensity(std::string_view device, double density) {
   device_density_.Add(DeviceLabel(device)).Set(density);
 }
 
+void Metrics::SetModelFailed(std::string_view model, bool failed) {
+  if (failed) {
+    model_failed_.Add(ModelLabel(model)).Set(1);
+  } else {
+    RemoveIfPresent(model_failed_, ModelLabel(model));
+  }
+}
+
+void Metrics::SetCollectHook(std::function<void()> hook) { hooked_->SetHook(std::move(hook)); }
+
 std::string Metrics::RenderText() const {
-  return prometheus::TextSerializer().Serialize(registry_->Collect());
+  return prometheus::TextSerializer().Serialize(hooked_->Collect());
 }
 
 }  // namespace packd::server

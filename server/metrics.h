@@ -4,11 +4,16 @@
 // Every series is named packd_*, in base units (seconds, bytes), with the
 // Prometheus suffixes (_seconds, _bytes, _total, _ratio). Labels are limited to
 // values drawn from bounded sets: a model name, a model instance index and a
-// tenant come from the configuration, a device from the machine, a memory kind,
-// a status code and a finish reason from enums. Callers must never pass
-// request ids, prompts or other per-request strings as a model, tenant or
-// device: each distinct value is a new time series kept for the life of the
-// process.
+// tenant come from the configuration (or an admin's LoadModel), a device from
+// the machine, a memory kind, a status code and a finish reason from enums.
+// Callers must never pass request ids, prompts or other per-request strings
+// as a model, tenant or device: each distinct value is a new time series kept
+// for the life of the process. A request naming a model that is not
+// configured or loaded is counted under the one model label kUnknownModel.
+//
+// Gauges of live state (requests running and waiting, KV cache use, device
+// memory) are computed when scraped: the collect hook (SetCollectHook) runs
+// at the start of every exposition.
 //
 // Series (labels in braces):
 //   packd_request_queue_time_seconds{model}              histogram
@@ -24,6 +29,8 @@
 //                                                               instances may queue)
 //   packd_model_instances{model}                         gauge (instances serving)
 //   packd_model_load_failures_total{model,code}          counter
+//   packd_model_failed{model}                            gauge (1: a configured model that
+//                                                               failed to load at start)
 //   packd_kv_cache_used_bytes{model,model_instance}      gauge
 //   packd_kv_cache_total_bytes{model,model_instance}     gauge
 //   packd_kv_cache_usage_ratio{model,model_instance}     gauge (0..1)
@@ -59,6 +66,7 @@
 #include "engine/engine.h"
 
 namespace prometheus {
+class Collectable;
 class Counter;
 class Gauge;
 class Histogram;
@@ -153,10 +161,27 @@ class Metrics {
   void SetDeviceInstances(std::string_view device, int64_t instances);
   void SetDeviceDensity(std::string_view device, double density);
 
+  // A configured model that failed to load at start (`failed`), or no longer
+  // failed (loaded later: the series is removed).
+  void SetModelFailed(std::string_view model, bool failed);
+
+  // The model label of requests naming a model that is neither configured
+  // nor loaded ("(unknown)": no valid model name has parentheses).
+  static constexpr std::string_view kUnknownModel = "(unknown)";
+
   // --- Exposition.
 
-  // The whole registry in the Prometheus text exposition format (0.0.4).
+  // Runs `hook` at the start of every exposition (each scrape and
+  // RenderText), so the gauges it sets from live state are exact when read.
+  // Replaces the previous hook; an empty function removes it. The hook must
+  // not render.
+  void SetCollectHook(std::function<void()> hook);
+  // The whole registry in the Prometheus text exposition format (0.0.4),
+  // after the collect hook.
   std::string RenderText() const;
+  // What an exposition collects: the collect hook, then the registry.
+  // MetricsServer holds it weakly. Never null.
+  std::shared_ptr<prometheus::Collectable> collectable() const { return collectable_; }
   // For MetricsServer (server/metrics_server.h), and for anyone registering
   // more families. Never null.
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
@@ -175,6 +200,9 @@ class Metrics {
   void WithSeries(std::string_view model, Fn fn) ABSL_LOCKS_EXCLUDED(mu_);
 
   const std::shared_ptr<prometheus::Registry> registry_;
+  class HookedRegistry;
+  const std::shared_ptr<HookedRegistry> hooked_;
+  const std::shared_ptr<prometheus::Collectable> collectable_;  // hooked_
 
   // Families: owned by registry_, alive as long as it is.
   prometheus::Family<prometheus::Histogram>& queue_time_;
@@ -189,6 +217,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& queue_capacity_;
   prometheus::Family<prometheus::Gauge>& instances_;
   prometheus::Family<prometheus::Counter>& load_failures_;
+  prometheus::Family<prometheus::Gauge>& model_failed_;
   prometheus::Family<prometheus::Gauge>& kv_used_;
   prometheus::Family<prometheus::Gauge>& kv_total_;
   prometheus::Family<prometheus::Gauge>& kv_ratio_;

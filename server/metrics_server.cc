@@ -14,6 +14,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "prometheus/collectable.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
 
@@ -129,18 +130,18 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(std::string_
     return absl::UnavailableError(absl::StrCat(where, "pipe: ", ErrnoMessage(err)));
   }
   std::unique_ptr<MetricsServer> server(
-      new MetricsServer(fd, wake[0], wake[1], bound_port, metrics.registry()));
+      new MetricsServer(fd, wake[0], wake[1], bound_port, metrics.collectable()));
   server->thread_ = std::thread([raw = server.get()] { raw->Serve(); });
   return server;
 }
 
 MetricsServer::MetricsServer(int listen_fd, int wake_read_fd, int wake_write_fd, int port,
-                             std::weak_ptr<prometheus::Registry> registry)
+                             std::weak_ptr<prometheus::Collectable> collectable)
     : listen_fd_(listen_fd),
       wake_read_fd_(wake_read_fd),
       wake_write_fd_(wake_write_fd),
       port_(port),
-      registry_(std::move(registry)) {}
+      collectable_(std::move(collectable)) {}
 
 MetricsServer::~MetricsServer() {
   const char byte = 0;
@@ -214,8 +215,8 @@ void MetricsServer::Answer(int fd) const {
   }
   if (path == "/metrics") {
     std::string body;
-    if (const std::shared_ptr<prometheus::Registry> registry = registry_.lock()) {
-      body = prometheus::TextSerializer().Serialize(registry->Collect());
+    if (const std::shared_ptr<prometheus::Collectable> collectable = collectable_.lock()) {
+      body = prometheus::TextSerializer().Serialize(collectable->Collect());
     }
     SendAll(fd, Response("200 OK", "text/plain; version=0.0.4; charset=utf-8", body, head));
   } else if (path == "/") {

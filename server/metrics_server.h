@@ -23,9 +23,10 @@ namespace packd::server {
 // Serves the registry of a Metrics from Start until destruction.
 //
 // Requests: GET or HEAD of /metrics (a query string is ignored) → 200 with
-// the registry; / → 200 with a pointer to /metrics; another path → 404;
-// another method → 405. The server holds the registry weakly: destroying the
-// Metrics first is safe (scrapes then return an empty body).
+// the registry (after the Metrics' collect hook); / → 200 with a pointer to
+// /metrics; another path → 404; another method → 405. The server holds what
+// it collects weakly: destroying the Metrics first is safe (scrapes then
+// return an empty body).
 // Thread safety: port() may be called from any thread.
 class MetricsServer {
  public:
@@ -48,7 +49,7 @@ class MetricsServer {
 
  private:
   MetricsServer(int listen_fd, int wake_read_fd, int wake_write_fd, int port,
-                std::weak_ptr<prometheus::Registry> registry);
+                std::weak_ptr<prometheus::Collectable> collectable);
   void Serve();                 // the accept loop (thread_)
   void Answer(int fd) const;    // one connection
 
@@ -56,7 +57,7 @@ class MetricsServer {
   const int wake_read_fd_;   // readable once the destructor wants the loop to end
   const int wake_write_fd_;
   const int port_;
-  const std::weak_ptr<prometheus::Registry> registry_;
+  const std::weak_ptr<prometheus::Collectable> collectable_;
   std::thread thread_;
 };
 

@@ -42,12 +42,13 @@ void RequestHandle::MarkFinished(absl::Time t) {
 }
 
 absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Start(
-    const std::filesystem::path& model, const engine::EngineOptions& engine_options,
+    std::shared_ptr<const engine::ModelSource> source, const engine::EngineOptions& engine_options,
     const InstanceOptions& options) {
   if (options.max_queued < 1) {
     return absl::InvalidArgumentError("model instance: max_queued must be >= 1");
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e, engine::Engine::Open(model, engine_options));
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e,
+                   engine::Engine::Open(std::move(source), engine_options));
   std::unique_ptr<ModelInstance> m(new ModelInstance(std::move(e), options));
   m->loop_ = std::thread([p = m.get()] { p->Loop(); });
   return m;
@@ -72,6 +73,8 @@ ModelInstance::~ModelInstance() {
 
 absl::StatusOr<std::shared_ptr<RequestHandle>> ModelInstance::Submit(
     engine::GenerationRequest request, std::string tenant, int priority) {
+  // Validate reads only what Open fixed: safe beside the loop's steps.
+  RETURN_IF_ERROR(engine_->Validate(request));
   absl::MutexLock lock(&mu_);
   if (draining_ || stop_) {
     return absl::UnavailableError("the model is draining and accepts no new requests");
@@ -95,15 +98,18 @@ void ModelInstance::Cancel(uint64_t id) {
   wake_.Signal();
 }
 
-void ModelInstance::CancelAll() {
+void ModelInstance::CancelAll(const absl::Status& status) {
   absl::MutexLock lock(&mu_);
-  cancel_all_ = true;
+  cancel_all_ = status;
   wake_.Signal();
 }
 
-void ModelInstance::Drain() {
+void ModelInstance::Drain(const absl::Status& queued) {
   absl::MutexLock lock(&mu_);
+  if (draining_) return;
   draining_ = true;
+  drain_queued_ = queued;
+  wake_.Signal();
 }
 
 int64_t ModelInstance::in_flight() const {
@@ -113,7 +119,20 @@ int64_t ModelInstance::in_flight() const {
 
 InstanceStats ModelInstance::stats() const {
   absl::MutexLock lock(&mu_);
-  return stats_;
+  InstanceStats s = stats_;
+  s.waiting += static_cast<int64_t>(inbox_.size());  // submitted, not yet taken by the loop
+  return s;
+}
+
+void ModelInstance::Publish(int64_t ended) {
+  absl::MutexLock lock(&mu_);
+  in_flight_ -= ended;
+  const engine::EngineStats& es = engine_->stats();
+  stats_.steps = es.steps;
+  stats_.preemptions = es.preemptions;
+  stats_.kv_blocks_used = engine_->kv_cache().used_blocks();
+  stats_.running = engine_->running();
+  stats_.waiting = PendingCount() + engine_->waiting();
 }
 
 int64_t ModelInstance::PendingCount() const {
@@ -124,13 +143,9 @@ int64_t ModelInstance::PendingCount() const {
 
 void ModelInstance::EndAll(
     std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>>& ended) {
-  {
-    absl::MutexLock lock(&mu_);
-    in_flight_ -= static_cast<int64_t>(ended.size());
-    stats_.kv_blocks_used = engine_->kv_cache().used_blocks();
-    stats_.running = engine_->running();
-    stats_.waiting = PendingCount() + engine_->waiting();
-  }
+  // Counts first: a client that sees its final event also sees its request
+  // gone from the gauges and its KV blocks freed.
+  Publish(static_cast<int64_t>(ended.size()));
   for (auto& [handle, event] : ended) handle->Push(std::move(event));
   ended.clear();
 }
@@ -192,7 +207,7 @@ void ModelInstance::Intake(std::vector<Pending>& inbox, std::vector<uint64_t>& c
   for (auto it = pending_.begin(); it != pending_.end();) {
     it = it->second.empty() ? pending_.erase(it) : std::next(it);
   }
-  if (!ended.empty()) EndAll(ended);
+  EndAll(ended);  // publishes the new queue even when nothing ended
 }
 
 void ModelInstance::AdmitWaiting() {
@@ -216,7 +231,7 @@ void ModelInstance::AdmitWaiting() {
     engine_id_of_[p.handle->id()] = *id;
     by_engine_id_[*id] = p.handle;
   }
-  if (!ended.empty()) EndAll(ended);
+  EndAll(ended);  // publishes the admissions even when nothing ended
 }
 
 void ModelInstance::FailAll(const absl::Status& status) {
@@ -229,6 +244,13 @@ void ModelInstance::FailAll(const absl::Status& status) {
   }
   by_engine_id_.clear();
   engine_id_of_.clear();
+  EndPending(status, ended);
+}
+
+void ModelInstance::EndPending(
+    const absl::Status& status,
+    std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>>& ended) {
+  const absl::Time now = absl::Now();
   for (auto& [tenant, q] : pending_) {
     for (Pending& p : q) {
       p.handle->MarkFinished(now);
@@ -243,29 +265,34 @@ void ModelInstance::Loop() {
   for (;;) {
     std::vector<Pending> inbox;
     std::vector<uint64_t> cancels;
+    std::optional<absl::Status> cancel_all;
+    std::optional<absl::Status> drain;
     {
       absl::MutexLock lock(&mu_);
       // Waiting requests keep the loop going too: when the engine has a
       // free slot they enter it at once; when it has none, it has work.
       const bool busy = engine_->HasWork() || !pending_.empty();
       auto woken = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        return stop_ || busy || !inbox_.empty() || !cancels_.empty() || cancel_all_;
+        return stop_ || busy || !inbox_.empty() || !cancels_.empty() || cancel_all_.has_value() ||
+               drain_queued_.has_value();
       };
       mu_.Await(absl::Condition(&woken));
       if (stop_) break;
       inbox.swap(inbox_);
+      // Still waiting, now in the loop's hands: the count stays exact until
+      // Intake publishes the queue.
+      stats_.waiting += static_cast<int64_t>(inbox.size());
       cancels.swap(cancels_);
-      if (cancel_all_) {
-        cancel_all_ = false;
-        // Everything admitted so far and everything in this inbox.
-        for (const auto& [hid, eid] : engine_id_of_) cancels.push_back(hid);
-        for (const auto& [tenant, q] : pending_) {
-          for (const Pending& p : q) cancels.push_back(p.handle->id());
-        }
-        for (const Pending& p : inbox) cancels.push_back(p.handle->id());
-      }
+      cancel_all.swap(cancel_all_);
+      drain.swap(drain_queued_);
     }
     Intake(inbox, cancels);
+    if (cancel_all.has_value()) {
+      FailAll(*cancel_all);
+    } else if (drain.has_value()) {
+      std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>> ended;
+      EndPending(*drain, ended);
+    }
     AdmitWaiting();
     if (!engine_->HasWork()) continue;
     absl::StatusOr<std::vector<engine::SequenceOutput>> outputs = engine_->Step();
@@ -274,8 +301,6 @@ void ModelInstance::Loop() {
           absl::InternalError(absl::StrCat("generation failed: ", outputs.status().ToString())));
       continue;
     }
-    // Publish the counters first: a client that sees its final event also
-    // sees its request gone from in_flight() and its KV blocks freed.
     const absl::Time now = absl::Now();
     std::vector<std::pair<std::shared_ptr<RequestHandle>, engine::SequenceOutput>> events;
     int64_t finished = 0;
@@ -293,16 +318,9 @@ void ModelInstance::Loop() {
       o.id = handle->id();
       events.emplace_back(std::move(handle), std::move(o));
     }
-    {
-      absl::MutexLock lock(&mu_);
-      in_flight_ -= finished;
-      const engine::EngineStats& es = engine_->stats();
-      stats_.steps = es.steps;
-      stats_.preemptions = es.preemptions;
-      stats_.kv_blocks_used = engine_->kv_cache().used_blocks();
-      stats_.running = engine_->running();
-      stats_.waiting = PendingCount() + engine_->waiting();
-    }
+    // Counts first: a client that sees its final event also sees its
+    // request gone from in_flight() and its KV blocks freed.
+    Publish(finished);
     if (options_.on_step) {
       options_.on_step(engine_->stats().last_step_tokens, engine_->stats().last_step_sequences);
     }

@@ -86,10 +86,12 @@ struct InstanceOptions {
   std::function<void(int64_t tokens, int64_t sequences)> on_step;
 };
 
-// A snapshot for metrics and GetModel.
+// A snapshot for metrics and GetModel, exact when taken: the loop publishes
+// every change as it makes it (a request queued, admitted, finished,
+// cancelled or expired; each step), so a scrape never reads a stale copy.
 struct InstanceStats {
-  int64_t running = 0;
-  int64_t waiting = 0;
+  int64_t running = 0;  // in the engine: prefilling, decoding, or preempted
+  int64_t waiting = 0;  // queued in the instance, not yet admitted
   int64_t kv_blocks_used = 0;
   int64_t kv_blocks_total = 0;
   uint64_t kv_bytes_total = 0;
@@ -99,10 +101,11 @@ struct InstanceStats {
 
 class ModelInstance {
  public:
-  // Opens the model and starts the loop thread.
-  static absl::StatusOr<std::unique_ptr<ModelInstance>> Start(const std::filesystem::path& model,
-                                                              const engine::EngineOptions& engine,
-                                                              const InstanceOptions& options);
+  // Starts an engine on `source` (opened once per model and shared by its
+  // instances) and the loop thread.
+  static absl::StatusOr<std::unique_ptr<ModelInstance>> Start(
+      std::shared_ptr<const engine::ModelSource> source, const engine::EngineOptions& engine,
+      const InstanceOptions& options);
   // Cancels whatever is still running (each gets a final CANCELLED event) and
   // joins the loop.
   ~ModelInstance();
@@ -111,21 +114,24 @@ class ModelInstance {
   // from any thread.
   const engine::Engine& engine() const { return *engine_; }
 
-  // Queues a request. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE
-  // when draining. Validation errors (empty prompt, context, ...) arrive as
-  // the handle's first (final) event; the RPC layer waits for the first event
-  // before it answers, so they still become the RPC status.
+  // Validates and queues a request. What the engine would refuse (empty
+  // prompt, a token id outside the vocabulary, the context, ...) is refused
+  // here, before it waits for a slot; RESOURCE_EXHAUSTED when the queue is
+  // full, UNAVAILABLE when draining.
   // `tenant` and `priority` (higher first) order the waiting requests.
   absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(engine::GenerationRequest request,
                                                         std::string tenant = "", int priority = 0);
   // Stops a request and frees its KV blocks before the next step; its handle
   // gets a final event with status CANCELLED. No-op if already finished.
   void Cancel(uint64_t id);
-  // Stops admitting new requests (Submit -> UNAVAILABLE); in-flight ones
+  // Stops admitting new requests (Submit -> UNAVAILABLE) and ends every
+  // request still queued at once with `queued` (e.g. UNAVAILABLE: the client
+  // retries elsewhere, nothing was computed for it); requests in the engine
   // continue.
-  void Drain();
-  // Cancels every request in flight (as Cancel does for one).
-  void CancelAll();
+  void Drain(const absl::Status& queued);
+  // Ends every request in flight, queued or running, with `status` (as
+  // Cancel does for one, with CANCELLED).
+  void CancelAll(const absl::Status& status);
   // Requests submitted and not yet finished.
   int64_t in_flight() const;
   InstanceStats stats() const;
@@ -147,8 +153,15 @@ class ModelInstance {
   void AdmitWaiting();
   // Ends requests that never reached the engine or were taken out of it.
   void EndAll(std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>>& ended);
+  // Ends every request (in the engine and queued) / every queued one with
+  // `status`; EndPending appends the queued ones to `ended`, then ends all.
   void FailAll(const absl::Status& status);
+  void EndPending(const absl::Status& status,
+                  std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>>& ended);
   int64_t PendingCount() const;
+  // Loop thread: copies the counts into stats_ (and takes `ended` requests
+  // out of in_flight_) under mu_.
+  void Publish(int64_t ended = 0);
 
   std::unique_ptr<engine::Engine> engine_;  // loop thread only (but see engine())
   const InstanceOptions options_;
@@ -160,7 +173,9 @@ class ModelInstance {
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<Pending> inbox_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> cancels_ ABSL_GUARDED_BY(mu_);
-  bool cancel_all_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by CancelAll / Drain; the loop applies them.
+  std::optional<absl::Status> cancel_all_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Status> drain_queued_ ABSL_GUARDED_BY(mu_);
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   InstanceStats stats_ ABSL_GUARDED_BY(mu_);
 

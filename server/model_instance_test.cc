@@ -20,7 +20,10 @@ std::unique_ptr<ModelInstance> StartInstance(engine::EngineOptions eo = {},
                                              InstanceOptions io = {}) {
   const auto gguf = testing::RequireSharedFile("models/stories260K/stories260K.gguf");
   eo.threads = 2;
-  auto m = ModelInstance::Start(gguf, eo, io);
+  auto source = engine::ModelSource::Open(gguf, {});
+  EXPECT_TRUE(source.ok()) << source.status();
+  if (!source.ok()) return nullptr;
+  auto m = ModelInstance::Start(std::move(*source), eo, io);
   EXPECT_TRUE(m.ok()) << m.status();
   return m.ok() ? std::move(*m) : nullptr;
 }
@@ -126,19 +129,18 @@ TEST(ModelInstanceTest, CancelFreesTheKvBlocksAtOnce) {
   EXPECT_EQ(m->stats().kv_blocks_used, 0);
 }
 
-TEST(ModelInstanceTest, InvalidRequestsFailThroughTheHandle) {
+// What the engine would refuse is refused by Submit, before it queues.
+TEST(ModelInstanceTest, InvalidRequestsAreRefusedBeforeTheyQueue) {
   std::unique_ptr<ModelInstance> m = StartInstance();
   ASSERT_NE(m, nullptr);
   engine::GenerationRequest empty;
-  auto h = m->Submit(empty);
-  ASSERT_TRUE(h.ok());
-  Collected c = Collect(**h);
-  EXPECT_EQ(c.status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(c.events, 1);
-  h = m->Submit(Greedy(100000));
-  ASSERT_TRUE(h.ok());
-  EXPECT_EQ(Collect(**h).status.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(m->Submit(empty).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m->Submit(Greedy(100000)).status().code(), absl::StatusCode::kOutOfRange);
+  engine::GenerationRequest bad_id = Greedy(5);
+  bad_id.prompt.push_back(1 << 20);
+  EXPECT_EQ(m->Submit(bad_id).status().code(), absl::StatusCode::kOutOfRange);
   EXPECT_EQ(m->in_flight(), 0);
+  EXPECT_EQ(m->stats().waiting, 0);
 }
 
 TEST(ModelInstanceTest, ABurstBeyondTheQueueIsRefusedAndTheRestCompletes) {
@@ -214,13 +216,30 @@ TEST(ModelInstanceTest, ARequestThatWaitsTooLongIsRefused) {
 }
 
 TEST(ModelInstanceTest, DrainRefusesNewWorkAndShutdownEndsTheRest) {
-  std::unique_ptr<ModelInstance> m = StartInstance();
+  engine::EngineOptions one_slot;
+  one_slot.max_running = 1;
+  std::unique_ptr<ModelInstance> m = StartInstance(one_slot);
   ASSERT_NE(m, nullptr);
   auto running = m->Submit(Greedy(1000));
   ASSERT_TRUE(running.ok());
-  m->Drain();
+  // The first request runs (holds the only slot); two more queue.
+  while (m->stats().running == 0) absl::SleepFor(absl::Milliseconds(1));
+  auto queued = m->Submit(Greedy(5));
+  auto queued2 = m->Submit(Greedy(5));
+  ASSERT_TRUE(queued.ok() && queued2.ok());
+  m->Drain(absl::UnavailableError("draining: queued"));
   auto refused = m->Submit(Greedy(5));
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  // The queued ones end at once with the drain's status; the running one
+  // goes on.
+  for (const auto& q : {*queued, *queued2}) {
+    const Collected c = Collect(*q);
+    EXPECT_EQ(c.status.code(), absl::StatusCode::kUnavailable);
+    EXPECT_EQ(c.status.message(), "draining: queued");
+    EXPECT_TRUE(c.tokens.empty());
+  }
+  EXPECT_EQ(m->stats().waiting, 0);
+  EXPECT_EQ(m->stats().running, 1);
   std::shared_ptr<RequestHandle> h = *running;
   m.reset();  // shutdown while the request is still generating
   const Collected c = Collect(*h);

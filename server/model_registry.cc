@@ -22,6 +22,10 @@ ModelInstance& LoadedModel::PickInstance() const {
   return *best;
 }
 
+uint64_t LoadedModel::max_prompt_bytes() const {
+  return spec_.max_prompt_bytes != 0 ? spec_.max_prompt_bytes : engine().max_prompt_bytes();
+}
+
 int64_t LoadedModel::running() const {
   int64_t n = 0;
   for (const auto& i : instances_) n += i->stats().running;
@@ -108,17 +112,22 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::Load(const ModelSpec
     r.workspace_bytes_per_instance += own.of(engine::MemoryKind::kWorkspace);
     r.decode_scratch_bytes_per_instance = own.of(engine::MemoryKind::kDecodeScratch);
   }
-  source->reset();  // each instance opens its own mapping (shared page cache)
   absl::StatusOr<ReservationId> id = placement_.Reserve(r);
   if (!id.ok()) return fail(id.status());
   m->reservation_ = *id;
+  // Opened and verified once; every instance runs on the same source.
+  const std::shared_ptr<const engine::ModelSource> shared(std::move(*source));
   for (int i = 0; i < spec.instances; ++i) {
     absl::StatusOr<std::unique_ptr<ModelInstance>> inst =
-        ModelInstance::Start(spec.path, spec.engine, spec.instance);
+        ModelInstance::Start(shared, spec.engine, spec.instance);
     if (!inst.ok()) return fail(inst.status());
     m->instances_.push_back(std::move(*inst));
   }
   m->state_.store(ModelState::kReady);
+  {
+    absl::MutexLock lock(&mu_);
+    failures_.erase(spec.name);
+  }
   return m;
 }
 
@@ -136,7 +145,10 @@ absl::StatusOr<UnloadResult> ModelRegistry::Unload(std::string_view name,
     m->state_.store(ModelState::kDraining);
   }
   UnloadResult result;
-  for (const auto& i : m->instances_) i->Drain();
+  for (const auto& i : m->instances_) {
+    i->Drain(absl::UnavailableError(absl::StrCat(
+        "model '", std::string(name), "' is being unloaded; the request was still queued")));
+  }
   const int64_t at_start = m->in_flight();
   const absl::Time deadline = absl::Now() + drain_timeout;
   while (m->in_flight() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
@@ -148,7 +160,10 @@ absl::StatusOr<UnloadResult> ModelRegistry::Unload(std::string_view name,
   }
   // Stragglers end now (their streams get CANCELLED); the memory is
   // returned at once, and the instances stop when the last request lets go.
-  for (const auto& i : m->instances_) i->CancelAll();
+  for (const auto& i : m->instances_) {
+    i->CancelAll(absl::UnavailableError(
+        absl::StrCat("model '", std::string(name), "' was unloaded before the request finished")));
+  }
   (void)placement_.Release(m->reservation_);
   m->reservation_ = 0;
   return result;
@@ -158,7 +173,10 @@ void ModelRegistry::DrainAll() {
   std::vector<std::shared_ptr<LoadedModel>> all = List();
   for (const auto& m : all) {
     m->state_.store(ModelState::kDraining);
-    for (const auto& i : m->instances_) i->Drain();
+    for (const auto& i : m->instances_) {
+      i->Drain(absl::UnavailableError(
+          "the server is shutting down; the request was still queued (retry on another replica)"));
+    }
   }
 }
 
@@ -166,9 +184,32 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::Find(std::string_vie
   absl::MutexLock lock(&mu_);
   auto it = models_.find(name);
   if (it == models_.end()) {
+    if (auto f = failures_.find(name); f != failures_.end()) {
+      return absl::UnavailableError(absl::StrCat("model '", std::string(name),
+                                                 "' failed to load at start: ",
+                                                 f->second.status.message()));
+    }
     return absl::NotFoundError(absl::StrCat("no model named '", std::string(name), "' is loaded"));
   }
   return it->second;
+}
+
+bool ModelRegistry::Knows(std::string_view name) const {
+  absl::MutexLock lock(&mu_);
+  return models_.count(name) != 0 || failures_.count(name) != 0;
+}
+
+void ModelRegistry::RecordFailure(FailedModel failed) {
+  absl::MutexLock lock(&mu_);
+  std::string name = failed.name;
+  failures_.insert_or_assign(std::move(name), std::move(failed));
+}
+
+std::vector<FailedModel> ModelRegistry::Failures() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<FailedModel> out;
+  for (const auto& [name, f] : failures_) out.push_back(f);
+  return out;
 }
 
 std::vector<std::shared_ptr<LoadedModel>> ModelRegistry::List() const {

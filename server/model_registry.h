@@ -30,6 +30,17 @@ struct ModelSpec {
   InstanceOptions instance;      // per instance
   // Refuse the model unless its matrices use this codec ("" or "any": no check).
   std::string expected_codec;
+  // A text prompt longer than this many bytes is refused before it is
+  // tokenized; 0: the engine's derived limit (Engine::max_prompt_bytes).
+  uint64_t max_prompt_bytes = 0;
+};
+
+// A configured model that failed to load (at start, with
+// `on_model_load_failure: continue`).
+struct FailedModel {
+  std::string name;
+  std::filesystem::path path;
+  absl::Status status;
 };
 
 enum class ModelState { kLoading, kReady, kDraining };
@@ -49,6 +60,8 @@ class LoadedModel {
   uint64_t original_weight_bytes() const { return original_weight_bytes_; }
   // The instance with the fewest requests in flight.
   ModelInstance& PickInstance() const;
+  // The longest text prompt, in bytes, that is tokenized (ModelSpec).
+  uint64_t max_prompt_bytes() const;
   int64_t running() const;
   int64_t waiting() const;
   int64_t in_flight() const;
@@ -82,18 +95,27 @@ class ModelRegistry {
   // Stops admitting (requests get UNAVAILABLE), waits up to `drain_timeout`
   // for in-flight requests, cancels the rest, then releases the memory.
   absl::StatusOr<UnloadResult> Unload(std::string_view name, absl::Duration drain_timeout);
-  // Drains every model (server shutdown).
+  // Drains every model (server shutdown): each ends its queued requests
+  // with UNAVAILABLE at once; running ones go on.
   void DrainAll();
-  // NotFound for an unknown name.
+  // NotFound for an unknown name; Unavailable, with the error, for a model
+  // that failed to load (RecordFailure) and was not loaded since.
   absl::StatusOr<std::shared_ptr<LoadedModel>> Find(std::string_view name) const;
+  // Whether `name` is loaded or recorded as failed: a name metrics may use.
+  bool Knows(std::string_view name) const;
   // Sorted by name.
   std::vector<std::shared_ptr<LoadedModel>> List() const;
+  // Remembers a model that failed to load (until one of that name loads).
+  void RecordFailure(FailedModel failed);
+  // Sorted by name.
+  std::vector<FailedModel> Failures() const;
   Placement& placement() { return placement_; }
 
  private:
   Placement& placement_;
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<LoadedModel>, std::less<>> models_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, FailedModel, std::less<>> failures_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace packd::server

@@ -21,6 +21,7 @@ ModelSpec SpecFromConfig(const ServerConfig& config, const ServerConfig::Model& 
   spec.instance.max_queued = config.queue.max_queued_per_instance;
   spec.instance.max_wait = absl::FromChrono(config.queue.max_wait);
   spec.expected_codec = std::string(ExpectedCodecName(model.codec));
+  spec.max_prompt_bytes = model.max_prompt_bytes;
   return spec;
 }
 
@@ -152,6 +153,13 @@ grpc::Status ModelsService::GetServerInfo(grpc::ServerContext* context,
     for (const ModelPlacement& p : placed) {
       if (p.device == d.name) out->add_models(p.model);
     }
+  }
+  for (const FailedModel& f : registry_.Failures()) {
+    packd::v1::FailedModel* out = response->add_failed_models();
+    out->set_name(f.name);
+    out->set_path(f.path.string());
+    out->set_error(std::string(f.status.message()));
+    out->set_code(absl::StatusCodeToString(f.status.code()));
   }
   return grpc::Status::OK;
 }

@@ -55,7 +55,7 @@ std::string FormatRequestLine(const RequestLogEntry& e, LogFormat format) {
         {"ttft_s", e.ttft_seconds},
         {"total_s", e.total_seconds}};
     if (!e.error.empty()) j["error"] = e.error;
-    return j.dump();
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
   std::string line = absl::StrCat(
       "request request_id=", TextValue(e.request_id), " tenant=", TextValue(e.tenant),
@@ -65,6 +65,18 @@ std::string FormatRequestLine(const RequestLogEntry& e, LogFormat format) {
                       e.total_seconds));
   if (!e.error.empty()) absl::StrAppend(&line, " error=", TextValue(e.error));
   return line;
+}
+
+void LogError(std::string_view message) {
+  if (g_format.load() == LogFormat::kJson) {
+    nlohmann::json j = {
+        {"ts", absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())},
+        {"msg", "error"},
+        {"error", std::string(message)}};
+    spdlog::error("{}", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  } else {
+    spdlog::error("{}", message);
+  }
 }
 
 void LogRequest(const RequestLogEntry& entry) {

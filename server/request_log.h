@@ -32,6 +32,10 @@ struct RequestLogEntry {
 // Logs one request at info (errors other than client mistakes at warn).
 void LogRequest(const RequestLogEntry& entry);
 
+// Logs a server event (not a request) at error: a text line, or a JSON
+// object {"ts", "msg": "error", "error"}.
+void LogError(std::string_view message);
+
 // The line LogRequest writes, for tests: "key=value ..." or a JSON object.
 std::string FormatRequestLine(const RequestLogEntry& entry, LogFormat format);
 

@@ -41,11 +41,39 @@ struct Server::Impl {
     return spec;
   }
 
+  // Health: the services' status, and one "packd.model.NAME" per model
+  // (configured, loaded or failed) saying whether it serves.
+  void SyncHealth() {
+    grpc::HealthCheckServiceInterface* health = grpc_server->GetHealthCheckService();
+    absl::MutexLock lock(&mu);
+    const bool serving = !shutting_down;
+    health->SetServingStatus(serving);
+    health->SetServingStatus("packd.v1.Generation", serving);
+    health->SetServingStatus("packd.v1.Models", serving);
+    std::set<std::string> names;
+    for (const auto& m : registry->List()) {
+      names.insert(m->spec().name);
+      health->SetServingStatus(kModelHealthPrefix + m->spec().name,
+                               serving && m->state() == ModelState::kReady);
+    }
+    for (const FailedModel& f : registry->Failures()) {
+      names.insert(f.name);
+      health->SetServingStatus(kModelHealthPrefix + f.name, false);
+    }
+    for (const std::string& gone : health_models) {
+      if (names.count(gone) == 0) health->SetServingStatus(kModelHealthPrefix + gone, false);
+    }
+    health_models.insert(names.begin(), names.end());
+  }
+
+  static constexpr char kModelHealthPrefix[] = "packd.model.";
+
   absl::Mutex mu;
   std::set<std::string> metric_models ABSL_GUARDED_BY(mu);  // models with gauges
+  std::set<std::string> failed_models ABSL_GUARDED_BY(mu);  // with packd_model_failed
+  std::set<std::string> health_models ABSL_GUARDED_BY(mu);  // with a health status
   bool shutting_down ABSL_GUARDED_BY(mu) = false;
   bool stopped ABSL_GUARDED_BY(mu) = false;
-  std::thread refresher;
 };
 
 namespace {
@@ -78,7 +106,7 @@ Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Server::~Server() {
   Shutdown();
-  if (impl_->refresher.joinable()) impl_->refresher.join();
+  impl_->metrics.SetCollectHook(nullptr);
 }
 
 int Server::port() const { return impl_->port; }
@@ -110,8 +138,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   }
   impl->registry = std::make_unique<ModelRegistry>(impl->placement);
   for (const ServerConfig::Model& m : c.models) {
-    // A start-up failure ends the process: nothing would scrape the counter.
-    RETURN_IF_ERROR(impl->registry->Load(impl->WithMetrics(SpecFromConfig(c, m))).status());
+    const absl::Status loaded = impl->registry->Load(impl->WithMetrics(SpecFromConfig(c, m))).status();
+    if (loaded.ok()) continue;
+    // By default a start-up failure ends the process (nothing would scrape
+    // the counter); with `continue` the server starts without the model.
+    if (c.on_model_load_failure == ModelLoadFailure::kExit) return loaded;
+    LogError(absl::StrCat("model '", m.name, "' failed to load and is not served ",
+                          "(on_model_load_failure: continue): ", loaded.ToString()));
+    impl->metrics.ModelLoadFailed(m.name, loaded.code());
+    impl->registry->RecordFailure({m.name, m.path, loaded});
   }
   if (!c.metrics.listen.empty()) {
     ASSIGN_OR_RETURN(impl->metrics_server, MetricsServer::Start(c.metrics.listen, impl->metrics));
@@ -121,7 +156,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   std::unique_ptr<Server> server(new Server(std::move(impl)));
   Server* self = server.get();
   raw->models = std::make_unique<ModelsService>(
-      c, *raw->registry, raw->started, [self] { self->RefreshMetrics(); },
+      c, *raw->registry, raw->started, [raw] { raw->SyncHealth(); },
       [raw](ModelSpec spec) { return raw->WithMetrics(std::move(spec)); },
       [raw](const std::string& model, const absl::Status& status) {
         raw->metrics.ModelLoadFailed(model, status.code());
@@ -148,21 +183,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
     return absl::UnavailableError(
         absl::StrCat("grpc.listen: cannot listen on '", c.grpc.listen, "'"));
   }
-  grpc::HealthCheckServiceInterface* health = raw->grpc_server->GetHealthCheckService();
-  health->SetServingStatus(true);
-  health->SetServingStatus("packd.v1.Generation", true);
-  health->SetServingStatus("packd.v1.Models", true);
-  server->RefreshMetrics();
-  raw->refresher = std::thread([self, raw] {
-    for (;;) {
-      {
-        absl::MutexLock lock(&raw->mu);
-        auto stop = [raw]() ABSL_SHARED_LOCKS_REQUIRED(raw->mu) { return raw->stopped; };
-        if (raw->mu.AwaitWithTimeout(absl::Condition(&stop), absl::Seconds(1))) return;
-      }
-      self->RefreshMetrics();
-    }
-  });
+  raw->SyncHealth();
+  // The gauges are computed when scraped: exact, never a stale copy.
+  raw->metrics.SetCollectHook([self] { self->RefreshMetrics(); });
   return server;
 }
 
@@ -170,12 +193,19 @@ void Server::RefreshMetrics() {
   Metrics& m = impl_->metrics;
   std::set<std::string> loaded;
   for (const auto& model : impl_->registry->List()) loaded.insert(model->spec().name);
+  std::set<std::string> failed;
+  for (const FailedModel& f : impl_->registry->Failures()) failed.insert(f.name);
   {
     absl::MutexLock lock(&impl_->mu);
     for (const std::string& gone : impl_->metric_models) {
       if (loaded.count(gone) == 0) m.RemoveModel(gone);
     }
     impl_->metric_models = loaded;
+    for (const std::string& gone : impl_->failed_models) {
+      if (failed.count(gone) == 0) m.SetModelFailed(gone, false);
+    }
+    for (const std::string& f : failed) m.SetModelFailed(f, true);
+    impl_->failed_models = failed;
   }
   for (const auto& model : impl_->registry->List()) {
     if (model->instances().empty()) continue;
@@ -212,10 +242,7 @@ void Server::Shutdown() {
     impl_->stopped = true;
     return;
   }
-  grpc::HealthCheckServiceInterface* health = impl_->grpc_server->GetHealthCheckService();
-  health->SetServingStatus(false);
-  health->SetServingStatus("packd.v1.Generation", false);
-  health->SetServingStatus("packd.v1.Models", false);
+  impl_->SyncHealth();  // everything NOT_SERVING
   impl_->registry->DrainAll();
   const absl::Time deadline = absl::Now() + absl::FromChrono(impl_->config.drain_timeout);
   auto in_flight = [this] {
@@ -225,7 +252,11 @@ void Server::Shutdown() {
   };
   while (in_flight() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
   for (const auto& m : impl_->registry->List()) {
-    for (const auto& i : m->instances()) i->CancelAll();
+    for (const auto& i : m->instances()) {
+      i->CancelAll(absl::UnavailableError(absl::StrCat(
+          "the server shut down before the request finished (drain_timeout ",
+          absl::FormatDuration(absl::FromChrono(impl_->config.drain_timeout)), ")")));
+    }
   }
   impl_->grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
   absl::MutexLock lock(&impl_->mu);

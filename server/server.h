@@ -15,6 +15,10 @@ class Server {
  public:
   // Validated config in; devices added, configured models loaded (each
   // refused with the placement's numbers if it does not fit), ports bound.
+  // A model that fails to load is an error, unless the config says
+  // `on_model_load_failure: continue`: then it is logged, recorded
+  // (GetServerInfo, packd_model_failed, health NOT_SERVING for
+  // "packd.model.NAME") and requests for it get UNAVAILABLE.
   static absl::StatusOr<std::unique_ptr<Server>> Start(ServerConfig config);
   ~Server();
 
@@ -23,15 +27,16 @@ class Server {
   int metrics_port() const;
 
   // Graceful stop: health turns NOT_SERVING, new requests get UNAVAILABLE,
-  // in-flight streams run to completion for up to the config's
-  // drain_timeout, the rest are cancelled; then the ports close. Safe to call
-  // from a signal-watching thread; idempotent.
+  // requests still queued end at once with UNAVAILABLE (retry elsewhere),
+  // running streams run to completion for up to the config's drain_timeout,
+  // the rest end with UNAVAILABLE; then the ports close. Safe to call from a
+  // signal-watching thread; idempotent.
   void Shutdown();
   // Blocks until Shutdown() has completed.
   void Wait();
 
-  // Copies the registry's and placement's state into the metrics (also done
-  // periodically and after LoadModel/UnloadModel).
+  // Copies the registry's and placement's state into the metrics; every
+  // scrape does it first, so tests rarely need to.
   void RefreshMetrics();
 
  private:

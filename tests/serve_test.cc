@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -34,8 +36,17 @@ constexpr char kReference[] =
 
 // Two tenants: "admin" (key "admin-key", everything) and "reader" (key
 // "reader-key", no model, 2 concurrent requests).
-std::string Config(const std::filesystem::path& gguf, int max_queued = 64,
-                   const std::string& budget = "512MiB") {
+struct ConfigOptions {
+  int max_queued = 64;
+  std::string budget = "512MiB";
+  int max_batch = 16;
+  std::string max_wait = "30s";
+  std::string drain_timeout = "5s";
+  std::string extra_models;  // more entries of `models:`
+  std::string extra;         // more top-level keys
+};
+
+std::string Config(const std::filesystem::path& gguf, const ConfigOptions& o = {}) {
   return absl::StrCat(R"(
 grpc:
   listen: "127.0.0.1:0"
@@ -45,15 +56,18 @@ devices:
   - name: cpu
     kind: cpu
     memory_budget: )",
-                      budget, R"(
+                      o.budget, R"(
 models:
   - name: stories
     path: )",
                       gguf.string(), R"(
     device: cpu
     kv_cache: 16MiB
-    max_batch: 16
+    max_batch: )",
+                      o.max_batch, R"(
     threads: 2
+)",
+                      o.extra_models, R"(
 tenants:
   - name: admin
     api_key_sha256: [)",
@@ -72,17 +86,26 @@ tenants:
     tokens_per_minute: 100
 queue:
   max_queued_per_instance: )",
-                      max_queued, R"(
-drain_timeout: 5s
-)");
+                      o.max_queued, R"(
+  max_wait: )",
+                      o.max_wait, R"(
+drain_timeout: )",
+                      o.drain_timeout, "\n", o.extra, "\n");
 }
 
 class ServeTest : public ::testing::Test {
  protected:
   void StartServer(int max_queued = 64, const std::string& budget = "512MiB") {
+    ConfigOptions o;
+    o.max_queued = max_queued;
+    o.budget = budget;
+    StartServerWith(o);
+  }
+
+  void StartServerWith(const ConfigOptions& o) {
     gguf_ = testing::RequireSharedFile("models/stories260K/stories260K.gguf");
     ASSERT_FALSE(gguf_.empty());
-    auto config = server::ParseServerConfig(Config(gguf_, max_queued, budget), "test.yaml");
+    auto config = server::ParseServerConfig(Config(gguf_, o), "test.yaml");
     ASSERT_TRUE(config.ok()) << config.status();
     auto s = server::Server::Start(std::move(*config));
     ASSERT_TRUE(s.ok()) << s.status();
@@ -152,9 +175,9 @@ class ServeTest : public ::testing::Test {
     return out;
   }
 
-  // The value of the first metric line starting with `prefix`, or -1.
+  // The value of the first metric line starting with `prefix`, or -1, as a
+  // scrape sees it (nothing refreshes the gauges first).
   double MetricValue(const std::string& prefix) {
-    server_->RefreshMetrics();
     const std::string text = Metrics();
     for (absl::string_view line : absl::StrSplit(text, '\n')) {
       if (absl::StartsWith(line, prefix)) {
@@ -489,6 +512,391 @@ TEST_F(ServeTest, MetricsAreValidPrometheusTextAndCountRequests) {
   EXPECT_EQ(MetricValue("packd_device_density_ratio{device=\"cpu\"}"), 1);
   EXPECT_GT(MetricValue("packd_batch_tokens_count{model=\"stories\"}"), 0);
   EXPECT_GT(MetricValue("packd_time_to_first_token_seconds_count{model=\"stories\"}"), 0);
+}
+
+// Issue 17 (hardening): each test below failed on the daemon before the fix
+// it names.
+
+// A long stream that runs until cancelled, with its own context.
+struct LongStream {
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReader<packd::v1::GenerateResponse>> reader;
+  grpc::Status status;
+  int messages = 0;
+};
+
+// The load gauges are exact when scraped: computed at scrape time, not
+// copied by a once-a-second refresher (they read 0 under load before).
+TEST_F(ServeTest, LoadGaugesAreExactWhenScraped) {
+  ConfigOptions o;
+  o.max_batch = 2;
+  StartServerWith(o);
+  std::vector<std::unique_ptr<LongStream>> streams;
+  for (int i = 0; i < 6; ++i) {
+    auto s = std::make_unique<LongStream>();
+    Auth(s->context, "admin-key");
+    auto r = Greedy(1000);
+    r.set_ignore_eos(true);
+    s->reader = generation_->Generate(&s->context, r);
+    streams.push_back(std::move(s));
+  }
+  // The first token of the two running streams proves they were admitted.
+  packd::v1::GenerateResponse m;
+  ASSERT_TRUE(streams[0]->reader->Read(&m));
+  ASSERT_TRUE(streams[1]->reader->Read(&m));
+  double running = -1, waiting = -1;
+  for (int i = 0; i < 100; ++i) {
+    running = MetricValue("packd_requests_running{model=\"stories\"}");
+    waiting = MetricValue("packd_requests_waiting{model=\"stories\"}");
+    if (running == 2 && waiting == 4) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(running, 2);
+  EXPECT_EQ(waiting, 4);
+  EXPECT_GT(MetricValue("packd_kv_cache_used_bytes{model=\"stories\""), 0);
+  EXPECT_GT(MetricValue("packd_kv_cache_usage_ratio{model=\"stories\""), 0);
+  for (auto& s : streams) s->context.TryCancel();
+  for (auto& s : streams) {
+    while (s->reader->Read(&m)) {
+    }
+    EXPECT_EQ(s->reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  // The server sees the cancellations within its 50 ms poll; once it has,
+  // every scrape reads exactly 0 (no refresher lag).
+  for (int i = 0; i < 100 && MetricValue("packd_requests_running{model=\"stories\"}") != 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  for (int i = 0; i < 100 && MetricValue("packd_requests_waiting{model=\"stories\"}") != 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(MetricValue("packd_requests_running{model=\"stories\"}"), 0);
+  EXPECT_EQ(MetricValue("packd_requests_waiting{model=\"stories\"}"), 0);
+  EXPECT_EQ(MetricValue("packd_kv_cache_used_bytes{model=\"stories\""), 0);
+}
+
+// Label values come only from the configuration: 2,000 requests naming
+// models that do not exist, with and without a key, add no series.
+TEST_F(ServeTest, UnknownModelNamesDoNotGrowTheMetricsPage) {
+  StartServer();
+  auto unknown = [&](int i) {
+    auto r = Greedy(1);
+    r.set_model(absl::StrCat("no-such-model-", i));
+    const grpc::Status s = Generate(r, i % 2 == 0 ? "admin-key" : "").status;
+    EXPECT_TRUE(s.error_code() == grpc::StatusCode::NOT_FOUND ||
+                s.error_code() == grpc::StatusCode::UNAUTHENTICATED)
+        << s.error_message();
+  };
+  for (int i = 0; i < 4; ++i) unknown(i);  // the fixed "unknown model" series exist now
+  const std::string before = Metrics();
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      for (int i = 0; i < 500; ++i) unknown(4 + t * 500 + i);
+    });
+  }
+  for (auto& c : clients) c.join();
+  const std::string after = Metrics();
+  EXPECT_EQ(std::count(after.begin(), after.end(), '\n'),
+            std::count(before.begin(), before.end(), '\n'));
+  // Only the values of the "(unknown)" series changed (a few more digits).
+  EXPECT_LT(after.size(), before.size() + 256);
+  EXPECT_THAT(after, ::testing::Not(HasSubstr("no-such-model")));
+  EXPECT_EQ(MetricValue("packd_requests_total{code=\"NOT_FOUND\",finish_reason=\"none\",model=\"(unknown)\"}"),
+            1002);
+}
+
+// At shutdown, requests still queued end at once with UNAVAILABLE (retry
+// elsewhere) instead of waiting for max_wait; the running one finishes.
+TEST_F(ServeTest, DrainEndsQueuedRequestsWithUnavailable) {
+  ConfigOptions o;
+  o.max_batch = 1;
+  o.drain_timeout = "20s";
+  o.max_wait = "10s";
+  StartServerWith(o);
+  auto long_request = Greedy(1500);
+  long_request.set_ignore_eos(true);
+  Reply running;
+  std::thread first([&] { running = Generate(long_request); });
+  for (int i = 0; i < 200 && MetricValue("packd_requests_running{model=\"stories\"}") != 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  std::vector<Reply> queued(3);
+  std::vector<absl::Duration> took(3);
+  std::vector<std::thread> clients;
+  absl::Time shutdown_started = absl::InfiniteFuture();
+  absl::Mutex mu;
+  for (int i = 0; i < 3; ++i) {
+    clients.emplace_back([&, i] {
+      queued[i] = Generate(Greedy(20));
+      absl::MutexLock lock(&mu);
+      took[i] = absl::Now() - shutdown_started;
+    });
+  }
+  for (int i = 0; i < 200 && MetricValue("packd_requests_waiting{model=\"stories\"}") != 3; ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(MetricValue("packd_requests_waiting{model=\"stories\"}"), 3);
+  {
+    absl::MutexLock lock(&mu);
+    shutdown_started = absl::Now();
+  }
+  std::thread stopper([&] { server_->Shutdown(); });
+  for (auto& c : clients) c.join();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(queued[i].status.error_code(), grpc::StatusCode::UNAVAILABLE)
+        << queued[i].status.error_message();
+    EXPECT_THAT(queued[i].status.error_message(), HasSubstr("shutting down"));
+    EXPECT_LT(took[i], absl::Seconds(2));
+  }
+  stopper.join();
+  first.join();
+  ASSERT_TRUE(running.status.ok()) << running.status.error_message();
+  EXPECT_EQ(running.ids.size(), 1500u);
+}
+
+// A deadline that passes is DEADLINE_EXCEEDED in the metrics (and the log),
+// whether the request was running or still queued; not CANCELLED.
+TEST_F(ServeTest, DeadlineExpiryIsCountedAsDeadlineExceeded) {
+  ConfigOptions o;
+  o.max_batch = 1;
+  StartServerWith(o);
+  auto long_request = Greedy(1000);
+  long_request.set_ignore_eos(true);
+  Reply a, b;
+  std::thread first([&] { a = Generate(long_request, "admin-key", std::chrono::milliseconds(400)); });
+  absl::SleepFor(absl::Milliseconds(100));
+  std::thread second([&] { b = Generate(long_request, "admin-key", std::chrono::milliseconds(150)); });
+  first.join();
+  second.join();
+  EXPECT_EQ(a.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(b.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  const std::string deadline =
+      "packd_requests_total{code=\"DEADLINE_EXCEEDED\",finish_reason=\"none\",model=\"stories\"}";
+  for (int i = 0; i < 100 && MetricValue(deadline) != 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(MetricValue(deadline), 2);
+  EXPECT_EQ(MetricValue("packd_requests_total{code=\"CANCELLED\""), -1);
+}
+
+// Text that is not UTF-8 is INVALID_ARGUMENT naming the field and the byte
+// (it was INTERNAL with an empty message: the protobuf parse failed).
+TEST_F(ServeTest, InvalidUtf8IsInvalidArgumentNamingTheByte) {
+  StartServer();
+  auto bad = Greedy(5);
+  bad.set_text(std::string("Once \xff upon"));
+  const Reply r = Generate(bad);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(r.status.error_message(), HasSubstr("text"));
+  EXPECT_THAT(r.status.error_message(), HasSubstr("byte 5"));
+  auto bad_stop = Greedy(5);
+  bad_stop.add_stop("ok");
+  bad_stop.add_stop(std::string("\xe2\x82"));
+  const Reply s = Generate(bad_stop);
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.status.error_message(), HasSubstr("stop[1]"));
+  EXPECT_THAT(s.status.error_message(), HasSubstr("byte 0"));
+
+  grpc::ClientContext c;
+  Auth(c, "admin-key");
+  packd::v1::TokenizeRequest t;
+  t.set_model("stories");
+  t.set_text(std::string("ab\xc0\xafz"));  // an overlong '/'
+  packd::v1::TokenizeResponse tr;
+  const grpc::Status ts = generation_->Tokenize(&c, t, &tr);
+  EXPECT_EQ(ts.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << ts.error_message();
+  EXPECT_THAT(ts.error_message(), HasSubstr("byte 2"));
+  // The server is unaffected.
+  EXPECT_TRUE(Generate(Greedy(5)).status.ok());
+}
+
+// A prompt far beyond what the context could hold is refused by its size,
+// before any tokenizing.
+TEST_F(ServeTest, AnOversizedPromptIsRefusedBeforeTokenizing) {
+  StartServer();
+  auto huge = Greedy(5);
+  huge.set_text(std::string(3'000'000, 'a'));
+  const absl::Time start = absl::Now();
+  const Reply r = Generate(huge);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_THAT(r.status.error_message(), HasSubstr("3000000 bytes"));
+  EXPECT_THAT(r.status.error_message(), HasSubstr("max_prompt_bytes"));
+  // Not a timing test: a generous bound that a full tokenization of 3 MB on
+  // this model (seconds of CPU) would not meet.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+}
+
+// RFC 6750: the "Bearer" scheme is case-insensitive.
+TEST_F(ServeTest, TheBearerSchemeIsCaseInsensitive) {
+  StartServer();
+  for (const char* scheme : {"bearer", "BEARER", "Bearer", "bEaReR"}) {
+    grpc::ClientContext c;
+    c.AddMetadata("authorization", std::string(scheme) + " admin-key");
+    packd::v1::TokenizeRequest t;
+    t.set_model("stories");
+    t.set_text("Once");
+    packd::v1::TokenizeResponse tr;
+    EXPECT_TRUE(generation_->Tokenize(&c, t, &tr).ok()) << scheme;
+  }
+  grpc::ClientContext c;
+  c.AddMetadata("authorization", "Basic admin-key");
+  packd::v1::TokenizeRequest t;
+  t.set_model("stories");
+  t.set_text("Once");
+  packd::v1::TokenizeResponse tr;
+  EXPECT_EQ(generation_->Tokenize(&c, t, &tr).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// A bad token id is refused before it queues: OUT_OF_RANGE at once, even
+// when the model is busy (it used to wait in the queue for a slot, and got
+// RESOURCE_EXHAUSTED when max_wait passed first).
+TEST_F(ServeTest, ABadRequestIsRefusedBeforeItQueues) {
+  ConfigOptions o;
+  o.max_batch = 1;
+  o.max_wait = "300ms";
+  StartServerWith(o);
+  // A 1,500-token stream keeps the only slot busy for ~0.7-1 s, longer
+  // than max_wait (stories260K makes ~1,500-2,000 tokens/s here).
+  auto long_request = Greedy(1500);
+  long_request.set_ignore_eos(true);
+  LongStream busy;
+  Auth(busy.context, "admin-key");
+  busy.reader = generation_->Generate(&busy.context, long_request);
+  packd::v1::GenerateResponse m;
+  ASSERT_TRUE(busy.reader->Read(&m));
+  packd::v1::GenerateRequest bad = Greedy(5);
+  bad.mutable_token_ids()->add_ids(1);
+  bad.mutable_token_ids()->add_ids(1 << 20);
+  const Reply r = Generate(bad);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::OUT_OF_RANGE) << r.status.error_message();
+  EXPECT_THAT(r.status.error_message(), HasSubstr("outside the vocabulary"));
+  busy.context.TryCancel();
+  while (busy.reader->Read(&m)) {
+  }
+  (void)busy.reader->Finish();
+}
+
+// fail fast stays the default; `on_model_load_failure: continue` starts with
+// the models that loaded and reports the one that did not: in health (its
+// own service name), GetServerInfo and a metric.
+TEST_F(ServeTest, AModelThatFailsAtStartCanBeReportedInsteadOfFatal) {
+  testing::TempDir dir;
+  const std::filesystem::path broken = dir.path() / "broken.gguf";
+  {
+    std::ofstream out(broken);
+    out << "not a gguf file";
+  }
+  gguf_ = testing::RequireSharedFile("models/stories260K/stories260K.gguf");
+  ConfigOptions o;
+  o.extra_models = absl::StrCat("  - name: broken\n    path: ", broken.string(),
+                                "\n    device: cpu\n    kv_cache: 16MiB\n");
+  {
+    auto config = server::ParseServerConfig(Config(gguf_, o), "test.yaml");
+    ASSERT_TRUE(config.ok()) << config.status();
+    auto s = server::Server::Start(std::move(*config));
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(s.status().message(), HasSubstr("broken"));
+  }
+  o.extra = "on_model_load_failure: continue";
+  StartServerWith(o);
+  EXPECT_TRUE(Generate(Greedy(5)).status.ok());
+  auto broken_request = Greedy(5);
+  broken_request.set_model("broken");
+  const Reply r = Generate(broken_request);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
+  EXPECT_THAT(r.status.error_message(), HasSubstr("failed to load"));
+
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  auto check = [&](const std::string& service) {
+    grpc::ClientContext c;
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
+    grpc::health::v1::HealthCheckResponse resp;
+    const grpc::Status s = health->Check(&c, req, &resp);
+    return s.ok() ? resp.status() : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  };
+  EXPECT_EQ(check("packd.v1.Generation"), grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_EQ(check("packd.model.stories"), grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_EQ(check("packd.model.broken"), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+
+  grpc::ClientContext c;
+  Auth(c, "admin-key");
+  packd::v1::ServerInfo info;
+  ASSERT_TRUE(models_->GetServerInfo(&c, {}, &info).ok());
+  ASSERT_EQ(info.failed_models_size(), 1);
+  EXPECT_EQ(info.failed_models(0).name(), "broken");
+  EXPECT_EQ(info.failed_models(0).path(), broken.string());
+  EXPECT_FALSE(info.failed_models(0).error().empty());
+  EXPECT_EQ(MetricValue("packd_model_load_failures_total{code="), 1);
+  EXPECT_EQ(MetricValue("packd_model_failed{model=\"broken\"}"), 1);
+}
+
+// A storm of cancellations, mid-stream and while queued, leaves nothing
+// behind: afterwards a request at capacity is admitted at once, every KV
+// block is free and the load gauges read exactly 0.
+TEST_F(ServeTest, ACancellationStormLeavesNothingBehind) {
+  ConfigOptions o;
+  o.max_batch = 4;
+  StartServerWith(o);
+  constexpr int kStreams = 60;
+  std::vector<std::unique_ptr<LongStream>> streams;
+  std::atomic<int> cancelled_after_tokens{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kStreams; ++i) {
+    streams.push_back(std::make_unique<LongStream>());
+  }
+  for (int i = 0; i < kStreams; ++i) {
+    clients.emplace_back([&, i] {
+      LongStream& s = *streams[i];
+      Auth(s.context, "admin-key");
+      auto r = Greedy(1000);
+      r.set_ignore_eos(true);
+      s.reader = generation_->Generate(&s.context, r);
+      packd::v1::GenerateResponse m;
+      if (i % 3 == 0) {
+        // Mid-stream: after a few tokens.
+        for (int k = 0; k < 3 && s.reader->Read(&m); ++k) ++s.messages;
+        if (s.messages > 0) cancelled_after_tokens.fetch_add(1);
+        s.context.TryCancel();
+      } else {
+        // While queued (most of these never get a slot), at a random moment.
+        absl::SleepFor(absl::Milliseconds(i % 7 * 15));
+        s.context.TryCancel();
+      }
+      while (s.reader->Read(&m)) ++s.messages;
+      s.status = s.reader->Finish();
+    });
+  }
+  for (auto& c : clients) c.join();
+  for (auto& s : streams) {
+    EXPECT_EQ(s->status.error_code(), grpc::StatusCode::CANCELLED) << s->status.error_message();
+  }
+  // Guard: cancellation really happened mid-stream, not only before start.
+  EXPECT_GE(cancelled_after_tokens.load(), 15);
+  auto settled = [&] {
+    return MetricValue("packd_requests_running{model=\"stories\"}") == 0 &&
+           MetricValue("packd_requests_waiting{model=\"stories\"}") == 0 &&
+           MetricValue("packd_kv_cache_used_bytes{model=\"stories\"") == 0;
+  };
+  for (int i = 0; i < 200 && !settled(); ++i) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_EQ(MetricValue("packd_requests_running{model=\"stories\"}"), 0);
+  EXPECT_EQ(MetricValue("packd_requests_waiting{model=\"stories\"}"), 0);
+  EXPECT_EQ(MetricValue("packd_kv_cache_used_bytes{model=\"stories\""), 0);
+  // The server counted as cancelled every one it saw (a client may cancel
+  // before its call reaches the server), and nothing else.
+  const double cancelled = MetricValue("packd_requests_total{code=\"CANCELLED\"");
+  EXPECT_GE(cancelled, cancelled_after_tokens.load());
+  EXPECT_LE(cancelled, kStreams);
+  EXPECT_EQ(MetricValue("packd_requests_total{code=\"OK\""), -1);
+  // At capacity (max_batch requests at once), all are admitted at once.
+  std::vector<Reply> replies(4);
+  std::vector<std::thread> after;
+  for (int i = 0; i < 4; ++i) after.emplace_back([&, i] { replies[i] = Generate(Greedy(10)); });
+  for (auto& t : after) t.join();
+  for (const Reply& r : replies) {
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_LT(r.last.timings().queue_seconds(), 0.5);
+  }
 }
 
 }  // namespace

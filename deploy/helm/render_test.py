@@ -73,12 +73,14 @@ PACKD_SCHEMA = {
     "devices": [{"name": None, "kind": None, "index": None, "memory_budget": None}],
     "models": [{"name": None, "path": None, "codec": None, "device": None, "instances": None,
                 "kv_cache": None, "max_batch": None, "max_batch_tokens": None,
-                "max_context": None, "threads": None, "fused_max_batch": None}],
+                "max_context": None, "max_prompt_bytes": None, "threads": None,
+                "fused_max_batch": None}],
     "tenants": [{"name": None, "api_key_sha256": None, "api_key_sha256_file": None, "admin": None,
                  "allowed_models": None, "max_concurrent_requests": None,
                  "tokens_per_minute": None}],
     "queue": {"max_queued_per_instance": None, "max_wait": None},
     "drain_timeout": None,
+    "on_model_load_failure": None,
 }
 REQUIRED = {
     "": {"devices", "tenants"},

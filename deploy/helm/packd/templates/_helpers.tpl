@@ -90,7 +90,7 @@ config at start, with messages that name the key.
 */}}
 {{- define "packd.validate" -}}
 {{- $p := .Values.packd | default dict }}
-{{- $known := list "grpc" "logging" "devices" "models" "tenants" "queue" "drain_timeout" }}
+{{- $known := list "grpc" "logging" "devices" "models" "tenants" "queue" "drain_timeout" "on_model_load_failure" }}
 {{- range $key, $_ := $p }}
 {{- if eq $key "metrics" }}
 {{- fail "packd.metrics is written by the chart (listen 0.0.0.0:<ports.metrics>); set ports.metrics instead" }}
@@ -254,5 +254,8 @@ Sections in packd.example.yaml's order.
 {{- end }}
 {{- if hasKey $p "drain_timeout" }}
 {{ toYaml (dict "drain_timeout" $p.drain_timeout) }}
+{{- end }}
+{{- if hasKey $p "on_model_load_failure" }}
+{{ toYaml (dict "on_model_load_failure" $p.on_model_load_failure) }}
 {{- end }}
 {{ end }}
