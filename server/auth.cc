@@ -1,9 +1,13 @@
 #include "server/auth.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "server/sha256.h"
 
 namespace packd::server {
 
@@ -32,6 +36,30 @@ absl::StatusOr<const ServerConfig::Tenant*> Authenticate(const grpc::ServerConte
   const ServerConfig::Tenant* tenant = FindTenantByApiKey(config, key);
   if (tenant == nullptr) return absl::UnauthenticatedError("unknown API key");
   return tenant;
+}
+
+const ServerConfig::Tenant* FindTenantByApiKey(const ServerConfig& config,
+                                               std::string_view presented_key) {
+  if (presented_key.empty()) return nullptr;
+  const std::string presented = Sha256Hex(presented_key);
+  // Every stored hash is compared in full, and the match is selected with a
+  // mask rather than a branch, so that timing does not tell how close a
+  // guess came or which tenant (if any) it belongs to.
+  constexpr size_t kNone = std::numeric_limits<size_t>::max();
+  size_t found = kNone;
+  for (size_t t = 0; t < config.tenants.size(); ++t) {
+    for (const std::string& stored : config.tenants[t].api_key_sha256) {
+      uint32_t diff = stored.size() == presented.size() ? 0 : 1;
+      const size_t n = std::min(stored.size(), presented.size());
+      for (size_t i = 0; i < n; ++i) {
+        diff |= static_cast<uint8_t>(stored[i] ^ presented[i]);
+      }
+      // All ones when diff == 0, else zero.
+      const size_t mask = static_cast<size_t>(0) - static_cast<size_t>((diff - 1) >> 31);
+      found = (found & ~mask) | (t & mask);
+    }
+  }
+  return found == kNone ? nullptr : &config.tenants[found];
 }
 
 grpc::Status ToGrpc(const absl::Status& status) {

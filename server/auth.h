@@ -15,6 +15,13 @@ namespace packd::server {
 absl::StatusOr<const ServerConfig::Tenant*> Authenticate(const grpc::ServerContext& context,
                                                          const ServerConfig& config);
 
+// The tenant one of whose api_key_sha256 entries is SHA-256(presented_key),
+// or null. The comparison takes the same time whichever hash (if any)
+// matches and wherever the first differing digit is: every stored hash is
+// compared in full. The pointer lives as long as `config`.
+const ServerConfig::Tenant* FindTenantByApiKey(const ServerConfig& config,
+                                               std::string_view presented_key);
+
 // absl::Status -> grpc::Status, code and message kept.
 grpc::Status ToGrpc(const absl::Status& status);
 

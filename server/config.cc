@@ -24,109 +24,7 @@
 namespace packd::server {
 namespace {
 
-constexpr size_t kMaxNameLength = 128;
 constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
-
-// A decimal number as written: "12", "1.5", ".5". `fraction` holds the digits
-// after the point as an integer, `fraction_scale` = 10^(number of digits).
-struct Decimal {
-  uint64_t whole = 0;
-  uint64_t fraction = 0;
-  uint64_t fraction_scale = 1;
-  bool has_point = false;
-};
-
-// Consumes a decimal number from the front of `text`. False when there is no
-// digit, a part overflows, or the fraction has more than 19 digits.
-bool ConsumeDecimal(std::string_view& text, Decimal& out) {
-  size_t i = 0;
-  int digits = 0;
-  out = Decimal{};
-  for (; i < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[i])); ++i) {
-    const uint64_t d = static_cast<uint64_t>(text[i] - '0');
-    if (out.whole > (std::numeric_limits<uint64_t>::max() - d) / 10) return false;
-    out.whole = out.whole * 10 + d;
-    ++digits;
-  }
-  if (i < text.size() && text[i] == '.') {
-    out.has_point = true;
-    ++i;
-    int fraction_digits = 0;
-    for (; i < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[i])); ++i) {
-      if (++fraction_digits > 19) return false;
-      out.fraction = out.fraction * 10 + static_cast<uint64_t>(text[i] - '0');
-      out.fraction_scale *= 10;
-      ++digits;
-    }
-  }
-  if (digits == 0) return false;
-  text.remove_prefix(i);
-  return true;
-}
-
-__extension__ typedef unsigned __int128 u128;
-
-// floor(d * multiplier), or nullopt above 2^64-1.
-std::optional<uint64_t> Scale(const Decimal& d, uint64_t multiplier) {
-  const u128 value = u128{d.whole} * multiplier + u128{d.fraction} * multiplier / d.fraction_scale;
-  if (value > std::numeric_limits<uint64_t>::max()) return std::nullopt;
-  return static_cast<uint64_t>(value);
-}
-
-// (absl's string helpers take absl::string_view, which is not std::string_view
-// in Debian's build, hence these small local ones.)
-std::string_view StripSpaces(std::string_view s) {
-  while (!s.empty() && absl::ascii_isspace(static_cast<unsigned char>(s.front()))) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && absl::ascii_isspace(static_cast<unsigned char>(s.back()))) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
-std::string ToLower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = absl::ascii_tolower(static_cast<unsigned char>(c));
-  return out;
-}
-
-template <typename Strings>
-std::string Join(const Strings& items, std::string_view separator) {
-  std::string out;
-  for (const auto& item : items) {
-    if (!out.empty()) out.append(separator);
-    out.append(std::string_view(item));
-  }
-  return out;
-}
-
-bool IsLowerHexSha256(std::string_view s) {
-  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
-}
-
-// "host:port" with a non-empty host ("[v6]" bracketed) and a port 0..65535.
-bool IsHostPort(std::string_view s) {
-  const size_t colon = s.rfind(':');
-  if (colon == std::string_view::npos || colon == 0) return false;
-  const std::string_view host = s.substr(0, colon);
-  const std::string_view port = s.substr(colon + 1);
-  if (host.front() == '[' ? host.back() != ']' || host.size() < 3
-                          : host.find(':') != std::string_view::npos) {
-    return false;
-  }
-  if (port.empty() || port.size() > 5) return false;
-  uint32_t value = 0;
-  for (char c : port) {
-    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
-    value = value * 10 + static_cast<uint32_t>(c - '0');
-  }
-  return value <= 65535;
-}
-
-std::string Quote(std::string_view s) { return absl::StrCat("'", std::string(s), "'"); }
 
 std::string NodeTypeName(const YAML::Node& node) {
   switch (node.Type()) {
@@ -486,22 +384,9 @@ class ConfigReader {
   // "90%" -> 0.9, for memory_budget; nullopt when `text` is not a percentage.
   absl::StatusOr<std::optional<double>> ReadPercent(const YAML::Node& node,
                                                     std::string_view path) const {
-    std::string_view text = StripSpaces(node.Scalar());
-    if (!text.ends_with('%')) return std::optional<double>();
-    text.remove_suffix(1);
-    text = StripSpaces(text);
-    Decimal d;
-    const double percent =
-        ConsumeDecimal(text, d) && text.empty()
-            ? static_cast<double>(d.whole) +
-                  static_cast<double>(d.fraction) / static_cast<double>(d.fraction_scale)
-            : -1;
-    if (!(percent > 0 && percent <= 100)) {
-      return Error(node, path,
-                   absl::StrCat("a percentage must be more than 0% and at most 100%, got ",
-                                Quote(node.Scalar())));
-    }
-    return percent / 100;
+    absl::StatusOr<std::optional<double>> fraction = ParsePercent(node.Scalar());
+    if (!fraction.ok()) return Error(node, path, std::string(fraction.status().message()));
+    return *fraction;
   }
 
   absl::Status ReadDevices(const YAML::Node& node, ServerConfig& config) const {
@@ -868,13 +753,6 @@ absl::StatusOr<ServerConfig> ParseImpl(std::string_view yaml_text, std::string_v
 
 }  // namespace
 
-bool IsValidName(std::string_view name) {
-  if (name.empty() || name.size() > kMaxNameLength) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
-  });
-}
-
 std::string_view LogLevelName(LogLevel level) {
   switch (level) {
     case LogLevel::kTrace:
@@ -957,125 +835,6 @@ absl::StatusOr<ServerConfig> LoadServerConfig(const std::filesystem::path& path)
   std::filesystem::path dir = std::filesystem::absolute(path, ec).parent_path();
   if (ec) return absl::InternalError(absl::StrCat(path.string(), ": ", ec.message()));
   return ParseImpl(text, path.string(), std::move(dir));
-}
-
-absl::StatusOr<uint64_t> ParseByteSize(std::string_view text) {
-  static constexpr std::string_view kUnits =
-      "B, kB, MB, GB, TB (powers of 1000), KiB, MiB, GiB, TiB (powers of 1024)";
-  const auto invalid = [&](std::string_view why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid byte size ", Quote(text), ": ", std::string(why)));
-  };
-  std::string_view rest = StripSpaces(text);
-  if (rest.empty()) return invalid("empty");
-  if (rest.front() == '-') return invalid("must not be negative");
-  Decimal number;
-  if (!ConsumeDecimal(rest, number)) {
-    return invalid(
-        absl::StrCat("expected a number, optionally with a unit: ", std::string(kUnits)));
-  }
-  const std::string unit = ToLower(StripSpaces(rest));
-  static constexpr std::pair<std::string_view, uint64_t> kMultipliers[] = {
-      {"", 1},
-      {"b", 1},
-      {"kb", 1000},
-      {"mb", 1000 * 1000},
-      {"gb", 1000ull * 1000 * 1000},
-      {"tb", 1000ull * 1000 * 1000 * 1000},
-      {"kib", 1ull << 10},
-      {"mib", 1ull << 20},
-      {"gib", 1ull << 30},
-      {"tib", 1ull << 40},
-      {"ki", 1ull << 10},
-      {"mi", 1ull << 20},
-      {"gi", 1ull << 30},
-      {"ti", 1ull << 40},
-  };
-  for (const auto& [name, multiplier] : kMultipliers) {
-    if (unit != name) continue;
-    if (unit.empty() && number.has_point) {
-      return invalid("a fraction needs a unit (e.g. \"1.5GiB\")");
-    }
-    const std::optional<uint64_t> bytes = Scale(number, multiplier);
-    if (!bytes.has_value()) return invalid("more than 2^64-1 bytes");
-    return *bytes;
-  }
-  if (unit == "k" || unit == "m" || unit == "g" || unit == "t") {
-    const char upper = absl::ascii_toupper(static_cast<unsigned char>(unit[0]));
-    return invalid(absl::StrCat("ambiguous unit; write ", std::string(1, upper),
-                                "B (powers of 1000) or ", std::string(1, upper),
-                                "iB (powers of 1024)"));
-  }
-  return invalid(
-      absl::StrCat("unknown unit ", Quote(StripSpaces(rest)), "; units: ", std::string(kUnits)));
-}
-
-absl::StatusOr<std::chrono::milliseconds> ParseDuration(std::string_view text) {
-  const auto invalid = [&](std::string_view why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid duration ", Quote(text), ": ", std::string(why)));
-  };
-  std::string_view rest = StripSpaces(text);
-  if (rest == "0") return std::chrono::milliseconds(0);
-  if (rest.empty()) return invalid("empty");
-  if (rest.front() == '-') return invalid("must not be negative");
-  uint64_t total_ms = 0;
-  while (!rest.empty()) {
-    Decimal number;
-    if (!ConsumeDecimal(rest, number)) {
-      return invalid("expected a number with a unit (ms, s, m, h), e.g. \"30s\" or \"1m30s\"");
-    }
-    uint64_t unit_ms = 0;
-    if (rest.starts_with("ms")) {
-      unit_ms = 1;
-      rest.remove_prefix(2);
-    } else if (rest.starts_with("s")) {
-      unit_ms = 1000;
-      rest.remove_prefix(1);
-    } else if (rest.starts_with("m")) {
-      unit_ms = 60 * 1000;
-      rest.remove_prefix(1);
-    } else if (rest.starts_with("h")) {
-      unit_ms = 60 * 60 * 1000;
-      rest.remove_prefix(1);
-    } else {
-      return invalid("every number needs a unit: ms, s, m or h (e.g. \"30s\")");
-    }
-    if (u128{number.fraction} * unit_ms % number.fraction_scale != 0) {
-      return invalid("finer than a millisecond");
-    }
-    const std::optional<uint64_t> ms = Scale(number, unit_ms);
-    if (!ms.has_value() ||
-        *ms > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) - total_ms) {
-      return invalid("too long");
-    }
-    total_ms += *ms;
-  }
-  return std::chrono::milliseconds(static_cast<int64_t>(total_ms));
-}
-
-const ServerConfig::Tenant* FindTenantByApiKey(const ServerConfig& config,
-                                               std::string_view presented_key) {
-  if (presented_key.empty()) return nullptr;
-  const std::string presented = Sha256Hex(presented_key);
-  // Every stored hash is compared in full, and the match is selected with a
-  // mask rather than a branch, so that timing does not tell how close a
-  // guess came or which tenant (if any) it belongs to.
-  constexpr size_t kNone = std::numeric_limits<size_t>::max();
-  size_t found = kNone;
-  for (size_t t = 0; t < config.tenants.size(); ++t) {
-    for (const std::string& stored : config.tenants[t].api_key_sha256) {
-      uint32_t diff = stored.size() == presented.size() ? 0 : 1;
-      const size_t n = std::min(stored.size(), presented.size());
-      for (size_t i = 0; i < n; ++i) {
-        diff |= static_cast<uint8_t>(stored[i] ^ presented[i]);
-      }
-      // All ones when diff == 0, else zero.
-      const size_t mask = static_cast<size_t>(0) - static_cast<size_t>((diff - 1) >> 31);
-      found = (found & ~mask) | (t & mask);
-    }
-  }
-  return found == kNone ? nullptr : &config.tenants[found];
 }
 
 }  // namespace packd::server

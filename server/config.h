@@ -43,7 +43,9 @@
 
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
-#include "server/placement.h"  // DeviceKind
+#include "server/config_strings.h"  // IsValidName
+#include "server/config_units.h"    // ParseByteSize, ParseDuration
+#include "server/placement.h"       // DeviceKind
 
 namespace packd::server {
 
@@ -207,10 +209,6 @@ struct ServerConfig {
   const Model* FindModel(std::string_view name) const;
 };
 
-// Whether `name` may name a device, model or tenant: 1 to 128
-// characters from [a-zA-Z0-9._-].
-bool IsValidName(std::string_view name);
-
 // Parses and validates a config. `label` names the text in error messages
 // (normally the file name). Relative paths are kept as written and no file
 // is touched: `api_key_sha256_file` is not read, so a tenant that gives only
@@ -225,22 +223,5 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text, std::
 // that they exist (an error names the key) and reads the key hash files.
 // NotFound when `path` cannot be read.
 absl::StatusOr<ServerConfig> LoadServerConfig(const std::filesystem::path& path);
-
-// A byte size as written in the config: "1048576", "8GiB", "512MiB", "1.5GB",
-// "64 KiB" (see the top of this file). InvalidArgument for anything else,
-// a negative number, or more than 2^64-1 bytes.
-absl::StatusOr<uint64_t> ParseByteSize(std::string_view text);
-
-// A duration as written in the config: "250ms", "30s", "1.5m", "1h30m", "0".
-// InvalidArgument for anything else, a negative duration, a fraction of a
-// millisecond, or an overflow.
-absl::StatusOr<std::chrono::milliseconds> ParseDuration(std::string_view text);
-
-// The tenant one of whose api_key_sha256 entries is SHA-256(presented_key),
-// or null. The comparison takes the same time whichever hash (if any)
-// matches and wherever the first differing digit is: every stored hash is
-// compared in full. The pointer lives as long as `config`.
-const ServerConfig::Tenant* FindTenantByApiKey(const ServerConfig& config,
-                                               std::string_view presented_key);
 
 }  // namespace packd::server

@@ -1,5 +1,7 @@
 #include "server/config.h"
 
+#include "server/auth.h"
+
 #include <unistd.h>
 
 #include <cctype>
