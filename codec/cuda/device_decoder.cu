@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "codec/cuda/cuda_status.cuh"
+#include "codec/cuda/cuda_status.h"
 #include "codec/cuda/decode_math.h"
 #include "codec/cuda/device_decoder.h"
 #include "codec/cuda/device_image.h"
@@ -31,7 +31,7 @@ class DeviceDecoderImpl final : public DeviceDecoder {
 
   absl::Status Upload(void* d_image, StreamHandle stream) override {
     RETURN_IF_ERROR(CheckUploadArgs(d_image));
-    const cudaStream_t s = static_cast<cudaStream_t>(stream);
+    const cudaStream_t s = AsStream(stream);
     auto* dst = static_cast<uint8_t*>(d_image);
     // Zero first (the gaps and slack are part of the image), then the parts.
     RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(dst, 0, image_.bytes(), s),

@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "codec/cuda/cuda_status.cuh"
+#include "codec/cuda/cuda_status.h"
 #include "codec/cuda/decode_math.h"
 #include "codec/cuda/fused_kernels.h"
 #include "codec/cuda/fused_math.h"
@@ -241,7 +241,7 @@ int LaunchFusedVlcLanes(const DeviceImageLayout& layout, const void* d_image, co
 
 int LaunchFusedStaged(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
                       void* stream) {
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const cudaStream_t s = AsStream(stream);
   const FusedX x = MakeX(a);
   const auto* image = static_cast<const uint8_t*>(d_image);
   const uint64_t band_rows = StagedRows(layout);
