@@ -20,4 +20,8 @@ absl::Status LaunchStatus(std::string_view kernel) {
   return CudaStatus(err, absl::StrCat("launch of ", std::string(kernel)));
 }
 
+absl::Status WithContext(const absl::Status& status, std::string_view context) {
+  return absl::Status(status.code(), absl::StrCat(std::string(context), ": ", status.message()));
+}
+
 }  // namespace packd::codec::cuda

@@ -28,6 +28,11 @@ absl::Status CudaStatus(cudaError_t err, std::string_view what);
 // the kernel runs surface at the next synchronization.
 absl::Status LaunchStatus(std::string_view kernel);
 
+// A failed `status` with "<context>: " before its message, same code: what a
+// launcher's caller adds (the rows or shape it asked for). Call it on the
+// error path only, so that a successful launch builds no string.
+absl::Status WithContext(const absl::Status& status, std::string_view context);
+
 // The stream handle of the plain headers (StreamHandle, void*) as a CUDA
 // stream; nullptr is the legacy default stream.
 inline cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); }

@@ -41,6 +41,13 @@ TEST(CudaStatusTest, EveryOtherErrorIsInternalWithTheRuntimesMessage) {
   }
 }
 
+TEST(CudaStatusTest, WithContextKeepsTheCodeAndPrefixesTheMessage) {
+  const absl::Status s = WithContext(CudaStatus(cudaErrorMemoryAllocation, "launch of K"),
+                                     "tiled decode (rows 0 + 4)");
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(s.message(), HasSubstr("tiled decode (rows 0 + 4): launch of K: "));
+}
+
 #else
 
 TEST(CudaStatusTest, BuiltWithoutCuda) {
