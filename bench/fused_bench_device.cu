@@ -10,12 +10,15 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "bench/fused_bench_device.h"
-#include "engine/cuda/cuda_status.h"
+#include "codec/cuda/cuda_status.h"
+#include "engine/cuda/cublas_status.h"
 
 namespace packd::bench {
 
+using codec::cuda::AsStream;
+using codec::cuda::CudaStatus;
+using codec::cuda::LaunchStatus;
 using engine::cuda::CublasStatus;
-using engine::cuda::CudaStatus;
 
 absl::StatusOr<uint64_t> DeviceL2Bytes() {
   int device = 0;
@@ -35,8 +38,7 @@ absl::StatusOr<CublasGemm> CublasGemm::Create(codec::cuda::StreamHandle stream,
   // The order of CudaBackend::Create: the stream first (cublasSetStream
   // resets the workspace to cuBLAS's own), host pointer mode, default math
   // (no TF32), then the fixed workspace.
-  RETURN_IF_ERROR(
-      CublasStatus(cublasSetStream(h, static_cast<cudaStream_t>(stream)), "cublasSetStream"));
+  RETURN_IF_ERROR(CublasStatus(cublasSetStream(h, AsStream(stream)), "cublasSetStream"));
   RETURN_IF_ERROR(
       CublasStatus(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode"));
   RETURN_IF_ERROR(CublasStatus(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode"));
@@ -114,9 +116,9 @@ absl::Status L2Flusher::Flush(codec::cuda::StreamHandle stream) const {
   const uint64_t count = buffer_.size() / sizeof(uint4);
   constexpr int kThreads = 256;
   const uint64_t blocks = std::min<uint64_t>((count + kThreads - 1) / kThreads, 4096);
-  ReadAllKernel<<<static_cast<unsigned>(blocks), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+  ReadAllKernel<<<static_cast<unsigned>(blocks), kThreads, 0, AsStream(stream)>>>(
       reinterpret_cast<uint4*>(buffer_.data()), count);
-  return CudaStatus(cudaGetLastError(), "launch of the L2 flush kernel");
+  return LaunchStatus("the L2 flush kernel");
 }
 
 }  // namespace packd::bench

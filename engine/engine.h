@@ -18,7 +18,6 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
-#include "engine/cuda/cuda_backend.h"
 #include "engine/kv_cache.h"
 #include "engine/model_source.h"
 #include "engine/sampler.h"
@@ -61,6 +60,11 @@ struct EngineOptions {
   // (engine/cuda/CUDA_BACKEND.md).
   int fused_max_batch = 8;
 };
+
+// Defined by engine/cuda/cuda_backend.h, which a caller of
+// CudaBackendOptionsFor includes (engine.h keeps the backends' headers out
+// of the layers above: it needs only engine/backend.h).
+struct CudaBackendOptions;
 
 // The CudaBackendOptions Engine::Open uses for `options` on CUDA device
 // `device` (placement estimates memory with the same ones).

@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "codec/cuda/cuda_status.cuh"
+#include "codec/cuda/cuda_status.h"
 #include "codec/cuda/decode_math.h"
 #include "codec/cuda/device_decoder.h"
 #include "codec/cuda/device_image.h"
@@ -21,6 +21,23 @@ namespace packd::codec::cuda {
 
 namespace {
 
+// The launcher of `kernel` (fused_kernels.h); kNone, which has none, is
+// refused before this is called.
+absl::Status LaunchFused(FusedKernel kernel, const DeviceImageLayout& layout, const void* d_image,
+                         const FusedLaunch& a, StreamHandle stream) {
+  switch (kernel) {
+    case FusedKernel::kTiledRegisters:
+      return LaunchFusedTiled(layout, d_image, a, stream);
+    case FusedKernel::kVlcLanes:
+      return LaunchFusedVlcLanes(layout, d_image, a, stream);
+    case FusedKernel::kStaged:
+      return LaunchFusedStaged(layout, d_image, a, stream);
+    case FusedKernel::kNone:
+      break;
+  }
+  return absl::InternalError("LaunchFused: no fused kernel for this image");
+}
+
 class DeviceDecoderImpl final : public DeviceDecoder {
  public:
   DeviceDecoderImpl(const TensorInfo& info, DeviceImage image)
@@ -31,7 +48,7 @@ class DeviceDecoderImpl final : public DeviceDecoder {
 
   absl::Status Upload(void* d_image, StreamHandle stream) override {
     RETURN_IF_ERROR(CheckUploadArgs(d_image));
-    const cudaStream_t s = static_cast<cudaStream_t>(stream);
+    const cudaStream_t s = AsStream(stream);
     auto* dst = static_cast<uint8_t*>(d_image);
     // Zero first (the gaps and slack are part of the image), then the parts.
     RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(dst, 0, image_.bytes(), s),
@@ -53,11 +70,11 @@ class DeviceDecoderImpl final : public DeviceDecoder {
         PlanRows(layout, static_cast<uint64_t>(row_begin), static_cast<uint64_t>(row_count));
     if (plan.items == 0) return absl::OkStatus();
     const bool tiled = layout.kind == DeviceCodecKind::kTiled;
-    const int err = tiled ? LaunchTiledDecode(layout, d_image, plan, d_out, stream)
-                          : LaunchVlcDecode(layout, d_image, plan, d_out, stream);
-    return CudaStatus(static_cast<cudaError_t>(err),
-                      absl::StrCat(tiled ? "tiled" : "vlc", " decode kernel launch (rows ",
-                                   row_begin, " + ", row_count, ", ", plan.items, " threads)"));
+    const absl::Status launched = tiled ? LaunchTiledDecode(layout, d_image, plan, d_out, stream)
+                                        : LaunchVlcDecode(layout, d_image, plan, d_out, stream);
+    if (launched.ok()) return launched;
+    return WithContext(launched, absl::StrCat(tiled ? "tiled" : "vlc", " decode (rows ", row_begin,
+                                              " + ", row_count, ", ", plan.items, " threads)"));
   }
 
   FusedKernel fused_kernel() const override { return fused_; }
@@ -76,23 +93,10 @@ class DeviceDecoderImpl final : public DeviceDecoder {
     }
     if (m == 0) return absl::OkStatus();
     const FusedLaunch a = MakeFusedLaunch(d_x, ldx, n, d_out, ldo, info_.dtype == DType::kBF16);
-    int err = 0;
-    switch (fused_) {
-      case FusedKernel::kTiledRegisters:
-        err = LaunchFusedTiled(layout, d_image, a, stream);
-        break;
-      case FusedKernel::kVlcLanes:
-        err = LaunchFusedVlcLanes(layout, d_image, a, stream);
-        break;
-      case FusedKernel::kStaged:
-        err = LaunchFusedStaged(layout, d_image, a, stream);
-        break;
-      case FusedKernel::kNone:
-        break;  // refused above
-    }
-    return CudaStatus(static_cast<cudaError_t>(err),
-                      absl::StrCat("fused ", FusedKernelName(fused_), " matmul launch ([", m, ", ",
-                                   k, "], n = ", n, ")"));
+    const absl::Status launched = LaunchFused(fused_, layout, d_image, a, stream);
+    if (launched.ok()) return launched;
+    return WithContext(launched, absl::StrCat("fused ", FusedKernelName(fused_), " matmul ([", m,
+                                              ", ", k, "], n = ", n, ")"));
   }
 
  private:

@@ -4,18 +4,15 @@
 
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
-#include "codec/cuda/cuda_status.cuh"
+#include "codec/cuda/cuda_status.h"
 #include "codec/cuda/device_runtime.h"
 
 namespace packd::codec::cuda {
 
 absl::StatusOr<int> CudaDeviceCount() {
   int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) {
-    return absl::UnavailableError(
-        absl::StrCat("cudaGetDeviceCount: ", cudaGetErrorName(err), ": ", cudaGetErrorString(err)));
-  }
+  const absl::Status s = CudaStatus(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+  if (!s.ok()) return absl::UnavailableError(s.message());  // no usable device, whatever the cause
   if (count <= 0) return absl::UnavailableError("cudaGetDeviceCount reports 0 devices");
   return count;
 }

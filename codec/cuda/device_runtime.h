@@ -3,8 +3,9 @@
 // behind a plain C++ header so that those programs build without CUDA
 // (STYLE.md §4). Without CUDA (PACKD_HAVE_CUDA=0) every function that would
 // touch a device returns FailedPrecondition saying so; with CUDA, runtime
-// errors become Internal (Unavailable for "no usable device") naming the call
-// and cudaGetErrorString.
+// errors become statuses by CudaStatus (cuda_status.h: ResourceExhausted when
+// out of device memory, else Internal) naming the call and the runtime's
+// message, and CudaDeviceCount's Unavailable when no device is usable.
 //
 // Thread safety: as the CUDA runtime's; the objects below are not shared.
 #pragma once

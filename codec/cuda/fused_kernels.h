@@ -1,14 +1,15 @@
 // Launchers of the fused matmul kernels (fused_matmul.cu). Plain C++: names
 // no CUDA type; FusedMatMulRaw and DeviceDecoder::FusedMatMul call them after
 // CheckFusedMatMulArgs. Each enqueues one kernel on `stream` (a cudaStream_t;
-// nullptr = the legacy default stream) and returns the cudaError_t of the
-// launch as an int (0 on success). x is [n, k] half (bf16 when `bf16`, else
-// f16) with row stride ldx elements; out is [n, m] fp32 with row stride ldo;
-// 1 <= n <= kFusedMaxBatch.
+// nullptr = the legacy default stream) and returns the launch's status
+// (LaunchStatus: Internal naming the kernel when it failed). x is [n, k] half (bf16 when `bf16`,
+// else f16) with row stride ldx elements; out is [n, m] fp32 with row stride ldo; 1 <= n <=
+// kFusedMaxBatch.
 #pragma once
 
 #include <cstdint>
 
+#include "absl/status/status.h"
 #include "codec/cuda/device_image_layout.h"
 
 namespace packd::codec::cuda {
@@ -37,19 +38,22 @@ inline FusedLaunch MakeFusedLaunch(const void* x, int64_t ldx, int64_t n, float*
 }
 
 // Raw [m, k] half weight: a warp per 1-2 rows (RawRow).
-int LaunchFusedRaw(const void* d_w, uint64_t m, uint64_t k, const FusedLaunch& a, void* stream);
+absl::Status LaunchFusedRaw(const void* d_w, uint64_t m, uint64_t k, const FusedLaunch& a,
+                            void* stream);
 
 // FusedKernel::kTiledRegisters over an uploaded `tiled` image (TiledRow).
-int LaunchFusedTiled(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
-                     void* stream);
+absl::Status LaunchFusedTiled(const DeviceImageLayout& layout, const void* d_image,
+                              const FusedLaunch& a, void* stream);
 
 // FusedKernel::kVlcLanes over an uploaded kVlcLanes image (VlcLanesRow).
-int LaunchFusedVlcLanes(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
-                        void* stream);
+absl::Status LaunchFusedVlcLanes(const DeviceImageLayout& layout, const void* d_image,
+                                 const FusedLaunch& a, void* stream);
 
 // FusedKernel::kStaged over any uploaded image: bands of StagedRows(layout)
 // rows decoded into shared memory (DecodeItem), then RawRow over them.
-int LaunchFusedStaged(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
-                      void* stream);
+// Internal for an image FusedKernelFor never sends here (rows that do not
+// fit, a kVlcLanes image).
+absl::Status LaunchFusedStaged(const DeviceImageLayout& layout, const void* d_image,
+                               const FusedLaunch& a, void* stream);
 
 }  // namespace packd::codec::cuda

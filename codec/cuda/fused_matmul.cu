@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "codec/cuda/cuda_status.cuh"
+#include "codec/cuda/cuda_status.h"
 #include "codec/cuda/decode_math.h"
 #include "codec/cuda/fused_kernels.h"
 #include "codec/cuda/fused_math.h"
@@ -183,7 +183,7 @@ unsigned WarpBlocks(uint64_t m, int rows_per_warp) {
 // Calls f(std::integral_constant<int, NB>) for the smallest NB in
 // {1, 2, 4, 8, 16, 32} that holds n.
 template <class F>
-int WithBatchTile(int n, F&& f) {
+absl::Status WithBatchTile(int n, F&& f) {
   if (n <= 1) return f(std::integral_constant<int, 1>());
   if (n <= 2) return f(std::integral_constant<int, 2>());
   if (n <= 4) return f(std::integral_constant<int, 4>());
@@ -197,21 +197,20 @@ int WithBatchTile(int n, F&& f) {
 namespace {
 
 template <class Source>
-int LaunchRows(const Source& src, uint64_t m, const FusedLaunch& a, void* stream) {
+absl::Status LaunchRows(const Source& src, uint64_t m, const FusedLaunch& a, void* stream) {
   const FusedX x = MakeX(a);
   return WithBatchTile(a.n, [&](auto nb) {
     constexpr int NB = decltype(nb)::value;
     constexpr int RW = RowsPerWarp<NB>();
     FusedRowsKernel<NB, RW, Source>
-        <<<WarpBlocks(m, RW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(src, x, a.n, a.out,
-                                                                                a.ldo);
-    return static_cast<int>(cudaGetLastError());
+        <<<WarpBlocks(m, RW), kThreads, 0, AsStream(stream)>>>(src, x, a.n, a.out, a.ldo);
+    return LaunchStatus("FusedRowsKernel");
   });
 }
 
 template <class Source>
-int LaunchImageRows(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
-                    void* stream) {
+absl::Status LaunchImageRows(const DeviceImageLayout& layout, const void* d_image,
+                             const FusedLaunch& a, void* stream) {
   Source src;
   src.L = layout;
   src.image = static_cast<const uint8_t*>(d_image);
@@ -220,7 +219,8 @@ int LaunchImageRows(const DeviceImageLayout& layout, const void* d_image, const 
 
 }  // namespace
 
-int LaunchFusedRaw(const void* d_w, uint64_t m, uint64_t k, const FusedLaunch& a, void* stream) {
+absl::Status LaunchFusedRaw(const void* d_w, uint64_t m, uint64_t k, const FusedLaunch& a,
+                            void* stream) {
   RawSource src;
   src.w = static_cast<const uint8_t*>(d_w);
   src.m = m;
@@ -229,26 +229,28 @@ int LaunchFusedRaw(const void* d_w, uint64_t m, uint64_t k, const FusedLaunch& a
   return LaunchRows(src, m, a, stream);
 }
 
-int LaunchFusedTiled(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
-                     void* stream) {
+absl::Status LaunchFusedTiled(const DeviceImageLayout& layout, const void* d_image,
+                              const FusedLaunch& a, void* stream) {
   return LaunchImageRows<TiledSource>(layout, d_image, a, stream);
 }
 
-int LaunchFusedVlcLanes(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
-                        void* stream) {
+absl::Status LaunchFusedVlcLanes(const DeviceImageLayout& layout, const void* d_image,
+                                 const FusedLaunch& a, void* stream) {
   return LaunchImageRows<VlcLanesSource>(layout, d_image, a, stream);
 }
 
-int LaunchFusedStaged(const DeviceImageLayout& layout, const void* d_image, const FusedLaunch& a,
-                      void* stream) {
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+absl::Status LaunchFusedStaged(const DeviceImageLayout& layout, const void* d_image,
+                               const FusedLaunch& a, void* stream) {
+  const cudaStream_t s = AsStream(stream);
   const FusedX x = MakeX(a);
   const auto* image = static_cast<const uint8_t*>(d_image);
   const uint64_t band_rows = StagedRows(layout);
   // What FusedKernelFor never sends here: rows that do not fit, and lanes
   // images (their rows decode only warp by warp, not by DecodeItem).
   if (band_rows == 0 || layout.kind == DeviceCodecKind::kVlcLanes) {
-    return static_cast<int>(cudaErrorInvalidValue);
+    return absl::InternalError(absl::StrCat(
+        "LaunchFusedStaged: no staged kernel for this image (",
+        band_rows == 0 ? "its rows exceed the shared memory" : "a vlc lanes image", ")"));
   }
   const bool vlc_stream =
       layout.kind == DeviceCodecKind::kVlcHuffman || layout.kind == DeviceCodecKind::kVlcRans;
@@ -259,14 +261,14 @@ int LaunchFusedStaged(const DeviceImageLayout& layout, const void* d_image, cons
   return WithBatchTile(a.n, [&](auto nb) {
     constexpr int NB = decltype(nb)::value;
     if (smem > 48 * 1024) {  // above the default dynamic shared memory limit
-      const cudaError_t err =
+      RETURN_IF_ERROR(CudaStatus(
           cudaFuncSetAttribute(FusedStagedKernel<NB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(kFusedStagedSmemBytes));
-      if (err != cudaSuccess) return static_cast<int>(err);
+                               static_cast<int>(kFusedStagedSmemBytes)),
+          "cudaFuncSetAttribute(FusedStagedKernel, MaxDynamicSharedMemorySize)"));
     }
     FusedStagedKernel<NB><<<blocks, kThreads, smem, s>>>(layout, image, band_rows, table_bytes, x,
                                                          a.n, a.out, a.ldo);
-    return static_cast<int>(cudaGetLastError());
+    return LaunchStatus("FusedStagedKernel");
   });
 }
 
@@ -277,10 +279,10 @@ absl::Status FusedMatMulRaw(const void* d_w, DType dtype, int64_t m, int64_t k, 
       CheckFusedMatMulArgs("FusedMatMulRaw", dtype, m, k, d_w, d_x, ldx, n, d_out, ldo));
   if (m == 0) return absl::OkStatus();
   const FusedLaunch a = MakeFusedLaunch(d_x, ldx, n, d_out, ldo, dtype == DType::kBF16);
-  const int err =
+  const absl::Status launched =
       LaunchFusedRaw(d_w, static_cast<uint64_t>(m), static_cast<uint64_t>(k), a, stream);
-  return CudaStatus(static_cast<cudaError_t>(err),
-                    absl::StrCat("fused raw matmul launch ([", m, ", ", k, "], n = ", n, ")"));
+  if (launched.ok()) return launched;
+  return WithContext(launched, absl::StrCat("fused raw matmul ([", m, ", ", k, "], n = ", n, ")"));
 }
 
 }  // namespace packd::codec::cuda

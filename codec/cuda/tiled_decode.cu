@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "codec/cuda/cuda_status.h"
 #include "codec/cuda/decode_math.h"
 #include "codec/cuda/tiled_decode.h"
 
@@ -29,13 +30,12 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-int LaunchTiledDecode(const DeviceImageLayout& layout, const void* d_image, const DecodePlan& plan,
-                      void* d_out, void* stream) {
+absl::Status LaunchTiledDecode(const DeviceImageLayout& layout, const void* d_image,
+                               const DecodePlan& plan, void* d_out, void* stream) {
   const uint64_t blocks = std::min<uint64_t>((plan.items + kThreads - 1) / kThreads, kMaxBlocks);
-  TiledDecodeKernel<<<static_cast<unsigned>(blocks), kThreads, 0,
-                      static_cast<cudaStream_t>(stream)>>>(
+  TiledDecodeKernel<<<static_cast<unsigned>(blocks), kThreads, 0, AsStream(stream)>>>(
       layout, static_cast<const uint8_t*>(d_image), plan, static_cast<uint8_t*>(d_out));
-  return static_cast<int>(cudaGetLastError());
+  return LaunchStatus("TiledDecodeKernel");
 }
 
 }  // namespace packd::codec::cuda

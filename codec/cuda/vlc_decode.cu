@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "codec/cuda/cuda_status.h"
 #include "codec/cuda/decode_math.h"
 #include "codec/cuda/vlc_decode.h"
 #include "codec/cuda/vlc_lanes.h"
@@ -80,20 +81,22 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-int LaunchVlcDecode(const DeviceImageLayout& layout, const void* d_image, const DecodePlan& plan,
-                    void* d_out, void* stream) {
+absl::Status LaunchVlcDecode(const DeviceImageLayout& layout, const void* d_image,
+                             const DecodePlan& plan, void* d_out, void* stream) {
   const uint64_t blocks = std::min<uint64_t>((plan.items + kThreads - 1) / kThreads, kMaxBlocks);
   const auto* image = static_cast<const uint8_t*>(d_image);
   auto* out = static_cast<uint8_t*>(d_out);
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const cudaStream_t s = AsStream(stream);
   if (layout.kind == DeviceCodecKind::kVlcConstant) {
     VlcConstantKernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(layout, image, plan, out);
-  } else if (layout.kind == DeviceCodecKind::kVlcLanes) {
-    VlcLanesKernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(layout, image, plan, out);
-  } else {
-    VlcStreamKernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(layout, image, plan, out);
+    return LaunchStatus("VlcConstantKernel");
   }
-  return static_cast<int>(cudaGetLastError());
+  if (layout.kind == DeviceCodecKind::kVlcLanes) {
+    VlcLanesKernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(layout, image, plan, out);
+    return LaunchStatus("VlcLanesKernel");
+  }
+  VlcStreamKernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(layout, image, plan, out);
+  return LaunchStatus("VlcStreamKernel");
 }
 
 }  // namespace packd::codec::cuda

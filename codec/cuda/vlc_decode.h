@@ -2,6 +2,7 @@
 // CUDA type; DeviceDecoder (device_decoder.cu) calls it.
 #pragma once
 
+#include "absl/status/status.h"
 #include "codec/cuda/device_image_layout.h"
 
 namespace packd::codec::cuda {
@@ -10,9 +11,9 @@ namespace packd::codec::cuda {
 // `stream` (a cudaStream_t; nullptr = the legacy default stream). Huffman
 // and rANS: a thread per overlapping tile (VlcHuffmanDecodeTile,
 // VlcRansDecodeTile), the 16 KiB decode table copied to shared memory once
-// per block; constant mode: a thread per 8 elements. Returns the cudaError_t
-// of the launch (cudaGetLastError) as an int: 0 on success.
-int LaunchVlcDecode(const DeviceImageLayout& layout, const void* d_image, const DecodePlan& plan,
-                    void* d_out, void* stream);
+// per block; constant mode: a thread per 8 elements. Returns the launch's
+// status (LaunchStatus: Internal naming the kernel when it failed).
+absl::Status LaunchVlcDecode(const DeviceImageLayout& layout, const void* d_image,
+                             const DecodePlan& plan, void* d_out, void* stream);
 
 }  // namespace packd::codec::cuda

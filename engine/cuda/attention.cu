@@ -1,10 +1,14 @@
 #include <cmath>
 
+#include "codec/cuda/cuda_status.h"
 #include "engine/cuda/attention.h"
-#include "engine/cuda/cuda_status.h"
 #include "engine/cuda/op_checks.h"
 
 namespace packd::engine::cuda {
+
+using codec::cuda::AsStream;
+using codec::cuda::LaunchStatus;
+
 namespace {
 
 constexpr int kWarps = 4;

@@ -16,13 +16,14 @@
 #include "absl/synchronization/mutex.h"
 #include "base/align.h"
 #include "base/status_macros.h"
+#include "codec/cuda/cuda_status.h"
 #include "codec/cuda/device_decoder.h"
 #include "codec/cuda/device_runtime.h"
 #include "codec/cuda/fused_matmul.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cuda/attention.h"
+#include "engine/cuda/cublas_status.h"
 #include "engine/cuda/cuda_backend.h"
-#include "engine/cuda/cuda_status.h"
 #include "engine/cuda/device_arena.h"
 #include "engine/cuda/elementwise.h"
 #include "engine/cuda/launch_plan.h"
@@ -36,9 +37,9 @@ namespace packd::engine {
 namespace {
 
 using codec::DType;
+using codec::cuda::CudaStatus;
 using cuda::ArenaBlock;
 using cuda::CublasStatus;
-using cuda::CudaStatus;
 
 uint64_t RoundUp256(uint64_t n) { return RoundUp(n, cuda::kArenaAlignment); }
 

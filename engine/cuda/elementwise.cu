@@ -1,11 +1,15 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include "engine/cuda/cuda_status.h"
+#include "codec/cuda/cuda_status.h"
 #include "engine/cuda/elementwise.h"
 #include "engine/cuda/launch_plan.h"
 
 namespace packd::engine::cuda {
+
+using codec::cuda::AsStream;
+using codec::cuda::LaunchStatus;
+
 namespace {
 
 // Calls f(r, c) for every element of a rows x cols matrix (grid-stride).

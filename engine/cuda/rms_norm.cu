@@ -1,7 +1,11 @@
-#include "engine/cuda/cuda_status.h"
+#include "codec/cuda/cuda_status.h"
 #include "engine/cuda/rms_norm.h"
 
 namespace packd::engine::cuda {
+
+using codec::cuda::AsStream;
+using codec::cuda::LaunchStatus;
+
 namespace {
 
 constexpr int kThreads = 256;

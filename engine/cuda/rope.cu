@@ -1,8 +1,12 @@
-#include "engine/cuda/cuda_status.h"
+#include "codec/cuda/cuda_status.h"
 #include "engine/cuda/launch_plan.h"
 #include "engine/cuda/rope.h"
 
 namespace packd::engine::cuda {
+
+using codec::cuda::AsStream;
+using codec::cuda::LaunchStatus;
+
 namespace {
 
 // One thread per (token, head, pair), grid-stride.

@@ -1,7 +1,11 @@
-#include "engine/cuda/cuda_status.h"
+#include "codec/cuda/cuda_status.h"
 #include "engine/cuda/store_kv.h"
 
 namespace packd::engine::cuda {
+
+using codec::cuda::AsStream;
+using codec::cuda::LaunchStatus;
+
 namespace {
 
 // One thread per (token, element), grid-stride.
