@@ -76,8 +76,11 @@ struct ModelConfig {
 absl::StatusOr<ModelConfig> ParseHfConfig(const nlohmann::json& config, std::string_view label);
 
 // From GGUF metadata in the JSON form of GgufFile::MetadataToJson()
-// ({key: {"type": ..., "value": ...}}); general.architecture must name an
-// architecture with a GGUF name (engine/models/: "llama").
+// ({key: {"type": ..., "value": ...}}): the one reading of a GGUF file's
+// "llama.*" keys, which GgufFile::HuggingFaceConfig (packd compress) uses
+// too. general.architecture must name an architecture with a GGUF name
+// (engine/models/: "llama"); a mixture-of-experts model
+// (llama.expert_count > 0, as Mixtral) is refused (Unimplemented).
 // rope_style is kInterleaved (llama.cpp's layout of attn_q/attn_k).
 // vocab_size comes from llama.vocab_size or the tokenizer.ggml.tokens length.
 // Metadata alone cannot tell two things, which the weight loader must decide
