@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/cpu_features.h"
 #include "base/parallel.h"
 #include "base/status_macros.h"
 #include "codec/histogram.h"
@@ -326,29 +327,15 @@ PACKD_AVX512_TARGET uint64_t DecodeGenericAvx512(const TiledTileView& v, uint8_t
   return esc.seen;
 }
 
-bool CpuHasAvx512() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
-         __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("popcnt") &&
-         __builtin_cpu_supports("bmi2");
+// The AVX-512 kernels' instructions (PACKD_AVX512_TARGET) in `f`.
+bool HasAvx512Kernels(const CpuFeatures& f) {
+  return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vbmi && f.avx512vbmi2 && f.popcnt &&
+         f.bmi2;
 }
 
-absl::StatusOr<TiledKernel> ResolveKernel(TiledKernel k) {
-  switch (k) {
-    case TiledKernel::kAuto:
-      return TiledAvx512Supported() ? TiledKernel::kAvx512 : TiledKernel::kScalar;
-    case TiledKernel::kScalar:
-      return k;
-    case TiledKernel::kAvx512:
-      if (!TiledAvx512Supported()) {
-        return absl::FailedPreconditionError(
-            Err("AVX-512 (F/BW/VL/VBMI/VBMI2) kernel requested, CPU lacks it"));
-      }
-      return k;
-  }
-  return absl::InvalidArgumentError(Err("unknown kernel"));
-}
+// Whether to run the AVX-512 kernels: picked when a decoder opens, from the
+// features PACKD_CPU_ISA leaves (base/cpu_features.h).
+bool PickAvx512() { return HasAvx512Kernels(DetectCpuFeatures()); }
 
 // DataLoss unless a tile's codes mark as many escapes (`seen`) as
 // escape_offsets give it.
@@ -358,10 +345,11 @@ absl::Status CheckEscapeCount(const TiledTileView& v, uint64_t seen) {
                                           " escapes, escape_offsets give ", v.escape_count));
 }
 
-// Decodes a view with a resolved kernel, after the escape-count check.
-absl::Status DecodeResolved(const TiledTileView& v, uint8_t* out, TiledKernel kernel) {
+// Decodes a view with the AVX-512 or the scalar kernel, after the
+// escape-count check.
+absl::Status DecodeWith(bool avx512, const TiledTileView& v, uint8_t* out) {
   uint64_t escapes;
-  if (kernel == TiledKernel::kAvx512) {
+  if (avx512) {
     // Checked while decoding; on a mismatch `out` holds garbage and the
     // error says so.
     escapes = IsBF16(v.format) ? DecodeBF16Avx512(v, out) : DecodeGenericAvx512(v, out);
@@ -372,6 +360,16 @@ absl::Status DecodeResolved(const TiledTileView& v, uint8_t* out, TiledKernel ke
     }
   }
   return CheckEscapeCount(v, escapes);
+}
+
+// DecodeWith into `out`, which must hold exactly the tile.
+absl::Status DecodeTileInto(bool avx512, const TiledTileView& v, std::span<uint8_t> out) {
+  if (out.size() != uint64_t{v.size} * v.format.elem_bytes) {
+    return absl::InvalidArgumentError(
+        Err(absl::StrCat("tile ", v.tile, ": output has ", out.size(), " bytes, tile needs ",
+                         v.size * v.format.elem_bytes)));
+  }
+  return DecodeWith(avx512, v, out.data());
 }
 
 // ---- Encoder --------------------------------------------------------------
@@ -435,10 +433,7 @@ const TensorCodec& TiledCodec() {
   return *codec;
 }
 
-bool TiledAvx512Supported() {
-  static const bool supported = CpuHasAvx512();
-  return supported;
-}
+bool TiledAvx512Supported() { return HasAvx512Kernels(HardwareCpuFeatures()); }
 
 absl::StatusOr<EncodedTensor> EncodeTiled(const TensorInfo& info, std::span<const uint8_t> raw,
                                           int threads, uint32_t tile_cols) {
@@ -533,8 +528,7 @@ absl::StatusOr<EncodedTensor> EncodeTiled(const TensorInfo& info, std::span<cons
 }
 
 absl::StatusOr<std::unique_ptr<TiledDecoder>> TiledDecoder::Open(const TensorInfo& info,
-                                                                 const ComponentViews& components,
-                                                                 TiledKernel kernel) {
+                                                                 const ComponentViews& components) {
   const std::optional<FloatFormat> format = FloatFormatOf(info.dtype);
   if (!format) {
     return absl::InvalidArgumentError(
@@ -545,7 +539,6 @@ absl::StatusOr<std::unique_ptr<TiledDecoder>> TiledDecoder::Open(const TensorInf
   if (n > kMaxElements) {
     return absl::InvalidArgumentError(Err(absl::StrCat("tensor of ", n, " elements is too large")));
   }
-  ASSIGN_OR_RETURN(const TiledKernel resolved, ResolveKernel(kernel));
   ASSIGN_OR_RETURN(std::span<const uint8_t> header, GetComponent(components, "tiled", "header"));
   ASSIGN_OR_RETURN(std::span<const uint8_t> codes, GetComponent(components, "tiled", "codes"));
   ASSIGN_OR_RETURN(std::span<const uint8_t> escapes, GetComponent(components, "tiled", "escapes"));
@@ -634,7 +627,7 @@ absl::StatusOr<std::unique_ptr<TiledDecoder>> TiledDecoder::Open(const TensorInf
 
   std::unique_ptr<TiledDecoder> d(new TiledDecoder(f, f.elem_bytes));
   d->grid_ = *grid;
-  d->kernel_ = resolved;
+  d->avx512_ = PickAvx512();
   d->window_base_ = static_cast<uint8_t>(base);
   d->tiles_per_row_ = grid->tiles_per_row();
   d->groups_per_full_tile_ = layout.per_full_tile;
@@ -675,7 +668,7 @@ absl::StatusOr<TiledTileView> TiledDecoder::Tile(uint64_t t) const {
 
 absl::Status TiledDecoder::DecodeTile(uint64_t tile, std::span<uint8_t> out) const {
   ASSIGN_OR_RETURN(const TiledTileView v, Tile(tile));
-  return DecodeTiledTile(v, out, kernel_);
+  return DecodeTileInto(avx512_, v, out);
 }
 
 absl::Status TiledDecoder::DecodeTiles(uint64_t first, uint64_t count,
@@ -685,7 +678,7 @@ absl::Status TiledDecoder::DecodeTiles(uint64_t first, uint64_t count,
   const uint64_t origin = grid_.TileBegin(first);
   for (uint64_t t = first; t < first + count; ++t) {
     const TiledTileView v = ViewUnchecked(t);
-    RETURN_IF_ERROR(DecodeResolved(v, out.data() + (v.first - origin) * elem_bytes_, kernel_));
+    RETURN_IF_ERROR(DecodeWith(avx512_, v, out.data() + (v.first - origin) * elem_bytes_));
   }
   return absl::OkStatus();
 }
@@ -699,7 +692,7 @@ absl::Status TiledDecoder::DecodeExponents(uint64_t first, uint64_t count,
     const TiledTileView v = ViewUnchecked(t);
     uint8_t* dst = exps.data() + (v.first - origin);
     uint64_t seen;
-    if (kernel_ == TiledKernel::kAvx512) {
+    if (avx512_) {
       seen = ExponentsAvx512(v, dst);
     } else {
       seen = CountEscapesScalar(v.codes, v.size);
@@ -741,15 +734,8 @@ absl::StatusOr<TiledRowsView> TiledDecoder::Rows() const {
   return r;
 }
 
-absl::Status DecodeTiledTile(const TiledTileView& view, std::span<uint8_t> out,
-                             TiledKernel kernel) {
-  if (out.size() != uint64_t{view.size} * view.format.elem_bytes) {
-    return absl::InvalidArgumentError(
-        Err(absl::StrCat("tile ", view.tile, ": output has ", out.size(), " bytes, tile needs ",
-                         view.size * view.format.elem_bytes)));
-  }
-  ASSIGN_OR_RETURN(const TiledKernel resolved, ResolveKernel(kernel));
-  return DecodeResolved(view, out.data(), resolved);
+absl::Status DecodeTiledTile(const TiledTileView& view, std::span<uint8_t> out) {
+  return DecodeTileInto(PickAvx512(), view, out);
 }
 
 }  // namespace packd::codec

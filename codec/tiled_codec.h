@@ -41,9 +41,12 @@ const TensorCodec& TiledCodec();
 absl::StatusOr<EncodedTensor> EncodeTiled(const TensorInfo& info, std::span<const uint8_t> raw,
                                           int threads, uint32_t tile_cols = kTiledDefaultTileCols);
 
-// Which decode kernel to run. kAuto picks the AVX-512 (F/BW/VBMI/VBMI2) kernel
-// when the CPU has it, else the portable scalar one; tests force each.
-enum class TiledKernel { kAuto, kScalar, kAvx512 };
+// Decoders run the AVX-512 (F/BW/VL/VBMI/VBMI2, POPCNT, BMI2) kernels when
+// DetectCpuFeatures() has them at the time the decoder is opened (or
+// DecodeTiledTile is called), else the portable scalar ones; both give the
+// same bytes. PACKD_CPU_ISA=portable forces the scalar ones
+// (base/cpu_features.h). TiledAvx512Supported(): whether the CPU has them,
+// whatever the cap.
 bool TiledAvx512Supported();
 
 // Raw pointers to everything needed to decode one tile, for a matmul that
@@ -72,8 +75,7 @@ struct TiledTileView {
 // original dtype; bf16 tensors give bf16). First checks that the tile's number
 // of code-0 elements equals escape_count (DataLossError naming the tile
 // otherwise), so a hostile file never makes it read out of bounds. Thread-safe.
-absl::Status DecodeTiledTile(const TiledTileView& view, std::span<uint8_t> out,
-                             TiledKernel kernel = TiledKernel::kAuto);
+absl::Status DecodeTiledTile(const TiledTileView& view, std::span<uint8_t> out);
 
 // A bf16 matrix whose tiles cut each row (the grid's cols is the matrix's k)
 // seen row by row, for a matmul that decodes in registers (engine/cpu): the
@@ -107,11 +109,9 @@ struct TiledRowsView {
 class TiledDecoder final : public TensorDecoder {
  public:
   // Validates every component against `info` in O(tiles + escapes) (see
-  // TensorCodec::OpenDecoder). kernel = kAvx512 on a CPU without it is an
-  // error (FailedPrecondition). The views must outlive the decoder.
-  static absl::StatusOr<std::unique_ptr<TiledDecoder>> Open(
-      const TensorInfo& info, const ComponentViews& components,
-      TiledKernel kernel = TiledKernel::kAuto);
+  // TensorCodec::OpenDecoder). The views must outlive the decoder.
+  static absl::StatusOr<std::unique_ptr<TiledDecoder>> Open(const TensorInfo& info,
+                                                            const ComponentViews& components);
 
   const TileGrid& grid() const override { return grid_; }
   absl::Status DecodeTile(uint64_t tile, std::span<uint8_t> out) const override;
@@ -140,7 +140,7 @@ class TiledDecoder final : public TensorDecoder {
 
   FloatFormat format_;
   TileGrid grid_;
-  TiledKernel kernel_ = TiledKernel::kScalar;  // resolved, never kAuto
+  bool avx512_ = false;  // the AVX-512 kernels, else the scalar ones (picked at Open)
   uint8_t window_base_ = 0;
   uint64_t tiles_per_row_ = 0;
   uint64_t groups_per_full_tile_ = 0;

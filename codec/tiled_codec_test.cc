@@ -5,8 +5,10 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "base/cpu_features.h"
 #include "codec/histogram.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -18,15 +20,13 @@ namespace {
 using ::packd::testing::Distribution;
 using ::packd::testing::RandomTensor;
 
-// Kernels this CPU can run: scalar always, AVX-512 when present.
-std::vector<TiledKernel> Kernels() {
-  std::vector<TiledKernel> k = {TiledKernel::kScalar};
-  if (TiledAvx512Supported()) k.push_back(TiledKernel::kAvx512);
+// The PACKD_CPU_ISA caps that select each kernel this CPU can run (the
+// scalar one always, the AVX-512 one when present); a decoder opened under
+// ScopedCpuIsaCap(cap) runs that kernel.
+std::vector<std::string_view> Kernels() {
+  std::vector<std::string_view> k = {"portable"};
+  if (TiledAvx512Supported()) k.push_back("avx512");
   return k;
-}
-
-const char* KernelName(TiledKernel k) {
-  return k == TiledKernel::kScalar ? "scalar" : k == TiledKernel::kAvx512 ? "avx512" : "auto";
 }
 
 std::vector<uint8_t>& Component(EncodedTensor& t, const std::string& name) {
@@ -48,9 +48,10 @@ void ExpectRoundTrip(DType dtype, std::vector<int64_t> shape, const std::vector<
   ASSERT_TRUE(enc.ok()) << enc.status();
   EXPECT_EQ(enc->codec, "tiled");
   const ComponentViews views = ViewOf(*enc);
-  for (TiledKernel kernel : Kernels()) {
-    SCOPED_TRACE(KernelName(kernel));
-    absl::StatusOr<std::unique_ptr<TiledDecoder>> dec = TiledDecoder::Open(info, views, kernel);
+  for (std::string_view kernel : Kernels()) {
+    SCOPED_TRACE(kernel);
+    const ScopedCpuIsaCap cap(kernel);
+    absl::StatusOr<std::unique_ptr<TiledDecoder>> dec = TiledDecoder::Open(info, views);
     ASSERT_TRUE(dec.ok()) << dec.status();
     std::vector<uint8_t> out(raw.size(), 0xAB);
     ASSERT_TRUE((*dec)->DecodeAll(out, threads).ok());
@@ -259,9 +260,10 @@ TEST(TiledCodecTest, TileViewsDecodeSlices) {
     ASSERT_TRUE(v.ok());
     EXPECT_EQ(v->first, g.TileBegin(t));
     EXPECT_EQ(v->size, g.TileSize(t));
-    for (TiledKernel k : Kernels()) {
+    for (std::string_view k : Kernels()) {
+      const ScopedCpuIsaCap cap(k);
       std::vector<uint8_t> out(2 * v->size, 0xEE);
-      ASSERT_TRUE(DecodeTiledTile(*v, out, k).ok());
+      ASSERT_TRUE(DecodeTiledTile(*v, out).ok());
       EXPECT_TRUE(std::equal(out.begin(), out.end(), raw.begin() + 2 * v->first)) << t;
     }
     std::vector<uint8_t> wrong(2 * v->size + 2);
@@ -285,8 +287,14 @@ TEST(TiledCodecTest, ScalarAndAvx512Identical) {
       ASSERT_TRUE(enc.ok());
       const ComponentViews views = ViewOf(*enc);
       std::vector<uint8_t> a(raw.size()), b(raw.size(), 1);
-      ASSERT_TRUE((*TiledDecoder::Open(info, views, TiledKernel::kScalar))->DecodeAll(a, 1).ok());
-      ASSERT_TRUE((*TiledDecoder::Open(info, views, TiledKernel::kAvx512))->DecodeAll(b, 1).ok());
+      {
+        const ScopedCpuIsaCap cap("portable");
+        ASSERT_TRUE((*TiledDecoder::Open(info, views))->DecodeAll(a, 1).ok());
+      }
+      {
+        const ScopedCpuIsaCap cap("avx512");
+        ASSERT_TRUE((*TiledDecoder::Open(info, views))->DecodeAll(b, 1).ok());
+      }
       EXPECT_TRUE(a == b);
       EXPECT_TRUE(a == raw);
     }
@@ -314,8 +322,9 @@ class TiledHostileTest : public ::testing::Test {
   bool OpenAndDecode(const EncodedTensor& e) {
     const ComponentViews views = ViewOf(e);
     bool all_ok = true;
-    for (TiledKernel k : Kernels()) {
-      auto dec = TiledDecoder::Open(info_, views, k);
+    for (std::string_view k : Kernels()) {
+      const ScopedCpuIsaCap cap(k);
+      auto dec = TiledDecoder::Open(info_, views);
       if (!dec.ok()) return false;
       std::vector<uint8_t> out(raw_.size());
       all_ok &= (*dec)->DecodeAll(out, 1).ok();
@@ -418,9 +427,10 @@ TEST_F(TiledHostileTest, BadEscapeOffsets) {
     const uint32_t a = Offset(e, 1), b = Offset(e, 2);
     ASSERT_LT(a, b);
     SetOffset(e, 1, a + 1);  // tile 0 claims one escape more, tile 1 one fewer
-    for (TiledKernel k : Kernels()) {
-      SCOPED_TRACE(KernelName(k));
-      auto dec = TiledDecoder::Open(info_, ViewOf(e), k);
+    for (std::string_view k : Kernels()) {
+      SCOPED_TRACE(k);
+      const ScopedCpuIsaCap cap(k);
+      auto dec = TiledDecoder::Open(info_, ViewOf(e));
       ASSERT_TRUE(dec.ok());
       std::vector<uint8_t> out(2 * 512);
       absl::Status s = (*dec)->DecodeTile(0, out);
@@ -442,11 +452,12 @@ TEST_F(TiledHostileTest, CodeBitFlipChangesEscapeCount) {
   std::vector<uint8_t>& codes = Component(e, "codes");
   for (size_t i = codes.size() - 24; i < codes.size(); ++i) codes[i] = 0;  // all escapes
   EXPECT_FALSE(OpenAndDecode(e));
-  for (TiledKernel k : Kernels()) {
-    auto dec = TiledDecoder::Open(info_, ViewOf(e), k);
+  for (std::string_view k : Kernels()) {
+    const ScopedCpuIsaCap cap(k);
+    auto dec = TiledDecoder::Open(info_, ViewOf(e));
     ASSERT_TRUE(dec.ok());
     std::vector<uint8_t> out(2 * 188);
-    EXPECT_EQ((*dec)->DecodeTile(5, out).code(), absl::StatusCode::kDataLoss) << KernelName(k);
+    EXPECT_EQ((*dec)->DecodeTile(5, out).code(), absl::StatusCode::kDataLoss) << k;
   }
   // Plane 0 of group 0 all ones: element 0 (made wide in SetUp) no longer
   // escapes, so tile 0 has fewer code-0 elements than escapes.

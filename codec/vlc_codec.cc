@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -17,6 +16,7 @@
 #endif
 
 #include "absl/strings/str_cat.h"
+#include "base/cpu_features.h"
 #include "base/parallel.h"
 #include "base/status_macros.h"
 #include "codec/histogram.h"
@@ -64,26 +64,19 @@ constexpr size_t kCodesPadding = 8;
 // anyone reads them, and streaming skips reading each line in first.
 constexpr uint64_t kStreamingBytes = uint64_t{8} << 20;
 
-std::atomic<bool> g_force_scalar{false};
+// Run-time dispatch, decided when a decoder is opened (base/cpu_features.h:
+// PACKD_CPU_ISA=portable forces the portable code, avx2 keeps BMI2 only).
+struct VlcIsa {
+  bool avx512 = false;  // the AVX-512 joins: F, BW and VBMI
+  bool bmi2 = false;    // the BMI2 build of the bitstream loop
+};
 
-// Run-time dispatch: the AVX-512 joins and the BMI2 build of the bitstream
-// loop are used when the CPU has them, unless tests force the portable code.
-bool UseAvx512() {
+VlcIsa DetectVlcIsa() {
 #ifdef PACKD_VLC_X86
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vbmi");
-  return has && !g_force_scalar.load(std::memory_order_relaxed);
+  const CpuFeatures f = DetectCpuFeatures();
+  return {.avx512 = f.avx512f && f.avx512bw && f.avx512vbmi, .bmi2 = f.bmi2};
 #else
-  return false;
-#endif
-}
-
-bool UseBmi2() {
-#ifdef PACKD_VLC_X86
-  static const bool has = __builtin_cpu_supports("bmi2");
-  return has && !g_force_scalar.load(std::memory_order_relaxed);
-#else
-  return false;
+  return {};
 #endif
 }
 
@@ -538,7 +531,7 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) void JoinF32Avx512(const 
 
 #endif  // PACKD_VLC_X86
 
-#ifndef PACKD_VLC_X86  // never called: UseAvx512() is false
+#ifndef PACKD_VLC_X86  // never called: DetectVlcIsa().avx512 is false
 void JoinBF16Avx512(const uint8_t* exps, const uint8_t* rest, uint64_t n, uint8_t* out, bool) {
   JoinBF16Scalar(exps, rest, n, out);
 }
@@ -587,6 +580,7 @@ class VlcDecoder final : public TensorDecoder {
              std::span<const uint8_t> rest, std::unique_ptr<DecodeTables> tables,
              std::unique_ptr<RansTable> rans)
       : TensorDecoder(f.elem_bytes),
+        isa_(DetectVlcIsa()),
         f_(f),
         grid_(grid),
         h_(h),
@@ -626,7 +620,7 @@ class VlcDecoder final : public TensorDecoder {
     constexpr uint64_t kChunk = 64;  // tiles per task: cheap to schedule, balances well
     const uint64_t n_chunks = (tiles + kChunk - 1) / kChunk;
     const uint64_t stride = ScratchStride();
-    const bool stream = UseAvx512() && out.size() >= kStreamingBytes;
+    const bool stream = isa_.avx512 && out.size() >= kStreamingBytes;
     std::vector<absl::Status> errors(n_chunks);
     ParallelFor(n_chunks, threads, [&](size_t begin, size_t end) {
       std::vector<uint8_t> scratch(stride * kInterleave);
@@ -773,7 +767,7 @@ class VlcDecoder final : public TensorDecoder {
     }
     if (h_.mode == kModeRans) RETURN_IF_ERROR(DecodeRans<K>(tiles, s));
     if (h_.mode == kModeHuffman) {
-      const bool bmi2 = UseBmi2();
+      const bool bmi2 = isa_.bmi2;
       if (K > 1) DecodeLockstep<K>(bmi2, codes_.data(), tables_->multi.data(), s);
       for (int k = 0; k < K; ++k) {
         switch (FinishStream(bmi2, codes_.data(), *tables_, s[k])) {
@@ -807,7 +801,7 @@ class VlcDecoder final : public TensorDecoder {
       exps_of[k] = scratch ? scratch + k * stride : out[k] + n[k] * (elem_bytes_ - 1);
     }
     RETURN_IF_ERROR(DecodeExponentGroup<K>(tiles, exps_of));
-    const bool avx = UseAvx512();
+    const bool avx = isa_.avx512;
     for (int k = 0; k < K; ++k) {
       const uint64_t first = grid_.TileBegin(tiles[k]);
       if (f_.elem_bytes == 2 && f_.exp_bits == 8) {
@@ -829,6 +823,7 @@ class VlcDecoder final : public TensorDecoder {
     return absl::OkStatus();
   }
 
+  const VlcIsa isa_;
   FloatFormat f_;
   TileGrid grid_;
   Header h_;
@@ -1011,10 +1006,6 @@ absl::StatusOr<std::unique_ptr<TensorDecoder>> VlcCodecImpl::OpenDecoder(
 const TensorCodec& VlcCodec() {
   static const VlcCodecImpl* const codec = new VlcCodecImpl();
   return *codec;
-}
-
-void VlcForceScalarForTesting(bool force_scalar) {
-  g_force_scalar.store(force_scalar, std::memory_order_relaxed);
 }
 
 static_assert(std::endian::native == std::endian::little, "vlc assumes a little-endian host");

@@ -44,16 +44,14 @@ struct VlcOptions {
   VlcMode mode = VlcMode::kAuto;
 };
 
-// The "vlc" codec (F32, F16, BF16). Static, stateless, thread-safe.
+// The "vlc" codec (F32, F16, BF16). Static, stateless, thread-safe. A
+// decoder picks its AVX-512 and BMI2 code when it is opened, from
+// DetectCpuFeatures() (base/cpu_features.h: PACKD_CPU_ISA=portable forces the
+// portable code); every path gives the same bytes.
 const TensorCodec& VlcCodec();
 
 // VlcCodec().Encode with explicit options (InvalidArgument when out of range).
 absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const uint8_t> raw,
                                         int threads, const VlcOptions& options);
-
-// Testing hook: when true, decoders use only the portable scalar code even on
-// CPUs with AVX-512 (so tests can compare both paths). Affects decoders opened
-// afterwards as well as existing ones; not meant to be toggled while decoding.
-void VlcForceScalarForTesting(bool force_scalar);
 
 }  // namespace packd::codec

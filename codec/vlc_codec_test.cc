@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <random>
+#include <string_view>
 #include <vector>
 
+#include "base/cpu_features.h"
 #include "codec/histogram.h"
 #include "codec/rest_plane.h"
 #include "gmock/gmock.h"
@@ -19,11 +22,15 @@ using ::packd::testing::Distribution;
 using ::packd::testing::RandomTensor;
 using ::testing::HasSubstr;
 
-// Restores the AVX-512 path after tests that force the scalar one.
+// Decoders opened while it lives use the portable code when `scalar`, else
+// the best the CPU has.
 class ScalarGuard {
  public:
-  explicit ScalarGuard(bool scalar) { VlcForceScalarForTesting(scalar); }
-  ~ScalarGuard() { VlcForceScalarForTesting(false); }
+  explicit ScalarGuard(bool scalar)
+      : cap_(scalar ? std::optional<std::string_view>("portable") : std::nullopt) {}
+
+ private:
+  ScopedCpuIsaCap cap_;
 };
 
 std::span<const uint8_t> Component(const EncodedTensor& t, std::string_view name) {

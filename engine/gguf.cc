@@ -13,6 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "engine/model_config.h"
+#include "engine/models/architecture.h"
 
 namespace packd::engine {
 
@@ -211,6 +213,15 @@ double ShortestDecimalOfFloat(float f) {
     if (std::strtof(buf, nullptr) == f) return std::strtod(buf, nullptr);
   }
   return f;
+}
+
+// A number read from GGUF metadata as config.json shows it: an f32 value
+// (every one is exact as a double) as ShortestDecimalOfFloat, anything else
+// (an f64 no float equals) unchanged.
+double ShortestDecimalOfF32(double v) {
+  if (!(std::abs(v) <= std::numeric_limits<float>::max())) return v;
+  const float f = static_cast<float>(v);
+  return static_cast<double>(f) == v ? ShortestDecimalOfFloat(f) : v;
 }
 
 // Reads one value of `type` at `c` and converts it to the JSON of
@@ -766,65 +777,38 @@ nlohmann::json GgufFile::MetadataToJson() const {
 }
 
 absl::StatusOr<nlohmann::json> GgufFile::HuggingFaceConfig() const {
-  ASSIGN_OR_RETURN(const std::string arch, GetString("general.architecture"));
-  if (arch != "llama") {
-    return absl::UnimplementedError(
-        absl::StrCat(label_, ": general.architecture is \"", arch,
-                     "\"; a Hugging Face config can be made only for \"llama\""));
-  }
-  const std::string p = arch + ".";
+  // The metadata is read by ParseGgufConfig alone, which refuses what packd
+  // cannot serve (another architecture, mixture of experts, ...); this spells
+  // its result in transformers' terms and adds what only the tensors tell.
+  ASSIGN_OR_RETURN(const ModelConfig c, ParseGgufConfig(MetadataToJson(), label_));
+  // ParseGgufConfig gives no sliding window, biases or q/k norm, and no
+  // llama3 rope scaling (llama.cpp stores it as a tensor, rope_freqs.weight).
+  const ArchitectureSpec& spec = SpecFor(c.arch);
   nlohmann::json cfg;
-  cfg["architectures"] = {"LlamaForCausalLM"};
-  cfg["model_type"] = "llama";
+  cfg["architectures"] = {spec.hf_class};
+  cfg["model_type"] = spec.model_type;
   cfg["hidden_act"] = "silu";
-  ASSIGN_OR_RETURN(cfg["hidden_size"], GetUint(p + "embedding_length"));
-  ASSIGN_OR_RETURN(cfg["intermediate_size"], GetUint(p + "feed_forward_length"));
-  ASSIGN_OR_RETURN(cfg["num_hidden_layers"], GetUint(p + "block_count"));
-  ASSIGN_OR_RETURN(const uint64_t heads, GetUint(p + "attention.head_count"));
-  cfg["num_attention_heads"] = heads;
-  if (HasKey(p + "attention.head_count_kv")) {
-    ASSIGN_OR_RETURN(cfg["num_key_value_heads"], GetUint(p + "attention.head_count_kv"));
-  } else {
-    cfg["num_key_value_heads"] = heads;
+  cfg["hidden_size"] = c.hidden_size;
+  cfg["intermediate_size"] = c.intermediate_size;
+  cfg["num_hidden_layers"] = c.num_layers;
+  cfg["num_attention_heads"] = c.num_heads;
+  cfg["num_key_value_heads"] = c.num_kv_heads;
+  if (c.hidden_size % c.num_heads != 0 || c.head_dim != c.hidden_size / c.num_heads) {
+    cfg["head_dim"] = c.head_dim;
   }
-  if (HasKey(p + "attention.key_length")) {
-    ASSIGN_OR_RETURN(cfg["head_dim"], GetUint(p + "attention.key_length"));
+  cfg["max_position_embeddings"] = c.max_position_embeddings;
+  cfg["vocab_size"] = c.vocab_size;
+  cfg["rms_norm_eps"] = ShortestDecimalOfF32(c.rms_norm_eps);
+  cfg["rope_theta"] = ShortestDecimalOfF32(c.rope_theta);
+  if (c.rope_scaling.type == RopeScaling::Type::kLinear) {
+    cfg["rope_scaling"] = {{"rope_type", "linear"},
+                           {"factor", ShortestDecimalOfF32(c.rope_scaling.factor)}};
   }
-  ASSIGN_OR_RETURN(cfg["max_position_embeddings"], GetUint(p + "context_length"));
-
-  // f32 values are written as the shortest decimal that reads back as the same
-  // float (1e-05, not 9.999999747378752e-06).
-  const auto float_key = [&](const std::string& key) -> absl::StatusOr<double> {
-    const GgufValue* v = FindValue(key);
-    if (v != nullptr && v->type == GgufType::kF32) {
-      return ShortestDecimalOfFloat(Load<float>(v->bytes));
-    }
-    return GetFloat(key);
-  };
-  ASSIGN_OR_RETURN(cfg["rms_norm_eps"], float_key(p + "attention.layer_norm_rms_epsilon"));
-  if (HasKey(p + "rope.freq_base")) {
-    ASSIGN_OR_RETURN(cfg["rope_theta"], float_key(p + "rope.freq_base"));
-  } else {
-    cfg["rope_theta"] = 10000.0;
-  }
-
-  if (HasKey("tokenizer.ggml.tokens")) {
-    ASSIGN_OR_RETURN(cfg["vocab_size"], GetArrayLength("tokenizer.ggml.tokens"));
-  } else if (HasKey(p + "vocab_size")) {
-    ASSIGN_OR_RETURN(cfg["vocab_size"], GetUint(p + "vocab_size"));
-  } else if (const GgufTensor* emb = FindTensor("token_embd.weight");
-             emb != nullptr && emb->shape.size() == 2) {
-    cfg["vocab_size"] = emb->shape[0];
-  } else {
-    return absl::NotFoundError(
-        absl::StrCat(label_, ": cannot tell the vocabulary size: no tokenizer.ggml.tokens, ", p,
-                     "vocab_size or token_embd.weight"));
-  }
-  if (HasKey("tokenizer.ggml.bos_token_id")) {
-    ASSIGN_OR_RETURN(cfg["bos_token_id"], GetUint("tokenizer.ggml.bos_token_id"));
-  }
-  if (HasKey("tokenizer.ggml.eos_token_id")) {
-    ASSIGN_OR_RETURN(cfg["eos_token_id"], GetUint("tokenizer.ggml.eos_token_id"));
+  if (c.bos_token_id) cfg["bos_token_id"] = *c.bos_token_id;
+  if (c.eos_token_ids.size() == 1) {
+    cfg["eos_token_id"] = c.eos_token_ids[0];
+  } else if (!c.eos_token_ids.empty()) {
+    cfg["eos_token_id"] = c.eos_token_ids;
   }
   cfg["tie_word_embeddings"] = FindTensor("output.weight") == nullptr;
 

@@ -134,9 +134,11 @@ class GgufFile {
   // UTF-8) get U+FFFD for each bad byte: the only lossy case.
   nlohmann::json MetadataToJson() const;
 
-  // A Hugging Face config.json for a llama-architecture file
-  // (general.architecture == "llama"); an error naming the architecture for
-  // others, or naming a missing key.
+  // A Hugging Face config.json for the file: ParseGgufConfig's reading of
+  // the metadata (model_config.h; its errors, e.g. for an architecture other
+  // than "llama", a mixture-of-experts model or a missing key), in
+  // transformers' terms (f32 values as their shortest decimal, 1e-05), plus
+  // tie_word_embeddings (no output.weight) and torch_dtype from the tensors.
   absl::StatusOr<nlohmann::json> HuggingFaceConfig() const;
 
   // ---- Tensors, in file order.

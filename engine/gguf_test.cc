@@ -3,12 +3,19 @@
 #include <cmath>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <limits>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/file.h"
+#include "engine/gguf_checkpoint.h"
+#include "engine/model_compressor.h"
+#include "engine/model_config.h"
+#include "engine/model_directory.h"
+#include "engine/model_source.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/testing.h"
@@ -216,6 +223,52 @@ TEST(GgufTest, HuggingFaceConfigErrors) {
     ASSERT_TRUE(f.ok());
     EXPECT_THAT(f->HuggingFaceConfig().status().message(), HasSubstr("general.architecture"));
   }
+}
+
+// A mixture-of-experts file (Mixtral is architecture "llama" with
+// llama.expert_count > 0) is refused, naming the key, by every path that
+// reads a GGUF file's config: the metadata parser, the config.json of
+// `packd compress`, the GGUF checkpoint, ModelSource on the file and on a
+// packd directory made from one, and CompressModel.
+TEST(GgufTest, MixtureOfExpertsRefusedByEveryConfigPath) {
+  const auto expect_moe_refused = [](const absl::Status& s, std::string_view path) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented) << path << ": " << s;
+    EXPECT_THAT(s.message(), HasSubstr("llama.expert_count")) << path;
+    EXPECT_THAT(s.message(), HasSubstr("mixture-of-experts")) << path;
+  };
+  packd::testing::TempDir tmp;
+  const std::filesystem::path dense = tmp.path() / "dense.gguf";
+  const std::filesystem::path moe = tmp.path() / "moe.gguf";
+  ASSERT_TRUE(
+      WriteFileAtomically(dense, SmallModel().AddU32("llama.expert_count", 0).Build()).ok());
+  ASSERT_TRUE(
+      WriteFileAtomically(
+          moe,
+          SmallModel().AddU32("llama.expert_count", 8).AddU32("llama.expert_used_count", 2).Build())
+          .ok());
+  absl::StatusOr<GgufFile> d = GgufFile::Open(dense);
+  absl::StatusOr<GgufFile> m = GgufFile::Open(moe);
+  ASSERT_TRUE(d.ok() && m.ok());
+
+  EXPECT_TRUE(ParseGgufConfig(d->MetadataToJson(), "dense.gguf").ok());
+  expect_moe_refused(ParseGgufConfig(m->MetadataToJson(), "moe.gguf").status(), "ParseGgufConfig");
+  EXPECT_TRUE(d->HuggingFaceConfig().ok());
+  expect_moe_refused(m->HuggingFaceConfig().status(), "HuggingFaceConfig");
+  EXPECT_TRUE(OpenGgufCheckpoint(dense).ok());
+  expect_moe_refused(OpenGgufCheckpoint(moe).status(), "OpenGgufCheckpoint");
+  expect_moe_refused(ModelSource::Open(moe).status(), "ModelSource (GGUF file)");
+  expect_moe_refused(CompressModel(moe, tmp.path() / "moe_out", {}).status(), "CompressModel");
+  EXPECT_FALSE(std::filesystem::exists(tmp.path() / "moe_out"));
+
+  // A packd directory whose GGUF metadata (which the engine reads instead of
+  // config.json) was swapped for the MoE file's.
+  const std::filesystem::path dir = tmp.path() / "dense_out";
+  absl::StatusOr<CompressReport> report = CompressModel(dense, dir, {});
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_TRUE(ModelSource::Open(dir).ok());
+  ASSERT_TRUE(
+      WriteFileAtomically(dir / kGgufMetadataFileName, m->MetadataToJson().dump() + "\n").ok());
+  expect_moe_refused(ModelSource::Open(dir).status(), "ModelSource (packd directory)");
 }
 
 TEST(GgufTest, EveryValueTypeToJsonLosslessly) {

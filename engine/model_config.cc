@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
+#include "engine/models/architecture.h"
 #include "nlohmann/json.hpp"
 
 namespace packd::engine {
@@ -25,28 +26,14 @@ using nlohmann::json;
 // comes near it for any other dimension.
 constexpr int64_t kMaxDim = std::numeric_limits<int32_t>::max();
 
-// The Hugging Face class, the model_type and the architecture, one row each.
-struct ArchRow {
-  std::string_view hf_class;
-  std::string_view model_type;
-  Architecture arch;
-};
-constexpr ArchRow kArchs[] = {
-    {"LlamaForCausalLM", "llama", Architecture::kLlama},
-    {"MistralForCausalLM", "mistral", Architecture::kMistral},
-    {"Qwen2ForCausalLM", "qwen2", Architecture::kQwen2},
-    {"Qwen3ForCausalLM", "qwen3", Architecture::kQwen3},
-};
-
-std::string SupportedClasses() {
+// "LlamaForCausalLM, MistralForCausalLM, ..." (or the model_types, or the
+// GGUF names), each between `quote`s, of the registered architectures.
+std::string SupportedNames(std::string_view ArchitectureSpec::*name, std::string_view quote = "") {
+  const std::string q(quote);
   std::vector<std::string> names;
-  for (const ArchRow& r : kArchs) names.emplace_back(r.hf_class);
-  return absl::StrJoin(names, ", ");
-}
-
-std::string SupportedModelTypes() {
-  std::vector<std::string> names;
-  for (const ArchRow& r : kArchs) names.emplace_back(r.model_type);
+  for (const ArchitectureSpec* spec : Architectures()) {
+    if (!(spec->*name).empty()) names.push_back(q + std::string(spec->*name) + q);
+  }
   return absl::StrJoin(names, ", ");
 }
 
@@ -183,32 +170,57 @@ class HfObject : public PositiveIntReader<HfObject> {
   std::string prefix_;
 };
 
-absl::StatusOr<Architecture> HfArchitecture(const HfObject& cfg) {
+// HfConfigKeys over the top level of a config.json, for the architecture
+// files.
+class HfKeys final : public HfConfigKeys {
+ public:
+  HfKeys(const json& obj, const HfObject& cfg) : obj_(obj), cfg_(cfg) {}
+  bool Contains(std::string_view key) const override { return obj_.contains(std::string(key)); }
+  absl::StatusOr<bool> BoolOr(std::string_view key, bool fallback) const override {
+    return cfg_.BoolOr(key, fallback);
+  }
+  absl::StatusOr<std::optional<int64_t>> OptInt(std::string_view key) const override {
+    return cfg_.OptInt(key);
+  }
+  absl::StatusOr<std::optional<int64_t>> OptPositive(std::string_view key) const override {
+    return cfg_.OptPositive(key);
+  }
+  absl::Status Unsupported(std::string_view key, std::string_view what) const override {
+    return cfg_.Unsupported(key, what);
+  }
+
+ private:
+  const json& obj_;
+  const HfObject& cfg_;
+};
+
+// The architecture named by architectures[0], else by model_type.
+absl::StatusOr<const ArchitectureSpec*> HfArchitecture(const HfObject& cfg) {
   if (const json* archs = cfg.Find("architectures")) {
     if (!archs->is_array() || archs->empty() || !(*archs)[0].is_string()) {
       return cfg.Error("architectures",
                        absl::StrCat("must be a non-empty array of strings, got ", Show(*archs)));
     }
     const std::string name = (*archs)[0].get<std::string>();
-    for (const ArchRow& r : kArchs) {
-      if (name == r.hf_class) return r.arch;
+    for (const ArchitectureSpec* spec : Architectures()) {
+      if (name == spec->hf_class) return spec;
     }
-    return cfg.Unsupported("architectures",
-                           absl::StrCat("names \"", name, "\", which packd does not support; ",
-                                        "supported: ", SupportedClasses()));
+    return cfg.Unsupported(
+        "architectures", absl::StrCat("names \"", name, "\", which packd does not support; ",
+                                      "supported: ", SupportedNames(&ArchitectureSpec::hf_class)));
   }
   ASSIGN_OR_RETURN(const std::optional<std::string> model_type, cfg.OptString("model_type"));
   if (!model_type) {
     return absl::NotFoundError(absl::StrCat(
         cfg.label(), ": required key \"architectures\" (or \"model_type\") is missing; supported: ",
-        SupportedClasses()));
+        SupportedNames(&ArchitectureSpec::hf_class)));
   }
-  for (const ArchRow& r : kArchs) {
-    if (*model_type == r.model_type) return r.arch;
+  for (const ArchitectureSpec* spec : Architectures()) {
+    if (*model_type == spec->model_type) return spec;
   }
   return cfg.Unsupported("model_type", absl::StrCat("is \"", *model_type,
                                                     "\", which packd does not support; supported: ",
-                                                    SupportedModelTypes()));
+                                                    SupportedNames(&ArchitectureSpec::model_type)));
 }
 
 // rope_scaling (or transformers 5's rope_parameters): type "default" or
@@ -285,26 +297,6 @@ absl::StatusOr<std::vector<int64_t>> HfEosIds(const HfObject& cfg) {
   return out;
 }
 
-// Transformers defaults that differ by architecture (the *Config classes).
-struct ArchDefaults {
-  int64_t max_position_embeddings;
-  std::optional<int64_t> head_dim;  // nullopt: hidden_size / num_attention_heads
-};
-
-ArchDefaults DefaultsFor(Architecture a) {
-  switch (a) {
-    case Architecture::kLlama:
-      return {2048, std::nullopt};
-    case Architecture::kMistral:
-      return {4096 * 32, std::nullopt};
-    case Architecture::kQwen2:
-      return {32768, std::nullopt};
-    case Architecture::kQwen3:
-      return {32768, 128};
-  }
-  return {2048, std::nullopt};
-}
-
 absl::StatusOr<ModelConfig> ParseHfConfigImpl(const json& j, const std::string& label) {
   if (!j.is_object()) {
     return absl::InvalidArgumentError(
@@ -312,8 +304,8 @@ absl::StatusOr<ModelConfig> ParseHfConfigImpl(const json& j, const std::string& 
   }
   const HfObject cfg(j, label, "");
   ModelConfig c;
-  ASSIGN_OR_RETURN(c.arch, HfArchitecture(cfg));
-  const ArchDefaults defaults = DefaultsFor(c.arch);
+  ASSIGN_OR_RETURN(const ArchitectureSpec* spec, HfArchitecture(cfg));
+  c.arch = spec->arch;
   c.rope_style = RopeStyle::kHalfSplit;
 
   ASSIGN_OR_RETURN(c.hidden_size, cfg.Positive("hidden_size"));
@@ -322,8 +314,9 @@ absl::StatusOr<ModelConfig> ParseHfConfigImpl(const json& j, const std::string& 
   ASSIGN_OR_RETURN(c.num_heads, cfg.Positive("num_attention_heads"));
   ASSIGN_OR_RETURN(c.num_kv_heads, cfg.PositiveOr("num_key_value_heads", c.num_heads));
   ASSIGN_OR_RETURN(c.vocab_size, cfg.Positive("vocab_size"));
-  ASSIGN_OR_RETURN(c.max_position_embeddings,
-                   cfg.PositiveOr("max_position_embeddings", defaults.max_position_embeddings));
+  ASSIGN_OR_RETURN(
+      c.max_position_embeddings,
+      cfg.PositiveOr("max_position_embeddings", spec->default_max_position_embeddings));
   if (c.num_heads % c.num_kv_heads != 0) {
     return cfg.Error(
         "num_attention_heads",
@@ -333,8 +326,8 @@ absl::StatusOr<ModelConfig> ParseHfConfigImpl(const json& j, const std::string& 
   ASSIGN_OR_RETURN(const std::optional<int64_t> head_dim, cfg.OptPositive("head_dim"));
   if (head_dim) {
     c.head_dim = *head_dim;
-  } else if (defaults.head_dim) {
-    c.head_dim = *defaults.head_dim;
+  } else if (spec->default_head_dim) {
+    c.head_dim = *spec->default_head_dim;
   } else {
     if (c.hidden_size % c.num_heads != 0) {
       return cfg.Error("hidden_size", absl::StrCat("(", c.hidden_size, ") must be a multiple of ",
@@ -367,20 +360,9 @@ absl::StatusOr<ModelConfig> ParseHfConfigImpl(const json& j, const std::string& 
         absl::StrCat("is ", *partial, "; packd supports full rotary (1.0) only"));
   }
 
-  // Attention biases. Qwen2 always has q/k/v biases and no o_proj bias.
-  // Llama/Mistral/Qwen3 attention_bias puts a bias on o_proj as well, which
-  // ModelConfig cannot express, so it is refused.
-  ASSIGN_OR_RETURN(const bool attention_bias, cfg.BoolOr("attention_bias", false));
-  if (c.arch == Architecture::kQwen2) {
-    c.qkv_bias = true;
-  } else if (attention_bias) {
-    return cfg.Unsupported(
-        "attention_bias",
-        absl::StrCat("is true; for ", std::string(ArchitectureName(c.arch)),
-                     " that adds biases to q/k/v and o_proj, and packd supports q/k/v "
-                     "biases only"));
-  }
-  c.qk_norm = c.arch == Architecture::kQwen3;
+  // The keys whose meaning is the architecture's own: attention biases, q/k
+  // norm, sliding window (engine/models/).
+  RETURN_IF_ERROR(spec->read_hf_keys(HfKeys(j, cfg), c));
 
   // Rope: transformers 5 keeps theta and scaling in rope_parameters.
   if (const json* rp = cfg.Find("rope_parameters"); rp != nullptr && rp->is_object()) {
@@ -398,35 +380,6 @@ absl::StatusOr<ModelConfig> ParseHfConfigImpl(const json& j, const std::string& 
   }
 
   ASSIGN_OR_RETURN(c.tie_word_embeddings, cfg.BoolOr("tie_word_embeddings", false));
-
-  // Sliding window. Mistral: every layer, when sliding_window is a number
-  // (absent: MistralConfig's default 4096; null: none). Qwen2/Qwen3: only if
-  // use_sliding_window, and then only for layers >= max_window_layers
-  // (default 28); a window on some layers but not others is refused. Llama:
-  // transformers ignores the key, and so does packd.
-  if (c.arch == Architecture::kMistral) {
-    if (!j.contains("sliding_window")) {
-      c.sliding_window = 4096;
-    } else {
-      ASSIGN_OR_RETURN(c.sliding_window, cfg.OptPositive("sliding_window"));
-    }
-  } else if (c.arch == Architecture::kQwen2 || c.arch == Architecture::kQwen3) {
-    ASSIGN_OR_RETURN(const bool use, cfg.BoolOr("use_sliding_window", false));
-    if (use) {
-      ASSIGN_OR_RETURN(const int64_t window, cfg.PositiveOr("sliding_window", 4096));
-      ASSIGN_OR_RETURN(const std::optional<int64_t> mwl, cfg.OptInt("max_window_layers"));
-      const int64_t max_window_layers = mwl.value_or(28);
-      if (max_window_layers <= 0) {
-        c.sliding_window = window;
-      } else if (max_window_layers < c.num_layers) {
-        return cfg.Unsupported(
-            "use_sliding_window",
-            absl::StrCat("is true with \"max_window_layers\" ", max_window_layers, " < ",
-                         c.num_layers,
-                         " layers: a sliding window on some layers only is not supported"));
-      }  // else no layer uses the window
-    }
-  }
 
   ASSIGN_OR_RETURN(c.bos_token_id, cfg.OptInt("bos_token_id"));
   if (c.bos_token_id && (*c.bos_token_id < 0 || *c.bos_token_id >= c.vocab_size)) {
@@ -539,15 +492,21 @@ absl::StatusOr<ModelConfig> ParseGgufConfigImpl(const json& m, const std::string
   const GgufMeta meta(m, label);
   ASSIGN_OR_RETURN(const std::optional<std::string> arch, meta.OptString("general.architecture"));
   if (!arch) return meta.Missing("general.architecture");
-  if (*arch != "llama") {
+  const ArchitectureSpec* spec = nullptr;
+  for (const ArchitectureSpec* a : Architectures()) {
+    if (!a->gguf_name.empty() && *arch == a->gguf_name) spec = a;
+  }
+  if (spec == nullptr) {
     return absl::UnimplementedError(
         absl::StrCat(label, ": metadata key \"general.architecture\" is \"", *arch,
-                     "\"; packd reads GGUF files of architecture \"llama\" only"));
+                     "\"; packd reads GGUF files of architecture ",
+                     SupportedNames(&ArchitectureSpec::gguf_name, "\""), " only"));
   }
-  const std::string p = "llama.";
+  // The architecture's keys: "llama.embedding_length", ...
+  const std::string p = std::string(spec->gguf_name) + ".";
   ModelConfig c;
-  c.arch = Architecture::kLlama;
-  c.rope_style = RopeStyle::kInterleaved;
+  c.arch = spec->arch;
+  c.rope_style = RopeStyle::kInterleaved;  // llama.cpp's layout of attn_q / attn_k
   // Mixtral GGUF files use architecture "llama" with experts.
   ASSIGN_OR_RETURN(const std::optional<int64_t> experts, meta.OptInt(p + "expert_count"));
   if (experts && *experts > 0) {
@@ -678,12 +637,7 @@ absl::StatusOr<ModelConfig> ParseGgufConfigImpl(const json& m, const std::string
 
 }  // namespace
 
-std::string_view ArchitectureName(Architecture a) {
-  for (const ArchRow& r : kArchs) {
-    if (r.arch == a) return r.model_type;
-  }
-  return "unknown";
-}
+std::string_view ArchitectureName(Architecture a) { return SpecFor(a).model_type; }
 
 std::vector<float> ModelConfig::RopeInvFreq() const {
   if (head_dim < 2) return {};

@@ -65,16 +65,22 @@ struct ModelConfig {
 // From a parsed config.json (`label` names the file in errors). rope_style is
 // kHalfSplit (Hugging Face layout of q_proj/k_proj). The architecture comes
 // from architectures[0] (else model_type); absent optional keys take the
-// transformers *Config defaults. Refused, naming the key: an unknown
-// architecture, hidden_act other than silu, rope scaling other than
-// linear/llama3, attention_bias (it biases o_proj too, which ModelConfig
+// transformers *Config defaults. The keys whose meaning differs by
+// architecture (defaults, attention biases, q/k norm, sliding window) are
+// read by the architecture's file in engine/models/. Refused, naming the key:
+// an unknown architecture, hidden_act other than silu, rope scaling other
+// than linear/llama3, attention_bias (it biases o_proj too, which ModelConfig
 // cannot express; Qwen2's q/k/v biases are implied), mlp_bias,
 // partial_rotary_factor != 1, a Qwen sliding window on only some layers,
 // missing/mistyped/inconsistent values.
 absl::StatusOr<ModelConfig> ParseHfConfig(const nlohmann::json& config, std::string_view label);
 
 // From GGUF metadata in the JSON form of GgufFile::MetadataToJson()
-// ({key: {"type": ..., "value": ...}}); general.architecture must be "llama".
+// ({key: {"type": ..., "value": ...}}): the one reading of a GGUF file's
+// "llama.*" keys, which GgufFile::HuggingFaceConfig (packd compress) uses
+// too. general.architecture must name an architecture with a GGUF name
+// (engine/models/: "llama"); a mixture-of-experts model
+// (llama.expert_count > 0, as Mixtral) is refused (Unimplemented).
 // rope_style is kInterleaved (llama.cpp's layout of attn_q/attn_k).
 // vocab_size comes from llama.vocab_size or the tokenizer.ggml.tokens length.
 // Metadata alone cannot tell two things, which the weight loader must decide

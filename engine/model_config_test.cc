@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/gguf.h"
+#include "engine/models/architecture.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -330,6 +331,23 @@ TEST(ParseHfConfigTest, ModelTypeWhenNoArchitectures) {
     j.erase("architectures");
     EXPECT_EQ(ParseOk(j).arch, arch) << j["model_type"];
   }
+}
+
+// Each registered architecture is found by its class and its model_type and
+// named by its model_type; only the GGUF-readable ones name a GGUF prefix.
+TEST(ParseHfConfigTest, EveryRegisteredArchitectureIsFoundByItsNames) {
+  ASSERT_EQ(Architectures().size(), 4u);
+  for (const ArchitectureSpec* spec : Architectures()) {
+    EXPECT_EQ(&SpecFor(spec->arch), spec);
+    EXPECT_EQ(ArchitectureName(spec->arch), spec->model_type);
+    json j = json::parse(kTinyLlama);
+    j["architectures"] = {spec->hf_class};
+    EXPECT_EQ(ParseOk(j).arch, spec->arch) << spec->hf_class;
+    j.erase("architectures");
+    j["model_type"] = spec->model_type;
+    EXPECT_EQ(ParseOk(j).arch, spec->arch) << spec->model_type;
+  }
+  EXPECT_EQ(LlamaArchitecture().gguf_name, "llama");
 }
 
 TEST(ParseHfConfigTest, TransformersFiveRopeParameters) {

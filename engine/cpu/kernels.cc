@@ -1,17 +1,13 @@
-// ISA detection and dispatch, and the gemm blocking driver shared by every ISA.
+// ISA dispatch (the detection is base/cpu_features.h's), and the gemm blocking
+// driver shared by every ISA.
 #include "engine/cpu/kernels.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
+#include <cstring>
 #include <limits>
-#include <string>
 
+#include "base/cpu_features.h"
 #include "engine/cpu/kernels_internal.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
 
 namespace packd::engine::cpu {
 namespace {
@@ -22,58 +18,12 @@ namespace {
 // this leaves room for x.
 constexpr int64_t kRowBlockBytes = 256 * 1024;
 
-// __builtin_cpu_supports checks that the OS saves the vector state too.
-Isa BestSupportedIsa() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  // clang 14's __builtin_cpu_supports has no "f16c"; read CPUID leaf 1.
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
-  const bool avx2 = f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl")) {
-    return Isa::kAvx512;
-  }
-  if (avx2) return Isa::kAvx2;
-#endif
-  return Isa::kPortable;
-}
-
 }  // namespace
 
-std::string_view IsaName(Isa isa) {
-  switch (isa) {
-    case Isa::kPortable:
-      return "portable";
-    case Isa::kAvx2:
-      return "avx2";
-    case Isa::kAvx512:
-      return "avx512";
-  }
-  return "unknown";
-}
-
-Isa DetectIsa() {
-  const Isa best = BestSupportedIsa();
-  const char* cap = std::getenv("PACKD_CPU_ISA");
-  if (cap == nullptr || *cap == '\0') return best;
-  const std::string_view want(cap);
-  for (Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAvx512}) {
-    if (want == IsaName(isa)) return std::min(isa, best);
-  }
-  static const bool warned = [&] {
-    std::fprintf(stderr,
-                 "packd: ignoring PACKD_CPU_ISA=%s (expected portable, avx2 or avx512); "
-                 "using %s\n",
-                 cap, std::string(IsaName(best)).c_str());
-    return true;
-  }();
-  (void)warned;
-  return best;
-}
+Isa DetectIsa() { return DetectCpuFeatures().BestIsa(); }
 
 const Kernels& GetKernelsFor(Isa isa) {
-  switch (std::min(isa, BestSupportedIsa())) {
+  switch (std::min(isa, HardwareCpuFeatures().BestIsa())) {
     case Isa::kAvx512:
       return internal::Avx512Kernels();
     case Isa::kAvx2:

@@ -12,15 +12,16 @@
 #include <cstdint>
 #include <string_view>
 
+#include "base/cpu_features.h"
 #include "codec/dtype.h"
 
 namespace packd::engine::cpu {
 
-enum class Isa { kPortable, kAvx2, kAvx512 };
-std::string_view IsaName(Isa isa);
-// The best ISA this CPU supports; PACKD_CPU_ISA=portable|avx2|avx512 in the
-// environment caps it (for tests and benchmarks; a request above what the
-// CPU has falls back to the best available).
+// One kernel set per feature level of base/cpu_features.h.
+using Isa = ::packd::CpuIsa;
+inline std::string_view IsaName(Isa isa) { return CpuIsaName(isa); }
+// DetectCpuFeatures().BestIsa(): the best ISA this CPU supports, capped by
+// PACKD_CPU_ISA=portable|avx2|avx512 (base/cpu_features.h).
 Isa DetectIsa();
 
 // All pointers are host memory; no kernel allocates or throws. A weight type
@@ -57,8 +58,9 @@ struct Kernels {
   void (*softmax)(float* x, int64_t n);
 };
 
-// The kernels for DetectIsa(), and for a given ISA (portable always works;
-// asking for one the CPU lacks returns the best available).
+// The kernels for DetectIsa() (picked at the first call), and for a given ISA
+// (portable always works; asking for one the CPU lacks returns the best it
+// has, whatever PACKD_CPU_ISA says: tests and benchmarks run every path).
 const Kernels& GetKernels();
 const Kernels& GetKernelsFor(Isa isa);
 

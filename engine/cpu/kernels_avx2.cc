@@ -4,7 +4,7 @@
 //
 // Only functions marked with the target attribute contain AVX code; this file
 // is compiled for baseline x86-64 like the rest, and nothing here runs unless
-// DetectIsa() found AVX2, FMA and F16C (see kernels.cc).
+// DetectIsa() found AVX2, FMA and F16C (base/cpu_features.h).
 #include "engine/cpu/kernels_internal.h"
 
 #if defined(__x86_64__)

@@ -2,7 +2,7 @@
 //
 // Only functions marked PACKD_AVX512 contain AVX-512 code; this file is
 // compiled for baseline x86-64 like the rest, and nothing here runs unless
-// DetectIsa() found AVX-512 (see kernels.cc).
+// DetectIsa() found AVX-512 (base/cpu_features.h).
 #include "engine/cpu/kernels_internal.h"
 
 #if defined(__x86_64__)

@@ -6,10 +6,14 @@
 #include <cstring>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
+#include "base/cpu_features.h"
 #include "codec/dtype.h"
 #include "gtest/gtest.h"
 #include "tests/testing/testing.h"
@@ -174,20 +178,16 @@ TEST(KernelsTest, PortableAlwaysAvailableAndBestIsDetected) {
 }
 
 TEST(KernelsTest, EnvironmentCapsTheIsa) {
-  const char* old = std::getenv("PACKD_CPU_ISA");
-  const std::string saved = old == nullptr ? "" : old;
   const Isa best = AvailableIsas().back();
-  setenv("PACKD_CPU_ISA", "portable", 1);
-  EXPECT_EQ(DetectIsa(), Isa::kPortable);
-  setenv("PACKD_CPU_ISA", "avx2", 1);
-  EXPECT_EQ(DetectIsa(), std::min(best, Isa::kAvx2));
-  setenv("PACKD_CPU_ISA", "avx512", 1);
-  EXPECT_EQ(DetectIsa(), best);
-  setenv("PACKD_CPU_ISA", "sse9", 1);  // unknown: ignored (with a warning)
-  EXPECT_EQ(DetectIsa(), best);
-  unsetenv("PACKD_CPU_ISA");
-  EXPECT_EQ(DetectIsa(), best);
-  if (old != nullptr) setenv("PACKD_CPU_ISA", saved.c_str(), 1);
+  for (const auto& [value, want] : std::vector<std::pair<std::optional<std::string_view>, Isa>>{
+           {"portable", Isa::kPortable},
+           {"avx2", std::min(best, Isa::kAvx2)},
+           {"avx512", best},
+           {"sse9", best},  // unknown: ignored (with a warning)
+           {std::nullopt, best}}) {
+    ScopedCpuIsaCap cap(value);
+    EXPECT_EQ(DetectIsa(), want) << value.value_or("(unset)");
+  }
 }
 
 TEST(KernelsTest, GemmMatchesReferenceOnOddSizes) {

@@ -31,6 +31,7 @@
 #include <bit>
 #include <cstring>
 
+#include "base/cpu_features.h"
 #include "engine/cpu/avx512_lanes.h"
 
 namespace packd::engine::cpu {
@@ -273,11 +274,9 @@ void GemmSplit(const float* x, int64_t n, int64_t x_stride, const uint8_t* exps,
 constexpr SplitGemmKernels kAvx512Split = {.tiled = GemmTiled, .split = GemmSplit};
 
 // The tiled codec's AVX-512 decoder needs the same VBMI/VBMI2/BMI2/POPCNT
-// set; the transpose adds GFNI.
-bool CpuHasSplitIsa() {
-  __builtin_cpu_init();
-  return codec::TiledAvx512Supported() && __builtin_cpu_supports("gfni");
-}
+// set; the transpose adds GFNI. The hardware's, like GetKernelsFor: the
+// PACKD_CPU_ISA cap reaches GetSplitGemmKernels() through GetKernels().isa.
+bool CpuHasSplitIsa() { return codec::TiledAvx512Supported() && HardwareCpuFeatures().gfni; }
 
 }  // namespace
 
