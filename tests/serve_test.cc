@@ -660,12 +660,15 @@ TEST_F(ServeTest, DeadlineExpiryIsCountedAsDeadlineExceeded) {
   ConfigOptions o;
   o.max_batch = 1;
   StartServerWith(o);
-  auto long_request = Greedy(1000);
+  // 1,500 tokens take >= ~0.35 s even on an idle machine (<= ~4,000
+  // tokens/s here): the first is still running at its 150 ms deadline, and
+  // the second, queued behind it, expires at ~110 ms.
+  auto long_request = Greedy(1500);
   long_request.set_ignore_eos(true);
   Reply a, b;
-  std::thread first([&] { a = Generate(long_request, "admin-key", std::chrono::milliseconds(400)); });
-  absl::SleepFor(absl::Milliseconds(100));
-  std::thread second([&] { b = Generate(long_request, "admin-key", std::chrono::milliseconds(150)); });
+  std::thread first([&] { a = Generate(long_request, "admin-key", std::chrono::milliseconds(150)); });
+  absl::SleepFor(absl::Milliseconds(50));
+  std::thread second([&] { b = Generate(long_request, "admin-key", std::chrono::milliseconds(60)); });
   first.join();
   second.join();
   EXPECT_EQ(a.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
