@@ -82,12 +82,23 @@ CudaBackendOptions CudaBackendOptionsFor(const EngineOptions& options, int devic
   return o;
 }
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path& model,
-                                                     const EngineOptions& options) {
+namespace {
+
+// options.device's CUDA index (-1: the CPU), or InvalidArgument naming it.
+absl::StatusOr<int> EngineDevice(const EngineOptions& options) {
   absl::StatusOr<int> cuda_device = CudaDeviceIndex(options.device);
   if (!cuda_device.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("engine: ", cuda_device.status().message()));
   }
+  return cuda_device;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path& model,
+                                                     const EngineOptions& options) {
+  // A bad device is refused before the model is read and verified.
+  RETURN_IF_ERROR(EngineDevice(options).status());
   ModelSourceOptions so;
   so.verify_checksums = options.verify_checksums;
   ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source, ModelSource::Open(model, so));
@@ -97,10 +108,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(std::shared_ptr<const ModelSource> source,
                                                      const EngineOptions& options) {
   if (source == nullptr) return absl::InvalidArgumentError("engine: no model source");
-  absl::StatusOr<int> cuda_device = CudaDeviceIndex(options.device);
-  if (!cuda_device.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("engine: ", cuda_device.status().message()));
-  }
+  ASSIGN_OR_RETURN(const int cuda_device, EngineDevice(options));
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
   e->source_ = std::move(source);
@@ -110,12 +118,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(std::shared_ptr<const Model
   if (options.max_running < 1 || options.max_batch_tokens < 1) {
     return absl::InvalidArgumentError("engine: max_running and max_batch_tokens must be >= 1");
   }
-  if (*cuda_device < 0) {
+  if (cuda_device < 0) {
     CpuBackendOptions bo;
     bo.threads = options.threads;
     ASSIGN_OR_RETURN(e->backend_, CreateCpuBackend(bo));
   } else {
-    ASSIGN_OR_RETURN(e->backend_, CreateCudaBackend(CudaBackendOptionsFor(options, *cuda_device)));
+    ASSIGN_OR_RETURN(e->backend_, CreateCudaBackend(CudaBackendOptionsFor(options, cuda_device)));
   }
   TransformerOptions to;
   to.max_batch_tokens = options.max_batch_tokens;
