@@ -283,10 +283,10 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,
   if (!tenant.ok()) return ToGrpc(tenant.status());
   absl::StatusOr<std::shared_ptr<LoadedModel>> model = ModelFor(**tenant, request->model());
   if (!model.ok()) return ToGrpc(model.status());
-  const engine::Tokenizer* tok = (*model)->PickInstance().engine().tokenizer();
   if (absl::Status s = CheckPromptBytes(**model, "text", request->text()); !s.ok()) {
     return ToGrpc(s);
   }
+  const engine::Tokenizer* tok = (*model)->PickInstance().engine().tokenizer();
   if (tok == nullptr) {
     return ToGrpc(absl::FailedPreconditionError(
         absl::StrCat("model '", request->model(), "' has no tokenizer")));

@@ -172,7 +172,6 @@ struct Metrics::ModelSeries {
 Metrics::Metrics()
     : registry_(std::make_shared<prometheus::Registry>()),
       hooked_(std::make_shared<HookedRegistry>(registry_)),
-      collectable_(hooked_),
       queue_time_(AddHistogram(*registry_, "packd_request_queue_time_seconds",
                                "Time a request waited before the engine admitted it.")),
       ttft_(AddHistogram(*registry_, "packd_time_to_first_token_seconds",
@@ -430,6 +429,8 @@ void Metrics::SetModelFailed(std::string_view model, bool failed) {
 }
 
 void Metrics::SetCollectHook(std::function<void()> hook) { hooked_->SetHook(std::move(hook)); }
+
+std::shared_ptr<prometheus::Collectable> Metrics::collectable() const { return hooked_; }
 
 std::string Metrics::RenderText() const {
   return prometheus::TextSerializer().Serialize(hooked_->Collect());

@@ -181,7 +181,7 @@ class Metrics {
   std::string RenderText() const;
   // What an exposition collects: the collect hook, then the registry.
   // MetricsServer holds it weakly. Never null.
-  std::shared_ptr<prometheus::Collectable> collectable() const { return collectable_; }
+  std::shared_ptr<prometheus::Collectable> collectable() const;
   // For MetricsServer (server/metrics_server.h), and for anyone registering
   // more families. Never null.
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
@@ -202,7 +202,6 @@ class Metrics {
   const std::shared_ptr<prometheus::Registry> registry_;
   class HookedRegistry;
   const std::shared_ptr<HookedRegistry> hooked_;
-  const std::shared_ptr<prometheus::Collectable> collectable_;  // hooked_
 
   // Families: owned by registry_, alive as long as it is.
   prometheus::Family<prometheus::Histogram>& queue_time_;

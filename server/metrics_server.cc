@@ -15,7 +15,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "prometheus/collectable.h"
-#include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
 
 namespace packd::server {

@@ -244,12 +244,12 @@ void ModelInstance::FailAll(const absl::Status& status) {
   }
   by_engine_id_.clear();
   engine_id_of_.clear();
-  EndPending(status, ended);
+  EndPending(status, std::move(ended));
 }
 
 void ModelInstance::EndPending(
     const absl::Status& status,
-    std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>>& ended) {
+    std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>> ended) {
   const absl::Time now = absl::Now();
   for (auto& [tenant, q] : pending_) {
     for (Pending& p : q) {
@@ -290,8 +290,7 @@ void ModelInstance::Loop() {
     if (cancel_all.has_value()) {
       FailAll(*cancel_all);
     } else if (drain.has_value()) {
-      std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>> ended;
-      EndPending(*drain, ended);
+      EndPending(*drain);
     }
     AdmitWaiting();
     if (!engine_->HasWork()) continue;

@@ -154,10 +154,10 @@ class ModelInstance {
   // Ends requests that never reached the engine or were taken out of it.
   void EndAll(std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>>& ended);
   // Ends every request (in the engine and queued) / every queued one with
-  // `status`; EndPending appends the queued ones to `ended`, then ends all.
+  // `status`. EndPending ends the queued ones together with `ended`.
   void FailAll(const absl::Status& status);
   void EndPending(const absl::Status& status,
-                  std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>>& ended);
+                  std::vector<std::pair<std::shared_ptr<RequestHandle>, RequestEvent>> ended = {});
   int64_t PendingCount() const;
   // Loop thread: copies the counts into stats_ (and takes `ended` requests
   // out of in_flight_) under mu_.

@@ -70,7 +70,6 @@ struct Server::Impl {
 
   absl::Mutex mu;
   std::set<std::string> metric_models ABSL_GUARDED_BY(mu);  // models with gauges
-  std::set<std::string> failed_models ABSL_GUARDED_BY(mu);  // with packd_model_failed
   std::set<std::string> health_models ABSL_GUARDED_BY(mu);  // with a health status
   bool shutting_down ABSL_GUARDED_BY(mu) = false;
   bool stopped ABSL_GUARDED_BY(mu) = false;
@@ -193,20 +192,16 @@ void Server::RefreshMetrics() {
   Metrics& m = impl_->metrics;
   std::set<std::string> loaded;
   for (const auto& model : impl_->registry->List()) loaded.insert(model->spec().name);
-  std::set<std::string> failed;
-  for (const FailedModel& f : impl_->registry->Failures()) failed.insert(f.name);
   {
     absl::MutexLock lock(&impl_->mu);
     for (const std::string& gone : impl_->metric_models) {
       if (loaded.count(gone) == 0) m.RemoveModel(gone);
     }
     impl_->metric_models = loaded;
-    for (const std::string& gone : impl_->failed_models) {
-      if (failed.count(gone) == 0) m.SetModelFailed(gone, false);
-    }
-    for (const std::string& f : failed) m.SetModelFailed(f, true);
-    impl_->failed_models = failed;
   }
+  // A failure is forgotten once a model of that name loads.
+  for (const std::string& name : loaded) m.SetModelFailed(name, false);
+  for (const FailedModel& f : impl_->registry->Failures()) m.SetModelFailed(f.name, true);
   for (const auto& model : impl_->registry->List()) {
     if (model->instances().empty()) continue;
     m.SetRequests(model->spec().name, model->running(), model->waiting());
