@@ -6,18 +6,26 @@
 // dummy prefix) is cut into characters, which are merged; a character not in
 // the vocabulary becomes its UTF-8 bytes as <0xXX> tokens (byte fallback) or
 // the unknown token.
-// Family kByteLevel ("bpe"): the text is cut into words by a pre-tokenizer
-// regex; each word's bytes (as GPT-2's byte characters) are merged.
+// Family kByteLevel ("bpe"): the text is cut into words by pre-tokenizer
+// regexes; each word's bytes (as GPT-2's byte characters) are merged.
+//
+// With a `pipeline` (every tokenizer.json, and the byte-level GGUF and
+// tiktoken vocabularies), the pipeline's normalizer and pre-tokenizer cut the
+// text into words, each word's characters are merged (a character not in the
+// vocabulary becomes byte tokens with byte_fallback, else the unknown token),
+// and its decoder turns pieces back into bytes. Without one (SentencePiece
+// tokenizer.model, GGUF "llama"), the kSentencePiece options below apply.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "engine/tokenizer/added_tokens.h"
-#include "engine/tokenizer/pretokenizer.h"
+#include "engine/tokenizer/text_pipeline.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/unicode_normalizer.h"
 
@@ -70,6 +78,16 @@ struct BpeModel {
   // Applied to each piece of text before anything else.
   UnicodeForm unicode_form = UnicodeForm::kNone;
 
+  // Normalizer, pre-tokenizer and decoder (see above); null for the
+  // SentencePiece family's own rules.
+  std::shared_ptr<const TextPipeline> pipeline;
+  // A word that is itself a token is not merged (Llama 3, tiktoken).
+  bool ignore_merges = false;
+  // Characters without a piece become <0xXX> byte tokens.
+  bool byte_fallback = false;
+  // A run of unknown characters becomes one unknown token.
+  bool fuse_unk = true;
+
   // ---- kSentencePiece options.
   // Prepend " " to each piece of text (SentencePiece add_dummy_prefix,
   // Hugging Face Prepend("▁") / Metaspace).
@@ -85,18 +103,8 @@ struct BpeModel {
   bool escape_whitespaces = true;
   // Hugging Face Metaspace split: merges never cross a "▁" word start.
   bool split_at_whitespace_marker = false;
-  bool byte_fallback = false;
-  // A run of unknown characters becomes one unknown token.
-  bool fuse_unk = true;
   // How the unknown token is detokenized (SentencePiece's unk_surface).
   std::string unk_surface = " \xE2\x81\x87 ";
-
-  // ---- kByteLevel options.
-  PretokenizerPattern pattern = PretokenizerPattern::kGpt2;
-  // A word that is itself a token is not merged (Llama 3, tiktoken).
-  bool ignore_merges = false;
-  // Prepend " " to text that does not start with one.
-  bool add_prefix_space = false;
 };
 
 }  // namespace packd::engine

@@ -141,19 +141,22 @@ class BpeTokenizer final : public Tokenizer {
   std::optional<TokenId> Find(std::string_view piece) const { return index_.Find(piece); }
 
   // Encoding of one piece of text between added tokens; at_start: it begins
-  // the input.
+  // the input; section: its index among the pieces the added tokens make.
   absl::Status EncodeSentencePiece(std::string_view text, bool at_start, BpeMerger& merger,
                                    std::vector<TokenId>* out) const;
-  absl::Status EncodeByteLevel(std::string_view text, BpeMerger& merger,
-                               std::vector<TokenId>* out) const;
-  absl::Status EncodeSentencePieceWord(std::string_view word, BpeMerger& merger,
-                                       std::vector<TokenId>* out) const;
+  absl::Status EncodePipeline(std::string_view text, int section, BpeMerger& merger,
+                              std::vector<TokenId>* out) const;
+  // BPE over one word's characters.
+  absl::Status EncodeWord(std::string_view word, BpeMerger& merger,
+                          std::vector<TokenId>* out) const;
+  // A sequence decoded by the pipeline's decoder.
+  std::string DecodePipeline(const std::vector<TokenId>& ids, bool include_special) const;
 
   BpeModel m_;
   PieceIndex index_;  // piece -> the first id with that piece
   MergeTable merges_;
-  AddedTokenMatcher added_;
-  std::array<TokenId, 256> byte_tokens_{};  // byte-level: "Ġ" etc.; spm: <0xXX> (byte fallback)
+  AddedTokenMatcher added_matcher_;
+  std::array<TokenId, 256> byte_tokens_{};  // <0xXX> (byte fallback)
   bool has_unused_ = false;
   std::vector<TokenId> stop_ids_;
   // Per token: TokenBytes(id, /*include_special=*/true), whether it is
@@ -162,6 +165,7 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<std::string> bytes_;
   std::vector<uint8_t> hidden_;
   std::vector<uint8_t> strips_space_;
+  std::vector<uint8_t> added_;  // an added token (pipeline decoders pass those through)
 };
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> BpeTokenizer::Create(BpeModel model) {
@@ -224,15 +228,18 @@ absl::Status BpeTokenizer::Build() {
   byte_tokens_.fill(-1);
   if (!spm()) {
     for (int b = 0; b < 256; ++b) {
-      std::optional<TokenId> id = Find(ByteLevelChar(static_cast<uint8_t>(b)));
-      if (!id.has_value()) {
+      if (!Find(ByteLevelChar(static_cast<uint8_t>(b))).has_value()) {
         return absl::InvalidArgumentError(
             absl::StrFormat("%s: the byte-level vocabulary has no token for byte 0x%02X (\"%s\")",
                             label, b, std::string(ByteLevelChar(static_cast<uint8_t>(b)))));
       }
-      byte_tokens_[b] = *id;
     }
-  } else if (m_.byte_fallback) {
+    if (m_.pipeline == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(label, ": a byte-level vocabulary needs a "
+                                                            "pre-tokenizer pipeline"));
+    }
+  }
+  if (m_.byte_fallback) {
     for (int b = 0; b < 256; ++b) {
       const std::string piece = absl::StrFormat("<0x%02X>", b);
       std::optional<TokenId> id = Find(piece);
@@ -262,7 +269,9 @@ absl::Status BpeTokenizer::Build() {
                                                      " outside the vocabulary of ", n));
     }
   }
-  added_ = AddedTokenMatcher(std::move(added));
+  added_.assign(n, 0);
+  for (const AddedToken& a : added) added_[a.id] = 1;
+  added_matcher_ = AddedTokenMatcher(std::move(added));
 
   // Stop ids: eos, the loader's, and control tokens with end-of-turn names.
   const auto add_stop = [&](TokenId id) {
@@ -285,7 +294,11 @@ absl::Status BpeTokenizer::Build() {
     const std::string& piece = m_.pieces[id];
     const TokenType type = m_.types[id];
     hidden_[id] = type == TokenType::kControl;
-    if (spm()) {
+    if (m_.pipeline != nullptr) {
+      // A special unknown token is hidden like the other special tokens.
+      hidden_[id] |= type == TokenType::kUnknown && added_[id];
+      bytes_[id] = m_.pipeline->Decode({DecoderPiece{piece, added_[id] != 0}});
+    } else if (spm()) {
       std::optional<uint8_t> byte =
           type == TokenType::kByte ? ParseByteToken(piece) : std::optional<uint8_t>();
       if (byte.has_value()) {
@@ -298,11 +311,6 @@ absl::Status BpeTokenizer::Build() {
         bytes_[id] = ReplaceAll(piece, kSpaceMarker, " ");
         strips_space_[id] = m_.add_dummy_prefix && piece.starts_with(kSpaceMarker);
       }
-    } else if (type == TokenType::kNormal || type == TokenType::kUnused ||
-               type == TokenType::kByte) {
-      ByteLevelDecode(piece, &bytes_[id]);
-    } else {
-      bytes_[id] = piece;  // added tokens are stored as plain text
     }
   }
   return absl::OkStatus();
@@ -378,19 +386,20 @@ absl::StatusOr<std::vector<TokenId>> BpeTokenizer::Encode(std::string_view text,
   if (add_special && adds_bos()) ids.push_back(*m_.bos);
 
   std::vector<AddedTokenMatcher::Segment> segments;
-  if (added_.empty()) {
+  if (added_matcher_.empty()) {
     if (!text.empty()) segments.push_back({text, -1});
   } else {
-    added_.Split(text, parse_special, &segments);
+    added_matcher_.Split(text, parse_special, &segments);
   }
   BpeMerger merger(merges_);
-  for (const AddedTokenMatcher::Segment& s : segments) {
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const AddedTokenMatcher::Segment& s = segments[i];
     if (s.id >= 0) {
       ids.push_back(s.id);
-    } else if (spm()) {
-      RETURN_IF_ERROR(EncodeSentencePiece(s.text, s.text.data() == text.data(), merger, &ids));
+    } else if (m_.pipeline != nullptr) {
+      RETURN_IF_ERROR(EncodePipeline(s.text, static_cast<int>(i), merger, &ids));
     } else {
-      RETURN_IF_ERROR(EncodeByteLevel(s.text, merger, &ids));
+      RETURN_IF_ERROR(EncodeSentencePiece(s.text, s.text.data() == text.data(), merger, &ids));
     }
   }
   if (add_special && adds_eos()) ids.push_back(*m_.eos);
@@ -408,21 +417,41 @@ absl::Status BpeTokenizer::EncodeSentencePiece(std::string_view text, bool at_st
   }
   if (m_.escape_whitespaces) s = ReplaceAll(s, " ", kSpaceMarker);
 
-  if (!m_.split_at_whitespace_marker) return EncodeSentencePieceWord(s, merger, out);
+  if (!m_.split_at_whitespace_marker) return EncodeWord(s, merger, out);
   // Words start at each "▁" (Hugging Face Metaspace split).
   const std::string_view all = s;
   size_t start = 0;
   while (start < all.size()) {
     size_t next = all.find(kSpaceMarker, start + 1);
     if (next == std::string_view::npos) next = all.size();
-    RETURN_IF_ERROR(EncodeSentencePieceWord(all.substr(start, next - start), merger, out));
+    RETURN_IF_ERROR(EncodeWord(all.substr(start, next - start), merger, out));
     start = next;
   }
   return absl::OkStatus();
 }
 
-absl::Status BpeTokenizer::EncodeSentencePieceWord(std::string_view word, BpeMerger& merger,
-                                                   std::vector<TokenId>* out) const {
+absl::Status BpeTokenizer::EncodePipeline(std::string_view text, int section, BpeMerger& merger,
+                                          std::vector<TokenId>* out) const {
+  ASSIGN_OR_RETURN(std::string s, NormalizeUnicode(m_.unicode_form, text));
+  const TextPipeline& p = *m_.pipeline;
+  if (p.normalizer != nullptr) RETURN_IF_ERROR(p.normalizer->Normalize(&s));
+  if (s.empty()) return absl::OkStatus();
+  std::vector<std::string> words;
+  words.push_back(std::move(s));
+  if (p.pre_tokenizer != nullptr) RETURN_IF_ERROR(p.pre_tokenizer->PreTokenize(&words, section));
+  for (const std::string& word : words) RETURN_IF_ERROR(EncodeWord(word, merger, out));
+  return absl::OkStatus();
+}
+
+absl::Status BpeTokenizer::EncodeWord(std::string_view word, BpeMerger& merger,
+                                      std::vector<TokenId>* out) const {
+  if (m_.ignore_merges) {
+    std::optional<TokenId> id = Find(word);
+    if (id.has_value() && m_.types[*id] == TokenType::kNormal) {
+      out->push_back(*id);
+      return absl::OkStatus();
+    }
+  }
   std::vector<TokenId> symbols;
   symbols.reserve(word.size());
   size_t pos = 0;
@@ -457,37 +486,31 @@ absl::Status BpeTokenizer::EncodeSentencePieceWord(std::string_view word, BpeMer
   return absl::OkStatus();
 }
 
-absl::Status BpeTokenizer::EncodeByteLevel(std::string_view text, BpeMerger& merger,
-                                           std::vector<TokenId>* out) const {
-  ASSIGN_OR_RETURN(std::string s, NormalizeUnicode(m_.unicode_form, text));
-  if (m_.add_prefix_space && !s.empty() && s[0] != ' ') s.insert(s.begin(), ' ');
-  std::vector<std::string_view> words;
-  Pretokenize(m_.pattern, s, &words);
-  std::vector<TokenId> symbols;
-  for (std::string_view word : words) {
-    if (m_.ignore_merges) {
-      std::optional<TokenId> id = Find(ByteLevelEncode(word));
-      if (id.has_value() && m_.types[*id] == TokenType::kNormal) {
-        out->push_back(*id);
-        continue;
-      }
-    }
-    symbols.clear();
-    for (char c : word) symbols.push_back(byte_tokens_[static_cast<uint8_t>(c)]);
-    merger.Merge(&symbols);
-    out->insert(out->end(), symbols.begin(), symbols.end());
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<std::string> BpeTokenizer::TokenBytes(TokenId id, bool include_special) const {
   RETURN_IF_ERROR(CheckId(id));
   if (hidden_[id] && !include_special) return std::string();
   return bytes_[id];
 }
 
+std::string BpeTokenizer::DecodePipeline(const std::vector<TokenId>& ids,
+                                         bool include_special) const {
+  std::vector<DecoderPiece> pieces;
+  pieces.reserve(ids.size());
+  for (TokenId id : ids) {
+    if (hidden_[id] && !include_special) continue;
+    pieces.push_back({m_.pieces[id], added_[id] != 0});
+  }
+  if (!pieces.empty()) {
+    pieces.front().first = true;
+    pieces.back().last = true;
+  }
+  return m_.pipeline->Decode(std::move(pieces));
+}
+
 absl::StatusOr<std::string> BpeTokenizer::Decode(const std::vector<TokenId>& ids,
                                                  bool include_special) const {
+  for (TokenId id : ids) RETURN_IF_ERROR(CheckId(id));
+  if (m_.pipeline != nullptr) return DecodePipeline(ids, include_special);
   std::string out;
   bool first_visible = true;
   for (TokenId id : ids) {

@@ -18,6 +18,8 @@
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
 #include "engine/tokenizer/bpe_tokenizer.h"
+#include "engine/tokenizer/pretokenizer.h"
+#include "engine/tokenizer/text_pipeline.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
@@ -267,7 +269,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const json& metadata, std::strin
           label, ": tokenizer.ggml.pre \"", *pre,
           "\" is not supported (packd knows gpt-2, llama3 / llama-v3 / llama-bpe, qwen2)"));
     }
-    m.pattern = found->pattern;
+    ASSIGN_OR_RETURN(m.pipeline, ByteLevelPipeline({PretokenizerRegex(found->pattern)}, label));
     m.ignore_merges = found->ignore_merges;
     default_add_bos = found->add_bos;
   }

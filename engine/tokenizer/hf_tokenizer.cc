@@ -2,26 +2,21 @@
 // BPE model, plus tokenizer_config.json for bos/eos and add_bos_token /
 // add_eos_token.
 //
-// What is understood (anything else is an error naming it):
+// What is read (anything else is an error naming it and its JSON path):
 //  - model: type "BPE" (or no type: older files), vocab, merges ("a b" strings
 //    or [a, b] pairs), unk_token, byte_fallback, fuse_unk, ignore_merges;
-//  - normalizer: null, NFC/NFD/NFKC/NFKD, Prepend("▁"), Replace(" " -> "▁"),
-//    Sequence of those;
-//  - pre_tokenizer: null; ByteLevel (use_regex: the GPT-2 regex);
-//    Sequence[Split(Regex, Isolated), ByteLevel(use_regex false)] with the
-//    GPT-2, Llama 3 or Qwen2 regex; Metaspace("▁");
+//  - normalizer, pre_tokenizer, decoder: every stage text_pipeline.h knows;
 //  - post_processor: TemplateProcessing (a special token before / after $A
-//    means bos / eos is added), possibly inside a Sequence;
-//  - added_tokens: special ones become control tokens (matched only with
-//    parse_special), the others user-defined (always matched); lstrip,
-//    rstrip and single_word are honoured, "normalized" is not (tokens are
-//    matched in the raw text).
-// The decoder is not read: ByteLevel or SentencePiece-style decoding follows
-// from the pre-tokenizer / normalizer.
+//    means bos / eos is added), Bert/RobertaProcessing, ByteLevel, Sequence;
+//  - added_tokens: special ones become control tokens (matched unless the
+//    caller splits special tokens), the others user-defined (always matched);
+//    lstrip, rstrip and single_word are honoured, "normalized" is not (tokens
+//    are matched in the raw text, as transformers.js does).
 #include "absl/strings/str_cat.h"
 #include "base/file.h"
 #include "base/status_macros.h"
 #include "engine/tokenizer/bpe_tokenizer.h"
+#include "engine/tokenizer/text_pipeline.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
@@ -29,8 +24,6 @@ namespace packd::engine {
 namespace {
 
 using nlohmann::json;
-
-constexpr std::string_view kSpaceMarker = "\xE2\x96\x81";  // "▁"
 
 absl::Status Unsupported(const std::string& label, std::string_view what, const json& j) {
   std::string text = j.dump();
@@ -44,134 +37,61 @@ std::string TypeOf(const json& j) {
                                                                       : std::string();
 }
 
-// What the normalizer asks for.
-struct NormalizerSpec {
-  UnicodeForm form = UnicodeForm::kNone;
-  bool prepend_marker = false;           // Prepend("▁")
-  bool replace_space_by_marker = false;  // Replace(" ", "▁")
-};
-
-absl::Status ParseNormalizer(const json& j, const std::string& label, NormalizerSpec* spec) {
-  if (j.is_null()) return absl::OkStatus();
-  const std::string type = TypeOf(j);
-  if (type == "Sequence") {
-    for (const json& child : j.at("normalizers")) {
-      RETURN_IF_ERROR(ParseNormalizer(child, label, spec));
-    }
-    return absl::OkStatus();
-  }
-  const UnicodeForm form = type == "NFC"    ? UnicodeForm::kNfc
-                           : type == "NFD"  ? UnicodeForm::kNfd
-                           : type == "NFKC" ? UnicodeForm::kNfkc
-                           : type == "NFKD" ? UnicodeForm::kNfkd
-                                            : UnicodeForm::kNone;
-  if (form != UnicodeForm::kNone && spec->form == UnicodeForm::kNone) {
-    spec->form = form;
-    return absl::OkStatus();
-  }
-  if (type == "Prepend" && j.value("prepend", "") == kSpaceMarker) {
-    spec->prepend_marker = true;
-    return absl::OkStatus();
-  }
-  if (type == "Replace" && j.contains("pattern") && j["pattern"].is_object() &&
-      j["pattern"].value("String", "") == " " && j.value("content", "") == kSpaceMarker) {
-    spec->replace_space_by_marker = true;
-    return absl::OkStatus();
-  }
-  return Unsupported(label, "normalizer", j);
-}
-
-// What the pre-tokenizer asks for.
-struct PreTokenizerSpec {
-  bool byte_level = false;
-  bool add_prefix_space = false;  // ByteLevel
-  std::optional<PretokenizerPattern> pattern;
-  bool metaspace = false;
-  std::string prepend_scheme = "always";  // Metaspace
-  bool split = true;                      // Metaspace
-};
-
-absl::Status ParsePreTokenizer(const json& j, const std::string& label, PreTokenizerSpec* spec) {
-  if (j.is_null()) return absl::OkStatus();
-  const std::string type = TypeOf(j);
-  if (type == "Sequence") {
-    for (const json& child : j.at("pretokenizers")) {
-      RETURN_IF_ERROR(ParsePreTokenizer(child, label, spec));
-    }
-    return absl::OkStatus();
-  }
-  if (type == "ByteLevel") {
-    if (spec->byte_level) return Unsupported(label, "a second ByteLevel pre-tokenizer", j);
-    spec->byte_level = true;
-    spec->add_prefix_space = j.value("add_prefix_space", false);
-    if (j.value("use_regex", true)) {
-      if (spec->pattern.has_value()) return Unsupported(label, "ByteLevel after a Split", j);
-      spec->pattern = PretokenizerPattern::kGpt2;
-    } else if (!spec->pattern.has_value()) {
-      return Unsupported(label, "ByteLevel without a regex (no word splitting)", j);
-    }
-    return absl::OkStatus();
-  }
-  if (type == "Split") {
-    if (spec->pattern.has_value() || spec->byte_level) {
-      return Unsupported(label, "more than one pre-tokenizer regex", j);
-    }
-    const json& pattern = j.at("pattern");
-    if (!pattern.is_object() || !pattern.contains("Regex") || !pattern["Regex"].is_string()) {
-      return Unsupported(label, "Split with a non-regex pattern", j);
-    }
-    if (j.value("behavior", "") != "Isolated" || j.value("invert", false)) {
-      return Unsupported(label, "Split with a behavior other than Isolated", j);
-    }
-    spec->pattern = PretokenizerPatternFromRegex(pattern["Regex"].get<std::string>());
-    if (!spec->pattern.has_value()) {
-      return Unsupported(
-          label, "the Split regex (packd knows the GPT-2, Llama 3 and Qwen2 regexes)", pattern);
-    }
-    return absl::OkStatus();
-  }
-  if (type == "Metaspace") {
-    if (j.value("replacement", std::string(kSpaceMarker)) != kSpaceMarker) {
-      return Unsupported(label, "Metaspace with a replacement other than \"▁\"", j);
-    }
-    spec->metaspace = true;
-    if (j.contains("prepend_scheme") && j["prepend_scheme"].is_string()) {
-      spec->prepend_scheme = j["prepend_scheme"].get<std::string>();
-    } else if (!j.value("add_prefix_space", true)) {
-      spec->prepend_scheme = "never";
-    }
-    if (spec->prepend_scheme != "always" && spec->prepend_scheme != "first" &&
-        spec->prepend_scheme != "never") {
-      return Unsupported(label, "Metaspace prepend_scheme", j);
-    }
-    spec->split = j.value("split", true);
-    return absl::OkStatus();
-  }
-  return Unsupported(label, "pre_tokenizer", j);
-}
-
 // The special tokens a TemplateProcessing post-processor puts around the
 // text of a single sequence.
 struct TemplateSpec {
   std::optional<std::string> before, after;
 };
 
-void ParsePostProcessor(const json& j, TemplateSpec* spec) {
+// Reads the post-processor: TemplateProcessing (the special tokens around
+// $A), Bert/RobertaProcessing (cls before, sep after), ByteLevel (nothing to
+// add: offsets only), or a Sequence of those.
+absl::Status ParsePostProcessor(const json& j, const std::string& path, const std::string& label,
+                                TemplateSpec* spec) {
+  if (j.is_null()) return absl::OkStatus();
   const std::string type = TypeOf(j);
-  if (type == "Sequence" && j.contains("processors")) {
-    for (const json& child : j["processors"]) ParsePostProcessor(child, spec);
-    return;
+  if (type == "Sequence" && j.contains("processors") && j["processors"].is_array()) {
+    for (size_t i = 0; i < j["processors"].size(); ++i) {
+      RETURN_IF_ERROR(ParsePostProcessor(j["processors"][i],
+                                         absl::StrCat(path, ".processors[", i, "]"), label, spec));
+    }
+    return absl::OkStatus();
   }
-  if (type != "TemplateProcessing" || !j.contains("single") || !j["single"].is_array()) return;
+  if (type == "ByteLevel") return absl::OkStatus();
+  if (type == "BertProcessing" || type == "RobertaProcessing") {
+    for (const char* key : {"cls", "sep"}) {
+      if (!j.contains(key) || !j[key].is_array() || j[key].empty() || !j[key][0].is_string()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(label, ": ", path, ".", key, ": expected [token, id]"));
+      }
+    }
+    spec->before = j["cls"][0].get<std::string>();
+    spec->after = j["sep"][0].get<std::string>();
+    return absl::OkStatus();
+  }
+  if (type != "TemplateProcessing") {
+    return Unsupported(label, absl::StrCat(path, ": post_processor type \"", type, "\""), j);
+  }
+  if (!j.contains("single") || !j["single"].is_array()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, ": ", path, ".single: expected an array"));
+  }
   bool seen_text = false;
   for (const json& item : j["single"]) {
     if (item.contains("Sequence")) {
       seen_text = true;
     } else if (item.contains("SpecialToken")) {
-      std::string id = item["SpecialToken"].value("id", "");
-      (seen_text ? spec->after : spec->before) = std::move(id);
+      std::optional<std::string>& slot = seen_text ? spec->after : spec->before;
+      if (slot.has_value()) {
+        return Unsupported(label,
+                           absl::StrCat(path, ".single: more than one special token on one side "
+                                              "of the text"),
+                           j["single"]);
+      }
+      slot = item["SpecialToken"].value("id", "");
     }
   }
+  return absl::OkStatus();
 }
 
 // tokenizer_config.json's bos_token / eos_token: a string, an AddedToken
@@ -223,6 +143,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const json& j, const std::string
   if (model_type != "BPE") {
     return absl::UnimplementedError(absl::StrCat(label, ": model.type \"", model_type,
                                                  "\" is not supported (packd reads BPE models)"));
+  }
+  if (model.contains("dropout") && !model["dropout"].is_null() &&
+      !(model["dropout"].is_number() && model["dropout"].get<double>() == 0)) {
+    return Unsupported(label, "model.dropout (BPE dropout samples merges at random)",
+                       model["dropout"]);
   }
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (model.contains(key) && !model[key].is_null() && !model[key].get<std::string>().empty()) {
@@ -312,57 +237,27 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const json& j, const std::string
     return absl::InvalidArgumentError(absl::StrCat(label, ": model.merges is missing or empty"));
   }
 
-  // Normalizer and pre-tokenizer decide the family.
-  NormalizerSpec norm;
-  RETURN_IF_ERROR(ParseNormalizer(j.value("normalizer", json()), label, &norm));
-  PreTokenizerSpec pre;
-  RETURN_IF_ERROR(ParsePreTokenizer(j.value("pre_tokenizer", json()), label, &pre));
-  m.unicode_form = norm.form;
-  const bool byte_fallback = model.value("byte_fallback", false);
-  if (pre.byte_level) {
-    if (norm.prepend_marker || norm.replace_space_by_marker || pre.metaspace) {
-      return absl::UnimplementedError(
-          absl::StrCat(label, ": a ByteLevel pre-tokenizer together with \"▁\" space handling"));
-    }
-    m.family = BpeFamily::kByteLevel;
-    m.pattern = *pre.pattern;
-    m.add_prefix_space = pre.add_prefix_space;
-    m.ignore_merges = model.value("ignore_merges", false);
-  } else if (pre.metaspace || norm.replace_space_by_marker) {
-    if (pre.metaspace && (norm.prepend_marker || norm.replace_space_by_marker)) {
-      return absl::UnimplementedError(
-          absl::StrCat(label, ": both a Metaspace pre-tokenizer and \"▁\" normalizers"));
-    }
-    m.family = BpeFamily::kSentencePiece;
-    m.escape_whitespaces = true;
-    m.remove_extra_whitespaces = false;
-    if (pre.metaspace) {
-      m.add_dummy_prefix = pre.prepend_scheme != "never";
-      m.dummy_prefix_first_only = pre.prepend_scheme == "first";
-      m.dummy_prefix_unless_present = true;
-      m.split_at_whitespace_marker = pre.split;
-    } else {
-      m.add_dummy_prefix = norm.prepend_marker;
-    }
-    m.byte_fallback = byte_fallback;
-    m.fuse_unk = model.value("fuse_unk", false);
-    if (byte_fallback) {
-      for (size_t id = 0; id < m.pieces.size(); ++id) {
-        const std::string& p = m.pieces[id];
-        if (m.types[id] == TokenType::kNormal && p.size() == 6 && p.starts_with("<0x") &&
-            p.back() == '>') {
-          m.types[id] = TokenType::kByte;
-        }
+  // Normalizer, pre-tokenizer and decoder; a ByteLevel stage makes the
+  // vocabulary byte-level.
+  auto pipeline = std::make_shared<TextPipeline>();
+  ASSIGN_OR_RETURN(pipeline->normalizer,
+                   ParseNormalizer(j.value("normalizer", json()), "normalizer", label));
+  ASSIGN_OR_RETURN(pipeline->pre_tokenizer,
+                   ParsePreTokenizer(j.value("pre_tokenizer", json()), "pre_tokenizer", label));
+  ASSIGN_OR_RETURN(pipeline->decoder, ParseDecoder(j.value("decoder", json()), "decoder", label));
+  m.family = pipeline->byte_level() ? BpeFamily::kByteLevel : BpeFamily::kSentencePiece;
+  m.pipeline = std::move(pipeline);
+  m.ignore_merges = model.value("ignore_merges", false);
+  m.byte_fallback = model.value("byte_fallback", false);
+  m.fuse_unk = model.value("fuse_unk", false);
+  if (m.byte_fallback) {
+    for (size_t id = 0; id < m.pieces.size(); ++id) {
+      const std::string& p = m.pieces[id];
+      if (m.types[id] == TokenType::kNormal && p.size() == 6 && p.starts_with("<0x") &&
+          p.back() == '>') {
+        m.types[id] = TokenType::kByte;
       }
     }
-  } else if (norm.prepend_marker) {
-    return absl::UnimplementedError(
-        absl::StrCat(label, ": Prepend(\"▁\") without Replace(\" \", \"▁\")"));
-  } else {
-    return absl::UnimplementedError(
-        absl::StrCat(label,
-                     ": neither a ByteLevel pre-tokenizer nor SentencePiece-style \"▁\" spaces "
-                     "(Metaspace, or Replace(\" \", \"▁\")): this tokenizer is not supported"));
   }
 
   // Special tokens: tokenizer_config.json first, then the post-processor.
@@ -376,7 +271,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const json& j, const std::string
     return std::nullopt;
   };
   TemplateSpec tmpl;
-  if (j.contains("post_processor")) ParsePostProcessor(j["post_processor"], &tmpl);
+  RETURN_IF_ERROR(
+      ParsePostProcessor(j.value("post_processor", json()), "post_processor", label, &tmpl));
   ASSIGN_OR_RETURN(std::optional<std::string> bos, ConfigToken(config, "bos_token", config_label));
   ASSIGN_OR_RETURN(std::optional<std::string> eos, ConfigToken(config, "eos_token", config_label));
   ASSIGN_OR_RETURN(std::optional<bool> add_bos, ConfigBool(config, "add_bos_token", config_label));

@@ -11,6 +11,8 @@
 #include "base/status_macros.h"
 #include "engine/tokenizer/bpe_tokenizer.h"
 #include "engine/tokenizer/byte_level.h"
+#include "engine/tokenizer/pretokenizer.h"
+#include "engine/tokenizer/text_pipeline.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace packd::engine {
@@ -106,7 +108,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTiktokenModel(const std::filesyst
   m.eos = special(kEndOfText);
   m.extra_stop_ids = {special(kEndOfMessage), special(kEndOfTurn)};
   m.add_bos = true;
-  m.pattern = PretokenizerPattern::kLlama3;
+  ASSIGN_OR_RETURN(m.pipeline,
+                   ByteLevelPipeline({PretokenizerRegex(PretokenizerPattern::kLlama3)}, label));
   m.ignore_merges = true;  // tiktoken looks a whole word up before merging
   return NewBpeTokenizer(std::move(m));
 }

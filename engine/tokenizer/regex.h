@@ -1,0 +1,61 @@
+// Regular expressions of tokenizer files (Hugging Face Split, Replace and
+// pre-tokenizer patterns) through ICU's regex engine, over UTF-8 text.
+//
+// The patterns are written for Oniguruma (Hugging Face tokenizers) and read
+// the same way by ICU, with one change: `\s` / `\S` mean the Unicode
+// White_Space property, as they do in Oniguruma and Rust's regex, instead of
+// ICU's [\t\n\f\r\p{Z}].
+//
+// Work is bounded: a match that takes more than a few seconds' worth of
+// steps (a pathological pattern such as (a+)+b on a long run of a's) ends
+// with an error instead of hanging.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <unicode/uversion.h>
+
+#include "absl/status/statusor.h"
+
+U_NAMESPACE_BEGIN
+class RegexPattern;
+U_NAMESPACE_END
+
+namespace packd::engine {
+
+// Immutable after Compile; const methods are thread-safe.
+class Regex {
+ public:
+  // `where` names the pattern in errors ("tokenizer.json: pre_tokenizer.pattern").
+  static absl::StatusOr<Regex> Compile(std::string_view pattern, std::string_view where);
+  // A pattern matching `literal` exactly.
+  static absl::StatusOr<Regex> Literal(std::string_view literal, std::string_view where);
+
+  Regex(Regex&&) noexcept;
+  Regex& operator=(Regex&&) noexcept;
+  ~Regex();
+
+  // The non-empty matches in `text` (valid UTF-8), leftmost first and not
+  // overlapping, as byte ranges [begin, end).
+  absl::StatusOr<std::vector<std::pair<size_t, size_t>>> FindAll(std::string_view text) const;
+
+  // `text` with every match replaced by `replacement` (taken literally).
+  absl::StatusOr<std::string> ReplaceAll(std::string_view text, std::string_view replacement) const;
+
+  const std::string& pattern() const { return pattern_; }
+
+ private:
+  Regex() = default;
+  std::string pattern_;  // as written in the file
+  std::string where_;
+  std::unique_ptr<icu::RegexPattern> compiled_;
+};
+
+// The pattern rewritten for ICU (see above); exposed for tests.
+std::string RegexForIcu(std::string_view pattern);
+
+}  // namespace packd::engine
