@@ -1,10 +1,6 @@
-// The pre-tokenizers of byte-level BPE: the text is cut into words by a
-// regex, and BPE merges never cross a word boundary. The three regexes in use
-// by the Llama family are hand-coded scanners (as llama.cpp's unicode.cpp
-// does) with Unicode character classes from ICU:
-//   \p{L}: general category L*, \p{N}: N*, \s: the White_Space property,
-// which is what the regex engines of Hugging Face tokenizers (Oniguruma) and
-// tiktoken (Rust regex) use.
+// The pre-tokenizer regexes that GGUF (tokenizer.ggml.pre) and tiktoken
+// files name instead of writing them out: the text is cut into words by the
+// regex (regex.h, ICU's engine), and BPE merges never cross a word boundary.
 #pragma once
 
 #include <optional>
@@ -33,9 +29,9 @@ std::string_view PretokenizerRegex(PretokenizerPattern pattern);
 // The pattern whose regex is exactly `regex`, or nullopt.
 std::optional<PretokenizerPattern> PretokenizerPatternFromRegex(std::string_view regex);
 
-// Appends to `words` the matches of the pattern's regex over `text`, as a
-// regex findall would find them (every byte of `text` lies in exactly one
-// word). `text` must be valid UTF-8; the views point into it.
+// Appends to `words` the matches of the pattern's regex over `text` and the
+// text between them (every byte of `text` lies in exactly one word). `text`
+// must be valid UTF-8; the views point into it.
 void Pretokenize(PretokenizerPattern pattern, std::string_view text,
                  std::vector<std::string_view>* words);
 

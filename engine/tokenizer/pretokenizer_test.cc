@@ -1,4 +1,5 @@
-// The hand-coded pre-tokenizer scanners, against what their regexes match.
+// The named pre-tokenizer regexes, through ICU's engine, against what
+// Oniguruma / Rust regex match.
 #include "engine/tokenizer/pretokenizer.h"
 
 #include <random>

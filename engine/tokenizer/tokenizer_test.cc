@@ -720,6 +720,37 @@ TEST(TokenizerErrorsTest, UnsupportedTokenizerJson) {
   EXPECT_THAT(t.status().message(), HasSubstr("\"Weird\""));
 }
 
+// Hostile files are refused or bounded, never a hang or a huge allocation.
+TEST(TokenizerErrorsTest, HostileTokenizerJson) {
+  testing::TempDir dir;
+  const fs::path p = dir.path() / "tokenizer.json";
+  nlohmann::json j = nlohmann::json::parse(
+      *ReadFileToString(testing::SharedDir() / "tokenizers/gpt-2/tokenizer.json"));
+  // An id of a billion would need a billion-entry vocabulary.
+  nlohmann::json big = j;
+  big["model"]["vocab"]["hello"] = 1000000000;
+  WriteFile(p, big.dump());
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t = LoadTokenizer(p);
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(t.status().message(), HasSubstr("id 1000000000"));
+  // A regex that backtracks exponentially loads, and encoding text it chokes
+  // on ends with an error naming it.
+  j["pre_tokenizer"] = {{"type", "Sequence"},
+                        {"pretokenizers",
+                         {{{"type", "Split"},
+                           {"pattern", {{"Regex", "(a|aa)*(a|aa)*b"}}},
+                           {"behavior", "Isolated"}},
+                          {{"type", "ByteLevel"}, {"use_regex", false}}}}};
+  WriteFile(p, j.dump());
+  t = LoadTokenizer(p);
+  ASSERT_TRUE(t.ok()) << t.status();
+  absl::StatusOr<std::vector<TokenId>> ids = (*t)->Encode(std::string(60, 'a'), false);
+  ASSERT_FALSE(ids.ok());
+  EXPECT_EQ(ids.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(ids.status().message(), HasSubstr("(a|aa)*(a|aa)*b"));
+  EXPECT_TRUE((*t)->Encode("aab", false).ok());
+}
+
 TEST(TokenizerErrorsTest, UnsupportedGgufTokenizer) {
   const fs::path gguf_path = testing::RequireSharedFile("tokenizers/gpt-2/ggml-vocab-gpt-2.gguf");
   ASSERT_FALSE(gguf_path.empty());
