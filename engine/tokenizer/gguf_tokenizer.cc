@@ -12,7 +12,9 @@
 //   tokenizer.ggml.{bos,eos,unknown,eot,eom}_token_id, add_bos_token,
 //   add_eos_token, add_space_prefix, remove_extra_whitespaces
 #include <cmath>
+#include <iterator>
 #include <limits>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -30,20 +32,41 @@ using nlohmann::json;
 
 constexpr char kPrefix[] = "tokenizer.ggml.";
 
+// DeepSeek V3's pre-tokenizer: three Split regexes in turn (digits in
+// threes, runs of CJK, then a cl100k-like word pattern).
+constexpr std::string_view kDeepSeekV3Regexes[] = {
+    R"(\p{N}{1,3})",
+    "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+    R"([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
+};
+
 // What tokenizer.ggml.pre names for a gpt2 vocabulary (llama.cpp's names).
 struct PreTokenizerName {
   std::string_view name;
-  PretokenizerPattern pattern;
+  std::vector<std::string_view> regexes;
   bool ignore_merges;  // llama.cpp sets it for the Llama 3 family
   bool add_bos;        // the family default when add_bos_token is absent
 };
-constexpr PreTokenizerName kPreTokenizers[] = {
-    {"gpt-2", PretokenizerPattern::kGpt2, false, false},
-    {"llama3", PretokenizerPattern::kLlama3, true, true},
-    {"llama-v3", PretokenizerPattern::kLlama3, true, true},
-    {"llama-bpe", PretokenizerPattern::kLlama3, true, true},
-    {"qwen2", PretokenizerPattern::kQwen2, false, false},
-};
+const std::vector<PreTokenizerName>& PreTokenizerNames() {
+  static const auto* const names = [] {
+    const auto named = [](PretokenizerPattern p) {
+      return std::vector<std::string_view>{PretokenizerRegex(p)};
+    };
+    return new std::vector<PreTokenizerName>{
+        {"gpt-2", named(PretokenizerPattern::kGpt2), false, false},
+        {"llama3", named(PretokenizerPattern::kLlama3), true, true},
+        {"llama-v3", named(PretokenizerPattern::kLlama3), true, true},
+        {"llama-bpe", named(PretokenizerPattern::kLlama3), true, true},
+        {"qwen2", named(PretokenizerPattern::kQwen2), false, false},
+        {"deepseek-r1-qwen", named(PretokenizerPattern::kQwen2), false, true},
+        {"deepseek-v3",
+         std::vector<std::string_view>(std::begin(kDeepSeekV3Regexes),
+                                       std::end(kDeepSeekV3Regexes)),
+         false, true},
+    };
+  }();
+  return *names;
+}
 
 bool IsIntegerType(std::string_view t) {
   return t == "u8" || t == "i8" || t == "u16" || t == "i16" || t == "u32" || t == "i32" ||
@@ -261,15 +284,16 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const json& metadata, std::strin
                       "is missing: a \"gpt2\" vocabulary must say which pre-tokenizer it uses");
     }
     const PreTokenizerName* found = nullptr;
-    for (const PreTokenizerName& p : kPreTokenizers) {
+    for (const PreTokenizerName& p : PreTokenizerNames()) {
       if (p.name == *pre) found = &p;
     }
     if (found == nullptr) {
       return absl::UnimplementedError(absl::StrCat(
           label, ": tokenizer.ggml.pre \"", *pre,
-          "\" is not supported (packd knows gpt-2, llama3 / llama-v3 / llama-bpe, qwen2)"));
+          "\" is not supported (packd knows gpt-2, llama3 / llama-v3 / llama-bpe, qwen2, "
+          "deepseek-r1-qwen, deepseek-v3)"));
     }
-    ASSIGN_OR_RETURN(m.pipeline, ByteLevelPipeline({PretokenizerRegex(found->pattern)}, label));
+    ASSIGN_OR_RETURN(m.pipeline, ByteLevelPipeline(found->regexes, label));
     m.ignore_merges = found->ignore_merges;
     default_add_bos = found->add_bos;
   }

@@ -720,6 +720,50 @@ TEST(TokenizerErrorsTest, UnsupportedTokenizerJson) {
   EXPECT_THAT(t.status().message(), HasSubstr("\"Weird\""));
 }
 
+// A GGUF file converted from DeepSeek V3's tokenizer.json (llama.cpp names
+// its pre-tokenizer "deepseek-v3") tokenizes as the tokenizer.json does.
+TEST(TokenizerFormsTest, DeepSeekV3GgufAgreesWithTokenizerJson) {
+  const fs::path dir = testing::RequireSharedFile("tokenizers/deepseek-v3/tokenizer.json");
+  ASSERT_FALSE(dir.empty());
+  absl::StatusOr<std::unique_ptr<Tokenizer>> hf = LoadTokenizer(dir.parent_path());
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  const nlohmann::json j = nlohmann::json::parse(*ReadFileToString(dir));
+  std::vector<std::string> tokens((*hf)->vocab_size());
+  std::vector<int> types((*hf)->vocab_size(), 1);
+  for (const auto& [piece, id] : j["model"]["vocab"].items()) tokens[id.get<int>()] = piece;
+  for (const nlohmann::json& a : j["added_tokens"]) {
+    tokens[a["id"].get<int>()] = a["content"].get<std::string>();
+    types[a["id"].get<int>()] = a["special"].get<bool>() ? 3 : 4;
+  }
+  std::vector<std::string> merges;
+  for (const nlohmann::json& m : j["model"]["merges"]) {
+    merges.push_back(m.is_string() ? m.get<std::string>()
+                                   : m[0].get<std::string>() + " " + m[1].get<std::string>());
+  }
+  const auto value = [](std::string type, nlohmann::json v) {
+    return nlohmann::json{{"type", type}, {"value", v}};
+  };
+  const auto array = [](std::string element_type, nlohmann::json v) {
+    return nlohmann::json{{"type", "array"}, {"element_type", element_type}, {"value", v}};
+  };
+  const nlohmann::json md = {
+      {"tokenizer.ggml.model", value("string", "gpt2")},
+      {"tokenizer.ggml.pre", value("string", "deepseek-v3")},
+      {"tokenizer.ggml.tokens", array("string", tokens)},
+      {"tokenizer.ggml.token_type", array("i32", types)},
+      {"tokenizer.ggml.merges", array("string", merges)},
+      {"tokenizer.ggml.bos_token_id", value("u32", *(*hf)->bos_id())},
+      {"tokenizer.ggml.eos_token_id", value("u32", *(*hf)->eos_id())},
+  };
+  absl::StatusOr<std::unique_ptr<Tokenizer>> gguf = LoadGgufTokenizer(md, "deepseek-v3.gguf");
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  for (std::string_view text :
+       {"Hello world", "12345678 3.14", "中文字符测试 日本語のカタカナ", "!!!abc ?\n\n x",
+        "def f(x):\n    return x**2", "<｜User｜>hi<｜Assistant｜>", "  \t mixed 中English文 123abc"}) {
+    EXPECT_EQ(*(*gguf)->Encode(text, true, true), *(*hf)->Encode(text, true, true)) << text;
+  }
+}
+
 // Hostile files are refused or bounded, never a hang or a huge allocation.
 TEST(TokenizerErrorsTest, HostileTokenizerJson) {
   testing::TempDir dir;
