@@ -9,28 +9,31 @@
 namespace packd::engine {
 namespace {
 
-bool IsAsciiSpace(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
 bool IsWordChar(char32_t cp) { return cp == '_' || u_isalnum(static_cast<UChar32>(cp)); }
 
-// Whether the character ending at `end` (exclusive) is a word character.
-bool WordCharBefore(std::string_view text, size_t end) {
-  if (end == 0) return false;
+bool IsWhitespace(char32_t cp) { return u_isUWhiteSpace(static_cast<UChar32>(cp)); }
+
+// The character ending at `end` (exclusive) if it is one for which `pred`
+// holds: its length in bytes, else 0.
+template <typename Pred>
+size_t CharBefore(std::string_view text, size_t end, Pred pred) {
+  if (end == 0) return 0;
   size_t start = end - 1;
   while (start > 0 && end - start < 4 && (static_cast<uint8_t>(text[start]) & 0xC0) == 0x80) {
     --start;
   }
   const Utf8Step step = ReadUtf8(text, start);
-  return step.kind == Utf8Step::Kind::kChar && start + step.length == end &&
-         IsWordChar(step.code_point);
+  const bool ok = step.kind == Utf8Step::Kind::kChar && start + step.length == end &&
+                  pred(step.code_point);
+  return ok ? end - start : 0;
 }
 
-bool WordCharAt(std::string_view text, size_t pos) {
-  if (pos >= text.size()) return false;
+// The same for the character starting at `pos`.
+template <typename Pred>
+size_t CharAt(std::string_view text, size_t pos, Pred pred) {
+  if (pos >= text.size()) return 0;
   const Utf8Step step = ReadUtf8(text, pos);
-  return step.kind == Utf8Step::Kind::kChar && IsWordChar(step.code_point);
+  return step.kind == Utf8Step::Kind::kChar && pred(step.code_point) ? step.length : 0;
 }
 
 }  // namespace
@@ -77,7 +80,10 @@ std::pair<int, size_t> AddedTokenMatcher::LongestMatch(std::string_view text, si
     if (t < 0) continue;
     const AddedToken& token = tokens_[t];
     if (token.special && !parse_special) continue;
-    if (token.single_word && (WordCharBefore(text, pos) || WordCharAt(text, i + 1))) continue;
+    if (token.single_word &&
+        (CharBefore(text, pos, IsWordChar) > 0 || CharAt(text, i + 1, IsWordChar) > 0)) {
+      continue;
+    }
     best = {t, i + 1};
   }
   return best;
@@ -99,11 +105,16 @@ void AddedTokenMatcher::Split(std::string_view text, bool parse_special,
     }
     const AddedToken& token = tokens_[t];
     size_t match_start = pos, match_end = end;
-    if (token.lstrip) {
-      while (match_start > text_start && IsAsciiSpace(text[match_start - 1])) --match_start;
+    // lstrip / rstrip take the Unicode whitespace next to the token.
+    while (token.lstrip && match_start > text_start) {
+      const size_t n = CharBefore(text.substr(text_start), match_start - text_start, IsWhitespace);
+      if (n == 0) break;
+      match_start -= n;
     }
-    if (token.rstrip) {
-      while (match_end < text.size() && IsAsciiSpace(text[match_end])) ++match_end;
+    while (token.rstrip) {
+      const size_t n = CharAt(text, match_end, IsWhitespace);
+      if (n == 0) break;
+      match_end += n;
     }
     if (match_start > text_start) {
       out->push_back({text.substr(text_start, match_start - text_start), -1});

@@ -20,8 +20,8 @@ struct AddedToken {
   // Special tokens match only when the caller asks for it (parse_special);
   // the others always match.
   bool special = true;
-  // Hugging Face options: the match also takes the (ASCII) whitespace on its
-  // left / right; the match counts only when no letter, digit or '_' is next
+  // Hugging Face options: the match also takes the (Unicode) whitespace on
+  // its left / right; the match counts only when no letter, digit or '_' is next
   // to it.
   bool lstrip = false;
   bool rstrip = false;

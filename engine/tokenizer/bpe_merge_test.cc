@@ -203,6 +203,8 @@ TEST(SmallSpmTest, AddedTokens) {
   t = Build(std::move(m));
   ASSERT_NE(t, nullptr);
   EXPECT_THAT(*t->Encode("a  <user>  b", false), ElementsAre(6, 9, 3, 5));
+  // Unicode whitespace too (U+3000, U+00A0), as Hugging Face strips it.
+  EXPECT_THAT(*t->Encode("a\u3000 <user>\u00a0\tb", false), ElementsAre(6, 9, 3, 5));
   m = SmallSpm();
   m.added_tokens = {{9, "<user>", false, false, false, /*single_word=*/true}};
   t = Build(std::move(m));
