@@ -94,30 +94,10 @@ absl::StatusOr<Regex> Regex::Literal(std::string_view literal, std::string_view 
     return absl::InvalidArgumentError(
         absl::StrCat(std::string(where), ": the string is not valid UTF-8 at byte ", *bad));
   }
-  // \Q...\E quotes everything up to a "\E", which itself must be split.
-  std::string quoted = "\\Q";
-  size_t pos = 0;
-  while (true) {
-    const size_t hit = literal.find("\\E", pos);
-    if (hit == std::string_view::npos) break;
-    quoted.append(literal.substr(pos, hit - pos));
-    quoted.append("\\E\\\\E\\Q");
-    pos = hit + 2;
-  }
-  quoted.append(literal.substr(pos));
-  quoted.append("\\E");
-  UParseError parse_error{};
-  UErrorCode status = U_ZERO_ERROR;
-  std::unique_ptr<icu::RegexPattern> compiled(
-      icu::RegexPattern::compile(icu::UnicodeString::fromUTF8(quoted), 0, parse_error, status));
-  if (U_FAILURE(status) || compiled == nullptr) {
-    return absl::InternalError(
-        absl::StrCat(std::string(where), ": the string pattern does not compile: ", IcuErrorText(status)));
-  }
   Regex r;
   r.pattern_ = std::string(literal);
   r.where_ = std::string(where);
-  r.compiled_ = std::move(compiled);
+  r.literal_ = true;
   return r;
 }
 
@@ -128,6 +108,14 @@ Regex::~Regex() = default;
 absl::StatusOr<std::vector<std::pair<size_t, size_t>>> Regex::FindAll(std::string_view text) const {
   std::vector<std::pair<size_t, size_t>> matches;
   if (text.empty()) return matches;
+  if (literal_) {
+    if (pattern_.empty()) return matches;
+    for (size_t pos = text.find(pattern_); pos != std::string_view::npos;
+         pos = text.find(pattern_, pos + pattern_.size())) {
+      matches.emplace_back(pos, pos + pattern_.size());
+    }
+    return matches;
+  }
   const Utf16Text t(text);
   UErrorCode status = U_ZERO_ERROR;
   std::unique_ptr<icu::RegexMatcher> m(compiled_->matcher(t.text, status));

@@ -32,7 +32,7 @@ class Regex {
  public:
   // `where` names the pattern in errors ("tokenizer.json: pre_tokenizer.pattern").
   static absl::StatusOr<Regex> Compile(std::string_view pattern, std::string_view where);
-  // A pattern matching `literal` exactly.
+  // A pattern matching `literal` exactly (found by plain string search).
   static absl::StatusOr<Regex> Literal(std::string_view literal, std::string_view where);
 
   Regex(Regex&&) noexcept;
@@ -52,6 +52,7 @@ class Regex {
   Regex() = default;
   std::string pattern_;  // as written in the file
   std::string where_;
+  bool literal_ = false;  // pattern_ is a plain string: found without ICU
   std::unique_ptr<icu::RegexPattern> compiled_;
 };
 
