@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "engine/tokenizer/regex.h"
 #include "engine/tokenizer/utf8.h"
 
 namespace packd::engine {
@@ -11,7 +12,7 @@ namespace {
 
 bool IsWordChar(char32_t cp) { return cp == '_' || u_isalnum(static_cast<UChar32>(cp)); }
 
-bool IsWhitespace(char32_t cp) { return u_isUWhiteSpace(static_cast<UChar32>(cp)); }
+bool IsWhitespace(char32_t cp) { return IsTokenizerWhitespace(cp); }
 
 // The character ending at `end` (exclusive) if it is one for which `pred`
 // holds: its length in bytes, else 0.

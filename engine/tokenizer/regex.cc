@@ -1,6 +1,7 @@
 #include "engine/tokenizer/regex.h"
 
 #include <unicode/regex.h>
+#include <unicode/uchar.h>
 #include <unicode/unistr.h>
 #include <unicode/utf16.h>
 
@@ -42,7 +43,18 @@ struct Utf16Text {
 
 std::string IcuErrorText(UErrorCode code) { return u_errorName(code); }
 
+// JavaScript's \s (ECMAScript WhiteSpace and LineTerminator): tab to carriage
+// return, the space separators (Zs), U+2028, U+2029 and U+FEFF. A set nested
+// in a class ([^\s\p{L}]) is a union member in ICU's syntax.
+constexpr std::string_view kWhitespaceSet = R"([\t-\r\p{Zs}\u2028\u2029\ufeff])";
+constexpr std::string_view kNonWhitespaceSet = R"([^\t-\r\p{Zs}\u2028\u2029\ufeff])";
+
 }  // namespace
+
+bool IsTokenizerWhitespace(char32_t c) {
+  return (c >= '\t' && c <= '\r') || c == 0x2028 || c == 0x2029 || c == 0xFEFF ||
+         u_charType(static_cast<UChar32>(c)) == U_SPACE_SEPARATOR;
+}
 
 std::string RegexForIcu(std::string_view pattern) {
   std::string out;
@@ -55,9 +67,9 @@ std::string RegexForIcu(std::string_view pattern) {
     }
     const char next = pattern[++i];
     if (next == 's') {
-      out.append("\\p{White_Space}");
+      out.append(kWhitespaceSet);
     } else if (next == 'S') {
-      out.append("\\P{White_Space}");
+      out.append(kNonWhitespaceSet);
     } else {
       out.push_back('\\');
       out.push_back(next);

@@ -2,9 +2,10 @@
 // pre-tokenizer patterns) through ICU's regex engine, over UTF-8 text.
 //
 // The patterns are written for Oniguruma (Hugging Face tokenizers) and read
-// the same way by ICU, with one change: `\s` / `\S` mean the Unicode
-// White_Space property, as they do in Oniguruma and Rust's regex, instead of
-// ICU's [\t\n\f\r\p{Z}].
+// the same way by ICU, with one change: `\s` / `\S` mean JavaScript's
+// whitespace (IsTokenizerWhitespace), as transformers.js, packd's reference,
+// reads them, instead of ICU's [\t\n\f\r\p{Z}]. (Oniguruma's is the Unicode
+// White_Space property: the two differ only on U+0085 and U+FEFF.)
 //
 // Work is bounded: a match that takes more than a few seconds' worth of
 // steps (a pathological pattern such as (a+)+b on a long run of a's) ends
@@ -55,6 +56,11 @@ class Regex {
   bool literal_ = false;  // pattern_ is a plain string: found without ICU
   std::unique_ptr<icu::RegexPattern> compiled_;
 };
+
+// The whitespace of `\s` and of every tokenizer stage that strips or splits
+// at whitespace: U+0009..U+000D, the space separators (Zs), U+2028, U+2029
+// and U+FEFF (JavaScript's set; String.prototype.trim strips the same).
+bool IsTokenizerWhitespace(char32_t c);
 
 // The pattern rewritten for ICU (see above); exposed for tests.
 std::string RegexForIcu(std::string_view pattern);

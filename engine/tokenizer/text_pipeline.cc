@@ -117,7 +117,7 @@ void ForEachChar(std::string_view text, F&& f) {
   }
 }
 
-bool IsWhitespace(char32_t c) { return u_isUWhiteSpace(static_cast<UChar32>(c)); }
+bool IsWhitespace(char32_t c) { return IsTokenizerWhitespace(c); }
 
 // Rust's char::is_numeric: general category Nd, Nl or No.
 bool IsNumeric(char32_t c) {

@@ -108,10 +108,12 @@ TEST(SplitTest, UnicodePropertiesAndWhitespace) {
                                    "Isolated")}}};
   EXPECT_THAT(PreTokenize(deepseek, "ab12345中文x"),
               ElementsAre("ab", "123", "45", "中文", "x"));
-  // \s is Unicode White_Space (U+0085 and U+3000 included), as in
-  // Oniguruma, not ICU's narrower class.
-  EXPECT_THAT(PreTokenize(SplitOn("Regex", "\\s+", "Removed"), "a\u0085b\u3000c\u00a0d"),
-              ElementsAre("a", "b", "c", "d"));
+  // \s is JavaScript's whitespace (U+3000, U+00A0 and U+FEFF included,
+  // U+0085 not), as transformers.js reads the pattern.
+  EXPECT_THAT(PreTokenize(SplitOn("Regex", "\\s+", "Removed"), "a\ufeffb\u3000c\u00a0d\u0085e"),
+              ElementsAre("a", "b", "c", "d\u0085e"));
+  EXPECT_THAT(PreTokenize(SplitOn("Regex", "[^\\s\\p{L}]+", "Removed", true), "ab, \ufeffcd"),
+              ElementsAre(","));
 }
 
 TEST(PreTokenizerTest, ByteLevel) {
