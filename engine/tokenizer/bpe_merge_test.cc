@@ -141,7 +141,7 @@ TEST(SmallSpmTest, MergesByScore) {
   // "▁ab": a+b (score -0.5) before ▁+a (-4), then ▁+ab.
   EXPECT_THAT(*t->Encode("ab", true), ElementsAre(1, 8));
   EXPECT_EQ(*t->Decode({1, 8}), "ab");
-  EXPECT_EQ(*t->Decode({1, 8}, true), "<s>ab");
+  EXPECT_EQ(*t->Decode({1, 8}, true), "<s> ab");  // shown <s> comes first
   EXPECT_THAT(*t->Encode("bab", false), ElementsAre(3, 5, 7));
 }
 

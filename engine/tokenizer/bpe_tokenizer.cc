@@ -516,7 +516,11 @@ absl::StatusOr<std::string> BpeTokenizer::Decode(const std::vector<TokenId>& ids
   for (TokenId id : ids) {
     RETURN_IF_ERROR(CheckId(id));
     if (hidden_[id]) {
-      if (include_special) out.append(bytes_[id]);
+      if (include_special) {
+        // A special token shown first: the token after it does not start the text.
+        out.append(bytes_[id]);
+        first_visible = first_visible && bytes_[id].empty();
+      }
       continue;
     }
     std::string_view b = bytes_[id];

@@ -16,6 +16,8 @@ absl::StatusOr<std::string> IncrementalDecoder::Push(TokenId id) {
     if (!visible.empty()) {
       first_ = false;
       ASSIGN_OR_RETURN(bytes, tokenizer_.Decode({id}, include_special_));
+    } else if (!bytes.empty()) {
+      first_ = false;  // a special token shown first: the next token does not start the text
     }
   }
   pending_.append(bytes);

@@ -153,15 +153,16 @@ TEST(IncrementalDecoderSpmTest, ByteFallbackEmojiAndInvalidBytes) {
   EXPECT_EQ(*d2.Push(x9f), "");
   EXPECT_EQ(d2.Flush(), "\xEF\xBF\xBD");
 
-  // Control tokens: hidden, or shown with include_special; either way the
-  // first visible token loses its dummy-prefix space, as in Decode.
+  // Control tokens: hidden (the first visible token loses its dummy-prefix
+  // space), or shown with include_special (then the shown one comes first and
+  // the next token keeps its space, as Hugging Face decodes), as in Decode.
   IncrementalDecoder plain(*t), special(*t, /*include_special=*/true);
   EXPECT_EQ(*plain.Push(1), "");
   EXPECT_EQ(*plain.Push(15043), "Hello");
   EXPECT_EQ(*special.Push(1), "<s>");
-  EXPECT_EQ(*special.Push(15043), "Hello");
+  EXPECT_EQ(*special.Push(15043), " Hello");
   EXPECT_EQ(*special.Push(2), "</s>");
-  EXPECT_EQ(*t->Decode({1, 15043, 2}, true), "<s>Hello</s>");
+  EXPECT_EQ(*t->Decode({1, 15043, 2}, true), "<s> Hello</s>");
 }
 
 }  // namespace

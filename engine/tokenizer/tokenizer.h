@@ -59,11 +59,13 @@ class Tokenizer {
   virtual absl::StatusOr<std::string> TokenBytes(TokenId id,
                                                  bool include_special = false) const = 0;
 
-  // Decodes a whole sequence: the concatenated TokenBytes, with the spm
-  // leading-space rule applied (a leading "▁" of the first token is dropped,
-  // as SentencePiece does; control tokens before it, such as bos, do not
-  // count, and it applies only when the tokenizer adds a dummy prefix). Bytes are returned as they
-  // are, even if the result is not valid UTF-8.
+  // Decodes a whole sequence. tokenizer.json: the file's decoder over the
+  // whole sequence (text_pipeline.h). Other forms: the concatenated
+  // TokenBytes, with the spm leading-space rule applied (a leading "▁" of the
+  // first token is dropped, as SentencePiece does, when the tokenizer adds a
+  // dummy prefix). Either way, special tokens left out (include_special
+  // false) do not count as first; included ones do. Bytes are returned as
+  // they are, even if the result is not valid UTF-8.
   virtual absl::StatusOr<std::string> Decode(const std::vector<TokenId>& ids,
                                              bool include_special = false) const = 0;
 

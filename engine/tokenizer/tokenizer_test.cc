@@ -254,7 +254,7 @@ TEST(TokenizerFormsTest, SpmSpecialTokensInText) {
               ElementsAre(15043, 2, 15043));
   EXPECT_THAT(*t->Encode("<s>", false, false), ElementsAre(529, 29879, 29958));
   EXPECT_EQ(*t->Decode({1, 15043, 2}), "Hello");
-  EXPECT_EQ(*t->Decode({1, 15043, 2}, true), "<s>Hello</s>");
+  EXPECT_EQ(*t->Decode({1, 15043, 2}, true), "<s> Hello</s>");
 }
 
 // Random text: every form of a vocabulary gives the same ids, and decoding
