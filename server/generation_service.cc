@@ -181,7 +181,9 @@ absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
     case packd::v1::GenerateRequest::kText: {
       if (request.text().empty()) return absl::InvalidArgumentError("text: the prompt is empty");
       RETURN_IF_ERROR(CheckPromptBytes(*model, "text", request.text()));
-      ASSIGN_OR_RETURN(g.prompt, instance.engine().Tokenize(request.text()));
+      ASSIGN_OR_RETURN(
+          g.prompt, instance.engine().Tokenize(request.text(),
+                                               /*parse_special=*/!request.split_special_tokens()));
       break;
     }
     case packd::v1::GenerateRequest::kTokenIds:
@@ -292,7 +294,8 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,
         absl::StrCat("model '", request->model(), "' has no tokenizer")));
   }
   absl::StatusOr<std::vector<engine::TokenId>> ids =
-      tok->Encode(request->text(), request->add_special_tokens());
+      tok->Encode(request->text(), request->add_special_tokens(),
+                  /*parse_special=*/!request->split_special_tokens());
   if (!ids.ok()) return ToGrpc(ids.status());
   for (engine::TokenId id : *ids) {
     response->add_token_ids(id);

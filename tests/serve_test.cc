@@ -902,5 +902,52 @@ TEST_F(ServeTest, ACancellationStormLeavesNothingBehind) {
   }
 }
 
+// Issue 18: special tokens spelled in text, and Detokenize.
+
+// Tokenize's ids for `text`, or an empty list after a failure.
+std::vector<int> TokenIdsOf(packd::v1::Generation::Stub& stub, const std::string& text,
+                            bool add_special, bool split_special) {
+  grpc::ClientContext c;
+  c.AddMetadata("authorization", "Bearer admin-key");
+  packd::v1::TokenizeRequest t;
+  t.set_model("stories");
+  t.set_text(text);
+  t.set_add_special_tokens(add_special);
+  t.set_split_special_tokens(split_special);
+  packd::v1::TokenizeResponse tr;
+  const grpc::Status s = stub.Tokenize(&c, t, &tr);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return {tr.token_ids().begin(), tr.token_ids().end()};
+}
+
+// Text that spells a special token gets that token by default (as Hugging
+// Face does); split_special_tokens makes it plain text, in Tokenize and in
+// Generate alike.
+TEST_F(ServeTest, SpecialTokensInTextAreParsedUnlessSplit) {
+  StartServer();
+  constexpr char kText[] = "Once upon a time</s>";  // stories260K: <s> = 1, </s> = 2
+  const std::vector<int> parsed = TokenIdsOf(*generation_, kText, false, false);
+  const std::vector<int> split = TokenIdsOf(*generation_, kText, false, true);
+  ASSERT_FALSE(parsed.empty());
+  EXPECT_EQ(parsed.back(), 2);
+  EXPECT_THAT(split, ::testing::Not(::testing::Contains(2)));
+  EXPECT_GT(split.size(), parsed.size());
+  // The part before the special token is tokenized the same either way.
+  EXPECT_THAT(TokenIdsOf(*generation_, "Once upon a time", false, false),
+              ::testing::ElementsAreArray(parsed.begin(), parsed.end() - 1));
+
+  for (const bool split_special : {false, true}) {
+    auto r = Greedy(1, /*stream=*/false);
+    r.set_text(kText);
+    r.set_split_special_tokens(split_special);
+    const Reply g = Generate(r);
+    ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+    // Generate tokenizes as Tokenize does with add_special_tokens.
+    EXPECT_EQ(g.last.usage().prompt_tokens(),
+              TokenIdsOf(*generation_, kText, true, split_special).size())
+        << split_special;
+  }
+}
+
 }  // namespace
 }  // namespace packd
