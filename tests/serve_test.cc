@@ -949,5 +949,65 @@ TEST_F(ServeTest, SpecialTokensInTextAreParsedUnlessSplit) {
   }
 }
 
+// Detokenize: the text of Tokenize's ids (special tokens included unless
+// skipped), INVALID_ARGUMENT naming a bad id, and always valid UTF-8; the
+// same keys and models as Tokenize.
+TEST_F(ServeTest, DetokenizeInvertsTokenize) {
+  StartServer();
+  auto detokenize = [&](const std::vector<int>& ids, bool skip_special,
+                        const std::string& key = "admin-key",
+                        const std::string& model = "stories") {
+    grpc::ClientContext c;
+    Auth(c, key);
+    packd::v1::DetokenizeRequest d;
+    d.set_model(model);
+    d.mutable_token_ids()->Add(ids.begin(), ids.end());
+    d.set_skip_special_tokens(skip_special);
+    packd::v1::DetokenizeResponse dr;
+    const grpc::Status s = generation_->Detokenize(&c, d, &dr);
+    return std::make_pair(s, dr.text());
+  };
+  const std::string text = "Once upon a time, Lily said \"hi\".";
+  const std::vector<int> ids = TokenIdsOf(*generation_, text, true, false);
+  ASSERT_EQ(ids.front(), 1);  // bos
+  auto [status, decoded] = detokenize(ids, /*skip_special=*/true);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(decoded, text);
+  std::tie(status, decoded) = detokenize(ids, /*skip_special=*/false);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_THAT(decoded, ::testing::StartsWith("<s>"));
+  EXPECT_THAT(decoded, ::testing::EndsWith(text));
+  std::tie(status, decoded) = detokenize(TokenIdsOf(*generation_, "Once</s>", false, false), false);
+  EXPECT_EQ(decoded, "Once</s>");
+
+  // stories260K's byte tokens are <0xNN> = NN + 3: "é" is C3 A9 = 198 172.
+  // Alone, C3 is not UTF-8 and comes back as U+FFFD (a string the client
+  // could parse at all).
+  std::tie(status, decoded) = detokenize({198, 172}, false);
+  EXPECT_EQ(decoded, "\xC3\xA9");
+  std::tie(status, decoded) = detokenize({403, 198}, false);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(decoded, "Once\xEF\xBF\xBD");
+  std::tie(status, decoded) = detokenize({198, 198, 172}, false);
+  EXPECT_EQ(decoded, "\xEF\xBF\xBD\xC3\xA9");
+
+  std::tie(status, decoded) = detokenize({1, 403, 512}, false);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("token_ids[2]: 512"));
+  std::tie(status, decoded) = detokenize({-7}, false);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("token_ids[0]: -7"));
+  std::tie(status, decoded) = detokenize({}, false);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(decoded, "");
+
+  EXPECT_EQ(detokenize(ids, false, "admin-key", "nope").first.error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(detokenize(ids, false, "wrong-key").first.error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(detokenize(ids, false, "reader-key").first.error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
 }  // namespace
 }  // namespace packd
