@@ -85,9 +85,11 @@ std::optional<Args> ParseCommand(const CommandSpec& spec, const std::vector<std:
     return std::nullopt;
   }
   absl::Status error = args.status();
-  if (error.ok() && args->positional.size() != spec.positionals) {
-    error = absl::InvalidArgumentError(absl::StrCat(
-        "expected ", spec.positionals, " positional arguments, got ", args->positional.size()));
+  const size_t given = error.ok() ? args->positional.size() : 0;
+  if (error.ok() && (spec.variadic ? given < spec.positionals : given != spec.positionals)) {
+    error = absl::InvalidArgumentError(absl::StrCat("expected ", spec.variadic ? "at least " : "",
+                                                    spec.positionals, " positional arguments, got ",
+                                                    given));
   }
   for (const std::string& flag : spec.required) {
     if (error.ok() && !args->Has(flag)) {

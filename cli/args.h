@@ -34,8 +34,9 @@ struct CommandSpec {
   const char* name;   // "compress"
   const char* usage;  // printed for --help (stdout) and on usage errors (stderr)
   std::set<std::string> value_flags, bool_flags;
-  size_t positionals = 0;                  // exactly this many
+  size_t positionals = 0;                  // exactly this many (at least, if variadic)
   std::vector<std::string> required = {};  // value flags that must be given
+  bool variadic = false;                   // more positionals may follow
 };
 
 // Parses argv for `spec`. Returns the arguments, or nullopt with *exit_code set:

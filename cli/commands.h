@@ -13,6 +13,7 @@ int InspectCommand(const std::vector<std::string>& argv);
 int VerifyCommand(const std::vector<std::string>& argv);
 int SynthCommand(const std::vector<std::string>& argv);
 int RunCommand(const std::vector<std::string>& argv);
+int TokenizeCommand(const std::vector<std::string>& argv);
 int ServeCommand(const std::vector<std::string>& argv);
 int GenerateCommand(const std::vector<std::string>& argv);
 int InfoCommand(const std::vector<std::string>& argv);

@@ -20,6 +20,9 @@ constexpr char kUsage[] =
     "                      write a synthetic Llama-shaped HF checkpoint\n"
     "  run MODEL PROMPT [-n N] [--temperature T] [--top-p P] [--top-k K] [--seed S]\n"
     "                      generate text locally (packd dir, HF dir or GGUF)\n"
+    "  tokenize MODEL TEXT|- [--no-add-special] [--split-special-tokens] [--json]\n"
+    "  tokenize MODEL --decode ID... [--skip-special] [--json]\n"
+    "                      a model's tokenizer, locally: ids and pieces, or ids -> text\n"
     "  serve --config FILE  run the gRPC daemon (see configs/packd.example.yaml)\n"
     "  generate --model NAME [--addr HOST:PORT] [--api-key KEY] PROMPT\n"
     "                      stream a generation from a running daemon\n"
@@ -43,6 +46,7 @@ int main(int argc, char** argv) {
   if (cmd == "verify") return packd::cli::VerifyCommand(rest);
   if (cmd == "synth") return packd::cli::SynthCommand(rest);
   if (cmd == "run") return packd::cli::RunCommand(rest);
+  if (cmd == "tokenize") return packd::cli::TokenizeCommand(rest);
   if (cmd == "serve") return packd::cli::ServeCommand(rest);
   if (cmd == "generate") return packd::cli::GenerateCommand(rest);
   if (cmd == "info") return packd::cli::InfoCommand(rest);

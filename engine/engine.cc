@@ -162,13 +162,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(std::shared_ptr<const Model
   return e;
 }
 
-absl::StatusOr<std::vector<TokenId>> Engine::Tokenize(std::string_view text) const {
+absl::StatusOr<std::vector<TokenId>> Engine::Tokenize(std::string_view text,
+                                                      bool parse_special) const {
   if (tokenizer_ == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat(source_->path().string(), ": the model has no tokenizer; send token ids"));
   }
   if (text.empty()) return absl::InvalidArgumentError("the prompt is empty");
-  return tokenizer_->Encode(text, /*add_special=*/true);
+  return tokenizer_->Encode(text, /*add_special=*/true, parse_special);
 }
 
 absl::Status Engine::Validate(const GenerationRequest& request) const {

@@ -120,8 +120,12 @@ class Engine {
   const EngineStats& stats() const { return stats_; }
 
   // Tokenizes a prompt with the model's tokenizer (bos added as the model
-  // wants). An empty prompt is InvalidArgument.
-  absl::StatusOr<std::vector<TokenId>> Tokenize(std::string_view text) const;
+  // wants). Text that spells a special token ("<|im_start|>") becomes that
+  // token when parse_special is true, as Hugging Face tokenizers do by
+  // default; false tokenizes it as plain text (for untrusted text). An empty
+  // prompt is InvalidArgument.
+  absl::StatusOr<std::vector<TokenId>> Tokenize(std::string_view text,
+                                                bool parse_special = true) const;
 
   // What Submit refuses, without queueing anything: InvalidArgument for an
   // empty prompt or bad sampling parameters, OutOfRange for a token id

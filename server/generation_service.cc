@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "engine/detokenize.h"
+#include "engine/tokenizer/utf8.h"
 #include "server/auth.h"
 #include "server/request_log.h"
 
@@ -181,7 +183,9 @@ absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
     case packd::v1::GenerateRequest::kText: {
       if (request.text().empty()) return absl::InvalidArgumentError("text: the prompt is empty");
       RETURN_IF_ERROR(CheckPromptBytes(*model, "text", request.text()));
-      ASSIGN_OR_RETURN(g.prompt, instance.engine().Tokenize(request.text()));
+      ASSIGN_OR_RETURN(
+          g.prompt, instance.engine().Tokenize(request.text(),
+                                               /*parse_special=*/!request.split_special_tokens()));
       break;
     }
     case packd::v1::GenerateRequest::kTokenIds:
@@ -276,29 +280,49 @@ absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
   return absl::OkStatus();
 }
 
+absl::StatusOr<GenerationService::ModelTokenizer> GenerationService::TokenizerFor(
+    const grpc::ServerContext& context, const std::string& name) const {
+  ASSIGN_OR_RETURN(const ServerConfig::Tenant* tenant, Authenticate(context, config_));
+  ModelTokenizer out;
+  ASSIGN_OR_RETURN(out.model, ModelFor(*tenant, name));
+  out.tokenizer = out.model->engine().tokenizer();
+  if (out.tokenizer == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("model '", name, "' has no tokenizer"));
+  }
+  return out;
+}
+
 grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,
                                          const packd::v1::TokenizeRequest* request,
                                          packd::v1::TokenizeResponse* response) {
-  absl::StatusOr<const ServerConfig::Tenant*> tenant = Authenticate(*context, config_);
-  if (!tenant.ok()) return ToGrpc(tenant.status());
-  absl::StatusOr<std::shared_ptr<LoadedModel>> model = ModelFor(**tenant, request->model());
-  if (!model.ok()) return ToGrpc(model.status());
-  if (absl::Status s = CheckPromptBytes(**model, "text", request->text()); !s.ok()) {
+  absl::StatusOr<ModelTokenizer> t = TokenizerFor(*context, request->model());
+  if (!t.ok()) return ToGrpc(t.status());
+  if (absl::Status s = CheckPromptBytes(*t->model, "text", request->text()); !s.ok()) {
     return ToGrpc(s);
   }
-  const engine::Tokenizer* tok = (*model)->PickInstance().engine().tokenizer();
-  if (tok == nullptr) {
-    return ToGrpc(absl::FailedPreconditionError(
-        absl::StrCat("model '", request->model(), "' has no tokenizer")));
-  }
   absl::StatusOr<std::vector<engine::TokenId>> ids =
-      tok->Encode(request->text(), request->add_special_tokens());
+      t->tokenizer->Encode(request->text(), request->add_special_tokens(),
+                           /*parse_special=*/!request->split_special_tokens());
   if (!ids.ok()) return ToGrpc(ids.status());
   for (engine::TokenId id : *ids) {
     response->add_token_ids(id);
-    absl::StatusOr<std::string> piece = tok->Piece(id);
-    response->add_pieces(piece.ok() ? *piece : "");
+    absl::StatusOr<std::string> piece = t->tokenizer->Piece(id);
+    // A GGUF vocabulary entry may be bytes that are not UTF-8.
+    response->add_pieces(piece.ok() ? engine::ReplaceInvalidUtf8(*piece) : "");
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::Detokenize(grpc::ServerContext* context,
+                                           const packd::v1::DetokenizeRequest* request,
+                                           packd::v1::DetokenizeResponse* response) {
+  absl::StatusOr<ModelTokenizer> t = TokenizerFor(*context, request->model());
+  if (!t.ok()) return ToGrpc(t.status());
+  absl::StatusOr<std::string> text =
+      engine::Detokenize(*t->tokenizer, {request->token_ids().begin(), request->token_ids().end()},
+                         /*include_special=*/!request->skip_special_tokens(), "token_ids");
+  if (!text.ok()) return ToGrpc(text.status());
+  *response->mutable_text() = *std::move(text);
   return grpc::Status::OK;
 }
 

@@ -29,11 +29,21 @@ class GenerationService final : public packd::v1::Generation::Service {
                         grpc::ServerWriter<packd::v1::GenerateResponse>* writer) override;
   grpc::Status Tokenize(grpc::ServerContext* context, const packd::v1::TokenizeRequest* request,
                         packd::v1::TokenizeResponse* response) override;
+  grpc::Status Detokenize(grpc::ServerContext* context, const packd::v1::DetokenizeRequest* request,
+                          packd::v1::DetokenizeResponse* response) override;
 
  private:
   // The model, if the tenant may use it and it is serving.
   absl::StatusOr<std::shared_ptr<LoadedModel>> ModelFor(const ServerConfig::Tenant& tenant,
                                                         const std::string& name) const;
+  // A model's tokenizer for Tokenize and Detokenize: the caller authenticated
+  // and the model checked as for Generate. `model` keeps `tokenizer` alive.
+  struct ModelTokenizer {
+    std::shared_ptr<LoadedModel> model;
+    const engine::Tokenizer* tokenizer = nullptr;
+  };
+  absl::StatusOr<ModelTokenizer> TokenizerFor(const grpc::ServerContext& context,
+                                              const std::string& name) const;
   // What one Generate call did, for the metrics and the log line.
   struct Outcome {
     uint64_t prompt_tokens = 0;

@@ -6,7 +6,8 @@ model (stories260K) and tenant key. Uses only the system's Python 3 with
 Debian's python3-grpcio and python3-protobuf, and stubs that protoc with
 grpc_python_plugin generated into --stubs (packd/v1/generation_pb2*.py).
 
-Checks one streaming greedy Generate, one Tokenize and a wrong API key.
+Checks one streaming greedy Generate, one Tokenize, one Detokenize and a
+wrong API key.
 Exits 0 when every check passed, 1 (with a message) otherwise.
 """
 
@@ -83,6 +84,16 @@ def check_tokenize(pb2, stub):
           f"(got {ids})")
 
 
+def check_detokenize(pb2, stub):
+    resp = stub.Detokenize(
+        pb2.DetokenizeRequest(model=MODEL, token_ids=EXPECTED_IDS,
+                              skip_special_tokens=True),
+        metadata=auth(DEMO_KEY), timeout=RPC_TIMEOUT_S)
+    check(resp.text == PROMPT,
+          f"Detokenize({EXPECTED_IDS}, skip_special_tokens) == {PROMPT!r} "
+          f"(got {resp.text!r})")
+
+
 def check_wrong_key(grpc, pb2, stub):
     try:
         stub.Tokenize(pb2.TokenizeRequest(model=MODEL, text=PROMPT),
@@ -116,6 +127,7 @@ def main():
         try:
             check_streaming_generate(pb2, stub)
             check_tokenize(pb2, stub)
+            check_detokenize(pb2, stub)
             check_wrong_key(grpc, pb2, stub)
         except CheckFailed as e:
             print(f"FAILED: {e}", file=sys.stderr)

@@ -1,8 +1,6 @@
 // `packd run` end to end through the binary: streamed text, the same text from
 // every codec, and clear errors for bad input. Also `packd serve --check`,
 // which validates a config without serving it.
-#include <sys/wait.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -10,7 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/testing/testing.h"
+#include "tests/testing/packd_command.h"
 
 namespace packd {
 namespace {
@@ -18,34 +16,8 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-struct Result {
-  int rc = -1;
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
-
-std::string Slurp(const fs::path& p) {
-  std::string s;
-  if (FILE* f = std::fopen(p.c_str(), "rb")) {
-    char buf[4096];
-    while (size_t n = std::fread(buf, 1, sizeof buf, f)) s.append(buf, n);
-    std::fclose(f);
-  }
-  return s;
-}
-
-Result Packd(const testing::TempDir& tmp, const std::string& args) {
-  const char* bin = std::getenv("PACKD_BIN");
-  const fs::path out = tmp.path() / "stdout", err = tmp.path() / "stderr";
-  const std::string cmd =
-      std::string(bin ? bin : "packd") + " " + args + " >" + out.string() + " 2>" + err.string();
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = Slurp(out);
-  r.err = Slurp(err);
-  return r;
-}
+using testing::CommandResult;
+using testing::RunPackd;
 
 constexpr char kExpected[] =
     "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
@@ -56,22 +28,23 @@ TEST(RunCommandTest, GreedyTextIsTheReferenceFromEveryForm) {
   const fs::path gguf = testing::RequireSharedFile("models/stories260K/stories260K.gguf");
   ASSERT_FALSE(gguf.empty());
   testing::TempDir tmp;
-  Result r =
-      Packd(tmp, "run " + gguf.string() + " 'Once upon a time' -n 60 --temperature 0 --threads 2");
+  CommandResult r = RunPackd(
+      tmp, "run " + gguf.string() + " 'Once upon a time' -n 60 --temperature 0 --threads 2");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(r.out, kExpected);
   EXPECT_THAT(r.err, HasSubstr("tokens/s"));
   for (const char* codec : {"vlc", "tiled"}) {
     const fs::path dir = tmp.path() / codec;
-    Result c = Packd(tmp, "compress " + gguf.string() + " " + dir.string() + " --codec " + codec +
-                              " --threads 2");
+    CommandResult c = RunPackd(tmp, "compress " + gguf.string() + " " + dir.string() + " --codec " +
+                                        codec + " --threads 2");
     ASSERT_EQ(c.rc, 0) << c.err;
-    r = Packd(tmp, "run " + dir.string() + " 'Once upon a time' -n 60 --temperature 0 --threads 2");
+    r = RunPackd(tmp,
+                 "run " + dir.string() + " 'Once upon a time' -n 60 --temperature 0 --threads 2");
     ASSERT_EQ(r.rc, 0) << r.err;
     EXPECT_EQ(r.out, kExpected) << codec;
   }
   // Token ids in, token ids out.
-  r = Packd(tmp, "run " + gguf.string() + " '1 403 407 261 378' --tokens -n 3 --temperature 0");
+  r = RunPackd(tmp, "run " + gguf.string() + " '1 403 407 261 378' --tokens -n 3 --temperature 0");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(r.out, " 432 383 286\n");
 }
@@ -80,19 +53,19 @@ TEST(RunCommandTest, BadInputGetsAClearError) {
   const fs::path gguf = testing::RequireSharedFile("models/stories260K/stories260K.gguf");
   ASSERT_FALSE(gguf.empty());
   testing::TempDir tmp;
-  Result r = Packd(tmp, "run " + gguf.string() + " ''");
+  CommandResult r = RunPackd(tmp, "run " + gguf.string() + " ''");
   EXPECT_EQ(r.rc, 1);
   EXPECT_THAT(r.err, HasSubstr("empty"));
-  r = Packd(tmp, "run " + gguf.string() + " '1 9999' --tokens");
+  r = RunPackd(tmp, "run " + gguf.string() + " '1 9999' --tokens");
   EXPECT_EQ(r.rc, 1);
   EXPECT_THAT(r.err, HasSubstr("9999"));
-  r = Packd(tmp, "run " + gguf.string() + " 'Once' -n 100000");
+  r = RunPackd(tmp, "run " + gguf.string() + " 'Once' -n 100000");
   EXPECT_EQ(r.rc, 1);
   EXPECT_THAT(r.err, HasSubstr("context"));
-  r = Packd(tmp, "run " + gguf.string() + " 'Once' --temperature hot");
+  r = RunPackd(tmp, "run " + gguf.string() + " 'Once' --temperature hot");
   EXPECT_EQ(r.rc, 2);
   EXPECT_THAT(r.err, HasSubstr("--temperature"));
-  r = Packd(tmp, "run " + (tmp.path() / "missing").string() + " 'Once'");
+  r = RunPackd(tmp, "run " + (tmp.path() / "missing").string() + " 'Once'");
   EXPECT_EQ(r.rc, 1);
   EXPECT_THAT(r.err, HasSubstr("missing"));
   // A file that is neither GGUF nor a packd container.
@@ -101,7 +74,7 @@ TEST(RunCommandTest, BadInputGetsAClearError) {
     std::fputs("not a model", f);
     std::fclose(f);
   }
-  r = Packd(tmp, "run " + (tmp.path() / "junk.gguf").string() + " 'Once'");
+  r = RunPackd(tmp, "run " + (tmp.path() / "junk.gguf").string() + " 'Once'");
   EXPECT_EQ(r.rc, 1);
   EXPECT_THAT(r.err, HasSubstr("junk.gguf"));
 }
@@ -139,7 +112,7 @@ TEST(ServeCheckTest, DemoConfigIsOk) {
   // resolves when the checkout sits beside the shared data.
   constexpr char kDemoModel[] = "../../shared/models/stories260K/stories260K.gguf";
   if (fs::exists(demo.parent_path() / kDemoModel)) {
-    const Result r = Packd(tmp, "serve --config " + demo.string() + " --check");
+    const CommandResult r = RunPackd(tmp, "serve --config " + demo.string() + " --check");
     EXPECT_EQ(r.rc, 0) << r.err;
     EXPECT_EQ(r.out, demo.string() + ok);
   }
@@ -158,7 +131,7 @@ TEST(ServeCheckTest, DemoConfigIsOk) {
   std::ofstream(tmp.path() / "demo.sha256") << "# packd-demo-key\n" << kDemoHash << "\n";
   const fs::path copy = tmp.path() / "demo.yaml";
   std::ofstream(copy) << yaml;
-  const Result r = Packd(tmp, "serve --config " + copy.string() + " --check");
+  const CommandResult r = RunPackd(tmp, "serve --config " + copy.string() + " --check");
   EXPECT_EQ(r.rc, 0) << r.err << "\n" << yaml;
   EXPECT_EQ(r.out, copy.string() + ok);
   // It neither loaded the model nor listened.
@@ -170,11 +143,11 @@ TEST(ServeCheckTest, BrokenConfigsFailWithTheError) {
   const fs::path config = tmp.path() / "packd.yaml";
   const auto check = [&](const std::string& yaml) {
     std::ofstream(config, std::ios::trunc) << yaml;
-    return Packd(tmp, "serve --config " + config.string() + " --check");
+    return RunPackd(tmp, "serve --config " + config.string() + " --check");
   };
   const std::string devices = "devices: [{name: cpu, kind: cpu, memory_budget: 1GiB}]\n";
 
-  Result r = check(devices + "tenants: [{name: a, api_key_sha256_file: keys.sha256}]\n");
+  CommandResult r = check(devices + "tenants: [{name: a, api_key_sha256_file: keys.sha256}]\n");
   EXPECT_EQ(r.rc, 1);
   EXPECT_EQ(r.out, "");
   EXPECT_THAT(r.err, HasSubstr(config.string() + ":2: tenants[0].api_key_sha256_file: '" +
@@ -199,7 +172,7 @@ TEST(ServeCheckTest, BrokenConfigsFailWithTheError) {
   EXPECT_EQ(r.rc, 1);
   EXPECT_THAT(r.err, HasSubstr("models[0].path: '"));
 
-  r = Packd(tmp, "serve --config " + (tmp.path() / "missing.yaml").string() + " --check");
+  r = RunPackd(tmp, "serve --config " + (tmp.path() / "missing.yaml").string() + " --check");
   EXPECT_EQ(r.rc, 1);
   EXPECT_THAT(r.err, HasSubstr("missing.yaml"));
 }

@@ -902,5 +902,112 @@ TEST_F(ServeTest, ACancellationStormLeavesNothingBehind) {
   }
 }
 
+// Issue 18: special tokens spelled in text, and Detokenize.
+
+// Tokenize's ids for `text`, or an empty list after a failure.
+std::vector<int> TokenIdsOf(packd::v1::Generation::Stub& stub, const std::string& text,
+                            bool add_special, bool split_special) {
+  grpc::ClientContext c;
+  c.AddMetadata("authorization", "Bearer admin-key");
+  packd::v1::TokenizeRequest t;
+  t.set_model("stories");
+  t.set_text(text);
+  t.set_add_special_tokens(add_special);
+  t.set_split_special_tokens(split_special);
+  packd::v1::TokenizeResponse tr;
+  const grpc::Status s = stub.Tokenize(&c, t, &tr);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return {tr.token_ids().begin(), tr.token_ids().end()};
+}
+
+// Text that spells a special token gets that token by default (as Hugging
+// Face does); split_special_tokens makes it plain text, in Tokenize and in
+// Generate alike.
+TEST_F(ServeTest, SpecialTokensInTextAreParsedUnlessSplit) {
+  StartServer();
+  constexpr char kText[] = "Once upon a time</s>";  // stories260K: <s> = 1, </s> = 2
+  const std::vector<int> parsed = TokenIdsOf(*generation_, kText, false, false);
+  const std::vector<int> split = TokenIdsOf(*generation_, kText, false, true);
+  ASSERT_FALSE(parsed.empty());
+  EXPECT_EQ(parsed.back(), 2);
+  EXPECT_THAT(split, ::testing::Not(::testing::Contains(2)));
+  EXPECT_GT(split.size(), parsed.size());
+  // The part before the special token is tokenized the same either way.
+  EXPECT_THAT(TokenIdsOf(*generation_, "Once upon a time", false, false),
+              ::testing::ElementsAreArray(parsed.begin(), parsed.end() - 1));
+
+  for (const bool split_special : {false, true}) {
+    auto r = Greedy(1, /*stream=*/false);
+    r.set_text(kText);
+    r.set_split_special_tokens(split_special);
+    const Reply g = Generate(r);
+    ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+    // Generate tokenizes as Tokenize does with add_special_tokens.
+    EXPECT_EQ(g.last.usage().prompt_tokens(),
+              TokenIdsOf(*generation_, kText, true, split_special).size())
+        << split_special;
+  }
+}
+
+// Detokenize: the text of Tokenize's ids (special tokens included unless
+// skipped), INVALID_ARGUMENT naming a bad id, and always valid UTF-8; the
+// same keys and models as Tokenize.
+TEST_F(ServeTest, DetokenizeInvertsTokenize) {
+  StartServer();
+  auto detokenize = [&](const std::vector<int>& ids, bool skip_special,
+                        const std::string& key = "admin-key",
+                        const std::string& model = "stories") {
+    grpc::ClientContext c;
+    Auth(c, key);
+    packd::v1::DetokenizeRequest d;
+    d.set_model(model);
+    d.mutable_token_ids()->Add(ids.begin(), ids.end());
+    d.set_skip_special_tokens(skip_special);
+    packd::v1::DetokenizeResponse dr;
+    const grpc::Status s = generation_->Detokenize(&c, d, &dr);
+    return std::make_pair(s, dr.text());
+  };
+  const std::string text = "Once upon a time, Lily said \"hi\".";
+  const std::vector<int> ids = TokenIdsOf(*generation_, text, true, false);
+  ASSERT_EQ(ids.front(), 1);  // bos
+  auto [status, decoded] = detokenize(ids, /*skip_special=*/true);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(decoded, text);
+  std::tie(status, decoded) = detokenize(ids, /*skip_special=*/false);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_THAT(decoded, ::testing::StartsWith("<s>"));
+  EXPECT_THAT(decoded, ::testing::EndsWith(text));
+  std::tie(status, decoded) = detokenize(TokenIdsOf(*generation_, "Once</s>", false, false), false);
+  EXPECT_EQ(decoded, "Once</s>");
+
+  // stories260K's byte tokens are <0xNN> = NN + 3: "é" is C3 A9 = 198 172.
+  // Alone, C3 is not UTF-8 and comes back as U+FFFD (a string the client
+  // could parse at all).
+  std::tie(status, decoded) = detokenize({198, 172}, false);
+  EXPECT_EQ(decoded, "\xC3\xA9");
+  std::tie(status, decoded) = detokenize({403, 198}, false);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(decoded, "Once\xEF\xBF\xBD");
+  std::tie(status, decoded) = detokenize({198, 198, 172}, false);
+  EXPECT_EQ(decoded, "\xEF\xBF\xBD\xC3\xA9");
+
+  std::tie(status, decoded) = detokenize({1, 403, 512}, false);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("token_ids[2]: 512"));
+  std::tie(status, decoded) = detokenize({-7}, false);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("token_ids[0]: -7"));
+  std::tie(status, decoded) = detokenize({}, false);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(decoded, "");
+
+  EXPECT_EQ(detokenize(ids, false, "admin-key", "nope").first.error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(detokenize(ids, false, "wrong-key").first.error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(detokenize(ids, false, "reader-key").first.error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
 }  // namespace
 }  // namespace packd

@@ -5,5 +5,5 @@
 #include "proto/request_parsing.h"
 
 // Generate is server-streaming: its request has traits of its own. Tokenize
-// is unary (SerializationTraits<MessageLite>).
+// and Detokenize are unary (SerializationTraits<MessageLite>).
 PACKD_DIAGNOSE_REQUEST_PARSING(packd::v1::GenerateRequest);
