@@ -48,6 +48,13 @@ struct ReferenceCase {
   std::string decoded_skip;          // decode(ids, {skip_special_tokens: true})
 };
 
+// A random id sequence and transformers.js's decode of it.
+struct DecodeCase {
+  std::vector<TokenId> ids;
+  std::string decoded;       // special tokens kept
+  std::string decoded_skip;  // skip_special_tokens
+};
+
 struct Reference {
   // tokenizer_config.json's add_bos_token / add_eos_token (nullopt: not set).
   std::optional<bool> add_bos_token;
@@ -55,6 +62,7 @@ struct Reference {
   std::optional<TokenId> bos_token_id;
   std::optional<TokenId> eos_token_id;
   std::vector<ReferenceCase> cases;
+  std::vector<DecodeCase> decode_cases;
 };
 
 // The repository root: $PACKD_SOURCE_DIR (set by ctest), else the working
@@ -89,6 +97,11 @@ absl::StatusOr<Reference> ReadReference(const fs::path& file) {
                          c.at("ids_special").get<std::vector<TokenId>>(),
                          c.at("decoded").get<std::string>(),
                          c.at("decoded_skip").get<std::string>()});
+    }
+    for (const nlohmann::json& c : j.at("decode_cases")) {
+      r.decode_cases.push_back({c.at("ids").get<std::vector<TokenId>>(),
+                                c.at("decoded").get<std::string>(),
+                                c.at("decoded_skip").get<std::string>()});
     }
     return r;
   } catch (const nlohmann::json::exception& e) {
@@ -295,6 +308,7 @@ TEST_P(HfReferenceTest, MatchesTransformersJs) {
   const Reference* ref = LoadReference(folder);
   ASSERT_NE(ref, nullptr);
   ASSERT_GT(ref->cases.size(), 100u) << folder;
+  ASSERT_GE(ref->decode_cases.size(), 100u) << folder;
   const Tokenizer* t = LoadJsonForm(folder);
   ASSERT_NE(t, nullptr);
 
@@ -332,6 +346,17 @@ TEST_P(HfReferenceTest, MatchesTransformersJs) {
       absl::StatusOr<std::string> round_trip = t->Decode(*ids, /*include_special=*/true);
       if (!round_trip.ok() || *round_trip != c.text) {
         report.Add("Decode(Encode(text)) round trip", TextMismatch(c.text, c.text, round_trip));
+      }
+    }
+  }
+  for (const DecodeCase& c : ref->decode_cases) {
+    for (const bool include_special : {true, false}) {
+      absl::StatusOr<std::string> text = t->Decode(c.ids, include_special);
+      if (text.ok()) text = ReplaceInvalidUtf8(*text);
+      const std::string& expected = include_special ? c.decoded : c.decoded_skip;
+      if (!text.ok() || *text != expected) {
+        report.Add(absl::StrCat("Decode(random ids, include_special=", include_special, ")"),
+                   TextMismatch(nlohmann::json(c.ids).dump(), expected, text));
       }
     }
   }
