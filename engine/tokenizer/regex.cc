@@ -5,6 +5,8 @@
 #include <unicode/unistr.h>
 #include <unicode/utf16.h>
 
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
 #include "engine/tokenizer/utf8.h"
 
@@ -15,6 +17,8 @@ namespace {
 // 10,000 operations: this is some seconds of work at worst, far more than any
 // real pattern needs on a text piece).
 constexpr int32_t kTimeLimitSteps = 5000;
+// All the finds over one text.
+constexpr std::chrono::seconds kSearchDeadline{10};
 // Backtracking stack per find.
 constexpr int32_t kStackLimitBytes = 16 << 20;
 
@@ -136,7 +140,14 @@ absl::StatusOr<std::vector<std::pair<size_t, size_t>>> Regex::FindAll(std::strin
   }
   m->setTimeLimit(kTimeLimitSteps, status);
   m->setStackLimit(kStackLimitBytes, status);
+  // Each find is bounded by the step limit; many slow finds in a row are
+  // bounded by this overall deadline.
+  const auto deadline = std::chrono::steady_clock::now() + kSearchDeadline;
   while (m->find(status) && U_SUCCESS(status)) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      status = U_REGEX_TIME_OUT;
+      break;
+    }
     const int32_t begin = m->start(status);
     const int32_t end = m->end(status);
     if (U_FAILURE(status)) break;
