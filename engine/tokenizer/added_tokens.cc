@@ -24,8 +24,8 @@ size_t CharBefore(std::string_view text, size_t end, Pred pred) {
     --start;
   }
   const Utf8Step step = ReadUtf8(text, start);
-  const bool ok = step.kind == Utf8Step::Kind::kChar && start + step.length == end &&
-                  pred(step.code_point);
+  const bool ok =
+      step.kind == Utf8Step::Kind::kChar && start + step.length == end && pred(step.code_point);
   return ok ? end - start : 0;
 }
 

@@ -66,35 +66,6 @@ class PieceIndex {
   std::vector<Slot> slots_;
 };
 
-// "<0x0A>" -> 0x0A.
-std::optional<uint8_t> ParseByteToken(std::string_view piece) {
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return std::nullopt;
-  const auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  const int hi = hex(piece[3]), lo = hex(piece[4]);
-  if (hi < 0 || lo < 0) return std::nullopt;
-  return static_cast<uint8_t>(hi * 16 + lo);
-}
-
-std::string ReplaceAll(std::string_view s, std::string_view from, std::string_view to) {
-  std::string out;
-  out.reserve(s.size());
-  size_t pos = 0;
-  while (true) {
-    const size_t hit = s.find(from, pos);
-    if (hit == std::string_view::npos) break;
-    out.append(s.substr(pos, hit - pos));
-    out.append(to);
-    pos = hit + from.size();
-  }
-  out.append(s.substr(pos));
-  return out;
-}
-
 // SentencePiece's remove_extra_whitespaces: no leading or trailing spaces,
 // runs of spaces collapsed to one.
 std::string CollapseSpaces(std::string_view s) {
@@ -235,8 +206,9 @@ absl::Status BpeTokenizer::Build() {
       }
     }
     if (m_.pipeline == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(label, ": a byte-level vocabulary needs a "
-                                                            "pre-tokenizer pipeline"));
+      return absl::InvalidArgumentError(absl::StrCat(label,
+                                                     ": a byte-level vocabulary needs a "
+                                                     "pre-tokenizer pipeline"));
     }
   }
   if (m_.byte_fallback) {
@@ -308,7 +280,7 @@ absl::Status BpeTokenizer::Build() {
       } else if (type == TokenType::kControl) {
         bytes_[id] = piece;
       } else {
-        bytes_[id] = ReplaceAll(piece, kSpaceMarker, " ");
+        bytes_[id] = ReplaceString(piece, kSpaceMarker, " ");
         strips_space_[id] = m_.add_dummy_prefix && piece.starts_with(kSpaceMarker);
       }
     }
@@ -415,7 +387,7 @@ absl::Status BpeTokenizer::EncodeSentencePiece(std::string_view text, bool at_st
       !(m_.dummy_prefix_unless_present && s[0] == ' ')) {
     s.insert(s.begin(), ' ');
   }
-  if (m_.escape_whitespaces) s = ReplaceAll(s, " ", kSpaceMarker);
+  if (m_.escape_whitespaces) s = ReplaceString(s, " ", kSpaceMarker);
 
   if (!m_.split_at_whitespace_marker) return EncodeWord(s, merger, out);
   // Words start at each "▁" (Hugging Face Metaspace split).
@@ -502,7 +474,6 @@ std::string BpeTokenizer::DecodePipeline(const std::vector<TokenId>& ids,
   }
   if (!pieces.empty()) {
     pieces.front().first = true;
-    pieces.back().last = true;
   }
   return m_.pipeline->Decode(std::move(pieces));
 }

@@ -84,8 +84,9 @@ absl::Status ParsePostProcessor(const json& j, const std::string& path, const st
       std::optional<std::string>& slot = seen_text ? spec->after : spec->before;
       if (slot.has_value()) {
         return Unsupported(label,
-                           absl::StrCat(path, ".single: more than one special token on one side "
-                                              "of the text"),
+                           absl::StrCat(path,
+                                        ".single: more than one special token on one side "
+                                        "of the text"),
                            j["single"]);
       }
       slot = item["SpecialToken"].value("id", "");

@@ -8,17 +8,20 @@ IncrementalDecoder::IncrementalDecoder(const Tokenizer& tokenizer, bool include_
     : tokenizer_(tokenizer), include_special_(include_special) {}
 
 absl::StatusOr<std::string> IncrementalDecoder::Push(TokenId id) {
-  ASSIGN_OR_RETURN(std::string bytes, tokenizer_.TokenBytes(id, include_special_));
+  // Leading tokens that show nothing yet are held and decoded together:
+  // Decode() treats the start of the text specially (spm drops the first
+  // token's dummy-prefix space; a Strip decoder may strip across tokens).
+  // Past kMaxLeading such tokens the start is taken as settled.
+  constexpr size_t kMaxLeading = 256;
+  std::string bytes;
   if (first_) {
-    // Decode() treats the first token with visible bytes specially (spm drops
-    // its dummy-prefix space); decoding that token alone applies the same rule.
-    ASSIGN_OR_RETURN(const std::string visible, tokenizer_.TokenBytes(id, false));
-    if (!visible.empty()) {
-      first_ = false;
-      ASSIGN_OR_RETURN(bytes, tokenizer_.Decode({id}, include_special_));
-    } else if (!bytes.empty()) {
-      first_ = false;  // a special token shown first: the next token does not start the text
-    }
+    leading_.push_back(id);
+    ASSIGN_OR_RETURN(bytes, tokenizer_.Decode(leading_, include_special_));
+    if (bytes.empty() && leading_.size() < kMaxLeading) return std::string();
+    first_ = false;
+    leading_.clear();
+  } else {
+    ASSIGN_OR_RETURN(bytes, tokenizer_.TokenBytes(id, include_special_));
   }
   pending_.append(bytes);
   std::string out;

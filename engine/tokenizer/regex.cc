@@ -34,8 +34,8 @@ struct Utf16Text {
     while (pos < utf8.size()) {
       const Utf8Step step = ReadUtf8(utf8, pos);
       const size_t length = step.length > 0 ? step.length : 1;
-      const UChar32 cp = step.kind == Utf8Step::Kind::kChar ? static_cast<UChar32>(step.code_point)
-                                                            : 0xFFFD;
+      const UChar32 cp =
+          step.kind == Utf8Step::Kind::kChar ? static_cast<UChar32>(step.code_point) : 0xFFFD;
       text.append(cp);
       byte_offset.push_back(static_cast<uint32_t>(pos));
       if (U16_LENGTH(cp) == 2) byte_offset.push_back(static_cast<uint32_t>(pos));

@@ -12,13 +12,13 @@
 // with an error instead of hanging.
 #pragma once
 
+#include <unicode/uversion.h>
+
 #include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <unicode/uversion.h>
 
 #include "absl/status/statusor.h"
 

@@ -1,7 +1,7 @@
 #include "engine/tokenizer/text_pipeline.h"
 
-#include <unicode/uchar.h>
 #include <unicode/locid.h>
+#include <unicode/uchar.h>
 #include <unicode/unistr.h>
 
 #include <algorithm>
@@ -47,8 +47,7 @@ absl::Status Unsupported(const Where& w, const std::string& what, const json& j)
 }
 
 absl::Status BadValue(const Where& w, const std::string& key, const std::string& expected) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(w.Text(), ".", key, ": expected ", expected));
+  return absl::InvalidArgumentError(absl::StrCat(w.Text(), ".", key, ": expected ", expected));
 }
 
 absl::StatusOr<std::string> TypeOf(const json& j, const Where& w) {
@@ -102,6 +101,21 @@ absl::StatusOr<Regex> ParsePattern(const json& j, const Where& w) {
       absl::StrCat(pw.Text(), ": expected {\"String\": ...} or {\"Regex\": ...}, got ", Shown(p)));
 }
 
+// The stages of a Sequence: `key` (an array) parsed element by element.
+template <typename T>
+absl::StatusOr<std::vector<std::unique_ptr<T>>> ParseSteps(
+    const json& j, const Where& w, const char* key,
+    absl::StatusOr<std::unique_ptr<T>> (*parse)(const json&, const Where&)) {
+  if (!j.contains(key) || !j[key].is_array()) return BadValue(w, key, "an array");
+  const Where list{w.label, w.Child(key)};
+  std::vector<std::unique_ptr<T>> steps;
+  for (size_t i = 0; i < j[key].size(); ++i) {
+    ASSIGN_OR_RETURN(std::unique_ptr<T> step, parse(j[key][i], Where{w.label, list.Index(i)}));
+    if (step != nullptr) steps.push_back(std::move(step));
+  }
+  return steps;
+}
+
 // ---- Character helpers ------------------------------------------------------
 
 // Calls f(code point, byte offset, byte length) for each character of valid
@@ -126,8 +140,9 @@ bool IsNumeric(char32_t c) {
 
 // Hugging Face's is_punc: ASCII punctuation or general category P*.
 bool IsPunctuation(char32_t c) {
-  if (c < 128) return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
-                      (c >= 123 && c <= 126);
+  if (c < 128)
+    return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
+           (c >= 123 && c <= 126);
   return (U_MASK(u_charType(static_cast<UChar32>(c))) & U_GC_P_MASK) != 0;
 }
 
@@ -149,22 +164,6 @@ bool IsChineseChar(char32_t c) {
          (c >= 0x20000 && c <= 0x2A6DF) || (c >= 0x2A700 && c <= 0x2B73F) ||
          (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
          (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
-}
-
-std::string ReplaceString(std::string_view s, std::string_view from, std::string_view to) {
-  if (from.empty()) return std::string(s);
-  std::string out;
-  out.reserve(s.size());
-  size_t pos = 0;
-  while (true) {
-    const size_t hit = s.find(from, pos);
-    if (hit == std::string_view::npos) break;
-    out.append(s.substr(pos, hit - pos));
-    out.append(to);
-    pos = hit + from.size();
-  }
-  out.append(s.substr(pos));
-  return out;
 }
 
 // ---- Normalizers ------------------------------------------------------------
@@ -316,16 +315,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizerAt(const json& j, con
   if (j.is_null()) return nullptr;
   ASSIGN_OR_RETURN(const std::string type, TypeOf(j, w));
   if (type == "Sequence") {
-    if (!j.contains("normalizers") || !j["normalizers"].is_array()) {
-      return BadValue(w, "normalizers", "an array");
-    }
-    std::vector<std::unique_ptr<Normalizer>> steps;
-    const json& list = j["normalizers"];
-    for (size_t i = 0; i < list.size(); ++i) {
-      ASSIGN_OR_RETURN(std::unique_ptr<Normalizer> step,
-                       ParseNormalizerAt(list[i], Where{w.label, Where{w.label, w.Child("normalizers")}.Index(i)}));
-      if (step != nullptr) steps.push_back(std::move(step));
-    }
+    ASSIGN_OR_RETURN(std::vector<std::unique_ptr<Normalizer>> steps,
+                     ParseSteps<Normalizer>(j, w, "normalizers", ParseNormalizerAt));
     return std::make_unique<SequenceNormalizer>(std::move(steps));
   }
   if (type == "NFC") return std::make_unique<UnicodeFormNormalizer>(UnicodeForm::kNfc);
@@ -362,8 +353,7 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizerAt(const json& j, con
 
 enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
-absl::StatusOr<SplitBehavior> ParseBehavior(const json& j, const Where& w,
-                                            SplitBehavior fallback) {
+absl::StatusOr<SplitBehavior> ParseBehavior(const json& j, const Where& w, SplitBehavior fallback) {
   if (!j.contains("behavior") || j["behavior"].is_null()) return fallback;
   const std::string b = j["behavior"].is_string() ? j["behavior"].get<std::string>() : "";
   if (b == "Removed") return SplitBehavior::kRemoved;
@@ -533,8 +523,8 @@ enum class PrependScheme { kAlways, kFirst, kNever };
 
 absl::StatusOr<PrependScheme> ParsePrependScheme(const json& j, const Where& w) {
   if (j.contains("prepend_scheme") && !j["prepend_scheme"].is_null()) {
-    const std::string s = j["prepend_scheme"].is_string() ? j["prepend_scheme"].get<std::string>()
-                                                          : "";
+    const std::string s =
+        j["prepend_scheme"].is_string() ? j["prepend_scheme"].get<std::string>() : "";
     if (s == "always") return PrependScheme::kAlways;
     if (s == "first") return PrependScheme::kFirst;
     if (s == "never") return PrependScheme::kNever;
@@ -553,8 +543,8 @@ class MetaspacePreTokenizer final : public PreTokenizer {
     std::vector<std::string> out;
     for (std::string& p : *pieces) {
       std::string s = ReplaceString(p, " ", replacement_);
-      const bool prepend = scheme_ == PrependScheme::kAlways ||
-                           (scheme_ == PrependScheme::kFirst && section == 0);
+      const bool prepend =
+          scheme_ == PrependScheme::kAlways || (scheme_ == PrependScheme::kFirst && section == 0);
       if (prepend && !s.starts_with(replacement_)) s.insert(0, replacement_);
       if (!split_) {
         if (!s.empty()) out.push_back(std::move(s));
@@ -602,17 +592,8 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizerAt(const json& j,
   if (j.is_null()) return nullptr;
   ASSIGN_OR_RETURN(const std::string type, TypeOf(j, w));
   if (type == "Sequence") {
-    if (!j.contains("pretokenizers") || !j["pretokenizers"].is_array()) {
-      return BadValue(w, "pretokenizers", "an array");
-    }
-    std::vector<std::unique_ptr<PreTokenizer>> steps;
-    const json& list = j["pretokenizers"];
-    for (size_t i = 0; i < list.size(); ++i) {
-      ASSIGN_OR_RETURN(std::unique_ptr<PreTokenizer> step,
-                       ParsePreTokenizerAt(list[i], Where{w.label, w.Child("pretokenizers") +
-                                                                       absl::StrCat("[", i, "]")}));
-      if (step != nullptr) steps.push_back(std::move(step));
-    }
+    ASSIGN_OR_RETURN(std::vector<std::unique_ptr<PreTokenizer>> steps,
+                     ParseSteps<PreTokenizer>(j, w, "pretokenizers", ParsePreTokenizerAt));
     return std::make_unique<SequencePreTokenizer>(std::move(steps));
   }
   if (type == "Split") {
@@ -666,20 +647,6 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizerAt(const json& j,
 
 // ---- Decoders ---------------------------------------------------------------
 
-// "<0x0A>" -> 0x0A.
-std::optional<uint8_t> ParseByteToken(std::string_view piece) {
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return std::nullopt;
-  const auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  const int hi = hex(piece[3]), lo = hex(piece[4]);
-  if (hi < 0 || lo < 0) return std::nullopt;
-  return static_cast<uint8_t>(hi * 16 + lo);
-}
-
 class ReplaceDecoder final : public Decoder {
  public:
   ReplaceDecoder(Regex pattern, std::string content)
@@ -716,7 +683,6 @@ class FuseDecoder final : public Decoder {
     if (pieces->empty()) return;
     DecoderPiece fused;
     fused.first = pieces->front().first;
-    fused.last = pieces->back().last;
     fused.fused = true;
     for (const DecoderPiece& p : *pieces) fused.text.append(p.text);
     pieces->assign(1, std::move(fused));
@@ -724,13 +690,13 @@ class FuseDecoder final : public Decoder {
 };
 
 // Cuts up to `start` copies of `content` (one character) from the start of
-// each piece and up to `stop` from its end. After Fuse the pieces are one
-// text, so only the sequence's first piece loses its start and the last its
-// end.
+// each piece. After Fuse the pieces are one text, so only the sequence's
+// first piece loses its start. (Strip's `stop`, cutting the end of the text,
+// is refused: text streamed token by token cannot know where it ends.)
 class StripDecoder final : public Decoder {
  public:
-  StripDecoder(std::string content, int64_t start, int64_t stop)
-      : content_(std::move(content)), start_(start), stop_(stop) {}
+  StripDecoder(std::string content, int64_t start)
+      : content_(std::move(content)), start_(start) {}
   void Decode(std::vector<DecoderPiece>* pieces) const override {
     if (content_.empty()) return;
     for (DecoderPiece& p : *pieces) {
@@ -740,18 +706,13 @@ class StripDecoder final : public Decoder {
           t.remove_prefix(content_.size());
         }
       }
-      if (!p.fused || p.last) {
-        for (int64_t i = 0; i < stop_ && t.ends_with(content_); ++i) {
-          t.remove_suffix(content_.size());
-        }
-      }
       p.text = std::string(t);
     }
   }
 
  private:
   std::string content_;
-  int64_t start_, stop_;
+  int64_t start_;
 };
 
 class MetaspaceDecoder final : public Decoder {
@@ -784,19 +745,6 @@ class ByteLevelDecoder final : public Decoder {
   }
 };
 
-// The BPE decoder of end-of-word-suffix vocabularies: the suffix becomes a
-// space, except on the last piece.
-class BpeSuffixDecoder final : public Decoder {
- public:
-  explicit BpeSuffixDecoder(std::string suffix) : suffix_(std::move(suffix)) {}
-  void Decode(std::vector<DecoderPiece>* pieces) const override {
-    for (DecoderPiece& p : *pieces) p.text = ReplaceString(p.text, suffix_, p.last ? "" : " ");
-  }
-
- private:
-  std::string suffix_;
-};
-
 class SequenceDecoder final : public Decoder {
  public:
   explicit SequenceDecoder(std::vector<std::unique_ptr<Decoder>> steps)
@@ -813,17 +761,8 @@ absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoderAt(const json& j, const Whe
   if (j.is_null()) return nullptr;
   ASSIGN_OR_RETURN(const std::string type, TypeOf(j, w));
   if (type == "Sequence") {
-    if (!j.contains("decoders") || !j["decoders"].is_array()) {
-      return BadValue(w, "decoders", "an array");
-    }
-    std::vector<std::unique_ptr<Decoder>> steps;
-    const json& list = j["decoders"];
-    for (size_t i = 0; i < list.size(); ++i) {
-      ASSIGN_OR_RETURN(std::unique_ptr<Decoder> step,
-                       ParseDecoderAt(list[i], Where{w.label, w.Child("decoders") +
-                                                                  absl::StrCat("[", i, "]")}));
-      if (step != nullptr) steps.push_back(std::move(step));
-    }
+    ASSIGN_OR_RETURN(std::vector<std::unique_ptr<Decoder>> steps,
+                     ParseSteps<Decoder>(j, w, "decoders", ParseDecoderAt));
     return std::make_unique<SequenceDecoder>(std::move(steps));
   }
   if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
@@ -839,21 +778,50 @@ absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoderAt(const json& j, const Whe
     if (content.empty()) return BadValue(w, "content", "one character");
     ASSIGN_OR_RETURN(const int64_t start, IntField(j, w, "start", 0, 1 << 20));
     ASSIGN_OR_RETURN(const int64_t stop, IntField(j, w, "stop", 0, 1 << 20));
-    return std::make_unique<StripDecoder>(std::move(content), start, stop);
+    if (stop > 0) {
+      // Streamed text cannot know where the text ends.
+      return Unsupported(w, "a Strip decoder with stop > 0", j);
+    }
+    return std::make_unique<StripDecoder>(std::move(content), start);
   }
   if (type == "Metaspace") {
     ASSIGN_OR_RETURN(std::string replacement, StringField(j, w, "replacement", "\xE2\x96\x81"));
     ASSIGN_OR_RETURN(const PrependScheme scheme, ParsePrependScheme(j, w));
     return std::make_unique<MetaspaceDecoder>(std::move(replacement), scheme);
   }
-  if (type == "BPEDecoder") {
-    ASSIGN_OR_RETURN(std::string suffix, StringField(j, w, "suffix", "</w>"));
-    return std::make_unique<BpeSuffixDecoder>(std::move(suffix));
-  }
   return Unsupported(w, absl::StrCat("decoder type \"", type, "\""), j);
 }
 
 }  // namespace
+
+std::optional<uint8_t> ParseByteToken(std::string_view piece) {
+  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return std::nullopt;
+  const auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  const int hi = hex(piece[3]), lo = hex(piece[4]);
+  if (hi < 0 || lo < 0) return std::nullopt;
+  return static_cast<uint8_t>(hi * 16 + lo);
+}
+
+std::string ReplaceString(std::string_view s, std::string_view from, std::string_view to) {
+  if (from.empty()) return std::string(s);
+  std::string out;
+  out.reserve(s.size());
+  size_t pos = 0;
+  while (true) {
+    const size_t hit = s.find(from, pos);
+    if (hit == std::string_view::npos) break;
+    out.append(s.substr(pos, hit - pos));
+    out.append(to);
+    pos = hit + from.size();
+  }
+  out.append(s.substr(pos));
+  return out;
+}
 
 std::string TextPipeline::Decode(std::vector<DecoderPiece> pieces) const {
   std::string out;

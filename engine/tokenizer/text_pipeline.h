@@ -13,7 +13,9 @@
 // differs, TOKENIZERS.md says which one packd follows.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,11 +47,10 @@ class PreTokenizer {
 
 // One token on its way through a Decoder.
 struct DecoderPiece {
-  std::string text;     // the vocabulary entry, then what each stage makes of it
-  bool added = false;   // an added token (ByteLevel passes those through)
-  bool first = false;   // first of the decoded sequence
-  bool last = false;    // last of the decoded sequence
-  bool fused = false;   // several tokens joined by Fuse
+  std::string text;    // the vocabulary entry, then what each stage makes of it
+  bool added = false;  // an added token (ByteLevel passes those through)
+  bool first = false;  // first of the decoded sequence
+  bool fused = false;  // several tokens joined by Fuse
 };
 
 class Decoder {
@@ -86,6 +87,12 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const nlohmann::
 absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoder(const nlohmann::json& j,
                                                       const std::string& path,
                                                       const std::string& label);
+
+// "<0x0A>" -> 0x0A: a byte token's byte.
+std::optional<uint8_t> ParseByteToken(std::string_view piece);
+
+// `s` with every occurrence of `from` (non-empty) replaced by `to`.
+std::string ReplaceString(std::string_view s, std::string_view from, std::string_view to);
 
 // The pipeline of a byte-level BPE vocabulary known by its split regexes
 // (GGUF tokenizer.ggml.pre, tiktoken): Split(regex, Isolated) for each,

@@ -14,9 +14,9 @@
 namespace packd::engine {
 namespace {
 
+using nlohmann::json;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using nlohmann::json;
 
 std::string Normalize(const json& config, std::string text) {
   absl::StatusOr<std::unique_ptr<Normalizer>> n = ParseNormalizer(config, "normalizer", "t.json");
@@ -58,7 +58,6 @@ std::string DecodeAll(const json& config, const std::vector<std::string>& pieces
   for (const std::string& s : pieces) in.push_back({s});
   if (!in.empty()) {
     in.front().first = true;
-    in.back().last = true;
   }
   return p.Decode(std::move(in));
 }
@@ -79,8 +78,7 @@ TEST(SplitTest, EveryBehavior) {
   // At the edges.
   EXPECT_THAT(PreTokenize(SplitOn("String", "-", "MergedWithPrevious"), "-a-"),
               ElementsAre("-", "a-"));
-  EXPECT_THAT(PreTokenize(SplitOn("String", "-", "MergedWithNext"), "-a-"),
-              ElementsAre("-a", "-"));
+  EXPECT_THAT(PreTokenize(SplitOn("String", "-", "MergedWithNext"), "-a-"), ElementsAre("-a", "-"));
   EXPECT_THAT(PreTokenize(SplitOn("String", "-", "Removed"), "---"), ElementsAre());
 }
 
@@ -101,13 +99,12 @@ TEST(SplitTest, StringPatternsAreLiteral) {
 
 TEST(SplitTest, UnicodePropertiesAndWhitespace) {
   // DeepSeek V3's digit and CJK splits.
-  const json deepseek = {{"type", "Sequence"},
-                         {"pretokenizers",
-                          {SplitOn("Regex", "\\p{N}{1,3}", "Isolated"),
-                           SplitOn("Regex", "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
-                                   "Isolated")}}};
-  EXPECT_THAT(PreTokenize(deepseek, "ab12345中文x"),
-              ElementsAre("ab", "123", "45", "中文", "x"));
+  const json deepseek = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {SplitOn("Regex", "\\p{N}{1,3}", "Isolated"),
+        SplitOn("Regex", "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+", "Isolated")}}};
+  EXPECT_THAT(PreTokenize(deepseek, "ab12345中文x"), ElementsAre("ab", "123", "45", "中文", "x"));
   // \s is JavaScript's whitespace (U+3000, U+00A0 and U+FEFF included,
   // U+0085 not), as transformers.js reads the pattern.
   EXPECT_THAT(PreTokenize(SplitOn("Regex", "\\s+", "Removed"), "a\ufeffb\u3000c\u00a0d\u0085e"),
@@ -120,7 +117,8 @@ TEST(PreTokenizerTest, ByteLevel) {
   const json gpt2 = {{"type", "ByteLevel"}, {"add_prefix_space", false}};
   EXPECT_THAT(PreTokenize(gpt2, "Hello world"), ElementsAre("Hello", "\xC4\xA0world"));
   const json prefix = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"use_regex", false}};
-  EXPECT_THAT(PreTokenize(prefix, "Hi all"), ElementsAre("\xC4\xA0Hi\xC4\xA0" "all"));
+  EXPECT_THAT(PreTokenize(prefix, "Hi all"), ElementsAre("\xC4\xA0Hi\xC4\xA0"
+                                                         "all"));
   EXPECT_THAT(PreTokenize(prefix, " Hi"), ElementsAre("\xC4\xA0Hi"));
   // Every byte becomes a printable character: "é" is C3 A9 -> "Ã©".
   EXPECT_THAT(PreTokenize(gpt2, "é\n"), ElementsAre("\xC3\x83\xC2\xA9", "\xC4\x8A"));
@@ -133,8 +131,7 @@ TEST(PreTokenizerTest, MetaspacePrependSchemes) {
   const json first = {{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "first"}};
   EXPECT_THAT(PreTokenize(first, "Hey", 0), ElementsAre("▁Hey"));
   EXPECT_THAT(PreTokenize(first, "Hey", 1), ElementsAre("Hey"));
-  const json never_unsplit = {
-      {"type", "Metaspace"}, {"prepend_scheme", "never"}, {"split", false}};
+  const json never_unsplit = {{"type", "Metaspace"}, {"prepend_scheme", "never"}, {"split", false}};
   EXPECT_THAT(PreTokenize(never_unsplit, "a b  c"), ElementsAre("a▁b▁▁c"));
   // Older files say add_prefix_space instead of prepend_scheme.
   const json old = {{"type", "Metaspace"}, {"add_prefix_space", false}};
@@ -148,9 +145,8 @@ TEST(PreTokenizerTest, DigitsPunctuationWhitespace) {
               ElementsAre("a", "123", "b", "٣٤"));
   EXPECT_THAT(PreTokenize({{"type", "Punctuation"}}, "Hey!! you?"),
               ElementsAre("Hey", "!", "!", " you", "?"));
-  EXPECT_THAT(
-      PreTokenize({{"type", "Punctuation"}, {"behavior", "Contiguous"}}, "Hey!! you?"),
-      ElementsAre("Hey", "!!", " you", "?"));
+  EXPECT_THAT(PreTokenize({{"type", "Punctuation"}, {"behavior", "Contiguous"}}, "Hey!! you?"),
+              ElementsAre("Hey", "!!", " you", "?"));
   EXPECT_THAT(PreTokenize({{"type", "Whitespace"}}, "Hey friend!  How's it?"),
               ElementsAre("Hey", "friend", "!", "How", "'", "s", "it", "?"));
   EXPECT_THAT(PreTokenize({{"type", "WhitespaceSplit"}}, " Hey\tfriend!\u3000x "),
@@ -176,16 +172,15 @@ TEST(NormalizerTest, EachType) {
                        {"normalizers", {{{"type", "NFD"}}, {{"type", "StripAccents"}}}}},
                       "café naïve"),
             "cafe naive");
-  EXPECT_EQ(Normalize({{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "▁"}},
-                      "a b  c"),
-            "a▁b▁▁c");
+  EXPECT_EQ(
+      Normalize({{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "▁"}}, "a b  c"),
+      "a▁b▁▁c");
   EXPECT_EQ(Normalize({{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", " "}},
                       "a b    c"),
             "a b c");
   EXPECT_EQ(Normalize({{"type", "Prepend"}, {"prepend", "▁"}}, "x"), "▁x");
   EXPECT_EQ(Normalize({{"type", "Prepend"}, {"prepend", "▁"}}, ""), "");
-  EXPECT_EQ(Normalize({{"type", "BertNormalizer"}, {"lowercase", true}},
-                      "Héllo\tWorld\x01中"),
+  EXPECT_EQ(Normalize({{"type", "BertNormalizer"}, {"lowercase", true}}, "Héllo\tWorld\x01中"),
             "hello world 中 ");
   EXPECT_EQ(Normalize(nullptr, "as is"), "as is");
 }
@@ -202,20 +197,19 @@ TEST(DecoderTest, SentencePieceChain) {
             "Hello world!€");
   // Only the sequence's first piece loses its space after Fuse.
   EXPECT_EQ(DecodeAll(llama2, {"▁▁a", "▁b"}), " a b");
-  const json metaspace = {{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "always"}};
+  const json metaspace = {
+      {"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "always"}};
   EXPECT_EQ(DecodeAll(metaspace, {"▁Hey", "▁friend"}), "Hey friend");
   const json never = {{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "never"}};
   EXPECT_EQ(DecodeAll(never, {"▁Hey"}), " Hey");
   // Without Fuse, Strip cuts every piece.
-  const json strip = {{"type", "Strip"}, {"content", "x"}, {"start", 1}, {"stop", 2}};
-  EXPECT_EQ(DecodeAll(strip, {"xaxx", "xbx"}), "ab");
+  const json strip = {{"type", "Strip"}, {"content", "x"}, {"start", 2}, {"stop", 0}};
+  EXPECT_EQ(DecodeAll(strip, {"xxxa", "xb"}), "xab");
 }
 
-TEST(DecoderTest, ByteLevelBpeAndNone) {
+TEST(DecoderTest, ByteLevelAndNone) {
   EXPECT_EQ(DecodeAll({{"type", "ByteLevel"}}, {"Hello", "\xC4\xA0world", "\xC4\x8A"}),
             "Hello world\n");
-  EXPECT_EQ(DecodeAll({{"type", "BPEDecoder"}, {"suffix", "</w>"}}, {"hel", "lo</w>", "you</w>"}),
-            "hello you");
   // No decoder: pieces joined by spaces (Hugging Face's default).
   EXPECT_EQ(DecodeAll(nullptr, {"a", "b"}), "a b");
   // Added tokens pass ByteLevel unchanged.
@@ -239,15 +233,21 @@ TEST(PipelineErrorsTest, NamesTheConstructAndItsPath) {
   p = ParsePreTokenizer(SplitOn("Regex", "a", "Sideways"), "pre_tokenizer", "t.json");
   ASSERT_FALSE(p.ok());
   EXPECT_THAT(p.status().message(), HasSubstr("pre_tokenizer.behavior"));
-  absl::StatusOr<std::unique_ptr<Normalizer>> n =
-      ParseNormalizer({{"type", "Replace"}, {"pattern", {{"Glob", "*"}}}, {"content", ""}},
-                      "normalizer", "t.json");
+  absl::StatusOr<std::unique_ptr<Normalizer>> n = ParseNormalizer(
+      {{"type", "Replace"}, {"pattern", {{"Glob", "*"}}}, {"content", ""}}, "normalizer", "t.json");
   ASSERT_FALSE(n.ok());
   EXPECT_THAT(n.status().message(), HasSubstr("normalizer.pattern"));
   absl::StatusOr<std::unique_ptr<Decoder>> d =
       ParseDecoder({{"type", "Strip"}, {"content", " "}, {"start", -1}}, "decoder", "t.json");
   ASSERT_FALSE(d.ok());
   EXPECT_THAT(d.status().message(), HasSubstr("decoder.start"));
+  // Cutting the end of the text cannot be streamed.
+  d = ParseDecoder({{"type", "Strip"}, {"content", " "}, {"stop", 1}}, "decoder", "t.json");
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(d.status().message(), HasSubstr("stop > 0"));
+  d = ParseDecoder({{"type", "BPEDecoder"}}, "decoder", "t.json");
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(d.status().message(), HasSubstr("\"BPEDecoder\""));
 }
 
 // A pattern that backtracks exponentially ends with an error, not a hang.

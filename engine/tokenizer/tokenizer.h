@@ -88,7 +88,10 @@ class IncrementalDecoder {
  private:
   const Tokenizer& tokenizer_;
   bool include_special_;
+  // Until the text shows something, the tokens so far are decoded together
+  // (a decoder may strip the start of the whole text across several tokens).
   bool first_ = true;
+  std::vector<TokenId> leading_;
   std::string pending_;  // bytes of an incomplete UTF-8 character
 };
 

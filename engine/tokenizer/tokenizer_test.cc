@@ -664,15 +664,14 @@ TEST(TokenizerErrorsTest, UnsupportedTokenizerJson) {
   // naming its JSON path.
   nlohmann::json j = nlohmann::json::parse(
       *ReadFileToString(testing::SharedDir() / "tokenizers/gpt-2/tokenizer.json"));
-  j["pre_tokenizer"] = {{"type", "Sequence"},
-                        {"pretokenizers",
-                         {{{"type", "Split"},
-                           {"pattern", {{"Regex", "\\p{L}+"}}},
-                           {"behavior", "Isolated"},
-                           {"invert", false}},
-                          {{"type", "ByteLevel"},
-                           {"add_prefix_space", false},
-                           {"use_regex", false}}}}};
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"},
+         {"pattern", {{"Regex", "\\p{L}+"}}},
+         {"behavior", "Isolated"},
+         {"invert", false}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
   WriteFile(p, j.dump());
   t = LoadTokenizer(p);
   ASSERT_TRUE(t.ok()) << t.status();
@@ -757,9 +756,9 @@ TEST(TokenizerFormsTest, DeepSeekV3GgufAgreesWithTokenizerJson) {
   };
   absl::StatusOr<std::unique_ptr<Tokenizer>> gguf = LoadGgufTokenizer(md, "deepseek-v3.gguf");
   ASSERT_TRUE(gguf.ok()) << gguf.status();
-  for (std::string_view text :
-       {"Hello world", "12345678 3.14", "中文字符测试 日本語のカタカナ", "!!!abc ?\n\n x",
-        "def f(x):\n    return x**2", "<｜User｜>hi<｜Assistant｜>", "  \t mixed 中English文 123abc"}) {
+  for (std::string_view text : {"Hello world", "12345678 3.14", "中文字符测试 日本語のカタカナ",
+                                "!!!abc ?\n\n x", "def f(x):\n    return x**2",
+                                "<｜User｜>hi<｜Assistant｜>", "  \t mixed 中English文 123abc"}) {
     EXPECT_EQ(*(*gguf)->Encode(text, true, true), *(*hf)->Encode(text, true, true)) << text;
   }
 }
@@ -779,12 +778,11 @@ TEST(TokenizerErrorsTest, HostileTokenizerJson) {
   EXPECT_THAT(t.status().message(), HasSubstr("id 1000000000"));
   // A regex that backtracks exponentially loads, and encoding text it chokes
   // on ends with an error naming it.
-  j["pre_tokenizer"] = {{"type", "Sequence"},
-                        {"pretokenizers",
-                         {{{"type", "Split"},
-                           {"pattern", {{"Regex", "(a|aa)*(a|aa)*b"}}},
-                           {"behavior", "Isolated"}},
-                          {{"type", "ByteLevel"}, {"use_regex", false}}}}};
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"}, {"pattern", {{"Regex", "(a|aa)*(a|aa)*b"}}}, {"behavior", "Isolated"}},
+        {{"type", "ByteLevel"}, {"use_regex", false}}}}};
   WriteFile(p, j.dump());
   t = LoadTokenizer(p);
   ASSERT_TRUE(t.ok()) << t.status();
