@@ -44,6 +44,7 @@ struct ReferenceCase {
   std::string text;
   std::vector<TokenId> ids;          // encode(text, {add_special_tokens: false})
   std::vector<TokenId> ids_special;  // encode(text): the post-processor's bos/eos
+  std::vector<TokenId> ids_split;    // special tokens left in the text (split_special_tokens)
   std::string decoded;               // decode(ids), special tokens kept
   std::string decoded_skip;          // decode(ids, {skip_special_tokens: true})
 };
@@ -95,6 +96,7 @@ absl::StatusOr<Reference> ReadReference(const fs::path& file) {
     for (const nlohmann::json& c : j.at("cases")) {
       r.cases.push_back({c.at("text").get<std::string>(), c.at("ids").get<std::vector<TokenId>>(),
                          c.at("ids_special").get<std::vector<TokenId>>(),
+                         c.at("ids_split").get<std::vector<TokenId>>(),
                          c.at("decoded").get<std::string>(),
                          c.at("decoded_skip").get<std::string>()});
     }
@@ -323,6 +325,12 @@ TEST_P(HfReferenceTest, MatchesTransformersJs) {
     const bool special_differ = !ids_special.ok() || *ids_special != expected_special;
     if (ids_differ) {
       report.Add("Encode(text, add_special=false)", IdsMismatch(*t, c.text, c.ids, ids));
+    }
+    absl::StatusOr<std::vector<TokenId>> ids_split =
+        t->Encode(c.text, /*add_special=*/false, /*parse_special=*/false);
+    if (!ids_split.ok() || *ids_split != c.ids_split) {
+      report.Add("Encode(text, parse_special=false)",
+                 IdsMismatch(*t, c.text, c.ids_split, ids_split));
     }
     if (special_differ) {
       report.Add("Encode(text, add_special=true)",

@@ -67,7 +67,18 @@ function loadTokenizer(dir) {
   const tokenizerConfig = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'));
   const className = tokenizerConfig.tokenizer_class?.replace(/Fast$/, '') ?? 'PreTrainedTokenizer';
   const cls = AutoTokenizer.TOKENIZER_CLASS_MAPPING[className] ?? PreTrainedTokenizer;
-  return { tokenizer: new cls(tokenizerJSON, tokenizerConfig), tokenizerJSON, tokenizerConfig, cls };
+  // Python's split_special_tokens=True (transformers.js has no such option):
+  // special tokens are not cut out of the text, the other added tokens are.
+  const splitJSON = {
+    ...tokenizerJSON,
+    added_tokens: tokenizerJSON.added_tokens.filter((t) => !t.special),
+  };
+  return {
+    tokenizer: new cls(tokenizerJSON, tokenizerConfig),
+    splitTokenizer: new cls(splitJSON, tokenizerConfig),
+    tokenizerConfig,
+    cls,
+  };
 }
 
 // Random id sequences (a fixed-seed LCG): byte tokens, special tokens and
@@ -95,7 +106,7 @@ const names = fs.readdirSync(tokenizersDir).filter(
 if (names.length === 0) throw new Error(`no tokenizer folders in ${tokenizersDir}`);
 
 for (const name of names) {
-  const { tokenizer, tokenizerConfig, cls } = loadTokenizer(path.join(tokenizersDir, name));
+  const { tokenizer, splitTokenizer, tokenizerConfig, cls } = loadTokenizer(path.join(tokenizersDir, name));
   // transformers.js refuses to decode no ids; their text is "".
   const decode = (ids, skip) => (ids.length === 0 ? '' : tokenizer.decode(
     ids, { skip_special_tokens: skip, clean_up_tokenization_spaces: false }));
@@ -105,6 +116,7 @@ for (const name of names) {
       text,
       ids,
       ids_special: tokenizer.encode(text),
+      ids_split: splitTokenizer.encode(text, { add_special_tokens: false }),
       decoded: decode(ids, false),
       decoded_skip: decode(ids, true),
     };
