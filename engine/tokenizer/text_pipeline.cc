@@ -30,6 +30,7 @@ constexpr std::string_view kGpt2Regex =
 struct Where {
   const std::string& label;
   std::string path;
+  int depth = 0;  // Sequences this value is nested in
   std::string Child(const std::string& key) const { return absl::StrCat(path, ".", key); }
   std::string Index(size_t i) const { return absl::StrCat(path, "[", i, "]"); }
   std::string Text() const { return absl::StrCat(label, ": ", path); }
@@ -107,10 +108,17 @@ absl::StatusOr<std::vector<std::unique_ptr<T>>> ParseSteps(
     const json& j, const Where& w, const char* key,
     absl::StatusOr<std::unique_ptr<T>> (*parse)(const json&, const Where&)) {
   if (!j.contains(key) || !j[key].is_array()) return BadValue(w, key, "an array");
-  const Where list{w.label, w.Child(key)};
+  // Real files nest a Sequence or two; a hostile one could nest deep enough
+  // to exhaust the stack.
+  constexpr int kMaxDepth = 16;
+  if (w.depth >= kMaxDepth) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(w.Text(), ": Sequences nested more than ", kMaxDepth, " deep"));
+  }
+  const Where list{w.label, w.Child(key), w.depth + 1};
   std::vector<std::unique_ptr<T>> steps;
   for (size_t i = 0; i < j[key].size(); ++i) {
-    ASSIGN_OR_RETURN(std::unique_ptr<T> step, parse(j[key][i], Where{w.label, list.Index(i)}));
+    ASSIGN_OR_RETURN(std::unique_ptr<T> step, parse(j[key][i], Where{w.label, list.Index(i), list.depth}));
     if (step != nullptr) steps.push_back(std::move(step));
   }
   return steps;

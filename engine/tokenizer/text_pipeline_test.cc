@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/tokenizer/regex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -248,6 +249,18 @@ TEST(PipelineErrorsTest, NamesTheConstructAndItsPath) {
   d = ParseDecoder({{"type", "BPEDecoder"}}, "decoder", "t.json");
   ASSERT_FALSE(d.ok());
   EXPECT_THAT(d.status().message(), HasSubstr("\"BPEDecoder\""));
+}
+
+TEST(PipelineErrorsTest, DeepNestingIsRefused) {
+  // Built as text: nesting json values by copy would take quadratic time.
+  std::string text = R"({"type": "NFC"})";
+  for (int i = 0; i < 1000; ++i) {
+    text = absl::StrCat(R"({"type": "Sequence", "normalizers": [)", text, "]}");
+  }
+  const json n = json::parse(text);
+  absl::StatusOr<std::unique_ptr<Normalizer>> parsed = ParseNormalizer(n, "normalizer", "t.json");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(parsed.status().message(), HasSubstr("nested more than 16 deep"));
 }
 
 // A pattern that backtracks exponentially ends with an error, not a hang.
