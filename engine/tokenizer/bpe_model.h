@@ -27,7 +27,6 @@
 #include "engine/tokenizer/added_tokens.h"
 #include "engine/tokenizer/text_pipeline.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "engine/tokenizer/unicode_normalizer.h"
 
 namespace packd::engine {
 
@@ -75,9 +74,6 @@ struct BpeModel {
   bool add_bos = false;
   bool add_eos = false;
 
-  // Applied to each piece of text before anything else.
-  UnicodeForm unicode_form = UnicodeForm::kNone;
-
   // Normalizer, pre-tokenizer and decoder (see above); null for the
   // SentencePiece family's own rules.
   std::shared_ptr<const TextPipeline> pipeline;
@@ -88,21 +84,13 @@ struct BpeModel {
   // A run of unknown characters becomes one unknown token.
   bool fuse_unk = true;
 
-  // ---- kSentencePiece options.
-  // Prepend " " to each piece of text (SentencePiece add_dummy_prefix,
-  // Hugging Face Prepend("▁") / Metaspace).
+  // ---- Options of the SentencePiece family without a pipeline.
+  // Prepend " " to each piece of text (SentencePiece add_dummy_prefix).
   bool add_dummy_prefix = true;
-  // Hugging Face Metaspace: prepend only to text at the start of the input
-  // (prepend_scheme "first") / only when the text does not already start
-  // with a space.
-  bool dummy_prefix_first_only = false;
-  bool dummy_prefix_unless_present = false;
   // Strip leading and trailing spaces and collapse runs of spaces.
   bool remove_extra_whitespaces = false;
   // Replace " " by "▁" (SentencePiece escape_whitespaces).
   bool escape_whitespaces = true;
-  // Hugging Face Metaspace split: merges never cross a "▁" word start.
-  bool split_at_whitespace_marker = false;
   // How the unknown token is detokenized (SentencePiece's unk_surface).
   std::string unk_surface = " \xE2\x81\x87 ";
 };

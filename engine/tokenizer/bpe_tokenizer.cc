@@ -111,9 +111,9 @@ class BpeTokenizer final : public Tokenizer {
   absl::Status CheckId(TokenId id) const;
   std::optional<TokenId> Find(std::string_view piece) const { return index_.Find(piece); }
 
-  // Encoding of one piece of text between added tokens; at_start: it begins
-  // the input; section: its index among the pieces the added tokens make.
-  absl::Status EncodeSentencePiece(std::string_view text, bool at_start, BpeMerger& merger,
+  // Encoding of one piece of text between added tokens; section: its index
+  // among the pieces the added tokens make.
+  absl::Status EncodeSentencePiece(std::string_view text, BpeMerger& merger,
                                    std::vector<TokenId>* out) const;
   absl::Status EncodePipeline(std::string_view text, int section, BpeMerger& merger,
                               std::vector<TokenId>* out) const;
@@ -121,7 +121,8 @@ class BpeTokenizer final : public Tokenizer {
   absl::Status EncodeWord(std::string_view word, BpeMerger& merger,
                           std::vector<TokenId>* out) const;
   // A sequence decoded by the pipeline's decoder.
-  std::string DecodePipeline(const std::vector<TokenId>& ids, bool include_special) const;
+  absl::StatusOr<std::string> DecodePipeline(const std::vector<TokenId>& ids,
+                                             bool include_special) const;
 
   BpeModel m_;
   PieceIndex index_;  // piece -> the first id with that piece
@@ -269,7 +270,7 @@ absl::Status BpeTokenizer::Build() {
     if (m_.pipeline != nullptr) {
       // A special unknown token is hidden like the other special tokens.
       hidden_[id] |= type == TokenType::kUnknown && added_[id];
-      bytes_[id] = m_.pipeline->Decode({DecoderPiece{piece, added_[id] != 0}});
+      ASSIGN_OR_RETURN(bytes_[id], m_.pipeline->Decode({DecoderPiece{piece, added_[id] != 0}}));
     } else if (spm()) {
       std::optional<uint8_t> byte =
           type == TokenType::kByte ? ParseByteToken(piece) : std::optional<uint8_t>();
@@ -371,40 +372,25 @@ absl::StatusOr<std::vector<TokenId>> BpeTokenizer::Encode(std::string_view text,
     } else if (m_.pipeline != nullptr) {
       RETURN_IF_ERROR(EncodePipeline(s.text, static_cast<int>(i), merger, &ids));
     } else {
-      RETURN_IF_ERROR(EncodeSentencePiece(s.text, s.text.data() == text.data(), merger, &ids));
+      RETURN_IF_ERROR(EncodeSentencePiece(s.text, merger, &ids));
     }
   }
   if (add_special && adds_eos()) ids.push_back(*m_.eos);
   return ids;
 }
 
-absl::Status BpeTokenizer::EncodeSentencePiece(std::string_view text, bool at_start,
-                                               BpeMerger& merger, std::vector<TokenId>* out) const {
-  ASSIGN_OR_RETURN(std::string s, NormalizeUnicode(m_.unicode_form, text));
-  if (m_.remove_extra_whitespaces) s = CollapseSpaces(s);
+absl::Status BpeTokenizer::EncodeSentencePiece(std::string_view text, BpeMerger& merger,
+                                               std::vector<TokenId>* out) const {
+  std::string s = m_.remove_extra_whitespaces ? CollapseSpaces(text) : std::string(text);
   if (s.empty()) return absl::OkStatus();
-  if (m_.add_dummy_prefix && (at_start || !m_.dummy_prefix_first_only) &&
-      !(m_.dummy_prefix_unless_present && s[0] == ' ')) {
-    s.insert(s.begin(), ' ');
-  }
+  if (m_.add_dummy_prefix) s.insert(s.begin(), ' ');
   if (m_.escape_whitespaces) s = ReplaceString(s, " ", kSpaceMarker);
-
-  if (!m_.split_at_whitespace_marker) return EncodeWord(s, merger, out);
-  // Words start at each "▁" (Hugging Face Metaspace split).
-  const std::string_view all = s;
-  size_t start = 0;
-  while (start < all.size()) {
-    size_t next = all.find(kSpaceMarker, start + 1);
-    if (next == std::string_view::npos) next = all.size();
-    RETURN_IF_ERROR(EncodeWord(all.substr(start, next - start), merger, out));
-    start = next;
-  }
-  return absl::OkStatus();
+  return EncodeWord(s, merger, out);
 }
 
 absl::Status BpeTokenizer::EncodePipeline(std::string_view text, int section, BpeMerger& merger,
                                           std::vector<TokenId>* out) const {
-  ASSIGN_OR_RETURN(std::string s, NormalizeUnicode(m_.unicode_form, text));
+  std::string s(text);
   const TextPipeline& p = *m_.pipeline;
   if (p.normalizer != nullptr) RETURN_IF_ERROR(p.normalizer->Normalize(&s));
   if (s.empty()) return absl::OkStatus();
@@ -464,8 +450,8 @@ absl::StatusOr<std::string> BpeTokenizer::TokenBytes(TokenId id, bool include_sp
   return bytes_[id];
 }
 
-std::string BpeTokenizer::DecodePipeline(const std::vector<TokenId>& ids,
-                                         bool include_special) const {
+absl::StatusOr<std::string> BpeTokenizer::DecodePipeline(const std::vector<TokenId>& ids,
+                                                         bool include_special) const {
   std::vector<DecoderPiece> pieces;
   pieces.reserve(ids.size());
   for (TokenId id : ids) {
@@ -485,7 +471,6 @@ absl::StatusOr<std::string> BpeTokenizer::Decode(const std::vector<TokenId>& ids
   std::string out;
   bool first_visible = true;
   for (TokenId id : ids) {
-    RETURN_IF_ERROR(CheckId(id));
     if (hidden_[id]) {
       if (include_special) {
         // A special token shown first: the token after it does not start the text.

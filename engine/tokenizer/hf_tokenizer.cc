@@ -45,15 +45,19 @@ struct TemplateSpec {
 
 // Reads the post-processor: TemplateProcessing (the special tokens around
 // $A), Bert/RobertaProcessing (cls before, sep after), ByteLevel (nothing to
-// add: offsets only), or a Sequence of those.
+// add: offsets only), or a Sequence of those (`depth`: Sequences around j).
 absl::Status ParsePostProcessor(const json& j, const std::string& path, const std::string& label,
-                                TemplateSpec* spec) {
+                                int depth, TemplateSpec* spec) {
   if (j.is_null()) return absl::OkStatus();
   const std::string type = TypeOf(j);
   if (type == "Sequence" && j.contains("processors") && j["processors"].is_array()) {
+    if (depth >= kMaxSequenceDepth) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          label, ": ", path, ": Sequences nested more than ", kMaxSequenceDepth, " deep"));
+    }
     for (size_t i = 0; i < j["processors"].size(); ++i) {
-      RETURN_IF_ERROR(ParsePostProcessor(j["processors"][i],
-                                         absl::StrCat(path, ".processors[", i, "]"), label, spec));
+      RETURN_IF_ERROR(ParsePostProcessor(
+          j["processors"][i], absl::StrCat(path, ".processors[", i, "]"), label, depth + 1, spec));
     }
     return absl::OkStatus();
   }
@@ -273,7 +277,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const json& j, const std::string
   };
   TemplateSpec tmpl;
   RETURN_IF_ERROR(
-      ParsePostProcessor(j.value("post_processor", json()), "post_processor", label, &tmpl));
+      ParsePostProcessor(j.value("post_processor", json()), "post_processor", label, 0, &tmpl));
   ASSIGN_OR_RETURN(std::optional<std::string> bos, ConfigToken(config, "bos_token", config_label));
   ASSIGN_OR_RETURN(std::optional<std::string> eos, ConfigToken(config, "eos_token", config_label));
   ASSIGN_OR_RETURN(std::optional<bool> add_bos, ConfigBool(config, "add_bos_token", config_label));

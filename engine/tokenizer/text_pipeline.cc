@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "engine/tokenizer/byte_level.h"
+#include "engine/tokenizer/pretokenizer.h"
 #include "engine/tokenizer/regex.h"
 #include "engine/tokenizer/unicode_normalizer.h"
 #include "engine/tokenizer/utf8.h"
@@ -20,9 +21,6 @@ namespace packd::engine {
 namespace {
 
 using nlohmann::json;
-
-constexpr std::string_view kGpt2Regex =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 // ---- Reading tokenizer.json values ------------------------------------------
 
@@ -108,17 +106,15 @@ absl::StatusOr<std::vector<std::unique_ptr<T>>> ParseSteps(
     const json& j, const Where& w, const char* key,
     absl::StatusOr<std::unique_ptr<T>> (*parse)(const json&, const Where&)) {
   if (!j.contains(key) || !j[key].is_array()) return BadValue(w, key, "an array");
-  // Real files nest a Sequence or two; a hostile one could nest deep enough
-  // to exhaust the stack.
-  constexpr int kMaxDepth = 16;
-  if (w.depth >= kMaxDepth) {
+  if (w.depth >= kMaxSequenceDepth) {
     return absl::InvalidArgumentError(
-        absl::StrCat(w.Text(), ": Sequences nested more than ", kMaxDepth, " deep"));
+        absl::StrCat(w.Text(), ": Sequences nested more than ", kMaxSequenceDepth, " deep"));
   }
   const Where list{w.label, w.Child(key), w.depth + 1};
   std::vector<std::unique_ptr<T>> steps;
   for (size_t i = 0; i < j[key].size(); ++i) {
-    ASSIGN_OR_RETURN(std::unique_ptr<T> step, parse(j[key][i], Where{w.label, list.Index(i), list.depth}));
+    ASSIGN_OR_RETURN(std::unique_ptr<T> step,
+                     parse(j[key][i], Where{w.label, list.Index(i), list.depth}));
     if (step != nullptr) steps.push_back(std::move(step));
   }
   return steps;
@@ -138,8 +134,6 @@ void ForEachChar(std::string_view text, F&& f) {
     pos += length;
   }
 }
-
-bool IsWhitespace(char32_t c) { return IsTokenizerWhitespace(c); }
 
 // Rust's char::is_numeric: general category Nd, Nl or No.
 bool IsNumeric(char32_t c) {
@@ -205,21 +199,16 @@ class StripNormalizer final : public Normalizer {
  public:
   StripNormalizer(bool left, bool right) : left_(left), right_(right) {}
   absl::Status Normalize(std::string* text) const override {
-    size_t begin = 0, end = text->size();
-    bool leading = true;
-    size_t last_non_space_end = 0;
+    // The first non-whitespace character and the end of the last one.
+    size_t first = text->size(), last_end = 0;
     ForEachChar(*text, [&](char32_t c, size_t pos, size_t length) {
-      if (!IsWhitespace(c)) {
-        if (leading) begin = pos;
-        leading = false;
-        last_non_space_end = pos + length;
-      }
+      if (IsTokenizerWhitespace(c)) return;
+      first = std::min(first, pos);
+      last_end = pos + length;
     });
-    if (leading) begin = end;  // all whitespace
-    if (!left_) begin = 0;
-    if (right_) end = leading ? begin : last_non_space_end;
-    if (end < begin) end = begin;
-    *text = text->substr(begin, end - begin);
+    const size_t begin = left_ ? first : 0;
+    const size_t end = right_ ? last_end : text->size();
+    *text = begin < end ? text->substr(begin, end - begin) : std::string();
     return absl::OkStatus();
   }
 
@@ -280,7 +269,7 @@ class BertNormalizer final : public Normalizer {
     ForEachChar(*text, [&](char32_t c, size_t pos, size_t length) {
       if (clean_text_) {
         if (c == 0 || c == 0xFFFD || IsBertControl(c)) return;
-        if (IsWhitespace(c)) {
+        if (IsTokenizerWhitespace(c)) {
           out.push_back(' ');
           return;
         }
@@ -545,8 +534,12 @@ absl::StatusOr<PrependScheme> ParsePrependScheme(const json& j, const Where& w) 
 
 class MetaspacePreTokenizer final : public PreTokenizer {
  public:
-  MetaspacePreTokenizer(std::string replacement, PrependScheme scheme, bool split)
-      : replacement_(std::move(replacement)), scheme_(scheme), split_(split) {}
+  // `marker` finds `replacement`; split: words start at each replacement.
+  MetaspacePreTokenizer(std::string replacement, Regex marker, PrependScheme scheme, bool split)
+      : replacement_(std::move(replacement)),
+        marker_(std::move(marker)),
+        scheme_(scheme),
+        split_(split) {}
   absl::Status PreTokenize(std::vector<std::string>* pieces, int section) const override {
     std::vector<std::string> out;
     for (std::string& p : *pieces) {
@@ -558,11 +551,7 @@ class MetaspacePreTokenizer final : public PreTokenizer {
         if (!s.empty()) out.push_back(std::move(s));
         continue;
       }
-      std::vector<std::pair<size_t, size_t>> matches;
-      for (size_t pos = s.find(replacement_); pos != std::string::npos && !replacement_.empty();
-           pos = s.find(replacement_, pos + replacement_.size())) {
-        matches.emplace_back(pos, pos + replacement_.size());
-      }
+      ASSIGN_OR_RETURN(const auto matches, marker_.FindAll(s));
       SplitAtMatches(s, matches, SplitBehavior::kMergedWithNext, false, &out);
     }
     *pieces = std::move(out);
@@ -571,6 +560,7 @@ class MetaspacePreTokenizer final : public PreTokenizer {
 
  private:
   std::string replacement_;
+  Regex marker_;
   PrependScheme scheme_;
   bool split_;
 };
@@ -594,8 +584,6 @@ class SequencePreTokenizer final : public PreTokenizer {
   std::vector<std::unique_ptr<PreTokenizer>> steps_;
 };
 
-absl::StatusOr<Regex> Gpt2Regex() { return Regex::Compile(kGpt2Regex, "the GPT-2 regex"); }
-
 absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizerAt(const json& j, const Where& w) {
   if (j.is_null()) return nullptr;
   ASSIGN_OR_RETURN(const std::string type, TypeOf(j, w));
@@ -615,7 +603,8 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizerAt(const json& j,
     ASSIGN_OR_RETURN(const bool use_regex, BoolField(j, w, "use_regex", true));
     std::optional<Regex> regex;
     if (use_regex) {
-      ASSIGN_OR_RETURN(regex, Gpt2Regex());
+      ASSIGN_OR_RETURN(
+          regex, Regex::Compile(PretokenizerRegex(PretokenizerPattern::kGpt2), "the GPT-2 regex"));
     }
     return std::make_unique<ByteLevelPreTokenizer>(add_prefix_space, std::move(regex));
   }
@@ -623,7 +612,9 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizerAt(const json& j,
     ASSIGN_OR_RETURN(std::string replacement, StringField(j, w, "replacement", "\xE2\x96\x81"));
     ASSIGN_OR_RETURN(const PrependScheme scheme, ParsePrependScheme(j, w));
     ASSIGN_OR_RETURN(const bool split, BoolField(j, w, "split", true));
-    return std::make_unique<MetaspacePreTokenizer>(std::move(replacement), scheme, split);
+    ASSIGN_OR_RETURN(Regex marker, Regex::Literal(replacement, w.Child("replacement")));
+    return std::make_unique<MetaspacePreTokenizer>(std::move(replacement), std::move(marker),
+                                                   scheme, split);
   }
   if (type == "Digits") {
     ASSIGN_OR_RETURN(const bool individual, BoolField(j, w, "individual_digits", false));
@@ -635,7 +626,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizerAt(const json& j,
     return std::make_unique<CharSplitPreTokenizer>(&IsPunctuation, behavior);
   }
   if (type == "WhitespaceSplit") {
-    return std::make_unique<CharSplitPreTokenizer>(&IsWhitespace, SplitBehavior::kRemoved);
+    return std::make_unique<CharSplitPreTokenizer>(&IsTokenizerWhitespace, SplitBehavior::kRemoved);
   }
   if (type == "Whitespace") {
     ASSIGN_OR_RETURN(Regex words, Regex::Compile(R"(\w+|[^\w\s]+)", w.Text()));
@@ -645,7 +636,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizerAt(const json& j,
   if (type == "BertPreTokenizer") {
     std::vector<std::unique_ptr<PreTokenizer>> steps;
     steps.push_back(
-        std::make_unique<CharSplitPreTokenizer>(&IsWhitespace, SplitBehavior::kRemoved));
+        std::make_unique<CharSplitPreTokenizer>(&IsTokenizerWhitespace, SplitBehavior::kRemoved));
     steps.push_back(
         std::make_unique<CharSplitPreTokenizer>(&IsPunctuation, SplitBehavior::kIsolated));
     return std::make_unique<SequencePreTokenizer>(std::move(steps));
@@ -659,14 +650,14 @@ class ReplaceDecoder final : public Decoder {
  public:
   ReplaceDecoder(Regex pattern, std::string content)
       : pattern_(std::move(pattern)), content_(std::move(content)) {}
-  void Decode(std::vector<DecoderPiece>* pieces) const override {
+  absl::Status Decode(std::vector<DecoderPiece>* pieces) const override {
     for (DecoderPiece& p : *pieces) {
       // Decoded text is arbitrary bytes; the regex needs UTF-8, so a piece
       // that is not (a byte token's raw byte) is left as it is.
       if (FindInvalidUtf8(p.text).has_value()) continue;
-      absl::StatusOr<std::string> replaced = pattern_.ReplaceAll(p.text, content_);
-      if (replaced.ok()) p.text = *std::move(replaced);
+      ASSIGN_OR_RETURN(p.text, pattern_.ReplaceAll(p.text, content_));
     }
+    return absl::OkStatus();
   }
 
  private:
@@ -676,24 +667,26 @@ class ReplaceDecoder final : public Decoder {
 
 class ByteFallbackDecoder final : public Decoder {
  public:
-  void Decode(std::vector<DecoderPiece>* pieces) const override {
+  absl::Status Decode(std::vector<DecoderPiece>* pieces) const override {
     for (DecoderPiece& p : *pieces) {
       if (std::optional<uint8_t> b = ParseByteToken(p.text); b.has_value()) {
         p.text = std::string(1, static_cast<char>(*b));
       }
     }
+    return absl::OkStatus();
   }
 };
 
 class FuseDecoder final : public Decoder {
  public:
-  void Decode(std::vector<DecoderPiece>* pieces) const override {
-    if (pieces->empty()) return;
+  absl::Status Decode(std::vector<DecoderPiece>* pieces) const override {
+    if (pieces->empty()) return absl::OkStatus();
     DecoderPiece fused;
     fused.first = pieces->front().first;
     fused.fused = true;
     for (const DecoderPiece& p : *pieces) fused.text.append(p.text);
     pieces->assign(1, std::move(fused));
+    return absl::OkStatus();
   }
 };
 
@@ -703,19 +696,17 @@ class FuseDecoder final : public Decoder {
 // is refused: text streamed token by token cannot know where it ends.)
 class StripDecoder final : public Decoder {
  public:
-  StripDecoder(std::string content, int64_t start)
-      : content_(std::move(content)), start_(start) {}
-  void Decode(std::vector<DecoderPiece>* pieces) const override {
-    if (content_.empty()) return;
+  StripDecoder(std::string content, int64_t start) : content_(std::move(content)), start_(start) {}
+  absl::Status Decode(std::vector<DecoderPiece>* pieces) const override {
     for (DecoderPiece& p : *pieces) {
-      std::string_view t = p.text;
-      if (!p.fused || p.first) {
-        for (int64_t i = 0; i < start_ && t.starts_with(content_); ++i) {
-          t.remove_prefix(content_.size());
-        }
+      if (p.fused && !p.first) continue;
+      size_t cut = 0;
+      for (int64_t i = 0; i < start_ && p.text.compare(cut, content_.size(), content_) == 0; ++i) {
+        cut += content_.size();
       }
-      p.text = std::string(t);
+      p.text.erase(0, cut);
     }
+    return absl::OkStatus();
   }
 
  private:
@@ -727,13 +718,14 @@ class MetaspaceDecoder final : public Decoder {
  public:
   MetaspaceDecoder(std::string replacement, PrependScheme scheme)
       : replacement_(std::move(replacement)), scheme_(scheme) {}
-  void Decode(std::vector<DecoderPiece>* pieces) const override {
+  absl::Status Decode(std::vector<DecoderPiece>* pieces) const override {
     for (DecoderPiece& p : *pieces) {
       p.text = ReplaceString(p.text, replacement_, " ");
       if (p.first && scheme_ != PrependScheme::kNever && p.text.starts_with(' ')) {
         p.text.erase(0, 1);
       }
     }
+    return absl::OkStatus();
   }
 
  private:
@@ -743,13 +735,14 @@ class MetaspaceDecoder final : public Decoder {
 
 class ByteLevelDecoder final : public Decoder {
  public:
-  void Decode(std::vector<DecoderPiece>* pieces) const override {
+  absl::Status Decode(std::vector<DecoderPiece>* pieces) const override {
     for (DecoderPiece& p : *pieces) {
       if (p.added) continue;
       std::string bytes;
       ByteLevelDecode(p.text, &bytes);
       p.text = std::move(bytes);
     }
+    return absl::OkStatus();
   }
 };
 
@@ -757,8 +750,9 @@ class SequenceDecoder final : public Decoder {
  public:
   explicit SequenceDecoder(std::vector<std::unique_ptr<Decoder>> steps)
       : steps_(std::move(steps)) {}
-  void Decode(std::vector<DecoderPiece>* pieces) const override {
-    for (const auto& step : steps_) step->Decode(pieces);
+  absl::Status Decode(std::vector<DecoderPiece>* pieces) const override {
+    for (const auto& step : steps_) RETURN_IF_ERROR(step->Decode(pieces));
+    return absl::OkStatus();
   }
 
  private:
@@ -831,16 +825,16 @@ std::string ReplaceString(std::string_view s, std::string_view from, std::string
   return out;
 }
 
-std::string TextPipeline::Decode(std::vector<DecoderPiece> pieces) const {
+absl::StatusOr<std::string> TextPipeline::Decode(std::vector<DecoderPiece> pieces) const {
   std::string out;
   if (decoder == nullptr) {
-    for (size_t i = 0; i < pieces.size(); ++i) {
-      if (!pieces[i].first) out.push_back(' ');
-      out.append(pieces[i].text);
+    for (const DecoderPiece& p : pieces) {
+      if (!p.first) out.push_back(' ');
+      out.append(p.text);
     }
     return out;
   }
-  decoder->Decode(&pieces);
+  RETURN_IF_ERROR(decoder->Decode(&pieces));
   for (const DecoderPiece& p : pieces) out.append(p.text);
   return out;
 }

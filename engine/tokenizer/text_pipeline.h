@@ -58,8 +58,9 @@ class Decoder {
   virtual ~Decoder() = default;
   // Rewrites the pieces; stages may join them (Fuse). The result is their
   // concatenation (bytes, possibly not valid UTF-8: ByteFallback and
-  // ByteLevel give raw bytes).
-  virtual void Decode(std::vector<DecoderPiece>* pieces) const = 0;
+  // ByteLevel give raw bytes). Fails only when a Replace regex runs out of
+  // its search budget (regex.h).
+  virtual absl::Status Decode(std::vector<DecoderPiece>* pieces) const = 0;
 };
 
 // The parsed stages. Null members mean "none" (the text passes unchanged; a
@@ -72,8 +73,12 @@ struct TextPipeline {
   bool byte_level() const { return pre_tokenizer != nullptr && pre_tokenizer->byte_level(); }
   // The concatenated result of decoding `pieces` (all of `decoder`'s stages,
   // or a space between pieces without one).
-  std::string Decode(std::vector<DecoderPiece> pieces) const;
+  absl::StatusOr<std::string> Decode(std::vector<DecoderPiece> pieces) const;
 };
+
+// How deep Sequences (and post-processor Sequences) may nest: real files nest
+// one or two; a hostile file could nest deep enough to exhaust the stack.
+inline constexpr int kMaxSequenceDepth = 16;
 
 // Parsers of tokenizer.json's "normalizer", "pre_tokenizer" and "decoder"
 // values (null gives nullptr). `path` is the JSON path of `j` for errors,

@@ -60,7 +60,9 @@ std::string DecodeAll(const json& config, const std::vector<std::string>& pieces
   if (!in.empty()) {
     in.front().first = true;
   }
-  return p.Decode(std::move(in));
+  absl::StatusOr<std::string> text = p.Decode(std::move(in));
+  EXPECT_TRUE(text.ok()) << text.status();
+  return text.ok() ? *text : "";
 }
 
 // The tokenizers documentation's example: "the-final--countdown" split on "-".
@@ -218,7 +220,7 @@ TEST(DecoderTest, ByteLevelAndNone) {
   ASSERT_TRUE(d.ok());
   TextPipeline p;
   p.decoder = *std::move(d);
-  EXPECT_EQ(p.Decode({{"Ċ", false, true}, {"<｜User｜>", true}}), "\n<｜User｜>");
+  EXPECT_EQ(*p.Decode({{"Ċ", false, true}, {"<｜User｜>", true}}), "\n<｜User｜>");
 }
 
 TEST(PipelineErrorsTest, NamesTheConstructAndItsPath) {
