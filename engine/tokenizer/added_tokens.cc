@@ -12,8 +12,6 @@ namespace {
 
 bool IsWordChar(char32_t cp) { return cp == '_' || u_isalnum(static_cast<UChar32>(cp)); }
 
-bool IsWhitespace(char32_t cp) { return IsTokenizerWhitespace(cp); }
-
 // The character ending at `end` (exclusive) if it is one for which `pred`
 // holds: its length in bytes, else 0.
 template <typename Pred>
@@ -106,14 +104,15 @@ void AddedTokenMatcher::Split(std::string_view text, bool parse_special,
     }
     const AddedToken& token = tokens_[t];
     size_t match_start = pos, match_end = end;
-    // lstrip / rstrip take the Unicode whitespace next to the token.
+    // lstrip / rstrip take the whitespace (regex.h) next to the token.
     while (token.lstrip && match_start > text_start) {
-      const size_t n = CharBefore(text.substr(text_start), match_start - text_start, IsWhitespace);
+      const size_t n =
+          CharBefore(text.substr(text_start), match_start - text_start, IsTokenizerWhitespace);
       if (n == 0) break;
       match_start -= n;
     }
     while (token.rstrip) {
-      const size_t n = CharAt(text, match_end, IsWhitespace);
+      const size_t n = CharAt(text, match_end, IsTokenizerWhitespace);
       if (n == 0) break;
       match_end += n;
     }

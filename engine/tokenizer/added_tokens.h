@@ -20,7 +20,7 @@ struct AddedToken {
   // Special tokens match only when the caller asks for it (parse_special);
   // the others always match.
   bool special = true;
-  // Hugging Face options: the match also takes the (Unicode) whitespace on
+  // Hugging Face options: the match also takes the whitespace (regex.h) on
   // its left / right; the match counts only when no letter, digit or '_' is next
   // to it.
   bool lstrip = false;

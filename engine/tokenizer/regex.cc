@@ -53,13 +53,7 @@ std::string IcuErrorText(UErrorCode code) { return u_errorName(code); }
 constexpr std::string_view kWhitespaceSet = R"([\t-\r\p{Zs}\u2028\u2029\ufeff])";
 constexpr std::string_view kNonWhitespaceSet = R"([^\t-\r\p{Zs}\u2028\u2029\ufeff])";
 
-}  // namespace
-
-bool IsTokenizerWhitespace(char32_t c) {
-  return (c >= '\t' && c <= '\r') || c == 0x2028 || c == 0x2029 || c == 0xFEFF ||
-         u_charType(static_cast<UChar32>(c)) == U_SPACE_SEPARATOR;
-}
-
+// The pattern for ICU: \s and \S become JavaScript's whitespace sets.
 std::string RegexForIcu(std::string_view pattern) {
   std::string out;
   out.reserve(pattern.size() + 16);
@@ -80,6 +74,13 @@ std::string RegexForIcu(std::string_view pattern) {
     }
   }
   return out;
+}
+
+}  // namespace
+
+bool IsTokenizerWhitespace(char32_t c) {
+  return (c >= '\t' && c <= '\r') || c == 0x2028 || c == 0x2029 || c == 0xFEFF ||
+         u_charType(static_cast<UChar32>(c)) == U_SPACE_SEPARATOR;
 }
 
 absl::StatusOr<Regex> Regex::Compile(std::string_view pattern, std::string_view where) {

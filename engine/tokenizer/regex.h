@@ -62,7 +62,4 @@ class Regex {
 // and U+FEFF (JavaScript's set; String.prototype.trim strips the same).
 bool IsTokenizerWhitespace(char32_t c);
 
-// The pattern rewritten for ICU (see above); exposed for tests.
-std::string RegexForIcu(std::string_view pattern);
-
 }  // namespace packd::engine
