@@ -11,12 +11,23 @@
 
 namespace packd::server {
 
-absl::StatusOr<const ServerConfig::Tenant*> Authenticate(const grpc::ServerContext& context,
-                                                         const ServerConfig& config) {
+Credentials CredentialsOf(const grpc::ServerContext& context) {
   const auto& md = context.client_metadata();
-  std::string key;
+  Credentials c;
   if (auto it = md.find("authorization"); it != md.end()) {
-    const absl::string_view value(it->second.data(), it->second.size());
+    c.authorization.emplace(it->second.data(), it->second.size());
+  }
+  if (auto it = md.find("x-api-key"); it != md.end()) {
+    c.x_api_key.emplace(it->second.data(), it->second.size());
+  }
+  return c;
+}
+
+absl::StatusOr<const ServerConfig::Tenant*> Authenticate(const Credentials& credentials,
+                                                         const ServerConfig& config) {
+  std::string key;
+  if (credentials.authorization.has_value()) {
+    const absl::string_view value(*credentials.authorization);
     // RFC 6750 / RFC 9110: the scheme is case-insensitive, one or more
     // spaces before the credentials.
     constexpr absl::string_view kBearer = "bearer";
@@ -26,8 +37,8 @@ absl::StatusOr<const ServerConfig::Tenant*> Authenticate(const grpc::ServerConte
       return absl::UnauthenticatedError("the authorization header must be 'Bearer <api key>'");
     }
     key = std::string(absl::StripLeadingAsciiWhitespace(value.substr(kBearer.size())));
-  } else if (auto it2 = md.find("x-api-key"); it2 != md.end()) {
-    key.assign(it2->second.data(), it2->second.size());
+  } else if (credentials.x_api_key.has_value()) {
+    key = *credentials.x_api_key;
   }
   if (key.empty()) {
     return absl::UnauthenticatedError(

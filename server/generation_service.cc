@@ -123,26 +123,56 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> GenerationService::ModelFor(
   return m;
 }
 
+namespace {
+
+// A gRPC server stream as a GenerateSink.
+class GrpcSink final : public GenerateSink {
+ public:
+  GrpcSink(grpc::ServerContext& context, grpc::ServerWriter<packd::v1::GenerateResponse>& writer)
+      : context_(context), writer_(writer) {}
+  bool Write(const packd::v1::GenerateResponse& response) override {
+    return writer_.Write(response);
+  }
+  bool Cancelled() const override {
+    return context_.IsCancelled() || context_.deadline() <= std::chrono::system_clock::now();
+  }
+  absl::Status Gone(absl::string_view why) const override { return ClientGone(context_, why); }
+
+ private:
+  grpc::ServerContext& context_;
+  grpc::ServerWriter<packd::v1::GenerateResponse>& writer_;
+};
+
+}  // namespace
+
 grpc::Status GenerationService::Generate(grpc::ServerContext* context,
                                          const packd::v1::GenerateRequest* request,
                                          grpc::ServerWriter<packd::v1::GenerateResponse>* writer) {
+  GrpcSink sink(*context, *writer);
+  return ToGrpc(Serve(CredentialsOf(*context), *request, sink, nullptr));
+}
+
+absl::Status GenerationService::Serve(const Credentials& credentials,
+                                      const packd::v1::GenerateRequest& request,
+                                      GenerateSink& sink, std::string* request_id_out) {
   const absl::Time arrival = absl::Now();
   const std::string request_id = absl::StrCat("req-", ++request_counter);
+  if (request_id_out != nullptr) *request_id_out = request_id;
   // Metric labels come only from configured or loaded models, never from
   // whatever a client sends.
   const std::string_view model_label =
-      registry_.Knows(request->model()) ? std::string_view(request->model()) : Metrics::kUnknownModel;
+      registry_.Knows(request.model()) ? std::string_view(request.model()) : Metrics::kUnknownModel;
   Outcome outcome;
   std::string tenant_name;
   absl::Status s;
-  absl::StatusOr<const ServerConfig::Tenant*> tenant = Authenticate(*context, config_);
+  absl::StatusOr<const ServerConfig::Tenant*> tenant = Authenticate(credentials, config_);
   if (!tenant.ok()) {
     s = tenant.status();
   } else {
     tenant_name = (*tenant)->name;
     s = Acquire(**tenant);
     if (s.ok()) {
-      s = RunGenerate(context, *request, writer, **tenant, request_id, &outcome);
+      s = RunGenerate(request, sink, **tenant, request_id, &outcome);
       ReleaseSlot(**tenant, outcome.prompt_tokens + outcome.generated);
     }
   }
@@ -154,7 +184,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
   RequestLogEntry entry;
   entry.request_id = request_id;
   entry.tenant = tenant_name;
-  entry.model = LoggedModelName(request->model());
+  entry.model = LoggedModelName(request.model());
   entry.code = s.code();
   entry.error = std::string(s.message());
   entry.finish_reason = std::string(engine::FinishReasonName(outcome.finish));
@@ -164,13 +194,11 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
   entry.ttft_seconds = Seconds(outcome.times.arrival, outcome.times.first_token);
   entry.total_seconds = total;
   LogRequest(entry);
-  return ToGrpc(s);
+  return s;
 }
 
-absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
-                                            const packd::v1::GenerateRequest& request,
-                                            grpc::ServerWriter<packd::v1::GenerateResponse>* writer,
-                                            const ServerConfig::Tenant& tenant,
+absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& request,
+                                            GenerateSink& sink, const ServerConfig::Tenant& tenant,
                                             const std::string& request_id, Outcome* outcome) {
   uint64_t* prompt_tokens = &outcome->prompt_tokens;
   uint64_t* generated = &outcome->generated;
@@ -223,9 +251,9 @@ absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
     std::optional<RequestEvent> e = handle->Next(absl::Milliseconds(50));
     outcome->times = handle->times();
     if (!e) {
-      if (context->IsCancelled() || context->deadline() <= std::chrono::system_clock::now()) {
+      if (sink.Cancelled()) {
         instance.Cancel(handle->id());
-        return ClientGone(*context, "the client cancelled the request");
+        return sink.Gone("the client cancelled the request");
       }
       continue;
     }
@@ -270,9 +298,9 @@ absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
                                                                     : 0);
     }
     if (stream || e->final) {
-      if (!writer->Write(out)) {
+      if (!sink.Write(out)) {
         if (!e->final) instance.Cancel(handle->id());
-        return ClientGone(*context, "the client went away");
+        return sink.Gone("the client went away");
       }
     }
     if (e->final) break;
@@ -280,9 +308,19 @@ absl::Status GenerationService::RunGenerate(grpc::ServerContext* context,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<std::shared_ptr<LoadedModel>>> GenerationService::ModelsFor(
+    const Credentials& credentials) const {
+  ASSIGN_OR_RETURN(const ServerConfig::Tenant* tenant, Authenticate(credentials, config_));
+  std::vector<std::shared_ptr<LoadedModel>> out;
+  for (std::shared_ptr<LoadedModel>& m : registry_.List()) {
+    if (tenant->Allows(m->spec().name)) out.push_back(std::move(m));
+  }
+  return out;
+}
+
 absl::StatusOr<GenerationService::ModelTokenizer> GenerationService::TokenizerFor(
-    const grpc::ServerContext& context, const std::string& name) const {
-  ASSIGN_OR_RETURN(const ServerConfig::Tenant* tenant, Authenticate(context, config_));
+    const Credentials& credentials, const std::string& name) const {
+  ASSIGN_OR_RETURN(const ServerConfig::Tenant* tenant, Authenticate(credentials, config_));
   ModelTokenizer out;
   ASSIGN_OR_RETURN(out.model, ModelFor(*tenant, name));
   out.tokenizer = out.model->engine().tokenizer();
@@ -295,28 +333,30 @@ absl::StatusOr<GenerationService::ModelTokenizer> GenerationService::TokenizerFo
 grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,
                                          const packd::v1::TokenizeRequest* request,
                                          packd::v1::TokenizeResponse* response) {
-  absl::StatusOr<ModelTokenizer> t = TokenizerFor(*context, request->model());
-  if (!t.ok()) return ToGrpc(t.status());
-  if (absl::Status s = CheckPromptBytes(*t->model, "text", request->text()); !s.ok()) {
-    return ToGrpc(s);
-  }
-  absl::StatusOr<std::vector<engine::TokenId>> ids =
-      t->tokenizer->Encode(request->text(), request->add_special_tokens(),
-                           /*parse_special=*/!request->split_special_tokens());
-  if (!ids.ok()) return ToGrpc(ids.status());
-  for (engine::TokenId id : *ids) {
+  return ToGrpc(Tokenize(CredentialsOf(*context), *request, response));
+}
+
+absl::Status GenerationService::Tokenize(const Credentials& credentials,
+                                         const packd::v1::TokenizeRequest& request,
+                                         packd::v1::TokenizeResponse* response) {
+  ASSIGN_OR_RETURN(ModelTokenizer t, TokenizerFor(credentials, request.model()));
+  RETURN_IF_ERROR(CheckPromptBytes(*t.model, "text", request.text()));
+  ASSIGN_OR_RETURN(std::vector<engine::TokenId> ids,
+                   t.tokenizer->Encode(request.text(), request.add_special_tokens(),
+                                       /*parse_special=*/!request.split_special_tokens()));
+  for (engine::TokenId id : ids) {
     response->add_token_ids(id);
-    absl::StatusOr<std::string> piece = t->tokenizer->Piece(id);
+    absl::StatusOr<std::string> piece = t.tokenizer->Piece(id);
     // A GGUF vocabulary entry may be bytes that are not UTF-8.
     response->add_pieces(piece.ok() ? engine::ReplaceInvalidUtf8(*piece) : "");
   }
-  return grpc::Status::OK;
+  return absl::OkStatus();
 }
 
 grpc::Status GenerationService::Detokenize(grpc::ServerContext* context,
                                            const packd::v1::DetokenizeRequest* request,
                                            packd::v1::DetokenizeResponse* response) {
-  absl::StatusOr<ModelTokenizer> t = TokenizerFor(*context, request->model());
+  absl::StatusOr<ModelTokenizer> t = TokenizerFor(CredentialsOf(*context), request->model());
   if (!t.ok()) return ToGrpc(t.status());
   absl::StatusOr<std::string> text =
       engine::Detokenize(*t->tokenizer, {request->token_ids().begin(), request->token_ids().end()},

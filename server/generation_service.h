@@ -1,5 +1,10 @@
 // packd.v1.Generation over the model registry (proto/packd/v1/generation.proto).
 //
+// The service is also the one admission path of every other front end (the
+// OpenAI-compatible HTTP API): Serve runs one Generate whatever transport
+// carries it, through the same authentication, tenant limits, quota, queue,
+// metrics and request log.
+//
 // Each Generate call runs on a gRPC sync-server thread: it authenticates,
 // submits the request to the least busy instance of the model, and relays
 // the instance's events to the stream. Errors (bad fields, unknown model,
@@ -13,11 +18,27 @@
 
 #include "absl/synchronization/mutex.h"
 #include "packd/v1/generation.grpc.pb.h"
+#include "server/auth.h"
 #include "server/config.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
 
 namespace packd::server {
+
+// Where one Generate call's responses go: a gRPC stream, an HTTP response.
+class GenerateSink {
+ public:
+  virtual ~GenerateSink() = default;
+  // Sends one response (every one when streaming, else the single final
+  // one); false once the client is gone.
+  virtual bool Write(const packd::v1::GenerateResponse& response) = 0;
+  // Polled while the request waits for tokens: true once the client has
+  // cancelled or gone away (the request is then cancelled at once).
+  virtual bool Cancelled() const = 0;
+  // The status a request the client abandoned ends with: Cancelled with
+  // `why`, or DeadlineExceeded when the client's deadline passed.
+  virtual absl::Status Gone(absl::string_view why) const { return absl::CancelledError(why); }
+};
 
 class GenerationService final : public packd::v1::Generation::Service {
  public:
@@ -32,6 +53,18 @@ class GenerationService final : public packd::v1::Generation::Service {
   grpc::Status Detokenize(grpc::ServerContext* context, const packd::v1::DetokenizeRequest* request,
                           packd::v1::DetokenizeResponse* response) override;
 
+  // One Generate from any transport: authenticates `credentials`, admits the
+  // request under the tenant's limits, runs it, writes its responses to
+  // `sink`, and records its metrics and log line. `request_id` (may be null)
+  // receives the server's id for it as soon as it has one.
+  absl::Status Serve(const Credentials& credentials, const packd::v1::GenerateRequest& request,
+                     GenerateSink& sink, std::string* request_id);
+  absl::Status Tokenize(const Credentials& credentials, const packd::v1::TokenizeRequest& request,
+                        packd::v1::TokenizeResponse* response);
+  // The models the caller may use (ready or not), for listings.
+  absl::StatusOr<std::vector<std::shared_ptr<LoadedModel>>> ModelsFor(
+      const Credentials& credentials) const;
+
  private:
   // The model, if the tenant may use it and it is serving.
   absl::StatusOr<std::shared_ptr<LoadedModel>> ModelFor(const ServerConfig::Tenant& tenant,
@@ -42,7 +75,7 @@ class GenerationService final : public packd::v1::Generation::Service {
     std::shared_ptr<LoadedModel> model;
     const engine::Tokenizer* tokenizer = nullptr;
   };
-  absl::StatusOr<ModelTokenizer> TokenizerFor(const grpc::ServerContext& context,
+  absl::StatusOr<ModelTokenizer> TokenizerFor(const Credentials& credentials,
                                               const std::string& name) const;
   // What one Generate call did, for the metrics and the log line.
   struct Outcome {
@@ -51,8 +84,7 @@ class GenerationService final : public packd::v1::Generation::Service {
     engine::FinishReason finish = engine::FinishReason::kNone;
     RequestTimes times;
   };
-  absl::Status RunGenerate(grpc::ServerContext* context, const packd::v1::GenerateRequest& request,
-                           grpc::ServerWriter<packd::v1::GenerateResponse>* writer,
+  absl::Status RunGenerate(const packd::v1::GenerateRequest& request, GenerateSink& sink,
                            const ServerConfig::Tenant& tenant, const std::string& request_id,
                            Outcome* outcome);
   // Per-tenant admission: the concurrency limit and the tokens-per-minute

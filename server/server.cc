@@ -77,7 +77,7 @@ struct Server::Impl {
 
 namespace {
 
-std::shared_ptr<grpc::ServerCredentials> Credentials(const ServerConfig& config) {
+std::shared_ptr<grpc::ServerCredentials> GrpcCredentials(const ServerConfig& config) {
   if (!config.grpc.tls) return grpc::InsecureServerCredentials();
   // LoadServerConfig checked that the files exist; read errors fall back to
   // an empty PEM, which gRPC refuses at start.
@@ -164,7 +164,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(c.grpc.listen, Credentials(c), &raw->port);
+  builder.AddListeningPort(c.grpc.listen, GrpcCredentials(c), &raw->port);
   // A second server on a taken port must fail, not share it.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(static_cast<int>(c.grpc.max_receive_message_bytes));
