@@ -79,11 +79,12 @@ class ConfigReader {
 
   absl::StatusOr<ServerConfig> Read(const YAML::Node& root) {
     ServerConfig config;
-    ASSIGN_OR_RETURN(const Fields top, ReadMap(root, "",
-                                               {"grpc", "metrics", "logging", "devices", "models",
-                                                "tenants", "queue", "drain_timeout",
-                                                "on_model_load_failure"}));
+    ASSIGN_OR_RETURN(const Fields top,
+                     ReadMap(root, "",
+                             {"grpc", "http", "metrics", "logging", "devices", "models", "tenants",
+                              "queue", "drain_timeout", "on_model_load_failure"}));
     if (const YAML::Node* n = top.Find("grpc")) RETURN_IF_ERROR(ReadGrpc(*n, "grpc", config.grpc));
+    if (const YAML::Node* n = top.Find("http")) RETURN_IF_ERROR(ReadHttp(*n, "http", config.http));
     if (const YAML::Node* n = top.Find("metrics")) {
       ASSIGN_OR_RETURN(const Fields f, ReadMap(*n, "metrics", {"listen"}));
       if (const YAML::Node* v = f.Find("listen")) {
@@ -294,6 +295,69 @@ class ConfigReader {
     return path;
   }
 
+  // `grpc.tls` / `http.tls`.
+  absl::StatusOr<ServerConfig::Tls> ReadTls(const YAML::Node& node,
+                                            const std::string& tls_path) const {
+    ASSIGN_OR_RETURN(const Fields t,
+                     ReadMap(node, tls_path,
+                             {"cert_file", "key_file", "client_ca_file", "require_client_cert"}));
+    ServerConfig::Tls tls;
+    for (const char* key : {"cert_file", "key_file"}) {
+      if (t.Find(key) == nullptr) return Error(node, t.PathOf(key), "required when tls is given");
+    }
+    ASSIGN_OR_RETURN(tls.cert_file, ReadPath(*t.Find("cert_file"), t.PathOf("cert_file"), true));
+    ASSIGN_OR_RETURN(tls.key_file, ReadPath(*t.Find("key_file"), t.PathOf("key_file"), true));
+    if (const YAML::Node* ca = t.Find("client_ca_file")) {
+      ASSIGN_OR_RETURN(tls.client_ca_file, ReadPath(*ca, t.PathOf("client_ca_file"), true));
+    }
+    if (const YAML::Node* req = t.Find("require_client_cert")) {
+      ASSIGN_OR_RETURN(tls.require_client_cert, ReadBool(*req, t.PathOf("require_client_cert")));
+      if (tls.require_client_cert && tls.client_ca_file.empty()) {
+        return Error(*req, t.PathOf("require_client_cert"),
+                     "needs client_ca_file (the CA that signs client certificates)");
+      }
+    }
+    return tls;
+  }
+
+  // `http`: the OpenAI-compatible API.
+  absl::Status ReadHttp(const YAML::Node& node, std::string_view path,
+                        ServerConfig::Http& http) const {
+    ASSIGN_OR_RETURN(const Fields f, ReadMap(node, path,
+                                             {"listen", "tls", "max_body_bytes", "threads",
+                                              "read_timeout", "idle_timeout"}));
+    if (const YAML::Node* v = f.Find("listen")) {
+      ASSIGN_OR_RETURN(http.listen, ReadString(*v, f.PathOf("listen")));
+      if (!http.listen.empty() && !IsHostPort(http.listen)) {
+        return Error(*v, f.PathOf("listen"),
+                     absl::StrCat("expected host:port (e.g. \"127.0.0.1:8000\"), or \"\" for no "
+                                  "HTTP API; got ",
+                                  Quote(http.listen)));
+      }
+    }
+    if (const YAML::Node* v = f.Find("tls")) {
+      ASSIGN_OR_RETURN(http.tls, ReadTls(*v, f.PathOf("tls")));
+    }
+    if (const YAML::Node* v = f.Find("max_body_bytes")) {
+      ASSIGN_OR_RETURN(http.max_body_bytes,
+                       ReadByteSize(*v, f.PathOf("max_body_bytes"), 1, uint64_t{1} << 30));
+    }
+    if (const YAML::Node* v = f.Find("threads")) {
+      ASSIGN_OR_RETURN(const int64_t n, ReadInt(*v, f.PathOf("threads"), 1, 4096));
+      http.threads = static_cast<int>(n);
+    }
+    if (const YAML::Node* v = f.Find("read_timeout")) {
+      ASSIGN_OR_RETURN(http.read_timeout, ReadDuration(*v, f.PathOf("read_timeout"), false));
+    }
+    if (const YAML::Node* v = f.Find("idle_timeout")) {
+      ASSIGN_OR_RETURN(http.idle_timeout, ReadDuration(*v, f.PathOf("idle_timeout"), false));
+      if (http.idle_timeout < std::chrono::seconds(1)) {
+        return Error(*v, f.PathOf("idle_timeout"), "must be at least 1s (whole seconds)");
+      }
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status ReadGrpc(const YAML::Node& node, std::string_view path,
                         ServerConfig::Grpc& grpc) const {
     ASSIGN_OR_RETURN(const Fields f,
@@ -310,29 +374,7 @@ class ConfigReader {
       }
     }
     if (const YAML::Node* v = f.Find("tls")) {
-      const std::string tls_path = f.PathOf("tls");
-      ASSIGN_OR_RETURN(const Fields t,
-                       ReadMap(*v, tls_path,
-                               {"cert_file", "key_file", "client_ca_file", "require_client_cert"}));
-      ServerConfig::Tls tls;
-      for (const char* key : {"cert_file", "key_file"}) {
-        if (t.Find(key) == nullptr) {
-          return Error(*v, t.PathOf(key), "required when tls is given");
-        }
-      }
-      ASSIGN_OR_RETURN(tls.cert_file, ReadPath(*t.Find("cert_file"), t.PathOf("cert_file"), true));
-      ASSIGN_OR_RETURN(tls.key_file, ReadPath(*t.Find("key_file"), t.PathOf("key_file"), true));
-      if (const YAML::Node* ca = t.Find("client_ca_file")) {
-        ASSIGN_OR_RETURN(tls.client_ca_file, ReadPath(*ca, t.PathOf("client_ca_file"), true));
-      }
-      if (const YAML::Node* req = t.Find("require_client_cert")) {
-        ASSIGN_OR_RETURN(tls.require_client_cert, ReadBool(*req, t.PathOf("require_client_cert")));
-        if (tls.require_client_cert && tls.client_ca_file.empty()) {
-          return Error(*req, t.PathOf("require_client_cert"),
-                       "needs client_ca_file (the CA that signs client certificates)");
-        }
-      }
-      grpc.tls = std::move(tls);
+      ASSIGN_OR_RETURN(grpc.tls, ReadTls(*v, f.PathOf("tls")));
     }
     if (const YAML::Node* v = f.Find("keepalive")) {
       const std::string ka_path = f.PathOf("keepalive");

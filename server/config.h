@@ -64,7 +64,7 @@ std::string_view ExpectedCodecName(ExpectedCodec codec);  // "any", "none", "vlc
 enum class ModelLoadFailure { kExit, kContinue };
 
 struct ServerConfig {
-  // `grpc.tls`. Present: the gRPC port speaks TLS only.
+  // `grpc.tls` (and `http.tls`). Present: the port speaks TLS only.
   struct Tls {
     std::filesystem::path cert_file;       // PEM server certificate chain; required
     std::filesystem::path key_file;        // PEM private key; required
@@ -94,6 +94,25 @@ struct ServerConfig {
     // Per message, in bytes; 1 .. 2^31-1 (gRPC takes an int).
     uint64_t max_receive_message_bytes = 4ull << 20;
     uint64_t max_send_message_bytes = 4ull << 20;
+  };
+
+  // `http`: the OpenAI-compatible HTTP API (server/openai_api.h).
+  struct Http {
+    // "host:port" ("127.0.0.1:8000", "[::]:8000", port 0 for any free port);
+    // empty (the default): no HTTP API.
+    std::string listen;
+    std::optional<Tls> tls;  // present: HTTPS only (mutual TLS as for grpc.tls)
+    // `max_body_bytes`: a larger request body is refused with 413; 1 .. 1 GiB.
+    uint64_t max_body_bytes = 4ull << 20;
+    // Worker threads; each serves one connection at a time (a keep-alive
+    // connection holds its worker until idle_timeout), so this bounds the
+    // connections served at once; more wait for a free worker. 1 .. 4096.
+    int threads = 64;
+    // A request's headers and body must arrive within this (a slow or stalled
+    // client gets 408 and its connection is closed); > 0.
+    std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};
+    // A keep-alive connection with no new request for this long is closed; >= 1s.
+    std::chrono::milliseconds idle_timeout{std::chrono::seconds(5)};
   };
 
   // `metrics`: Prometheus text format over HTTP at /metrics.
@@ -189,6 +208,7 @@ struct ServerConfig {
   };
 
   Grpc grpc;
+  Http http;
   Metrics metrics;
   Logging logging;
   std::vector<Device> devices;  // at least one

@@ -103,6 +103,14 @@ TEST(ServerConfigTest, ExampleFileParses) {
   EXPECT_EQ(config->grpc.keepalive.time, std::chrono::hours(2));
   EXPECT_EQ(config->grpc.keepalive.timeout, std::chrono::seconds(20));
   EXPECT_EQ(config->grpc.max_receive_message_bytes, 4u << 20);
+  EXPECT_EQ(config->http.listen, "0.0.0.0:8000");
+  ASSERT_TRUE(config->http.tls.has_value());
+  EXPECT_EQ(config->http.tls->client_ca_file, "/etc/packd/tls/clients-ca.crt");
+  EXPECT_TRUE(config->http.tls->require_client_cert);
+  EXPECT_EQ(config->http.max_body_bytes, 4u << 20);
+  EXPECT_EQ(config->http.threads, 64);
+  EXPECT_EQ(config->http.read_timeout, std::chrono::seconds(30));
+  EXPECT_EQ(config->http.idle_timeout, std::chrono::seconds(5));
   EXPECT_EQ(config->metrics.listen, "0.0.0.0:9090");
   EXPECT_EQ(config->logging.format, LogFormat::kJson);
   ASSERT_EQ(config->devices.size(), 3u);
@@ -138,6 +146,8 @@ TEST(ServerConfigTest, DemoFileLoads) {
   const ServerConfig::Tenant* demo = FindTenantByApiKey(*config, "packd-demo-key");
   ASSERT_NE(demo, nullptr);
   EXPECT_TRUE(demo->Allows("stories260K"));
+  EXPECT_EQ(config->http.listen, "127.0.0.1:8000");
+  EXPECT_FALSE(config->http.tls.has_value());
 }
 
 TEST(ServerConfigTest, Defaults) {
@@ -151,6 +161,12 @@ TEST(ServerConfigTest, Defaults) {
   EXPECT_FALSE(config->grpc.keepalive.permit_without_calls);
   EXPECT_EQ(config->grpc.max_receive_message_bytes, 4u << 20);
   EXPECT_EQ(config->grpc.max_send_message_bytes, 4u << 20);
+  EXPECT_EQ(config->http.listen, "");  // no HTTP API
+  EXPECT_FALSE(config->http.tls.has_value());
+  EXPECT_EQ(config->http.max_body_bytes, 4u << 20);
+  EXPECT_EQ(config->http.threads, 64);
+  EXPECT_EQ(config->http.read_timeout, std::chrono::seconds(30));
+  EXPECT_EQ(config->http.idle_timeout, std::chrono::seconds(5));
   EXPECT_EQ(config->metrics.listen, "");
   EXPECT_EQ(config->logging.format, LogFormat::kText);
   EXPECT_EQ(config->logging.level, LogLevel::kInfo);
@@ -249,7 +265,7 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
       {"# nothing but a comment\n", "packd.yaml: devices: at least one device is required"},
       {"- 1\n- 2\n", "packd.yaml:1: (top level): expected a mapping, got a list"},
       {Minimal() + "grpcc: {}\n",
-       "packd.yaml:6: grpcc: unknown key; valid keys here: grpc, metrics, logging, devices, "
+       "packd.yaml:6: grpcc: unknown key; valid keys here: grpc, http, metrics, logging, devices, "
        "models, tenants, queue, drain_timeout, on_model_load_failure"},
       {Minimal() + "on_model_load_failure: ignore\n",
        "on_model_load_failure: must be one of exit, continue; got the scalar 'ignore'"},
@@ -267,6 +283,19 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
        "grpc.port: unknown key; valid keys here: listen, tls, keepalive, "
        "max_receive_message_size, max_send_message_size"},
       {Minimal() + "grpc: {tls: {cert_file: /c}}\n", "grpc.tls.key_file: required when tls"},
+      // http
+      {Minimal() + "http: {listen: 8000}\n", "http.listen: expected host:port"},
+      {Minimal() + "http: {port: 1}\n",
+       "http.port: unknown key; valid keys here: listen, tls, max_body_bytes, threads, "
+       "read_timeout, idle_timeout"},
+      {Minimal() + "http: {tls: {cert_file: /c}}\n", "http.tls.key_file: required when tls"},
+      {Minimal() + "http: {tls: {cert_file: /c, key_file: /k, require_client_cert: true}}\n",
+       "http.tls.require_client_cert: needs client_ca_file"},
+      {Minimal() + "http: {max_body_bytes: 0}\n", "http.max_body_bytes: must be more than 0"},
+      {Minimal() + "http: {max_body_bytes: 2GiB}\n", "http.max_body_bytes: must be at most"},
+      {Minimal() + "http: {threads: 0}\n", "http.threads: must be >= 1, got 0"},
+      {Minimal() + "http: {read_timeout: 0}\n", "http.read_timeout: must be more than 0"},
+      {Minimal() + "http: {idle_timeout: 500ms}\n", "http.idle_timeout: must be at least 1s"},
       {Minimal() + "grpc: {tls: {cert_file: /c, key_file: /k, require_client_cert: true}}\n",
        "grpc.tls.require_client_cert: needs client_ca_file"},
       {Minimal() + "grpc: {tls: {cert_file: /c, key_file: /k, verify: true}}\n",
