@@ -45,9 +45,14 @@ int ServeCommand(const std::vector<std::string>& argv) {
   sigaddset(&stop, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
+  const bool config_http_tls = config->http.tls.has_value();
   absl::StatusOr<std::unique_ptr<server::Server>> s = server::Server::Start(std::move(*config));
   if (!s.ok()) return Fail("serve", s.status());
   std::fprintf(stderr, "packd serve: listening on port %d", (*s)->port());
+  if ((*s)->http_port() != 0) {
+    std::fprintf(stderr, ", OpenAI HTTP API on port %d%s", (*s)->http_port(),
+                 config_http_tls ? " (https)" : "");
+  }
   if ((*s)->metrics_port() != 0) std::fprintf(stderr, ", metrics on port %d", (*s)->metrics_port());
   std::fprintf(stderr, "\n");
   int sig = 0;

@@ -17,6 +17,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libyaml-cpp-dev prometheus-cpp-dev libicu-dev curl openssl
+  libcpp-httplib-dev libssl-dev
 )
 # What the tests need besides: the Python gRPC client test, and the deployment
 # tests (Helm chart rendering with Go text/template + sprig, promtool and a
@@ -25,6 +26,7 @@ if [ "${PACKD_SETUP_TEST_TOOLS:-1}" != 0 ]; then
   packages+=(
     python3-grpcio python3-protobuf python3-yaml
     golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev prometheus
+    nodejs
   )
 fi
 missing=()
@@ -39,6 +41,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -q
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The OpenAI client test's npm packages (tests/openai_client), exactly as its
+# package-lock.json pins them; install scripts are not run. npm comes with
+# NodeSource's nodejs and is Debian's separate `npm` package otherwise (not
+# installed here: it conflicts with NodeSource's); without it the test skips
+# its Node.js part, saying so.
+if [ "${PACKD_SETUP_TEST_TOOLS:-1}" != 0 ] && [ ! -d tests/openai_client/node_modules/openai ]; then
+  if command -v npm >/dev/null; then
+    (cd tests/openai_client && npm ci --ignore-scripts --no-audit --no-fund)
+  else
+    echo "setup: npm not found: tests/openai_client's packages are not installed" \
+      "(apt-get install npm, or NodeSource's nodejs)"
+  fi
 fi
 
 # clang++ so that -Wthread-safety and the libFuzzer targets are available.

@@ -247,15 +247,20 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
   const bool stream = request.stream();
   packd::v1::GenerateResponse pending;  // non-streaming: everything accumulates here
   absl::Time last_token = absl::InfinitePast();
+  // The client is checked at least every 50 ms, also while tokens keep
+  // coming (a non-streamed request writes nothing until its end).
+  constexpr absl::Duration kCancelPoll = absl::Milliseconds(50);
+  absl::Time last_check = absl::Now();
   for (;;) {
-    std::optional<RequestEvent> e = handle->Next(absl::Milliseconds(50));
+    std::optional<RequestEvent> e = handle->Next(kCancelPoll);
     outcome->times = handle->times();
-    if (!e) {
+    if (!e || absl::Now() - last_check >= kCancelPoll) {
+      last_check = absl::Now();
       if (sink.Cancelled()) {
         instance.Cancel(handle->id());
         return sink.Gone("the client cancelled the request");
       }
-      continue;
+      if (!e) continue;
     }
     if (!e->status.ok()) {
       // Before anything was written the status is the RPC's; after, it still
@@ -351,6 +356,20 @@ absl::Status GenerationService::Tokenize(const Credentials& credentials,
     response->add_pieces(piece.ok() ? engine::ReplaceInvalidUtf8(*piece) : "");
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> GenerationService::TokenTexts(
+    const Credentials& credentials, const std::string& model,
+    const std::vector<int32_t>& ids) const {
+  ASSIGN_OR_RETURN(ModelTokenizer t, TokenizerFor(credentials, model));
+  std::vector<std::string> texts;
+  texts.reserve(ids.size());
+  for (int32_t id : ids) {
+    ASSIGN_OR_RETURN(std::string text,
+                     engine::Detokenize(*t.tokenizer, {id}, /*include_special=*/true, "token_ids"));
+    texts.push_back(std::move(text));
+  }
+  return texts;
 }
 
 grpc::Status GenerationService::Detokenize(grpc::ServerContext* context,

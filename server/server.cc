@@ -16,6 +16,7 @@
 #include "server/metrics_server.h"
 #include "server/model_registry.h"
 #include "server/models_service.h"
+#include "server/openai_api.h"
 #include "server/placement.h"
 #include "server/request_log.h"
 
@@ -30,6 +31,7 @@ struct Server::Impl {
   std::unique_ptr<GenerationService> generation;
   std::unique_ptr<ModelsService> models;
   std::unique_ptr<grpc::Server> grpc_server;
+  std::unique_ptr<OpenAiApi> http;  // null: no http.listen
   int port = 0;
   absl::Time started = absl::Now();
 
@@ -112,6 +114,7 @@ int Server::port() const { return impl_->port; }
 int Server::metrics_port() const {
   return impl_->metrics_server ? impl_->metrics_server->port() : 0;
 }
+int Server::http_port() const { return impl_->http ? impl_->http->port() : 0; }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   auto impl = std::make_unique<Impl>();
@@ -182,6 +185,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
     return absl::UnavailableError(
         absl::StrCat("grpc.listen: cannot listen on '", c.grpc.listen, "'"));
   }
+  // The HTTP API shares the gRPC API's GenerationService: one admission path.
+  if (!c.http.listen.empty()) {
+    ASSIGN_OR_RETURN(raw->http, OpenAiApi::Start(c.http, *raw->generation));
+  }
   raw->SyncHealth();
   // The gauges are computed when scraped: exact, never a stale copy.
   raw->metrics.SetCollectHook([self] { self->RefreshMetrics(); });
@@ -238,6 +245,7 @@ void Server::Shutdown() {
     return;
   }
   impl_->SyncHealth();  // everything NOT_SERVING
+  if (impl_->http) impl_->http->BeginDrain();
   impl_->registry->DrainAll();
   const absl::Time deadline = absl::Now() + absl::FromChrono(impl_->config.drain_timeout);
   auto in_flight = [this] {
@@ -254,6 +262,7 @@ void Server::Shutdown() {
     }
   }
   impl_->grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  if (impl_->http) impl_->http->Stop();
   absl::MutexLock lock(&impl_->mu);
   impl_->stopped = true;
 }

@@ -1,6 +1,7 @@
 // `packd serve`: the daemon assembled from its parts — placement, the model
 // registry, the gRPC services (Generation, Models, grpc.health.v1, server
-// reflection) and the /metrics endpoint (DESIGN.md §6).
+// reflection), the OpenAI-compatible HTTP API (server/openai_api.h) and the
+// /metrics endpoint (DESIGN.md §6).
 #pragma once
 
 #include <memory>
@@ -25,8 +26,11 @@ class Server {
   // The bound gRPC port (useful with "host:0") and metrics port (0: none).
   int port() const;
   int metrics_port() const;
+  // The bound port of the HTTP API (`http.listen`); 0: none configured.
+  int http_port() const;
 
-  // Graceful stop: health turns NOT_SERVING, new requests get UNAVAILABLE,
+  // Graceful stop: health turns NOT_SERVING, new requests get UNAVAILABLE
+  // (HTTP: 503),
   // requests still queued end at once with UNAVAILABLE (retry elsewhere),
   // running streams run to completion for up to the config's drain_timeout,
   // the rest end with UNAVAILABLE; then the ports close. Safe to call from a

@@ -1,7 +1,6 @@
 // packd serve over TLS and mutual TLS, with certificates made by the openssl
 // command-line tool for this test (a CA, a server certificate for 127.0.0.1,
 // a client certificate).
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -14,6 +13,7 @@
 #include "server/server.h"
 #include "server/sha256.h"
 #include "tests/testing/testing.h"
+#include "tests/testing/tls_certificates.h"
 
 namespace packd {
 namespace {
@@ -27,30 +27,10 @@ std::string Read(const fs::path& p) {
   return ss.str();
 }
 
-// Makes ca.{key,crt}, server.{key,crt} (SAN IP 127.0.0.1) and client.{key,crt}
-// in `dir`. False if openssl is missing or fails.
-bool MakeCertificates(const fs::path& dir) {
-  const std::string d = dir.string();
-  const std::string script =
-      absl::StrCat("set -e; cd '", d, "';",
-                   "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 "
-                   "-subj '/CN=packd test CA' 2>/dev/null;",
-                   "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext;",
-                   "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
-                   "-subj '/CN=127.0.0.1' 2>/dev/null;",
-                   "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
-                   "-out server.crt -days 2 -extfile san.ext 2>/dev/null;",
-                   "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr "
-                   "-subj '/CN=packd test client' 2>/dev/null;",
-                   "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
-                   "-out client.crt -days 2 2>/dev/null");
-  return std::system(("bash -c \"" + script + "\"").c_str()) == 0;
-}
-
 class ServeTlsTest : public ::testing::Test {
  protected:
   void Start(bool mutual) {
-    ASSERT_TRUE(MakeCertificates(tmp_.path())) << "openssl failed";
+    ASSERT_TRUE(testing::MakeTlsCertificates(tmp_.path())) << "openssl failed";
     const auto gguf = testing::RequireSharedFile("models/stories260K/stories260K.gguf");
     ASSERT_FALSE(gguf.empty());
     const fs::path t = tmp_.path();
