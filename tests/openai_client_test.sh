@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Interop test of the OpenAI-compatible HTTP API: the official OpenAI Node.js
+# client (tests/openai_client, the `openai` npm package pinned there) and curl
+# against a live `packd serve`.
+#
+# Starts $PACKD_BIN serve with gRPC, HTTP and metrics on ports the kernel
+# picks (read back from its start-up line), runs the curl checks, then
+# tests/openai_client/client_test.mjs with node, then stops the server with
+# SIGTERM and checks that it exits 0.
+#
+# The Node part needs node (>= 18) and tests/openai_client/node_modules
+# (scripts/setup.sh runs `npm ci --ignore-scripts` there); without them it is
+# skipped, saying so, and the curl checks still run. No curl: exit 77 (ctest
+# reports the test skipped).
+#
+# Environment (set by ctest): PACKD_BIN, PACKD_SHARED_DIR (holds
+# models/stories260K/stories260K.gguf), PACKD_SOURCE_DIR (the checkout;
+# default: this script's parent directory).
+set -euo pipefail
+
+fail() {
+  echo "openai_client_test: FAIL: $*" >&2
+  exit 1
+}
+
+src_dir=${PACKD_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
+packd_bin=${PACKD_BIN:?PACKD_BIN must name the packd binary}
+shared_dir=${PACKD_SHARED_DIR:?PACKD_SHARED_DIR must name the shared data directory}
+client_dir=$src_dir/tests/openai_client
+
+[ -x "$packd_bin" ] || fail "PACKD_BIN '$packd_bin' is not an executable"
+if ! command -v curl >/dev/null; then
+  echo "openai_client_test: SKIP: curl is missing (scripts/setup.sh installs it)"
+  exit 77
+fi
+[ -d "$shared_dir" ] || fail "PACKD_SHARED_DIR '$shared_dir' is not a directory"
+model=$(cd "$shared_dir" && pwd)/models/stories260K/stories260K.gguf
+[ -f "$model" ] || fail "model not found: $model"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/packd_openai_client.XXXXXX")
+server_pid=
+cleanup() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -KILL "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM HUP
+
+show_log() {
+  echo "--- packd serve log ---" >&2
+  cat "$tmp/server.log" >&2 || true
+  echo "--- end of log ---" >&2
+}
+
+key=packd-demo-key
+cat >"$tmp/packd.yaml" <<YAML
+grpc:
+  listen: "127.0.0.1:0"
+http:
+  listen: "127.0.0.1:0"
+metrics:
+  listen: "127.0.0.1:0"
+devices:
+  - name: cpu
+    kind: cpu
+    memory_budget: 1GiB
+models:
+  - name: stories260K
+    path: $model
+    device: cpu
+    kv_cache: 16MiB
+    max_batch: 16
+tenants:
+  - name: demo
+    api_key_sha256:
+      - 275d334e9fa1bc22b3ef7eb8cd73a75b8ace2a661dcef173cba4056f70af2cd4  # "packd-demo-key"
+    allowed_models: ["*"]
+drain_timeout: 10s
+YAML
+
+"$packd_bin" serve --config "$tmp/packd.yaml" >"$tmp/server.log" 2>&1 &
+server_pid=$!
+http_port=
+deadline=$((SECONDS + 20))
+while [ $SECONDS -lt $deadline ]; do
+  kill -0 "$server_pid" 2>/dev/null || { show_log; fail "packd serve exited before listening"; }
+  line=$(grep -m1 "listening on port" "$tmp/server.log" 2>/dev/null || true)
+  if [ -n "$line" ]; then
+    http_port=$(sed -n 's/.*OpenAI HTTP API on port \([0-9]*\).*/\1/p' <<<"$line")
+    metrics_port=$(sed -n 's/.*metrics on port \([0-9]*\).*/\1/p' <<<"$line")
+    break
+  fi
+  sleep 0.1
+done
+[ -n "$http_port" ] && [ -n "$metrics_port" ] ||
+  { show_log; fail "no 'OpenAI HTTP API on port' and metrics port in the start-up line"; }
+base=http://127.0.0.1:$http_port/v1
+echo "openai_client_test: packd serve (pid $server_pid): HTTP API at $base"
+
+# --- curl ---
+out=$(curl -sS -f "$base/completions" -H "Authorization: Bearer $key" \
+  -d '{"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 8, "temperature": 0}') ||
+  fail "curl: non-streamed completion failed: $out"
+grep -q '"object":"text_completion"' <<<"$out" || fail "curl: unexpected completion: $out"
+grep -q '"text":", there was a little girl' <<<"$out" || fail "curl: unexpected text: $out"
+
+out=$(curl -sS -N -f "$base/completions" -H "Authorization: Bearer $key" \
+  -H 'Content-Type: application/json' \
+  -d '{"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 8, "stream": true}') ||
+  fail "curl -N: streamed completion failed: $out"
+[ "$(grep -c '^data: {' <<<"$out")" -ge 8 ] || fail "curl -N: fewer than 8 data events: $out"
+[ "$(grep -v '^$' <<<"$out" | tail -1)" = "data: [DONE]" ] || fail "curl -N: no final [DONE]: $out"
+
+# Chat, streamed (the model's chat template renders the prompt).
+code=$(curl -sS -N -o "$tmp/chat.txt" -w '%{http_code}' "$base/chat/completions" \
+  -H "Authorization: Bearer $key" \
+  -d '{"model": "stories260K", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "stream": true}')
+if [ "$code" = 200 ]; then
+  grep -q '"delta":{"role":"assistant"' "$tmp/chat.txt" || fail "curl -N chat: no role delta: $(cat "$tmp/chat.txt")"
+  [ "$(grep -v '^$' "$tmp/chat.txt" | tail -1)" = "data: [DONE]" ] || fail "curl -N chat: no final [DONE]"
+elif [ "$code" = 400 ] && grep -q 'prompt: set text or token_ids' "$tmp/chat.txt"; then
+  echo "openai_client_test: chat is not served by this build yet (no chat rendering); curl chat skipped"
+else
+  fail "curl -N chat: HTTP $code: $(cat "$tmp/chat.txt")"
+fi
+
+code=$(curl -sS -o "$tmp/err.json" -w '%{http_code}' "$base/completions" \
+  -H 'Authorization: Bearer wrong' -d '{"model": "stories260K", "prompt": "x"}')
+[ "$code" = 401 ] || fail "curl: a wrong key gave HTTP $code, expected 401"
+grep -q '"type":"authentication_error"' "$tmp/err.json" || fail "curl: 401 body: $(cat "$tmp/err.json")"
+echo "openai_client_test: curl checks passed"
+
+# --- the OpenAI Node.js client ---
+if ! command -v node >/dev/null; then
+  echo "openai_client_test: SKIP (Node.js part): node is not installed"
+elif [ ! -d "$client_dir/node_modules/openai" ]; then
+  echo "openai_client_test: SKIP (Node.js part): $client_dir/node_modules is missing;" \
+    "run (cd tests/openai_client && npm ci --ignore-scripts) or scripts/setup.sh"
+else
+  node "$client_dir/client_test.mjs" --base-url "$base" --key "$key" --model stories260K \
+    --metrics "http://127.0.0.1:$metrics_port/metrics" || { show_log; fail "the Node.js client failed"; }
+fi
+
+kill -TERM "$server_pid"
+deadline=$((SECONDS + 15))
+while kill -0 "$server_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+kill -0 "$server_pid" 2>/dev/null && { show_log; fail "packd serve did not exit within 15 s of SIGTERM"; }
+server_rc=0
+wait "$server_pid" || server_rc=$?
+server_pid=
+[ $server_rc -eq 0 ] || { show_log; fail "packd serve exited with status $server_rc after SIGTERM"; }
+echo "openai_client_test: PASS"
