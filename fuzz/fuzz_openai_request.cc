@@ -6,8 +6,8 @@
 // responses must serialize.
 #include <cstddef>
 #include <cstdint>
-#include <string_view>
 
+#include "absl/strings/string_view.h"
 #include "server/openai_json.h"
 
 using packd::server::openai::Endpoint;
@@ -15,7 +15,7 @@ using packd::server::openai::Endpoint;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const Endpoint endpoint = (data[0] & 1) ? Endpoint::kChatCompletions : Endpoint::kCompletions;
-  const std::string_view body(reinterpret_cast<const char*>(data) + 1, size - 1);
+  const absl::string_view body(reinterpret_cast<const char*>(data) + 1, size - 1);
   absl::StatusOr<packd::server::openai::ParsedRequest> r =
       packd::server::openai::ParseRequest(endpoint, body);
   if (!r.ok()) {
