@@ -18,42 +18,14 @@
 # default: this script's parent directory).
 set -euo pipefail
 
-fail() {
-  echo "openai_client_test: FAIL: $*" >&2
-  exit 1
-}
-
-src_dir=${PACKD_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
-packd_bin=${PACKD_BIN:?PACKD_BIN must name the packd binary}
-shared_dir=${PACKD_SHARED_DIR:?PACKD_SHARED_DIR must name the shared data directory}
-client_dir=$src_dir/tests/openai_client
-
-[ -x "$packd_bin" ] || fail "PACKD_BIN '$packd_bin' is not an executable"
+test_name=openai_client_test
 if ! command -v curl >/dev/null; then
-  echo "openai_client_test: SKIP: curl is missing (scripts/setup.sh installs it)"
+  echo "$test_name: SKIP: curl is missing (scripts/setup.sh installs it)"
   exit 77
 fi
-[ -d "$shared_dir" ] || fail "PACKD_SHARED_DIR '$shared_dir' is not a directory"
-model=$(cd "$shared_dir" && pwd)/models/stories260K/stories260K.gguf
-[ -f "$model" ] || fail "model not found: $model"
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/packd_openai_client.XXXXXX")
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
-
-show_log() {
-  echo "--- packd serve log ---" >&2
-  cat "$tmp/server.log" >&2 || true
-  echo "--- end of log ---" >&2
-}
+# shellcheck source=testing/live_server.sh
+source "$(dirname "$0")/testing/live_server.sh"
+client_dir=$src_dir/tests/openai_client
 
 key=packd-demo-key
 cat >"$tmp/packd.yaml" <<YAML
@@ -144,12 +116,5 @@ else
     --metrics "http://127.0.0.1:$metrics_port/metrics" || { show_log; fail "the Node.js client failed"; }
 fi
 
-kill -TERM "$server_pid"
-deadline=$((SECONDS + 15))
-while kill -0 "$server_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-kill -0 "$server_pid" 2>/dev/null && { show_log; fail "packd serve did not exit within 15 s of SIGTERM"; }
-server_rc=0
-wait "$server_pid" || server_rc=$?
-server_pid=
-[ $server_rc -eq 0 ] || { show_log; fail "packd serve exited with status $server_rc after SIGTERM"; }
+stop_server
 echo "openai_client_test: PASS"

@@ -13,45 +13,18 @@
 # default: this script's parent directory).
 set -euo pipefail
 
-fail() {
-  echo "python_client_test: FAIL: $*" >&2
-  exit 1
-}
-
-src_dir=${PACKD_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
-packd_bin=${PACKD_BIN:?PACKD_BIN must name the packd binary}
-shared_dir=${PACKD_SHARED_DIR:?PACKD_SHARED_DIR must name the shared data directory}
+test_name=python_client_test
+# shellcheck source=testing/live_server.sh
+source "$(dirname "$0")/testing/live_server.sh"
 python=/usr/bin/python3  # the system Python: Debian's grpcio and protobuf
 protoc=/usr/bin/protoc
 plugin=/usr/bin/grpc_python_plugin
 
-[ -x "$packd_bin" ] || fail "PACKD_BIN '$packd_bin' is not an executable"
 for tool in "$python" "$protoc" "$plugin"; do
   [ -x "$tool" ] || fail "$tool is missing (scripts/setup.sh installs it)"
 done
 "$python" -c 'import grpc, google.protobuf' 2>/dev/null ||
   fail "$python cannot import grpc and google.protobuf (apt-get install python3-grpcio python3-protobuf)"
-[ -d "$shared_dir" ] || fail "PACKD_SHARED_DIR '$shared_dir' is not a directory"
-model=$(cd "$shared_dir" && pwd)/models/stories260K/stories260K.gguf
-[ -f "$model" ] || fail "model not found: $model"
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/packd_python_client.XXXXXX")
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
-
-show_log() {
-  echo "--- packd serve log ---" >&2
-  cat "$tmp/server.log" >&2 || true
-  echo "--- end of log ---" >&2
-}
 
 # Stubs: packd/v1/generation_pb2.py and generation_pb2_grpc.py under $tmp/stubs.
 mkdir -p "$tmp/stubs"
@@ -175,23 +148,7 @@ if [ $client_rc -ne 0 ]; then
   fail "the Python client failed (exit status $client_rc)"
 fi
 
-# Graceful stop: SIGTERM, then exit status 0 within 15 s. (The health check
-# answers NOT_SERVING during the drain; serve_test checks that transition.)
-kill -TERM "$server_pid"
-deadline=$((SECONDS + 15))
-while kill -0 "$server_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do
-  sleep 0.1
-done
-if kill -0 "$server_pid" 2>/dev/null; then
-  show_log
-  fail "packd serve did not exit within 15 s of SIGTERM"
-fi
-server_rc=0
-wait "$server_pid" || server_rc=$?
-server_pid=
-if [ $server_rc -ne 0 ]; then
-  show_log
-  fail "packd serve exited with status $server_rc after SIGTERM (expected 0)"
-fi
-echo "python_client_test: packd serve exited 0 after SIGTERM"
+# Graceful stop. (The health check answers NOT_SERVING during the drain;
+# serve_test checks that transition.)
+stop_server
 echo "python_client_test: PASS"
