@@ -286,6 +286,8 @@ struct OpenAiApi::Impl {
   int port = 0;
   std::thread listener;
   std::atomic<bool> draining{false};
+  // Streamed responses still being written (their Serve may have ended).
+  std::atomic<int> open_streams{0};
   absl::Mutex stop_mu;
   bool stopped ABSL_GUARDED_BY(stop_mu) = false;
 
@@ -415,7 +417,11 @@ struct OpenAiApi::Impl {
           }
           return sink.is_writable();  // nothing yet: wait again
         },
-        [exchange, watch](bool) { exchange->Finish(); });
+        [this, exchange, watch](bool) {
+          exchange->Finish();
+          open_streams.fetch_sub(1);
+        });
+    open_streams.fetch_add(1);
   }
 
   void Models(const httplib::Request& req, httplib::Response& res, const std::string* only) {
@@ -528,6 +534,12 @@ void OpenAiApi::Stop() {
     impl_->stopped = true;
   }
   impl_->draining.store(true);
+  // The library cuts streams short once stopped: let those whose generation
+  // ended finish writing first (a stalled client: at most its write timeout).
+  const absl::Time deadline = absl::Now() + 2 * absl::FromChrono(impl_->config.read_timeout);
+  while (impl_->open_streams.load() > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   impl_->http->stop();
   if (impl_->listener.joinable()) impl_->listener.join();
 }

@@ -29,7 +29,9 @@
 // Request lines and header lines are bounded by cpp-httplib (8 KiB each).
 //
 // Draining: after BeginDrain() new requests get 503; running ones continue
-// until Stop(), which closes the listener and waits for the workers.
+// until Stop(), which lets streams whose generation ended finish writing,
+// closes the listener and waits for the workers (a worker on an idle
+// keep-alive connection: up to idle_timeout).
 //
 // Thread safety: port(), BeginDrain() and Stop() may be called from any
 // thread.
@@ -59,7 +61,8 @@ class OpenAiApi {
   int port() const;
   // From now on new requests get 503 (the server is shutting down).
   void BeginDrain();
-  // Closes the listener and waits for requests in progress to end. Idempotent.
+  // Closes the listener and waits for requests in progress to end (see
+  // Draining above); Server::Shutdown ends their generation first. Idempotent.
   void Stop();
 
   struct Impl;

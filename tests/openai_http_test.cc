@@ -542,7 +542,9 @@ TEST_F(OpenAiHttpTest, SlowClientTimesOut) {
 }
 
 TEST_F(OpenAiHttpTest, DrainRefusesNewRequestsAndFinishesRunningOnes) {
-  Start();
+  Options o;
+  o.extra = "  idle_timeout: 1s\n";  // the stream's kept-alive connection closes sooner
+  Start(o);
   RawConnection running(server_->http_port());
   ASSERT_TRUE(running.connected());
   running.Send(PostRequest(
