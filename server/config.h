@@ -108,8 +108,10 @@ struct ServerConfig {
     // connection holds its worker until idle_timeout), so this bounds the
     // connections served at once; more wait for a free worker. 1 .. 4096.
     int threads = 64;
-    // A request's headers and body must arrive within this (a slow or stalled
-    // client gets 408 and its connection is closed); > 0.
+    // Each read of a request waits at most this (a client stalled in its
+    // headers is disconnected), and the body must arrive within it after the
+    // headers (else 408 and the connection is closed); a response write that
+    // makes no progress for this long ends the request. > 0.
     std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};
     // A keep-alive connection with no new request for this long is closed; >= 1s.
     std::chrono::milliseconds idle_timeout{std::chrono::seconds(5)};

@@ -438,10 +438,7 @@ struct OpenAiApi::Impl {
     if (names.empty()) {
       return SendError(res, absl::NotFoundError(absl::StrCat("model '", *only, "' not found")));
     }
-    // One model object: the list's only element.
-    const std::string list = openai::ModelsJson(names, created);
-    const size_t start = list.find('[') + 1;
-    res.set_content(list.substr(start, list.rfind(']') - start), kJson);
+    res.set_content(openai::ModelJson(names.front(), created), kJson);
   }
 
   void Route() {

@@ -565,13 +565,22 @@ std::string ErrorEvent(const absl::Status& status) {
       "data: ", Dump(ErrorObject(http, status.message(), ParamOf(status.message()))), "\n\n");
 }
 
+namespace {
+
+Json ModelObject(const std::string& name, int64_t created) {
+  return {{"id", name}, {"object", "model"}, {"created", created}, {"owned_by", "packd"}};
+}
+
+}  // namespace
+
 std::string ModelsJson(const std::vector<std::string>& names, int64_t created) {
   Json data = Json::array();
-  for (const std::string& name : names) {
-    data.push_back(
-        {{"id", name}, {"object", "model"}, {"created", created}, {"owned_by", "packd"}});
-  }
+  for (const std::string& name : names) data.push_back(ModelObject(name, created));
   return Dump({{"object", "list"}, {"data", std::move(data)}});
+}
+
+std::string ModelJson(const std::string& name, int64_t created) {
+  return Dump(ModelObject(name, created));
 }
 
 }  // namespace packd::server::openai

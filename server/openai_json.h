@@ -106,5 +106,7 @@ int HttpStatusOf(absl::StatusCode code);
 // GET /v1/models: {"object": "list", "data": [{"id", "object": "model",
 // "created", "owned_by": "packd"}]}.
 std::string ModelsJson(const std::vector<std::string>& names, int64_t created);
+// GET /v1/models/{name}: one element of that list.
+std::string ModelJson(const std::string& name, int64_t created);
 
 }  // namespace packd::server::openai

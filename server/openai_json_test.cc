@@ -322,6 +322,7 @@ TEST(OpenAiJsonTest, ModelsList) {
   EXPECT_EQ(j["data"][1]["object"], "model");
   EXPECT_EQ(j["data"][1]["owned_by"], "packd");
   EXPECT_EQ(Json::parse(ModelsJson({}, 9))["data"], Json::array());
+  EXPECT_EQ(Json::parse(ModelJson("b", 9)), j["data"][1]);
 }
 
 }  // namespace
