@@ -1,10 +1,12 @@
-// The chat-template renderer against Hugging Face's own: for ~13 real chat
+// The chat-template renderer against Hugging Face's own: for ~16 real chat
 // templates (tests/chat_reference/templates/*.jinja, and the chat_template of
 // four tokenizer_config.json files under ../shared/tokenizers) and ~18
 // conversations each, with and without the generation prompt, the text that
 // @huggingface/jinja 0.5.13 renders as transformers.js's apply_chat_template
 // calls it (tests/chat_reference/expectations.json, made by
-// make_expectations.mjs there; its README says how and from where).
+// make_expectations.mjs there; its README says how and from where). A model
+// with a list of named templates (Command R+) is loaded as that list, and each
+// of its cases picks one by name.
 //
 // Every case must render byte-identically, or, where the reference's template
 // refused the conversation with raise_exception("m"), fail with
@@ -40,7 +42,10 @@ namespace fs = std::filesystem;
 // tokens the reference put in the context.
 struct ReferenceTemplate {
   std::string name;
-  std::string file;           // relative to tests/chat_reference/, or ""
+  std::string file;  // relative to tests/chat_reference/, or ""
+  // A list of named templates (a tokenizer_config.json's "chat_template"
+  // list): name -> file relative to tests/chat_reference/.
+  std::map<std::string, std::string> files;
   std::string shared;         // relative to ../shared, or ""
   std::string template_name;  // for a shared config's list of named templates
   nlohmann::json special_tokens = nlohmann::json::object();
@@ -48,6 +53,7 @@ struct ReferenceTemplate {
 
 // One rendering: a conversation, the options, and what the reference made.
 struct ReferenceCase {
+  std::string template_name;  // the named template it renders, or ""
   std::string conversation;
   bool add_generation_prompt = true;
   nlohmann::json extra_context = nlohmann::json::object();
@@ -101,6 +107,7 @@ absl::StatusOr<Reference> ReadReference() {
       ReferenceTemplate rt;
       rt.name = t.at("name").get<std::string>();
       rt.file = t.value("file", "");
+      if (t.contains("files")) rt.files = t["files"].get<std::map<std::string, std::string>>();
       rt.shared = t.value("shared", "");
       rt.template_name = t.value("template_name", "");
       rt.special_tokens = t.value("special_tokens", nlohmann::json::object());
@@ -108,6 +115,7 @@ absl::StatusOr<Reference> ReadReference() {
     }
     for (const nlohmann::json& c : j.at("cases")) {
       ReferenceCase rc;
+      rc.template_name = c.value("template_name", "");
       rc.conversation = c.at("conversation").get<std::string>();
       rc.add_generation_prompt = c.at("add_generation_prompt").get<bool>();
       rc.extra_context = c.value("extra_context", nlohmann::json::object());
@@ -135,11 +143,21 @@ const Reference* LoadReference() {
   return &**reference;
 }
 
-// The template's ChatTemplates: from its .jinja file, or from the shared
-// tokenizer_config.json's "chat_template" value (a string or a list of
-// {name, template}). Sets *skip (and returns an error) where ../shared is
-// missing.
+// The template's ChatTemplates: from its .jinja file, from its named .jinja
+// files (as the list [{"name": ..., "template": ...}] a tokenizer_config.json
+// holds), or from the shared tokenizer_config.json's "chat_template" value (a
+// string or such a list). Sets *skip (and returns an error) where ../shared
+// is missing.
 absl::StatusOr<ChatTemplates> LoadTemplates(const ReferenceTemplate& t, std::string* skip) {
+  if (!t.files.empty()) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& [name, file] : t.files) {
+      absl::StatusOr<std::string> source = ReadFileToString(ReferenceDir() / file);
+      if (!source.ok()) return source.status();
+      list.push_back({{"name", name}, {"template", *std::move(source)}});
+    }
+    return ChatTemplates::FromConfigValue(list, (ReferenceDir() / "expectations.json").string());
+  }
   if (!t.file.empty()) {
     const fs::path file = ReferenceDir() / t.file;
     absl::StatusOr<std::string> source = ReadFileToString(file);
@@ -212,16 +230,17 @@ size_t DetailsShown() {
 }
 
 std::string CaseName(const std::string& template_name, const ReferenceCase& c) {
-  return absl::StrCat(template_name, " / ", c.conversation,
-                      " / add_generation_prompt=", c.add_generation_prompt ? "true" : "false",
-                      " / extra_context=", c.extra_context.dump());
+  return absl::StrCat(
+      template_name, c.template_name.empty() ? "" : absl::StrCat(" (", c.template_name, ")"), " / ",
+      c.conversation, " / add_generation_prompt=", c.add_generation_prompt ? "true" : "false",
+      " / extra_context=", c.extra_context.dump());
 }
 
 // The mismatch of one case, or "" where it agrees with the reference.
 std::string Check(const ChatTemplates& templates, const ReferenceTemplate& t,
                   const ReferenceCase& c, const nlohmann::json& messages) {
   ChatRenderOptions options;
-  options.template_name = t.template_name;
+  options.template_name = c.template_name.empty() ? t.template_name : c.template_name;
   options.add_generation_prompt = c.add_generation_prompt;
   options.extra_context = c.extra_context;
   const absl::StatusOr<std::string> actual = templates.Render(messages, options);

@@ -87,11 +87,18 @@ function specialTokensOf(config) {
 // "chat_template" (a string, or a list of {name, template}: `template_name`
 // picks one) and its special tokens. `file`: a template of this folder, with
 // the special tokens of the same model's tokenizer_config.json (README.md
-// says where each comes from). `tools`: the template renders tool calls.
-// `thinking`: <think> handling. `variants`: extra contexts, each rendered on
-// every conversation besides the plain one.
+// says where each comes from). `files`: a list of named templates (what a
+// tokenizer_config.json's "chat_template" list holds), each a file of this
+// folder; `named` says which conversations each renders (`only`: "plain",
+// "tools" or "documents") and each case names its template (`template_name`).
+// `tools`: the template renders tool calls. `thinking`: <think> handling.
+// `variants`: extra contexts, each rendered on every conversation besides
+// the plain one.
 const TEMPLATES = [
   { name: "llama-3", shared: "tokenizers/llama3-hf/tokenizer_config.json" },
+  { name: "llama-3.1", file: "templates/llama-3.1.jinja", tools: true,
+    special_tokens: { bos_token: "<|begin_of_text|>", eos_token: "<|eot_id|>" },
+    variants: [{ date_string: "05 Mar 2025" }, { tools_in_user_message: false }] },
   { name: "llama-3.2", file: "templates/llama-3.2.jinja", tools: true,
     special_tokens: { bos_token: "<|begin_of_text|>", eos_token: "<|eot_id|>" },
     variants: [{ date_string: "05 Mar 2025" }, { tools_in_user_message: false }] },
@@ -104,6 +111,14 @@ const TEMPLATES = [
     variants: [{ enable_thinking: false }] },
   { name: "mistral-nemo", file: "templates/mistral-nemo.jinja", tools: true,
     special_tokens: { bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>" } },
+  { name: "mistral-7b-instruct-v0.3", file: "templates/mistral-7b-instruct-v0.3.jinja", tools: true,
+    special_tokens: { bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>" } },
+  { name: "command-r-plus",
+    files: { default: "templates/command-r-plus-default.jinja", tool_use: "templates/command-r-plus-tool_use.jinja",
+             rag: "templates/command-r-plus-rag.jinja" },
+    named: [{ name: "default", only: "plain" }, { name: "tool_use", only: "tools" },
+            { name: "rag", only: "documents", variants: [{ citation_mode: "accurate" }] }],
+    special_tokens: { bos_token: "<BOS_TOKEN>", eos_token: "<|END_OF_TURN_TOKEN|>", pad_token: "<PAD>" } },
   { name: "gemma-2", file: "templates/gemma-2.jinja",
     special_tokens: { bos_token: "<bos>", eos_token: "<eos>", unk_token: "<unk>", pad_token: "<pad>" } },
   { name: "gemma-3", shared: "tokenizers/gemma3/tokenizer_config.json" },
@@ -118,8 +133,13 @@ const TEMPLATES = [
     special_tokens: { bos_token: "<|endoftext|>", eos_token: "<|im_end|>", unk_token: "<|endoftext|>", pad_token: "<|dummy_87|>" } },
 ];
 
-// Loads a template's source and special tokens.
+// Loads a template's source (for `files`, {name: source}) and special tokens.
 function load(t) {
+  if (t.files) {
+    const sources = {};
+    for (const [name, file] of Object.entries(t.files)) sources[name] = fs.readFileSync(path.join(HERE, file), "utf8");
+    return { sources, special_tokens: t.special_tokens };
+  }
   if (t.file) {
     return { source: fs.readFileSync(path.join(HERE, t.file), "utf8"), special_tokens: t.special_tokens };
   }
@@ -137,24 +157,35 @@ function load(t) {
 const conversations = JSON.parse(fs.readFileSync(path.join(HERE, "conversations.json"), "utf8")).conversations;
 const isToolConversation = (c) =>
   c.tools !== undefined || c.messages.some((m) => m.tool_calls !== undefined || m.role === "tool" || m.role === "ipython");
+const isDocumentsConversation = (c) => c.documents !== undefined;
 const isThinkingConversation = (c) => c.messages.some((m) => typeof m.content === "string" && m.content.includes("<think>"));
 
 const out = { generator: `@huggingface/jinja ${JINJA_VERSION}`, now: NOW, templates: [], cases: [] };
 const omitted = [];
 for (const t of TEMPLATES) {
-  const { source, special_tokens } = load(t);
+  const { source, sources, special_tokens } = load(t);
   const entry = { name: t.name };
-  if (t.file) entry.file = t.file;
+  if (t.files) entry.files = t.files;
+  else if (t.file) entry.file = t.file;
   else entry.shared = t.shared;
   if (t.template_name) entry.template_name = t.template_name;
   entry.special_tokens = special_tokens;
   out.templates.push(entry);
-  const template = new Template(source);
 
+  // A single template, or one run per named template of `files`.
+  const runs = t.files
+    ? t.named.map((n) => ({ ...n, template: new Template(sources[n.name]) }))
+    : [{ template: new Template(source), variants: t.variants }];
+  for (const run of runs) {
+  const template = run.template;
   for (const [conversationName, conversation] of Object.entries(conversations)) {
-    if (isToolConversation(conversation) && !t.tools) continue;
+    if (run.only !== undefined) {
+      const kind = isDocumentsConversation(conversation) ? "documents" : isToolConversation(conversation) ? "tools" : "plain";
+      if (kind !== run.only) continue;
+    } else if (isDocumentsConversation(conversation)) continue;
+    if (isToolConversation(conversation) && !t.tools && run.only !== "tools") continue;
     if (isThinkingConversation(conversation) && !t.thinking && t.name !== "qwen2.5" && t.name !== "deepseek-v3") continue;
-    for (const variant of [{}, ...(t.variants ?? [])]) {
+    for (const variant of [{}, ...(run.variants ?? [])]) {
       for (const addGenerationPrompt of [true, false]) {
         // What apply_chat_template passes: tools and documents always (null
         // when not given), the special tokens, then the caller's kwargs. The
@@ -166,12 +197,14 @@ for (const t of TEMPLATES) {
           ...special_tokens,
           ...structuredClone(extra),
         };
-        const c = { template: t.name, conversation: conversationName, add_generation_prompt: addGenerationPrompt, extra_context: extra };
+        const c = { template: t.name };
+        if (run.name !== undefined) c.template_name = run.name;
+        Object.assign(c, { conversation: conversationName, add_generation_prompt: addGenerationPrompt, extra_context: extra });
         try {
           c.expected = template.render(context);
         } catch (e) {
           if (!(e instanceof RaisedByTemplate)) {
-            omitted.push(`${t.name} / ${conversationName} / ${JSON.stringify(variant)} / add_generation_prompt=${addGenerationPrompt}: ${e.message}`);
+            omitted.push(`${t.name}${run.name !== undefined ? ` (${run.name})` : ""} / ${conversationName} / ${JSON.stringify(variant)} / add_generation_prompt=${addGenerationPrompt}: ${e.message}`);
             continue;
           }
           c.error = e.message;
@@ -179,6 +212,7 @@ for (const t of TEMPLATES) {
         out.cases.push(c);
       }
     }
+  }
   }
 }
 
