@@ -168,6 +168,21 @@ struct Program {
   SourceMap source_map;
 };
 
+// The filters and tests the renderer implements; the parser refuses others.
+inline constexpr std::string_view kFilterNames[] = {
+    "abs",      "batch",  "bool",   "capitalize", "count",      "d",           "default",
+    "dictsort", "e",      "escape", "first",      "float",      "forceescape", "indent",
+    "int",      "items",  "join",   "last",       "length",     "list",        "lower",
+    "map",      "max",    "min",    "reject",     "rejectattr", "replace",     "reverse",
+    "round",    "safe",   "select", "selectattr", "sort",       "string",      "sum",
+    "title",    "tojson", "trim",   "unique",     "upper",      "wordcount"};
+inline constexpr std::string_view kTestNames[] = {
+    "!=",       "<",           "<=",      ">",         ">=",      "==",       "boolean", "callable",
+    "defined",  "divisibleby", "eq",      "equalto",   "escaped", "even",     "false",   "float",
+    "ge",       "greaterthan", "gt",      "in",        "integer", "iterable", "le",      "lessthan",
+    "lower",    "lt",          "mapping", "ne",        "none",    "number",   "odd",     "sameas",
+    "sequence", "string",      "true",    "undefined", "upper"};
+
 absl::StatusOr<std::shared_ptr<const Program>> ParseProgram(std::string_view source,
                                                             const JinjaOptions& options);
 

@@ -6,6 +6,7 @@
 //
 // Every recursion counts against JinjaOptions::max_nesting_depth, so hostile
 // input cannot exhaust the stack.
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -20,6 +21,10 @@
 
 namespace packd::engine::chat::jinja_internal {
 namespace {
+
+bool Contains(const auto& names, std::string_view name) {
+  return std::find(std::begin(names), std::end(names), name) != std::end(names);
+}
 
 class Parser {
  public:
@@ -113,8 +118,11 @@ class Parser {
     RETURN_IF_ERROR(CheckDepth());
     while (!IsStatement(names)) {
       if (current_ >= tokens_.size()) {
-        return ErrorAt(open,
-                       absl::StrCat("block not closed by {% ", std::string(*names.begin()), " %}"));
+        std::string_view end = *names.begin();
+        for (std::string_view name : names) {
+          if (name.starts_with("end")) end = name;
+        }
+        return ErrorAt(open, absl::StrCat("block not closed by {% ", std::string(end), " %}"));
       }
       RETURN_IF_ERROR(ParseAny(body));
     }
@@ -281,6 +289,9 @@ absl::Status Parser::ParseStatement(Block* body) {
     if (!Is(TokenType::kIdentifier)) return Error("expected a filter name");
     ExprPtr filter = Make(ExprKind::kFilter, tokens_[current_].pos);
     filter->name = tokens_[current_++].value;
+    if (!Contains(kFilterNames, filter->name)) {
+      return ErrorAt(filter->pos, absl::StrCat("unknown filter '", filter->name, "'"));
+    }
     if (Is(TokenType::kOpenParen)) {
       filter->has_call = true;
       RETURN_IF_ERROR(ParseArgs(&filter->args));
@@ -596,13 +607,18 @@ absl::StatusOr<ExprPtr> Parser::ParseTest() {
     }
     if (!Is(TokenType::kIdentifier)) return Error("expected a test name after 'is'");
     test->name = tokens_[current_++].value;
+    if (!Contains(kTestNames, test->name)) {
+      return ErrorAt(test->pos, absl::StrCat("unknown test '", test->name, "'"));
+    }
     test->items.push_back(std::move(operand));
     if (Is(TokenType::kOpenParen)) {
       test->has_call = true;
       RETURN_IF_ERROR(ParseArgs(&test->args));
     } else if ((Is(TokenType::kIdentifier) || Is(TokenType::kNumber) || Is(TokenType::kString) ||
                 Is(TokenType::kOpenBracket) || Is(TokenType::kOpenBrace)) &&
-               !IsIdentifier("else") && !IsIdentifier("or") && !IsIdentifier("and")) {
+               !IsIdentifier("else") && !IsIdentifier("or") && !IsIdentifier("and") &&
+               !IsIdentifier("if") && !IsIdentifier("in") && !IsIdentifier("is") &&
+               !IsIdentifier("not")) {
       // Jinja2's one-argument form: "x is divisibleby 3", "x is sameas none".
       test->has_call = true;
       Arg arg;
@@ -622,6 +638,9 @@ absl::StatusOr<ExprPtr> Parser::ParseFilter() {
     if (!Is(TokenType::kIdentifier)) return Error("expected a filter name after '|'");
     ExprPtr filter = Make(ExprKind::kFilter, tokens_[current_].pos);
     filter->name = tokens_[current_++].value;
+    if (!Contains(kFilterNames, filter->name)) {
+      return ErrorAt(filter->pos, absl::StrCat("unknown filter '", filter->name, "'"));
+    }
     filter->items.push_back(std::move(operand));
     if (Is(TokenType::kOpenParen)) {
       filter->has_call = true;
