@@ -1133,6 +1133,9 @@ absl::StatusOr<Value> Renderer::EvalCall(const Expr& e, Scope* scope) {
 
 absl::StatusOr<Value> Renderer::CallValue(const Value& fn, CallArgs args, Pos pos,
                                           const Value* caller) {
+  if (fn.kind != Kind::kCallable) {
+    return Error(pos, absl::StrCat("a ", KindName(fn.kind), " is not callable"));
+  }
   const Callable& c = *fn.callable;
   switch (c.type) {
     case Callable::Type::kMacro:
