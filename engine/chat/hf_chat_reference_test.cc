@@ -48,7 +48,7 @@ struct ReferenceTemplate {
   std::map<std::string, std::string> files;
   std::string shared;         // relative to ../shared, or ""
   std::string template_name;  // for a shared config's list of named templates
-  nlohmann::json special_tokens = nlohmann::json::object();
+  nlohmann::ordered_json special_tokens = nlohmann::ordered_json::object();
 };
 
 // One rendering: a conversation, the options, and what the reference made.
@@ -56,7 +56,7 @@ struct ReferenceCase {
   std::string template_name;  // the named template it renders, or ""
   std::string conversation;
   bool add_generation_prompt = true;
-  nlohmann::json extra_context = nlohmann::json::object();
+  nlohmann::ordered_json extra_context = nlohmann::ordered_json::object();
   std::optional<std::string> expected;  // the rendered text, or
   std::optional<std::string> error;     // raise_exception's message
 };
@@ -65,7 +65,7 @@ struct Reference {
   absl::Time now;
   std::vector<ReferenceTemplate> templates;
   std::map<std::string, std::vector<ReferenceCase>> cases;  // by template name
-  std::map<std::string, nlohmann::json> messages;           // by conversation name
+  std::map<std::string, nlohmann::ordered_json> messages;           // by conversation name
 };
 
 // The repository root: $PACKD_SOURCE_DIR (set by ctest), else the working
@@ -79,23 +79,23 @@ fs::path SourceDir() {
 
 fs::path ReferenceDir() { return SourceDir() / "tests/chat_reference"; }
 
-absl::StatusOr<nlohmann::json> ReadJson(const fs::path& file) {
+absl::StatusOr<nlohmann::ordered_json> ReadJson(const fs::path& file) {
   absl::StatusOr<std::string> text = ReadFileToString(file);
   if (!text.ok()) return text.status();
   try {
-    return nlohmann::json::parse(*text);
-  } catch (const nlohmann::json::exception& e) {
+    return nlohmann::ordered_json::parse(*text);
+  } catch (const nlohmann::ordered_json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(file.string(), ": ", e.what()));
   }
 }
 
 absl::StatusOr<Reference> ReadReference() {
-  absl::StatusOr<nlohmann::json> expectations = ReadJson(ReferenceDir() / "expectations.json");
+  absl::StatusOr<nlohmann::ordered_json> expectations = ReadJson(ReferenceDir() / "expectations.json");
   if (!expectations.ok()) return expectations.status();
-  absl::StatusOr<nlohmann::json> conversations = ReadJson(ReferenceDir() / "conversations.json");
+  absl::StatusOr<nlohmann::ordered_json> conversations = ReadJson(ReferenceDir() / "conversations.json");
   if (!conversations.ok()) return conversations.status();
   try {
-    const nlohmann::json& j = *expectations;
+    const nlohmann::ordered_json& j = *expectations;
     Reference r;
     // "now" is an ISO date-time without a zone, meant as UTC.
     std::string error;
@@ -103,22 +103,22 @@ absl::StatusOr<Reference> ReadReference() {
                          &r.now, &error)) {
       return absl::InvalidArgumentError(absl::StrCat("expectations.json: now: ", error));
     }
-    for (const nlohmann::json& t : j.at("templates")) {
+    for (const nlohmann::ordered_json& t : j.at("templates")) {
       ReferenceTemplate rt;
       rt.name = t.at("name").get<std::string>();
       rt.file = t.value("file", "");
       if (t.contains("files")) rt.files = t["files"].get<std::map<std::string, std::string>>();
       rt.shared = t.value("shared", "");
       rt.template_name = t.value("template_name", "");
-      rt.special_tokens = t.value("special_tokens", nlohmann::json::object());
+      rt.special_tokens = t.value("special_tokens", nlohmann::ordered_json::object());
       r.templates.push_back(std::move(rt));
     }
-    for (const nlohmann::json& c : j.at("cases")) {
+    for (const nlohmann::ordered_json& c : j.at("cases")) {
       ReferenceCase rc;
       rc.template_name = c.value("template_name", "");
       rc.conversation = c.at("conversation").get<std::string>();
       rc.add_generation_prompt = c.at("add_generation_prompt").get<bool>();
-      rc.extra_context = c.value("extra_context", nlohmann::json::object());
+      rc.extra_context = c.value("extra_context", nlohmann::ordered_json::object());
       if (c.contains("expected")) rc.expected = c["expected"].get<std::string>();
       if (c.contains("error")) rc.error = c["error"].get<std::string>();
       r.cases[c.at("template").get<std::string>()].push_back(std::move(rc));
@@ -127,7 +127,7 @@ absl::StatusOr<Reference> ReadReference() {
       r.messages[name] = conversation.at("messages");
     }
     return r;
-  } catch (const nlohmann::json::exception& e) {
+  } catch (const nlohmann::ordered_json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("tests/chat_reference: ", e.what()));
   }
 }
@@ -148,21 +148,30 @@ const Reference* LoadReference() {
 // holds), or from the shared tokenizer_config.json's "chat_template" value (a
 // string or such a list). Sets *skip (and returns an error) where ../shared
 // is missing.
-absl::StatusOr<ChatTemplates> LoadTemplates(const ReferenceTemplate& t, std::string* skip) {
+// The ChatTemplates loaders take plain JSON (key order does not matter there).
+nlohmann::json Plain(const nlohmann::ordered_json& j) { return nlohmann::json::parse(j.dump()); }
+
+absl::StatusOr<ChatTemplates> LoadTemplates(const ReferenceTemplate& t, absl::Time now,
+                                            std::string* skip) {
+  // strftime_now reads the reference's fixed time.
+  JinjaOptions options;
+  options.now = [now] { return absl::ToUnixSeconds(now); };
   if (!t.files.empty()) {
-    nlohmann::json list = nlohmann::json::array();
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
     for (const auto& [name, file] : t.files) {
       absl::StatusOr<std::string> source = ReadFileToString(ReferenceDir() / file);
       if (!source.ok()) return source.status();
       list.push_back({{"name", name}, {"template", *std::move(source)}});
     }
-    return ChatTemplates::FromConfigValue(list, (ReferenceDir() / "expectations.json").string());
+    return ChatTemplates::FromConfigValue(Plain(list),
+                                          (ReferenceDir() / "expectations.json").string(),
+                                          options);
   }
   if (!t.file.empty()) {
     const fs::path file = ReferenceDir() / t.file;
     absl::StatusOr<std::string> source = ReadFileToString(file);
     if (!source.ok()) return source.status();
-    return ChatTemplates::FromSource(*std::move(source), file.string());
+    return ChatTemplates::FromSource(*std::move(source), file.string(), options);
   }
   const fs::path config = testing::SharedDir() / t.shared;
   if (!fs::exists(config)) {
@@ -170,12 +179,12 @@ absl::StatusOr<ChatTemplates> LoadTemplates(const ReferenceTemplate& t, std::str
                          " is missing (the checkout's ../shared folder; set PACKD_SHARED_DIR)");
     return absl::NotFoundError(*skip);
   }
-  absl::StatusOr<nlohmann::json> j = ReadJson(config);
+  absl::StatusOr<nlohmann::ordered_json> j = ReadJson(config);
   if (!j.ok()) return j.status();
   if (!j->contains("chat_template")) {
     return absl::NotFoundError(absl::StrCat(config.string(), ": no chat_template"));
   }
-  return ChatTemplates::FromConfigValue((*j)["chat_template"], config.string());
+  return ChatTemplates::FromConfigValue(Plain((*j)["chat_template"]), config.string(), options);
 }
 
 // `s` in double quotes with newlines, tabs, quotes and backslashes escaped.
@@ -238,7 +247,7 @@ std::string CaseName(const std::string& template_name, const ReferenceCase& c) {
 
 // The mismatch of one case, or "" where it agrees with the reference.
 std::string Check(const ChatTemplates& templates, const ReferenceTemplate& t,
-                  const ReferenceCase& c, const nlohmann::json& messages) {
+                  const ReferenceCase& c, const nlohmann::ordered_json& messages) {
   ChatRenderOptions options;
   options.template_name = c.template_name.empty() ? t.template_name : c.template_name;
   options.add_generation_prompt = c.add_generation_prompt;
@@ -294,11 +303,10 @@ TEST_P(HfChatReferenceTest, RendersLikeHuggingFaceJinja) {
   ASSERT_GE(cases->second.size(), 20u) << t->name;
 
   std::string skip;
-  absl::StatusOr<ChatTemplates> templates = LoadTemplates(*t, &skip);
+  absl::StatusOr<ChatTemplates> templates = LoadTemplates(*t, ref->now, &skip);
   if (!skip.empty()) GTEST_SKIP() << t->name << ": " << skip;
   ASSERT_TRUE(templates.ok()) << t->name << ": " << templates.status();
-  templates->SetSpecialTokens(t->special_tokens);
-  templates->SetNowForTesting(ref->now);
+  templates->SetSpecialTokens(Plain(t->special_tokens));
 
   std::vector<std::string> mismatches;
   for (const ReferenceCase& c : cases->second) {
