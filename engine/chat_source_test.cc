@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "engine/gguf.h"
 #include "engine/synth.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/testing.h"
@@ -98,6 +99,22 @@ TEST_F(ChatSourceTest, GgufMetadataTemplatesOfACompressedGguf) {
   ASSERT_TRUE(t.ok() && t->has_value()) << t.status();
   EXPECT_EQ(*Render(**t), "G");
   EXPECT_EQ(*Render(**t, "tool_use"), "GT");
+}
+
+TEST_F(ChatSourceTest, GgufFileTemplatesSeeTheTokenizersBosAndEos) {
+  const std::string bytes = GgufBuilder()
+                                .AddString("general.architecture", "llama")
+                                .AddString("tokenizer.chat_template.rag", "R{{ bos_token }}")
+                                .AddString("tokenizer.chat_template", "D{{ eos_token }}")
+                                .Build();
+  const fs::path gguf = dir_.path() / "model.gguf";
+  Write(gguf, bytes);
+  ASSERT_TRUE(Load().ok());  // the tokenizer of the directory spells bos and eos
+  absl::StatusOr<std::optional<chat::ChatTemplates>> t = LoadChatTemplates(gguf, *tokenizer_, {});
+  ASSERT_TRUE(t.ok() && t->has_value()) << t.status();
+  EXPECT_THAT((*t)->names(), ElementsAre("default", "rag"));
+  EXPECT_EQ(*Render(**t), "D<|end_of_text|>");
+  EXPECT_EQ(*Render(**t, "rag"), "R<|begin_of_text|>");
 }
 
 TEST_F(ChatSourceTest, NoTemplateAnywhereIsNone) {
