@@ -16,6 +16,7 @@ int RunCommand(const std::vector<std::string>& argv);
 int TokenizeCommand(const std::vector<std::string>& argv);
 int ServeCommand(const std::vector<std::string>& argv);
 int GenerateCommand(const std::vector<std::string>& argv);
+int ChatCommand(const std::vector<std::string>& argv);
 int InfoCommand(const std::vector<std::string>& argv);
 int HealthCommand(const std::vector<std::string>& argv);
 // `packd bench serve ...`: argv after "serve".

@@ -26,6 +26,8 @@ constexpr char kUsage[] =
     "  serve --config FILE  run the gRPC daemon (see configs/packd.example.yaml)\n"
     "  generate --model NAME [--addr HOST:PORT] [--api-key KEY] PROMPT\n"
     "                      stream a generation from a running daemon\n"
+    "  chat --model NAME [--addr HOST:PORT] [--api-key KEY] [--system TEXT]\n"
+    "                      chat with a model of a running daemon (its chat template)\n"
     "  info [--addr HOST:PORT] [--api-key KEY]\n"
     "                      a running daemon's devices (memory, density) and models\n"
     "  bench serve --model NAME [--addr HOST:PORT] [--concurrency N | --rate R] ...\n"
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
   if (cmd == "tokenize") return packd::cli::TokenizeCommand(rest);
   if (cmd == "serve") return packd::cli::ServeCommand(rest);
   if (cmd == "generate") return packd::cli::GenerateCommand(rest);
+  if (cmd == "chat") return packd::cli::ChatCommand(rest);
   if (cmd == "info") return packd::cli::InfoCommand(rest);
   if (cmd == "health") return packd::cli::HealthCommand(rest);
   if (cmd == "bench" && !rest.empty() && rest[0] == "serve") {

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "codec/cuda/fused_math.h"
+#include "engine/chat_source.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
 
@@ -149,6 +150,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(std::shared_ptr<const Model
           "model?)"));
     }
     e->stop_ids_ = e->tokenizer_->stop_ids();
+    ASSIGN_OR_RETURN(e->chat_, LoadChatTemplates(e->source_->tokenizer_path(), *e->tokenizer_,
+                                                 options.chat_template_file));
     uint64_t longest = 1;
     for (TokenId id = 0; id < e->tokenizer_->vocab_size(); ++id) {
       absl::StatusOr<std::string> bytes = e->tokenizer_->TokenBytes(id, /*include_special=*/true);
@@ -157,6 +160,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(std::shared_ptr<const Model
     e->max_prompt_bytes_ = static_cast<uint64_t>(e->max_context_) * longest;
   }
   for (int64_t id : c.eos_token_ids) e->stop_ids_.push_back(static_cast<TokenId>(id));
+  // generation_config.json's eos ids end generation too (Llama 3 names
+  // <|eot_id|> only there).
+  ASSIGN_OR_RETURN(const std::vector<int64_t> generation_eos,
+                   GenerationConfigEosIds(e->source_->tokenizer_path()));
+  for (int64_t id : generation_eos) {
+    if (id >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          (e->source_->tokenizer_path() / "generation_config.json").string(), ": eos_token_id ",
+          id, " is outside the vocabulary [0, ", c.vocab_size, ")"));
+    }
+    e->stop_ids_.push_back(static_cast<TokenId>(id));
+  }
   std::sort(e->stop_ids_.begin(), e->stop_ids_.end());
   e->stop_ids_.erase(std::unique(e->stop_ids_.begin(), e->stop_ids_.end()), e->stop_ids_.end());
   return e;
@@ -170,6 +185,27 @@ absl::StatusOr<std::vector<TokenId>> Engine::Tokenize(std::string_view text,
   }
   if (text.empty()) return absl::InvalidArgumentError("the prompt is empty");
   return tokenizer_->Encode(text, /*add_special=*/true, parse_special);
+}
+
+absl::StatusOr<std::string> Engine::RenderChat(const nlohmann::ordered_json& messages,
+                                               const chat::ChatRenderOptions& options) const {
+  if (!chat_.has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        source_->path().string(),
+        ": the model has no chat template (no chat_template.jinja, tokenizer_config.json "
+        "chat_template or GGUF tokenizer.chat_template); send text, or set the model's "
+        "chat_template in the config"));
+  }
+  return chat_->Render(messages, options);
+}
+
+absl::StatusOr<std::vector<TokenId>> Engine::TokenizeChat(std::string_view rendered) const {
+  if (tokenizer_ == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(source_->path().string(), ": the model has no tokenizer; send token ids"));
+  }
+  if (rendered.empty()) return absl::InvalidArgumentError("the chat template rendered nothing");
+  return tokenizer_->Encode(rendered, /*add_special=*/false, /*parse_special=*/true);
 }
 
 absl::Status Engine::Validate(const GenerationRequest& request) const {

@@ -22,6 +22,7 @@
 #include "engine/model_source.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
+#include "engine/chat/chat_template.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/transformer.h"
 
@@ -59,6 +60,9 @@ struct EngineOptions {
   // batch sizes. 8 is a prediction of the crossover, not yet a measurement
   // (engine/cuda/CUDA_BACKEND.md).
   int fused_max_batch = 8;
+  // A Jinja file whose template replaces the model's own chat template
+  // (engine/chat_source.h); empty: the model's.
+  std::filesystem::path chat_template_file;
 };
 
 // Defined by engine/cuda/cuda_backend.h, which a caller of
@@ -127,6 +131,22 @@ class Engine {
   absl::StatusOr<std::vector<TokenId>> Tokenize(std::string_view text,
                                                 bool parse_special = true) const;
 
+  // The model's chat templates (engine/chat_source.h), or null when it has
+  // none.
+  const chat::ChatTemplates* chat_templates() const {
+    return chat_.has_value() ? &*chat_ : nullptr;
+  }
+  // Renders a conversation (a JSON array of {"role", "content", ...}) with
+  // the model's chat template: FailedPrecondition naming the model when it
+  // has none; the template's errors otherwise (raise_exception's message as
+  // InvalidArgument). Thread-safe.
+  absl::StatusOr<std::string> RenderChat(const nlohmann::ordered_json& messages,
+                                         const chat::ChatRenderOptions& options) const;
+  // Tokenizes a rendered chat prompt as Hugging Face's apply_chat_template
+  // does: special tokens parsed (they are the template's markers), no bos
+  // added (the template writes its own).
+  absl::StatusOr<std::vector<TokenId>> TokenizeChat(std::string_view rendered) const;
+
   // What Submit refuses, without queueing anything: InvalidArgument for an
   // empty prompt or bad sampling parameters, OutOfRange for a token id
   // outside the vocabulary or prompt + max_tokens beyond the context,
@@ -162,6 +182,7 @@ class Engine {
   std::unique_ptr<Backend> backend_;
   std::shared_ptr<const ModelSource> source_;
   std::unique_ptr<Tokenizer> tokenizer_;
+  std::optional<chat::ChatTemplates> chat_;
   std::unique_ptr<Transformer> transformer_;
   std::unique_ptr<KvCache> kv_cache_;
   std::unique_ptr<Scheduler> scheduler_;

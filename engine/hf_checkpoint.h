@@ -13,7 +13,7 @@ namespace packd::engine {
 inline constexpr const char* kHfSideFiles[] = {
     "config.json",           "generation_config.json",  "tokenizer.json", "tokenizer.model",
     "tokenizer_config.json", "special_tokens_map.json", "vocab.json",     "merges.txt",
-    "added_tokens.json",
+    "added_tokens.json",     "chat_template.jinja",     "chat_template.json",
 };
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> OpenHfCheckpoint(const std::filesystem::path& dir);

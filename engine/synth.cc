@@ -320,18 +320,40 @@ constexpr std::string_view kEosText = "<|end_of_text|>";
 constexpr std::string_view kLlama3Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
-// Special (added) tokens: bos, eos and, above eos, Llama 3 style reserved
-// tokens up to vocab_size. Ordered by id.
+// Special (added) tokens: bos, eos and, above eos, the tokens of Llama 3's
+// vocabulary (its chat markers at their ids: 128006 <|start_header_id|>,
+// 128009 <|eot_id|>, ...; the rest reserved) up to vocab_size. Ordered by id.
 std::vector<std::pair<int64_t, std::string>> SpecialTokens(const LlamaShape& s) {
+  // Llama 3.1's tokens after <|end_of_text|>, in id order; "" = reserved.
+  constexpr std::array<std::string_view, 9> kLlama3{
+      "",          "",          "<|finetune_right_pad_id|>", "", "<|start_header_id|>",
+      "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>",        "<|python_tag|>"};
   std::vector<std::pair<int64_t, std::string>> out;
   out.emplace_back(s.bos_token_id, std::string(kBosText));
   out.emplace_back(s.eos_token_id, std::string(kEosText));
   int64_t reserved = 0;
+  size_t named = 0;
   for (int64_t id = std::max(s.bos_token_id, s.eos_token_id) + 1; id < s.vocab_size; ++id) {
-    out.emplace_back(id, absl::StrCat("<|reserved_special_token_", reserved++, "|>"));
+    if (named < kLlama3.size() && !kLlama3[named].empty()) {
+      out.emplace_back(id, std::string(kLlama3[named++]));
+    } else {
+      ++named;
+      out.emplace_back(id, absl::StrCat("<|reserved_special_token_", reserved++, "|>"));
+    }
   }
   return out;
 }
+
+// Llama 3's chat template (Meta-Llama-3-8B-Instruct's): for a tiny
+// vocabulary without the markers they are tokenized as plain text.
+constexpr std::string_view kChatTemplate =
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{% endif %}";
 
 // ---------------------------------------------------------------- files
 
@@ -562,6 +584,7 @@ std::string SynthTokenizerConfigJson(const LlamaShape& s) {
   j["added_tokens_decoder"] = std::move(decoder);
   j["bos_token"] = std::string(kBosText);
   j["eos_token"] = std::string(kEosText);
+  j["chat_template"] = std::string(kChatTemplate);
   j["clean_up_tokenization_spaces"] = true;
   j["model_input_names"] = {"input_ids", "attention_mask"};
   j["model_max_length"] = s.max_position_embeddings;
@@ -664,7 +687,13 @@ absl::Status SynthesizeCheckpoint(const SynthOptions& options,
   OrderedJson gen;
   gen["_from_model_config"] = true;
   gen["bos_token_id"] = shape.bos_token_id;
-  gen["eos_token_id"] = shape.eos_token_id;
+  // Llama 3.1's: end of text, and the end of a message or a turn where the
+  // vocabulary has them.
+  OrderedJson eos = OrderedJson::array({shape.eos_token_id});
+  for (const auto& [id, text] : SpecialTokens(shape)) {
+    if (text == "<|eom_id|>" || text == "<|eot_id|>") eos.push_back(id);
+  }
+  gen["eos_token_id"] = eos.size() == 1 ? eos[0] : eos;
   gen["transformers_version"] = "4.45.0";
   RETURN_IF_ERROR(WriteFileAtomically(out_dir / "generation_config.json", gen.dump(2) + "\n"));
   RETURN_IF_ERROR(

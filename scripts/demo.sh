@@ -4,7 +4,8 @@
 # the real stories260K GGUF in ../shared: compress it, generate text from the
 # original and from each compressed copy (the texts must be identical); and
 # finally serve the compressed model with `packd serve` (configs/demo.yaml),
-# stream a generation over gRPC with `packd generate`, show the server's
+# stream a generation over gRPC with `packd generate`, chat one turn with
+# `packd chat`, show the server's
 # memory/density report and a few /metrics lines, and stop it cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,8 +56,10 @@ if [ -f "$gguf" ]; then
   $packd run "$work/stories-vlc" "$prompt" -n 80 --temperature 0.8 --top-p 0.95 --seed 7
 
   step "packd serve --config (configs/demo.yaml, serving the vlc-compressed stories260K)"
-  sed "s|path: .*stories260K.gguf|path: $work/stories-vlc|" configs/demo.yaml > "$work/demo.yaml"
-  grep -n 'path:' "$work/demo.yaml"
+  sed -e "s|path: .*stories260K.gguf|path: $work/stories-vlc|" \
+    -e "s|chat_template: stories-chat.jinja|chat_template: $PWD/configs/stories-chat.jinja|" \
+    configs/demo.yaml > "$work/demo.yaml"
+  grep -n -E 'path:|chat_template:' "$work/demo.yaml"
   build/cli/packd serve --config "$work/demo.yaml" 2> "$work/serve.log" &
   server=$!
   trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -75,6 +78,8 @@ if [ -f "$gguf" ]; then
     echo "MISMATCH between the served text and \`packd run\`" >&2
     exit 1
   fi
+  step "packd chat --model stories260K   (one turn: the conversation rendered by its chat template)"
+  echo "Once upon a time, a cat" | build/cli/packd chat --addr 127.0.0.1:50051 --model stories260K -n 40 --temperature 0 --show-prompt
   step "packd info   (GetServerInfo: memory by kind and density)"
   build/cli/packd info --addr 127.0.0.1:50051
   step "a few lines of http://127.0.0.1:9090/metrics"

@@ -498,7 +498,7 @@ class ConfigReader {
                                                {"name", "path", "codec", "device", "instances",
                                                 "kv_cache", "max_batch", "max_batch_tokens",
                                                 "max_context", "max_prompt_bytes", "threads",
-                                                "fused_max_batch"}));
+                                                "fused_max_batch", "chat_template"}));
       for (const char* key : {"name", "path", "device"}) {
         if (f.Find(key) == nullptr) return Error(items[i], f.PathOf(key), "required");
       }
@@ -569,6 +569,9 @@ class ConfigReader {
         ASSIGN_OR_RETURN(const int64_t n,
                          ReadInt(*v, f.PathOf("fused_max_batch"), 0, engine::kMaxFusedMaxBatch));
         model.fused_max_batch = static_cast<int>(n);
+      }
+      if (const YAML::Node* v = f.Find("chat_template")) {
+        ASSIGN_OR_RETURN(model.chat_template, ReadPath(*v, f.PathOf("chat_template"), true));
       }
       config.models.push_back(std::move(model));
     }
@@ -843,6 +846,7 @@ engine::EngineOptions ServerConfig::Model::ToEngineOptions() const {
   options.max_batch_tokens = max_batch_tokens;
   options.max_context = max_context;
   options.fused_max_batch = fused_max_batch;
+  options.chat_template_file = chat_template;
   return options;
 }
 

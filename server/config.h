@@ -171,6 +171,10 @@ struct ServerConfig {
     // decode-in-matmul kernels, taller ones cuBLAS; 0..32, 0: never fuse
     // (engine::EngineOptions::fused_max_batch).
     int fused_max_batch = engine::EngineOptions().fused_max_batch;
+    // `chat_template`: a Jinja file that replaces the model's own chat
+    // template (relative to the config file's directory); empty: the
+    // model's (engine/chat_source.h).
+    std::filesystem::path chat_template;
 
     // The engine options of one instance (engine defaults for the rest).
     engine::EngineOptions ToEngineOptions() const;

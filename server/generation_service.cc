@@ -71,6 +71,103 @@ absl::Status CheckPromptBytes(const LoadedModel& model, absl::string_view field,
       ")"));
 }
 
+// A Chat as the chat template sees it: the messages as a JSON array of
+// {"role", "content", ...} (OpenAI's shape; tool calls' "arguments" given as
+// a JSON string become the object it spells, as vLLM passes them, since
+// templates print them with tojson), and the render options.
+absl::Status ChatToTemplateInput(const packd::v1::Chat& chat, nlohmann::ordered_json* messages,
+                                 engine::chat::ChatRenderOptions* options) {
+  // Ordered: a template's tojson prints keys in the order the client sent
+  // them, as Python's dicts keep them.
+  using json = nlohmann::ordered_json;
+  if (chat.messages().empty()) return absl::InvalidArgumentError("chat.messages: empty");
+  const auto parse = [](const std::string& text, absl::string_view field) -> absl::StatusOr<json> {
+    json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(field, ": not valid JSON"));
+    return j;
+  };
+  *messages = json::array();
+  for (int i = 0; i < chat.messages_size(); ++i) {
+    const packd::v1::ChatMessage& m = chat.messages(i);
+    const std::string where = absl::StrCat("chat.messages[", i, "]");
+    if (m.role().empty()) return absl::InvalidArgumentError(absl::StrCat(where, ".role: required"));
+    json message = {{"role", m.role()}, {"content", m.content()}};
+    if (!m.name().empty()) message["name"] = m.name();
+    if (!m.tool_call_id().empty()) message["tool_call_id"] = m.tool_call_id();
+    if (!m.reasoning_content().empty()) message["reasoning_content"] = m.reasoning_content();
+    if (!m.tool_calls_json().empty()) {
+      const std::string field = absl::StrCat(where, ".tool_calls_json");
+      ASSIGN_OR_RETURN(json calls, parse(m.tool_calls_json(), field));
+      if (!calls.is_array()) return absl::InvalidArgumentError(absl::StrCat(field, ": not an array"));
+      for (json& call : calls) {
+        if (!call.is_object()) {
+          return absl::InvalidArgumentError(absl::StrCat(field, ": each tool call is an object"));
+        }
+        if (call.contains("function") && call["function"].is_object()) {
+          json& fn = call["function"];
+          if (fn.contains("arguments") && fn["arguments"].is_string()) {
+            json args = json::parse(fn["arguments"].get<std::string>(), nullptr, false);
+            if (args.is_object()) fn["arguments"] = std::move(args);
+          }
+        }
+      }
+      message["tool_calls"] = std::move(calls);
+    }
+    messages->push_back(std::move(message));
+  }
+  options->template_name = chat.template_name();
+  options->add_generation_prompt =
+      chat.has_add_generation_prompt() ? chat.add_generation_prompt() : true;
+  options->extra_context = json::object();
+  if (!chat.template_kwargs_json().empty()) {
+    ASSIGN_OR_RETURN(json kwargs, parse(chat.template_kwargs_json(), "chat.template_kwargs_json"));
+    if (!kwargs.is_object()) {
+      return absl::InvalidArgumentError("chat.template_kwargs_json: not a JSON object");
+    }
+    options->extra_context = std::move(kwargs);
+  }
+  if (!chat.tools_json().empty()) {
+    ASSIGN_OR_RETURN(json tools, parse(chat.tools_json(), "chat.tools_json"));
+    if (!tools.is_array()) return absl::InvalidArgumentError("chat.tools_json: not a JSON array");
+    options->extra_context["tools"] = std::move(tools);
+  }
+  return absl::OkStatus();
+}
+
+// The bytes of a Chat's text, bounded like a text prompt's before rendering.
+uint64_t ChatBytes(const packd::v1::Chat& chat) {
+  uint64_t n = chat.tools_json().size() + chat.template_kwargs_json().size();
+  for (const packd::v1::ChatMessage& m : chat.messages()) {
+    n += m.role().size() + m.content().size() + m.name().size() + m.tool_call_id().size() +
+         m.tool_calls_json().size() + m.reasoning_content().size();
+  }
+  return n;
+}
+
+// Renders a Chat with the model's template and tokenizes it as Hugging Face
+// does (engine::Engine::TokenizeChat). `rendered` (may be null) receives the
+// prompt text.
+absl::StatusOr<std::vector<engine::TokenId>> RenderChat(const LoadedModel& model,
+                                                        const engine::Engine& engine,
+                                                        const packd::v1::Chat& chat,
+                                                        std::string* rendered) {
+  const uint64_t limit = model.max_prompt_bytes();
+  if (limit != 0 && ChatBytes(chat) > limit) {
+    return absl::OutOfRangeError(absl::StrCat("chat: ", ChatBytes(chat),
+                                              " bytes of messages is more than model '",
+                                              model.spec().name, "' accepts (max_prompt_bytes ",
+                                              limit, ")"));
+  }
+  nlohmann::ordered_json messages;
+  engine::chat::ChatRenderOptions options;
+  RETURN_IF_ERROR(ChatToTemplateInput(chat, &messages, &options));
+  ASSIGN_OR_RETURN(std::string text, engine.RenderChat(messages, options));
+  RETURN_IF_ERROR(CheckPromptBytes(model, "the rendered chat prompt", text));
+  ASSIGN_OR_RETURN(std::vector<engine::TokenId> ids, engine.TokenizeChat(text));
+  if (rendered != nullptr) *rendered = std::move(text);
+  return ids;
+}
+
 }  // namespace
 
 absl::Status GenerationService::Acquire(const ServerConfig::Tenant& tenant) {
@@ -220,8 +317,12 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
       g.prompt.assign(request.token_ids().ids().begin(), request.token_ids().ids().end());
       if (g.prompt.empty()) return absl::InvalidArgumentError("token_ids: the prompt is empty");
       break;
+    case packd::v1::GenerateRequest::kChat: {
+      ASSIGN_OR_RETURN(g.prompt, RenderChat(*model, instance.engine(), request.chat(), nullptr));
+      break;
+    }
     default:
-      return absl::InvalidArgumentError("prompt: set text or token_ids");
+      return absl::InvalidArgumentError("prompt: set text, token_ids or chat");
   }
   const packd::v1::SamplingParams& sp = request.sampling();
   if (sp.has_temperature()) g.params.temperature = sp.temperature();
@@ -345,10 +446,18 @@ absl::Status GenerationService::Tokenize(const Credentials& credentials,
                                          const packd::v1::TokenizeRequest& request,
                                          packd::v1::TokenizeResponse* response) {
   ASSIGN_OR_RETURN(ModelTokenizer t, TokenizerFor(credentials, request.model()));
-  RETURN_IF_ERROR(CheckPromptBytes(*t.model, "text", request.text()));
-  ASSIGN_OR_RETURN(std::vector<engine::TokenId> ids,
-                   t.tokenizer->Encode(request.text(), request.add_special_tokens(),
-                                       /*parse_special=*/!request.split_special_tokens()));
+  std::vector<engine::TokenId> ids;
+  if (request.has_chat()) {
+    if (!request.text().empty()) {
+      return absl::InvalidArgumentError("text: not with chat (send one of them)");
+    }
+    ASSIGN_OR_RETURN(ids, RenderChat(*t.model, t.model->engine(), request.chat(),
+                                     response->mutable_rendered_prompt()));
+  } else {
+    RETURN_IF_ERROR(CheckPromptBytes(*t.model, "text", request.text()));
+    ASSIGN_OR_RETURN(ids, t.tokenizer->Encode(request.text(), request.add_special_tokens(),
+                                              /*parse_special=*/!request.split_special_tokens()));
+  }
   for (engine::TokenId id : ids) {
     response->add_token_ids(id);
     absl::StatusOr<std::string> piece = t.tokenizer->Piece(id);

@@ -6,7 +6,8 @@ model (stories260K) and tenant key. Uses only the system's Python 3 with
 Debian's python3-grpcio and python3-protobuf, and stubs that protoc with
 grpc_python_plugin generated into --stubs (packd/v1/generation_pb2*.py).
 
-Checks one streaming greedy Generate, one Tokenize, one Detokenize and a
+Checks one streaming greedy Generate, one Tokenize, one Detokenize, a chat
+(Tokenize and Generate with messages) and a
 wrong API key.
 Exits 0 when every check passed, 1 (with a message) otherwise.
 """
@@ -94,6 +95,34 @@ def check_detokenize(pb2, stub):
           f"(got {resp.text!r})")
 
 
+def check_chat(pb2, stub):
+    """A conversation rendered with the model's chat template (the demo's
+    configs/stories-chat.jinja): Tokenize shows the prompt, and Generate with
+    the messages gives what Generate with the rendered ids gives."""
+    chat = pb2.Chat(messages=[pb2.ChatMessage(role="user", content=PROMPT)])
+    resp = stub.Tokenize(pb2.TokenizeRequest(model=MODEL, chat=chat),
+                         metadata=auth(DEMO_KEY), timeout=RPC_TIMEOUT_S)
+    check(resp.rendered_prompt == "<s>" + PROMPT,
+          f"Tokenize(chat).rendered_prompt == {'<s>' + PROMPT!r} "
+          f"(got {resp.rendered_prompt!r})")
+    ids = list(resp.token_ids)
+    check(ids == EXPECTED_IDS,
+          f"Tokenize(chat) ids == {EXPECTED_IDS} (got {ids})")
+
+    def generate(**prompt):
+        req = pb2.GenerateRequest(model=MODEL, max_tokens=MAX_TOKENS,
+                                  stream=True, **prompt)
+        req.sampling.temperature = 0.0
+        out = stub.Generate(req, metadata=auth(DEMO_KEY), timeout=RPC_TIMEOUT_S)
+        return "".join(r.text for r in out)
+
+    by_chat = generate(chat=chat)
+    by_ids = generate(token_ids=pb2.TokenIds(ids=ids))
+    check(by_chat == by_ids and by_chat,
+          f"Generate(chat) == Generate(token_ids) (got {by_chat!r} vs "
+          f"{by_ids!r})")
+
+
 def check_wrong_key(grpc, pb2, stub):
     try:
         stub.Tokenize(pb2.TokenizeRequest(model=MODEL, text=PROMPT),
@@ -128,6 +157,7 @@ def main():
             check_streaming_generate(pb2, stub)
             check_tokenize(pb2, stub)
             check_detokenize(pb2, stub)
+            check_chat(pb2, stub)
             check_wrong_key(grpc, pb2, stub)
         except CheckFailed as e:
             print(f"FAILED: {e}", file=sys.stderr)

@@ -74,6 +74,7 @@ models:
     kv_cache: 16MiB
     max_batch: 16
     max_batch_tokens: 256
+    chat_template: $src_dir/configs/stories-chat.jinja
 
 tenants:
   - name: demo

@@ -125,6 +125,8 @@ TEST(ServeCheckTest, DemoConfigIsOk) {
   }
   ASSERT_FALSE(yaml.empty()) << demo;
   yaml = ReplaceOnce(yaml, kDemoModel, gguf.string());
+  yaml = ReplaceOnce(yaml, "chat_template: stories-chat.jinja",
+                     "chat_template: " + (root / "configs" / "stories-chat.jinja").string());
   constexpr char kDemoHash[] = "275d334e9fa1bc22b3ef7eb8cd73a75b8ace2a661dcef173cba4056f70af2cd4";
   yaml = ReplaceOnce(yaml, "    api_key_sha256:\n      - " + std::string(kDemoHash),
                      "    api_key_sha256_file: demo.sha256  #");
