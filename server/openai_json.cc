@@ -482,6 +482,7 @@ int HttpStatusOf(absl::StatusCode code) {
       return 200;
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:  // e.g. chat for a model without a template
       return 400;
     case absl::StatusCode::kUnauthenticated:
       return 401;

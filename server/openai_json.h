@@ -93,7 +93,9 @@ struct HttpError {
   int status = 500;  // HTTP status code
   std::string body;  // {"error": {"message", "type", "param", "code"}}
 };
-// InvalidArgument / OutOfRange 400, Unauthenticated 401, PermissionDenied
+// InvalidArgument / OutOfRange / FailedPrecondition (the model cannot serve
+// this request as sent, e.g. chat without a chat template) 400,
+// Unauthenticated 401, PermissionDenied
 // 403, NotFound 404, ResourceExhausted 429, Unavailable 503,
 // DeadlineExceeded 504, anything else 500. `param` is the field a message
 // starts with ("temperature: ..."), else null.

@@ -290,7 +290,7 @@ TEST(OpenAiJsonTest, ErrorMapping) {
       {absl::UnauthenticatedError("x"), 401}, {absl::PermissionDeniedError("x"), 403},
       {absl::NotFoundError("x"), 404},        {absl::ResourceExhaustedError("x"), 429},
       {absl::UnavailableError("x"), 503},     {absl::DeadlineExceededError("x"), 504},
-      {absl::InternalError("x"), 500},        {absl::FailedPreconditionError("x"), 500},
+      {absl::InternalError("x"), 500},        {absl::FailedPreconditionError("x"), 400},
   };
   for (const auto& [status, http] : cases) {
     const HttpError e = ErrorFor(status);

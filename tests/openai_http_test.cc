@@ -1,6 +1,6 @@
 // The OpenAI-compatible HTTP API end to end over loopback (stories260K on
-// the CPU device) with cpp-httplib's client and raw sockets: completions
-// streamed and not (the same text as gRPC Generate), /v1/models, the error
+// the CPU device) with cpp-httplib's client and raw sockets: completions and
+// chat, streamed and not (the same text as gRPC Generate), /v1/models, the error
 // statuses, the tenant limits shared with gRPC, client disconnects, slow
 // clients, draining and TLS.
 #include <arpa/inet.h>
@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -44,7 +45,19 @@ struct Options {
   std::string extra;  // more keys of the http section
 };
 
-std::string Config(const std::filesystem::path& gguf, const Options& o) {
+// stories260K has no chat template: configs/stories-chat.jinja's idea (the
+// turns joined after bos), so a one-message chat is that message as a story.
+constexpr char kChatTemplate[] = R"({{- bos_token -}}
+{%- for message in messages -%}
+  {%- if message.role == 'system' -%}
+    {{- raise_exception('no system prompt here') -}}
+  {%- endif -%}
+  {{- message.content | trim -}}
+  {%- if not loop.last %} {% endif -%}
+{%- endfor -%})";
+
+std::string Config(const std::filesystem::path& gguf, const std::filesystem::path& chat_template,
+                   const Options& o) {
   return absl::StrCat(R"(
 grpc:
   listen: "127.0.0.1:0"
@@ -69,6 +82,8 @@ models:
     kv_cache: 16MiB
     max_batch: 4
     threads: 2
+    chat_template: )",
+                      chat_template.string(), R"(
   - name: other
     path: )",
                       gguf.string(), R"(
@@ -110,6 +125,21 @@ Events ParseSse(const std::string& body) {
     }
     e.data.push_back(Json::parse(data));
   }
+  return e;
+}
+
+// The events of a successful stream (200, text/event-stream, ending with
+// [DONE]); none when it was not one.
+Events StreamedEvents(const httplib::Result& r) {
+  if (!r) {
+    ADD_FAILURE() << "no response: " << httplib::to_string(r.error());
+    return {};
+  }
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_THAT(r->get_header_value("Content-Type"), HasSubstr("text/event-stream"));
+  if (r->status != 200) return {};
+  Events e = ParseSse(r->body);
+  EXPECT_TRUE(e.done);
   return e;
 }
 
@@ -169,7 +199,9 @@ class OpenAiHttpTest : public ::testing::Test {
   void Start(const Options& o = {}) {
     const auto gguf = testing::RequireSharedFile("models/stories260K/stories260K.gguf");
     ASSERT_FALSE(gguf.empty());
-    auto config = server::ParseServerConfig(Config(gguf, o), "http.yaml");
+    const std::filesystem::path chat_template = tmp_.path() / "chat.jinja";
+    std::ofstream(chat_template) << kChatTemplate;
+    auto config = server::ParseServerConfig(Config(gguf, chat_template, o), "http.yaml");
     ASSERT_TRUE(config.ok()) << config.status();
     auto s = server::Server::Start(std::move(*config));
     ASSERT_TRUE(s.ok()) << s.status();
@@ -271,11 +303,7 @@ TEST_F(OpenAiHttpTest, CompletionsMatchGrpcGenerate) {
     r = Post("/v1/completions", absl::StrCat(R"({"model": "stories", "prompt": "Once upon a time",
         "max_tokens": 30, "stream": true, "stream_options": {"include_usage": true}, )",
                                              sampling, "}"));
-    ASSERT_TRUE(r);
-    ASSERT_EQ(r->status, 200) << r->body;
-    EXPECT_THAT(r->get_header_value("Content-Type"), HasSubstr("text/event-stream"));
-    const Events e = ParseSse(r->body);
-    EXPECT_TRUE(e.done);
+    const Events e = StreamedEvents(r);
     ASSERT_GE(e.data.size(), 3u);
     std::string streamed;
     for (size_t i = 0; i + 1 < e.data.size(); ++i) {
@@ -315,6 +343,70 @@ TEST_F(OpenAiHttpTest, StopStringsTokenPromptsAndLogprobs) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200) << r->body;
   EXPECT_EQ(Json::parse(r->body)["usage"]["prompt_tokens"], 3);
+}
+
+// Chat through the model's chat template: the same text as gRPC Generate
+// with the same chat, streamed or not.
+TEST_F(OpenAiHttpTest, ChatCompletionsMatchGrpcChat) {
+  Start();
+  const std::string messages = R"("messages": [{"role": "user", "content": "Once upon a time"}])";
+  httplib::Result r =
+      Post("/v1/chat/completions",
+           absl::StrCat("{\"model\": \"stories\", ", messages,
+                        R"(, "max_tokens": 30, "temperature": 0, "logprobs": true})"));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const Json j = Json::parse(r->body);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_TRUE(absl::StartsWith(j["id"].get<std::string>(), "chatcmpl-req-")) << j["id"];
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  const std::string content = j["choices"][0]["message"]["content"];
+  // The template renders bos + the message: the story's own continuation.
+  EXPECT_TRUE(absl::StartsWith(content, kReferenceStart)) << content;
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["choices"][0]["logprobs"]["content"].size(), 30u);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 30);
+
+  packd::v1::GenerateRequest g;
+  g.set_model("stories");
+  packd::v1::ChatMessage& m = *g.mutable_chat()->add_messages();
+  m.set_role("user");
+  m.set_content("Once upon a time");
+  g.set_max_tokens(30);
+  g.mutable_sampling()->set_temperature(0);
+  g.set_stream(true);
+  EXPECT_EQ(GrpcText(g), content);
+
+  r = Post("/v1/chat/completions",
+           absl::StrCat("{\"model\": \"stories\", ", messages,
+                        R"(, "max_tokens": 30, "temperature": 0, "stream": true,
+                            "stream_options": {"include_usage": true}})"));
+  const Events e = StreamedEvents(r);
+  ASSERT_GE(e.data.size(), 3u);
+  std::string streamed;
+  for (size_t i = 0; i + 1 < e.data.size(); ++i) {
+    EXPECT_EQ(e.data[i]["object"], "chat.completion.chunk");
+    const Json& delta = e.data[i]["choices"][0]["delta"];
+    EXPECT_EQ(delta.contains("role"), i == 0) << delta;
+    if (i == 0) EXPECT_EQ(delta["role"], "assistant");
+    streamed += delta["content"].get<std::string>();
+  }
+  EXPECT_EQ(streamed, content);
+  EXPECT_EQ(e.data[e.data.size() - 2]["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(e.data.back()["usage"]["completion_tokens"], 30);
+
+  // The template's own refusal is a 400 with its message.
+  r = Post("/v1/chat/completions", R"({"model": "stories", "messages": [
+      {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;
+  EXPECT_THAT(r->body, HasSubstr("no system prompt here"));
+  // A model without a chat template.
+  r = Post("/v1/chat/completions",
+           R"({"model": "other", "messages": [{"role": "user", "content": "Hi"}]})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;
+  EXPECT_THAT(r->body, HasSubstr("no chat template"));
 }
 
 TEST_F(OpenAiHttpTest, ModelsListOnlyTheTenantsModels) {
