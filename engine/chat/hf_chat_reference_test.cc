@@ -77,7 +77,15 @@ fs::path SourceDir() {
   return fs::current_path();
 }
 
-fs::path ReferenceDir() { return SourceDir() / "tests/chat_reference"; }
+// tests/chat_reference, or $PACKD_CHAT_REFERENCE_DIR: another folder laid out
+// the same way (expectations.json, conversations.json, templates/), such as one
+// made by make_expectations.mjs from templates under trial.
+fs::path ReferenceDir() {
+  if (const char* env = std::getenv("PACKD_CHAT_REFERENCE_DIR"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  return SourceDir() / "tests/chat_reference";
+}
 
 absl::StatusOr<nlohmann::ordered_json> ReadJson(const fs::path& file) {
   absl::StatusOr<std::string> text = ReadFileToString(file);

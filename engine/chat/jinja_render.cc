@@ -825,9 +825,7 @@ absl::StatusOr<std::string> Renderer::Concat(const Value& v, Pos pos) {
       return std::string();
     default: {
       std::string out;
-      JsonOptions options;
-      options.undefined_as_null = false;
-      RETURN_IF_ERROR(Annotate(AppendJson(v, options, 0, &out), pos));
+      RETURN_IF_ERROR(Annotate(AppendJsString(v, &out), pos));
       return out;
     }
   }
@@ -835,8 +833,8 @@ absl::StatusOr<std::string> Renderer::Concat(const Value& v, Pos pos) {
 
 absl::StatusOr<Value> Renderer::BinaryOp(absl::string_view op, const Value& a, const Value& b,
                                          Pos pos) {
-  if (op == "==") return Value::Bool(Equal(a, b));
-  if (op == "!=") return Value::Bool(!Equal(a, b));
+  if (op == "==") return Value::Bool(LooseEqual(a, b));
+  if (op == "!=") return Value::Bool(!LooseEqual(a, b));
   const auto fail = [&]() {
     return Error(pos, absl::StrCat("unsupported operand types for '", op, "': ", KindName(a.kind),
                                    " and ", KindName(b.kind)));
@@ -849,17 +847,10 @@ absl::StatusOr<Value> Renderer::BinaryOp(absl::string_view op, const Value& a, c
         found = false;
         break;
       case Kind::kList:
-        for (const Value& item : b.list->items) {
-          // The reference's === : none is not undefined, true is not 1.
-          if (item.kind == Kind::kBool || a.kind == Kind::kBool || item.is_none() || a.is_none() ||
-              item.is_undefined() || a.is_undefined()) {
-            if (item.kind == a.kind && (item.kind != Kind::kBool || item.boolean == a.boolean))
-              found = true;
-          } else if (Equal(item, a)) {
-            found = true;
-          }
-          if (found) break;
-        }
+        // The reference's ===: none is not undefined, true is not 1, lists
+        // and dicts by identity.
+        found = std::any_of(b.list->items.begin(), b.list->items.end(),
+                            [&](const Value& item) { return StrictEqual(item, a); });
         break;
       case Kind::kString:
         if (!a.is_string()) return fail();
@@ -1587,6 +1578,15 @@ absl::StatusOr<std::string> Renderer::Str(const Value& v, Pos pos) {
       return std::string("None");
     case Kind::kUndefined:
       return std::string();
+    case Kind::kList:
+    case Kind::kDict:
+    case Kind::kNamespace: {
+      std::string out;
+      JsonOptions options;
+      options.undefined_as_null = false;
+      RETURN_IF_ERROR(Annotate(AppendJson(v, options, 0, &out), pos));
+      return out;
+    }
     default:
       return Concat(v, pos);
   }
@@ -1686,6 +1686,11 @@ absl::StatusOr<bool> Renderer::Test(absl::string_view name, const Value& v, cons
       {"!=", "!="},         {"lt", "<"},       {"<", "<"},   {"lessthan", "<"},
       {"le", "<="},         {"<=", "<="},      {"gt", ">"},  {">", ">"},
       {"greaterthan", ">"}, {"ge", ">="},      {">=", ">="}, {"in", "in"}};
+  if (name == "eq" || name == "equalto") {
+    // The reference's ===.
+    ASSIGN_OR_RETURN(Value other, one_arg());
+    return StrictEqual(v, other);
+  }
   for (const auto& [test, op] : kComparisons) {
     if (name != test) continue;
     ASSIGN_OR_RETURN(Value other, one_arg());
@@ -2018,7 +2023,7 @@ absl::StatusOr<Value> Renderer::Filter(absl::string_view name, const Value& v, c
       for (size_t i = 0; i < items.size(); ++i) {
         Value key = keys[i];
         if (!case_sensitive && key.is_string()) key = Value::String(ToLower(key.str()));
-        if (std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return Equal(s, key); }))
+        if (std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return StrictEqual(s, key); }))
           continue;
         seen.push_back(key);
         out.push_back(items[i]);
