@@ -386,6 +386,15 @@ x)J",
     {"in_strict", true,
      R"J({{ 1 in [1.0] }} {{ '1' in [1] }} {{ true in [1] }} {{ {'a': 1} in [{'a': 1}] }} {{ ms[0] in ms }} {{ ms | selectattr('r', 'equalto', 'u') | list | length }} {{ [1, '1', 1.0, true] | unique | list | length }})J",
      R"J({"ms": [{"r": "u"}]})J", R"J(true false false false true 1 3)J"},
+    // str.strip/lstrip/rstrip(chars) ignore chars and strip white space, as
+    // the reference's (JavaScript's trim) do.
+    {"strip_ignores_chars", true,
+     R"J([{{ '  a\n'.strip('\n') }}][{{ '\n x '.lstrip('\n') }}][{{ ' x \n'.rstrip('\n') }}][{{ 'xxaxx'.strip('x') }}])J",
+     R"J({})J", R"J([a][x ][ x][xxaxx])J"},
+    // Lengths and indices of strings count UTF-16 units (slices code points).
+    {"utf16_length", true,
+     R"J({{ s | length }} {{ s.length }} {{ s[0] }}{{ s[1] }} {{ s[-1] }} {{ s[:2] }} {{ s[1:3] }})J",
+     R"J({"s": "a🎉é"})J", "4 4 a\xEF\xBF\xBD é a🎉 🎉é"},
 };
 
 absl::StatusOr<std::string> Render(const std::string& source,

@@ -136,42 +136,51 @@ bool StrictEqual(const Value& a, const Value& b) {
   }
 }
 
-namespace {
-
-// JavaScript's StrWhiteSpaceChar at s[i] (ASCII and the Unicode space
-// separators, line terminators and BOM): its length in bytes, or 0.
-size_t JsWhiteSpaceAt(std::string_view s, size_t i) {
-  const unsigned char c = static_cast<unsigned char>(s[i]);
+// JavaScript's whitespace set (String#trim), which the reference strips.
+size_t JsWhitespaceLen(absl::string_view s, size_t i) {
+  const unsigned char c = s[i];
   if (c == ' ' || (c >= '\t' && c <= '\r')) return 1;
-  static constexpr std::string_view kSpaces[] = {
-      "\u00a0", "\u1680", "\u2000", "\u2001", "\u2002", "\u2003", "\u2004", "\u2005",
-      "\u2006", "\u2007", "\u2008", "\u2009", "\u200a", "\u2028", "\u2029", "\u202f",
-      "\u205f", "\u3000", "\ufeff"};
-  for (std::string_view space : kSpaces) {
-    if (s.substr(i, space.size()) == space) return space.size();
+  if (c == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) == 0xA0) return 2;
+  if (c == 0xE1 && s.substr(i, 3) == "\xE1\x9A\x80") return 3;
+  if (c == 0xE2 && i + 2 < s.size()) {
+    const unsigned char c1 = s[i + 1], c2 = s[i + 2];
+    if (c1 == 0x80 && ((c2 >= 0x80 && c2 <= 0x8A) || c2 == 0xA8 || c2 == 0xA9 || c2 == 0xAF))
+      return 3;
+    if (c1 == 0x81 && c2 == 0x9F) return 3;
   }
+  if (s.substr(i, 3) == "\xE3\x80\x80" || s.substr(i, 3) == "\xEF\xBB\xBF") return 3;
   return 0;
 }
+absl::string_view TrimLeft(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const size_t n = JsWhitespaceLen(s, i);
+    if (n == 0) break;
+    i += n;
+  }
+  return s.substr(i);
+}
+absl::string_view TrimRight(absl::string_view s) {
+  while (!s.empty()) {
+    size_t n = 0;
+    for (size_t k = 1; k <= 3 && k <= s.size(); ++k) {
+      if (JsWhitespaceLen(s, s.size() - k) == k) {
+        n = k;
+        break;
+      }
+    }
+    if (n == 0) break;
+    s.remove_suffix(n);
+  }
+  return s;
+}
+namespace {
 
 // JavaScript's Number(string): surrounding white space ignored, "" is 0,
 // decimal literals with an optional sign and exponent, "Infinity", 0x/0o/0b
 // integers; anything else NaN.
-double JsStringToNumber(std::string_view s) {
-  size_t begin = 0, end = s.size();
-  while (begin < end) {
-    const size_t n = JsWhiteSpaceAt(s, begin);
-    if (n == 0) break;
-    begin += n;
-  }
-  while (end > begin) {
-    size_t n = 0;
-    for (size_t len = 1; len <= 3 && len <= end - begin && n == 0; ++len) {
-      if (JsWhiteSpaceAt(s, end - len) == len) n = len;
-    }
-    if (n == 0) break;
-    end -= n;
-  }
-  s = s.substr(begin, end - begin);
+double JsStringToNumber(absl::string_view s) {
+  s = TrimRight(TrimLeft(s));
   const double nan = std::numeric_limits<double>::quiet_NaN();
   if (s.empty()) return 0;
   if (s.size() > 2 && s[0] == '0') {

@@ -123,6 +123,13 @@ const char* KindName(Kind kind);
 // absl (as packaged) has its own string_view: StrCat and friends take this.
 inline absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
+// JavaScript's white space (String#trim: ASCII white space, the Unicode space
+// separators, line terminators and the BOM) at s[i]: its length in bytes, or 0.
+size_t JsWhitespaceLen(absl::string_view s, size_t i);
+// s without leading / trailing JavaScript white space.
+absl::string_view TrimLeft(absl::string_view s);
+absl::string_view TrimRight(absl::string_view s);
+
 // Truthiness, as Python (and the reference) define it.
 bool Truthy(const Value& v);
 
