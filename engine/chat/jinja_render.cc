@@ -13,6 +13,7 @@
 #include <deque>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -103,6 +104,19 @@ int64_t CodePointCount(absl::string_view s) {
   for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
   return n;
 }
+// The array index a JavaScript object key spells ("0", "17"; not "01", "-1"
+// or 4294967295 and above), which orders it before the other keys.
+std::optional<uint32_t> ArrayIndex(absl::string_view key) {
+  if (key.empty() || key.size() > 10 || (key.size() > 1 && key[0] == '0')) return std::nullopt;
+  uint64_t n = 0;
+  for (const char c : key) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (n >= 4294967295u) return std::nullopt;
+  return static_cast<uint32_t>(n);
+}
+
 // JavaScript's String#length: UTF-16 code units (a code point above U+FFFF,
 // four bytes of UTF-8, counts two).
 int64_t Utf16Length(absl::string_view s) {
@@ -404,11 +418,27 @@ absl::StatusOr<Value> Renderer::FromJson(const Json& j, int depth) {
       return NewList(std::move(items), 0);
     }
     case nlohmann::json::value_t::object: {
-      ASSIGN_OR_RETURN(Value dict, NewDict(0));
+      // The reference gets the context from a JavaScript object, whose keys
+      // that are array indices ("0", "10", up to 2^32 - 2) come first, in
+      // ascending order, then the others in their order.
+      std::vector<std::pair<uint32_t, typename Json::const_iterator>> indices;
+      std::vector<typename Json::const_iterator> others;
       for (auto it = j.begin(); it != j.end(); ++it) {
-        ASSIGN_OR_RETURN(Value v, FromJson(it.value(), depth + 1));
-        RETURN_IF_ERROR(DictSet(dict, it.key(), std::move(v), 0));
+        if (const std::optional<uint32_t> index = ArrayIndex(it.key())) {
+          indices.emplace_back(*index, it);
+        } else {
+          others.push_back(it);
+        }
       }
+      std::stable_sort(indices.begin(), indices.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      ASSIGN_OR_RETURN(Value dict, NewDict(0));
+      const auto add = [&](const typename Json::const_iterator& it) -> absl::Status {
+        ASSIGN_OR_RETURN(Value v, FromJson(it.value(), depth + 1));
+        return DictSet(dict, it.key(), std::move(v), 0);
+      };
+      for (const auto& [index, it] : indices) RETURN_IF_ERROR(add(it));
+      for (const auto& it : others) RETURN_IF_ERROR(add(it));
       return dict;
     }
     default:

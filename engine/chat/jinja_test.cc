@@ -395,6 +395,12 @@ x)J",
     {"utf16_length", true,
      R"J({{ s | length }} {{ s.length }} {{ s[0] }}{{ s[1] }} {{ s[-1] }} {{ s[:2] }} {{ s[1:3] }})J",
      R"J({"s": "a🎉é"})J", "4 4 a\xEF\xBF\xBD é a🎉 🎉é"},
+    // Keys of context objects that are array indices come first, ascending
+    // (JavaScript's property order); dict literals keep their order.
+    {"index_keys_first", true,
+     R"J({{ d | tojson }} {% for k, v in d.items() %}{{ k }}{% endfor %} {{ {'b': 1, '2': 2} | tojson }})J",
+     R"J({"d": {"b": 1, "10": 2, "2": 3, "01": 4, "-1": 5, "4294967295": 6, "4294967294": 7}})J",
+     R"J({"2": 3, "10": 2, "4294967294": 7, "b": 1, "01": 4, "-1": 5, "4294967295": 6} 2104294967294b01-14294967295 {"b": 1, "2": 2})J"},
 };
 
 absl::StatusOr<std::string> Render(const std::string& source,
