@@ -1,6 +1,6 @@
-// The chat-template renderer against Hugging Face's own: for ~16 real chat
+// The chat-template renderer against Hugging Face's own: for ~28 real chat
 // templates (tests/chat_reference/templates/*.jinja, and the chat_template of
-// four tokenizer_config.json files under ../shared/tokenizers) and ~18
+// four tokenizer_config.json files under ../shared/tokenizers) and ~23
 // conversations each, with and without the generation prompt, the text that
 // @huggingface/jinja 0.5.13 renders as transformers.js's apply_chat_template
 // calls it (tests/chat_reference/expectations.json, made by
@@ -77,7 +77,15 @@ fs::path SourceDir() {
   return fs::current_path();
 }
 
-fs::path ReferenceDir() { return SourceDir() / "tests/chat_reference"; }
+// tests/chat_reference, or $PACKD_CHAT_REFERENCE_DIR: another folder laid out
+// the same way (expectations.json, conversations.json, templates/), such as one
+// made by make_expectations.mjs from templates under trial.
+fs::path ReferenceDir() {
+  if (const char* env = std::getenv("PACKD_CHAT_REFERENCE_DIR"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  return SourceDir() / "tests/chat_reference";
+}
 
 absl::StatusOr<nlohmann::ordered_json> ReadJson(const fs::path& file) {
   absl::StatusOr<std::string> text = ReadFileToString(file);
@@ -300,7 +308,9 @@ TEST_P(HfChatReferenceTest, RendersLikeHuggingFaceJinja) {
   ASSERT_NE(t, nullptr) << "no template " << GetParam() << " in expectations.json";
   const auto cases = ref->cases.find(t->name);
   ASSERT_NE(cases, ref->cases.end()) << t->name << ": no cases";
-  ASSERT_GE(cases->second.size(), 20u) << t->name;
+  // Some templates render only the tool conversations (tools: null breaks
+  // the others in the reference), hence a low floor.
+  ASSERT_GE(cases->second.size(), 8u) << t->name;
 
   std::string skip;
   absl::StatusOr<ChatTemplates> templates = LoadTemplates(*t, ref->now, &skip);

@@ -13,6 +13,7 @@
 #include <deque>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -103,63 +104,29 @@ int64_t CodePointCount(absl::string_view s) {
   for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
   return n;
 }
+// The array index a JavaScript object key spells ("0", "17"; not "01", "-1"
+// or 4294967295 and above), which orders it before the other keys.
+std::optional<uint32_t> ArrayIndex(absl::string_view key) {
+  if (key.empty() || key.size() > 10 || (key.size() > 1 && key[0] == '0')) return std::nullopt;
+  uint64_t n = 0;
+  for (const char c : key) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (n >= 4294967295u) return std::nullopt;
+  return static_cast<uint32_t>(n);
+}
 
-// JavaScript's whitespace set (String#trim), which the reference strips.
-size_t WhitespaceLen(absl::string_view s, size_t i) {
-  const unsigned char c = s[i];
-  if (c == ' ' || (c >= '\t' && c <= '\r')) return 1;
-  if (c == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) == 0xA0) return 2;
-  if (c == 0xE1 && s.substr(i, 3) == "\xE1\x9A\x80") return 3;
-  if (c == 0xE2 && i + 2 < s.size()) {
-    const unsigned char c1 = s[i + 1], c2 = s[i + 2];
-    if (c1 == 0x80 && ((c2 >= 0x80 && c2 <= 0x8A) || c2 == 0xA8 || c2 == 0xA9 || c2 == 0xAF))
-      return 3;
-    if (c1 == 0x81 && c2 == 0x9F) return 3;
+// JavaScript's String#length: UTF-16 code units (a code point above U+FFFF,
+// four bytes of UTF-8, counts two).
+int64_t Utf16Length(absl::string_view s) {
+  int64_t n = 0;
+  for (char c : s) {
+    const unsigned char b = static_cast<unsigned char>(c);
+    n += (b & 0xC0) != 0x80;
+    n += b >= 0xF0;
   }
-  if (s.substr(i, 3) == "\xE3\x80\x80" || s.substr(i, 3) == "\xEF\xBB\xBF") return 3;
-  return 0;
-}
-absl::string_view TrimLeft(absl::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const size_t n = WhitespaceLen(s, i);
-    if (n == 0) break;
-    i += n;
-  }
-  return s.substr(i);
-}
-absl::string_view TrimRight(absl::string_view s) {
-  while (!s.empty()) {
-    size_t n = 0;
-    for (size_t k = 1; k <= 3 && k <= s.size(); ++k) {
-      if (WhitespaceLen(s, s.size() - k) == k) {
-        n = k;
-        break;
-      }
-    }
-    if (n == 0) break;
-    s.remove_suffix(n);
-  }
-  return s;
-}
-// Python's str.strip(chars): strips any of the code points in chars.
-absl::string_view StripChars(absl::string_view s, absl::string_view chars, bool left, bool right) {
-  const std::vector<absl::string_view> set = SplitChars(chars);
-  const auto in_set = [&](absl::string_view c) {
-    return std::find(set.begin(), set.end(), c) != set.end();
-  };
-  std::vector<absl::string_view> cs = SplitChars(s);
-  size_t begin = 0, end = cs.size();
-  if (left) {
-    while (begin < end && in_set(cs[begin])) ++begin;
-  }
-  if (right) {
-    while (end > begin && in_set(cs[end - 1])) --end;
-  }
-  if (begin == end) return s.substr(0, 0);
-  return absl::string_view(
-      cs[begin].data(),
-      static_cast<size_t>(cs[end - 1].data() + cs[end - 1].size() - cs[begin].data()));
+  return n;
 }
 
 std::string ToUpper(absl::string_view s) {
@@ -451,11 +418,27 @@ absl::StatusOr<Value> Renderer::FromJson(const Json& j, int depth) {
       return NewList(std::move(items), 0);
     }
     case nlohmann::json::value_t::object: {
-      ASSIGN_OR_RETURN(Value dict, NewDict(0));
+      // The reference gets the context from a JavaScript object, whose keys
+      // that are array indices ("0", "10", up to 2^32 - 2) come first, in
+      // ascending order, then the others in their order.
+      std::vector<std::pair<uint32_t, typename Json::const_iterator>> indices;
+      std::vector<typename Json::const_iterator> others;
       for (auto it = j.begin(); it != j.end(); ++it) {
-        ASSIGN_OR_RETURN(Value v, FromJson(it.value(), depth + 1));
-        RETURN_IF_ERROR(DictSet(dict, it.key(), std::move(v), 0));
+        if (const std::optional<uint32_t> index = ArrayIndex(it.key())) {
+          indices.emplace_back(*index, it);
+        } else {
+          others.push_back(it);
+        }
       }
+      std::stable_sort(indices.begin(), indices.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      ASSIGN_OR_RETURN(Value dict, NewDict(0));
+      const auto add = [&](const typename Json::const_iterator& it) -> absl::Status {
+        ASSIGN_OR_RETURN(Value v, FromJson(it.value(), depth + 1));
+        return DictSet(dict, it.key(), std::move(v), 0);
+      };
+      for (const auto& [index, it] : indices) RETURN_IF_ERROR(add(it));
+      for (const auto& it : others) RETURN_IF_ERROR(add(it));
       return dict;
     }
     default:
@@ -825,9 +808,7 @@ absl::StatusOr<std::string> Renderer::Concat(const Value& v, Pos pos) {
       return std::string();
     default: {
       std::string out;
-      JsonOptions options;
-      options.undefined_as_null = false;
-      RETURN_IF_ERROR(Annotate(AppendJson(v, options, 0, &out), pos));
+      RETURN_IF_ERROR(Annotate(AppendJsString(v, &out), pos));
       return out;
     }
   }
@@ -835,8 +816,8 @@ absl::StatusOr<std::string> Renderer::Concat(const Value& v, Pos pos) {
 
 absl::StatusOr<Value> Renderer::BinaryOp(absl::string_view op, const Value& a, const Value& b,
                                          Pos pos) {
-  if (op == "==") return Value::Bool(Equal(a, b));
-  if (op == "!=") return Value::Bool(!Equal(a, b));
+  if (op == "==") return Value::Bool(LooseEqual(a, b));
+  if (op == "!=") return Value::Bool(!LooseEqual(a, b));
   const auto fail = [&]() {
     return Error(pos, absl::StrCat("unsupported operand types for '", op, "': ", KindName(a.kind),
                                    " and ", KindName(b.kind)));
@@ -849,17 +830,10 @@ absl::StatusOr<Value> Renderer::BinaryOp(absl::string_view op, const Value& a, c
         found = false;
         break;
       case Kind::kList:
-        for (const Value& item : b.list->items) {
-          // The reference's === : none is not undefined, true is not 1.
-          if (item.kind == Kind::kBool || a.kind == Kind::kBool || item.is_none() || a.is_none() ||
-              item.is_undefined() || a.is_undefined()) {
-            if (item.kind == a.kind && (item.kind != Kind::kBool || item.boolean == a.boolean))
-              found = true;
-          } else if (Equal(item, a)) {
-            found = true;
-          }
-          if (found) break;
-        }
+        // The reference's ===: none is not undefined, true is not 1, lists
+        // and dicts by identity.
+        found = std::any_of(b.list->items.begin(), b.list->items.end(),
+                            [&](const Value& item) { return StrictEqual(item, a); });
         break;
       case Kind::kString:
         if (!a.is_string()) return fail();
@@ -994,11 +968,20 @@ absl::StatusOr<Value> Renderer::Member(const Value& object, const Value& key, Po
           if (i < 0 || i >= n) return Value();
           return object.list->items[static_cast<size_t>(i)];
         }
-        const std::vector<absl::string_view> chars = SplitChars(*object.text);
-        const int64_t n = static_cast<int64_t>(chars.size());
+        // The reference's String#at: indices count UTF-16 code units; half
+        // of a surrogate pair prints as U+FFFD.
+        std::vector<absl::string_view> units;
+        for (absl::string_view c : SplitChars(*object.text)) {
+          if (c.size() == 4) {
+            units.insert(units.end(), 2, "\xEF\xBF\xBD");
+          } else {
+            units.push_back(c);
+          }
+        }
+        const int64_t n = static_cast<int64_t>(units.size());
         const int64_t i = key.integer < 0 ? key.integer + n : key.integer;
         if (i < 0 || i >= n) return Value();
-        return Value::String(std::string(chars[static_cast<size_t>(i)]));
+        return Value::String(std::string(units[static_cast<size_t>(i)]));
       }
       if (!key.is_string()) {
         return Error(pos, absl::StrCat("cannot index a ", KindName(object.kind), " with a ",
@@ -1007,7 +990,7 @@ absl::StatusOr<Value> Renderer::Member(const Value& object, const Value& key, Po
       if (*key.text == "length") {
         return Value::Int(object.kind == Kind::kList
                               ? static_cast<int64_t>(object.list->items.size())
-                              : CodePointCount(*object.text));
+                              : Utf16Length(*object.text));
       }
       static constexpr absl::string_view kStringMethods[] = {
           "upper",      "lower",    "strip", "lstrip",  "rstrip", "title", "capitalize",
@@ -1337,15 +1320,14 @@ absl::StatusOr<Value> Renderer::StringMethod(const std::string& s, absl::string_
   }
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
     RETURN_IF_ERROR(Annotate(CheckSignature(args, {"chars"}, what), pos));
+    // The reference ignores `chars` (JavaScript's trim/trimStart/trimEnd):
+    // strip('\n') strips spaces too.
     ASSIGN_OR_RETURN(const Value* chars, string_arg(0, "chars", false));
+    (void)chars;
     const bool left = name != "rstrip", right = name != "lstrip";
     absl::string_view result = s;
-    if (chars != nullptr) {
-      result = StripChars(s, chars->str(), left, right);
-    } else {
-      if (left) result = TrimLeft(result);
-      if (right) result = TrimRight(result);
-    }
+    if (left) result = TrimLeft(result);
+    if (right) result = TrimRight(result);
     return MakeString(std::string(result), pos);
   }
   if (name == "startswith" || name == "endswith") {
@@ -1385,7 +1367,7 @@ absl::StatusOr<Value> Renderer::StringMethod(const std::string& s, absl::string_
           break;
         }
         size_t end = 0;
-        while (end < rest.size() && WhitespaceLen(rest, end) == 0) ++end;
+        while (end < rest.size() && JsWhitespaceLen(rest, end) == 0) ++end;
         parts.push_back(Value::String(std::string(rest.substr(0, end))));
         rest = TrimLeft(rest.substr(end));
       }
@@ -1587,6 +1569,15 @@ absl::StatusOr<std::string> Renderer::Str(const Value& v, Pos pos) {
       return std::string("None");
     case Kind::kUndefined:
       return std::string();
+    case Kind::kList:
+    case Kind::kDict:
+    case Kind::kNamespace: {
+      std::string out;
+      JsonOptions options;
+      options.undefined_as_null = false;
+      RETURN_IF_ERROR(Annotate(AppendJson(v, options, 0, &out), pos));
+      return out;
+    }
     default:
       return Concat(v, pos);
   }
@@ -1686,6 +1677,11 @@ absl::StatusOr<bool> Renderer::Test(absl::string_view name, const Value& v, cons
       {"!=", "!="},         {"lt", "<"},       {"<", "<"},   {"lessthan", "<"},
       {"le", "<="},         {"<=", "<="},      {"gt", ">"},  {">", ">"},
       {"greaterthan", ">"}, {"ge", ">="},      {">=", ">="}, {"in", "in"}};
+  if (name == "eq" || name == "equalto") {
+    // The reference's ===.
+    ASSIGN_OR_RETURN(Value other, one_arg());
+    return StrictEqual(v, other);
+  }
   for (const auto& [test, op] : kComparisons) {
     if (name != test) continue;
     ASSIGN_OR_RETURN(Value other, one_arg());
@@ -1765,7 +1761,7 @@ absl::StatusOr<Value> Renderer::Filter(absl::string_view name, const Value& v, c
     RETURN_IF_ERROR(signature({}));
     switch (v.kind) {
       case Kind::kString:
-        return Value::Int(CodePointCount(v.str()));
+        return Value::Int(Utf16Length(v.str()));
       case Kind::kList:
         return Value::Int(static_cast<int64_t>(v.list->items.size()));
       case Kind::kDict:
@@ -2018,7 +2014,7 @@ absl::StatusOr<Value> Renderer::Filter(absl::string_view name, const Value& v, c
       for (size_t i = 0; i < items.size(); ++i) {
         Value key = keys[i];
         if (!case_sensitive && key.is_string()) key = Value::String(ToLower(key.str()));
-        if (std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return Equal(s, key); }))
+        if (std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return StrictEqual(s, key); }))
           continue;
         seen.push_back(key);
         out.push_back(items[i]);

@@ -368,6 +368,39 @@ x)J",
      R"J({{ 'straße' | upper }} {{ 'ÉCOLE' | lower }} {{ 'héllo' | length }} {{ 'héllo'[1] }})J",
      R"J({})J", R"J(STRASSE école 5 é)J"},
     {"unicode_trim", true, R"J([{{ ' x　' | trim }}])J", R"J({})J", R"J([x])J"},
+    // `~`, `+` and join concatenate JavaScript's String() of the values.
+    {"concat_list_js", true,
+     R"J({{ 'a' + [1, 2.0, 'x', none, [3], {'k': true}] }}|{{ [1, 'b'] ~ '!' }}|{{ 'm' + m }}|{{ ['x', d] | join('-') }})J",
+     R"J({"m": {"q": 1}, "d": {"a": 1}})J",
+     R"J(a1,2.0,x,undefined,[3],{"k": true}|1,b!|m[object Map]|x-[object Map])J"},
+    {"concat_list_of_dicts", true, R"J({{ 'c: ' + content }})J",
+     R"J({"content": [{"type": "text", "text": "hi"}, {"type": "image"}]})J",
+     R"J(c: {"type": "text", "text": "hi"},{"type": "image"})J"},
+    // == is JavaScript's ==; `in` of a list, equalto and unique its ===.
+    {"eq_js_loose", true,
+     R"J({{ '   ' != false }} {{ '' == false }} {{ '1' == 1 }} {{ ' 2.5 ' == 2.5 }} {{ 'x' == 0 }} {{ true == 1 }} {{ '0x10' == 16 }} {{ [1] == 1 }} {{ [] == '' }} {{ none == false }} {{ 'true' == true }})J",
+     R"J({})J", R"J(false true true true false true true true true false false)J"},
+    {"eq_identity", true,
+     R"J({% set a = {'k': 1} %}{{ a == a }} {{ a == {'k': 1} }} {{ [1] == [1] }} {{ m == ms[0] }} {{ m == ms[1] }}{% for x in ms %}{{ x == ms[-1] }}{% endfor %})J",
+     R"J({"m": {"r": "u"}, "ms": [{"r": "u"}, {"r": "u"}]})J", R"J(true false false false falsefalsetrue)J"},
+    {"in_strict", true,
+     R"J({{ 1 in [1.0] }} {{ '1' in [1] }} {{ true in [1] }} {{ {'a': 1} in [{'a': 1}] }} {{ ms[0] in ms }} {{ ms | selectattr('r', 'equalto', 'u') | list | length }} {{ [1, '1', 1.0, true] | unique | list | length }})J",
+     R"J({"ms": [{"r": "u"}]})J", R"J(true false false false true 1 3)J"},
+    // str.strip/lstrip/rstrip(chars) ignore chars and strip white space, as
+    // the reference's (JavaScript's trim) do.
+    {"strip_ignores_chars", true,
+     R"J([{{ '  a\n'.strip('\n') }}][{{ '\n x '.lstrip('\n') }}][{{ ' x \n'.rstrip('\n') }}][{{ 'xxaxx'.strip('x') }}])J",
+     R"J({})J", R"J([a][x ][ x][xxaxx])J"},
+    // Lengths and indices of strings count UTF-16 units (slices code points).
+    {"utf16_length", true,
+     R"J({{ s | length }} {{ s.length }} {{ s[0] }}{{ s[1] }} {{ s[-1] }} {{ s[:2] }} {{ s[1:3] }})J",
+     R"J({"s": "a🎉é"})J", "4 4 a\xEF\xBF\xBD é a🎉 🎉é"},
+    // Keys of context objects that are array indices come first, ascending
+    // (JavaScript's property order); dict literals keep their order.
+    {"index_keys_first", true,
+     R"J({{ d | tojson }} {% for k, v in d.items() %}{{ k }}{% endfor %} {{ {'b': 1, '2': 2} | tojson }})J",
+     R"J({"d": {"b": 1, "10": 2, "2": 3, "01": 4, "-1": 5, "4294967295": 6, "4294967294": 7}})J",
+     R"J({"2": 3, "10": 2, "4294967294": 7, "b": 1, "01": 4, "-1": 5, "4294967295": 6} 2104294967294b01-14294967295 {"b": 1, "2": 2})J"},
 };
 
 absl::StatusOr<std::string> Render(const std::string& source,

@@ -4,6 +4,8 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -101,6 +103,228 @@ bool Equal(const Value& a, const Value& b, int depth) {
     default:
       return false;
   }
+}
+
+bool StrictEqual(const Value& a, const Value& b) {
+  // The reference's none holds JavaScript's undefined, as undefined does.
+  if ((a.is_none() || a.is_undefined()) && (b.is_none() || b.is_undefined())) return true;
+  if (a.is_number() && b.is_number()) {
+    if (a.kind == Kind::kInt && b.kind == Kind::kInt) return a.integer == b.integer;
+    return a.AsDouble() == b.AsDouble();
+  }
+  if (a.kind != b.kind) {
+    return (a.kind == Kind::kDict || a.kind == Kind::kNamespace) &&
+           (b.kind == Kind::kDict || b.kind == Kind::kNamespace) && a.dict == b.dict;
+  }
+  switch (a.kind) {
+    case Kind::kUndefined:
+    case Kind::kNone:
+      return true;
+    case Kind::kBool:
+      return a.boolean == b.boolean;
+    case Kind::kString:
+      return *a.text == *b.text;
+    case Kind::kList:
+      return a.list == b.list;
+    case Kind::kDict:
+    case Kind::kNamespace:
+      return a.dict == b.dict;
+    case Kind::kCallable:
+      return a.callable == b.callable;
+    default:
+      return false;
+  }
+}
+
+// JavaScript's whitespace set (String#trim), which the reference strips.
+size_t JsWhitespaceLen(absl::string_view s, size_t i) {
+  const unsigned char c = s[i];
+  if (c == ' ' || (c >= '\t' && c <= '\r')) return 1;
+  if (c == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) == 0xA0) return 2;
+  if (c == 0xE1 && s.substr(i, 3) == "\xE1\x9A\x80") return 3;
+  if (c == 0xE2 && i + 2 < s.size()) {
+    const unsigned char c1 = s[i + 1], c2 = s[i + 2];
+    if (c1 == 0x80 && ((c2 >= 0x80 && c2 <= 0x8A) || c2 == 0xA8 || c2 == 0xA9 || c2 == 0xAF))
+      return 3;
+    if (c1 == 0x81 && c2 == 0x9F) return 3;
+  }
+  if (s.substr(i, 3) == "\xE3\x80\x80" || s.substr(i, 3) == "\xEF\xBB\xBF") return 3;
+  return 0;
+}
+absl::string_view TrimLeft(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const size_t n = JsWhitespaceLen(s, i);
+    if (n == 0) break;
+    i += n;
+  }
+  return s.substr(i);
+}
+absl::string_view TrimRight(absl::string_view s) {
+  while (!s.empty()) {
+    size_t n = 0;
+    for (size_t k = 1; k <= 3 && k <= s.size(); ++k) {
+      if (JsWhitespaceLen(s, s.size() - k) == k) {
+        n = k;
+        break;
+      }
+    }
+    if (n == 0) break;
+    s.remove_suffix(n);
+  }
+  return s;
+}
+namespace {
+
+// JavaScript's Number(string): surrounding white space ignored, "" is 0,
+// decimal literals with an optional sign and exponent, "Infinity", 0x/0o/0b
+// integers; anything else NaN.
+double JsStringToNumber(absl::string_view s) {
+  s = TrimRight(TrimLeft(s));
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  if (s.empty()) return 0;
+  if (s.size() > 2 && s[0] == '0') {
+    const char base_char = static_cast<char>(s[1] | 0x20);
+    const int base = base_char == 'x' ? 16 : base_char == 'o' ? 8 : base_char == 'b' ? 2 : 0;
+    if (base != 0) {
+      double value = 0;
+      for (const char c : s.substr(2)) {
+        const int digit = c >= '0' && c <= '9'   ? c - '0'
+                          : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10
+                                                                  : 99;
+        if (digit >= base) return nan;
+        value = value * base + digit;
+      }
+      return value;
+    }
+  }
+  size_t i = 0;
+  double sign = 1;
+  if (s[0] == '+' || s[0] == '-') {
+    sign = s[0] == '-' ? -1 : 1;
+    i = 1;
+  }
+  if (s.substr(i) == "Infinity") return sign * std::numeric_limits<double>::infinity();
+  // StrUnsignedDecimalLiteral: digits [. digits] [e [+-] digits], or . digits [...].
+  size_t digits = 0, j = i;
+  while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j, ++digits;
+  if (j < s.size() && s[j] == '.') {
+    ++j;
+    while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j, ++digits;
+  }
+  if (digits == 0) return nan;
+  if (j < s.size() && (s[j] == 'e' || s[j] == 'E')) {
+    ++j;
+    if (j < s.size() && (s[j] == '+' || s[j] == '-')) ++j;
+    size_t exponent_digits = 0;
+    while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j, ++exponent_digits;
+    if (exponent_digits == 0) return nan;
+  }
+  if (j != s.size()) return nan;
+  const std::string literal(s.substr(i));
+  return sign * std::strtod(literal.c_str(), nullptr);
+}
+
+// The JavaScript type of a value, for LooseEqual.
+enum class JsType { kUndefined, kNull, kBoolean, kNumber, kString, kObject };
+JsType JsTypeOf(const Value& v) {
+  switch (v.kind) {
+    case Kind::kUndefined:
+      return JsType::kUndefined;
+    case Kind::kNone:
+      return JsType::kNull;
+    case Kind::kBool:
+      return JsType::kBoolean;
+    case Kind::kInt:
+    case Kind::kFloat:
+      return JsType::kNumber;
+    case Kind::kString:
+      return JsType::kString;
+    default:
+      return JsType::kObject;
+  }
+}
+
+// A value's {{ }} form as the reference's RuntimeValue#toString gives it (an
+// item of a list that AppendJsString joins).
+absl::Status AppendRuntimeString(const Value& v, std::string* out) {
+  switch (v.kind) {
+    case Kind::kUndefined:
+    case Kind::kNone:  // the reference's none holds JavaScript's undefined
+      out->append("undefined");
+      return absl::OkStatus();
+    case Kind::kFloat:
+      out->append(FormatFloat(v.number));
+      return absl::OkStatus();
+    case Kind::kList:
+    case Kind::kDict:
+    case Kind::kNamespace: {
+      JsonOptions options;
+      options.undefined_as_null = false;
+      return AppendJson(v, options, 0, out);
+    }
+    default:
+      return AppendJsString(v, out);
+  }
+}
+
+}  // namespace
+
+absl::Status AppendJsString(const Value& v, std::string* out) {
+  switch (v.kind) {
+    case Kind::kUndefined:
+    case Kind::kNone:
+      return absl::OkStatus();
+    case Kind::kBool:
+      out->append(v.boolean ? "true" : "false");
+      return absl::OkStatus();
+    case Kind::kInt:
+      out->append(FormatInt(v.integer));
+      return absl::OkStatus();
+    case Kind::kFloat:
+      out->append(FormatJsNumber(v.number));
+      return absl::OkStatus();
+    case Kind::kString:
+      out->append(*v.text);
+      return absl::OkStatus();
+    case Kind::kList:
+      for (size_t i = 0; i < v.list->items.size(); ++i) {
+        if (i > 0) out->push_back(',');
+        RETURN_IF_ERROR(AppendRuntimeString(v.list->items[i], out));
+      }
+      return absl::OkStatus();
+    case Kind::kDict:
+    case Kind::kNamespace:
+      out->append("[object Map]");
+      return absl::OkStatus();
+    case Kind::kCallable:
+      break;
+  }
+  return absl::InvalidArgumentError("cannot convert a callable to a string");
+}
+
+bool LooseEqual(const Value& a, const Value& b, int depth) {
+  if (depth > 4) return false;
+  const JsType ta = JsTypeOf(a), tb = JsTypeOf(b);
+  if (ta == tb) return StrictEqual(a, b);
+  const auto nullish = [](JsType t) { return t == JsType::kUndefined || t == JsType::kNull; };
+  if (nullish(ta) || nullish(tb)) return nullish(ta) && nullish(tb);
+  if (ta == JsType::kBoolean) return LooseEqual(Value::Int(a.boolean ? 1 : 0), b, depth + 1);
+  if (tb == JsType::kBoolean) return LooseEqual(a, Value::Int(b.boolean ? 1 : 0), depth + 1);
+  if (ta == JsType::kNumber && tb == JsType::kString) return a.AsDouble() == JsStringToNumber(*b.text);
+  if (ta == JsType::kString && tb == JsType::kNumber) return JsStringToNumber(*a.text) == b.AsDouble();
+  // An object against a string or number: its ToPrimitive, String(value).
+  const auto primitive = [](const Value& v) {
+    std::string s;
+    if (!AppendJsString(v, &s).ok()) return Value();
+    return Value::String(std::move(s));
+  };
+  if (ta == JsType::kObject) {
+    const Value p = primitive(a);
+    return !p.is_undefined() && LooseEqual(p, b, depth + 1);
+  }
+  const Value p = primitive(b);
+  return !p.is_undefined() && LooseEqual(a, p, depth + 1);
 }
 
 std::string FormatInt(int64_t i) { return absl::StrCat(i); }

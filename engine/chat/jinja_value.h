@@ -123,6 +123,13 @@ const char* KindName(Kind kind);
 // absl (as packaged) has its own string_view: StrCat and friends take this.
 inline absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
+// JavaScript's white space (String#trim: ASCII white space, the Unicode space
+// separators, line terminators and the BOM) at s[i]: its length in bytes, or 0.
+size_t JsWhitespaceLen(absl::string_view s, size_t i);
+// s without leading / trailing JavaScript white space.
+absl::string_view TrimLeft(absl::string_view s);
+absl::string_view TrimRight(absl::string_view s);
+
 // Truthiness, as Python (and the reference) define it.
 bool Truthy(const Value& v);
 
@@ -130,6 +137,28 @@ bool Truthy(const Value& v);
 // strings by content, lists and dicts element-wise, none equal to undefined
 // (the reference's JavaScript ==). Depth-bounded.
 bool Equal(const Value& a, const Value& b, int depth = 0);
+
+// JavaScript's === on the reference's values (`x.value === y.value`, as `in`
+// of a list and the equalto test compare): numbers by value (1 === 1.0), strings
+// by content, true only equal to true, none and undefined equal to each other
+// (the reference's none holds JavaScript's undefined) and nothing else, lists,
+// dicts and namespaces by identity.
+bool StrictEqual(const Value& a, const Value& b);
+
+// JavaScript's == on the reference's values (`left.value == right.value`, as
+// its == and != compare): StrictEqual within one JavaScript type; none equal
+// to undefined; a boolean compares as 0 or 1; a string and a number compare
+// as numbers (' 1 ' == 1, '' == 0, '  ' == false); a list or dict against a
+// string or number compares as its JsString ([1] == 1, [] == '').
+bool LooseEqual(const Value& a, const Value& b, int depth = 0);
+
+// JavaScript's String(x.value) of the reference's value, which its `~`, `+`
+// and `join` concatenate: numbers as JavaScript prints them (2.0 -> "2"), none
+// and undefined "", a list as its items' printed forms joined by "," (an item
+// as {{ }} would print it, none and undefined "undefined", a float "2.0",
+// a list or dict as JSON), a dict or namespace "[object Map]". Errors for
+// callables and for nesting deeper than kMaxValueDepth.
+absl::Status AppendJsString(const Value& v, std::string* out);
 
 // Number formatting as the reference prints it (JavaScript Number#toString;
 // floats with no fraction as "2.0").

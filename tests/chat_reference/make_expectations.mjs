@@ -93,7 +93,7 @@ function specialTokensOf(config) {
 // "tools" or "documents") and each case names its template (`template_name`).
 // `tools`: the template renders tool calls. `thinking`: <think> handling.
 // `variants`: extra contexts, each rendered on every conversation besides
-// the plain one.
+// the plain one. `context`: extra context of every case of the template.
 const TEMPLATES = [
   { name: "llama-3", shared: "tokenizers/llama3-hf/tokenizer_config.json" },
   { name: "llama-3.1", file: "templates/llama-3.1.jinja", tools: true,
@@ -131,6 +131,34 @@ const TEMPLATES = [
     special_tokens: { bos_token: "<s>", eos_token: "<|endoftext|>", unk_token: "<unk>", pad_token: "<|endoftext|>" } },
   { name: "phi-4", file: "templates/phi-4.jinja",
     special_tokens: { bos_token: "<|endoftext|>", eos_token: "<|im_end|>", unk_token: "<|endoftext|>", pad_token: "<|dummy_87|>" } },
+  { name: "hermes-3-tool_use", file: "templates/hermes-3-tool_use.jinja", tools: true,
+    special_tokens: { bos_token: "<|begin_of_text|>", eos_token: "<|im_end|>" } },
+  { name: "functionary-v3.1", file: "templates/functionary-v3.1.jinja", tools: true,
+    special_tokens: { bos_token: "<|begin_of_text|>", eos_token: "<|eot_id|>" } },
+  { name: "functionary-v3.2", file: "templates/functionary-v3.2.jinja", tools: true,
+    special_tokens: { bos_token: "<|begin_of_text|>", eos_token: "<|eot_id|>" } },
+  // firefunction-v2 reads `functions` (a JSON string) and `datetime` from the
+  // caller's kwargs; `context` goes into every case's extra_context.
+  { name: "firefunction-v2", file: "templates/firefunction-v2.jinja", tools: true,
+    context: { functions: "[{\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\"}}]", datetime: "2026-07-26" },
+    special_tokens: { bos_token: "<|begin_of_text|>", eos_token: "<|eot_id|>" } },
+  { name: "qwq-32b", file: "templates/qwq-32b.jinja", tools: true, thinking: true,
+    special_tokens: { eos_token: "<|im_end|>", pad_token: "<|endoftext|>" } },
+  { name: "granite-3.3", file: "templates/granite-3.3.jinja", tools: true,
+    special_tokens: { bos_token: "<|end_of_text|>", eos_token: "<|end_of_text|>", pad_token: "<|end_of_text|>" } },
+  { name: "command-r7b-tool_use", file: "templates/command-r7b-tool_use.jinja", tools: true,
+    special_tokens: { bos_token: "<BOS_TOKEN>", eos_token: "<|END_OF_TURN_TOKEN|>", pad_token: "<PAD>" } },
+  { name: "mistral-small-3.2", file: "templates/mistral-small-3.2.jinja", tools: true,
+    special_tokens: { bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>" } },
+  { name: "kimi-k2", file: "templates/kimi-k2.jinja", tools: true,
+    special_tokens: { bos_token: "[BOS]", eos_token: "[EOS]", unk_token: "[UNK]", pad_token: "[PAD]" } },
+  { name: "nemotron-nano-v2", file: "templates/nemotron-nano-v2.jinja", tools: true, thinking: true,
+    special_tokens: { bos_token: "<SPECIAL_10>", eos_token: "<SPECIAL_12>" } },
+  { name: "minimax-m2", file: "templates/minimax-m2.jinja", tools: true, thinking: true,
+    special_tokens: { bos_token: "]~!b[", eos_token: "[e~[", unk_token: "]!d~[" } },
+  { name: "glm-4.6", file: "templates/glm-4.6.jinja", tools: true, thinking: true,
+    variants: [{ enable_thinking: false }],
+    special_tokens: { eos_token: "<|endoftext|>", pad_token: "<|endoftext|>" } },
 ];
 
 // Loads a template's source (for `files`, {name: source}) and special tokens.
@@ -190,7 +218,7 @@ for (const t of TEMPLATES) {
         // What apply_chat_template passes: tools and documents always (null
         // when not given), the special tokens, then the caller's kwargs. The
         // expectations carry tools/documents in extra_context explicitly.
-        const extra = { tools: conversation.tools ?? null, documents: conversation.documents ?? null, ...variant };
+        const extra = { tools: conversation.tools ?? null, documents: conversation.documents ?? null, ...t.context, ...variant };
         const context = {
           messages: structuredClone(conversation.messages),
           add_generation_prompt: addGenerationPrompt,
