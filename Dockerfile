@@ -3,10 +3,10 @@
 # (scripts/bundle-runtime.sh) onto NVIDIA's CUDA runtime image.
 #
 #   docker build -t packd:0.1.0 .
-#   docker run --gpus all -p 50051:50051 -p 9090:9090 \
+#   docker run --gpus all -p 50051:50051 -p 8000:8000 -p 9090:9090 \
 #     -v /srv/models:/models:ro -v $PWD/packd.yaml:/etc/packd/packd.yaml:ro packd:0.1.0
 #
-# The config must listen on 0.0.0.0 (grpc.listen, metrics.listen) to be
+# The config must listen on 0.0.0.0 (grpc.listen, http.listen, metrics.listen) to be
 # reachable from outside the container. Models are never baked in: mount them.
 #
 # Not built on the development machines (they have no Docker engine); CI runs
@@ -41,8 +41,9 @@ COPY configs/packd.example.yaml /etc/packd/packd.example.yaml
 ENV PATH=/opt/packd/bin:${PATH} \
     LD_LIBRARY_PATH=/opt/packd/lib
 USER 10001:10001
-# gRPC (Generate, Models, grpc.health.v1) and Prometheus /metrics.
-EXPOSE 50051 9090
+# gRPC (Generate, Models, grpc.health.v1), the OpenAI-compatible HTTP API
+# (when the config sets http.listen) and Prometheus /metrics.
+EXPOSE 50051 8000 9090
 # Through gRPC health: SERVING once the models are loaded, NOT_SERVING while
 # draining. Loading a large model takes minutes, hence the start period.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10m --retries=3 \

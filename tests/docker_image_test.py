@@ -77,7 +77,8 @@ def main():
     check(users and users[-1].split(":")[0] not in ("0", "root"), f"runs as non-root: USER {users}")
     check(users and users[-1].split(":")[0] == "10001", "uid 10001 (the Helm chart's runAsUser)")
     exposed = " ".join(a for k, a in runtime if k == "EXPOSE").split()
-    check("50051" in exposed and "9090" in exposed, f"exposes gRPC 50051 and metrics 9090: {exposed}")
+    check("50051" in exposed and "8000" in exposed and "9090" in exposed,
+          f"exposes gRPC 50051, HTTP 8000 and metrics 9090: {exposed}")
     health = [a for k, a in runtime if k == "HEALTHCHECK"]
     check(len(health) == 1 and 'CMD ["packd", "health"' in health[0], f"HEALTHCHECK via packd health: {health}")
     entry = [a for k, a in runtime if k == "ENTRYPOINT"]

@@ -68,6 +68,12 @@ PACKD_SCHEMA = {
         "max_receive_message_size": None,
         "max_send_message_size": None,
     },
+    "http": {
+        "listen": None,
+        "tls": {"cert_file": None, "key_file": None, "client_ca_file": None,
+                "require_client_cert": None},
+        "max_body_bytes": None, "threads": None, "read_timeout": None, "idle_timeout": None,
+    },
     "metrics": {"listen": None},
     "logging": {"format": None, "level": None},
     "devices": [{"name": None, "kind": None, "index": None, "memory_budget": None}],
@@ -265,14 +271,23 @@ class ChartChecks:
 
     def test_container_ports(self):
         ports = {p["name"]: p for p in self.r.packd["ports"]}
-        self.assertEqual(set(ports), {"grpc", "metrics"})
+        self.assertEqual(set(ports), {"grpc", "http", "metrics"})
         self.assertEqual(ports["grpc"]["containerPort"], 50051)
+        self.assertEqual(ports["http"]["containerPort"], 8000)
         self.assertEqual(ports["metrics"]["containerPort"], 9090)
         service_ports = {p["name"]: p for p in self.r.one("Service")["spec"]["ports"]}
         self.assertEqual(service_ports["grpc"]["targetPort"], "grpc")
+        self.assertEqual(service_ports["http"]["targetPort"], "http")
         self.assertEqual(service_ports["metrics"]["targetPort"], "metrics")
         self.assertEqual(service_ports["grpc"]["port"], 50051)
+        self.assertEqual(service_ports["http"]["port"], 8000)
         self.assertEqual(service_ports["metrics"]["port"], 9090)
+
+    def test_no_http_api(self):
+        r = Render("--set", "ports.http=0")
+        self.assertNotIn("http", r.config)
+        self.assertNotIn("http", {p["name"] for p in r.packd["ports"]})
+        self.assertNotIn("http", {p["name"] for p in r.one("Service")["spec"]["ports"]})
 
     def test_probes(self):
         c = self.r.packd
@@ -306,6 +321,7 @@ class ChartChecks:
     def test_config_addresses(self):
         config = self.r.config
         self.assertEqual(config["grpc"]["listen"], "0.0.0.0:50051")
+        self.assertEqual(config["http"]["listen"], "0.0.0.0:8000")
         self.assertEqual(config["metrics"]["listen"], "0.0.0.0:9090")
 
     def test_config_keys_match_packd_schema(self):
@@ -543,6 +559,7 @@ class OptionalPartsTest(unittest.TestCase):
                                "key_file": "/etc/packd/tls/tls.key",
                                "client_ca_file": "/etc/packd/tls/ca.crt",
                                "require_client_cert": True})
+        self.assertEqual(self.r.config["http"]["tls"], tls, "HTTPS with the same certificate")
         self.assertEqual(schema_errors(self.r.config), [])
         mount = mounts(self.r.packd)["/etc/packd/tls"]
         volume = self.r.volume(mount["name"])
@@ -619,6 +636,8 @@ class BadValuesTest(unittest.TestCase):
     def test_chart_owned_keys(self):
         self.assert_fails("packd.metrics is written by the chart", "--set", "packd.metrics.listen=x:1")
         self.assert_fails("packd.grpc.listen is written by the chart", "--set", "packd.grpc.listen=x:1")
+        self.assert_fails("packd.http.listen is written by the chart", "--set", "packd.http.listen=x:1")
+        self.assert_fails("packd.http.tls is written by the chart", "--set", "packd.http.tls.cert_file=x")
         self.assert_fails("packd.bogus: not a packd config key", "--set", "packd.bogus=1")
 
     def test_tls_without_material(self):
@@ -838,6 +857,8 @@ class PackdAcceptsConfigTest(unittest.TestCase):
         config = render.config
         config["grpc"]["listen"] = "127.0.0.1:0"
         config["metrics"]["listen"] = "127.0.0.1:0"
+        if "http" in config:
+            config["http"]["listen"] = "127.0.0.1:0"
         for d in config["devices"]:
             if d["kind"] == "cuda":
                 d.update(kind="cpu", memory_budget="1GiB")
@@ -850,8 +871,9 @@ class PackdAcceptsConfigTest(unittest.TestCase):
         for t in config["tenants"]:
             self.assertTrue(t["api_key_sha256_file"].startswith(SECRETS_DIR + "/"), t)
             t["api_key_sha256_file"] = secrets + t["api_key_sha256_file"][len(SECRETS_DIR):]
-        if "tls" in config["grpc"]:
-            config["grpc"]["tls"].update(tls_files)
+        for api in ("grpc", "http"):
+            if "tls" in config.get(api, {}):
+                config[api]["tls"].update(tls_files)
         return config
 
     def write_config(self, config):

@@ -90,7 +90,7 @@ config at start, with messages that name the key.
 */}}
 {{- define "packd.validate" -}}
 {{- $p := .Values.packd | default dict }}
-{{- $known := list "grpc" "logging" "devices" "models" "tenants" "queue" "drain_timeout" "on_model_load_failure" }}
+{{- $known := list "grpc" "http" "logging" "devices" "models" "tenants" "queue" "drain_timeout" "on_model_load_failure" }}
 {{- range $key, $_ := $p }}
 {{- if eq $key "metrics" }}
 {{- fail "packd.metrics is written by the chart (listen 0.0.0.0:<ports.metrics>); set ports.metrics instead" }}
@@ -104,6 +104,13 @@ config at start, with messages that name the key.
 {{- end }}
 {{- if hasKey $grpc "tls" }}
 {{- fail "packd.grpc.tls is written by the chart; use the tls section of the values" }}
+{{- end }}
+{{- $http := $p.http | default dict }}
+{{- if hasKey $http "listen" }}
+{{- fail "packd.http.listen is written by the chart (0.0.0.0:<ports.http>); set ports.http instead (0: no HTTP API)" }}
+{{- end }}
+{{- if hasKey $http "tls" }}
+{{- fail "packd.http.tls is written by the chart; use the tls section of the values" }}
 {{- end }}
 {{- if not $p.devices }}
 {{- fail "packd.devices: at least one device is required (e.g. [{name: cpu, kind: cpu, memory_budget: 3GiB}])" }}
@@ -235,6 +242,13 @@ Sections in packd.example.yaml's order.
 {{- end }}
 {{- $_ := set $grpc "tls" $tls }}
 {{- end }}
+{{- $http := deepCopy ($p.http | default dict) }}
+{{- if int .Values.ports.http }}
+{{- $_ := set $http "listen" (printf "0.0.0.0:%d" (int .Values.ports.http)) }}
+{{- with $grpc.tls }}
+{{- $_ := set $http "tls" (deepCopy .) }}
+{{- end }}
+{{- end }}
 {{- if not $grpc.keepalive }}
 {{- $_ := unset $grpc "keepalive" }}
 {{- end -}}
@@ -242,6 +256,9 @@ Sections in packd.example.yaml's order.
 # Keys: configs/packd.example.yaml. API key hashes: the Secret, mounted at
 # {{ include "packd.secretsDir" . }}.
 {{ toYaml (dict "grpc" $grpc) }}
+{{- if $http.listen }}
+{{ toYaml (dict "http" $http) }}
+{{- end }}
 {{ toYaml (dict "metrics" (dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.metrics)))) }}
 {{- with $p.logging }}
 {{ toYaml (dict "logging" .) }}
