@@ -28,6 +28,12 @@ source "$(dirname "$0")/testing/live_server.sh"
 client_dir=$src_dir/tests/openai_client
 
 key=packd-demo-key
+# A packd model directory made from a Hugging Face checkpoint whose
+# tokenizer_config.json carries a chat template (Llama 3's).
+"$packd_bin" synth --shape tiny --out "$tmp/tiny-hf" >/dev/null ||
+  fail "packd synth failed"
+"$packd_bin" compress "$tmp/tiny-hf" "$tmp/tiny-tiled" --codec tiled >/dev/null ||
+  fail "packd compress failed"
 cat >"$tmp/packd.yaml" <<YAML
 grpc:
   listen: "127.0.0.1:0"
@@ -46,6 +52,10 @@ models:
     kv_cache: 16MiB
     max_batch: 16
     chat_template: $src_dir/configs/stories-chat.jinja
+  - name: tiny-chat
+    path: $tmp/tiny-tiled
+    device: cpu
+    kv_cache: 4MiB
 tenants:
   - name: demo
     api_key_sha256:
@@ -63,6 +73,7 @@ while [ $SECONDS -lt $deadline ]; do
   line=$(grep -m1 "listening on port" "$tmp/server.log" 2>/dev/null || true)
   if [ -n "$line" ]; then
     http_port=$(sed -n 's/.*OpenAI HTTP API on port \([0-9]*\).*/\1/p' <<<"$line")
+    grpc_port=$(sed -n 's/.*listening on port \([0-9]*\).*/\1/p' <<<"$line")
     metrics_port=$(sed -n 's/.*metrics on port \([0-9]*\).*/\1/p' <<<"$line")
     break
   fi
@@ -110,6 +121,19 @@ elif [ ! -d "$client_dir/node_modules/openai" ]; then
 else
   node "$client_dir/client_test.mjs" --base-url "$base" --key "$key" --model stories260K \
     --metrics "http://127.0.0.1:$metrics_port/metrics" || { show_log; fail "the Node.js client failed"; }
+  # The model directory made from a Hugging Face checkpoint: a streamed chat
+  # completion through the OpenAI client gives the same text as the same
+  # conversation, seed and sampling over gRPC (`packd chat`).
+  http_text=$(node "$client_dir/chat_once.mjs" --base-url "$base" --key "$key" --model tiny-chat \
+    --message "Hello there" --seed 11 --temperature 0.9 --max-tokens 16) ||
+    { show_log; fail "the Node.js client's chat with tiny-chat failed"; }
+  grpc_text=$(echo "Hello there" | PACKD_API_KEY=$key "$packd_bin" chat --addr "127.0.0.1:$grpc_port" \
+    --model tiny-chat --seed 11 --temperature 0.9 -n 16 2>/dev/null) ||
+    { show_log; fail "packd chat with tiny-chat failed"; }
+  [ -n "$http_text" ] || fail "tiny-chat: the HTTP API returned no text"
+  [ "$http_text" = "$grpc_text" ] ||
+    fail "tiny-chat: the OpenAI client got $(printf %q "$http_text"), gRPC $(printf %q "$grpc_text")"
+  echo "openai_client_test: tiny-chat (HF checkpoint -> packd compress): HTTP stream == gRPC chat"
 fi
 
 stop_server
