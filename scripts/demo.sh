@@ -5,7 +5,7 @@
 # original and from each compressed copy (the texts must be identical); and
 # finally serve the compressed model with `packd serve` (configs/demo.yaml),
 # stream a generation over gRPC with `packd generate`, chat one turn with
-# `packd chat`, show the server's
+# `packd chat` and over the OpenAI-compatible HTTP API with curl, show the server's
 # memory/density report and a few /metrics lines, and stop it cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,6 +80,10 @@ if [ -f "$gguf" ]; then
   fi
   step "packd chat --model stories260K   (one turn: the conversation rendered by its chat template)"
   echo "Once upon a time, a cat" | build/cli/packd chat --addr 127.0.0.1:50051 --model stories260K -n 40 --temperature 0 --show-prompt
+  step "curl /v1/chat/completions   (the same turn over the OpenAI-compatible HTTP API)"
+  curl -sS http://127.0.0.1:8000/v1/chat/completions -H "Authorization: Bearer $PACKD_API_KEY" \
+    -d '{"model": "stories260K", "messages": [{"role": "user", "content": "Once upon a time, a cat"}], "max_tokens": 40, "temperature": 0}'
+  echo
   step "packd info   (GetServerInfo: memory by kind and density)"
   build/cli/packd info --addr 127.0.0.1:50051
   step "a few lines of http://127.0.0.1:9090/metrics"
