@@ -474,9 +474,10 @@ absl::StatusOr<std::vector<std::string>> GenerationService::TokenTexts(
   std::vector<std::string> texts;
   texts.reserve(ids.size());
   for (int32_t id : ids) {
-    ASSIGN_OR_RETURN(std::string text,
-                     engine::Detokenize(*t.tokenizer, {id}, /*include_special=*/true, "token_ids"));
-    texts.push_back(std::move(text));
+    // The token's own bytes, as it continues a text (" upon", not the
+    // "upon" that decoding it alone gives); maybe part of a character.
+    ASSIGN_OR_RETURN(std::string bytes, t.tokenizer->TokenBytes(id, /*include_special=*/true));
+    texts.push_back(std::move(bytes));
   }
   return texts;
 }

@@ -61,9 +61,10 @@ class GenerationService final : public packd::v1::Generation::Service {
                      GenerateSink& sink, std::string* request_id);
   absl::Status Tokenize(const Credentials& credentials, const packd::v1::TokenizeRequest& request,
                         packd::v1::TokenizeResponse* response);
-  // The text each of `ids` decodes to on its own with `model`'s tokenizer
-  // (special tokens as the text they spell; bytes of a partial character as
-  // U+FFFD), for OpenAI's logprobs. Authorized as Tokenize is.
+  // The bytes each of `ids` stands for in `model`'s tokenizer as it continues
+  // a text (Tokenizer::TokenBytes: " upon"; special tokens as the text they
+  // spell; maybe part of a UTF-8 character), for OpenAI's logprobs.
+  // Authorized as Tokenize is.
   absl::StatusOr<std::vector<std::string>> TokenTexts(const Credentials& credentials,
                                                       const std::string& model,
                                                       const std::vector<int32_t>& ids) const;

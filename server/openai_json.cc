@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "engine/tokenizer/utf8.h"
 #include "nlohmann/json.hpp"
 
 namespace packd::server::openai {
@@ -359,10 +360,10 @@ Json LogprobsJson(const ResponseMeta& meta, const packd::v1::GenerateResponse& r
   if (meta.endpoint == Endpoint::kChatCompletions) {
     Json content = Json::array();
     for (int i = 0; i < n; ++i) {
-      const std::string text = TokenText(texts, i);
+      const std::string raw = TokenText(texts, i);
       Json bytes = Json::array();
-      for (unsigned char c : text) bytes.push_back(c);
-      content.push_back({{"token", text},
+      for (unsigned char c : raw) bytes.push_back(c);
+      content.push_back({{"token", engine::ReplaceInvalidUtf8(raw)},
                          {"logprob", r.logprobs(i)},
                          {"bytes", std::move(bytes)},
                          {"top_logprobs", Json::array()}});
@@ -373,10 +374,10 @@ Json LogprobsJson(const ResponseMeta& meta, const packd::v1::GenerateResponse& r
   Json logprobs = Json::array();
   Json offsets = Json::array();
   for (int i = 0; i < n; ++i) {
-    std::string text = TokenText(texts, i);
+    const std::string raw = TokenText(texts, i);
     offsets.push_back(text_offset);
-    text_offset += text.size();
-    tokens.push_back(std::move(text));
+    text_offset += raw.size();
+    tokens.push_back(engine::ReplaceInvalidUtf8(raw));
     logprobs.push_back(r.logprobs(i));
   }
   return {{"tokens", std::move(tokens)},
@@ -536,10 +537,12 @@ std::string ParamOf(absl::string_view message) {
   return std::string(message.substr(0, colon));
 }
 
-Json ErrorObject(int status, absl::string_view message, const std::string& param) {
+// `models`: the error comes from a request's admission, where the only thing
+// not found is the model (an unknown path is the HTTP layer's).
+Json ErrorObject(int status, absl::string_view message, const std::string& param, bool models) {
   Json code = nullptr;
   if (status == 401) code = "invalid_api_key";
-  if (status == 404) code = "model_not_found";
+  if (status == 404 && models) code = "model_not_found";
   return {{"error",
            {{"message", std::string(message)},
             {"type", std::string(ErrorType(status))},
@@ -552,18 +555,18 @@ Json ErrorObject(int status, absl::string_view message, const std::string& param
 HttpError ErrorFor(const absl::Status& status) {
   HttpError e;
   e.status = HttpStatusOf(status.code());
-  e.body = Dump(ErrorObject(e.status, status.message(), ParamOf(status.message())));
+  e.body = Dump(ErrorObject(e.status, status.message(), ParamOf(status.message()), true));
   return e;
 }
 
 HttpError HttpLayerError(int status, absl::string_view message) {
-  return {status, Dump(ErrorObject(status, message, ""))};
+  return {status, Dump(ErrorObject(status, message, "", false))};
 }
 
 std::string ErrorEvent(const absl::Status& status) {
   const int http = HttpStatusOf(status.code());
   return absl::StrCat(
-      "data: ", Dump(ErrorObject(http, status.message(), ParamOf(status.message()))), "\n\n");
+      "data: ", Dump(ErrorObject(http, status.message(), ParamOf(status.message()), true)), "\n\n");
 }
 
 namespace {

@@ -66,8 +66,9 @@ struct ResponseMeta {
 
 std::string ResponseId(Endpoint endpoint, absl::string_view request_id);
 
-// The text of each generated token (for logprobs' "token"), parallel to a
-// response's token_ids; may be empty when logprobs were not requested.
+// The bytes of each generated token (logprobs' "bytes"; "token" is them with
+// any invalid UTF-8 replaced by U+FFFD), parallel to a response's token_ids;
+// may be empty when logprobs were not requested.
 using TokenTexts = std::vector<std::string>;
 
 // A non-streamed request's body: chat.completion or text_completion, from

@@ -337,6 +337,12 @@ TEST_F(OpenAiHttpTest, StopStringsTokenPromptsAndLogprobs) {
   EXPECT_LE(lp["token_logprobs"][0].get<double>(), 0.0);
   EXPECT_EQ(lp["text_offset"][0], 0);
   EXPECT_EQ(lp["tokens"][0], ",");
+  // Each token as it continues the text: its leading space kept, and the
+  // tokens spell the text (then the stop string, which the text leaves out).
+  EXPECT_EQ(lp["tokens"][1], " there");
+  std::string spelled;
+  for (const Json& t : lp["tokens"]) spelled += t.get<std::string>();
+  EXPECT_EQ(spelled, ", there was a little girl named Lily");
   // A prompt of token ids.
   r = Post("/v1/completions",
            R"({"model": "stories", "prompt": [1, 403, 407], "max_tokens": 3, "temperature": 0})");
