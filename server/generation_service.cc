@@ -255,10 +255,6 @@ absl::Status GenerationService::Serve(const Credentials& credentials,
   const absl::Time arrival = absl::Now();
   const std::string request_id = absl::StrCat("req-", ++request_counter);
   if (request_id_out != nullptr) *request_id_out = request_id;
-  // Metric labels come only from configured or loaded models, never from
-  // whatever a client sends.
-  const std::string_view model_label =
-      registry_.Knows(request.model()) ? std::string_view(request.model()) : Metrics::kUnknownModel;
   Outcome outcome;
   std::string tenant_name;
   absl::Status s;
@@ -273,15 +269,26 @@ absl::Status GenerationService::Serve(const Credentials& credentials,
       ReleaseSlot(**tenant, outcome.prompt_tokens + outcome.generated);
     }
   }
-  const double total = absl::ToDoubleSeconds(absl::Now() - arrival);
+  Record(request_id, request.model(), tenant_name, s, outcome,
+         absl::ToDoubleSeconds(absl::Now() - arrival));
+  return s;
+}
+
+void GenerationService::Record(const std::string& request_id, std::string_view model,
+                               const std::string& tenant, const absl::Status& s,
+                               const Outcome& outcome, double total_seconds) {
+  // Metric labels come only from configured or loaded models, never from
+  // whatever a client sends.
+  const std::string_view model_label =
+      registry_.Knows(model) ? model : std::string_view(Metrics::kUnknownModel);
   if (metrics_) {
-    metrics_->RequestFinished(model_label, tenant_name, s.code(), outcome.finish,
-                              outcome.prompt_tokens, outcome.generated, total);
+    metrics_->RequestFinished(model_label, tenant, s.code(), outcome.finish, outcome.prompt_tokens,
+                              outcome.generated, total_seconds);
   }
   RequestLogEntry entry;
   entry.request_id = request_id;
-  entry.tenant = tenant_name;
-  entry.model = LoggedModelName(request.model());
+  entry.tenant = tenant;
+  entry.model = LoggedModelName(absl::string_view(model.data(), model.size()));
   entry.code = s.code();
   entry.error = std::string(s.message());
   entry.finish_reason = std::string(engine::FinishReasonName(outcome.finish));
@@ -289,9 +296,15 @@ absl::Status GenerationService::Serve(const Credentials& credentials,
   entry.generated_tokens = outcome.generated;
   entry.queue_seconds = Seconds(outcome.times.arrival, outcome.times.started);
   entry.ttft_seconds = Seconds(outcome.times.arrival, outcome.times.first_token);
-  entry.total_seconds = total;
+  entry.total_seconds = total_seconds;
   LogRequest(entry);
-  return s;
+}
+
+void GenerationService::RecordRefused(const Credentials& credentials, std::string_view model,
+                                      const absl::Status& status) {
+  absl::StatusOr<const ServerConfig::Tenant*> tenant = Authenticate(credentials, config_);
+  Record(absl::StrCat("req-", ++request_counter), model, tenant.ok() ? (*tenant)->name : "",
+         status, Outcome(), 0);
 }
 
 absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& request,

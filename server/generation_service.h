@@ -68,6 +68,15 @@ class GenerationService final : public packd::v1::Generation::Service {
   absl::StatusOr<std::vector<std::string>> TokenTexts(const Credentials& credentials,
                                                       const std::string& model,
                                                       const std::vector<int32_t>& ids) const;
+  // A request a front end refused before Serve (a body that is not JSON, a
+  // field of the wrong type, too large, too slow): its log line and metrics,
+  // as Serve records its own. `model`: as sent, or "" when unknown.
+  void RecordRefused(const Credentials& credentials, std::string_view model,
+                     const absl::Status& status);
+  // The caller's tenant, or UNAUTHENTICATED (checked before anything else).
+  absl::StatusOr<const ServerConfig::Tenant*> Authenticated(const Credentials& credentials) const {
+    return Authenticate(credentials, config_);
+  }
   // The models the caller may use (ready or not), for listings.
   absl::StatusOr<std::vector<std::shared_ptr<LoadedModel>>> ModelsFor(
       const Credentials& credentials) const;
@@ -91,6 +100,9 @@ class GenerationService final : public packd::v1::Generation::Service {
     engine::FinishReason finish = engine::FinishReason::kNone;
     RequestTimes times;
   };
+  // One request's metrics and log line.
+  void Record(const std::string& request_id, std::string_view model, const std::string& tenant,
+              const absl::Status& status, const Outcome& outcome, double total_seconds);
   absl::Status RunGenerate(const packd::v1::GenerateRequest& request, GenerateSink& sink,
                            const ServerConfig::Tenant& tenant, const std::string& request_id,
                            Outcome* outcome);

@@ -311,18 +311,23 @@ struct OpenAiApi::Impl {
     });
     if (ok) return true;
     openai::HttpError error;
+    absl::Status refused;
     if (too_large || res.status == 413) {
-      error = openai::HttpLayerError(
-          413, absl::StrCat("the request body is larger than the server's limit of ",
-                            config.max_body_bytes, " bytes (http.max_body_bytes)"));
+      refused = absl::ResourceExhaustedError(
+          absl::StrCat("the request body is larger than the server's limit of ",
+                       config.max_body_bytes, " bytes (http.max_body_bytes)"));
+      error = openai::HttpLayerError(413, refused.message());
     } else if (too_slow || res.status == -1 || res.status == 400 || res.status == 408) {
-      error = openai::HttpLayerError(
-          408, absl::StrCat("the request body did not arrive within ",
-                            absl::FormatDuration(absl::FromChrono(config.read_timeout)),
-                            " (http.read_timeout)"));
+      refused = absl::DeadlineExceededError(
+          absl::StrCat("the request body did not arrive within ",
+                       absl::FormatDuration(absl::FromChrono(config.read_timeout)),
+                       " (http.read_timeout)"));
+      error = openai::HttpLayerError(408, refused.message());
     } else {
-      error = openai::HttpLayerError(400, "the request body could not be read");
+      refused = absl::InvalidArgumentError("the request body could not be read");
+      error = openai::HttpLayerError(400, refused.message());
     }
+    service->RecordRefused(CredentialsOf(req), "", refused);
     SendErrorAndClose(req, res, std::move(error));
     return false;
   }
@@ -338,9 +343,19 @@ struct OpenAiApi::Impl {
     std::string body;
     if (!ReadBody(req, reader, res, &body)) return;
     if (RefuseWhileDraining(res)) return;
-    absl::StatusOr<openai::ParsedRequest> parsed = openai::ParseRequest(endpoint, body);
-    if (!parsed.ok()) return SendError(res, parsed.status());
     const Credentials credentials = CredentialsOf(req);
+    // Who is asking first, as gRPC does: an unknown key learns nothing about
+    // the body.
+    if (absl::StatusOr<const ServerConfig::Tenant*> tenant = service->Authenticated(credentials);
+        !tenant.ok()) {
+      service->RecordRefused(credentials, "", tenant.status());
+      return SendError(res, tenant.status());
+    }
+    absl::StatusOr<openai::ParsedRequest> parsed = openai::ParseRequest(endpoint, body);
+    if (!parsed.ok()) {
+      service->RecordRefused(credentials, "", parsed.status());
+      return SendError(res, parsed.status());
+    }
     openai::ResponseMeta meta;
     meta.endpoint = endpoint;
     meta.model = parsed->request.model();

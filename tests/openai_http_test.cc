@@ -474,8 +474,15 @@ TEST_F(OpenAiHttpTest, ErrorsAreStatusesWithOpenAiErrorJson) {
          "not_found_error");
   expect(Post("/v1/completions", R"({"model": "other", "prompt": "x"})", "limited-key"), 403,
          "may not use", "permission_error");
+  // Refused before admission, and still counted (and logged) as gRPC's are.
+  const std::string invalid = "packd_requests_total{code=\"INVALID_ARGUMENT\"";
+  const double invalid_before = MetricValue(invalid);
   expect(Post("/v1/completions", R"({"model": "stories", "prompt": )"), 400, "not valid JSON",
          "invalid_request_error");
+  EXPECT_EQ(MetricValue(invalid) - invalid_before, 1);
+  // Without a valid key, the key is the answer whatever the body.
+  expect(Post("/v1/completions", R"({"model": "stories", "prompt": )", "wrong-key"), 401, "",
+         "authentication_error");
   expect(Post("/v1/completions", R"({"model": "stories", "prompt": "x", "temperature": "hot"})"),
          400, "temperature: must be a number", "invalid_request_error");
   expect(Post("/v1/completions", R"({"model": "stories", "prompt": "x", "n": 2})"), 400,
