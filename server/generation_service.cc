@@ -91,7 +91,8 @@ absl::Status ChatToTemplateInput(const packd::v1::Chat& chat, nlohmann::ordered_
     const packd::v1::ChatMessage& m = chat.messages(i);
     const std::string where = absl::StrCat("chat.messages[", i, "]");
     if (m.role().empty()) return absl::InvalidArgumentError(absl::StrCat(where, ".role: required"));
-    json message = {{"role", m.role()}, {"content", m.content()}};
+    json message = {{"role", m.role()},
+                    {"content", m.has_content() ? json(m.content()) : json(nullptr)}};
     if (!m.name().empty()) message["name"] = m.name();
     if (!m.tool_call_id().empty()) message["tool_call_id"] = m.tool_call_id();
     if (!m.reasoning_content().empty()) message["reasoning_content"] = m.reasoning_content();

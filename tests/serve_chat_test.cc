@@ -238,6 +238,38 @@ TEST_F(ServeChatTest, RequestErrorsNameTheirCause) {
   EXPECT_THAT(s.error_message(), HasSubstr("tool_use"));
 }
 
+TEST_F(ServeChatTest, MessagesReachTheTemplateAsHuggingFaceGetsThem) {
+  Start("{% for m in messages %}{{ m.role }}|{{ m.content is none }}|{{ m.name }}|"
+        "{{ m.tool_call_id }}|{% for c in m.tool_calls or [] %}{{ c.function.name }}"
+        "{{ c.function.arguments | tojson }}{% endfor %}\n{% endfor %}"
+        "{{ tools | length if tools is defined else 'no tools' }}|{{ enable_thinking }}|"
+        "{{ add_generation_prompt }}");
+  ASSERT_NE(server_, nullptr) << start_status_;
+  packd::v1::Chat chat;
+  auto* u = chat.add_messages();
+  u->set_role("user");
+  u->set_content("weather?");
+  u->set_name("ann");
+  auto* a = chat.add_messages();  // content unset: null, as OpenAI clients send it
+  a->set_role("assistant");
+  a->set_tool_calls_json(
+      R"([{"id": "c1", "type": "function", "function": {"name": "get", "arguments": "{\"z\": 1, \"a\": [2]}"}}])");
+  auto* t = chat.add_messages();
+  t->set_role("tool");
+  t->set_content("sunny");
+  t->set_tool_call_id("c1");
+  chat.set_tools_json(R"([{"type": "function", "function": {"name": "get"}}])");
+  chat.set_template_kwargs_json(R"({"enable_thinking": false})");
+  chat.set_add_generation_prompt(false);
+  packd::v1::TokenizeResponse r;
+  ASSERT_TRUE(Tokenize("stories-chat", chat, &r).ok());
+  // Arguments sent as a JSON string reach the template as the object (key
+  // order kept), as vLLM passes them.
+  EXPECT_EQ(r.rendered_prompt(),
+            "user|false|ann||assistant|true|||get{\"z\": 1, \"a\": [2]}"
+            "tool|false||c1|1|false|false");  // trim_blocks: no newline after a block tag
+}
+
 TEST_F(ServeChatTest, ATemplateThatDoesNotParseFailsTheLoadNamingTheFile) {
   Start("{% for m in messages %}{{ m.content }");
   ASSERT_EQ(server_, nullptr);
