@@ -14,7 +14,9 @@
 namespace packd::server::openai {
 namespace {
 
-using Json = nlohmann::json;
+// Ordered: objects keep the client's key order (a template's tojson of the tools
+// prints it, as Hugging Face's does) and responses list fields as OpenAI does.
+using Json = nlohmann::ordered_json;
 
 absl::Status FieldError(absl::string_view field, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", message));
