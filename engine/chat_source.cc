@@ -88,7 +88,9 @@ json SpecialTokens(const fs::path& tokenizer_path, const Tokenizer& tokenizer) {
   if (fs::is_directory(tokenizer_path, ec) && Exists(config)) {
     absl::StatusOr<json> c = ReadJsonFile(config);
     if (c.ok() && c->is_object()) {
-      for (const char* key : {"bos_token", "eos_token", "unk_token", "pad_token"}) {
+      // transformers.js's SPECIAL_TOKEN_ATTRIBUTES.
+      for (const char* key : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
+                              "cls_token", "mask_token"}) {
         if (!c->contains(key)) continue;
         const json& v = (*c)[key];
         if (v.is_string()) {

@@ -117,6 +117,10 @@ absl::StatusOr<std::string> ChatTemplates::Render(const nlohmann::ordered_json& 
   nlohmann::ordered_json context = nlohmann::ordered_json::object();
   context["messages"] = messages;
   context["add_generation_prompt"] = options.add_generation_prompt;
+  // Both Hugging Face renderers pass tools and documents, null when not given
+  // (so `tools is defined` holds and `tools is not none` does not).
+  context["tools"] = nullptr;
+  context["documents"] = nullptr;
   for (auto it = special_tokens_.begin(); it != special_tokens_.end(); ++it)
     context[it.key()] = it.value();
   if (options.extra_context.is_object()) {

@@ -24,8 +24,8 @@ struct ChatRenderOptions {
   std::string template_name;
   bool add_generation_prompt = true;
   // Merged into the context last (so it overrides the keys below): tools,
-  // documents, enable_thinking, ... "tools" / "documents" are defined for the
-  // template only when given here.
+  // documents, enable_thinking, ... "tools" and "documents" are null unless
+  // given here, as both Hugging Face renderers pass them.
   nlohmann::ordered_json extra_context = nlohmann::ordered_json::object();
 };
 
@@ -50,7 +50,8 @@ class ChatTemplates {
   std::vector<std::string> names() const;
 
   // messages: a JSON array of {"role", "content", ...}. The context is
-  // messages, add_generation_prompt, the special tokens, then extra_context.
+  // messages, add_generation_prompt, tools and documents (null), the special
+  // tokens, then extra_context.
   // Errors: an unknown template name (InvalidArgument listing the names), a
   // render error, or the template's raise_exception (IsRaisedByTemplate).
   // Pass ordered_json to keep the key order of tool schemas (tojson prints it).

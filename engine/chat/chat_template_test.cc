@@ -44,18 +44,20 @@ TEST(ChatTemplates, FromConfigString) {
 
 TEST(ChatTemplates, FromConfigListPicksToolUseWhenToolsAreGiven) {
   const auto config = nlohmann::json::parse(R"([
-    {"name": "default", "template": "plain{{ tools is defined }}"},
+    {"name": "default", "template": "plain{{ tools is defined }}{{ tools is none }}{{ documents is none }}"},
     {"name": "tool_use", "template": "tools:{{ tools | length }}"}])");
   absl::StatusOr<ChatTemplates> t = ChatTemplates::FromConfigValue(config, "test config");
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_THAT(t->names(), ElementsAre("default", "tool_use"));
   const auto messages = nlohmann::json::array();
-  EXPECT_EQ(*t->Render(messages, ChatRenderOptions{}), "plainfalse");
+  // Without tools, tools and documents are null, as both Hugging Face
+  // renderers pass them.
+  EXPECT_EQ(*t->Render(messages, ChatRenderOptions{}), "plaintruetruetrue");
   ChatRenderOptions with_tools;
   with_tools.extra_context["tools"] = nlohmann::ordered_json::parse(R"([{"type": "function"}])");
   EXPECT_EQ(*t->Render(messages, with_tools), "tools:1");
   with_tools.template_name = "default";
-  EXPECT_EQ(*t->Render(messages, with_tools), "plaintrue");
+  EXPECT_EQ(*t->Render(messages, with_tools), "plaintruefalsetrue");
 
   ChatRenderOptions unknown;
   unknown.template_name = "rag";
