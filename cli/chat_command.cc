@@ -132,6 +132,7 @@ int ChatCommand(const std::vector<std::string>& argv) {
     }
     const grpc::Status status = reader->Finish();
     std::fputc('\n', stdout);
+    std::fflush(stdout);  // the reply before the stats line on stderr
     if (!status.ok()) {
       std::fprintf(stderr, "packd chat: %s (%s): %s\n", addr.c_str(),
                    std::to_string(status.error_code()).c_str(), status.error_message().c_str());
