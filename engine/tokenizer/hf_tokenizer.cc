@@ -13,8 +13,8 @@
 //    lstrip, rstrip and single_word are honoured, "normalized" is not (tokens
 //    are matched in the raw text, as transformers.js does).
 #include "absl/strings/str_cat.h"
-#include "base/file.h"
 #include "base/status_macros.h"
+#include "engine/json_file.h"
 #include "engine/tokenizer/bpe_tokenizer.h"
 #include "engine/tokenizer/text_pipeline.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -120,18 +120,6 @@ absl::StatusOr<std::optional<bool>> ConfigBool(const json& config, const char* k
     return absl::InvalidArgumentError(absl::StrCat(label, ": ", key, " is not a boolean"));
   }
   return std::optional<bool>(config[key].get<bool>());
-}
-
-absl::StatusOr<json> ReadJson(const std::filesystem::path& path) {
-  ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not valid JSON"));
-  }
-  if (!j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a JSON object"));
-  }
-  return j;
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const json& j, const std::string& label,
@@ -313,12 +301,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(
     const std::filesystem::path& tokenizer_json,
     const std::optional<std::filesystem::path>& tokenizer_config_json) {
   const std::string label = tokenizer_json.string();
-  ASSIGN_OR_RETURN(const json j, ReadJson(tokenizer_json));
+  ASSIGN_OR_RETURN(const json j, ReadJsonObject(tokenizer_json));
   json config = json::object();
   std::string config_label = "tokenizer_config.json";
   if (tokenizer_config_json.has_value()) {
     config_label = tokenizer_config_json->string();
-    ASSIGN_OR_RETURN(config, ReadJson(*tokenizer_config_json));
+    ASSIGN_OR_RETURN(config, ReadJsonObject(*tokenizer_config_json));
   }
   try {
     return Load(j, label, config, config_label);

@@ -7,9 +7,9 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
-#include "base/file.h"
 #include "base/status_macros.h"
 #include "engine/gguf.h"
+#include "engine/json_file.h"
 #include "engine/model_directory.h"
 #include "nlohmann/json.hpp"
 
@@ -47,11 +47,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerModel(const fs::path& fi
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufMetadataJson(const fs::path& file) {
-  ASSIGN_OR_RETURN(const std::string text, ReadFileToString(file));
-  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    return absl::InvalidArgumentError(absl::StrCat(file.string(), ": not valid JSON"));
-  }
+  ASSIGN_OR_RETURN(const nlohmann::json j, ReadJsonObject(file));
   return LoadGgufTokenizer(j, file.string());
 }
 
