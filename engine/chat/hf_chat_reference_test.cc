@@ -195,31 +195,11 @@ absl::StatusOr<ChatTemplates> LoadTemplates(const ReferenceTemplate& t, absl::Ti
   return ChatTemplates::FromConfigValue(Plain((*j)["chat_template"]), config.string(), options);
 }
 
-// `s` in double quotes with newlines, tabs, quotes and backslashes escaped.
+// `s` as a JSON string: control characters, quotes and backslashes escaped;
+// a character the window cut shows as U+FFFD.
 std::string Quote(std::string_view s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    switch (c) {
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out + "\"";
+  return nlohmann::ordered_json(std::string(s))
+      .dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 // A window of `s` around byte `at`, quoted.

@@ -248,24 +248,11 @@ JsType JsTypeOf(const Value& v) {
 // A value's {{ }} form as the reference's RuntimeValue#toString gives it (an
 // item of a list that AppendJsString joins).
 absl::Status AppendRuntimeString(const Value& v, std::string* out) {
-  switch (v.kind) {
-    case Kind::kUndefined:
-    case Kind::kNone:  // the reference's none holds JavaScript's undefined
-      out->append("undefined");
-      return absl::OkStatus();
-    case Kind::kFloat:
-      out->append(FormatFloat(v.number));
-      return absl::OkStatus();
-    case Kind::kList:
-    case Kind::kDict:
-    case Kind::kNamespace: {
-      JsonOptions options;
-      options.undefined_as_null = false;
-      return AppendJson(v, options, 0, out);
-    }
-    default:
-      return AppendJsString(v, out);
+  if (v.kind == Kind::kUndefined || v.kind == Kind::kNone) {
+    out->append("undefined");  // the reference's none holds JavaScript's undefined
+    return absl::OkStatus();
   }
+  return AppendPrinted(v, out);
 }
 
 }  // namespace
@@ -520,28 +507,20 @@ absl::Status AppendJson(const Value& v, const JsonOptions& options, int depth, s
 
 absl::Status AppendPrinted(const Value& v, std::string* out) {
   switch (v.kind) {
-    case Kind::kUndefined:
-    case Kind::kNone:
-      return absl::OkStatus();
-    case Kind::kBool:
-      out->append(v.boolean ? "true" : "false");
-      return absl::OkStatus();
-    case Kind::kInt:
-      out->append(FormatInt(v.integer));
-      return absl::OkStatus();
     case Kind::kFloat:
       out->append(FormatFloat(v.number));
       return absl::OkStatus();
-    case Kind::kString:
-      out->append(*v.text);
-      return absl::OkStatus();
-    case Kind::kCallable:
-      return absl::InvalidArgumentError("cannot print a callable");
-    default: {
+    case Kind::kList:
+    case Kind::kDict:
+    case Kind::kNamespace: {
       JsonOptions options;
       options.undefined_as_null = false;
       return AppendJson(v, options, 0, out);
     }
+    case Kind::kCallable:
+      return absl::InvalidArgumentError("cannot print a callable");
+    default:  // undefined and none as "", booleans, integers, strings
+      return AppendJsString(v, out);
   }
 }
 
