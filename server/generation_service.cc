@@ -153,8 +153,8 @@ absl::StatusOr<std::vector<engine::TokenId>> RenderChat(const LoadedModel& model
                                                         const packd::v1::Chat& chat,
                                                         std::string* rendered) {
   const uint64_t limit = model.max_prompt_bytes();
-  if (limit != 0 && ChatBytes(chat) > limit) {
-    return absl::OutOfRangeError(absl::StrCat("chat: ", ChatBytes(chat),
+  if (const uint64_t bytes = ChatBytes(chat); limit != 0 && bytes > limit) {
+    return absl::OutOfRangeError(absl::StrCat("chat: ", bytes,
                                               " bytes of messages is more than model '",
                                               model.spec().name, "' accepts (max_prompt_bytes ",
                                               limit, ")"));
@@ -301,11 +301,11 @@ void GenerationService::Record(const std::string& request_id, std::string_view m
   LogRequest(entry);
 }
 
-void GenerationService::RecordRefused(const Credentials& credentials, std::string_view model,
+void GenerationService::RecordRefused(const Credentials& credentials,
                                       const absl::Status& status) {
   absl::StatusOr<const ServerConfig::Tenant*> tenant = Authenticate(credentials, config_);
-  Record(absl::StrCat("req-", ++request_counter), model, tenant.ok() ? (*tenant)->name : "",
-         status, Outcome(), 0);
+  Record(absl::StrCat("req-", ++request_counter), /*model=*/"",
+         tenant.ok() ? (*tenant)->name : "", status, Outcome(), 0);
 }
 
 absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& request,

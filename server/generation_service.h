@@ -68,11 +68,10 @@ class GenerationService final : public packd::v1::Generation::Service {
   absl::StatusOr<std::vector<std::string>> TokenTexts(const Credentials& credentials,
                                                       const std::string& model,
                                                       const std::vector<int32_t>& ids) const;
-  // A request a front end refused before Serve (a body that is not JSON, a
-  // field of the wrong type, too large, too slow): its log line and metrics,
-  // as Serve records its own. `model`: as sent, or "" when unknown.
-  void RecordRefused(const Credentials& credentials, std::string_view model,
-                     const absl::Status& status);
+  // A request a front end refused before Serve, so before its model was
+  // known (a body that is not JSON, a field of the wrong type, too large, too
+  // slow): its log line and metrics, as Serve records its own.
+  void RecordRefused(const Credentials& credentials, const absl::Status& status);
   // The caller's tenant, or UNAUTHENTICATED (checked before anything else).
   absl::StatusOr<const ServerConfig::Tenant*> Authenticated(const Credentials& credentials) const {
     return Authenticate(credentials, config_);

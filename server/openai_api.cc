@@ -327,7 +327,7 @@ struct OpenAiApi::Impl {
       refused = absl::InvalidArgumentError("the request body could not be read");
       error = openai::HttpLayerError(400, refused.message());
     }
-    service->RecordRefused(CredentialsOf(req), "", refused);
+    service->RecordRefused(CredentialsOf(req), refused);
     SendErrorAndClose(req, res, std::move(error));
     return false;
   }
@@ -348,12 +348,12 @@ struct OpenAiApi::Impl {
     // the body.
     if (absl::StatusOr<const ServerConfig::Tenant*> tenant = service->Authenticated(credentials);
         !tenant.ok()) {
-      service->RecordRefused(credentials, "", tenant.status());
+      service->RecordRefused(credentials, tenant.status());
       return SendError(res, tenant.status());
     }
     absl::StatusOr<openai::ParsedRequest> parsed = openai::ParseRequest(endpoint, body);
     if (!parsed.ok()) {
-      service->RecordRefused(credentials, "", parsed.status());
+      service->RecordRefused(credentials, parsed.status());
       return SendError(res, parsed.status());
     }
     openai::ResponseMeta meta;
