@@ -131,13 +131,8 @@ class Engine {
   absl::StatusOr<std::vector<TokenId>> Tokenize(std::string_view text,
                                                 bool parse_special = true) const;
 
-  // The model's chat templates (engine/chat_source.h), or null when it has
-  // none.
-  const chat::ChatTemplates* chat_templates() const {
-    return chat_.has_value() ? &*chat_ : nullptr;
-  }
   // Renders a conversation (a JSON array of {"role", "content", ...}) with
-  // the model's chat template: FailedPrecondition naming the model when it
+  // the model's chat template (engine/chat_source.h): FailedPrecondition naming the model when it
   // has none; the template's errors otherwise (raise_exception's message as
   // InvalidArgument). Thread-safe.
   absl::StatusOr<std::string> RenderChat(const nlohmann::ordered_json& messages,
