@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace packd::server {
@@ -53,6 +54,30 @@ bool IsHostPort(std::string_view s) {
     value = value * 10 + static_cast<uint32_t>(c - '0');
   }
   return value <= 65535;
+}
+
+absl::Status SplitAddress(std::string_view address, const std::string& where, std::string* host,
+                          std::string* port) {
+  if (!address.empty() && address.front() == '[') {
+    const size_t close = address.find(']');
+    if (close == std::string_view::npos || close + 1 >= address.size() ||
+        address[close + 1] != ':') {
+      return absl::InvalidArgumentError(absl::StrCat(where, "expected [ipv6]:port"));
+    }
+    *host = std::string(address.substr(1, close - 1));
+    *port = std::string(address.substr(close + 2));
+  } else if (const size_t colon = address.rfind(':'); colon != std::string_view::npos) {
+    *host = std::string(address.substr(0, colon));
+    *port = std::string(address.substr(colon + 1));
+  } else {
+    *port = std::string(address);
+  }
+  int number = -1;
+  if (!absl::SimpleAtoi(*port, &number) || number < 0 || number > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "expected host:port or port, with a port in 0..65535"));
+  }
+  return absl::OkStatus();
 }
 
 std::string Quote(std::string_view s) { return absl::StrCat("'", std::string(s), "'"); }

@@ -9,7 +9,15 @@
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
+
 namespace packd::server {
+
+// Splits a listen address: "host:port", "[v6]:port" (brackets removed) or a
+// bare "port" (host ""). InvalidArgument, prefixed by `where`, when
+// malformed or the port is outside 0..65535.
+absl::Status SplitAddress(std::string_view address, const std::string& where, std::string* host,
+                          std::string* port);
 
 // The longest device, model or tenant name.
 inline constexpr size_t kMaxNameLength = 128;

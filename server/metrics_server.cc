@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "prometheus/collectable.h"
 #include "prometheus/text_serializer.h"
+#include "server/config_strings.h"
 
 namespace packd::server {
 namespace {
@@ -24,32 +25,6 @@ constexpr size_t kMaxRequestBytes = 16 << 10;
 constexpr int kIoTimeoutSeconds = 5;
 
 std::string ErrnoMessage(int err) { return std::error_code(err, std::generic_category()).message(); }
-
-// Splits "host:port", "[v6]:port" or "port". InvalidArgument (prefixed by
-// `where`) when malformed.
-absl::Status SplitAddress(std::string_view address, const std::string& where, std::string* host,
-                          std::string* port) {
-  if (!address.empty() && address.front() == '[') {
-    const size_t close = address.find(']');
-    if (close == std::string_view::npos || close + 1 >= address.size() ||
-        address[close + 1] != ':') {
-      return absl::InvalidArgumentError(absl::StrCat(where, "expected [ipv6]:port"));
-    }
-    *host = std::string(address.substr(1, close - 1));
-    *port = std::string(address.substr(close + 2));
-  } else if (const size_t colon = address.rfind(':'); colon != std::string_view::npos) {
-    *host = std::string(address.substr(0, colon));
-    *port = std::string(address.substr(colon + 1));
-  } else {
-    *port = std::string(address);
-  }
-  int number = -1;
-  if (!absl::SimpleAtoi(*port, &number) || number < 0 || number > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, "expected host:port or port, with a port in 0..65535"));
-  }
-  return absl::OkStatus();
-}
 
 // Writes all of `data`; false on error or timeout.
 bool SendAll(int fd, std::string_view data) {

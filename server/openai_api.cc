@@ -18,6 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "base/status_macros.h"
+#include "server/config_strings.h"
 #include "server/openai_json.h"
 
 namespace packd::server {
@@ -202,10 +204,7 @@ class StreamExchange final : public GenerateSink {
   // Waits up to `timeout` for a response or the end; neither: a timeout.
   Item Next(absl::Duration timeout) {
     absl::MutexLock lock(&mu_);
-    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return !queue_.empty() || done_.has_value();
-    };
-    mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+    mu_.AwaitWithTimeout(absl::Condition(this, &StreamExchange::Ready), timeout);
     Item item;
     if (!queue_.empty()) {
       item.response = std::move(queue_.front());
@@ -219,10 +218,7 @@ class StreamExchange final : public GenerateSink {
   // status when Serve ended without writing.
   std::optional<absl::Status> FirstOrEnd() {
     absl::MutexLock lock(&mu_);
-    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return !queue_.empty() || done_.has_value();
-    };
-    mu_.Await(absl::Condition(&ready));
+    mu_.Await(absl::Condition(this, &StreamExchange::Ready));
     if (queue_.empty()) return done_;
     return std::nullopt;
   }
@@ -241,6 +237,11 @@ class StreamExchange final : public GenerateSink {
   }
 
  private:
+  // A response is queued or Serve has returned.
+  bool Ready() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !queue_.empty() || done_.has_value();
+  }
+
   mutable absl::Mutex mu_;
   std::deque<packd::v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Status> done_ ABSL_GUARDED_BY(mu_);
@@ -251,19 +252,6 @@ class StreamExchange final : public GenerateSink {
 };
 
 int64_t UnixSeconds() { return absl::ToUnixSeconds(absl::Now()); }
-
-// "host:port" / "[v6]:port" -> host (brackets removed) and port.
-bool SplitHostPort(const std::string& listen, std::string* host, int* port) {
-  const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), port)) {
-    return false;
-  }
-  *host = listen.substr(0, colon);
-  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') {
-    *host = host->substr(1, host->size() - 2);
-  }
-  return true;
-}
 
 // The OpenSSL error queue as text (and emptied).
 std::string OpenSslErrors() {
@@ -561,12 +549,11 @@ absl::StatusOr<std::unique_ptr<OpenAiApi>> OpenAiApi::Start(const ServerConfig::
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   impl->service = &service;
-  std::string host;
+  std::string host, port_text;
+  RETURN_IF_ERROR(SplitAddress(config.listen, absl::StrCat("http.listen '", config.listen, "': "),
+                               &host, &port_text));
   int port = 0;
-  if (!SplitHostPort(config.listen, &host, &port)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("http.listen: expected host:port, got '", config.listen, "'"));
-  }
+  (void)absl::SimpleAtoi(port_text, &port);  // SplitAddress checked it
   if (config.tls) {
     const ServerConfig::Tls tls = *config.tls;
     std::string tls_error;
