@@ -113,11 +113,11 @@ grep -q '"type":"authentication_error"' "$tmp/err.json" || fail "curl: 401 body:
 echo "openai_client_test: curl checks passed"
 
 # --- the OpenAI Node.js client ---
+node_skipped=
 if ! command -v node >/dev/null; then
-  echo "openai_client_test: SKIP (Node.js part): node is not installed"
+  node_skipped="node is not installed"
 elif [ ! -d "$client_dir/node_modules/openai" ]; then
-  echo "openai_client_test: SKIP (Node.js part): $client_dir/node_modules is missing;" \
-    "run (cd tests/openai_client && npm ci --ignore-scripts) or scripts/setup.sh"
+  node_skipped="$client_dir/node_modules is missing; run (cd tests/openai_client && npm ci --ignore-scripts) or scripts/setup.sh"
 else
   node "$client_dir/client_test.mjs" --base-url "$base" --key "$key" --model stories260K \
     --metrics "http://127.0.0.1:$metrics_port/metrics" || { show_log; fail "the Node.js client failed"; }
@@ -137,4 +137,10 @@ else
 fi
 
 stop_server
+# Without the official client the test did not do what it is for: ctest
+# reports it skipped (77), not passed.
+if [ -n "$node_skipped" ]; then
+  echo "openai_client_test: SKIP (the curl checks passed; the Node.js client did not run): $node_skipped"
+  exit 77
+fi
 echo "openai_client_test: PASS"
