@@ -259,8 +259,16 @@ absl::Status ContainerReader::LoadManifest() {
         encoded += e->size();
         t.components.emplace_back(std::move(comp), std::move(entry));
       }
-      t.original_bytes = j.value("original_bytes", uint64_t{0});
-      t.encoded_bytes = j.value("encoded_bytes", uint64_t{0});
+      // Absent reads as 0 (and then mismatches); anything but a non-negative
+      // integer is refused (a float such as 1e40 has no uint64 value).
+      for (const auto& [key, field] : {std::pair{"original_bytes", &t.original_bytes},
+                                       std::pair{"encoded_bytes", &t.encoded_bytes}}) {
+        if (!j.contains(key)) continue;
+        if (!j[key].is_number_unsigned()) {
+          return err(absl::StrCat(key, " must be a non-negative integer"));
+        }
+        *field = j[key].get<uint64_t>();
+      }
       if (t.original_bytes != *n * static_cast<uint64_t>(DTypeSize(t.info.dtype))) {
         return err("original_bytes does not match dtype and shape");
       }
