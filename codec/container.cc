@@ -265,7 +265,7 @@ absl::Status ContainerReader::LoadManifest() {
                                        std::pair{"encoded_bytes", &t.encoded_bytes}}) {
         if (!j.contains(key)) continue;
         if (!j[key].is_number_unsigned()) {
-          return err(absl::StrCat(key, " must be a non-negative integer"));
+          return err(absl::StrCat("malformed ", key, ": not a non-negative integer"));
         }
         *field = j[key].get<uint64_t>();
       }
