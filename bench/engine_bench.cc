@@ -525,7 +525,7 @@ absl::Status RunChild(const ChildOptions& c) {
     engine::SamplingParams p = params;
     p.max_tokens = 1;
     ASSIGN_OR_RETURN(std::vector<engine::SequenceOutput> out,
-                     eng->Generate({engine::GenerationRequest{{1}, p}}));
+                     eng->Generate({engine::GenerationRequest{.prompt = {1}, .params = p}}));
     (void)out;
   }
   const double warmup_s = SecondsSince(t0);

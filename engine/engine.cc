@@ -41,6 +41,7 @@ struct Engine::Active {
   StopStringMatcher stops;
   std::vector<TokenId> stop_ids;  // sorted
   int64_t generated = 0;
+  bool return_logits = false;
 };
 
 namespace {
@@ -240,6 +241,9 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request) {
   a->seq.prompt_len = prompt_len;
   a->seq.max_len = prompt_len + request.params.max_tokens;
   a->seq.tokens = std::move(request.prompt);
+  a->seq.prefix_cache = options_.prefix_caching && request.cache_prompt;
+  a->seq.cache_salt = std::move(request.cache_salt);
+  a->return_logits = request.return_logits;
   // Prime the detokenizer with the prompt so the first generated token
   // continues it (keeps its leading space, completes a split character).
   if (a->decoder != nullptr) {
@@ -324,16 +328,20 @@ absl::StatusOr<std::vector<SequenceOutput>> Engine::Step() {
   stats_.last_step_tokens = static_cast<int64_t>(batch.tokens.size());
   stats_.last_step_sequences = static_cast<int64_t>(chunks.size());
   stats_.preemptions = scheduler_->preemptions();
-  for (const ScheduledChunk& ch : chunks) Scheduler::Computed(ch);
+  stats_.prefix_cache_queried_tokens = scheduler_->prefix_queried_tokens();
+  stats_.prefix_cache_hit_tokens = scheduler_->prefix_hit_tokens();
+  for (const ScheduledChunk& ch : chunks) scheduler_->Computed(ch);
 
   const int64_t vocab = config().vocab_size;
   for (size_t i = 0; i < sampled.size(); ++i) {
     Sequence* seq = sampled[i]->seq;
     Active& a = *sequences_.at(seq->id);
-    const SampledToken t = a.sampler.Next(
-        std::span<const float>(logits_.data() + i * vocab, static_cast<size_t>(vocab)));
+    const std::span<const float> row(logits_.data() + i * vocab, static_cast<size_t>(vocab));
+    const SampledToken t = a.sampler.Next(row);
     SequenceOutput out;
     out.id = seq->id;
+    out.cached_prompt_tokens = seq->cached_prompt_tokens;
+    if (a.return_logits) out.logits.assign(row.begin(), row.end());
     Emit(a, out, t.id, t.logprob);
     if (out.finish != FinishReason::kNone) {
       scheduler_->Finish(seq);
@@ -361,6 +369,8 @@ absl::StatusOr<std::vector<SequenceOutput>> Engine::Generate(
       r.tokens.insert(r.tokens.end(), o.tokens.begin(), o.tokens.end());
       r.logprobs.insert(r.logprobs.end(), o.logprobs.begin(), o.logprobs.end());
       r.text += o.text;
+      r.logits.insert(r.logits.end(), o.logits.begin(), o.logits.end());
+      if (o.cached_prompt_tokens >= 0) r.cached_prompt_tokens = o.cached_prompt_tokens;
       if (o.finish != FinishReason::kNone) {
         r.finish = o.finish;
         ++done;

@@ -60,6 +60,11 @@ struct EngineOptions {
   // batch sizes. 8 is a prediction of the crossover, not yet a measurement
   // (engine/cuda/CUDA_BACKEND.md).
   int fused_max_batch = 8;
+  // Prefix caching (engine/SCHEDULER.md): a prompt reuses the keys and
+  // values of every full KV block another sequence of this engine computed
+  // for the same leading tokens (same logits, bit for bit); false: every
+  // prompt is computed from scratch.
+  bool prefix_caching = true;
   // A Jinja file whose template replaces the model's own chat template
   // (engine/chat_source.h); empty: the model's.
   std::filesystem::path chat_template_file;
@@ -80,6 +85,14 @@ std::string_view FinishReasonName(FinishReason r);
 struct GenerationRequest {
   std::vector<TokenId> prompt;  // non-empty, ids in the vocabulary
   SamplingParams params;
+  // Prefix caching, when the engine has it on: false neither reads the
+  // cache nor leaves this request's blocks in it.
+  bool cache_prompt = true;
+  // The cache namespace: a request reuses only blocks computed by requests
+  // with the same salt (e.g. the tenant, to keep tenants' caches apart).
+  std::string cache_salt;
+  // Tests: every output carries the full logits row of each token it samples.
+  bool return_logits = false;
 };
 
 // What one sequence produced in one step.
@@ -89,6 +102,11 @@ struct SequenceOutput {
   std::vector<float> logprobs;  // per token, when params.logprobs
   std::string text;             // new text: whole UTF-8 characters, stop strings cut
   FinishReason finish = FinishReason::kNone;
+  // Prompt tokens whose keys and values came from the prefix cache when the
+  // sequence was admitted (-1: not admitted yet, e.g. aborted while queued).
+  int64_t cached_prompt_tokens = -1;
+  // GenerationRequest::return_logits: vocab_size floats per token.
+  std::vector<float> logits;
 };
 
 struct EngineStats {
@@ -96,6 +114,10 @@ struct EngineStats {
   uint64_t prompt_tokens = 0;  // prefill tokens computed (recomputation included)
   uint64_t generated_tokens = 0;
   uint64_t preemptions = 0;
+  // Prefix caching: prompt tokens of admitted requests that used it, and
+  // how many of those came from the cache.
+  uint64_t prefix_cache_queried_tokens = 0;
+  uint64_t prefix_cache_hit_tokens = 0;
   int64_t last_step_tokens = 0;     // tokens computed by the latest step
   int64_t last_step_sequences = 0;  // sequences in the latest step
 };

@@ -51,25 +51,106 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend& backend,
     layer.head_dim = config.head_dim;
     c->layers_.push_back(layer);
   }
+  c->blocks_.resize(c->num_blocks_);
   c->free_.reserve(c->num_blocks_);
   for (int64_t b = c->num_blocks_ - 1; b >= 0; --b) c->free_.push_back(static_cast<int32_t>(b));
   return c;
+}
+
+void KvCache::LruRemove(int32_t b) {
+  BlockState& s = blocks_[b];
+  (s.lru_prev >= 0 ? blocks_[s.lru_prev].lru_next : lru_head_) = s.lru_next;
+  (s.lru_next >= 0 ? blocks_[s.lru_next].lru_prev : lru_tail_) = s.lru_prev;
+  s.lru_prev = s.lru_next = -1;
+  --evictable_;
+}
+
+void KvCache::LruAppend(int32_t b) {
+  BlockState& s = blocks_[b];
+  s.lru_prev = lru_tail_;
+  s.lru_next = -1;
+  (lru_tail_ >= 0 ? blocks_[lru_tail_].lru_next : lru_head_) = b;
+  lru_tail_ = b;
+  ++evictable_;
+}
+
+int32_t KvCache::TakeBlock() {
+  int32_t b;
+  if (!free_.empty()) {
+    b = free_.back();
+    free_.pop_back();
+  } else {  // Reserve checked free_blocks(): an evictable block exists
+    b = lru_head_;
+    LruRemove(b);
+    BlockState& s = blocks_[b];
+    cached_.erase(*s.key);
+    s.key = nullptr;
+    s.content = 0;
+  }
+  blocks_[b].refs = 1;
+  return b;
 }
 
 bool KvCache::Reserve(std::vector<int32_t>& table, int64_t tokens) {
   const int64_t need = BlocksFor(tokens) - static_cast<int64_t>(table.size());
   if (need <= 0) return true;
   if (need > free_blocks()) return false;
-  for (int64_t i = 0; i < need; ++i) {
-    table.push_back(free_.back());
-    free_.pop_back();
-  }
+  for (int64_t i = 0; i < need; ++i) table.push_back(TakeBlock());
   return true;
 }
 
 void KvCache::Release(std::vector<int32_t>& table) {
-  for (auto it = table.rbegin(); it != table.rend(); ++it) free_.push_back(*it);
+  for (auto it = table.rbegin(); it != table.rend(); ++it) {
+    BlockState& s = blocks_[*it];
+    if (--s.refs > 0) continue;
+    if (s.content != 0) {
+      LruAppend(*it);
+    } else {
+      free_.push_back(*it);
+    }
+  }
   table.clear();
 }
+
+int64_t KvCache::AcquirePrefix(std::span<const int32_t> tokens, int64_t max_tokens,
+                               std::string_view salt, std::vector<int32_t>& table,
+                               std::vector<uint64_t>& content) {
+  const int64_t limit = std::min<int64_t>(max_tokens, static_cast<int64_t>(tokens.size()));
+  KvBlockKey key;
+  key.salt = salt;
+  int64_t j = 0;
+  for (; (j + 1) * block_size_ <= limit; ++j) {
+    key.tokens.assign(tokens.begin() + j * block_size_, tokens.begin() + (j + 1) * block_size_);
+    auto it = cached_.find(key);
+    if (it == cached_.end()) break;
+    const int32_t b = it->second;
+    BlockState& s = blocks_[b];
+    if (s.refs++ == 0) LruRemove(b);
+    table.push_back(b);
+    content.push_back(s.content);
+    key.parent = s.content;
+  }
+  return j * block_size_;
+}
+
+void KvCache::Commit(std::span<const int32_t> tokens, int64_t computed, std::string_view salt,
+                     const std::vector<int32_t>& table, std::vector<uint64_t>& content) {
+  const int64_t full = std::min<int64_t>(computed, static_cast<int64_t>(tokens.size())) /
+                       block_size_;
+  KvBlockKey key;
+  key.salt = salt;
+  for (int64_t j = static_cast<int64_t>(content.size()); j < full; ++j) {
+    key.parent = j == 0 ? 0 : content[j - 1];
+    key.tokens.assign(tokens.begin() + j * block_size_, tokens.begin() + (j + 1) * block_size_);
+    auto [it, inserted] = cached_.try_emplace(key, table[j]);
+    if (inserted) {
+      BlockState& s = blocks_[table[j]];
+      s.content = next_content_++;
+      s.key = &it->first;
+    }
+    content.push_back(blocks_[it->second].content);
+  }
+}
+
 
 }  // namespace packd::engine

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -24,6 +25,13 @@ struct Sequence {
   std::vector<int32_t> blocks;  // KV block table
   SequenceState state = SequenceState::kWaiting;
   int preemptions = 0;
+  // Prefix caching: whether this sequence reads and fills the cache, in
+  // which namespace, and the content ids of its leading registered blocks.
+  bool prefix_cache = false;
+  std::string cache_salt;
+  std::vector<uint64_t> block_content;
+  // Prompt tokens taken from the cache when first admitted; -1 before.
+  int64_t cached_prompt_tokens = -1;
 };
 
 // A run of one sequence's tokens to compute this step: tokens [begin, begin +
@@ -55,8 +63,9 @@ class Scheduler {
   // chunk; preempts the newest running sequences (releasing their blocks;
   // they recompute later) when blocks run out.
   std::vector<ScheduledChunk> Schedule();
-  // After the engine ran the step: the chunk's tokens are now cached.
-  static void Computed(const ScheduledChunk& chunk) { chunk.seq->num_computed += chunk.count; }
+  // After the engine ran the step: the chunk's tokens are now cached, and
+  // the blocks they fill are registered for prefix caching.
+  void Computed(const ScheduledChunk& chunk);
   // Removes a sequence (finished or aborted) from whichever queue holds it
   // and releases its blocks.
   void Finish(Sequence* seq);
@@ -64,15 +73,24 @@ class Scheduler {
   size_t waiting() const { return waiting_.size(); }
   size_t running() const { return running_.size(); }
   uint64_t preemptions() const { return preemptions_; }
+  // Prompt tokens of admitted sequences that used prefix caching, and how
+  // many of them came from the cache (counted at first admission).
+  uint64_t prefix_queried_tokens() const { return prefix_queried_tokens_; }
+  uint64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
 
  private:
   void Preempt(Sequence* seq);
+  // Admits the first waiting sequence if its first chunk fits (taking its
+  // cached prefix first); false, with nothing changed, when it does not.
+  bool Admit(Sequence* seq, int64_t budget, std::vector<ScheduledChunk>& chunks);
 
   KvCache& cache_;
   SchedulerOptions options_;
   std::deque<Sequence*> waiting_;   // FCFS; preempted sequences go to the front
   std::vector<Sequence*> running_;  // in admission order
   uint64_t preemptions_ = 0;
+  uint64_t prefix_queried_tokens_ = 0;
+  uint64_t prefix_hit_tokens_ = 0;
 };
 
 }  // namespace packd::engine
