@@ -100,6 +100,43 @@
 //     arena accounting (256-byte blocks); the drop of the driver's free memory
 //     over the configuration (arena chunks, cuBLAS) is in the JSON
 //     ("device_free_drop_bytes").
+//
+// --prefix: the prefix-caching case (engine/SCHEDULER.md) instead of the
+// above. One child per codec opens two engines on the model, caching on and
+// caching off (EngineOptions::prefix_caching), and alternates the requests
+// between them, so that the machine's drift touches both alike. Each engine
+// serves one request at a time (max_running 1, greedy, max_tokens 1): a
+// request's TTFT (from Submit to the end of the step that yields its token)
+// is its prefill latency. Prompts are random token ids drawn from --seed.
+//   nothing shared: --distinct-prompts (default 16) distinct prompts of
+//     --prompt-tokens (default 64) tokens, each sent to both engines
+//     (caching on: every lookup a miss).
+//   shared prefix: N (--shared-prefixes, default 4) system prompts of L
+//     (--prefix-tokens, default 1024) tokens; request j is system prompt
+//     j mod N followed by S (--suffix-tokens, default 32) random tokens of
+//     its own. The first request of each system prompt goes to both engines
+//     (on: a miss that fills the cache; these N pairs are the nothing-shared
+//     figure at L + S tokens); then --requests-on (default 48) requests are
+//     timed with caching on, each a hit on the system prompt's whole KV
+//     blocks, and --requests-off (default 2) of them, spread evenly, are
+//     sent to the caching-off engine as well. The caching-off row counts all
+//     N + --requests-off of its L + S-token requests (without the cache each
+//     is a full prefill whatever its tokens).
+// Reported: TTFT p50 and p99 (linear interpolation between closest ranks:
+// with few requests p99 is near the largest; the table gives the count),
+// prompt tokens/s = a request's prompt tokens (cached ones included) / TTFT
+// p50, the hit ratio of the timed requests from EngineStats
+// (prefix_cache_hit_tokens / prefix_cache_queried_tokens; at best L rounded
+// down to whole blocks over L + S), TTFT off ÷ on; and for nothing shared,
+// the median over the prompts of TTFT off ÷ TTFT on (= prompt tok/s on ÷
+// off; 1 when caching costs nothing). The caching-on KV cache holds N + 2
+// sequences of L + S + 1 tokens, so the system prompts stay cached (the
+// JSON has its cached_blocks at the end). No bandwidth is measured;
+// --batches and --decode-steps do not apply; default codecs raw,vlc,tiled.
+// Cost, llama-1b on 2 cores: about 9 minutes on an idle machine (a
+// 1,056-token prefill takes ~11 s raw, ~17 s vlc). --quick: codecs raw,vlc,
+// N 2, L 192, --requests-on 16, --requests-off 2, 8 distinct 32-token
+// prompts (it fits --shape tiny's 256-token context).
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -107,6 +144,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -160,6 +198,17 @@ double SecondsSince(Clock::time_point t0) {
 
 // ---------------------------------------------------------------- options
 
+// The --prefix case's workload (see the top of this file); every prompt is
+// random token ids drawn from --seed.
+struct PrefixWorkload {
+  int64_t shared_prefixes = 4;    // N distinct system prompts
+  int64_t prefix_tokens = 1024;   // L tokens each
+  int64_t suffix_tokens = 32;     // S random user tokens after one
+  int64_t requests_on = 48;       // timed shared-prefix requests, caching on (hits)
+  int64_t requests_off = 2;       // of those, also sent with caching off
+  int64_t distinct_prompts = 16;  // nothing shared: prompts of --prompt-tokens tokens
+};
+
 struct Options {
   std::string device = "cpu";  // "cpu" or "cuda:N"
   int cuda_device = -1;        // N of "cuda:N"; -1 for the CPU
@@ -176,10 +225,16 @@ struct Options {
   uint64_t seed = 0;
   std::string json;
   std::string command_line;
+  // --prefix: the prefix-caching case instead of prefill/decode (see the top
+  // of this file).
+  bool prefix = false;
+  PrefixWorkload workload;
 };
 
 // What the parent hands one child (the --child flags).
 struct ChildOptions {
+  bool prefix = false;      // the prefix-caching case (RunPrefixChild)
+  PrefixWorkload workload;  // prefix only
   std::string device = "cpu";
   std::string model;
   int64_t batch = 1;
@@ -206,6 +261,9 @@ constexpr char kUsage[] =
     "              [--prompt-tokens N] [--decode-steps N] [--threads N]\n"
     "              [--max-batch-tokens N] [--fused-max-batch N] [--seed N] [--quick]\n"
     "              [--json FILE]\n"
+    "       engine --prefix [--shared-prefixes N] [--prefix-tokens L] [--suffix-tokens S]\n"
+    "              [--requests-on H] [--requests-off M] [--distinct-prompts D]\n"
+    "              [--prompt-tokens P] [common flags above]\n"
     "Prefill and decode tokens/s of the engine for each codec and batch size, each\n"
     "configuration in its own process (peak RSS; on a device, the backend's memory),\n"
     "against the measured memory bandwidth; prints a Markdown table.\n"
@@ -223,18 +281,54 @@ constexpr char kUsage[] =
     "  --fused-max-batch   cuda: matmuls of at most N rows run the fused kernels, taller\n"
     "                      ones cuBLAS (default 8; 0..32, 0 = never fuse)\n"
     "  --quick             batches 1,8, codecs raw,vlc, 32-token prompts, 4 decode steps\n"
-    "  --json              also write the numbers to FILE\n";
+    "  --json              also write the numbers to FILE\n"
+    "  --prefix            the prefix-caching case instead: TTFT p50/p99 and prompt tok/s\n"
+    "                      with caching on and off (two engines in each codec's process,\n"
+    "                      requests alternating; default codecs raw,vlc,tiled)\n"
+    "  --shared-prefixes   prefix: distinct system prompts (default 4)\n"
+    "  --prefix-tokens     prefix: tokens of each system prompt (default 1024)\n"
+    "  --suffix-tokens     prefix: random user tokens after it (default 32)\n"
+    "  --requests-on       prefix: timed requests with caching on, all hits (default 48)\n"
+    "  --requests-off      prefix: of those, also sent with caching off (default 2)\n"
+    "  --distinct-prompts  prefix: nothing-shared prompts of --prompt-tokens tokens, each\n"
+    "                      sent with caching on and off (default 16)\n"
+    "  --quick (prefix)    codecs raw,vlc, 2 system prompts of 192 tokens, 16/2 requests,\n"
+    "                      8 distinct 32-token prompts\n";
 
 absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   Options o;
   o.command_line = "build/bench/engine";
   for (int i = 1; i < argc; ++i) o.command_line += absl::StrCat(" ", argv[i]);
-  static const char* const kFlags[] = {
-      "--shape",         "--checkpoint",   "--workdir", "--codecs",           "--batches",
-      "--prompt-tokens", "--decode-steps", "--threads", "--max-batch-tokens", "--seed",
-      "--json",          "--quick",        "--device",  "--fused-max-batch"};
-  // --quick only changes defaults, so flags given with it win wherever they are.
+  static const char* const kFlags[] = {"--shape",
+                                       "--checkpoint",
+                                       "--workdir",
+                                       "--codecs",
+                                       "--batches",
+                                       "--prompt-tokens",
+                                       "--decode-steps",
+                                       "--threads",
+                                       "--max-batch-tokens",
+                                       "--seed",
+                                       "--json",
+                                       "--quick",
+                                       "--device",
+                                       "--fused-max-batch",
+                                       "--prefix",
+                                       "--shared-prefixes",
+                                       "--prefix-tokens",
+                                       "--suffix-tokens",
+                                       "--requests-on",
+                                       "--requests-off",
+                                       "--distinct-prompts"};
+  // --quick and --prefix only change defaults, so flags given with them win
+  // wherever they are.
   bool quick = false, batches_given = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--prefix") {
+      o.prefix = true;
+      o.codecs = {"raw", "vlc", "tiled"};
+    }
+  }
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--quick") {
       quick = true;
@@ -242,16 +336,27 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       o.codecs = {"raw", "vlc"};
       o.prompt_tokens = 32;
       o.decode_steps = 4;
+      o.workload.shared_prefixes = 2;
+      o.workload.prefix_tokens = 192;
+      o.workload.requests_on = 16;
+      o.workload.requests_off = 2;
+      o.workload.distinct_prompts = 8;
     }
   }
   for (int i = 1; i < argc; ++i) {
     if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
       return absl::CancelledError(kUsage);
     }
-    ASSIGN_OR_RETURN(const auto flag, NextFlag(argc, argv, i, {"--quick"}, kUsage, kFlags));
+    ASSIGN_OR_RETURN(const auto flag,
+                     NextFlag(argc, argv, i, {"--quick", "--prefix"}, kUsage, kFlags));
     const std::string& arg = flag.first;
     const std::string& value = flag.second;
-    if (arg == "--quick") continue;
+    if (arg == "--quick" || arg == "--prefix") continue;
+    if (!o.prefix &&
+        (arg == "--shared-prefixes" || arg == "--prefix-tokens" || arg == "--suffix-tokens" ||
+         arg == "--requests-on" || arg == "--requests-off" || arg == "--distinct-prompts")) {
+      return absl::InvalidArgumentError(absl::StrCat(arg, " needs --prefix"));
+    }
     if (arg == "--device") {
       ASSIGN_OR_RETURN(o.cuda_device, ParseDevice(value));
       o.device = value;
@@ -296,7 +401,22 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       o.seed = static_cast<uint64_t>(s);
     } else if (arg == "--json") {
       o.json = value;
+    } else if (arg == "--shared-prefixes") {
+      ASSIGN_OR_RETURN(o.workload.shared_prefixes, ParseInt(arg, value, 1, 1 << 16));
+    } else if (arg == "--prefix-tokens") {
+      ASSIGN_OR_RETURN(o.workload.prefix_tokens, ParseInt(arg, value, 1, 1 << 20));
+    } else if (arg == "--suffix-tokens") {
+      ASSIGN_OR_RETURN(o.workload.suffix_tokens, ParseInt(arg, value, 1, 1 << 20));
+    } else if (arg == "--requests-on") {
+      ASSIGN_OR_RETURN(o.workload.requests_on, ParseInt(arg, value, 1, 1 << 20));
+    } else if (arg == "--requests-off") {
+      ASSIGN_OR_RETURN(o.workload.requests_off, ParseInt(arg, value, 1, 1 << 20));
+    } else if (arg == "--distinct-prompts") {
+      ASSIGN_OR_RETURN(o.workload.distinct_prompts, ParseInt(arg, value, 1, 1 << 20));
     }
+  }
+  if (o.workload.requests_off > o.workload.requests_on) {
+    return absl::InvalidArgumentError("--requests-off must not exceed --requests-on");
   }
   if (o.threads == 0) o.threads = HardwareThreads();
   // On a device, batch 64 replaces 32: the points (1, 8, 64), where
@@ -337,6 +457,21 @@ absl::StatusOr<ChildOptions> ParseChildArgs(int argc, char** argv) {
     } else if (key == "--seed") {
       ASSIGN_OR_RETURN(const int64_t s, ParseInt(key, v, 0, INT64_MAX));
       c.seed = static_cast<uint64_t>(s);
+    } else if (key == "--prefix") {
+      ASSIGN_OR_RETURN(const int64_t b, ParseInt(key, v, 0, 1));
+      c.prefix = b != 0;
+    } else if (key == "--shared-prefixes") {
+      ASSIGN_OR_RETURN(c.workload.shared_prefixes, ParseInt(key, v, 1, 1 << 16));
+    } else if (key == "--prefix-tokens") {
+      ASSIGN_OR_RETURN(c.workload.prefix_tokens, ParseInt(key, v, 1, 1 << 20));
+    } else if (key == "--suffix-tokens") {
+      ASSIGN_OR_RETURN(c.workload.suffix_tokens, ParseInt(key, v, 1, 1 << 20));
+    } else if (key == "--requests-on") {
+      ASSIGN_OR_RETURN(c.workload.requests_on, ParseInt(key, v, 1, 1 << 20));
+    } else if (key == "--requests-off") {
+      ASSIGN_OR_RETURN(c.workload.requests_off, ParseInt(key, v, 1, 1 << 20));
+    } else if (key == "--distinct-prompts") {
+      ASSIGN_OR_RETURN(c.workload.distinct_prompts, ParseInt(key, v, 1, 1 << 20));
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown child flag ", key));
     }
@@ -376,6 +511,19 @@ std::map<std::string, uint64_t> ProcStatus() {
     out[line.substr(0, colon)] = std::strtoull(line.c_str() + colon + 1, nullptr, 10) << 10;
   }
   return out;
+}
+
+// This process's peak and current RSS, as the children report them.
+nlohmann::json RssJson() {
+  const std::map<std::string, uint64_t> st = ProcStatus();
+  auto get = [&st](const char* k) {
+    auto it = st.find(k);
+    return it == st.end() ? uint64_t{0} : it->second;
+  };
+  return {{"peak_rss_bytes", get("VmHWM")},
+          {"rss_bytes", get("VmRSS")},
+          {"rss_file_bytes", get("RssFile")},
+          {"rss_anon_bytes", get("RssAnon")}};
 }
 
 struct Bandwidth {
@@ -465,6 +613,59 @@ uint64_t DeviceFreeBytes(int device) {
   return info.ok() ? info->free_bytes : 0;
 }
 
+// Bytes one token's keys and values take in the KV cache of `model` (an HF
+// or packd directory), from its config.json.
+absl::StatusOr<uint64_t> KvBytesPerTokenOf(const std::string& model) {
+  ASSIGN_OR_RETURN(const std::string config_text,
+                   ReadFileToString(fs::path(model) / "config.json"));
+  try {
+    ASSIGN_OR_RETURN(const engine::ModelConfig mc,
+                     engine::ParseHfConfig(nlohmann::json::parse(config_text), "config.json"));
+    return engine::KvBytesPerToken(mc);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(model, "/config.json: ", e.what()));
+  }
+}
+
+// Greedy, ignore_eos: every request runs its max_tokens.
+engine::SamplingParams GreedyParams(uint64_t seed) {
+  engine::SamplingParams params;
+  params.temperature = 0;
+  params.ignore_eos = true;
+  params.seed = seed;
+  return params;
+}
+
+// A child's engine, opened and warmed up.
+struct WarmEngine {
+  std::unique_ptr<engine::Engine> eng;
+  double open_s = 0, warmup_s = 0;
+};
+
+// Opens c.model with `eo`, then runs one 1-token request: one token through
+// every layer faults in every weight page, so that the timed phases do not
+// include page faults. `memory` is sampled after each.
+absl::StatusOr<WarmEngine> OpenWarm(const ChildOptions& c, const engine::EngineOptions& eo,
+                                    const std::string& tag, MemoryPeak& memory) {
+  WarmEngine w;
+  Clock::time_point t0 = Clock::now();
+  ASSIGN_OR_RETURN(w.eng, engine::Engine::Open(c.model, eo));
+  w.open_s = SecondsSince(t0);
+  memory.Sample(w.eng->backend().memory_usage());
+  std::fprintf(stderr, "%s opened in %.1f s: %s, %s\n", tag.c_str(), w.open_s,
+               w.eng->backend().description().c_str(),
+               std::string(w.eng->source().format()).c_str());
+  t0 = Clock::now();
+  engine::SamplingParams p = GreedyParams(c.seed);
+  p.max_tokens = 1;
+  ASSIGN_OR_RETURN(std::vector<engine::SequenceOutput> out,
+                   w.eng->Generate({engine::GenerationRequest{.prompt = {1}, .params = p}}));
+  (void)out;
+  w.warmup_s = SecondsSince(t0);
+  memory.Sample(w.eng->backend().memory_usage());
+  return w;
+}
+
 // Runs one configuration in this (child) process and writes its numbers as
 // JSON to c.result.
 absl::Status RunChild(const ChildOptions& c) {
@@ -486,50 +687,22 @@ absl::Status RunChild(const ChildOptions& c) {
   const int64_t seq_tokens = c.prompt_tokens + max_tokens;
   // The KV cache holds exactly the batch (plus a spare block per sequence and
   // a few for the warm-up), so nothing is preempted and no memory is wasted.
-  // Its size per token comes from config.json (an HF or packd directory).
-  ASSIGN_OR_RETURN(const std::string config_text,
-                   ReadFileToString(fs::path(c.model) / "config.json"));
-  engine::ModelConfig mc;
-  try {
-    ASSIGN_OR_RETURN(mc, engine::ParseHfConfig(nlohmann::json::parse(config_text), "config.json"));
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(c.model, "/config.json: ", e.what()));
-  }
-  const uint64_t kv_bytes_per_token = engine::KvBytesPerToken(mc);
+  ASSIGN_OR_RETURN(const uint64_t kv_bytes_per_token, KvBytesPerTokenOf(c.model));
   const int64_t blocks_per_seq = (seq_tokens + eo.kv_block_size - 1) / eo.kv_block_size + 1;
   eo.kv_cache_bytes =
       static_cast<uint64_t>(c.batch * blocks_per_seq + 4) * eo.kv_block_size * kv_bytes_per_token;
 
   const uint64_t free_before = cuda_device >= 0 ? DeviceFreeBytes(cuda_device) : 0;
-  Clock::time_point t0 = Clock::now();
-  ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> eng, engine::Engine::Open(c.model, eo));
-  const double open_s = SecondsSince(t0);
   MemoryPeak memory;
-  memory.Sample(eng->backend().memory_usage());
+  ASSIGN_OR_RETURN(WarmEngine warm, OpenWarm(c, eo, tag, memory));
+  engine::Engine* eng = warm.eng.get();
+  const double open_s = warm.open_s, warmup_s = warm.warmup_s;
   const engine::ModelConfig& cfg = eng->config();
   // The engine's own figure (equal to the estimate above for fp32 caches).
   const uint64_t kv_per_token =
       eng->kv_cache().bytes_per_block() / static_cast<uint64_t>(eng->kv_cache().block_size());
-  std::fprintf(stderr, "%s opened in %.1f s: %s, %s\n", tag.c_str(), open_s,
-               eng->backend().description().c_str(), std::string(eng->source().format()).c_str());
-
-  engine::SamplingParams params;
-  params.temperature = 0;
-  params.ignore_eos = true;
-  params.seed = c.seed;
-
-  // Warm-up: one token through every layer faults in every weight page, so
-  // the timed phases do not include page faults.
-  t0 = Clock::now();
-  {
-    engine::SamplingParams p = params;
-    p.max_tokens = 1;
-    ASSIGN_OR_RETURN(std::vector<engine::SequenceOutput> out,
-                     eng->Generate({engine::GenerationRequest{.prompt = {1}, .params = p}}));
-    (void)out;
-  }
-  const double warmup_s = SecondsSince(t0);
-  memory.Sample(eng->backend().memory_usage());
+  engine::SamplingParams params = GreedyParams(c.seed);
+  Clock::time_point t0;
 
   std::mt19937_64 rng(c.seed);
   std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(cfg.vocab_size - 1));
@@ -605,11 +778,6 @@ absl::Status RunChild(const ChildOptions& c) {
       eng->transformer().weight_bytes() - (cfg.tie_word_embeddings ? 0 : embedding_bytes);
   const uint64_t elem_bytes = codec::DTypeSize(emb.info.dtype);
 
-  const std::map<std::string, uint64_t> st = ProcStatus();
-  auto get = [&st](const char* k) {
-    auto it = st.find(k);
-    return it == st.end() ? uint64_t{0} : it->second;
-  };
   nlohmann::json j = {
       {"device", c.device},
       {"model", c.model},
@@ -638,16 +806,243 @@ absl::Status RunChild(const ChildOptions& c) {
       {"weight_read_bytes_per_step", weight_read},
       {"kv_read_bytes", kv_read},
       {"kv_bytes_per_token", kv_per_token},
-      {"peak_rss_bytes", get("VmHWM")},
-      {"rss_bytes", get("VmRSS")},
-      {"rss_file_bytes", get("RssFile")},
-      {"rss_anon_bytes", get("RssAnon")},
       {"backend_memory_peak_bytes", memory.ToJson()},
   };
+  j.update(RssJson());
   if (cuda_device >= 0) {
     j["device_free_drop_bytes"] =
         free_before > free_after && free_after != 0 ? free_before - free_after : 0;
   }
+  return WriteFileAtomically(c.result, j.dump(2) + "\n");
+}
+
+// ---------------------------------------------------------------- prefix child
+
+// `n` random token ids below `vocab`: prompt piece `index` of kind `stream`,
+// the same in every run for one --seed.
+std::vector<engine::TokenId> RandomTokens(uint64_t seed, uint64_t stream, uint64_t index, int64_t n,
+                                          int64_t vocab) {
+  std::seed_seq seq{seed, stream, index};
+  std::mt19937_64 rng(seq);
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(vocab - 1));
+  std::vector<engine::TokenId> out(static_cast<size_t>(n));
+  for (engine::TokenId& t : out) t = token(rng);
+  return out;
+}
+
+// The kinds of RandomTokens pieces.
+enum PromptStream : uint64_t { kSystemPrompt = 1, kSuffix = 2, kFirstSuffix = 3, kDistinct = 4 };
+
+// One request's first token.
+struct FirstToken {
+  double seconds = 0;   // Submit to the end of the step that yielded it
+  int64_t cached = -1;  // prompt tokens taken from the prefix cache
+  engine::TokenId token = -1;
+};
+
+// Submits `prompt` (one greedy token) to an idle engine and steps until the
+// request has its token, which also finishes it.
+absl::StatusOr<FirstToken> TimeFirstToken(engine::Engine& eng,
+                                          const std::vector<engine::TokenId>& prompt,
+                                          uint64_t seed) {
+  engine::GenerationRequest r;
+  r.prompt = prompt;
+  r.params = GreedyParams(seed);
+  r.params.max_tokens = 1;
+  FirstToken f;
+  const Clock::time_point t0 = Clock::now();
+  ASSIGN_OR_RETURN(const uint64_t id, eng.Submit(std::move(r)));
+  for (bool done = false; !done;) {
+    if (!eng.HasWork()) return absl::InternalError("the request ended without a token");
+    ASSIGN_OR_RETURN(const std::vector<engine::SequenceOutput> outs, eng.Step());
+    for (const engine::SequenceOutput& o : outs) {
+      if (o.id != id || o.tokens.empty()) continue;
+      f.seconds = SecondsSince(t0);
+      f.cached = o.cached_prompt_tokens;
+      f.token = o.tokens[0];
+      done = true;
+    }
+  }
+  if (eng.HasWork()) return absl::InternalError("the engine still has work after max_tokens 1");
+  return f;
+}
+
+// What one engine of a prefix child measured in one phase: each request's
+// TTFT, and the engine's counters summed over those requests.
+struct PrefixPhase {
+  int64_t prompt_tokens = 0;  // per request (all alike within a phase)
+  std::vector<double> ttft_s;
+  std::vector<int64_t> cached_tokens;  // per request, from its output
+  uint64_t computed_prompt_tokens = 0, queried_tokens = 0, hit_tokens = 0;
+  engine::TokenId last_token = -1;  // the latest request's (greedy) token
+
+  // Sends `prompt` to `eng` and records it.
+  absl::Status Time(engine::Engine& eng, const std::vector<engine::TokenId>& prompt,
+                    uint64_t seed) {
+    const engine::EngineStats s0 = eng.stats();
+    ASSIGN_OR_RETURN(const FirstToken f, TimeFirstToken(eng, prompt, seed));
+    const engine::EngineStats s1 = eng.stats();
+    prompt_tokens = static_cast<int64_t>(prompt.size());
+    ttft_s.push_back(f.seconds);
+    cached_tokens.push_back(f.cached);
+    last_token = f.token;
+    computed_prompt_tokens += s1.prompt_tokens - s0.prompt_tokens;
+    queried_tokens += s1.prefix_cache_queried_tokens - s0.prefix_cache_queried_tokens;
+    hit_tokens += s1.prefix_cache_hit_tokens - s0.prefix_cache_hit_tokens;
+    return absl::OkStatus();
+  }
+  nlohmann::json ToJson() const {
+    return {{"prompt_tokens", prompt_tokens},
+            {"ttft_s", ttft_s},
+            {"cached_tokens", cached_tokens},
+            {"computed_prompt_tokens", computed_prompt_tokens},
+            {"prefix_cache_queried_tokens", queried_tokens},
+            {"prefix_cache_hit_tokens", hit_tokens}};
+  }
+  void Report(const std::string& tag, const char* what) const {
+    double sum = 0;
+    for (double t : ttft_s) sum += t;
+    std::fprintf(stderr,
+                 "%s %s: %zu requests of %lld tokens, mean TTFT %.3f s, %llu of %llu "
+                 "queried tokens hit\n",
+                 tag.c_str(), what, ttft_s.size(), static_cast<long long>(prompt_tokens),
+                 ttft_s.empty() ? 0.0 : sum / static_cast<double>(ttft_s.size()),
+                 static_cast<unsigned long long>(hit_tokens),
+                 static_cast<unsigned long long>(queried_tokens));
+  }
+};
+
+// One engine's phases in a prefix child (see the top of this file).
+struct PrefixPhases {
+  PrefixPhase distinct;  // nothing shared, --prompt-tokens
+  PrefixPhase first;     // the first request of each system prompt
+  PrefixPhase shared;    // the timed shared-prefix requests
+  nlohmann::json ToJson() const {
+    return {
+        {"distinct", distinct.ToJson()}, {"first", first.ToJson()}, {"shared", shared.ToJson()}};
+  }
+};
+
+// The --prefix case for one codec, in this child process: two engines on the
+// model, caching on and off, the requests alternating between them; writes
+// the numbers as JSON to c.result.
+absl::Status RunPrefixChild(const ChildOptions& c) {
+  const PrefixWorkload& w = c.workload;
+  const std::string name = fs::path(c.model).filename().string();
+  engine::EngineOptions eo;
+  eo.device = c.device;
+  eo.threads = c.threads;
+  eo.max_running = 1;
+  eo.max_batch_tokens = c.max_batch_tokens;
+  eo.fused_max_batch = c.fused_max_batch;
+  // KV blocks: caching on holds the N system prompts and two sequences
+  // besides, so that the timed requests find their prefix cached; off, two
+  // sequences.
+  ASSIGN_OR_RETURN(const uint64_t kv_bytes_per_token, KvBytesPerTokenOf(c.model));
+  const int64_t seq_tokens = std::max(w.prefix_tokens + w.suffix_tokens, c.prompt_tokens) + 1;
+  const int64_t blocks_per_seq = (seq_tokens + eo.kv_block_size - 1) / eo.kv_block_size + 1;
+  auto kv_bytes = [&](int64_t sequences) {
+    return static_cast<uint64_t>(sequences * blocks_per_seq + 4) * eo.kv_block_size *
+           kv_bytes_per_token;
+  };
+  engine::EngineOptions eo_on = eo, eo_off = eo;
+  eo_on.prefix_caching = true;
+  eo_on.kv_cache_bytes = kv_bytes(w.shared_prefixes + 2);
+  eo_off.prefix_caching = false;
+  eo_off.kv_cache_bytes = kv_bytes(2);
+  const std::string tag_on = absl::StrCat("[", name, " caching on]");
+  const std::string tag_off = absl::StrCat("[", name, " caching off]");
+  MemoryPeak memory;
+  ASSIGN_OR_RETURN(WarmEngine warm_on, OpenWarm(c, eo_on, tag_on, memory));
+  ASSIGN_OR_RETURN(WarmEngine warm_off, OpenWarm(c, eo_off, tag_off, memory));
+  engine::Engine& on = *warm_on.eng;
+  engine::Engine& off = *warm_off.eng;
+  const int64_t vocab = on.config().vocab_size;
+  PrefixPhases p_on, p_off;
+
+  // Sends `prompt` to both engines, the one first that went second last
+  // time, so that neither always runs right after the other. Both must
+  // pick the same greedy token (a hit gives the same logits, bit for bit).
+  bool on_first = true;
+  int64_t pairs = 0, pairs_differing = 0;
+  auto both = [&](const std::vector<engine::TokenId>& prompt, PrefixPhase& a,
+                  PrefixPhase& b) -> absl::Status {
+    if (on_first) {
+      RETURN_IF_ERROR(a.Time(on, prompt, c.seed));
+      RETURN_IF_ERROR(b.Time(off, prompt, c.seed));
+    } else {
+      RETURN_IF_ERROR(b.Time(off, prompt, c.seed));
+      RETURN_IF_ERROR(a.Time(on, prompt, c.seed));
+    }
+    on_first = !on_first;
+    ++pairs;
+    pairs_differing += a.last_token != b.last_token ? 1 : 0;
+    return absl::OkStatus();
+  };
+  // System prompt j mod N, then suffix j of kind `stream`.
+  auto shared_prompt = [&](int64_t j, PromptStream stream) {
+    std::vector<engine::TokenId> p =
+        RandomTokens(c.seed, kSystemPrompt, static_cast<uint64_t>(j % w.shared_prefixes),
+                     w.prefix_tokens, vocab);
+    const std::vector<engine::TokenId> s =
+        RandomTokens(c.seed, stream, static_cast<uint64_t>(j), w.suffix_tokens, vocab);
+    p.insert(p.end(), s.begin(), s.end());
+    return p;
+  };
+
+  // Nothing shared: each distinct prompt to both (a miss with caching on).
+  for (int64_t k = 0; k < w.distinct_prompts; ++k) {
+    RETURN_IF_ERROR(
+        both(RandomTokens(c.seed, kDistinct, static_cast<uint64_t>(k), c.prompt_tokens, vocab),
+             p_on.distinct, p_off.distinct));
+  }
+  p_on.distinct.Report(tag_on, "distinct");
+  p_off.distinct.Report(tag_off, "distinct");
+  // The first request of each system prompt: a miss with caching on (it
+  // fills the cache), and the same prompt with caching off.
+  for (int64_t i = 0; i < w.shared_prefixes; ++i) {
+    RETURN_IF_ERROR(both(shared_prompt(i, kFirstSuffix), p_on.first, p_off.first));
+  }
+  p_on.first.Report(tag_on, "first request per system prompt");
+  p_off.first.Report(tag_off, "first request per system prompt");
+  // The timed shared-prefix requests: every one with caching on (a hit);
+  // --requests-off of them, spread evenly, with caching off as well.
+  std::set<int64_t> to_off;
+  for (int64_t m = 0; m < w.requests_off; ++m) {
+    to_off.insert((2 * m + 1) * w.requests_on / (2 * w.requests_off));
+  }
+  for (int64_t j = 0; j < w.requests_on; ++j) {
+    const std::vector<engine::TokenId> prompt = shared_prompt(j, kSuffix);
+    if (to_off.contains(j)) {
+      RETURN_IF_ERROR(both(prompt, p_on.shared, p_off.shared));
+    } else {
+      RETURN_IF_ERROR(p_on.shared.Time(on, prompt, c.seed));
+    }
+  }
+  p_on.shared.Report(tag_on, "shared prefix");
+  p_off.shared.Report(tag_off, "shared prefix");
+
+  nlohmann::json j = {
+      {"device", c.device},
+      {"model", c.model},
+      {"format", std::string(on.source().format())},
+      {"backend", on.backend().description()},
+      {"max_batch_tokens", eo.max_batch_tokens},
+      {"kv_block_size", on.kv_cache().block_size()},
+      {"kv_cache_bytes_on", on.kv_cache().bytes()},
+      {"kv_cache_bytes_off", off.kv_cache().bytes()},
+      {"cached_blocks", on.kv_cache().cached_blocks()},
+      {"open_s", warm_on.open_s + warm_off.open_s},
+      {"warmup_s", warm_on.warmup_s + warm_off.warmup_s},
+      {"preemptions", on.stats().preemptions + off.stats().preemptions},
+      {"paired_requests", pairs},
+      {"paired_tokens_differing", pairs_differing},
+      {"stored_bytes", on.source().stored_bytes()},
+      {"on", p_on.ToJson()},
+      {"off", p_off.ToJson()},
+      {"backend_memory_peak_bytes", memory.ToJson()},
+  };
+  j.update(RssJson());
   return WriteFileAtomically(c.result, j.dump(2) + "\n");
 }
 
@@ -668,6 +1063,18 @@ absl::StatusOr<nlohmann::json> SpawnChild(const ChildOptions& c) {
                                    absl::StrCat("--result=", c.result),
                                    absl::StrCat("--max-batch-tokens=", c.max_batch_tokens),
                                    absl::StrCat("--fused-max-batch=", c.fused_max_batch)};
+  if (c.prefix) {
+    const PrefixWorkload& w = c.workload;
+    for (std::string a :
+         {std::string("--prefix=1"), absl::StrCat("--shared-prefixes=", w.shared_prefixes),
+          absl::StrCat("--prefix-tokens=", w.prefix_tokens),
+          absl::StrCat("--suffix-tokens=", w.suffix_tokens),
+          absl::StrCat("--requests-on=", w.requests_on),
+          absl::StrCat("--requests-off=", w.requests_off),
+          absl::StrCat("--distinct-prompts=", w.distinct_prompts)}) {
+      args.push_back(std::move(a));
+    }
+  }
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -859,6 +1266,276 @@ void PrintDeviceRow(const Row& row, double copy_gbps, nlohmann::json& jrows) {
   jrows.push_back(std::move(j));
 }
 
+// A child's options for `model`, from the command line's.
+ChildOptions ChildFor(const Options& o, const fs::path& model, const fs::path& result) {
+  ChildOptions c;
+  c.device = o.device;
+  c.model = model.string();
+  c.prompt_tokens = o.prompt_tokens;
+  c.decode_steps = o.decode_steps;
+  c.threads = o.threads;
+  c.max_batch_tokens = o.max_batch_tokens;
+  c.fused_max_batch = o.fused_max_batch;
+  c.seed = o.seed;
+  c.result = result.string();
+  c.workload = o.workload;
+  return c;
+}
+
+// The q-quantile of `v` by linear interpolation between closest ranks (as
+// `packd bench serve` computes its percentiles); NaN when empty.
+double Quantile(std::vector<double> v, double q) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const double rank = q * static_cast<double>(v.size() - 1);
+  const size_t lo = static_cast<size_t>(rank);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (rank - static_cast<double>(lo));
+}
+
+// One --prefix child's result: a codec, caching on and off.
+struct PrefixRow {
+  std::string codec;
+  std::string error;  // non-empty: the child failed
+  nlohmann::json r;
+};
+
+// What the tables show of a set of requests of one prompt length.
+struct TtftFigures {
+  int64_t requests = 0, prompt_tokens = 0;
+  double p50_s = NAN, p99_s = NAN;
+  double tokens_per_s = NAN;  // prompt tokens / TTFT p50
+};
+
+TtftFigures FiguresOf(const std::vector<double>& ttft, int64_t prompt_tokens) {
+  TtftFigures f;
+  f.requests = static_cast<int64_t>(ttft.size());
+  f.prompt_tokens = prompt_tokens;
+  f.p50_s = Quantile(ttft, 0.50);
+  f.p99_s = Quantile(ttft, 0.99);
+  f.tokens_per_s = static_cast<double>(prompt_tokens) / f.p50_s;
+  return f;
+}
+
+std::vector<double> TtftsOf(const nlohmann::json& phase) {
+  return phase["ttft_s"].get<std::vector<double>>();
+}
+
+std::string Fixed(double x, int digits) {
+  return std::isnan(x) ? std::string("-") : absl::StrFormat("%.*f", digits, x);
+}
+
+// --prefix: one child per codec (caching on and off in it, see the top of
+// this file); prints both tables.
+int RunPrefix(const Options& o, const fs::path& src, const std::map<std::string, fs::path>& models,
+              Clock::time_point start) {
+  const PrefixWorkload& w = o.workload;
+  const int64_t total_tokens = w.prefix_tokens + w.suffix_tokens;
+  std::vector<PrefixRow> rows;
+  std::string backend;
+  const fs::path result = fs::path(o.workdir) / absl::StrCat("child-", ::getpid(), ".json");
+  for (const std::string& codec : o.codecs) {
+    std::fprintf(stderr, "== %s\n", codec.c_str());
+    ChildOptions c = ChildFor(o, models.at(codec), result);
+    c.prefix = true;
+    PrefixRow row{codec, "", nlohmann::json::object()};
+    absl::StatusOr<nlohmann::json> r = SpawnChild(c);
+    if (r.ok()) {
+      row.r = *r;
+      backend = row.r.value("backend", backend);
+    } else {
+      row.error = std::string(r.status().message());
+      std::fprintf(stderr, "engine: %s failed: %s\n", codec.c_str(), row.error.c_str());
+    }
+    rows.push_back(std::move(row));
+  }
+  std::error_code ec;
+  fs::remove(result, ec);
+  const double total_s = SecondsSince(start);
+  int64_t block = 16;
+  for (const PrefixRow& row : rows) {
+    if (row.error.empty()) block = row.r.value("kv_block_size", block);
+  }
+  // The most a hit can take: the system prompt's whole blocks (the suffix is
+  // random, and the last prompt token is always computed).
+  const int64_t best_hit = std::min(w.prefix_tokens, total_tokens - 1) / block * block;
+
+  std::printf("### Prefix caching benchmark\n\n");
+  std::printf("- command: `%s`\n", o.command_line.c_str());
+  std::printf("- machine: %s, %d hardware threads; device %s; engine: %s\n", CpuModel().c_str(),
+              HardwareThreads(), o.device.c_str(),
+              backend.empty() ? "(no configuration ran)" : backend.c_str());
+  std::printf("- model: %s\n",
+              o.checkpoint.empty()
+                  ? absl::StrCat(o.shape, " synthesized, bf16 (", src.string(), ")").c_str()
+                  : src.c_str());
+  std::printf(
+      "- per codec one process with two engines on the model, caching on and off, the requests "
+      "alternating between them; one request at a time, greedy, 1 output token, <= %lld tokens "
+      "per step, so TTFT (submit to first token) = the prefill latency; random token-id "
+      "prompts\n",
+      static_cast<long long>(o.max_batch_tokens));
+  std::printf(
+      "- shared prefix: %lld system prompts of %lld tokens; request j = system prompt j mod "
+      "%lld + %lld random tokens (%lld in all). The first request of each system prompt goes to "
+      "both engines (on: a miss that fills the cache); then %lld requests are timed with "
+      "caching on, every one a hit (at best %lld of %lld tokens, %.1f%%), %lld of them also "
+      "with caching off. Caching off row: all %lld of its %lld-token requests (without the "
+      "cache every one is a full prefill)\n",
+      static_cast<long long>(w.shared_prefixes), static_cast<long long>(w.prefix_tokens),
+      static_cast<long long>(w.shared_prefixes), static_cast<long long>(w.suffix_tokens),
+      static_cast<long long>(total_tokens), static_cast<long long>(w.requests_on),
+      static_cast<long long>(best_hit), static_cast<long long>(total_tokens),
+      100.0 * static_cast<double>(best_hit) / static_cast<double>(total_tokens),
+      static_cast<long long>(w.requests_off),
+      static_cast<long long>(w.shared_prefixes + w.requests_off),
+      static_cast<long long>(total_tokens));
+  std::printf(
+      "- prompt tok/s = the request's prompt tokens (cached ones included) / TTFT p50; hit ratio "
+      "= EngineStats prefix_cache_hit_tokens / prefix_cache_queried_tokens over the timed "
+      "requests; p99 interpolates between the closest ranks (with few requests it is near the "
+      "largest)\n\n");
+  std::printf(
+      "| codec | caching | requests | TTFT p50 ms | TTFT p99 ms | prompt tok/s | hit ratio | "
+      "TTFT off ÷ on, p50 / p99 |\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|---:|\n");
+  nlohmann::json jrows = nlohmann::json::array();
+  for (const PrefixRow& row : rows) {
+    if (!row.error.empty()) {
+      std::printf("| %s | - | failed: %s | | | | | |\n", row.codec.c_str(), row.error.c_str());
+      jrows.push_back({{"codec", row.codec}, {"error", row.error}});
+      continue;
+    }
+    const nlohmann::json& hits = row.r["on"]["shared"];
+    const TtftFigures on = FiguresOf(TtftsOf(hits), total_tokens);
+    std::vector<double> off_ttft = TtftsOf(row.r["off"]["first"]);
+    for (double t : TtftsOf(row.r["off"]["shared"])) off_ttft.push_back(t);
+    const TtftFigures off = FiguresOf(off_ttft, total_tokens);
+    const double queried = hits["prefix_cache_queried_tokens"].get<double>();
+    const double hit_ratio =
+        queried > 0 ? hits["prefix_cache_hit_tokens"].get<double>() / queried : NAN;
+    std::printf("| %s | on | %lld | %s | %s | %s | %s | %s× / %s× |\n", row.codec.c_str(),
+                static_cast<long long>(on.requests), Fixed(on.p50_s * 1e3, 2).c_str(),
+                Fixed(on.p99_s * 1e3, 2).c_str(), Fixed(on.tokens_per_s, 1).c_str(),
+                std::isnan(hit_ratio) ? "-" : absl::StrFormat("%.1f%%", 100 * hit_ratio).c_str(),
+                Fixed(off.p50_s / on.p50_s, 1).c_str(), Fixed(off.p99_s / on.p99_s, 1).c_str());
+    std::printf("| %s | off | %lld | %s | %s | %s | - | |\n", row.codec.c_str(),
+                static_cast<long long>(off.requests), Fixed(off.p50_s * 1e3, 2).c_str(),
+                Fixed(off.p99_s * 1e3, 2).c_str(), Fixed(off.tokens_per_s, 1).c_str());
+    nlohmann::json j = row.r;
+    j["codec"] = row.codec;
+    j["shared_prefix"] = {
+        {"on_ttft_p50_ms", on.p50_s * 1e3},
+        {"on_ttft_p99_ms", on.p99_s * 1e3},
+        {"on_prompt_tokens_per_s", on.tokens_per_s},
+        {"off_ttft_p50_ms", off.p50_s * 1e3},
+        {"off_ttft_p99_ms", off.p99_s * 1e3},
+        {"off_prompt_tokens_per_s", off.tokens_per_s},
+        {"hit_ratio", std::isnan(hit_ratio) ? nlohmann::json(nullptr) : nlohmann::json(hit_ratio)},
+        {"off_over_on_p50", off.p50_s / on.p50_s},
+        {"off_over_on_p99", off.p99_s / on.p99_s}};
+    jrows.push_back(std::move(j));
+  }
+
+  std::printf(
+      "\nNothing shared: distinct random prompts, each sent to both engines (caching on: a "
+      "miss); %lld of %lld tokens, and at %lld tokens the first request of each of the %lld "
+      "system prompts. on ÷ off = the median over the prompts of TTFT off ÷ TTFT on, i.e. of "
+      "the ratio of prompt tok/s (1.000 = caching costs nothing).\n\n",
+      static_cast<long long>(w.distinct_prompts), static_cast<long long>(o.prompt_tokens),
+      static_cast<long long>(total_tokens), static_cast<long long>(w.shared_prefixes));
+  std::printf(
+      "| codec | prompt tokens | prompts | TTFT p50 ms on | TTFT p50 ms off | prompt tok/s on | "
+      "prompt tok/s off | on ÷ off (median of pairs) |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  nlohmann::json jnothing = nlohmann::json::array();
+  for (const PrefixRow& row : rows) {
+    if (!row.error.empty()) continue;
+    for (const char* phase : {"distinct", "first"}) {
+      const nlohmann::json& a = row.r["on"][phase];
+      const std::vector<double> on_ttft = TtftsOf(a), off_ttft = TtftsOf(row.r["off"][phase]);
+      const int64_t tokens = a["prompt_tokens"].get<int64_t>();
+      const TtftFigures on = FiguresOf(on_ttft, tokens), off = FiguresOf(off_ttft, tokens);
+      std::vector<double> pair_ratios;
+      for (size_t k = 0; k < std::min(on_ttft.size(), off_ttft.size()); ++k) {
+        pair_ratios.push_back(off_ttft[k] / on_ttft[k]);
+      }
+      const double ratio = Quantile(pair_ratios, 0.5);
+      std::printf("| %s | %lld | %lld | %s | %s | %s | %s | %s |\n", row.codec.c_str(),
+                  static_cast<long long>(tokens), static_cast<long long>(on.requests),
+                  Fixed(on.p50_s * 1e3, 2).c_str(), Fixed(off.p50_s * 1e3, 2).c_str(),
+                  Fixed(on.tokens_per_s, 1).c_str(), Fixed(off.tokens_per_s, 1).c_str(),
+                  Fixed(ratio, 3).c_str());
+      jnothing.push_back({{"codec", row.codec},
+                          {"phase", phase},
+                          {"prompt_tokens", tokens},
+                          {"prompts", on.requests},
+                          {"ttft_p50_ms_on", on.p50_s * 1e3},
+                          {"ttft_p50_ms_off", off.p50_s * 1e3},
+                          {"prompt_tokens_per_s_on", on.tokens_per_s},
+                          {"prompt_tokens_per_s_off", off.tokens_per_s},
+                          {"on_over_off_median_of_pairs", ratio}});
+    }
+  }
+  std::printf("\n(%.1f s in all)\n", total_s);
+  for (const PrefixRow& row : rows) {
+    if (!row.error.empty()) continue;
+    if (row.r.value("preemptions", uint64_t{0}) != 0) {
+      std::printf("warning: %s had %llu preemptions\n", row.codec.c_str(),
+                  static_cast<unsigned long long>(row.r["preemptions"].get<uint64_t>()));
+    }
+    if (row.r.value("paired_tokens_differing", int64_t{0}) != 0) {
+      std::printf(
+          "warning: %s: caching on and off chose different tokens for %lld of %lld "
+          "prompts sent to both\n",
+          row.codec.c_str(), row.r["paired_tokens_differing"].get<long long>(),
+          row.r["paired_requests"].get<long long>());
+    }
+    int64_t short_hits = 0;
+    for (int64_t t : row.r["on"]["shared"]["cached_tokens"].get<std::vector<int64_t>>()) {
+      short_hits += t < best_hit ? 1 : 0;
+    }
+    if (short_hits != 0) {
+      std::printf(
+          "warning: %s: %lld of the timed requests took fewer than %lld tokens from the "
+          "cache\n",
+          row.codec.c_str(), static_cast<long long>(short_hits), static_cast<long long>(best_hit));
+    }
+  }
+
+  if (!o.json.empty()) {
+    nlohmann::json j = {{"command", o.command_line},
+                        {"mode", "prefix"},
+                        {"device", o.device},
+                        {"cpu", CpuModel()},
+                        {"hardware_threads", HardwareThreads()},
+                        {"threads", o.threads},
+                        {"backend", backend},
+                        {"model", src.string()},
+                        {"max_batch_tokens", o.max_batch_tokens},
+                        {"shared_prefixes", w.shared_prefixes},
+                        {"prefix_tokens", w.prefix_tokens},
+                        {"suffix_tokens", w.suffix_tokens},
+                        {"requests_on", w.requests_on},
+                        {"requests_off", w.requests_off},
+                        {"distinct_prompts", w.distinct_prompts},
+                        {"distinct_prompt_tokens", o.prompt_tokens},
+                        {"best_hit_tokens", best_hit},
+                        {"seconds", total_s},
+                        {"rows", std::move(jrows)},
+                        {"nothing_shared", std::move(jnothing)}};
+    const absl::Status s = WriteFileAtomically(o.json, j.dump(2) + "\n");
+    if (!s.ok()) {
+      std::fprintf(stderr, "engine: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
+  }
+  for (const PrefixRow& row : rows) {
+    if (!row.error.empty()) return 1;
+  }
+  return 0;
+}
+
 int Run(const Options& o) {
   const Clock::time_point start = Clock::now();
   auto fail = [](const absl::Status& s) {
@@ -891,6 +1568,7 @@ int Run(const Options& o) {
     if (!dst.ok()) return fail(dst.status());
     models[codec] = *dst;
   }
+  if (o.prefix) return RunPrefix(o, *src, models, start);
 
   Bandwidth bw;
   DeviceCopyBandwidth copy;
@@ -921,17 +1599,8 @@ int Run(const Options& o) {
   for (const std::string& codec : o.codecs) {
     for (int64_t batch : o.batches) {
       std::fprintf(stderr, "== %s, batch %lld\n", codec.c_str(), static_cast<long long>(batch));
-      ChildOptions c;
-      c.device = o.device;
-      c.model = models[codec].string();
+      ChildOptions c = ChildFor(o, models[codec], result);
       c.batch = batch;
-      c.prompt_tokens = o.prompt_tokens;
-      c.decode_steps = o.decode_steps;
-      c.threads = o.threads;
-      c.max_batch_tokens = o.max_batch_tokens;
-      c.fused_max_batch = o.fused_max_batch;
-      c.seed = o.seed;
-      c.result = result.string();
       Row row{codec, batch, "", nlohmann::json::object()};
       absl::StatusOr<nlohmann::json> r = SpawnChild(c);
       if (r.ok()) {
@@ -1084,7 +1753,9 @@ int Run(const Options& o) {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "--child") {
     const absl::StatusOr<packd::bench::ChildOptions> c = packd::bench::ParseChildArgs(argc, argv);
-    absl::Status s = c.ok() ? packd::bench::RunChild(*c) : c.status();
+    absl::Status s = !c.ok()     ? c.status()
+                     : c->prefix ? packd::bench::RunPrefixChild(*c)
+                                 : packd::bench::RunChild(*c);
     if (!s.ok()) {
       std::fprintf(stderr, "engine (child): %s\n", std::string(s.message()).c_str());
       return 1;
