@@ -18,6 +18,19 @@
 // Throughput is over the wall time of the whole run (first send to last
 // status): generated tokens/s, prompt tokens/s and successful requests/s.
 //
+// --shared-prefixes N: prompts that share prefixes, as chat traffic does
+// (one system prompt per app, before each user's message): N distinct
+// "system prompts" of --prefix-tokens L random ids, and request i sends
+// system prompt i mod N followed by --suffix-tokens S random ids of its own.
+// Before the clock starts each system prompt is sent once (one output token,
+// untimed, with a suffix no timed request has), so that with the server's
+// prefix caching (engine/SCHEDULER.md) every timed request can hit it.
+// --no-cache-prompt sets cache_prompt = false on every request (warm-up
+// included: then there is none), which computes every prompt from scratch:
+// two runs, with and without it, compare caching on and off on the same
+// server. The table adds the prompt tokens the server took from its cache,
+// summed from each stream's usage.cached_prompt_tokens.
+//
 // --compare-engine PATH replays the same workload (same prompts, seeds,
 // output lengths, and the same concurrency or arrival times) on an in-process
 // engine::Engine opened from PATH, with no gRPC, and prints its generated
@@ -65,6 +78,8 @@ constexpr char kUsage[] =
     "                         [--concurrency N | --rate R] [--requests N] [--duration S]\n"
     "                         [--prompt-tokens P] [--output-tokens O] [--vocab V]\n"
     "                         [--temperature T] [--seed S] [--timeout S] [--json FILE]\n"
+    "                         [--shared-prefixes N [--prefix-tokens L] [--suffix-tokens S]]\n"
+    "                         [--no-cache-prompt]\n"
     "                         [--compare-engine MODEL_PATH [--engine-config FILE]]\n"
     "  Load-tests a running `packd serve` with streaming Generate calls and prints\n"
     "  TTFT, inter-token and end-to-end latency (p50/p90/p99), tokens/s, requests/s\n"
@@ -81,6 +96,14 @@ constexpr char kUsage[] =
     "  --temperature T   sampling temperature (default 1; request i uses seed S + i)\n"
     "  --timeout S       per-request deadline (default none)\n"
     "  --json FILE       also write the results as JSON\n"
+    "  --shared-prefixes N\n"
+    "                    shared-prefix workload: N system prompts of L random ids;\n"
+    "                    request i sends system prompt i mod N, then S random ids of\n"
+    "                    its own; each system prompt is sent once first, untimed\n"
+    "  --prefix-tokens L system prompt length (default 1024; with --shared-prefixes)\n"
+    "  --suffix-tokens S per-request suffix length (default 32; with --shared-prefixes)\n"
+    "  --no-cache-prompt every request says cache_prompt: false (computed from scratch,\n"
+    "                    leaves nothing in the server's prefix cache)\n"
     "  --compare-engine MODEL_PATH\n"
     "                    then run the same workload on an in-process engine (no server)\n"
     "                    and print its tokens/s and the server's overhead per token\n"
@@ -97,6 +120,10 @@ struct Options {
   int64_t requests = 100;   // -1: unlimited (bounded by duration)
   double duration_s = 0;    // 0: none
   int64_t prompt_tokens = 32, output_tokens = 64, vocab = 256;
+  // Shared-prefix workload when shared_prefixes > 0 (prompt_tokens is then
+  // prefix_tokens + suffix_tokens).
+  int64_t shared_prefixes = 0, prefix_tokens = 1024, suffix_tokens = 32;
+  bool cache_prompt = true;  // false: --no-cache-prompt
   double temperature = 1.0;
   uint64_t seed = 0;
   double timeout_s = 0;
@@ -104,14 +131,50 @@ struct Options {
   std::string compare_engine, engine_config;
 };
 
+// `n` random ids in [3, vocab), drawn from `rng`.
+std::vector<int32_t> RandomIds(const Options& o, std::mt19937_64& rng, int64_t n) {
+  std::uniform_int_distribution<int32_t> id(3, static_cast<int32_t>(o.vocab - 1));
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int32_t& t : ids) t = id(rng);
+  return ids;
+}
+
+// The pieces of a shared-prefix prompt, each its own random stream.
+enum PromptPiece : uint64_t { kSystemPrompt = 1, kSuffix = 2, kWarmUpSuffix = 3 };
+
+// Shared-prefix workload: system prompt `prefix`, then suffix `index` of
+// kind `piece`.
+std::vector<int32_t> SharedPrefixPrompt(const Options& o, int64_t prefix, PromptPiece piece,
+                                        int64_t index) {
+  std::seed_seq system_seed{o.seed, uint64_t{kSystemPrompt}, static_cast<uint64_t>(prefix)};
+  std::mt19937_64 system_rng(system_seed);
+  std::vector<int32_t> prompt = RandomIds(o, system_rng, o.prefix_tokens);
+  std::seed_seq suffix_seed{o.seed, uint64_t{piece}, static_cast<uint64_t>(index)};
+  std::mt19937_64 suffix_rng(suffix_seed);
+  const std::vector<int32_t> suffix = RandomIds(o, suffix_rng, o.suffix_tokens);
+  prompt.insert(prompt.end(), suffix.begin(), suffix.end());
+  return prompt;
+}
+
 // The prompt of request `index`: the same ids for the served and the engine
 // runs, whatever the order in which requests are sent.
 std::vector<int32_t> PromptFor(const Options& o, int64_t index) {
+  if (o.shared_prefixes > 0) {
+    return SharedPrefixPrompt(o, index % o.shared_prefixes, kSuffix, index);
+  }
   std::mt19937_64 rng(o.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(index));
-  std::uniform_int_distribution<int32_t> id(3, static_cast<int32_t>(o.vocab - 1));
-  std::vector<int32_t> prompt(static_cast<size_t>(o.prompt_tokens));
-  for (int32_t& t : prompt) t = id(rng);
-  return prompt;
+  return RandomIds(o, rng, o.prompt_tokens);
+}
+
+// Shared-prefix workload: what is sent before the clock starts, one request
+// per system prompt (none with --no-cache-prompt: they would cache nothing).
+std::vector<std::vector<int32_t>> WarmUpPrompts(const Options& o) {
+  std::vector<std::vector<int32_t>> prompts;
+  if (!o.cache_prompt) return prompts;
+  for (int64_t i = 0; i < o.shared_prefixes; ++i) {
+    prompts.push_back(SharedPrefixPrompt(o, i, kWarmUpSuffix, i));
+  }
+  return prompts;
 }
 
 // One request's outcome. Latencies are seconds; only meaningful when ok().
@@ -123,6 +186,7 @@ struct RequestResult {
   double ttft_s = 0, e2e_s = 0;
   std::vector<double> itl_s;  // one per token after the first message's
   int64_t prompt_tokens = 0, output_tokens = 0;
+  int64_t cached_prompt_tokens = 0;  // the final usage's; 0 when the server sent none
   bool ok() const { return error.empty(); }
 };
 
@@ -131,15 +195,18 @@ std::string StatusCodeName(grpc::StatusCode code) {
   return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
 }
 
-// Sends request `index` and reads its stream. `sent` is when the request
-// counts as sent (open loop: its scheduled arrival, possibly a little past).
-RequestResult RunRequest(packd::v1::Generation::Stub& stub, const Options& o, int64_t index,
+// Sends `prompt` (request `index`: its seed) for `output_tokens` tokens and
+// reads its stream. `sent` is when the request counts as sent (open loop:
+// its scheduled arrival, possibly a little past).
+RequestResult RunRequest(packd::v1::Generation::Stub& stub, const Options& o,
+                         const std::vector<int32_t>& prompt, int64_t output_tokens, int64_t index,
                          Clock::time_point sent) {
   packd::v1::GenerateRequest request;
   request.set_model(o.model);
-  for (int32_t id : PromptFor(o, index)) request.mutable_token_ids()->add_ids(id);
-  request.set_max_tokens(static_cast<uint32_t>(o.output_tokens));
+  for (int32_t id : prompt) request.mutable_token_ids()->add_ids(id);
+  request.set_max_tokens(static_cast<uint32_t>(output_tokens));
   request.set_ignore_eos(true);
+  if (!o.cache_prompt) request.set_cache_prompt(false);
   request.set_stream(true);
   request.mutable_sampling()->set_temperature(static_cast<float>(o.temperature));
   request.mutable_sampling()->set_seed(o.seed + static_cast<uint64_t>(index));
@@ -156,7 +223,10 @@ RequestResult RunRequest(packd::v1::Generation::Stub& stub, const Options& o, in
   packd::v1::GenerateResponse response;
   Clock::time_point previous;
   while (reader->Read(&response)) {
-    if (response.has_usage()) r.prompt_tokens = response.usage().prompt_tokens();
+    if (response.has_usage()) {
+      r.prompt_tokens = response.usage().prompt_tokens();
+      r.cached_prompt_tokens = response.usage().cached_prompt_tokens();
+    }
     const int n = response.token_ids_size();
     if (n == 0) continue;
     const Clock::time_point now = Clock::now();
@@ -170,14 +240,14 @@ RequestResult RunRequest(packd::v1::Generation::Stub& stub, const Options& o, in
     r.output_tokens += n;
   }
   const grpc::Status status = reader->Finish();
-  if (r.prompt_tokens == 0) r.prompt_tokens = o.prompt_tokens;  // no usage: what was sent
+  if (r.prompt_tokens == 0) r.prompt_tokens = static_cast<int64_t>(prompt.size());  // no usage
   r.e2e_s = std::chrono::duration<double>(Clock::now() - sent).count();
   if (!status.ok()) {
     r.error = StatusCodeName(status.error_code());
     r.error_message = status.error_message();
-  } else if (r.output_tokens != o.output_tokens) {
+  } else if (r.output_tokens != output_tokens) {
     r.error = "INCOMPLETE";
-    r.error_message = absl::StrCat(r.output_tokens, " tokens instead of ", o.output_tokens);
+    r.error_message = absl::StrCat(r.output_tokens, " tokens instead of ", output_tokens);
   }
   return r;
 }
@@ -200,6 +270,16 @@ ServedRun RunServed(const Options& o) {
   // request below, and is counted there.
   channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5));
   std::unique_ptr<packd::v1::Generation::Stub> stub = packd::v1::Generation::NewStub(channel);
+  // Request i has seed S + i; the warm-up's are past every timed request's.
+  const std::vector<std::vector<int32_t>> warm_up = WarmUpPrompts(o);
+  for (size_t i = 0; i < warm_up.size(); ++i) {
+    const RequestResult r =
+        RunRequest(*stub, o, warm_up[i], 1, -1 - static_cast<int64_t>(i), Clock::now());
+    if (!r.ok()) {
+      std::fprintf(stderr, "packd bench serve: warm-up request %zu failed: %s %s\n", i,
+                   r.error.c_str(), r.error_message.c_str());
+    }
+  }
 
   ServedRun run;
   const Clock::time_point start = Clock::now();
@@ -213,7 +293,8 @@ ServedRun RunServed(const Options& o) {
         for (;;) {
           const int64_t index = next.fetch_add(1);
           if (!SendMore(o, index, start)) return;
-          results->push_back(RunRequest(*stub, o, index, Clock::now()));
+          results->push_back(
+              RunRequest(*stub, o, PromptFor(o, index), o.output_tokens, index, Clock::now()));
         }
       });
     }
@@ -238,7 +319,9 @@ ServedRun RunServed(const Options& o) {
       std::this_thread::sleep_until(at);
       run.arrivals_s.push_back(t);
       RequestResult* slot = &slots.emplace_back();
-      threads.emplace_back([&, slot, index, at] { *slot = RunRequest(*stub, o, index, at); });
+      threads.emplace_back([&, slot, index, at] {
+        *slot = RunRequest(*stub, o, PromptFor(o, index), o.output_tokens, index, at);
+      });
     }
     for (std::thread& th : threads) th.join();
     for (RequestResult& r : slots) run.results.push_back(std::move(r));
@@ -287,18 +370,25 @@ absl::StatusOr<EngineRun> RunEngine(const Options& o, int64_t n,
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e,
                    engine::Engine::Open(o.compare_engine, options));
 
-  auto make_request = [&](int64_t index, int max_tokens) {
+  auto make_request = [&](const std::vector<int32_t>& prompt, int64_t index, int max_tokens) {
     engine::GenerationRequest request;
-    const std::vector<int32_t> prompt = PromptFor(o, index);
     request.prompt.assign(prompt.begin(), prompt.end());
     request.params.max_tokens = max_tokens;
     request.params.ignore_eos = true;
     request.params.temperature = static_cast<float>(o.temperature);
     request.params.seed = o.seed + static_cast<uint64_t>(index);
+    request.cache_prompt = o.cache_prompt;
     return request;
   };
-  // Touch every weight page first: the server's are warm too.
-  RETURN_IF_ERROR(e->Submit(make_request(0, 1)).status());
+  // Touch every weight page first: the server's are warm too. Then the
+  // shared-prefix warm-up, as the served run had it.
+  engine::GenerationRequest touch = make_request(PromptFor(o, 0), 0, 1);
+  touch.cache_prompt = false;  // request 0 is timed below: nothing of it cached
+  RETURN_IF_ERROR(e->Submit(std::move(touch)).status());
+  const std::vector<std::vector<int32_t>> warm_up = WarmUpPrompts(o);
+  for (size_t i = 0; i < warm_up.size(); ++i) {
+    RETURN_IF_ERROR(e->Submit(make_request(warm_up[i], -1 - static_cast<int64_t>(i), 1)).status());
+  }
   while (e->HasWork()) RETURN_IF_ERROR(e->Step().status());
 
   const bool open_loop = !arrivals_s.empty();
@@ -308,7 +398,9 @@ absl::StatusOr<EngineRun> RunEngine(const Options& o, int64_t n,
   while (next < n || e->HasWork()) {
     while (next < n && (open_loop ? arrivals_s[static_cast<size_t>(next)] <= elapsed()
                                   : in_flight < o.concurrency)) {
-      RETURN_IF_ERROR(e->Submit(make_request(next, static_cast<int>(o.output_tokens))).status());
+      RETURN_IF_ERROR(
+          e->Submit(make_request(PromptFor(o, next), next, static_cast<int>(o.output_tokens)))
+              .status());
       ++next;
       ++in_flight;
     }
@@ -407,6 +499,10 @@ absl::StatusOr<Options> ParseOptions(const Args& args, const std::vector<std::st
   o.json_path = args.Get("json").value_or("");
   o.compare_engine = args.Get("compare-engine").value_or("");
   o.engine_config = args.Get("engine-config").value_or("");
+  ASSIGN_OR_RETURN(o.shared_prefixes, args.GetInt("shared-prefixes", 0));
+  ASSIGN_OR_RETURN(o.prefix_tokens, args.GetInt("prefix-tokens", 1024));
+  ASSIGN_OR_RETURN(o.suffix_tokens, args.GetInt("suffix-tokens", 32));
+  o.cache_prompt = !args.Has("no-cache-prompt");
 
   auto bad = [](const char* what) { return absl::InvalidArgumentError(what); };
   if (o.concurrency < 1 || o.concurrency > 4096) return bad("--concurrency must be in [1, 4096]");
@@ -423,6 +519,19 @@ absl::StatusOr<Options> ParseOptions(const Args& args, const std::vector<std::st
   if (!o.engine_config.empty() && o.compare_engine.empty()) {
     return bad("--engine-config needs --compare-engine");
   }
+  if (args.Has("shared-prefixes")) {
+    if (o.shared_prefixes < 1) return bad("--shared-prefixes must be >= 1");
+    if (args.Has("prompt-tokens")) {
+      return bad(
+          "--prompt-tokens does not apply with --shared-prefixes (--prefix-tokens, "
+          "--suffix-tokens)");
+    }
+    if (o.prefix_tokens < 1) return bad("--prefix-tokens must be >= 1");
+    if (o.suffix_tokens < 1) return bad("--suffix-tokens must be >= 1");
+    o.prompt_tokens = o.prefix_tokens + o.suffix_tokens;
+  } else if (args.Has("prefix-tokens") || args.Has("suffix-tokens")) {
+    return bad("--prefix-tokens and --suffix-tokens need --shared-prefixes");
+  }
   return o;
 }
 
@@ -430,16 +539,16 @@ absl::StatusOr<Options> ParseOptions(const Args& args, const std::vector<std::st
 
 int BenchServeCommand(const std::vector<std::string>& argv) {
   int rc;
-  const std::optional<Args> args =
-      ParseCommand({"bench serve",
-                    kUsage,
-                    {"addr", "model", "api-key", "concurrency", "rate", "requests", "duration",
-                     "prompt-tokens", "output-tokens", "vocab", "temperature", "seed", "timeout",
-                     "json", "compare-engine", "engine-config"},
-                    {},
-                    0,
-                    {"model"}},
-                   argv, &rc);
+  const std::optional<Args> args = ParseCommand(
+      {"bench serve",
+       kUsage,
+       {"addr", "model", "api-key", "concurrency", "rate", "requests", "duration", "prompt-tokens",
+        "output-tokens", "vocab", "temperature", "seed", "timeout", "json", "compare-engine",
+        "engine-config", "shared-prefixes", "prefix-tokens", "suffix-tokens"},
+       {"no-cache-prompt"},
+       0,
+       {"model"}},
+      argv, &rc);
   if (!args) return rc;
   absl::StatusOr<Options> parsed = ParseOptions(*args, argv);
   if (!parsed.ok()) return Fail("bench serve", parsed.status(), 2);
@@ -459,7 +568,7 @@ int BenchServeCommand(const std::vector<std::string>& argv) {
   std::vector<double> ttft, itl, e2e;
   std::map<std::string, int64_t> errors;
   std::map<std::string, std::string> first_messages;
-  int64_t ok = 0, output_tokens = 0, prompt_tokens = 0;
+  int64_t ok = 0, output_tokens = 0, prompt_tokens = 0, cached_prompt_tokens = 0;
   for (const RequestResult& r : served.results) {
     if (!r.ok()) {
       if (++errors[r.error] == 1) first_messages[r.error] = r.error_message;
@@ -471,6 +580,7 @@ int BenchServeCommand(const std::vector<std::string>& argv) {
     itl.insert(itl.end(), r.itl_s.begin(), r.itl_s.end());
     output_tokens += r.output_tokens;
     prompt_tokens += r.prompt_tokens;
+    cached_prompt_tokens += r.cached_prompt_tokens;
   }
   const int64_t sent = static_cast<int64_t>(served.results.size());
   const Summary ttft_s = Summarize(ttft), itl_s = Summarize(itl), e2e_s = Summarize(e2e);
@@ -482,12 +592,22 @@ int BenchServeCommand(const std::vector<std::string>& argv) {
   std::printf("- server: %s, model %s\n", o.addr.c_str(), o.model.c_str());
   std::printf("- client machine: %s, %u cores\n", CpuModel().c_str(),
               std::thread::hardware_concurrency());
+  const std::string prompts =
+      o.shared_prefixes > 0
+          ? absl::StrFormat(
+                "prompts of %d random token ids in [3, %d): one of %d shared system prompts of "
+                "%d ids (request i: i mod %d), then %d ids of its own; each system prompt sent "
+                "once before the clock starts (%s)",
+                o.prompt_tokens, o.vocab, o.shared_prefixes, o.prefix_tokens, o.shared_prefixes,
+                o.suffix_tokens,
+                o.cache_prompt ? "1 output token, untimed" : "skipped: --no-cache-prompt")
+          : absl::StrFormat("prompts of %d random token ids in [3, %d)", o.prompt_tokens, o.vocab);
   std::printf(
-      "- load: %s; %s; prompts of %lld random token ids in [3, %lld), %lld output tokens "
-      "(ignore_eos), temperature %g, seed %llu\n\n",
-      load.c_str(), limit.c_str(), static_cast<long long>(o.prompt_tokens),
-      static_cast<long long>(o.vocab), static_cast<long long>(o.output_tokens), o.temperature,
-      static_cast<unsigned long long>(o.seed));
+      "- load: %s; %s; %s, %lld output tokens (ignore_eos), temperature %g, seed %llu; "
+      "cache_prompt %s\n\n",
+      load.c_str(), limit.c_str(), prompts.c_str(), static_cast<long long>(o.output_tokens),
+      o.temperature, static_cast<unsigned long long>(o.seed),
+      o.cache_prompt ? "unset (the server caches)" : "false (--no-cache-prompt)");
   std::printf("| latency (ms) | p50 | p90 | p99 | mean | samples |\n");
   std::printf("|---|---:|---:|---:|---:|---:|\n");
   for (const auto& [name, s] : {std::pair<const char*, const Summary&>{"TTFT", ttft_s},
@@ -503,6 +623,10 @@ int BenchServeCommand(const std::vector<std::string>& argv) {
   std::printf("| requests/s | %.2f |\n", ok / wall);
   std::printf("| output tokens/s | %.1f |\n", served_tps);
   std::printf("| prompt tokens/s | %.1f |\n", prompt_tokens / wall);
+  std::printf("| prompt tokens (usage) | %lld |\n", static_cast<long long>(prompt_tokens));
+  std::printf("| cached prompt tokens (usage) | %lld (%.1f%%) |\n",
+              static_cast<long long>(cached_prompt_tokens),
+              prompt_tokens > 0 ? 100.0 * cached_prompt_tokens / prompt_tokens : 0.0);
   std::printf("\n| errors (gRPC status) | count | first message |\n|---|---:|---|\n");
   if (errors.empty()) std::printf("| (none) | 0 | |\n");
   for (const auto& [code, count] : errors) {
@@ -524,6 +648,12 @@ int BenchServeCommand(const std::vector<std::string>& argv) {
         {"prompt_tokens", o.prompt_tokens},
         {"output_tokens", o.output_tokens},
         {"vocab", o.vocab},
+        {"shared_prefixes", o.shared_prefixes},
+        {"prefix_tokens",
+         o.shared_prefixes > 0 ? nlohmann::json(o.prefix_tokens) : nlohmann::json(nullptr)},
+        {"suffix_tokens",
+         o.shared_prefixes > 0 ? nlohmann::json(o.suffix_tokens) : nlohmann::json(nullptr)},
+        {"cache_prompt", o.cache_prompt},
         {"temperature", o.temperature},
         {"seed", o.seed}}},
       {"latency_ms",
@@ -534,6 +664,8 @@ int BenchServeCommand(const std::vector<std::string>& argv) {
       {"requests_per_s", ok / wall},
       {"output_tokens_per_s", served_tps},
       {"prompt_tokens_per_s", prompt_tokens / wall},
+      {"prompt_tokens", prompt_tokens},
+      {"cached_prompt_tokens", cached_prompt_tokens},
       {"errors", errors},
       {"error_messages", first_messages},
   };

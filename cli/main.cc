@@ -32,6 +32,7 @@ constexpr char kUsage[] =
     "                      a running daemon's devices (memory, density) and models\n"
     "  bench serve --model NAME [--addr HOST:PORT] [--concurrency N | --rate R] ...\n"
     "                      load-test a running daemon: latency percentiles, tokens/s\n"
+    "                      (--shared-prefixes N: prompts sharing N system prompts)\n"
     "  help                this text\n";
 
 }  // namespace
