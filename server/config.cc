@@ -498,7 +498,8 @@ class ConfigReader {
                                                {"name", "path", "codec", "device", "instances",
                                                 "kv_cache", "max_batch", "max_batch_tokens",
                                                 "max_context", "max_prompt_bytes", "threads",
-                                                "fused_max_batch", "chat_template"}));
+                                                "fused_max_batch", "chat_template",
+                                                "prefix_cache"}));
       for (const char* key : {"name", "path", "device"}) {
         if (f.Find(key) == nullptr) return Error(items[i], f.PathOf(key), "required");
       }
@@ -572,6 +573,15 @@ class ConfigReader {
       }
       if (const YAML::Node* v = f.Find("chat_template")) {
         ASSIGN_OR_RETURN(model.chat_template, ReadPath(*v, f.PathOf("chat_template"), true));
+      }
+      if (const YAML::Node* v = f.Find("prefix_cache")) {
+        ASSIGN_OR_RETURN(model.prefix_cache,
+                         ReadEnum<PrefixCacheMode>(*v, f.PathOf("prefix_cache"),
+                                                   {{"shared", PrefixCacheMode::kShared},
+                                                    {"per_tenant", PrefixCacheMode::kPerTenant},
+                                                    {"off", PrefixCacheMode::kOff},
+                                                    {"true", PrefixCacheMode::kShared},
+                                                    {"false", PrefixCacheMode::kOff}}));
       }
       config.models.push_back(std::move(model));
     }
@@ -832,6 +842,27 @@ std::string_view ExpectedCodecName(ExpectedCodec codec) {
   return "?";
 }
 
+std::string_view PrefixCacheModeName(PrefixCacheMode mode) {
+  switch (mode) {
+    case PrefixCacheMode::kShared:
+      return "shared";
+    case PrefixCacheMode::kPerTenant:
+      return "per_tenant";
+    case PrefixCacheMode::kOff:
+      return "off";
+  }
+  return "?";
+}
+
+absl::StatusOr<PrefixCacheMode> ParsePrefixCacheMode(std::string_view name) {
+  for (PrefixCacheMode m :
+       {PrefixCacheMode::kShared, PrefixCacheMode::kPerTenant, PrefixCacheMode::kOff}) {
+    if (name == PrefixCacheModeName(m)) return m;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "prefix_cache: '", std::string(name), "' is not one of shared, per_tenant, off"));
+}
+
 uint64_t ServerConfig::Device::BudgetBytes(uint64_t total_bytes) const {
   if (memory_budget_fraction <= 0) return memory_budget_bytes;
   const long double bytes = static_cast<long double>(total_bytes) * memory_budget_fraction;
@@ -847,6 +878,7 @@ engine::EngineOptions ServerConfig::Model::ToEngineOptions() const {
   options.max_context = max_context;
   options.fused_max_batch = fused_max_batch;
   options.chat_template_file = chat_template;
+  options.prefix_caching = prefix_cache != PrefixCacheMode::kOff;
   return options;
 }
 

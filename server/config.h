@@ -63,6 +63,16 @@ std::string_view ExpectedCodecName(ExpectedCodec codec);  // "any", "none", "vlc
 
 enum class ModelLoadFailure { kExit, kContinue };
 
+// `models[].prefix_cache`: whether prompts reuse the KV blocks of earlier
+// requests with the same leading tokens (engine/SCHEDULER.md), and whose.
+// kShared: any request to the instance (a tenant learns nothing of another's
+// prompt, but a hit is faster, so timing can hint that a prefix was seen);
+// kPerTenant: only the same tenant's requests; kOff: none.
+enum class PrefixCacheMode { kShared, kPerTenant, kOff };
+std::string_view PrefixCacheModeName(PrefixCacheMode mode);  // "shared", "per_tenant", "off"
+// The mode a name denotes (as in the config), or InvalidArgument listing them.
+absl::StatusOr<PrefixCacheMode> ParsePrefixCacheMode(std::string_view name);
+
 struct ServerConfig {
   // `grpc.tls` (and `http.tls`). Present: the port speaks TLS only.
   struct Tls {
@@ -175,6 +185,9 @@ struct ServerConfig {
     // template (relative to the config file's directory); empty: the
     // model's (engine/chat_source.h).
     std::filesystem::path chat_template;
+    // `prefix_cache`: shared | per_tenant | off (true and false mean shared
+    // and off).
+    PrefixCacheMode prefix_cache = PrefixCacheMode::kShared;
 
     // The engine options of one instance (engine defaults for the rest).
     engine::EngineOptions ToEngineOptions() const;

@@ -241,6 +241,35 @@ TEST(ServerConfigTest, FusedMaxBatchReachesTheEngine) {
   EXPECT_EQ(fused->FindModel("big")->ToEngineOptions().fused_max_batch, 32);
 }
 
+TEST(ServerConfigTest, PrefixCacheModes) {
+  absl::StatusOr<ServerConfig> c = ParseServerConfig(Full(), "packd.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->FindModel("big")->prefix_cache, PrefixCacheMode::kShared);  // the default
+  EXPECT_TRUE(c->FindModel("big")->ToEngineOptions().prefix_caching);
+  for (const auto& [value, mode] : std::vector<std::pair<std::string, PrefixCacheMode>>{
+           {"shared", PrefixCacheMode::kShared},
+           {"per_tenant", PrefixCacheMode::kPerTenant},
+           {"off", PrefixCacheMode::kOff},
+           {"true", PrefixCacheMode::kShared},
+           {"false", PrefixCacheMode::kOff}}) {
+    SCOPED_TRACE(value);
+    c = ParseServerConfig(Replace(Full(), "codec: tiled", "codec: tiled, prefix_cache: " + value),
+                          "packd.yaml");
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->FindModel("big")->prefix_cache, mode);
+    EXPECT_EQ(c->FindModel("big")->ToEngineOptions().prefix_caching, mode != PrefixCacheMode::kOff);
+  }
+  c = ParseServerConfig(Replace(Full(), "codec: tiled", "codec: tiled, prefix_cache: tenant"),
+                        "packd.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("models[1].prefix_cache: must be one of shared, per_tenant, off, true, "
+                        "false; got the scalar 'tenant'"));
+  EXPECT_EQ(ParsePrefixCacheMode("per_tenant").value(), PrefixCacheMode::kPerTenant);
+  EXPECT_THAT(ParsePrefixCacheMode("on").status().message(),
+              HasSubstr("'on' is not one of shared, per_tenant, off"));
+}
+
 TEST(ServerConfigTest, StartUpFailurePolicyAndPromptByteLimit) {
   absl::StatusOr<ServerConfig> c = ParseServerConfig(Full(), "packd.yaml");
   ASSERT_TRUE(c.ok()) << c.status();

@@ -285,6 +285,10 @@ void GenerationService::Record(const std::string& request_id, std::string_view m
   if (metrics_) {
     metrics_->RequestFinished(model_label, tenant, s.code(), outcome.finish, outcome.prompt_tokens,
                               outcome.generated, total_seconds);
+    if (outcome.prefix_cache) {
+      metrics_->PrefixCacheLookup(model_label, outcome.prompt_tokens,
+                                  outcome.cached_prompt_tokens);
+    }
   }
   RequestLogEntry entry;
   entry.request_id = request_id;
@@ -294,6 +298,7 @@ void GenerationService::Record(const std::string& request_id, std::string_view m
   entry.error = std::string(s.message());
   entry.finish_reason = std::string(engine::FinishReasonName(outcome.finish));
   entry.prompt_tokens = outcome.prompt_tokens;
+  entry.cached_prompt_tokens = outcome.cached_prompt_tokens;
   entry.generated_tokens = outcome.generated;
   entry.queue_seconds = Seconds(outcome.times.arrival, outcome.times.started);
   entry.ttft_seconds = Seconds(outcome.times.arrival, outcome.times.first_token);
@@ -356,6 +361,11 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
     return absl::InvalidArgumentError("priority: must be in [-10, 10]");
   }
   *prompt_tokens = g.prompt.size();
+  // Prefix caching: on unless the model's config or the request turns it
+  // off; per_tenant keeps the tenant's blocks to its own requests.
+  g.cache_prompt = !request.has_cache_prompt() || request.cache_prompt();
+  if (model->spec().prefix_cache == PrefixCacheMode::kPerTenant) g.cache_salt = tenant.name;
+  const bool prefix_cache = g.cache_prompt && model->spec().engine.prefix_caching;
 
   ASSIGN_OR_RETURN(std::shared_ptr<RequestHandle> handle,
                    instance.Submit(std::move(g), tenant.name, request.priority()));
@@ -397,6 +407,10 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
       last_token = now;
     }
     *generated += e->output.tokens.size();
+    if (e->output.cached_prompt_tokens >= 0) {
+      outcome->prefix_cache = prefix_cache;
+      outcome->cached_prompt_tokens = static_cast<uint64_t>(e->output.cached_prompt_tokens);
+    }
     packd::v1::GenerateResponse msg;
     packd::v1::GenerateResponse& out = stream ? msg : pending;
     out.set_request_id(request_id);
@@ -408,6 +422,8 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
       out.set_finish_reason(ToProto(e->output.finish));
       out.mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(*prompt_tokens));
       out.mutable_usage()->set_completion_tokens(static_cast<uint32_t>(*generated));
+      out.mutable_usage()->set_cached_prompt_tokens(
+          static_cast<uint32_t>(outcome->cached_prompt_tokens));
       const RequestTimes t = handle->times();
       packd::v1::Timings* tm = out.mutable_timings();
       tm->set_queue_seconds(Seconds(t.arrival, t.started));

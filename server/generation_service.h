@@ -95,6 +95,8 @@ class GenerationService final : public packd::v1::Generation::Service {
   // What one Generate call did, for the metrics and the log line.
   struct Outcome {
     uint64_t prompt_tokens = 0;
+    uint64_t cached_prompt_tokens = 0;  // of prompt_tokens, from the prefix cache
+    bool prefix_cache = false;          // the request used prefix caching
     uint64_t generated = 0;
     engine::FinishReason finish = engine::FinishReason::kNone;
     RequestTimes times;

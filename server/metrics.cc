@@ -147,6 +147,7 @@ struct Metrics::ModelSeries {
     Gauge* used;
     Gauge* total;
     Gauge* ratio;
+    Gauge* cached_blocks;
   };
   struct Weights {
     std::string codec;
@@ -203,6 +204,14 @@ Metrics::Metrics()
                          "Bytes of a model instance's KV cache pool.")),
       kv_ratio_(AddGauge(*registry_, "packd_kv_cache_usage_ratio",
                          "Fraction of a model instance's KV cache pool in use (0..1).")),
+      kv_cached_blocks_(AddGauge(*registry_, "packd_kv_cache_cached_blocks",
+                                 "KV blocks of a model instance registered for prefix caching "
+                                 "(held by sequences or evictable).")),
+      prefix_queried_(AddCounter(*registry_, "packd_prefix_cache_queried_tokens_total",
+                                 "Prompt tokens of finished requests that used prefix caching.")),
+      prefix_hits_(AddCounter(*registry_, "packd_prefix_cache_hit_tokens_total",
+                              "Prompt tokens of finished requests whose keys and values came "
+                              "from the prefix cache.")),
       batch_tokens_(AddHistogram(*registry_, "packd_batch_tokens",
                                  "Tokens computed per engine step (prefill and decode).")),
       batch_sequences_(AddHistogram(*registry_, "packd_batch_sequences",
@@ -294,6 +303,13 @@ void Metrics::RequestFinished(std::string_view model, std::string_view tenant,
   generated_tokens_.Add(tenant_labels).Increment(static_cast<double>(generated_tokens));
 }
 
+void Metrics::PrefixCacheLookup(std::string_view model, uint64_t queried_tokens,
+                                uint64_t hit_tokens) {
+  const Labels labels = ModelLabel(model);
+  prefix_queried_.Add(labels).Increment(static_cast<double>(queried_tokens));
+  prefix_hits_.Add(labels).Increment(static_cast<double>(hit_tokens));
+}
+
 void Metrics::SetRequests(std::string_view model, int64_t running, int64_t waiting) {
   WithSeries(model, [&](ModelSeries& s) {
     s.running->Set(static_cast<double>(running));
@@ -321,8 +337,9 @@ void Metrics::ObserveBatch(std::string_view model, int64_t tokens, int64_t seque
 }
 
 void Metrics::SetKvCache(std::string_view model, int instance, uint64_t used_bytes,
-                         uint64_t total_bytes) {
+                         uint64_t total_bytes, int64_t cached_blocks) {
   auto set = [&](const ModelSeries::Kv& kv) {
+    kv.cached_blocks->Set(static_cast<double>(cached_blocks));
     kv.used->Set(static_cast<double>(used_bytes));
     kv.total->Set(static_cast<double>(total_bytes));
     kv.ratio->Set(Ratio(used_bytes, total_bytes, 0.0));
@@ -343,8 +360,9 @@ void Metrics::SetKvCache(std::string_view model, int instance, uint64_t used_byt
   auto kv = s.kv.find(instance);
   if (kv == s.kv.end()) {
     const Labels labels = InstanceLabels(model, instance);
-    kv = s.kv.emplace(instance, ModelSeries::Kv{&kv_used_.Add(labels), &kv_total_.Add(labels),
-                                                &kv_ratio_.Add(labels)})
+    kv = s.kv.emplace(instance,
+                      ModelSeries::Kv{&kv_used_.Add(labels), &kv_total_.Add(labels),
+                                      &kv_ratio_.Add(labels), &kv_cached_blocks_.Add(labels)})
              .first;
   }
   set(kv->second);
@@ -384,6 +402,7 @@ void Metrics::RemoveModel(std::string_view model) {
     kv_used_.Remove(kv.used);
     kv_total_.Remove(kv.total);
     kv_ratio_.Remove(kv.ratio);
+    kv_cached_blocks_.Remove(kv.cached_blocks);
   }
   if (s.weights.has_value()) {
     weights_original_.Remove(s.weights->original);

@@ -34,6 +34,12 @@
 //   packd_kv_cache_used_bytes{model,model_instance}      gauge
 //   packd_kv_cache_total_bytes{model,model_instance}     gauge
 //   packd_kv_cache_usage_ratio{model,model_instance}     gauge (0..1)
+//   packd_kv_cache_cached_blocks{model,model_instance}   gauge (blocks registered for
+//                                                               prefix caching, held or not)
+//   packd_prefix_cache_queried_tokens_total{model}       counter (prompt tokens of finished
+//                                                               requests that used the cache)
+//   packd_prefix_cache_hit_tokens_total{model}           counter (of those, the tokens that
+//                                                               came from the cache)
 //   packd_batch_tokens{model}                            histogram (tokens per step)
 //   packd_batch_sequences{model}                         histogram (sequences per step)
 //   packd_model_weights_original_bytes{model,codec}      gauge
@@ -133,8 +139,14 @@ class Metrics {
   // --- KV cache of one model instance (labels: model, model_instance).
 
   // Bytes of the instance's KV pool in use and in all; the usage ratio is
-  // used ÷ total (0 when total is 0).
-  void SetKvCache(std::string_view model, int instance, uint64_t used_bytes, uint64_t total_bytes);
+  // used ÷ total (0 when total is 0). `cached_blocks`: blocks registered for
+  // prefix caching (in use or evictable).
+  void SetKvCache(std::string_view model, int instance, uint64_t used_bytes, uint64_t total_bytes,
+                  int64_t cached_blocks = 0);
+
+  // A finished request that used prefix caching: its prompt tokens, and how
+  // many of them came from the cache.
+  void PrefixCacheLookup(std::string_view model, uint64_t queried_tokens, uint64_t hit_tokens);
 
   // --- Weights of a model (labels: model, codec).
 
@@ -220,6 +232,9 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& kv_used_;
   prometheus::Family<prometheus::Gauge>& kv_total_;
   prometheus::Family<prometheus::Gauge>& kv_ratio_;
+  prometheus::Family<prometheus::Gauge>& kv_cached_blocks_;
+  prometheus::Family<prometheus::Counter>& prefix_queried_;
+  prometheus::Family<prometheus::Counter>& prefix_hits_;
   prometheus::Family<prometheus::Histogram>& batch_tokens_;
   prometheus::Family<prometheus::Histogram>& batch_sequences_;
   prometheus::Family<prometheus::Gauge>& weights_original_;

@@ -210,6 +210,9 @@ const std::map<std::string, std::string>& ExpectedFamilies() {
       {"packd_kv_cache_used_bytes", "gauge"},
       {"packd_kv_cache_total_bytes", "gauge"},
       {"packd_kv_cache_usage_ratio", "gauge"},
+      {"packd_kv_cache_cached_blocks", "gauge"},
+      {"packd_prefix_cache_queried_tokens_total", "counter"},
+      {"packd_prefix_cache_hit_tokens_total", "counter"},
       {"packd_batch_tokens", "histogram"},
       {"packd_batch_sequences", "histogram"},
       {"packd_model_weights_original_bytes", "gauge"},
@@ -236,7 +239,8 @@ void Populate(Metrics& m) {
   m.SetModelInstances("llama", 2, 128);
   m.ModelLoadFailed("qwen", absl::StatusCode::kResourceExhausted);
   m.ObserveBatch("llama", 40, 3);
-  m.SetKvCache("llama", 0, 1 << 20, 4 << 20);
+  m.SetKvCache("llama", 0, 1 << 20, 4 << 20, 7);
+  m.PrefixCacheLookup("llama", 1040, 1024);
   m.SetModelWeights("llama", "vlc", 16000, 11000);
   m.SetDeviceMemory("cpu", engine::MemoryKind::kWeights, 11000);
   m.SetDeviceMemory("cpu", engine::MemoryKind::kKvCache, 4 << 20);
@@ -261,7 +265,7 @@ TEST(MetricsTest, EveryFamilyHasHelpTypeAndConventionalName) {
   static const std::set<std::string> kUnitless = {
       "packd_requests_running", "packd_requests_waiting", "packd_batch_tokens",
       "packd_batch_sequences", "packd_device_instances", "packd_request_queue_capacity",
-      "packd_model_instances", "packd_build_info"};
+      "packd_model_instances", "packd_build_info", "packd_kv_cache_cached_blocks"};
   for (const auto& [name, type] : e.type) {
     SCOPED_TRACE(name);
     EXPECT_TRUE(ExpectedFamilies().count(name));
@@ -379,7 +383,9 @@ TEST(MetricsTest, GaugesAndBatchSizes) {
   m.ObserveBatch("llama", 1, 1);
   m.SetKvCache("llama", 0, 1 << 20, 4 << 20);
   m.SetKvCache("llama", 1, 0, 0);
-  m.SetKvCache("llama", 0, 3 << 20, 4 << 20);
+  m.SetKvCache("llama", 0, 3 << 20, 4 << 20, 12);
+  m.PrefixCacheLookup("llama", 1056, 1024);
+  m.PrefixCacheLookup("llama", 40, 0);
   m.SetModelWeights("llama", "vlc", 16000, 10000);
   m.SetModelInstances("llama", 2, 128);
   m.ModelLoadFailed("qwen", absl::StatusCode::kNotFound);
@@ -405,6 +411,10 @@ TEST(MetricsTest, GaugesAndBatchSizes) {
   EXPECT_EQ(e.Value("packd_kv_cache_total_bytes", i0), 4 << 20);
   EXPECT_EQ(e.Value("packd_kv_cache_usage_ratio", i0), 0.75);
   EXPECT_EQ(e.Value("packd_kv_cache_usage_ratio", i1), 0);  // empty pool: 0, not NaN
+  EXPECT_EQ(e.Value("packd_kv_cache_cached_blocks", i0), 12);
+  EXPECT_EQ(e.Value("packd_kv_cache_cached_blocks", i1), 0);
+  EXPECT_EQ(e.Value("packd_prefix_cache_queried_tokens_total", {{"model", "llama"}}), 1096);
+  EXPECT_EQ(e.Value("packd_prefix_cache_hit_tokens_total", {{"model", "llama"}}), 1024);
 
   const LabelSet w = {{"model", "llama"}, {"codec", "vlc"}};
   EXPECT_EQ(e.Value("packd_model_weights_original_bytes", w), 16000);

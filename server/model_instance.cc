@@ -131,6 +131,7 @@ void ModelInstance::Publish(int64_t ended) {
   stats_.steps = es.steps;
   stats_.preemptions = es.preemptions;
   stats_.kv_blocks_used = engine_->kv_cache().used_blocks();
+  stats_.kv_blocks_cached = engine_->kv_cache().cached_blocks();
   stats_.running = engine_->running();
   stats_.waiting = PendingCount() + engine_->waiting();
 }

@@ -94,6 +94,7 @@ struct InstanceStats {
   int64_t waiting = 0;  // queued in the instance, not yet admitted
   int64_t kv_blocks_used = 0;
   int64_t kv_blocks_total = 0;
+  int64_t kv_blocks_cached = 0;  // registered for prefix caching
   uint64_t kv_bytes_total = 0;
   uint64_t steps = 0;
   uint64_t preemptions = 0;

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/config.h"
 #include "server/model_instance.h"
 #include "server/placement.h"
 
@@ -33,6 +34,9 @@ struct ModelSpec {
   // A text prompt longer than this many bytes is refused before it is
   // tokenized; 0: the engine's derived limit (Engine::max_prompt_bytes).
   uint64_t max_prompt_bytes = 0;
+  // Prefix caching (engine.prefix_caching turns it on): kPerTenant keeps
+  // each tenant's cached blocks to that tenant's requests.
+  PrefixCacheMode prefix_cache = PrefixCacheMode::kShared;
 };
 
 // A configured model that failed to load (at start, with

@@ -22,6 +22,7 @@ ModelSpec SpecFromConfig(const ServerConfig& config, const ServerConfig::Model& 
   spec.instance.max_wait = absl::FromChrono(config.queue.max_wait);
   spec.expected_codec = std::string(ExpectedCodecName(model.codec));
   spec.max_prompt_bytes = model.max_prompt_bytes;
+  spec.prefix_cache = model.prefix_cache;
   return spec;
 }
 
@@ -55,6 +56,7 @@ void FillModelInfo(const LoadedModel& m, packd::v1::ModelInfo* info) {
   info->set_vocab_size(static_cast<uint32_t>(m.config().vocab_size));
   info->set_running_requests(static_cast<uint32_t>(m.running()));
   info->set_waiting_requests(static_cast<uint32_t>(m.waiting()));
+  info->set_prefix_cache(std::string(PrefixCacheModeName(m.spec().prefix_cache)));
 }
 
 absl::Status ModelsService::CheckAdmin(const grpc::ServerContext& context) const {
@@ -103,6 +105,11 @@ grpc::Status ModelsService::LoadModel(grpc::ServerContext* context,
   if (request->kv_cache_bytes() != 0) m.kv_cache_bytes = request->kv_cache_bytes();
   if (request->max_batch() != 0) m.max_batch = request->max_batch();
   if (request->max_context() != 0) m.max_context = request->max_context();
+  if (!request->prefix_cache().empty()) {
+    absl::StatusOr<PrefixCacheMode> mode = ParsePrefixCacheMode(request->prefix_cache());
+    if (!mode.ok()) return ToGrpc(mode.status());
+    m.prefix_cache = *mode;
+  }
   ModelSpec spec = SpecFromConfig(config_, m);
   if (decorate_) spec = decorate_(std::move(spec));
   absl::StatusOr<std::shared_ptr<LoadedModel>> loaded = registry_.Load(spec);

@@ -303,6 +303,8 @@ absl::Status ReadCommon(const Fields& f, ParsedRequest& out) {
   r.set_ignore_eos(ignore_eos.value_or(false));
   ASSIGN_OR_RETURN(std::optional<int64_t> priority, f.Int("priority", -10, 10));
   r.set_priority(static_cast<int32_t>(priority.value_or(0)));
+  ASSIGN_OR_RETURN(std::optional<bool> cache_prompt, f.Bool("cache_prompt"));
+  if (cache_prompt.has_value()) r.set_cache_prompt(*cache_prompt);
 
   // Accepted only at the values that change nothing: refusing is more honest
   // than ignoring a penalty or a format the client relies on.
@@ -344,7 +346,8 @@ Json UsageJson(const packd::v1::Usage& usage) {
   return {
       {"prompt_tokens", usage.prompt_tokens()},
       {"completion_tokens", usage.completion_tokens()},
-      {"total_tokens", static_cast<uint64_t>(usage.prompt_tokens()) + usage.completion_tokens()}};
+      {"total_tokens", static_cast<uint64_t>(usage.prompt_tokens()) + usage.completion_tokens()},
+      {"prompt_tokens_details", {{"cached_tokens", usage.cached_prompt_tokens()}}}};
 }
 
 std::string TokenText(const TokenTexts& texts, int i) {

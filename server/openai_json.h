@@ -11,7 +11,8 @@
 //   off), seed (integer), stop (string or list of strings, each non-empty),
 //   stop_token_ids (list of integers; vLLM's), stream (bool),
 //   stream_options.include_usage (bool), n (1 only), ignore_eos (bool),
-//   priority (integer; packd's [-10, 10]), user (ignored),
+//   priority (integer; packd's [-10, 10]), cache_prompt (bool; llama.cpp's:
+//   false keeps the request out of the prefix cache), user (ignored),
 //   presence_penalty / frequency_penalty (0 only), logit_bias (empty only),
 //   response_format ({"type": "text"} only).
 // /v1/chat/completions: messages (list of {role, content, name,
@@ -24,6 +25,8 @@
 // /v1/completions: prompt (a string, a list of one string, a list of token
 //   ids, or a list of one list of token ids), echo (false only), logprobs
 //   (null or 0 only, for the same reason as top_logprobs).
+// Usage carries prompt_tokens_details.cached_tokens: the prompt tokens that
+// came from the prefix cache, as OpenAI reports them.
 // JSON null reads as absent; unknown fields are ignored; a field of the wrong
 // type or out of range is InvalidArgument naming it ("temperature: must be a
 // number"); bad JSON is InvalidArgument with its byte offset.

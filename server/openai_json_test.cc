@@ -25,7 +25,7 @@ TEST(OpenAiJsonTest, ChatRequestEveryField) {
     "model": "m", "max_tokens": 5, "max_completion_tokens": 7, "temperature": 0.5,
     "top_p": 0.9, "top_k": 40, "seed": 42, "stop": ["\n\n", "END"], "stop_token_ids": [2, 3],
     "stream": true, "stream_options": {"include_usage": true}, "n": 1, "ignore_eos": true,
-    "priority": -3, "user": "u1", "presence_penalty": 0, "frequency_penalty": 0.0,
+    "priority": -3, "cache_prompt": false, "user": "u1", "presence_penalty": 0, "frequency_penalty": 0.0,
     "logit_bias": {}, "response_format": {"type": "text"}, "logprobs": true, "top_logprobs": 0,
     "messages": [
       {"role": "system", "content": "Be brief."},
@@ -55,6 +55,8 @@ TEST(OpenAiJsonTest, ChatRequestEveryField) {
   EXPECT_TRUE(r->include_usage);
   EXPECT_TRUE(g.ignore_eos());
   EXPECT_EQ(g.priority(), -3);
+  EXPECT_TRUE(g.has_cache_prompt());
+  EXPECT_FALSE(g.cache_prompt());
   EXPECT_TRUE(g.logprobs());
   ASSERT_EQ(g.prompt_case(), packd::v1::GenerateRequest::kChat);
   const packd::v1::Chat& c = g.chat();
@@ -146,6 +148,7 @@ TEST(OpenAiJsonTest, ErrorsNameTheField) {
       {true, R"("stop_token_ids": [-1])", "stop_token_ids[0]: must be >= 0"},
       {true, R"("n": 2)", "n: only 1 is supported"},
       {true, R"("priority": 11)", "priority: must be <= 10"},
+      {true, R"("cache_prompt": "no")", "cache_prompt: must be true or false"},
       {true, R"("presence_penalty": 0.5)", "presence_penalty: only 0 is supported"},
       {true, R"("logit_bias": {"1": 5})", "logit_bias: is not supported"},
       {true, R"("response_format": {"type": "json_object"})",
@@ -207,6 +210,7 @@ packd::v1::GenerateResponse Final(const std::string& text) {
   r.set_finish_reason(packd::v1::FINISH_REASON_LENGTH);
   r.mutable_usage()->set_prompt_tokens(4);
   r.mutable_usage()->set_completion_tokens(2);
+  r.mutable_usage()->set_cached_prompt_tokens(3);
   return r;
 }
 
@@ -230,7 +234,8 @@ TEST(OpenAiJsonTest, ChatCompletionResponse) {
   EXPECT_EQ(lp[0]["bytes"], Json::array({'H', 'i'}));
   EXPECT_EQ(lp[0]["top_logprobs"], Json::array());
   EXPECT_EQ(j["usage"],
-            Json::parse(R"({"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6})"));
+            Json::parse(R"({"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6,
+                            "prompt_tokens_details": {"cached_tokens": 3}})"));
   meta.logprobs = false;
   EXPECT_TRUE(
       Json::parse(CompletionJson(meta, Final("x"), {}))["choices"][0]["logprobs"].is_null());

@@ -50,6 +50,7 @@ std::string FormatRequestLine(const RequestLogEntry& e, LogFormat format) {
         {"code", code},
         {"finish_reason", e.finish_reason},
         {"prompt_tokens", e.prompt_tokens},
+        {"cached_prompt_tokens", e.cached_prompt_tokens},
         {"generated_tokens", e.generated_tokens},
         {"queue_s", e.queue_seconds},
         {"ttft_s", e.ttft_seconds},
@@ -60,7 +61,8 @@ std::string FormatRequestLine(const RequestLogEntry& e, LogFormat format) {
   std::string line = absl::StrCat(
       "request request_id=", TextValue(e.request_id), " tenant=", TextValue(e.tenant),
       " model=", TextValue(e.model), " code=", code, " finish=", TextValue(e.finish_reason),
-      " prompt_tokens=", e.prompt_tokens, " generated_tokens=", e.generated_tokens,
+      " prompt_tokens=", e.prompt_tokens, " cached_prompt_tokens=", e.cached_prompt_tokens,
+      " generated_tokens=", e.generated_tokens,
       absl::StrFormat(" queue_s=%.4f ttft_s=%.4f total_s=%.4f", e.queue_seconds, e.ttft_seconds,
                       e.total_seconds));
   if (!e.error.empty()) absl::StrAppend(&line, " error=", TextValue(e.error));

@@ -23,6 +23,7 @@ struct RequestLogEntry {
   std::string error;  // the status message when not OK
   std::string finish_reason;
   uint64_t prompt_tokens = 0;
+  uint64_t cached_prompt_tokens = 0;  // of prompt_tokens, from the prefix cache
   uint64_t generated_tokens = 0;
   double queue_seconds = 0;
   double ttft_seconds = 0;

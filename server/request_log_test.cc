@@ -18,6 +18,7 @@ RequestLogEntry Entry() {
   e.error = "the model's queue is full (64 requests waiting)";
   e.finish_reason = "none";
   e.prompt_tokens = 5;
+  e.cached_prompt_tokens = 4;
   e.total_seconds = 0.25;
   return e;
 }
@@ -26,7 +27,7 @@ TEST(RequestLogTest, TextLineIsKeyValueWithQuotedValues) {
   const std::string line = FormatRequestLine(Entry(), LogFormat::kText);
   EXPECT_THAT(line,
               HasSubstr("request_id=req-7 tenant=acme model=stories code=RESOURCE_EXHAUSTED"));
-  EXPECT_THAT(line, HasSubstr("prompt_tokens=5"));
+  EXPECT_THAT(line, HasSubstr("prompt_tokens=5 cached_prompt_tokens=4"));
   EXPECT_THAT(line, HasSubstr("total_s=0.2500"));
   EXPECT_THAT(line, HasSubstr("error=\"the model's queue is full (64 requests waiting)\""));
   RequestLogEntry anonymous = Entry();
@@ -42,6 +43,7 @@ TEST(RequestLogTest, JsonLineIsOneObject) {
   EXPECT_EQ(j["tenant"], "acme");
   EXPECT_EQ(j["code"], "RESOURCE_EXHAUSTED");
   EXPECT_EQ(j["prompt_tokens"], 5);
+  EXPECT_EQ(j["cached_prompt_tokens"], 4);
   EXPECT_DOUBLE_EQ(j["total_s"].get<double>(), 0.25);
   EXPECT_TRUE(j.contains("ts"));
   EXPECT_FALSE(FormatRequestLine({}, LogFormat::kJson).empty());

@@ -222,7 +222,7 @@ void Server::RefreshMetrics() {
       const uint64_t block_bytes =
           s.kv_blocks_total == 0 ? 0 : s.kv_bytes_total / static_cast<uint64_t>(s.kv_blocks_total);
       m.SetKvCache(model->spec().name, static_cast<int>(i), block_bytes * s.kv_blocks_used,
-                   s.kv_bytes_total);
+                   s.kv_bytes_total, s.kv_blocks_cached);
     }
   }
   for (const DeviceInfo& d : impl_->placement.Devices()) {

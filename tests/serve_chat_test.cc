@@ -194,6 +194,52 @@ TEST_F(ServeChatTest, GenerateWithMessagesIsGenerateWithTheRenderedIds) {
   }
 }
 
+// A conversation re-sent with one more exchange reuses the keys and values
+// of every whole KV block the earlier turn computed (its prompt and reply).
+TEST_F(ServeChatTest, AMultiTurnConversationReusesItsEarlierTurns) {
+  // stories260K (a 512-token context) with a plain template.
+  Start("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant:{% endif %}");
+  ASSERT_NE(server_, nullptr) << start_status_;
+  packd::v1::Chat chat = Conversation();
+  std::vector<int> computed;  // ids whose keys and values the last turn computed
+  for (int turn = 0; turn < 3; ++turn) {
+    SCOPED_TRACE(::testing::Message() << "turn " << turn);
+    packd::v1::TokenizeResponse t;
+    ASSERT_TRUE(Tokenize("stories-chat", chat, &t).ok());
+    const std::vector<int> prompt(t.token_ids().begin(), t.token_ids().end());
+    packd::v1::GenerateRequest r;
+    r.set_model("stories-chat");
+    *r.mutable_chat() = chat;
+    r.set_max_tokens(12);
+    r.set_ignore_eos(true);
+    r.mutable_sampling()->set_temperature(0);
+    const Reply reply = Generate(r);
+    ASSERT_TRUE(reply.status.ok()) << reply.status.error_message();
+    // Expected: the whole blocks (16 tokens) of the longest common prefix
+    // with what the previous turn computed, leaving the last prompt token.
+    size_t common = 0;
+    while (common < prompt.size() && common < computed.size() &&
+           prompt[common] == computed[common]) {
+      ++common;
+    }
+    const size_t expected = std::min(common, prompt.size() - 1) / 16 * 16;
+    EXPECT_EQ(reply.last.usage().cached_prompt_tokens(), expected);
+    if (turn > 0) {
+      // Every earlier turn is reused: at least the previous prompt's blocks.
+      EXPECT_GE(expected + 16, computed.size() - reply.ids.size() + 1) << "common " << common;
+    }
+    computed = prompt;
+    computed.insert(computed.end(), reply.ids.begin(), reply.ids.end() - 1);
+    auto* a = chat.add_messages();
+    a->set_role("assistant");
+    a->set_content(reply.text);
+    auto* u = chat.add_messages();
+    u->set_role("user");
+    u->set_content(absl::StrCat("More ", turn));
+  }
+}
+
 TEST_F(ServeChatTest, RequestErrorsNameTheirCause) {
   Start("{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversations must start "
         "with a user message') }}{% endif %}{% for m in messages %}[{{ m.role }}] {{ m.content }}\n"

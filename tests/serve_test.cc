@@ -42,6 +42,7 @@ struct ConfigOptions {
   int max_batch = 16;
   std::string max_wait = "30s";
   std::string drain_timeout = "5s";
+  std::string model_keys;    // more keys of the "stories" model, e.g. "    prefix_cache: off\n"
   std::string extra_models;  // more entries of `models:`
   std::string extra;         // more top-level keys
 };
@@ -67,7 +68,7 @@ models:
                       o.max_batch, R"(
     threads: 2
 )",
-                      o.extra_models, R"(
+                      o.model_keys, o.extra_models, R"(
 tenants:
   - name: admin
     api_key_sha256: [)",
@@ -512,6 +513,76 @@ TEST_F(ServeTest, MetricsAreValidPrometheusTextAndCountRequests) {
   EXPECT_EQ(MetricValue("packd_device_density_ratio{device=\"cpu\"}"), 1);
   EXPECT_GT(MetricValue("packd_batch_tokens_count{model=\"stories\"}"), 0);
   EXPECT_GT(MetricValue("packd_time_to_first_token_seconds_count{model=\"stories\"}"), 0);
+}
+
+// Prefix caching through the daemon: usage.cached_prompt_tokens, the
+// per-request opt-out, the config's modes, GetModel and the metrics.
+TEST_F(ServeTest, PrefixCachingIsReportedAndConfigurable) {
+  // 40 token ids: two whole 16-token blocks and 8 more.
+  std::vector<int> prefix;
+  for (int i = 0; i < 40; ++i) prefix.push_back(3 + (i * 37) % 500);
+  auto request = [&](int last, std::optional<bool> cache_prompt = std::nullopt) {
+    packd::v1::GenerateRequest r = Greedy(4);
+    std::vector<int> ids = prefix;
+    ids.back() = last;
+    r.mutable_token_ids()->mutable_ids()->Assign(ids.begin(), ids.end());
+    if (cache_prompt.has_value()) r.set_cache_prompt(*cache_prompt);
+    return r;
+  };
+  auto cached = [&](const packd::v1::GenerateRequest& r, const std::string& key) -> int64_t {
+    const Reply reply = Generate(r, key);
+    EXPECT_TRUE(reply.status.ok()) << reply.status.error_message();
+    return reply.status.ok() ? reply.last.usage().cached_prompt_tokens() : -1;
+  };
+  {
+    SCOPED_TRACE("shared (the default)");
+    StartServer();
+    const Reply first = Generate(request(10));
+    ASSERT_TRUE(first.status.ok());
+    EXPECT_EQ(first.last.usage().cached_prompt_tokens(), 0u);
+    EXPECT_EQ(first.last.usage().prompt_tokens(), 40u);
+    const Reply again = Generate(request(10));
+    EXPECT_EQ(again.last.usage().cached_prompt_tokens(), 32u);
+    EXPECT_EQ(again.ids, first.ids);  // the same tokens from the cache
+    EXPECT_EQ(cached(request(11), "metered-key"), 32);  // across tenants
+    EXPECT_EQ(cached(request(12, false), "admin-key"), 0);  // opted out
+    server_->RefreshMetrics();
+    EXPECT_EQ(MetricValue("packd_prefix_cache_queried_tokens_total{model=\"stories\"}"), 120);
+    EXPECT_EQ(MetricValue("packd_prefix_cache_hit_tokens_total{model=\"stories\"}"), 64);
+    EXPECT_GE(MetricValue("packd_kv_cache_cached_blocks{model=\"stories\",model_instance=\"0\"}"),
+              2);
+    grpc::ClientContext c;
+    Auth(c, "admin-key");
+    packd::v1::GetModelRequest g;
+    g.set_name("stories");
+    packd::v1::ModelInfo info;
+    ASSERT_TRUE(models_->GetModel(&c, g, &info).ok());
+    EXPECT_EQ(info.prefix_cache(), "shared");
+    server_.reset();
+  }
+  {
+    SCOPED_TRACE("per_tenant");
+    ConfigOptions o;
+    o.model_keys = "    prefix_cache: per_tenant\n";
+    StartServerWith(o);
+    EXPECT_EQ(cached(request(10), "admin-key"), 0);
+    EXPECT_EQ(cached(request(11), "metered-key"), 0);  // admin's blocks are not metered's
+    EXPECT_EQ(cached(request(12), "metered-key"), 32);
+    EXPECT_EQ(cached(request(13), "admin-key"), 32);
+    server_.reset();
+  }
+  {
+    SCOPED_TRACE("off");
+    ConfigOptions o;
+    o.model_keys = "    prefix_cache: off\n";
+    StartServerWith(o);
+    EXPECT_EQ(cached(request(10), "admin-key"), 0);
+    EXPECT_EQ(cached(request(10), "admin-key"), 0);
+    server_->RefreshMetrics();
+    EXPECT_EQ(MetricValue("packd_prefix_cache_queried_tokens_total{model=\"stories\"}"), -1);
+    EXPECT_EQ(MetricValue("packd_kv_cache_cached_blocks{model=\"stories\",model_instance=\"0\"}"),
+              0);
+  }
 }
 
 // Issue 17 (hardening): each test below failed on the daemon before the fix

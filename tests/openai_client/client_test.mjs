@@ -118,6 +118,23 @@ await check("chat completions", async () => {
   assert.equal(s.finish, r.choices[0].finish_reason);
 });
 
+// Prefix caching: a conversation re-sent with one more exchange reuses the
+// earlier turns' KV blocks, which usage reports as OpenAI does; cache_prompt:
+// false (llama.cpp's field) opts one request out.
+await check("a multi-turn chat reuses its earlier turns (prompt_tokens_details)", async () => {
+  const story = "Once upon a time, there was a little dog named Max who liked to run in the park";
+  const messages = [{ role: "user", content: story }];
+  const first = await client.chat.completions.create({ model, messages, max_tokens: 16, temperature: 0 });
+  messages.push({ role: "assistant", content: first.choices[0].message.content });
+  messages.push({ role: "user", content: "Then Max saw a cat." });
+  const second = await client.chat.completions.create({ model, messages, max_tokens: 4, temperature: 0 });
+  const cached = second.usage.prompt_tokens_details?.cached_tokens;
+  assert.ok(cached >= 16 && cached < second.usage.prompt_tokens, `cached ${cached} of ${second.usage.prompt_tokens}`);
+  const off = await client.chat.completions.create({ model, messages, max_tokens: 4, temperature: 0, cache_prompt: false });
+  assert.equal(off.usage.prompt_tokens_details?.cached_tokens, 0);
+  assert.equal(off.choices[0].message.content, second.choices[0].message.content);
+});
+
 await check("models", async () => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
