@@ -1266,6 +1266,36 @@ void PrintDeviceRow(const Row& row, double copy_gbps, nlohmann::json& jrows) {
   jrows.push_back(std::move(j));
 }
 
+// Runs one configuration's child: its JSON in `r` (and its backend's
+// description in `backend`), or the error, which is also printed.
+std::string RunConfiguration(const ChildOptions& c, const std::string& what, nlohmann::json& r,
+                             std::string& backend) {
+  absl::StatusOr<nlohmann::json> out = SpawnChild(c);
+  if (!out.ok()) {
+    const std::string error(out.status().message());
+    std::fprintf(stderr, "engine: %s failed: %s\n", what.c_str(), error.c_str());
+    return error;
+  }
+  r = *std::move(out);
+  backend = r.value("backend", backend);
+  return "";
+}
+
+// The model line of the tables.
+std::string ModelDescription(const Options& o, const fs::path& src) {
+  return o.checkpoint.empty() ? absl::StrCat(o.shape, " synthesized, bf16 (", src.string(), ")")
+                              : src.string();
+}
+
+// The JSON fields every run writes; each mode adds its own.
+nlohmann::json RunJson(const Options& o, const fs::path& src, const std::string& backend,
+                       double seconds) {
+  return {{"command", o.command_line}, {"device", o.device},
+          {"cpu", CpuModel()},         {"hardware_threads", HardwareThreads()},
+          {"threads", o.threads},      {"backend", backend},
+          {"model", src.string()},     {"seconds", seconds}};
+}
+
 // A child's options for `model`, from the command line's.
 ChildOptions ChildFor(const Options& o, const fs::path& model, const fs::path& result) {
   ChildOptions c;
@@ -1339,14 +1369,7 @@ int RunPrefix(const Options& o, const fs::path& src, const std::map<std::string,
     ChildOptions c = ChildFor(o, models.at(codec), result);
     c.prefix = true;
     PrefixRow row{codec, "", nlohmann::json::object()};
-    absl::StatusOr<nlohmann::json> r = SpawnChild(c);
-    if (r.ok()) {
-      row.r = *r;
-      backend = row.r.value("backend", backend);
-    } else {
-      row.error = std::string(r.status().message());
-      std::fprintf(stderr, "engine: %s failed: %s\n", codec.c_str(), row.error.c_str());
-    }
+    row.error = RunConfiguration(c, codec, row.r, backend);
     rows.push_back(std::move(row));
   }
   std::error_code ec;
@@ -1365,10 +1388,7 @@ int RunPrefix(const Options& o, const fs::path& src, const std::map<std::string,
   std::printf("- machine: %s, %d hardware threads; device %s; engine: %s\n", CpuModel().c_str(),
               HardwareThreads(), o.device.c_str(),
               backend.empty() ? "(no configuration ran)" : backend.c_str());
-  std::printf("- model: %s\n",
-              o.checkpoint.empty()
-                  ? absl::StrCat(o.shape, " synthesized, bf16 (", src.string(), ")").c_str()
-                  : src.c_str());
+  std::printf("- model: %s\n", ModelDescription(o, src).c_str());
   std::printf(
       "- per codec one process with two engines on the model, caching on and off, the requests "
       "alternating between them; one request at a time, greedy, 1 output token, <= %lld tokens "
@@ -1504,26 +1524,19 @@ int RunPrefix(const Options& o, const fs::path& src, const std::map<std::string,
   }
 
   if (!o.json.empty()) {
-    nlohmann::json j = {{"command", o.command_line},
-                        {"mode", "prefix"},
-                        {"device", o.device},
-                        {"cpu", CpuModel()},
-                        {"hardware_threads", HardwareThreads()},
-                        {"threads", o.threads},
-                        {"backend", backend},
-                        {"model", src.string()},
-                        {"max_batch_tokens", o.max_batch_tokens},
-                        {"shared_prefixes", w.shared_prefixes},
-                        {"prefix_tokens", w.prefix_tokens},
-                        {"suffix_tokens", w.suffix_tokens},
-                        {"requests_on", w.requests_on},
-                        {"requests_off", w.requests_off},
-                        {"distinct_prompts", w.distinct_prompts},
-                        {"distinct_prompt_tokens", o.prompt_tokens},
-                        {"best_hit_tokens", best_hit},
-                        {"seconds", total_s},
-                        {"rows", std::move(jrows)},
-                        {"nothing_shared", std::move(jnothing)}};
+    nlohmann::json j = RunJson(o, src, backend, total_s);
+    j.update({{"mode", "prefix"},
+              {"max_batch_tokens", o.max_batch_tokens},
+              {"shared_prefixes", w.shared_prefixes},
+              {"prefix_tokens", w.prefix_tokens},
+              {"suffix_tokens", w.suffix_tokens},
+              {"requests_on", w.requests_on},
+              {"requests_off", w.requests_off},
+              {"distinct_prompts", w.distinct_prompts},
+              {"distinct_prompt_tokens", o.prompt_tokens},
+              {"best_hit_tokens", best_hit},
+              {"rows", std::move(jrows)},
+              {"nothing_shared", std::move(jnothing)}});
     const absl::Status s = WriteFileAtomically(o.json, j.dump(2) + "\n");
     if (!s.ok()) {
       std::fprintf(stderr, "engine: %s\n", std::string(s.message()).c_str());
@@ -1602,15 +1615,7 @@ int Run(const Options& o) {
       ChildOptions c = ChildFor(o, models[codec], result);
       c.batch = batch;
       Row row{codec, batch, "", nlohmann::json::object()};
-      absl::StatusOr<nlohmann::json> r = SpawnChild(c);
-      if (r.ok()) {
-        row.r = *r;
-        backend = row.r.value("backend", backend);
-      } else {
-        row.error = std::string(r.status().message());
-        std::fprintf(stderr, "engine: %s batch %lld failed: %s\n", codec.c_str(),
-                     static_cast<long long>(batch), row.error.c_str());
-      }
+      row.error = RunConfiguration(c, absl::StrCat(codec, " batch ", batch), row.r, backend);
       rows.push_back(std::move(row));
     }
   }
@@ -1630,10 +1635,7 @@ int Run(const Options& o) {
     std::printf("- machine: %s, %d hardware threads; engine: %s\n", CpuModel().c_str(),
                 HardwareThreads(), backend.empty() ? "(no configuration ran)" : backend.c_str());
   }
-  std::printf("- model: %s\n",
-              o.checkpoint.empty()
-                  ? absl::StrCat(o.shape, " synthesized, bf16 (", src->string(), ")").c_str()
-                  : src->c_str());
+  std::printf("- model: %s\n", ModelDescription(o, *src).c_str());
   if (on_device) {
     std::printf(
         "- device copy bandwidth (device-to-device cudaMemcpyAsync of %.2f GiB, median of 20, "
@@ -1715,18 +1717,11 @@ int Run(const Options& o) {
   }
 
   if (!o.json.empty()) {
-    nlohmann::json j = {{"command", o.command_line},
-                        {"device", o.device},
-                        {"cpu", CpuModel()},
-                        {"hardware_threads", HardwareThreads()},
-                        {"threads", o.threads},
-                        {"backend", backend},
-                        {"model", src->string()},
-                        {"prompt_tokens", o.prompt_tokens},
-                        {"decode_steps", o.decode_steps},
-                        {"fused_max_batch", o.fused_max_batch},
-                        {"seconds", total_s},
-                        {"rows", std::move(jrows)}};
+    nlohmann::json j = RunJson(o, *src, backend, total_s);
+    j["prompt_tokens"] = o.prompt_tokens;
+    j["decode_steps"] = o.decode_steps;
+    j["fused_max_batch"] = o.fused_max_batch;
+    j["rows"] = std::move(jrows);
     if (on_device) {
       j["device_name"] = device.name;
       j["device_total_bytes"] = device.total_bytes;
