@@ -133,10 +133,11 @@
 // sequences of L + S + 1 tokens, so the system prompts stay cached (the
 // JSON has its cached_blocks at the end). No bandwidth is measured;
 // --batches and --decode-steps do not apply; default codecs raw,vlc,tiled.
-// Cost, llama-1b on 2 cores: about 9 minutes on an idle machine (a
-// 1,056-token prefill takes ~11 s raw, ~17 s vlc). --quick: codecs raw,vlc,
-// N 2, L 192, --requests-on 16, --requests-off 2, 8 distinct 32-token
-// prompts (it fits --shape tiny's 256-token context).
+// Cost, llama-1b on 2 cores: 641 s measured on an idle machine, 711 s with
+// other jobs on the cores: per codec, ten 1,056-token prefills of 14-15 s
+// each (any codec), 48 hits of 0.5-1 s and 32 short prompts. --quick:
+// codecs raw,vlc, N 2, L 192, --requests-on 16, --requests-off 2, 8
+// distinct 32-token prompts (it fits --shape tiny's 256-token context).
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
