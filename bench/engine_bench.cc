@@ -131,7 +131,10 @@
 // the median over the prompts of TTFT off ÷ TTFT on (= prompt tok/s on ÷
 // off; 1 when caching costs nothing). The caching-on KV cache holds N + 2
 // sequences of L + S + 1 tokens, so the system prompts stay cached (the
-// JSON has its cached_blocks at the end). No bandwidth is measured;
+// JSON has its cached_blocks at the end). The two engines must choose the
+// same token for every prompt sent to both, and every timed hit must take
+// all of L's whole blocks: otherwise "error: ..." and exit status 1 (ctest's
+// bench_engine_prefix_smoke runs --quick --shape tiny). No bandwidth is measured;
 // --batches and --decode-steps do not apply; default codecs raw,vlc,tiled.
 // Cost, llama-1b on 2 cores: 641 s measured on an idle machine, 711 s with
 // other jobs on the cores: per codec, ten 1,056-token prefills of 14-15 s
@@ -1499,6 +1502,9 @@ int RunPrefix(const Options& o, const fs::path& src, const std::map<std::string,
     }
   }
   std::printf("\n(%.1f s in all)\n", total_s);
+  // Different tokens with and without the cache, or a hit short of the
+  // whole shared prefix, is a prefix-caching bug: the run fails (exit 1).
+  bool broken = false;
   for (const PrefixRow& row : rows) {
     if (!row.error.empty()) continue;
     if (row.r.value("preemptions", uint64_t{0}) != 0) {
@@ -1506,8 +1512,9 @@ int RunPrefix(const Options& o, const fs::path& src, const std::map<std::string,
                   static_cast<unsigned long long>(row.r["preemptions"].get<uint64_t>()));
     }
     if (row.r.value("paired_tokens_differing", int64_t{0}) != 0) {
+      broken = true;
       std::printf(
-          "warning: %s: caching on and off chose different tokens for %lld of %lld "
+          "error: %s: caching on and off chose different tokens for %lld of %lld "
           "prompts sent to both\n",
           row.codec.c_str(), row.r["paired_tokens_differing"].get<long long>(),
           row.r["paired_requests"].get<long long>());
@@ -1517,8 +1524,9 @@ int RunPrefix(const Options& o, const fs::path& src, const std::map<std::string,
       short_hits += t < best_hit ? 1 : 0;
     }
     if (short_hits != 0) {
+      broken = true;
       std::printf(
-          "warning: %s: %lld of the timed requests took fewer than %lld tokens from the "
+          "error: %s: %lld of the timed requests took fewer than %lld tokens from the "
           "cache\n",
           row.codec.c_str(), static_cast<long long>(short_hits), static_cast<long long>(best_hit));
     }
@@ -1547,7 +1555,7 @@ int RunPrefix(const Options& o, const fs::path& src, const std::map<std::string,
   for (const PrefixRow& row : rows) {
     if (!row.error.empty()) return 1;
   }
-  return 0;
+  return broken ? 1 : 0;
 }
 
 int Run(const Options& o) {
