@@ -143,8 +143,10 @@ int ChatCommand(const std::vector<std::string>& argv) {
     packd::v1::ChatMessage* assistant = chat.add_messages();
     assistant->set_role("assistant");
     assistant->set_content(reply);
-    std::fprintf(stderr, "[%u prompt + %u generated tokens, %.1f tokens/s, finish: %s]\n",
-                 last.usage().prompt_tokens(), last.usage().completion_tokens(),
+    std::fprintf(stderr,
+                 "[%u prompt (%u cached) + %u generated tokens, %.1f tokens/s, finish: %s]\n",
+                 last.usage().prompt_tokens(), last.usage().cached_prompt_tokens(),
+                 last.usage().completion_tokens(),
                  last.timings().decode_tokens_per_second(), FinishName(last.finish_reason()));
   }
   return failures == 0 ? 0 : 1;

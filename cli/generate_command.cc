@@ -80,9 +80,10 @@ int GenerateCommand(const std::vector<std::string>& argv) {
   }
   const packd::v1::FinishReason finish = last.finish_reason();
   std::fprintf(stderr,
-               "[%s] %u prompt + %u generated tokens; first token after %.3f s, %.1f tokens/s; "
-               "finish: %s\n",
+               "[%s] %u prompt (%u cached) + %u generated tokens; first token after %.3f s, "
+               "%.1f tokens/s; finish: %s\n",
                last.request_id().c_str(), last.usage().prompt_tokens(),
+               last.usage().cached_prompt_tokens(),
                last.usage().completion_tokens(), last.timings().time_to_first_token_seconds(),
                last.timings().decode_tokens_per_second(),
                finish == packd::v1::FINISH_REASON_LENGTH ? "length"
