@@ -1,4 +1,5 @@
-// Prefix caching on real trained weights (stories260K), through every codec:
+// Prefix caching on real trained weights (stories260K, F32) and a synthetic
+// BF16 model with tile-wide rows, through every codec:
 // a request whose prefix came from the cache gives the same logits, bit for
 // bit, as the same request computed from scratch; and the block accounting
 // stays right through races, eviction, preemption and aborts.
@@ -7,6 +8,7 @@
 
 #include "engine/engine.h"
 #include "engine/model_compressor.h"
+#include "engine/synth.h"
 #include "gtest/gtest.h"
 #include "tests/testing/testing.h"
 
@@ -26,10 +28,11 @@ std::unique_ptr<Engine> OpenEngine(const std::filesystem::path& model, EngineOpt
   return e.ok() ? std::move(*e) : nullptr;
 }
 
-// `n` token ids drawn from `seed` (none of them the bos/eos ids 1 and 2).
-std::vector<TokenId> RandomTokens(int n, uint64_t seed) {
+// `n` token ids in [3, max_id] drawn from `seed` (stories260K: none of them
+// the bos/eos ids 1 and 2).
+std::vector<TokenId> RandomTokens(int n, uint64_t seed, TokenId max_id = 511) {
   std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<TokenId> id(3, 511);
+  std::uniform_int_distribution<TokenId> id(3, max_id);
   std::vector<TokenId> t(n);
   for (TokenId& x : t) x = id(rng);
   return t;
@@ -76,14 +79,17 @@ void ExpectNothingHeld(const Engine& e) {
 // For shared prefixes of 0, 1, 15, 16, 17, ... tokens: a first request
 // fills the cache, a second with another continuation takes every whole
 // block of the shared prefix from it, and its logits are the scratch ones.
-void ExpectHitsGiveScratchLogits(const std::filesystem::path& model) {
+// Token ids up to `max_id`.
+void ExpectHitsGiveScratchLogits(const std::filesystem::path& model, TokenId max_id = 511) {
   std::unique_ptr<Engine> e = OpenEngine(model);
   ASSERT_NE(e, nullptr);
+  const size_t vocab = static_cast<size_t>(e->config().vocab_size);
   uint64_t seed = 1;
   for (int shared : {0, 1, 15, 16, 17, 31, 32, 33, 12 * kBlock + 5}) {
     SCOPED_TRACE(::testing::Message() << "shared prefix of " << shared << " tokens");
-    const std::vector<TokenId> prefix = RandomTokens(shared, seed++);
-    std::vector<TokenId> first = RandomTokens(9, seed++), second = RandomTokens(9, seed++);
+    const std::vector<TokenId> prefix = RandomTokens(shared, seed++, max_id);
+    std::vector<TokenId> first = RandomTokens(9, seed++, max_id),
+                         second = RandomTokens(9, seed++, max_id);
     second[0] = first[0] == 3 ? 4 : 3;  // they part right after the prefix
     ASSERT_EQ(Generate1(*e, Request(Concat(prefix, first))).cached_prompt_tokens, 0);
     const GenerationRequest r = Request(Concat(prefix, second));
@@ -91,13 +97,13 @@ void ExpectHitsGiveScratchLogits(const std::filesystem::path& model) {
     EXPECT_EQ(hit.cached_prompt_tokens, shared / kBlock * kBlock);
     const SequenceOutput scratch = Scratch(model, r);
     EXPECT_EQ(hit.tokens, scratch.tokens);
-    ASSERT_EQ(hit.logits.size(), 4u * 512);
+    ASSERT_EQ(hit.logits.size(), 4 * vocab);
     EXPECT_TRUE(SameBits(hit.logits, scratch.logits));
     ExpectNothingHeld(*e);
   }
   // The very same prompt again: all but the block holding its last token
   // (whose logits are needed) comes from the cache.
-  const GenerationRequest again = Request(RandomTokens(3 * kBlock, 100));
+  const GenerationRequest again = Request(RandomTokens(3 * kBlock, 100, max_id));
   ASSERT_EQ(Generate1(*e, again).cached_prompt_tokens, 0);
   const SequenceOutput repeat = Generate1(*e, again);
   EXPECT_EQ(repeat.cached_prompt_tokens, 2 * kBlock);
@@ -118,6 +124,28 @@ TEST(PrefixCacheTest, HitsGiveScratchLogitsBitForBitOnEveryCodec) {
     const auto dir = tmp.path() / codec;
     ASSERT_TRUE(CompressModel(Gguf(), dir, {.codec = codec, .threads = 2}).ok());
     ExpectHitsGiveScratchLogits(dir);
+  }
+}
+
+// BF16 weights with rows as wide as the codecs' tiles: compressed matmuls
+// take the split kernels (engine/cpu/split_gemm.h), and hits still give the
+// raw model's scratch logits.
+TEST(PrefixCacheTest, WideBf16ModelsThroughTheSplitKernels) {
+  testing::TempDir tmp;
+  SynthOptions so;
+  so.shape = "wide";
+  so.threads = 2;
+  const auto raw = tmp.path() / "raw";
+  ASSERT_TRUE(SynthesizeCheckpoint(so, raw).ok());
+  {
+    SCOPED_TRACE("raw bf16");
+    ExpectHitsGiveScratchLogits(raw, /*max_id=*/255);
+  }
+  for (const char* codec : {"vlc", "tiled"}) {
+    SCOPED_TRACE(codec);
+    const auto dir = tmp.path() / codec;
+    ASSERT_TRUE(CompressModel(raw, dir, {.codec = codec, .threads = 2}).ok());
+    ExpectHitsGiveScratchLogits(dir, /*max_id=*/255);
   }
 }
 
