@@ -558,6 +558,27 @@ TEST_F(ServeTest, PrefixCachingIsReportedAndConfigurable) {
     packd::v1::ModelInfo info;
     ASSERT_TRUE(models_->GetModel(&c, g, &info).ok());
     EXPECT_EQ(info.prefix_cache(), "shared");
+    // LoadModel takes the mode too, and refuses one it does not know.
+    packd::v1::LoadModelRequest load;
+    load.set_name("isolated");
+    load.set_path(gguf_.string());
+    load.set_kv_cache_bytes(4ull << 20);
+    load.set_prefix_cache("sometimes");
+    grpc::ClientContext bad_ctx;
+    Auth(bad_ctx, "admin-key");
+    const grpc::Status bad = models_->LoadModel(&bad_ctx, load, &info);
+    EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(bad.error_message(),
+                HasSubstr("prefix_cache: 'sometimes' is not one of shared, per_tenant, off"));
+    load.set_prefix_cache("per_tenant");
+    grpc::ClientContext load_ctx;
+    Auth(load_ctx, "admin-key");
+    ASSERT_TRUE(models_->LoadModel(&load_ctx, load, &info).ok());
+    EXPECT_EQ(info.prefix_cache(), "per_tenant");
+    packd::v1::GenerateRequest isolated = request(20);
+    isolated.set_model("isolated");
+    EXPECT_EQ(cached(isolated, "admin-key"), 0);
+    EXPECT_EQ(cached(isolated, "admin-key"), 32);
     server_.reset();
   }
   {
