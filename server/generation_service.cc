@@ -320,16 +320,17 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
   uint64_t* generated = &outcome->generated;
   engine::FinishReason* finish = &outcome->finish;
   ASSIGN_OR_RETURN(std::shared_ptr<LoadedModel> model, ModelFor(tenant, request.model()));
-  // The instance that serves the request also tokenizes it.
-  ModelInstance& instance = model->PickInstance();
+  // The instances share one tokenizer and chat template: the first
+  // tokenizes, then the prompt picks the instance (PickInstance).
+  const engine::Engine& front = model->engine();
   engine::GenerationRequest g;
   switch (request.prompt_case()) {
     case packd::v1::GenerateRequest::kText: {
       if (request.text().empty()) return absl::InvalidArgumentError("text: the prompt is empty");
       RETURN_IF_ERROR(CheckPromptBytes(*model, "text", request.text()));
       ASSIGN_OR_RETURN(
-          g.prompt, instance.engine().Tokenize(request.text(),
-                                               /*parse_special=*/!request.split_special_tokens()));
+          g.prompt,
+          front.Tokenize(request.text(), /*parse_special=*/!request.split_special_tokens()));
       break;
     }
     case packd::v1::GenerateRequest::kTokenIds:
@@ -337,7 +338,7 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
       if (g.prompt.empty()) return absl::InvalidArgumentError("token_ids: the prompt is empty");
       break;
     case packd::v1::GenerateRequest::kChat: {
-      ASSIGN_OR_RETURN(g.prompt, RenderChat(*model, instance.engine(), request.chat(), nullptr));
+      ASSIGN_OR_RETURN(g.prompt, RenderChat(*model, front, request.chat(), nullptr));
       break;
     }
     default:
@@ -366,6 +367,7 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
   g.cache_prompt = !request.has_cache_prompt() || request.cache_prompt();
   if (model->spec().prefix_cache == PrefixCacheMode::kPerTenant) g.cache_salt = tenant.name;
   const bool prefix_cache = g.cache_prompt && model->spec().engine.prefix_caching;
+  ModelInstance& instance = model->PickInstance(g.prompt, g.cache_salt, prefix_cache);
 
   ASSIGN_OR_RETURN(std::shared_ptr<RequestHandle> handle,
                    instance.Submit(std::move(g), tenant.name, request.priority()));

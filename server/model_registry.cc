@@ -14,12 +14,21 @@ std::string LoadedModel::architecture() const {
   return std::string(engine::ArchitectureName(config().arch));
 }
 
-ModelInstance& LoadedModel::PickInstance() const {
-  ModelInstance* best = instances_.front().get();
-  for (const auto& i : instances_) {
-    if (i->in_flight() < best->in_flight()) best = i.get();
+ModelInstance& LoadedModel::PickInstance(std::span<const engine::TokenId> prompt,
+                                          std::string_view salt, bool prefix_cache) const {
+  int best = 0;
+  for (size_t i = 1; i < instances_.size(); ++i) {
+    if (instances_[i]->in_flight() < instances_[best]->in_flight()) best = static_cast<int>(i);
   }
-  return *best;
+  if (router_ == nullptr || !prefix_cache) return *instances_[best];
+  const int home = router_->Lookup(prompt, salt);
+  if (home >= 0 && home < static_cast<int>(instances_.size()) &&
+      (instances_[home]->in_flight() < spec_.engine.max_running ||
+       instances_[home]->in_flight() <= instances_[best]->in_flight())) {
+    best = home;
+  }
+  router_->Record(prompt, salt, best);
+  return *instances_[best];
 }
 
 uint64_t LoadedModel::max_prompt_bytes() const {
@@ -122,6 +131,9 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::Load(const ModelSpec
         ModelInstance::Start(shared, spec.engine, spec.instance);
     if (!inst.ok()) return fail(inst.status());
     m->instances_.push_back(std::move(*inst));
+  }
+  if (spec.instances > 1 && spec.engine.prefix_caching) {
+    m->router_ = std::make_unique<PrefixRouter>(spec.engine.kv_block_size);
   }
   m->state_.store(ModelState::kReady);
   {

@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <span>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,7 @@
 #include "absl/time/time.h"
 #include "server/config.h"
 #include "server/model_instance.h"
+#include "server/prefix_router.h"
 #include "server/placement.h"
 
 namespace packd::server {
@@ -62,8 +65,14 @@ class LoadedModel {
   const std::string& codec() const { return codec_; }
   uint64_t stored_weight_bytes() const { return stored_weight_bytes_; }
   uint64_t original_weight_bytes() const { return original_weight_bytes_; }
-  // The instance with the fewest requests in flight.
-  ModelInstance& PickInstance() const;
+  // The instance to serve `prompt`. With prefix caching (`prefix_cache`:
+  // the model has it and the request uses it) and several instances: the
+  // one that took the longest remembered prefix of the prompt in `salt`'s
+  // namespace (server/prefix_router.h), unless it is full (max_batch
+  // requests in flight) and another has fewer; else, and otherwise, the
+  // instance with the fewest requests in flight. Remembers the choice.
+  ModelInstance& PickInstance(std::span<const engine::TokenId> prompt, std::string_view salt,
+                              bool prefix_cache) const;
   // The longest text prompt, in bytes, that is tokenized (ModelSpec).
   uint64_t max_prompt_bytes() const;
   int64_t running() const;
@@ -74,6 +83,7 @@ class LoadedModel {
   friend class ModelRegistry;
   ModelSpec spec_;
   std::vector<std::unique_ptr<ModelInstance>> instances_;
+  std::unique_ptr<PrefixRouter> router_;  // several instances with prefix caching
   std::atomic<ModelState> state_{ModelState::kLoading};
   std::string codec_;
   uint64_t stored_weight_bytes_ = 0;

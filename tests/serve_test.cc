@@ -666,6 +666,52 @@ TEST_F(ServeTest, LoadGaugesAreExactWhenScraped) {
   EXPECT_EQ(MetricValue("packd_kv_cache_used_bytes{model=\"stories\""), 0);
 }
 
+// A model with two instances: a request goes to the instance that took its
+// prefix before (its KV blocks are cached there), not merely to the least
+// busy one.
+TEST_F(ServeTest, RequestsSharingAPrefixGoToTheInstanceThatCachedIt) {
+  ConfigOptions o;
+  o.model_keys = "    instances: 2\n";
+  StartServerWith(o);
+  std::vector<int> prompt;
+  for (int i = 0; i < 40; ++i) prompt.push_back(3 + (i * 41) % 500);
+  auto request = [&](int last) {
+    packd::v1::GenerateRequest r = Greedy(4);
+    prompt.back() = last;
+    r.mutable_token_ids()->mutable_ids()->Assign(prompt.begin(), prompt.end());
+    return r;
+  };
+  // A long stream keeps instance 0 busy, so the prefix's first request goes
+  // to instance 1.
+  LongStream busy;
+  Auth(busy.context, "admin-key");
+  packd::v1::GenerateRequest long_request = Greedy(1000);
+  long_request.set_ignore_eos(true);
+  busy.reader = generation_->Generate(&busy.context, long_request);
+  packd::v1::GenerateResponse m;
+  ASSERT_TRUE(busy.reader->Read(&m));
+  const Reply first = Generate(request(10));
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  EXPECT_EQ(first.last.usage().cached_prompt_tokens(), 0u);
+  busy.context.TryCancel();
+  while (busy.reader->Read(&m)) {
+  }
+  (void)busy.reader->Finish();
+  for (int i = 0; i < 100 && MetricValue("packd_requests_running{model=\"stories\"}") != 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  // Both instances idle: the least busy would be instance 0, which has
+  // nothing cached; the prefix's instance has its two blocks.
+  for (int last : {11, 12, 13}) {
+    const Reply next = Generate(request(last));
+    ASSERT_TRUE(next.status.ok()) << next.status.error_message();
+    EXPECT_EQ(next.last.usage().cached_prompt_tokens(), 32u) << last;
+  }
+  server_->RefreshMetrics();
+  EXPECT_GE(MetricValue("packd_kv_cache_cached_blocks{model=\"stories\",model_instance=\"1\"}"),
+            2);
+}
+
 // Label values come only from the configuration: 2,000 requests naming
 // models that do not exist, with and without a key, add no series.
 TEST_F(ServeTest, UnknownModelNamesDoNotGrowTheMetricsPage) {
