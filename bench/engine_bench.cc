@@ -169,6 +169,7 @@
 #include "absl/strings/str_split.h"
 #include "base/file.h"
 #include "base/parallel.h"
+#include "base/quantile.h"
 #include "base/status_macros.h"
 #include "bench/bench_main.h"
 #include "bench/device_bandwidth.h"
@@ -1316,15 +1317,11 @@ ChildOptions ChildFor(const Options& o, const fs::path& model, const fs::path& r
   return c;
 }
 
-// The q-quantile of `v` by linear interpolation between closest ranks (as
-// `packd bench serve` computes its percentiles); NaN when empty.
+// The q-quantile of `v` (base/quantile.h, as `packd bench serve` computes
+// its percentiles); NaN when empty.
 double Quantile(std::vector<double> v, double q) {
-  if (v.empty()) return NAN;
   std::sort(v.begin(), v.end());
-  const double rank = q * static_cast<double>(v.size() - 1);
-  const size_t lo = static_cast<size_t>(rank);
-  const size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (rank - static_cast<double>(lo));
+  return QuantileOfSorted(v, q);
 }
 
 // One --prefix child's result: a codec, caching on and off.

@@ -59,6 +59,7 @@
 #include "absl/strings/str_join.h"
 #include "base/file.h"
 #include "base/machine.h"
+#include "base/quantile.h"
 #include "base/status_macros.h"
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -425,21 +426,15 @@ struct Summary {
   size_t samples = 0;
 };
 
-// Percentiles by linear interpolation between closest ranks.
+// Percentiles by linear interpolation between closest ranks (base/quantile.h).
 Summary Summarize(std::vector<double> v) {
   Summary s;
   s.samples = v.size();
   if (v.empty()) return s;
   std::sort(v.begin(), v.end());
-  auto at = [&](double q) {
-    const double rank = q * static_cast<double>(v.size() - 1);
-    const size_t lo = static_cast<size_t>(rank);
-    const size_t hi = std::min(lo + 1, v.size() - 1);
-    return v[lo] + (v[hi] - v[lo]) * (rank - static_cast<double>(lo));
-  };
-  s.p50 = at(0.50);
-  s.p90 = at(0.90);
-  s.p99 = at(0.99);
+  s.p50 = QuantileOfSorted(v, 0.50);
+  s.p90 = QuantileOfSorted(v, 0.90);
+  s.p99 = QuantileOfSorted(v, 0.99);
   double sum = 0;
   for (double x : v) sum += x;
   s.mean = sum / static_cast<double>(v.size());
