@@ -21,13 +21,13 @@ ModelInstance& LoadedModel::PickInstance(std::span<const engine::TokenId> prompt
     if (instances_[i]->in_flight() < instances_[best]->in_flight()) best = static_cast<int>(i);
   }
   if (router_ == nullptr || !prefix_cache) return *instances_[best];
-  const int home = router_->Lookup(prompt, salt);
-  if (home >= 0 && home < static_cast<int>(instances_.size()) &&
-      (instances_[home]->in_flight() < spec_.engine.max_running ||
-       instances_[home]->in_flight() <= instances_[best]->in_flight())) {
+  const PrefixRouter::Prefixes prefixes = router_->PrefixesOf(prompt, salt);
+  const int home = router_->Lookup(prefixes);
+  if (home >= 0 && (instances_[home]->in_flight() < spec_.engine.max_running ||
+                    instances_[home]->in_flight() <= instances_[best]->in_flight())) {
     best = home;
   }
-  router_->Record(prompt, salt, best);
+  router_->Record(prefixes, best);
   return *instances_[best];
 }
 

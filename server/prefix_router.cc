@@ -8,9 +8,9 @@ namespace packd::server {
 PrefixRouter::PrefixRouter(int32_t block_size, size_t capacity)
     : block_size_(block_size < 1 ? 1 : block_size), capacity_(capacity < 1 ? 1 : capacity) {}
 
-std::vector<uint64_t> PrefixRouter::PrefixHashes(std::span<const engine::TokenId> prompt,
-                                                 std::string_view salt) const {
-  std::vector<uint64_t> out;
+PrefixRouter::Prefixes PrefixRouter::PrefixesOf(std::span<const engine::TokenId> prompt,
+                                                std::string_view salt) const {
+  Prefixes out;
   if (prompt.empty()) return out;
   const size_t blocks = (prompt.size() - 1) / static_cast<size_t>(block_size_);
   uint64_t h = absl::HashOf(salt);
@@ -26,20 +26,17 @@ std::vector<uint64_t> PrefixRouter::PrefixHashes(std::span<const engine::TokenId
   return out;
 }
 
-int PrefixRouter::Lookup(std::span<const engine::TokenId> prompt, std::string_view salt) const {
-  const std::vector<uint64_t> hashes = PrefixHashes(prompt, salt);
+int PrefixRouter::Lookup(const Prefixes& prefixes) const {
   absl::MutexLock lock(&mu_);
-  for (auto it = hashes.rbegin(); it != hashes.rend(); ++it) {
+  for (auto it = prefixes.rbegin(); it != prefixes.rend(); ++it) {
     if (auto e = entries_.find(*it); e != entries_.end()) return e->second.instance;
   }
   return -1;
 }
 
-void PrefixRouter::Record(std::span<const engine::TokenId> prompt, std::string_view salt,
-                          int instance) {
-  const std::vector<uint64_t> hashes = PrefixHashes(prompt, salt);
+void PrefixRouter::Record(const Prefixes& prefixes, int instance) {
   absl::MutexLock lock(&mu_);
-  for (uint64_t h : hashes) {
+  for (uint64_t h : prefixes) {
     if (auto e = entries_.find(h); e != entries_.end()) {
       e->second.instance = instance;
       lru_.splice(lru_.begin(), lru_, e->second.lru);

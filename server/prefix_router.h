@@ -34,19 +34,19 @@ class PrefixRouter {
   // remembered.
   explicit PrefixRouter(int32_t block_size, size_t capacity = 8192);
 
-  // The instance that took the longest remembered prefix of `prompt` in
-  // `salt`'s namespace, or -1.
-  int Lookup(std::span<const engine::TokenId> prompt, std::string_view salt) const;
-  // Remembers that `instance` takes `prompt` (every prefix length above).
-  void Record(std::span<const engine::TokenId> prompt, std::string_view salt, int instance);
+  // A prompt's prefixes as the router knows them: hashes of its first 1, 2,
+  // 4, ... blocks in `salt`'s namespace, shortest first (computed once per
+  // request, then looked up and recorded).
+  using Prefixes = std::vector<uint64_t>;
+  Prefixes PrefixesOf(std::span<const engine::TokenId> prompt, std::string_view salt) const;
+  // The instance that took the longest remembered of `prefixes`, or -1.
+  int Lookup(const Prefixes& prefixes) const;
+  // Remembers that `instance` takes every one of `prefixes`.
+  void Record(const Prefixes& prefixes, int instance);
   // Prefixes remembered.
   size_t size() const;
 
  private:
-  // Hashes of the prompt's prefixes of 1, 2, 4, ... blocks, shortest first.
-  std::vector<uint64_t> PrefixHashes(std::span<const engine::TokenId> prompt,
-                                     std::string_view salt) const;
-
   const int32_t block_size_;
   const size_t capacity_;
   mutable absl::Mutex mu_;

@@ -14,40 +14,50 @@ std::vector<engine::TokenId> Tokens(int n, engine::TokenId base = 0) {
   return t;
 }
 
+int Lookup(const PrefixRouter& r, const std::vector<engine::TokenId>& prompt,
+           std::string_view salt) {
+  return r.Lookup(r.PrefixesOf(prompt, salt));
+}
+
+void Record(PrefixRouter& r, const std::vector<engine::TokenId>& prompt, std::string_view salt,
+            int instance) {
+  r.Record(r.PrefixesOf(prompt, salt), instance);
+}
+
 TEST(PrefixRouterTest, TheLongestRememberedPrefixDecides) {
   PrefixRouter r(/*block_size=*/4);
-  EXPECT_EQ(r.Lookup(Tokens(40), ""), -1);
-  r.Record(Tokens(40), "", 1);  // remembers 1, 2, 4 and 8 blocks
+  EXPECT_EQ(Lookup(r, Tokens(40), ""), -1);
+  Record(r, Tokens(40), "", 1);  // remembers 1, 2, 4 and 8 blocks
   EXPECT_EQ(r.size(), 4u);
-  EXPECT_EQ(r.Lookup(Tokens(40), ""), 1);
-  EXPECT_EQ(r.Lookup(Tokens(100), ""), 1);  // a longer prompt: its first 8 blocks
+  EXPECT_EQ(Lookup(r, Tokens(40), ""), 1);
+  EXPECT_EQ(Lookup(r, Tokens(100), ""), 1);  // a longer prompt: its first 8 blocks
   std::vector<engine::TokenId> other = Tokens(40);
   other[20] = 999;  // shares 5 blocks: the 4-block prefix
-  EXPECT_EQ(r.Lookup(other, ""), 1);
-  r.Record(Tokens(12), "", 0);  // the 1- and 2-block prefixes move to 0
-  EXPECT_EQ(r.Lookup(Tokens(12), ""), 0);
-  EXPECT_EQ(r.Lookup(Tokens(40), ""), 1);  // its 8 blocks still say 1
+  EXPECT_EQ(Lookup(r, other, ""), 1);
+  Record(r, Tokens(12), "", 0);  // the 1- and 2-block prefixes move to 0
+  EXPECT_EQ(Lookup(r, Tokens(12), ""), 0);
+  EXPECT_EQ(Lookup(r, Tokens(40), ""), 1);  // its 8 blocks still say 1
   // Shorter than a block plus one token: nothing a cache could hold.
-  EXPECT_EQ(r.Lookup(Tokens(4), ""), -1);
-  r.Record(Tokens(4), "", 0);
+  EXPECT_EQ(Lookup(r, Tokens(4), ""), -1);
+  Record(r, Tokens(4), "", 0);
   EXPECT_EQ(r.size(), 4u);
   // Another first block, and another salt, share nothing.
-  EXPECT_EQ(r.Lookup(Tokens(40, 1), ""), -1);
-  EXPECT_EQ(r.Lookup(Tokens(40), "tenant-b"), -1);
+  EXPECT_EQ(Lookup(r, Tokens(40, 1), ""), -1);
+  EXPECT_EQ(Lookup(r, Tokens(40), "tenant-b"), -1);
 }
 
 TEST(PrefixRouterTest, MemoryIsBoundedLeastRecentlyUsedFirst) {
   PrefixRouter r(/*block_size=*/4, /*capacity=*/3);
-  r.Record(Tokens(5, 0), "", 0);    // one prefix each
-  r.Record(Tokens(5, 100), "", 1);
-  r.Record(Tokens(5, 200), "", 0);
-  EXPECT_EQ(r.Lookup(Tokens(5, 0), ""), 0);
-  r.Record(Tokens(5, 0), "", 0);    // used again: the oldest is now 100
-  r.Record(Tokens(5, 300), "", 1);
+  Record(r, Tokens(5, 0), "", 0);    // one prefix each
+  Record(r, Tokens(5, 100), "", 1);
+  Record(r, Tokens(5, 200), "", 0);
+  EXPECT_EQ(Lookup(r, Tokens(5, 0), ""), 0);
+  Record(r, Tokens(5, 0), "", 0);    // used again: the oldest is now 100
+  Record(r, Tokens(5, 300), "", 1);
   EXPECT_EQ(r.size(), 3u);
-  EXPECT_EQ(r.Lookup(Tokens(5, 100), ""), -1);
-  EXPECT_EQ(r.Lookup(Tokens(5, 0), ""), 0);
-  EXPECT_EQ(r.Lookup(Tokens(5, 300), ""), 1);
+  EXPECT_EQ(Lookup(r, Tokens(5, 100), ""), -1);
+  EXPECT_EQ(Lookup(r, Tokens(5, 0), ""), 0);
+  EXPECT_EQ(Lookup(r, Tokens(5, 300), ""), 1);
 }
 
 TEST(PrefixRouterTest, ManyThreadsAtOnce) {
@@ -57,8 +67,8 @@ TEST(PrefixRouterTest, ManyThreadsAtOnce) {
     threads.emplace_back([&r, t] {
       for (int i = 0; i < 2000; ++i) {
         const std::vector<engine::TokenId> p = Tokens(9 + i % 30, i % 50);
-        if (r.Lookup(p, "") < -1) std::abort();
-        r.Record(p, "", t);
+        if (Lookup(r, p, "") < -1) std::abort();
+        Record(r, p, "", t);
       }
     });
   }
