@@ -152,5 +152,4 @@ void KvCache::Commit(std::span<const int32_t> tokens, int64_t computed, std::str
   }
 }
 
-
 }  // namespace packd::engine

@@ -576,12 +576,14 @@ class ConfigReader {
       }
       if (const YAML::Node* v = f.Find("prefix_cache")) {
         ASSIGN_OR_RETURN(model.prefix_cache,
-                         ReadEnum<PrefixCacheMode>(*v, f.PathOf("prefix_cache"),
-                                                   {{"shared", PrefixCacheMode::kShared},
-                                                    {"per_tenant", PrefixCacheMode::kPerTenant},
-                                                    {"off", PrefixCacheMode::kOff},
-                                                    {"true", PrefixCacheMode::kShared},
-                                                    {"false", PrefixCacheMode::kOff}}));
+                         ReadEnum<PrefixCacheMode>(
+                             *v, f.PathOf("prefix_cache"),
+                             {{PrefixCacheModeName(PrefixCacheMode::kShared), PrefixCacheMode::kShared},
+                              {PrefixCacheModeName(PrefixCacheMode::kPerTenant),
+                               PrefixCacheMode::kPerTenant},
+                              {PrefixCacheModeName(PrefixCacheMode::kOff), PrefixCacheMode::kOff},
+                              {"true", PrefixCacheMode::kShared},
+                              {"false", PrefixCacheMode::kOff}}));
       }
       config.models.push_back(std::move(model));
     }
@@ -855,12 +857,15 @@ std::string_view PrefixCacheModeName(PrefixCacheMode mode) {
 }
 
 absl::StatusOr<PrefixCacheMode> ParsePrefixCacheMode(std::string_view name) {
-  for (PrefixCacheMode m :
-       {PrefixCacheMode::kShared, PrefixCacheMode::kPerTenant, PrefixCacheMode::kOff}) {
+  constexpr PrefixCacheMode kModes[] = {PrefixCacheMode::kShared, PrefixCacheMode::kPerTenant,
+                                        PrefixCacheMode::kOff};
+  std::vector<std::string_view> names;
+  for (PrefixCacheMode m : kModes) {
     if (name == PrefixCacheModeName(m)) return m;
+    names.push_back(PrefixCacheModeName(m));
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "prefix_cache: '", std::string(name), "' is not one of shared, per_tenant, off"));
+  return absl::InvalidArgumentError(absl::StrCat("prefix_cache: '", std::string(name),
+                                                 "' is not one of ", Join(names, ", ")));
 }
 
 uint64_t ServerConfig::Device::BudgetBytes(uint64_t total_bytes) const {
