@@ -146,8 +146,8 @@ int ChatCommand(const std::vector<std::string>& argv) {
     std::fprintf(stderr,
                  "[%u prompt (%u cached) + %u generated tokens, %.1f tokens/s, finish: %s]\n",
                  last.usage().prompt_tokens(), last.usage().cached_prompt_tokens(),
-                 last.usage().completion_tokens(),
-                 last.timings().decode_tokens_per_second(), FinishName(last.finish_reason()));
+                 last.usage().completion_tokens(), last.timings().decode_tokens_per_second(),
+                 FinishName(last.finish_reason()));
   }
   return failures == 0 ? 0 : 1;
 }

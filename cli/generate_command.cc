@@ -83,8 +83,8 @@ int GenerateCommand(const std::vector<std::string>& argv) {
                "[%s] %u prompt (%u cached) + %u generated tokens; first token after %.3f s, "
                "%.1f tokens/s; finish: %s\n",
                last.request_id().c_str(), last.usage().prompt_tokens(),
-               last.usage().cached_prompt_tokens(),
-               last.usage().completion_tokens(), last.timings().time_to_first_token_seconds(),
+               last.usage().cached_prompt_tokens(), last.usage().completion_tokens(),
+               last.timings().time_to_first_token_seconds(),
                last.timings().decode_tokens_per_second(),
                finish == packd::v1::FINISH_REASON_LENGTH ? "length"
                : finish == packd::v1::FINISH_REASON_STOP ? "stop"

@@ -135,8 +135,8 @@ int64_t KvCache::AcquirePrefix(std::span<const int32_t> tokens, int64_t max_toke
 
 void KvCache::Commit(std::span<const int32_t> tokens, int64_t computed, std::string_view salt,
                      const std::vector<int32_t>& table, std::vector<uint64_t>& content) {
-  const int64_t full = std::min<int64_t>(computed, static_cast<int64_t>(tokens.size())) /
-                       block_size_;
+  const int64_t full =
+      std::min<int64_t>(computed, static_cast<int64_t>(tokens.size())) / block_size_;
   KvBlockKey key;
   key.salt = salt;
   for (int64_t j = static_cast<int64_t>(content.size()); j < full; ++j) {

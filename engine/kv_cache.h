@@ -108,8 +108,8 @@ class KvCache {
  private:
   struct BlockState {
     int32_t refs = 0;
-    uint64_t content = 0;             // 0: not cached
-    const KvBlockKey* key = nullptr;  // in cached_, when cached
+    uint64_t content = 0;                  // 0: not cached
+    const KvBlockKey* key = nullptr;       // in cached_, when cached
     int32_t lru_prev = -1, lru_next = -1;  // evictable list links
   };
   KvCache() = default;

@@ -161,7 +161,7 @@ TEST_F(KvCacheTest, TheSameContentComputedTwiceIsCachedOnce) {
   cache->Commit(b.tokens, 9, "", b.table, b.content);
   EXPECT_EQ(cache->cached_blocks(), 2);
   EXPECT_EQ(a.content, b.content);  // b's own blocks take a's content ids
-  Finish(*cache, b);  // b's copies are not cached: they go straight back
+  Finish(*cache, b);                // b's copies are not cached: they go straight back
   EXPECT_EQ(cache->free_blocks(), 5);
   Finish(*cache, a);
   EXPECT_EQ(cache->free_blocks(), 8);

@@ -92,8 +92,7 @@ void Scheduler::Computed(const ScheduledChunk& chunk) {
   Sequence* seq = chunk.seq;
   seq->num_computed += chunk.count;
   if (seq->prefix_cache) {
-    cache_.Commit(seq->tokens, seq->num_computed, seq->cache_salt, seq->blocks,
-                  seq->block_content);
+    cache_.Commit(seq->tokens, seq->num_computed, seq->cache_salt, seq->blocks, seq->block_content);
   }
 }
 

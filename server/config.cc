@@ -494,12 +494,11 @@ class ConfigReader {
     ASSIGN_OR_RETURN(const std::vector<YAML::Node> items, ReadList(node, "models"));
     for (size_t i = 0; i < items.size(); ++i) {
       const std::string path = IndexPath("models", i);
-      ASSIGN_OR_RETURN(const Fields f, ReadMap(items[i], path,
-                                               {"name", "path", "codec", "device", "instances",
-                                                "kv_cache", "max_batch", "max_batch_tokens",
-                                                "max_context", "max_prompt_bytes", "threads",
-                                                "fused_max_batch", "chat_template",
-                                                "prefix_cache"}));
+      ASSIGN_OR_RETURN(const Fields f,
+                       ReadMap(items[i], path,
+                               {"name", "path", "codec", "device", "instances", "kv_cache",
+                                "max_batch", "max_batch_tokens", "max_context", "max_prompt_bytes",
+                                "threads", "fused_max_batch", "chat_template", "prefix_cache"}));
       for (const char* key : {"name", "path", "device"}) {
         if (f.Find(key) == nullptr) return Error(items[i], f.PathOf(key), "required");
       }
@@ -575,15 +574,15 @@ class ConfigReader {
         ASSIGN_OR_RETURN(model.chat_template, ReadPath(*v, f.PathOf("chat_template"), true));
       }
       if (const YAML::Node* v = f.Find("prefix_cache")) {
-        ASSIGN_OR_RETURN(model.prefix_cache,
-                         ReadEnum<PrefixCacheMode>(
-                             *v, f.PathOf("prefix_cache"),
-                             {{PrefixCacheModeName(PrefixCacheMode::kShared), PrefixCacheMode::kShared},
-                              {PrefixCacheModeName(PrefixCacheMode::kPerTenant),
-                               PrefixCacheMode::kPerTenant},
-                              {PrefixCacheModeName(PrefixCacheMode::kOff), PrefixCacheMode::kOff},
-                              {"true", PrefixCacheMode::kShared},
-                              {"false", PrefixCacheMode::kOff}}));
+        ASSIGN_OR_RETURN(
+            model.prefix_cache,
+            ReadEnum<PrefixCacheMode>(
+                *v, f.PathOf("prefix_cache"),
+                {{PrefixCacheModeName(PrefixCacheMode::kShared), PrefixCacheMode::kShared},
+                 {PrefixCacheModeName(PrefixCacheMode::kPerTenant), PrefixCacheMode::kPerTenant},
+                 {PrefixCacheModeName(PrefixCacheMode::kOff), PrefixCacheMode::kOff},
+                 {"true", PrefixCacheMode::kShared},
+                 {"false", PrefixCacheMode::kOff}}));
       }
       config.models.push_back(std::move(model));
     }
@@ -864,8 +863,8 @@ absl::StatusOr<PrefixCacheMode> ParsePrefixCacheMode(std::string_view name) {
     if (name == PrefixCacheModeName(m)) return m;
     names.push_back(PrefixCacheModeName(m));
   }
-  return absl::InvalidArgumentError(absl::StrCat("prefix_cache: '", std::string(name),
-                                                 "' is not one of ", Join(names, ", ")));
+  return absl::InvalidArgumentError(
+      absl::StrCat("prefix_cache: '", std::string(name), "' is not one of ", Join(names, ", ")));
 }
 
 uint64_t ServerConfig::Device::BudgetBytes(uint64_t total_bytes) const {

@@ -286,8 +286,7 @@ void GenerationService::Record(const std::string& request_id, std::string_view m
     metrics_->RequestFinished(model_label, tenant, s.code(), outcome.finish, outcome.prompt_tokens,
                               outcome.generated, total_seconds);
     if (outcome.prefix_cache) {
-      metrics_->PrefixCacheLookup(model_label, outcome.prompt_tokens,
-                                  outcome.cached_prompt_tokens);
+      metrics_->PrefixCacheLookup(model_label, outcome.prompt_tokens, outcome.cached_prompt_tokens);
     }
   }
   RequestLogEntry entry;
@@ -328,9 +327,8 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
     case packd::v1::GenerateRequest::kText: {
       if (request.text().empty()) return absl::InvalidArgumentError("text: the prompt is empty");
       RETURN_IF_ERROR(CheckPromptBytes(*model, "text", request.text()));
-      ASSIGN_OR_RETURN(
-          g.prompt,
-          front.Tokenize(request.text(), /*parse_special=*/!request.split_special_tokens()));
+      ASSIGN_OR_RETURN(g.prompt, front.Tokenize(request.text(),
+                                                /*parse_special=*/!request.split_special_tokens()));
       break;
     }
     case packd::v1::GenerateRequest::kTokenIds:

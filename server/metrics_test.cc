@@ -264,8 +264,8 @@ TEST(MetricsTest, EveryFamilyHasHelpTypeAndConventionalName) {
   // counters end in _total, units are base units in the suffix.
   static const std::set<std::string> kUnitless = {
       "packd_requests_running", "packd_requests_waiting", "packd_batch_tokens",
-      "packd_batch_sequences", "packd_device_instances", "packd_request_queue_capacity",
-      "packd_model_instances", "packd_build_info", "packd_kv_cache_cached_blocks"};
+      "packd_batch_sequences",  "packd_device_instances", "packd_request_queue_capacity",
+      "packd_model_instances",  "packd_build_info",       "packd_kv_cache_cached_blocks"};
   for (const auto& [name, type] : e.type) {
     SCOPED_TRACE(name);
     EXPECT_TRUE(ExpectedFamilies().count(name));

@@ -15,7 +15,7 @@ std::string LoadedModel::architecture() const {
 }
 
 ModelInstance& LoadedModel::PickInstance(std::span<const engine::TokenId> prompt,
-                                          std::string_view salt, bool prefix_cache) const {
+                                         std::string_view salt, bool prefix_cache) const {
   int best = 0;
   for (size_t i = 1; i < instances_.size(); ++i) {
     if (instances_[i]->in_flight() < instances_[best]->in_flight()) best = static_cast<int>(i);

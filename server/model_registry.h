@@ -11,8 +11,8 @@
 #include <map>
 #include <memory>
 #include <span>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -20,8 +20,8 @@
 #include "absl/time/time.h"
 #include "server/config.h"
 #include "server/model_instance.h"
-#include "server/prefix_router.h"
 #include "server/placement.h"
+#include "server/prefix_router.h"
 
 namespace packd::server {
 

@@ -48,11 +48,11 @@ TEST(PrefixRouterTest, TheLongestRememberedPrefixDecides) {
 
 TEST(PrefixRouterTest, MemoryIsBoundedLeastRecentlyUsedFirst) {
   PrefixRouter r(/*block_size=*/4, /*capacity=*/3);
-  Record(r, Tokens(5, 0), "", 0);    // one prefix each
+  Record(r, Tokens(5, 0), "", 0);  // one prefix each
   Record(r, Tokens(5, 100), "", 1);
   Record(r, Tokens(5, 200), "", 0);
   EXPECT_EQ(Lookup(r, Tokens(5, 0), ""), 0);
-  Record(r, Tokens(5, 0), "", 0);    // used again: the oldest is now 100
+  Record(r, Tokens(5, 0), "", 0);  // used again: the oldest is now 100
   Record(r, Tokens(5, 300), "", 1);
   EXPECT_EQ(r.size(), 3u);
   EXPECT_EQ(Lookup(r, Tokens(5, 100), ""), -1);

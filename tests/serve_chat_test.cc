@@ -198,8 +198,9 @@ TEST_F(ServeChatTest, GenerateWithMessagesIsGenerateWithTheRenderedIds) {
 // of every whole KV block the earlier turn computed (its prompt and reply).
 TEST_F(ServeChatTest, AMultiTurnConversationReusesItsEarlierTurns) {
   // stories260K (a 512-token context) with a plain template.
-  Start("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
-        "{% if add_generation_prompt %}assistant:{% endif %}");
+  Start(
+      "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+      "{% if add_generation_prompt %}assistant:{% endif %}");
   ASSERT_NE(server_, nullptr) << start_status_;
   packd::v1::Chat chat = Conversation();
   std::vector<int> computed;  // ids whose keys and values the last turn computed

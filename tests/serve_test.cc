@@ -543,8 +543,8 @@ TEST_F(ServeTest, PrefixCachingIsReportedAndConfigurable) {
     EXPECT_EQ(first.last.usage().prompt_tokens(), 40u);
     const Reply again = Generate(request(10));
     EXPECT_EQ(again.last.usage().cached_prompt_tokens(), 32u);
-    EXPECT_EQ(again.ids, first.ids);  // the same tokens from the cache
-    EXPECT_EQ(cached(request(11), "metered-key"), 32);  // across tenants
+    EXPECT_EQ(again.ids, first.ids);                        // the same tokens from the cache
+    EXPECT_EQ(cached(request(11), "metered-key"), 32);      // across tenants
     EXPECT_EQ(cached(request(12, false), "admin-key"), 0);  // opted out
     server_->RefreshMetrics();
     EXPECT_EQ(MetricValue("packd_prefix_cache_queried_tokens_total{model=\"stories\"}"), 120);
@@ -708,8 +708,7 @@ TEST_F(ServeTest, RequestsSharingAPrefixGoToTheInstanceThatCachedIt) {
     EXPECT_EQ(next.last.usage().cached_prompt_tokens(), 32u) << last;
   }
   server_->RefreshMetrics();
-  EXPECT_GE(MetricValue("packd_kv_cache_cached_blocks{model=\"stories\",model_instance=\"1\"}"),
-            2);
+  EXPECT_GE(MetricValue("packd_kv_cache_cached_blocks{model=\"stories\",model_instance=\"1\"}"), 2);
 }
 
 // Label values come only from the configuration: 2,000 requests naming
