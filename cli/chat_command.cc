@@ -13,22 +13,9 @@
 #include "cli/commands.h"
 #include "grpcpp/grpcpp.h"
 #include "packd/v1/generation.grpc.pb.h"
+#include "server/finish_reason.h"
 
 namespace packd::cli {
-namespace {
-
-const char* FinishName(packd::v1::FinishReason finish) {
-  switch (finish) {
-    case packd::v1::FINISH_REASON_LENGTH:
-      return "length";
-    case packd::v1::FINISH_REASON_STOP:
-      return "stop";
-    default:
-      return "?";
-  }
-}
-
-}  // namespace
 
 int ChatCommand(const std::vector<std::string>& argv) {
   constexpr char kUsage[] =
@@ -147,7 +134,7 @@ int ChatCommand(const std::vector<std::string>& argv) {
                  "[%u prompt (%u cached) + %u generated tokens, %.1f tokens/s, finish: %s]\n",
                  last.usage().prompt_tokens(), last.usage().cached_prompt_tokens(),
                  last.usage().completion_tokens(), last.timings().decode_tokens_per_second(),
-                 FinishName(last.finish_reason()));
+                 std::string(server::FinishReasonName(last.finish_reason(), "?")).c_str());
   }
   return failures == 0 ? 0 : 1;
 }

@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "grpcpp/grpcpp.h"
 #include "packd/v1/generation.grpc.pb.h"
+#include "server/finish_reason.h"
 
 namespace packd::cli {
 
@@ -78,7 +79,6 @@ int GenerateCommand(const std::vector<std::string>& argv) {
                  std::to_string(status.error_code()).c_str(), status.error_message().c_str());
     return 1;
   }
-  const packd::v1::FinishReason finish = last.finish_reason();
   std::fprintf(stderr,
                "[%s] %u prompt (%u cached) + %u generated tokens; first token after %.3f s, "
                "%.1f tokens/s; finish: %s\n",
@@ -86,9 +86,7 @@ int GenerateCommand(const std::vector<std::string>& argv) {
                last.usage().cached_prompt_tokens(), last.usage().completion_tokens(),
                last.timings().time_to_first_token_seconds(),
                last.timings().decode_tokens_per_second(),
-               finish == packd::v1::FINISH_REASON_LENGTH ? "length"
-               : finish == packd::v1::FINISH_REASON_STOP ? "stop"
-                                                         : "?");
+               std::string(server::FinishReasonName(last.finish_reason(), "?")).c_str());
   return 0;
 }
 

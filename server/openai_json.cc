@@ -10,6 +10,7 @@
 #include "base/status_macros.h"
 #include "engine/tokenizer/utf8.h"
 #include "nlohmann/json.hpp"
+#include "server/finish_reason.h"
 
 namespace packd::server::openai {
 namespace {
@@ -326,19 +327,8 @@ absl::Status ReadCommon(const Fields& f, ParsedRequest& out) {
   return absl::OkStatus();
 }
 
-absl::string_view FinishReasonName(packd::v1::FinishReason reason) {
-  switch (reason) {
-    case packd::v1::FINISH_REASON_STOP:
-      return "stop";
-    case packd::v1::FINISH_REASON_LENGTH:
-      return "length";
-    default:
-      return "";
-  }
-}
-
 Json FinishReason(const packd::v1::GenerateResponse& r) {
-  const absl::string_view name = FinishReasonName(r.finish_reason());
+  const std::string_view name = server::FinishReasonName(r.finish_reason());
   return name.empty() ? Json(nullptr) : Json(std::string(name));
 }
 
