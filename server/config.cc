@@ -82,7 +82,7 @@ class ConfigReader {
     ASSIGN_OR_RETURN(const Fields top,
                      ReadMap(root, "",
                              {"grpc", "http", "metrics", "logging", "devices", "models", "tenants",
-                              "queue", "drain_timeout", "on_model_load_failure"}));
+                              "queue", "drain_timeout", "on_model_load_failure", "host_cache"}));
     if (const YAML::Node* n = top.Find("grpc")) RETURN_IF_ERROR(ReadGrpc(*n, "grpc", config.grpc));
     if (const YAML::Node* n = top.Find("http")) RETURN_IF_ERROR(ReadHttp(*n, "http", config.http));
     if (const YAML::Node* n = top.Find("metrics")) {
@@ -125,6 +125,10 @@ class ConfigReader {
     }
     if (const YAML::Node* n = top.Find("drain_timeout")) {
       ASSIGN_OR_RETURN(config.drain_timeout, ReadDuration(*n, "drain_timeout", true));
+    }
+    if (const YAML::Node* n = top.Find("host_cache")) {
+      ASSIGN_OR_RETURN(config.host_cache_bytes,
+                       ReadByteSize(*n, "host_cache", 0, std::numeric_limits<uint64_t>::max()));
     }
     if (const YAML::Node* n = top.Find("on_model_load_failure")) {
       ASSIGN_OR_RETURN(config.on_model_load_failure,
@@ -498,7 +502,8 @@ class ConfigReader {
                        ReadMap(items[i], path,
                                {"name", "path", "codec", "device", "instances", "kv_cache",
                                 "max_batch", "max_batch_tokens", "max_context", "max_prompt_bytes",
-                                "threads", "fused_max_batch", "chat_template", "prefix_cache"}));
+                                "threads", "fused_max_batch", "chat_template", "prefix_cache", "load",
+                                "keep_alive", "pinned"}));
       for (const char* key : {"name", "path", "device"}) {
         if (f.Find(key) == nullptr) return Error(items[i], f.PathOf(key), "required");
       }
@@ -583,6 +588,22 @@ class ConfigReader {
                  {PrefixCacheModeName(PrefixCacheMode::kOff), PrefixCacheMode::kOff},
                  {"true", PrefixCacheMode::kShared},
                  {"false", PrefixCacheMode::kOff}}));
+      }
+      if (const YAML::Node* v = f.Find("load")) {
+        ASSIGN_OR_RETURN(model.load,
+                         ReadEnum<LoadPolicy>(
+                             *v, f.PathOf("load"),
+                             {{LoadPolicyName(LoadPolicy::kAtStart), LoadPolicy::kAtStart},
+                              {LoadPolicyName(LoadPolicy::kOnDemand), LoadPolicy::kOnDemand}}));
+      }
+      model.keep_alive = model.load == LoadPolicy::kOnDemand
+                             ? ServerConfig::Model::kDefaultOnDemandKeepAlive
+                             : std::chrono::milliseconds(0);
+      if (const YAML::Node* v = f.Find("keep_alive")) {
+        ASSIGN_OR_RETURN(model.keep_alive, ReadDuration(*v, f.PathOf("keep_alive"), true));
+      }
+      if (const YAML::Node* v = f.Find("pinned")) {
+        ASSIGN_OR_RETURN(model.pinned, ReadBool(*v, f.PathOf("pinned")));
       }
       config.models.push_back(std::move(model));
     }
@@ -853,6 +874,10 @@ std::string_view PrefixCacheModeName(PrefixCacheMode mode) {
       return "off";
   }
   return "?";
+}
+
+std::string_view LoadPolicyName(LoadPolicy policy) {
+  return policy == LoadPolicy::kOnDemand ? "on_demand" : "at_start";
 }
 
 absl::StatusOr<PrefixCacheMode> ParsePrefixCacheMode(std::string_view name) {

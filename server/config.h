@@ -73,6 +73,12 @@ std::string_view PrefixCacheModeName(PrefixCacheMode mode);  // "shared", "per_t
 // The mode a name denotes (as in the config), or InvalidArgument listing them.
 absl::StatusOr<PrefixCacheMode> ParsePrefixCacheMode(std::string_view name);
 
+// `models[].load`: kAtStart loads the model when the server starts (a
+// failure follows on_model_load_failure); kOnDemand only checks its files at
+// start and loads it when the first request names it (server/model_registry.h).
+enum class LoadPolicy { kAtStart, kOnDemand };
+std::string_view LoadPolicyName(LoadPolicy policy);  // "at_start", "on_demand"
+
 struct ServerConfig {
   // `grpc.tls` (and `http.tls`). Present: the port speaks TLS only.
   struct Tls {
@@ -188,6 +194,19 @@ struct ServerConfig {
     // `prefix_cache`: shared | per_tenant | off (true and false mean shared
     // and off).
     PrefixCacheMode prefix_cache = PrefixCacheMode::kShared;
+    // `load`: at_start (the default) | on_demand.
+    LoadPolicy load = LoadPolicy::kAtStart;
+    // `keep_alive`: a model unused for this long is unloaded from its device
+    // (to the host cache when it fits there, else to disk); 0: never.
+    // Default: 0 for at_start models, kDefaultOnDemandKeepAlive for
+    // on_demand ones (Ollama's default).
+    static constexpr std::chrono::milliseconds kDefaultOnDemandKeepAlive{std::chrono::minutes(5)};
+    std::chrono::milliseconds keep_alive{0};
+    // `pinned`: never evicted to make room for another model (nor unloaded
+    // by keep_alive). An unpinned model, at_start ones included, may be
+    // evicted while it has no request running or queued when a load on its
+    // device needs the memory; the next request for it loads it again.
+    bool pinned = false;
 
     // The engine options of one instance (engine defaults for the rest).
     engine::EngineOptions ToEngineOptions() const;
@@ -242,6 +261,12 @@ struct ServerConfig {
   // "continue" (serve the models that loaded; the failed one is reported in
   // health, logs, GetServerInfo / `packd info` and packd_model_failed).
   ModelLoadFailure on_model_load_failure = ModelLoadFailure::kExit;
+  // `host_cache`: host memory, in bytes, for the weights of models unloaded
+  // from their device (evicted or idle), kept as stored (compressed, their
+  // checksums already verified), so waking one reads nothing from disk.
+  // Beyond it the least recently used drop back to disk. 0 (the default): no
+  // host cache.
+  uint64_t host_cache_bytes = 0;
 
   // Null when there is no such name.
   const Device* FindDevice(std::string_view name) const;

@@ -206,19 +206,26 @@ void GenerationService::ReleaseSlot(const ServerConfig::Tenant& tenant, uint64_t
   if (tenant.tokens_per_minute > 0) t.bucket -= static_cast<double>(tokens);
 }
 
-absl::StatusOr<std::shared_ptr<LoadedModel>> GenerationService::ModelFor(
-    const ServerConfig::Tenant& tenant, const std::string& name) const {
+absl::StatusOr<ModelLease> GenerationService::ModelFor(const ServerConfig::Tenant& tenant,
+                                                       const std::string& name,
+                                                       const GenerateSink* sink) const {
   if (name.empty()) return absl::InvalidArgumentError("model: required");
-  ASSIGN_OR_RETURN(std::shared_ptr<LoadedModel> m, registry_.Find(name));
+  // A tenant learns nothing of a model it may not use, and loads none.
+  RETURN_IF_ERROR(registry_.Get(name).status());
   if (!tenant.Allows(name)) {
     return absl::PermissionDeniedError(
         absl::StrCat("tenant '", tenant.name, "' may not use model '", name, "'"));
   }
-  if (m->state() != ModelState::kReady) {
-    return absl::UnavailableError(absl::StrCat(
-        "model '", name, "' is ", m->state() == ModelState::kLoading ? "loading" : "draining"));
+  // A model that is not on its device is loaded (or woken from the host
+  // cache) while the request waits, as long as a queued one would.
+  ModelRegistry::AcquireOptions wait;
+  wait.deadline = absl::Now() + absl::FromChrono(config_.queue.max_wait);
+  if (sink != nullptr) wait.cancelled = [sink] { return sink->Cancelled(); };
+  absl::StatusOr<ModelLease> lease = registry_.Acquire(name, wait);
+  if (!lease.ok() && lease.status().code() == absl::StatusCode::kCancelled && sink != nullptr) {
+    return sink->Gone("the client cancelled the request while its model loaded");
   }
-  return m;
+  return lease;
 }
 
 namespace {
@@ -266,7 +273,7 @@ absl::Status GenerationService::Serve(const Credentials& credentials,
     tenant_name = (*tenant)->name;
     s = Acquire(**tenant);
     if (s.ok()) {
-      s = RunGenerate(request, sink, **tenant, request_id, &outcome);
+      s = RunGenerate(request, sink, **tenant, request_id, arrival, &outcome);
       ReleaseSlot(**tenant, outcome.prompt_tokens + outcome.generated);
     }
   }
@@ -314,11 +321,13 @@ void GenerationService::RecordRefused(const Credentials& credentials,
 
 absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& request,
                                             GenerateSink& sink, const ServerConfig::Tenant& tenant,
-                                            const std::string& request_id, Outcome* outcome) {
+                                            const std::string& request_id, absl::Time arrival,
+                                            Outcome* outcome) {
   uint64_t* prompt_tokens = &outcome->prompt_tokens;
   uint64_t* generated = &outcome->generated;
   engine::FinishReason* finish = &outcome->finish;
-  ASSIGN_OR_RETURN(std::shared_ptr<LoadedModel> model, ModelFor(tenant, request.model()));
+  // Held until the request ends: the model is not evicted under it.
+  ASSIGN_OR_RETURN(ModelLease model, ModelFor(tenant, request.model(), &sink));
   // The instances share one tokenizer and chat template: the first
   // tokenizes, then the prompt picks the instance (PickInstance).
   const engine::Engine& front = model->engine();
@@ -369,6 +378,13 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
 
   ASSIGN_OR_RETURN(std::shared_ptr<RequestHandle> handle,
                    instance.Submit(std::move(g), tenant.name, request.priority()));
+  // From the request's arrival: queue time and TTFT include any wait for
+  // the model to load.
+  auto times = [&handle, arrival] {
+    RequestTimes t = handle->times();
+    t.arrival = arrival;
+    return t;
+  };
   const bool stream = request.stream();
   packd::v1::GenerateResponse pending;  // non-streaming: everything accumulates here
   absl::Time last_token = absl::InfinitePast();
@@ -378,7 +394,7 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
   absl::Time last_check = absl::Now();
   for (;;) {
     std::optional<RequestEvent> e = handle->Next(kCancelPoll);
-    outcome->times = handle->times();
+    outcome->times = times();
     if (!e || absl::Now() - last_check >= kCancelPoll) {
       last_check = absl::Now();
       if (sink.Cancelled()) {
@@ -396,7 +412,7 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
     if (!e->output.tokens.empty()) {
       if (metrics_) {
         if (last_token == absl::InfinitePast()) {
-          const RequestTimes t = handle->times();
+          const RequestTimes t = times();
           metrics_->ObserveQueueTime(request.model(), Seconds(t.arrival, t.started));
           metrics_->ObserveTimeToFirstToken(request.model(), Seconds(t.arrival, now));
         } else {
@@ -424,7 +440,7 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
       out.mutable_usage()->set_completion_tokens(static_cast<uint32_t>(*generated));
       out.mutable_usage()->set_cached_prompt_tokens(
           static_cast<uint32_t>(outcome->cached_prompt_tokens));
-      const RequestTimes t = handle->times();
+      const RequestTimes t = times();
       packd::v1::Timings* tm = out.mutable_timings();
       tm->set_queue_seconds(Seconds(t.arrival, t.started));
       tm->set_time_to_first_token_seconds(Seconds(t.arrival, t.first_token));
@@ -444,12 +460,12 @@ absl::Status GenerationService::RunGenerate(const packd::v1::GenerateRequest& re
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::shared_ptr<LoadedModel>>> GenerationService::ModelsFor(
+absl::StatusOr<std::vector<std::string>> GenerationService::ModelsFor(
     const Credentials& credentials) const {
   ASSIGN_OR_RETURN(const ServerConfig::Tenant* tenant, Authenticate(credentials, config_));
-  std::vector<std::shared_ptr<LoadedModel>> out;
-  for (std::shared_ptr<LoadedModel>& m : registry_.List()) {
-    if (tenant->Allows(m->spec().name)) out.push_back(std::move(m));
+  std::vector<std::string> out;
+  for (const ModelStatus& m : registry_.List()) {
+    if (tenant->Allows(m.spec.name)) out.push_back(m.spec.name);
   }
   return out;
 }
@@ -458,7 +474,7 @@ absl::StatusOr<GenerationService::ModelTokenizer> GenerationService::TokenizerFo
     const Credentials& credentials, const std::string& name) const {
   ASSIGN_OR_RETURN(const ServerConfig::Tenant* tenant, Authenticate(credentials, config_));
   ModelTokenizer out;
-  ASSIGN_OR_RETURN(out.model, ModelFor(*tenant, name));
+  ASSIGN_OR_RETURN(out.model, ModelFor(*tenant, name, nullptr));
   out.tokenizer = out.model->engine().tokenizer();
   if (out.tokenizer == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat("model '", name, "' has no tokenizer"));

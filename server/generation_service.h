@@ -76,18 +76,20 @@ class GenerationService final : public packd::v1::Generation::Service {
   absl::StatusOr<const ServerConfig::Tenant*> Authenticated(const Credentials& credentials) const {
     return Authenticate(credentials, config_);
   }
-  // The models the caller may use (ready or not), for listings.
-  absl::StatusOr<std::vector<std::shared_ptr<LoadedModel>>> ModelsFor(
-      const Credentials& credentials) const;
+  // The names of the models the caller may use (in any state: a request
+  // loads one that is not on its device), sorted, for listings.
+  absl::StatusOr<std::vector<std::string>> ModelsFor(const Credentials& credentials) const;
 
  private:
-  // The model, if the tenant may use it and it is serving.
-  absl::StatusOr<std::shared_ptr<LoadedModel>> ModelFor(const ServerConfig::Tenant& tenant,
-                                                        const std::string& name) const;
+  // The model, if the tenant may use it, ready on its device: loaded first
+  // when it is not (waiting at most queue.max_wait, and while `sink`, if
+  // any, is not cancelled).
+  absl::StatusOr<ModelLease> ModelFor(const ServerConfig::Tenant& tenant, const std::string& name,
+                                      const GenerateSink* sink) const;
   // A model's tokenizer for Tokenize and Detokenize: the caller authenticated
   // and the model checked as for Generate. `model` keeps `tokenizer` alive.
   struct ModelTokenizer {
-    std::shared_ptr<LoadedModel> model;
+    ModelLease model;
     const engine::Tokenizer* tokenizer = nullptr;
   };
   absl::StatusOr<ModelTokenizer> TokenizerFor(const Credentials& credentials,
@@ -106,7 +108,7 @@ class GenerationService final : public packd::v1::Generation::Service {
               const absl::Status& status, const Outcome& outcome, double total_seconds);
   absl::Status RunGenerate(const packd::v1::GenerateRequest& request, GenerateSink& sink,
                            const ServerConfig::Tenant& tenant, const std::string& request_id,
-                           Outcome* outcome);
+                           absl::Time arrival, Outcome* outcome);
   // Per-tenant admission: the concurrency limit and the tokens-per-minute
   // quota (a bucket of tokens_per_minute tokens refilled continuously; a
   // request is admitted while the bucket is positive and charged its prompt

@@ -49,6 +49,14 @@ const Histogram::BucketBoundaries& E2eBuckets() {
   return *kBuckets;
 }
 
+// A model load or wake: a small model from the host cache (~10 ms) to a
+// large one read from disk (minutes).
+const Histogram::BucketBoundaries& LoadBuckets() {
+  static const auto* const kBuckets = new Histogram::BucketBoundaries{
+      0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300};
+  return *kBuckets;
+}
+
 // Powers of two from 1 to `max`.
 Histogram::BucketBoundaries PowersOfTwo(double max) {
   Histogram::BucketBoundaries buckets;
@@ -234,6 +242,24 @@ Metrics::Metrics()
       device_density_(AddGauge(*registry_, "packd_device_density_ratio",
                                "Memory the placed models would need with uncompressed weights "
                                "/ memory they use (1: no gain).")),
+      model_loads_(AddCounter(*registry_, "packd_model_loads_total",
+                              "Loads of a model onto its device, from disk or the host cache.")),
+      model_load_seconds_(AddHistogram(*registry_, "packd_model_load_seconds",
+                                       "Time a load (from disk) or a wake (from the host cache) "
+                                       "took.")),
+      model_unloads_(AddCounter(*registry_, "packd_model_unloads_total",
+                                "Unloads of a model from its device: evicted for another "
+                                "model, idle past keep_alive, or by an admin.")),
+      host_drops_(AddCounter(*registry_, "packd_host_cache_drops_total",
+                             "Models dropped from the host cache to disk to make room.")),
+      model_resident_(AddGauge(*registry_, "packd_model_resident",
+                               "1 while a model is loaded on its device.")),
+      device_resident_(AddGauge(*registry_, "packd_device_resident_models",
+                                "Models loaded on a device.")),
+      host_used_(AddGauge(*registry_, "packd_host_cache_used_bytes",
+                          "Host memory holding unloaded models' stored weights.")),
+      host_budget_(AddGauge(*registry_, "packd_host_cache_budget_bytes",
+                            "The host cache's budget (config host_cache).")),
       build_info_(AddGauge(*registry_, "packd_build_info",
                            "Always 1; the label says which packd version runs.")) {
   build_info_.Add({{"version", PACKD_VERSION}}).Set(1);
@@ -329,6 +355,37 @@ void Metrics::ModelLoadFailed(std::string_view model, absl::StatusCode code) {
   load_failures_.Add({{"model", std::string(model)}, {"code", StatusCodeLabel(code)}}).Increment();
 }
 
+void Metrics::ModelEvent(const struct ModelEvent& e) {
+  switch (e.kind) {
+    case ModelEvent::Kind::kLoaded:
+      model_loads_.Add({{"model", e.model}, {"from", std::string(e.from)}}).Increment();
+      model_load_seconds_.Add({{"from", std::string(e.from)}}, LoadBuckets()).Observe(e.seconds);
+      break;
+    case ModelEvent::Kind::kLoadFailed:
+      ModelLoadFailed(e.model, e.status.code());
+      break;
+    case ModelEvent::Kind::kUnloaded:
+      model_unloads_.Add({{"model", e.model}, {"reason", std::string(e.reason)}}).Increment();
+      break;
+    case ModelEvent::Kind::kHostDropped:
+      host_drops_.Add(ModelLabel(e.model)).Increment();
+      break;
+  }
+}
+
+void Metrics::SetModelResident(std::string_view model, bool resident) {
+  model_resident_.Add(ModelLabel(model)).Set(resident ? 1 : 0);
+}
+
+void Metrics::SetDeviceResidentModels(std::string_view device, int64_t models) {
+  device_resident_.Add(DeviceLabel(device)).Set(static_cast<double>(models));
+}
+
+void Metrics::SetHostCache(uint64_t used_bytes, uint64_t budget_bytes) {
+  host_used_.Add({}).Set(static_cast<double>(used_bytes));
+  host_budget_.Add({}).Set(static_cast<double>(budget_bytes));
+}
+
 void Metrics::ObserveBatch(std::string_view model, int64_t tokens, int64_t sequences) {
   WithSeries(model, [&](ModelSeries& s) {
     s.batch_tokens->Observe(static_cast<double>(tokens));
@@ -398,18 +455,30 @@ void Metrics::RemoveModel(std::string_view model) {
   waiting_.Remove(s.waiting);
   queue_capacity_.Remove(s.queue_capacity);
   instances_.Remove(s.instances);
-  for (const auto& [instance, kv] : s.kv) {
-    kv_used_.Remove(kv.used);
-    kv_total_.Remove(kv.total);
-    kv_ratio_.Remove(kv.ratio);
-    kv_cached_blocks_.Remove(kv.cached_blocks);
-  }
+  RemoveKvLocked(s);
+  model_resident_.Remove(&model_resident_.Add(ModelLabel(model)));
   if (s.weights.has_value()) {
     weights_original_.Remove(s.weights->original);
     weights_compressed_.Remove(s.weights->compressed);
     weights_ratio_.Remove(s.weights->ratio);
   }
   models_.erase(it);
+}
+
+void Metrics::RemoveKvLocked(ModelSeries& s) {
+  for (const auto& [instance, kv] : s.kv) {
+    kv_used_.Remove(kv.used);
+    kv_total_.Remove(kv.total);
+    kv_ratio_.Remove(kv.ratio);
+    kv_cached_blocks_.Remove(kv.cached_blocks);
+  }
+  s.kv.clear();
+}
+
+void Metrics::RemoveKvCache(std::string_view model) {
+  absl::MutexLock lock(&mu_);
+  auto it = models_.find(model);
+  if (it != models_.end()) RemoveKvLocked(*it->second);
 }
 
 void Metrics::SetDeviceMemory(std::string_view device, engine::MemoryKind kind, uint64_t bytes) {

@@ -51,6 +51,17 @@
 //   packd_device_memory_total_bytes{device}              gauge
 //   packd_device_instances{device}                       gauge
 //   packd_device_density_ratio{device}                   gauge (server/placement.h)
+//   packd_model_loads_total{model,from}                  counter (onto its device; from:
+//                                                               disk, host)
+//   packd_model_load_seconds{from}                       histogram (load/wake duration)
+//   packd_model_unloads_total{model,reason}              counter (from its device; reason:
+//                                                               evicted, idle, admin)
+//   packd_host_cache_drops_total{model}                  counter (out of the host cache to
+//                                                               disk, to make room)
+//   packd_model_resident{model}                          gauge (1: on its device now)
+//   packd_device_resident_models{device}                 gauge
+//   packd_host_cache_used_bytes                          gauge
+//   packd_host_cache_budget_bytes                        gauge
 //   packd_build_info{version}                            gauge (always 1)
 //
 // The instance index is labelled `model_instance`, not `instance`: Prometheus
@@ -68,6 +79,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "server/model_event.h"
 #include "engine/backend.h"
 #include "engine/engine.h"
 
@@ -176,6 +188,14 @@ class Metrics {
   // A configured model that failed to load at start (`failed`), or no longer
   // failed (loaded later: the series is removed).
   void SetModelFailed(std::string_view model, bool failed);
+  // A model's move between its device, the host cache and disk
+  // (server/model_event.h).
+  void ModelEvent(const struct ModelEvent& event);
+  void SetModelResident(std::string_view model, bool resident);
+  // Removes a model's KV cache series (it is not on its device any more).
+  void RemoveKvCache(std::string_view model);
+  void SetDeviceResidentModels(std::string_view device, int64_t models);
+  void SetHostCache(uint64_t used_bytes, uint64_t budget_bytes);
 
   // The model label of requests naming a model that is neither configured
   // nor loaded ("(unknown)": no valid model name has parentheses).
@@ -213,6 +233,7 @@ class Metrics {
 
   const std::shared_ptr<prometheus::Registry> registry_;
   class HookedRegistry;
+  void RemoveKvLocked(ModelSeries& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const std::shared_ptr<HookedRegistry> hooked_;
 
   // Families: owned by registry_, alive as long as it is.
@@ -245,6 +266,14 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& device_total_;
   prometheus::Family<prometheus::Gauge>& device_instances_;
   prometheus::Family<prometheus::Gauge>& device_density_;
+  prometheus::Family<prometheus::Counter>& model_loads_;
+  prometheus::Family<prometheus::Histogram>& model_load_seconds_;
+  prometheus::Family<prometheus::Counter>& model_unloads_;
+  prometheus::Family<prometheus::Counter>& host_drops_;
+  prometheus::Family<prometheus::Gauge>& model_resident_;
+  prometheus::Family<prometheus::Gauge>& device_resident_;
+  prometheus::Family<prometheus::Gauge>& host_used_;
+  prometheus::Family<prometheus::Gauge>& host_budget_;
   prometheus::Family<prometheus::Gauge>& build_info_;
 
   mutable absl::Mutex mu_;

@@ -1,5 +1,9 @@
 #include "server/models_service.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "server/auth.h"
@@ -23,40 +27,74 @@ ModelSpec SpecFromConfig(const ServerConfig& config, const ServerConfig::Model& 
   spec.expected_codec = std::string(ExpectedCodecName(model.codec));
   spec.max_prompt_bytes = model.max_prompt_bytes;
   spec.prefix_cache = model.prefix_cache;
+  spec.load = model.load;
+  spec.keep_alive = absl::FromChrono(model.keep_alive);
+  spec.pinned = model.pinned;
   return spec;
 }
 
-void FillModelInfo(const LoadedModel& m, packd::v1::ModelInfo* info) {
-  info->set_name(m.spec().name);
-  info->set_path(m.spec().path.string());
-  switch (m.state()) {
+void FillModelInfo(const ModelStatus& m, packd::v1::ModelInfo* info) {
+  info->set_name(m.spec.name);
+  info->set_path(m.spec.path.string());
+  switch (m.state) {
+    case ModelState::kDisk:
+      info->set_state(packd::v1::MODEL_STATE_DISK);
+      break;
+    case ModelState::kHost:
+      info->set_state(packd::v1::MODEL_STATE_HOST);
+      break;
     case ModelState::kLoading:
       info->set_state(packd::v1::MODEL_STATE_LOADING);
       break;
     case ModelState::kReady:
       info->set_state(packd::v1::MODEL_STATE_READY);
       break;
+    case ModelState::kUnloading:
+      info->set_state(packd::v1::MODEL_STATE_UNLOADING);
+      break;
     case ModelState::kDraining:
       info->set_state(packd::v1::MODEL_STATE_DRAINING);
       break;
   }
-  if (m.instances().empty()) return;
-  info->set_architecture(m.architecture());
-  info->set_device(m.spec().device);
-  info->set_instances(static_cast<uint32_t>(m.instances().size()));
-  info->set_codec(m.codec());
-  info->set_original_weight_bytes(m.original_weight_bytes());
-  info->set_stored_weight_bytes(m.stored_weight_bytes());
-  info->set_compression_ratio(m.stored_weight_bytes() == 0
-                                  ? 1.0
-                                  : static_cast<double>(m.original_weight_bytes()) /
-                                        static_cast<double>(m.stored_weight_bytes()));
-  info->set_kv_cache_bytes_per_instance(m.instances().front()->engine().kv_cache().bytes());
-  info->set_max_context(static_cast<uint32_t>(m.engine().max_context()));
-  info->set_vocab_size(static_cast<uint32_t>(m.config().vocab_size));
-  info->set_running_requests(static_cast<uint32_t>(m.running()));
-  info->set_waiting_requests(static_cast<uint32_t>(m.waiting()));
-  info->set_prefix_cache(std::string(PrefixCacheModeName(m.spec().prefix_cache)));
+  info->set_device(m.spec.device);
+  info->set_instances(static_cast<uint32_t>(m.spec.instances));
+  info->set_prefix_cache(std::string(PrefixCacheModeName(m.spec.prefix_cache)));
+  info->set_load(std::string(LoadPolicyName(m.spec.load)));
+  info->set_keep_alive_seconds(absl::ToDoubleSeconds(m.spec.keep_alive));
+  info->set_pinned(m.spec.pinned);
+  if (m.last_used != absl::InfinitePast()) {
+    info->set_last_used_unix_seconds(absl::ToDoubleSeconds(m.last_used - absl::UnixEpoch()));
+  }
+  info->set_device_bytes(m.device_bytes);
+  info->set_host_bytes(m.host_bytes);
+  info->set_loads_from_disk(m.loads_from_disk);
+  info->set_loads_from_host(m.loads_from_host);
+  info->set_evictions(m.evictions);
+  info->set_idle_unloads(m.idle_unloads);
+  info->set_last_load_seconds(m.last_load_seconds);
+  info->set_waiting_requests(static_cast<uint32_t>(m.waiting_for_load));
+  if (m.facts != nullptr) {
+    const ModelFacts& f = *m.facts;
+    info->set_architecture(f.architecture);
+    info->set_codec(f.codec);
+    info->set_original_weight_bytes(f.original_weight_bytes);
+    info->set_stored_weight_bytes(f.stored_weight_bytes);
+    info->set_compression_ratio(f.stored_weight_bytes == 0
+                                    ? 1.0
+                                    : static_cast<double>(f.original_weight_bytes) /
+                                          static_cast<double>(f.stored_weight_bytes));
+    info->set_kv_cache_bytes_per_instance(f.reservation.kv_bytes_per_instance);
+    int64_t context = f.config.max_position_embeddings;
+    if (m.spec.engine.max_context > 0) context = std::min(context, m.spec.engine.max_context);
+    info->set_max_context(static_cast<uint32_t>(context));
+    info->set_vocab_size(static_cast<uint32_t>(f.config.vocab_size));
+  }
+  if (const LoadedModel* r = m.resident.get(); r != nullptr && !r->instances().empty()) {
+    info->set_kv_cache_bytes_per_instance(r->instances().front()->engine().kv_cache().bytes());
+    info->set_max_context(static_cast<uint32_t>(r->engine().max_context()));
+    info->set_running_requests(static_cast<uint32_t>(r->running()));
+    info->set_waiting_requests(static_cast<uint32_t>(r->waiting() + m.waiting_for_load));
+  }
 }
 
 absl::Status ModelsService::CheckAdmin(const grpc::ServerContext& context) const {
@@ -72,7 +110,7 @@ grpc::Status ModelsService::ListModels(grpc::ServerContext* context,
                                        const packd::v1::ListModelsRequest*,
                                        packd::v1::ListModelsResponse* response) {
   if (absl::Status s = CheckAdmin(*context); !s.ok()) return ToGrpc(s);
-  for (const auto& m : registry_.List()) FillModelInfo(*m, response->add_models());
+  for (const ModelStatus& m : registry_.List()) FillModelInfo(m, response->add_models());
   return grpc::Status::OK;
 }
 
@@ -80,9 +118,9 @@ grpc::Status ModelsService::GetModel(grpc::ServerContext* context,
                                      const packd::v1::GetModelRequest* request,
                                      packd::v1::ModelInfo* response) {
   if (absl::Status s = CheckAdmin(*context); !s.ok()) return ToGrpc(s);
-  absl::StatusOr<std::shared_ptr<LoadedModel>> m = registry_.Find(request->name());
+  absl::StatusOr<ModelStatus> m = registry_.Get(request->name());
   if (!m.ok()) return ToGrpc(m.status());
-  FillModelInfo(**m, response);
+  FillModelInfo(*m, response);
   return grpc::Status::OK;
 }
 
@@ -110,14 +148,23 @@ grpc::Status ModelsService::LoadModel(grpc::ServerContext* context,
     if (!mode.ok()) return ToGrpc(mode.status());
     m.prefix_cache = *mode;
   }
+  m.pinned = request->pinned();
+  if (request->keep_alive_seconds() < 0 || !std::isfinite(request->keep_alive_seconds())) {
+    return ToGrpc(absl::InvalidArgumentError("keep_alive_seconds: must be >= 0"));
+  }
+  m.keep_alive = std::chrono::milliseconds(
+      static_cast<int64_t>(std::min(request->keep_alive_seconds(), 1e9) * 1000));
   ModelSpec spec = SpecFromConfig(config_, m);
   if (decorate_) spec = decorate_(std::move(spec));
-  absl::StatusOr<std::shared_ptr<LoadedModel>> loaded = registry_.Load(spec);
+  // Loaded now, evicting idle models of the device if it must.
+  absl::StatusOr<std::shared_ptr<LoadedModel>> loaded = registry_.Load(spec, /*evict=*/true);
   if (!loaded.ok()) {
     if (on_load_failed_) on_load_failed_(spec.name, loaded.status());
     return ToGrpc(loaded.status());
   }
-  FillModelInfo(**loaded, response);
+  absl::StatusOr<ModelStatus> status = registry_.Get(spec.name);
+  if (!status.ok()) return ToGrpc(status.status());  // unloaded at once by another admin
+  FillModelInfo(*status, response);
   if (on_change_) on_change_();
   return grpc::Status::OK;
 }
@@ -161,6 +208,11 @@ grpc::Status ModelsService::GetServerInfo(grpc::ServerContext* context,
       if (p.device == d.name) out->add_models(p.model);
     }
   }
+  for (const ModelStatus& m : registry_.List()) FillModelInfo(m, response->add_models());
+  const HostCacheStatus host = registry_.HostCache();
+  response->mutable_host_cache()->set_budget_bytes(host.budget_bytes);
+  response->mutable_host_cache()->set_used_bytes(host.used_bytes);
+  for (const std::string& name : host.models) response->mutable_host_cache()->add_models(name);
   for (const FailedModel& f : registry_.Failures()) {
     packd::v1::FailedModel* out = response->add_failed_models();
     out->set_name(f.name);

@@ -54,6 +54,6 @@ class ModelsService final : public packd::v1::Models::Service {
 
 // The ModelSpec of a configured model (engine options, queue limit).
 ModelSpec SpecFromConfig(const ServerConfig& config, const ServerConfig::Model& model);
-void FillModelInfo(const LoadedModel& model, packd::v1::ModelInfo* info);
+void FillModelInfo(const ModelStatus& model, packd::v1::ModelInfo* info);
 
 }  // namespace packd::server

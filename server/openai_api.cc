@@ -429,12 +429,11 @@ struct OpenAiApi::Impl {
 
   void Models(const httplib::Request& req, httplib::Response& res, const std::string* only) {
     if (RefuseWhileDraining(res)) return;
-    absl::StatusOr<std::vector<std::shared_ptr<LoadedModel>>> models =
-        service->ModelsFor(CredentialsOf(req));
+    absl::StatusOr<std::vector<std::string>> models = service->ModelsFor(CredentialsOf(req));
     if (!models.ok()) return SendError(res, models.status());
     std::vector<std::string> names;
-    for (const auto& m : *models) {
-      if (only == nullptr || m->spec().name == *only) names.push_back(m->spec().name);
+    for (std::string& m : *models) {
+      if (only == nullptr || m == *only) names.push_back(std::move(m));
     }
     const int64_t created = UnixSeconds();
     if (only == nullptr) return res.set_content(openai::ModelsJson(names, created), kJson);

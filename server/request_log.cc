@@ -1,6 +1,8 @@
 #include "server/request_log.h"
 
 #include <atomic>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -78,6 +80,78 @@ void LogError(std::string_view message) {
     spdlog::error("{}", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   } else {
     spdlog::error("{}", message);
+  }
+}
+
+std::string_view ModelEventKindName(ModelEvent::Kind kind) {
+  switch (kind) {
+    case ModelEvent::Kind::kLoaded:
+      return "loaded";
+    case ModelEvent::Kind::kLoadFailed:
+      return "load_failed";
+    case ModelEvent::Kind::kUnloaded:
+      return "unloaded";
+    case ModelEvent::Kind::kHostDropped:
+      return "host_dropped";
+  }
+  return "?";
+}
+
+std::string FormatModelEventLine(const ModelEvent& e, LogFormat format) {
+  // Only the fields that mean something for the kind.
+  std::vector<std::pair<std::string_view, nlohmann::json>> fields = {
+      {"event", std::string(ModelEventKindName(e.kind))},
+      {"model", e.model},
+      {"device", e.device}};
+  switch (e.kind) {
+    case ModelEvent::Kind::kLoaded:
+      fields.push_back({"from", std::string(e.from)});
+      fields.push_back({"seconds", e.seconds});
+      fields.push_back({"bytes", e.bytes});
+      break;
+    case ModelEvent::Kind::kLoadFailed:
+      fields.push_back({"from", std::string(e.from)});
+      fields.push_back({"seconds", e.seconds});
+      fields.push_back({"code", absl::StatusCodeToString(e.status.code())});
+      fields.push_back({"error", std::string(e.status.message())});
+      break;
+    case ModelEvent::Kind::kUnloaded:
+      fields.push_back({"reason", std::string(e.reason)});
+      fields.push_back({"to", std::string(e.to)});
+      fields.push_back({"idle_seconds", e.seconds});
+      fields.push_back({"bytes", e.bytes});
+      if (!e.for_model.empty()) fields.push_back({"for_model", e.for_model});
+      break;
+    case ModelEvent::Kind::kHostDropped:
+      fields.push_back({"bytes", e.bytes});
+      break;
+  }
+  if (format == LogFormat::kJson) {
+    nlohmann::json j = {
+        {"ts", absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())},
+        {"msg", "model"}};
+    for (auto& [key, value] : fields) j[std::string(key)] = std::move(value);
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  std::string line = "model";
+  for (const auto& [key, value] : fields) {
+    if (value.is_string()) {
+      absl::StrAppend(&line, " ", std::string(key), "=", TextValue(value.get<std::string>()));
+    } else if (value.is_number_float()) {
+      absl::StrAppend(&line, " ", std::string(key), "=", absl::StrFormat("%.4f", value.get<double>()));
+    } else {
+      absl::StrAppend(&line, " ", std::string(key), "=", value.dump());
+    }
+  }
+  return line;
+}
+
+void LogModelEvent(const ModelEvent& event) {
+  const std::string line = FormatModelEventLine(event, g_format.load());
+  if (event.kind == ModelEvent::Kind::kLoadFailed) {
+    spdlog::warn("{}", line);
+  } else {
+    spdlog::info("{}", line);
   }
 }
 

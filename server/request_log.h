@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "server/config.h"
+#include "server/model_event.h"
 
 namespace packd::server {
 
@@ -36,6 +37,13 @@ void LogRequest(const RequestLogEntry& entry);
 // Logs a server event (not a request) at error: a text line, or a JSON
 // object {"ts", "msg": "error", "error"}.
 void LogError(std::string_view message);
+
+// Logs one model transition (server/model_event.h) at info (a failed load
+// at warn): "model event=loaded model=NAME device=cpu from=host ...", or a
+// JSON object {"ts", "msg": "model", "event", ...}.
+void LogModelEvent(const ModelEvent& event);
+// Its text line (without the timestamp), for tests.
+std::string FormatModelEventLine(const ModelEvent& event, LogFormat format);
 
 // The line LogRequest writes, for tests: "key=value ..." or a JSON object.
 std::string FormatRequestLine(const RequestLogEntry& entry, LogFormat format);

@@ -1,6 +1,7 @@
 #include "server/server.h"
 
 #include <fstream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -53,10 +54,11 @@ struct Server::Impl {
     health->SetServingStatus("packd.v1.Generation", serving);
     health->SetServingStatus("packd.v1.Models", serving);
     std::set<std::string> names;
-    for (const auto& m : registry->List()) {
-      names.insert(m->spec().name);
-      health->SetServingStatus(kModelHealthPrefix + m->spec().name,
-                               serving && m->state() == ModelState::kReady);
+    for (const ModelStatus& m : registry->List()) {
+      // A model not on its device serves too: a request loads it.
+      names.insert(m.spec.name);
+      health->SetServingStatus(kModelHealthPrefix + m.spec.name,
+                               serving && m.state != ModelState::kDraining);
     }
     for (const FailedModel& f : registry->Failures()) {
       names.insert(f.name);
@@ -138,16 +140,25 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
     spec.budget_bytes = d.BudgetBytes(spec.total_bytes);
     RETURN_IF_ERROR(impl->placement.AddDevice(spec));
   }
-  impl->registry = std::make_unique<ModelRegistry>(impl->placement);
+  FleetOptions fleet;
+  fleet.host_cache_bytes = c.host_cache_bytes;
+  fleet.on_event = [raw_metrics = &impl->metrics](const ModelEvent& e) { raw_metrics->ModelEvent(e); };
+  impl->registry = std::make_unique<ModelRegistry>(impl->placement, std::move(fleet));
   for (const ServerConfig::Model& m : c.models) {
-    const absl::Status loaded = impl->registry->Load(impl->WithMetrics(SpecFromConfig(c, m))).status();
+    // at_start: loaded now (a start-up load never evicts another model);
+    // on_demand: its files checked now, loaded by the first request.
+    const ModelSpec spec = impl->WithMetrics(SpecFromConfig(c, m));
+    const absl::Status loaded = m.load == LoadPolicy::kOnDemand
+                                    ? impl->registry->Register(spec)
+                                    : impl->registry->Load(spec, /*evict=*/false).status();
     if (loaded.ok()) continue;
     // By default a start-up failure ends the process (nothing would scrape
     // the counter); with `continue` the server starts without the model.
     if (c.on_model_load_failure == ModelLoadFailure::kExit) return loaded;
     LogError(absl::StrCat("model '", m.name, "' failed to load and is not served ",
                           "(on_model_load_failure: continue): ", loaded.ToString()));
-    impl->metrics.ModelLoadFailed(m.name, loaded.code());
+    // (A failed load counted itself: ModelEvent.)
+    if (m.load == LoadPolicy::kOnDemand) impl->metrics.ModelLoadFailed(m.name, loaded.code());
     impl->registry->RecordFailure({m.name, m.path, loaded});
   }
   if (!c.metrics.listen.empty()) {
@@ -159,10 +170,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   Server* self = server.get();
   raw->models = std::make_unique<ModelsService>(
       c, *raw->registry, raw->started, [raw] { raw->SyncHealth(); },
-      [raw](ModelSpec spec) { return raw->WithMetrics(std::move(spec)); },
-      [raw](const std::string& model, const absl::Status& status) {
-        raw->metrics.ModelLoadFailed(model, status.code());
-      });
+      [raw](ModelSpec spec) { return raw->WithMetrics(std::move(spec)); });
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -197,32 +205,45 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
 
 void Server::RefreshMetrics() {
   Metrics& m = impl_->metrics;
-  std::set<std::string> loaded;
-  for (const auto& model : impl_->registry->List()) loaded.insert(model->spec().name);
+  const std::vector<ModelStatus> models = impl_->registry->List();
+  std::set<std::string> known;
+  for (const ModelStatus& model : models) known.insert(model.spec.name);
   {
     absl::MutexLock lock(&impl_->mu);
     for (const std::string& gone : impl_->metric_models) {
-      if (loaded.count(gone) == 0) m.RemoveModel(gone);
+      if (known.count(gone) == 0) m.RemoveModel(gone);
     }
-    impl_->metric_models = loaded;
+    impl_->metric_models = known;
   }
-  // A failure is forgotten once a model of that name loads.
-  for (const std::string& name : loaded) m.SetModelFailed(name, false);
+  // A failure is forgotten once a model of that name registers.
+  for (const std::string& name : known) m.SetModelFailed(name, false);
   for (const FailedModel& f : impl_->registry->Failures()) m.SetModelFailed(f.name, true);
-  for (const auto& model : impl_->registry->List()) {
-    if (model->instances().empty()) continue;
-    m.SetRequests(model->spec().name, model->running(), model->waiting());
-    const int64_t instances = static_cast<int64_t>(model->instances().size());
-    m.SetModelInstances(model->spec().name, instances,
-                        instances * model->spec().instance.max_queued);
-    m.SetModelWeights(model->spec().name, model->codec(), model->original_weight_bytes(),
-                      model->stored_weight_bytes());
-    for (size_t i = 0; i < model->instances().size(); ++i) {
-      const InstanceStats s = model->instances()[i]->stats();
+  std::map<std::string, int64_t> resident_per_device;
+  for (const DeviceInfo& d : impl_->placement.Devices()) resident_per_device[d.name] = 0;
+  for (const ModelStatus& model : models) {
+    const std::string& name = model.spec.name;
+    const LoadedModel* r = model.resident.get();
+    m.SetModelResident(name, r != nullptr);
+    if (model.facts != nullptr) {
+      m.SetModelWeights(name, model.facts->codec, model.facts->original_weight_bytes,
+                        model.facts->stored_weight_bytes);
+    }
+    if (r == nullptr || r->instances().empty()) {
+      m.SetRequests(name, 0, model.waiting_for_load);
+      m.SetModelInstances(name, 0, model.spec.instances * model.spec.instance.max_queued);
+      m.RemoveKvCache(name);
+      continue;
+    }
+    ++resident_per_device[model.spec.device];
+    m.SetRequests(name, r->running(), r->waiting() + model.waiting_for_load);
+    const int64_t instances = static_cast<int64_t>(r->instances().size());
+    m.SetModelInstances(name, instances, instances * model.spec.instance.max_queued);
+    for (size_t i = 0; i < r->instances().size(); ++i) {
+      const InstanceStats s = r->instances()[i]->stats();
       const uint64_t block_bytes =
           s.kv_blocks_total == 0 ? 0 : s.kv_bytes_total / static_cast<uint64_t>(s.kv_blocks_total);
-      m.SetKvCache(model->spec().name, static_cast<int>(i), block_bytes * s.kv_blocks_used,
-                   s.kv_bytes_total, s.kv_blocks_cached);
+      m.SetKvCache(name, static_cast<int>(i), block_bytes * s.kv_blocks_used, s.kv_bytes_total,
+                   s.kv_blocks_cached);
     }
   }
   for (const DeviceInfo& d : impl_->placement.Devices()) {
@@ -230,7 +251,10 @@ void Server::RefreshMetrics() {
     m.SetDeviceCapacity(d.name, d.total_bytes, d.budget_bytes);
     m.SetDeviceInstances(d.name, d.instances);
     m.SetDeviceDensity(d.name, d.density());
+    m.SetDeviceResidentModels(d.name, resident_per_device[d.name]);
   }
+  const HostCacheStatus host = impl_->registry->HostCache();
+  m.SetHostCache(host.used_bytes, host.budget_bytes);
 }
 
 void Server::Shutdown() {
@@ -250,11 +274,11 @@ void Server::Shutdown() {
   const absl::Time deadline = absl::Now() + absl::FromChrono(impl_->config.drain_timeout);
   auto in_flight = [this] {
     int64_t n = 0;
-    for (const auto& m : impl_->registry->List()) n += m->in_flight();
+    for (const auto& m : impl_->registry->Resident()) n += m->in_flight();
     return n;
   };
   while (in_flight() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
-  for (const auto& m : impl_->registry->List()) {
+  for (const auto& m : impl_->registry->Resident()) {
     for (const auto& i : m->instances()) {
       i->CancelAll(absl::UnavailableError(absl::StrCat(
           "the server shut down before the request finished (drain_timeout ",
