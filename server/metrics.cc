@@ -357,6 +357,8 @@ void Metrics::ModelLoadFailed(std::string_view model, absl::StatusCode code) {
 
 void Metrics::ModelEvent(const struct ModelEvent& e) {
   switch (e.kind) {
+    case ModelEvent::Kind::kLoading:
+      break;
     case ModelEvent::Kind::kLoaded:
       model_loads_.Add({{"model", e.model}, {"from", std::string(e.from)}}).Increment();
       model_load_seconds_.Add({{"from", std::string(e.from)}}, LoadBuckets()).Observe(e.seconds);

@@ -13,6 +13,7 @@ namespace packd::server {
 
 struct ModelEvent {
   enum class Kind {
+    kLoading,      // a load onto its device starts; `from` as for kLoaded
     kLoaded,       // onto its device; `from` says where its weights came from
     kLoadFailed,   // `status` says why; `from` as for kLoaded
     kUnloaded,     // from its device; `reason` says why, `to` where its weights went
@@ -21,7 +22,7 @@ struct ModelEvent {
   Kind kind = Kind::kLoaded;
   std::string model;
   std::string device;
-  // kLoaded, kLoadFailed: "disk" or "host".
+  // kLoading, kLoaded, kLoadFailed: "disk" or "host".
   std::string_view from;
   // kUnloaded: "evicted" (room for another model), "idle" (keep_alive),
   // "admin" (UnloadModel) or "shutdown".

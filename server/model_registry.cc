@@ -93,6 +93,10 @@ struct ModelRegistryEntry {
   ModelState state = ModelState::kDisk;
   std::shared_ptr<LoadedModel> resident;            // kReady, kDraining
   std::shared_ptr<const engine::ModelSource> host;  // kHost: in the host cache
+  // kDisk, a deferred load: its source as opened (and verified) for it.
+  std::shared_ptr<const engine::ModelSource> opened;
+  std::string waiting_for;  // a deferred load: why it does not fit now
+  bool deferred = false;    // in deferred_
   int64_t leases = 0;                               // requests holding it
   int64_t waiting = 0;                              // requests waiting for its load
   bool load_queued = false;                         // in the loader's queue
@@ -270,7 +274,7 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::Load(const ModelSpec
   {
     // Loaded from the source just opened (its checksums verified).
     absl::MutexLock lock(&mu_);
-    e->host = opened->source;
+    e->opened = opened->source;
   }
   absl::StatusOr<std::shared_ptr<LoadedModel>> m = LoadEntry(e, evict);
   if (!m.ok()) {
@@ -282,7 +286,8 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::Load(const ModelSpec
 }
 
 absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::LoadEntry(const EntryPtr& e,
-                                                                      bool evict) {
+                                                                      bool evict,
+                                                                      bool requested) {
   std::shared_ptr<const engine::ModelSource> source;
   std::shared_ptr<const ModelFacts> facts;
   bool from_host = false;
@@ -293,8 +298,13 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::LoadEntry(const Entr
       return absl::FailedPreconditionError(absl::StrCat("model '", e->spec.name, "' is ",
                                                         std::string(ModelStateName(e->state))));
     }
+    if (requested && e->waiting == 0) {
+      // Its requests left (cancelled, or their deadline passed): no load.
+      e->opened.reset();
+      return absl::CancelledError(absl::StrCat("model '", e->spec.name, "': no request waits"));
+    }
     from_host = e->state == ModelState::kHost;
-    source = std::move(e->host);
+    source = std::move(from_host ? e->host : e->opened);
     if (from_host) host_used_ -= source->stored_bytes();
     facts = e->facts;
     e->state = ModelState::kLoading;
@@ -304,6 +314,8 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::LoadEntry(const Entr
   event.model = e->spec.name;
   event.device = e->spec.device;
   event.from = from_host ? "host" : "disk";
+  event.kind = ModelEvent::Kind::kLoading;
+  Emit(event);
   auto fail = [&](const absl::Status& status) {
     const absl::Status s = Named(e->spec.name, status);
     std::vector<ModelEvent> events;
@@ -316,6 +328,7 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::LoadEntry(const Entr
       }
       ++e->failed_loads;
       e->last_error = s;
+      e->waiting_for.clear();
     }
     source.reset();
     dropped.clear();
@@ -334,7 +347,31 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::LoadEntry(const Entr
     source = std::move(opened->source);
     facts = std::move(opened->facts);
   }
-  absl::StatusOr<ReservationId> id = ReserveEvicting(e, facts->reservation, evict);
+  bool later = false;
+  absl::StatusOr<ReservationId> id = ReserveEvicting(e, facts->reservation, evict, &later);
+  if (!id.ok() && later && requested) {
+    // It fits once models now in use are idle: its requests go on waiting
+    // (until their deadline), and the load is tried again when one is.
+    std::vector<ModelEvent> events;
+    std::vector<std::shared_ptr<const engine::ModelSource>> dropped;
+    {
+      absl::MutexLock lock(&mu_);
+      e->state = ModelState::kDisk;
+      if (from_host && ToHostLocked(*e, source, events, dropped)) {
+        e->state = ModelState::kHost;
+      } else if (!from_host) {
+        e->opened = std::move(source);  // opened and verified: kept for the retry
+      }
+      e->facts = facts;
+      e->waiting_for = std::string(id.status().message());
+      if (!e->deferred) deferred_.push_back(e);
+      e->deferred = true;
+    }
+    source.reset();
+    dropped.clear();
+    for (const ModelEvent& d : events) Emit(d);
+    return id.status();
+  }
   if (!id.ok()) return fail(id.status());
   auto m = std::make_shared<LoadedModel>();
   m->spec_ = e->spec;
@@ -361,6 +398,7 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::LoadEntry(const Entr
     e->facts = facts;
     e->resident = m;
     e->state = ModelState::kReady;
+    e->waiting_for.clear();
     e->last_used = now;  // keep_alive counts from here until a request comes
     ++(from_host ? e->loads_from_host : e->loads_from_disk);
     e->last_load_seconds = absl::ToDoubleSeconds(now - start);
@@ -378,13 +416,15 @@ bool ModelRegistry::Idle(const Entry& e) {
 
 absl::StatusOr<ReservationId> ModelRegistry::ReserveEvicting(const EntryPtr& e,
                                                             const ReservationRequest& request,
-                                                            bool evict) {
+                                                            bool evict, bool* later) {
+  *later = false;
   for (;;) {
     absl::StatusOr<ReservationId> id = placement_.Reserve(request);
     if (id.ok() || id.status().code() != absl::StatusCode::kResourceExhausted) return id;
     EntryPtr victim;
     std::vector<std::string> holders;
     uint64_t evictable = 0;
+    uint64_t busy = 0;  // unpinned models that will be evictable once their requests end
     {
       absl::MutexLock lock(&mu_);
       for (const auto& [name, other] : models_) {
@@ -394,6 +434,8 @@ absl::StatusOr<ReservationId> ModelRegistry::ReserveEvicting(const EntryPtr& e,
         if (evict && Idle(*other)) {
           evictable += other->facts->device_bytes();
           if (victim == nullptr || other->last_used < victim->last_used) victim = other;
+        } else if (!other->spec.pinned) {
+          busy += other->facts->device_bytes();
         }
         std::string why;
         if (other->spec.pinned) {
@@ -415,9 +457,10 @@ absl::StatusOr<ReservationId> ModelRegistry::ReserveEvicting(const EntryPtr& e,
     if (!device.ok()) return device.status();
     const bool could_fit = device->free_bytes() + evictable >= ReservedBytes(request);
     // Evict only when evicting every idle model would make it fit: a load
-    // that cannot fit anyway changes nothing.
+    // that cannot fit now changes nothing.
     if (victim != nullptr && !could_fit) victim = nullptr;
     if (victim == nullptr) {
+      *later = evict && device->free_bytes() + evictable + busy >= ReservedBytes(request);
       return absl::ResourceExhaustedError(absl::StrCat(
           id.status().message(), evict ? "; no idle unpinned model to evict" : "",
           holders.empty() ? "" : absl::StrCat("; held by ", absl::StrJoin(holders, ", "))));
@@ -530,10 +573,23 @@ void ModelRegistry::LoaderLoop() {
     {
       absl::MutexLock lock(&mu_);
       auto work = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        return exit_ || (!stopping_ && !load_queue_.empty());
+        return exit_ ||
+               (!stopping_ && (!load_queue_.empty() || (memory_freed_ && !deferred_.empty())));
       };
       mu_.AwaitWithDeadline(absl::Condition(&work), next_idle);
       if (exit_) return;
+      if (memory_freed_) {
+        // A model became idle: the deferred loads try again, in order.
+        memory_freed_ = false;
+        for (EntryPtr& d : deferred_) {
+          d->deferred = false;
+          if (!d->load_queued) {
+            d->load_queued = true;
+            load_queue_.push_back(std::move(d));
+          }
+        }
+        deferred_.clear();
+      }
       if (!stopping_ && !load_queue_.empty()) {
         job = std::move(load_queue_.front());
         load_queue_.pop_front();
@@ -542,7 +598,7 @@ void ModelRegistry::LoaderLoop() {
     }
     absl::MutexLock ops(&ops_mu_);
     // A failure reaches the waiters through the entry.
-    if (job != nullptr) (void)LoadEntry(job, /*evict=*/true);
+    if (job != nullptr) (void)LoadEntry(job, /*evict=*/true, /*requested=*/true);
     if (absl::Now() >= next_idle) next_idle = UnloadIdle();
   }
 }
@@ -603,7 +659,7 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(std::string_view name,
       ++e->waiting;
       counted = true;
     }
-    if (!e->load_queued && e->state != ModelState::kLoading) {
+    if (!e->load_queued && !e->deferred && e->state != ModelState::kLoading) {
       e->load_queued = true;
       load_queue_.push_back(e);
     }
@@ -612,7 +668,8 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(std::string_view name,
       leave();
       return absl::ResourceExhaustedError(absl::StrCat(
           "the request waited ", absl::FormatDuration(now - waited_from), " for model '",
-          e->spec.name, "' to load (", std::string(ModelStateName(e->state)), ")"));
+          e->spec.name, "' to load (", std::string(ModelStateName(e->state)), ")",
+          e->waiting_for.empty() ? "" : absl::StrCat(": ", e->waiting_for)));
     }
     auto changed = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
       return stopping_ || e->removed || e->state == ModelState::kReady ||
@@ -630,8 +687,8 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(std::string_view name,
 
 void ModelRegistry::EndLease(Entry& e) {
   absl::MutexLock lock(&mu_);
-  --e.leases;
   e.last_used = absl::Now();
+  if (--e.leases == 0) memory_freed_ = true;
 }
 
 absl::StatusOr<UnloadResult> ModelRegistry::Unload(std::string_view name,
@@ -655,6 +712,7 @@ absl::StatusOr<UnloadResult> ModelRegistry::Unload(std::string_view name,
     if (e->state != ModelState::kReady) {  // kDisk or kHost: nothing on the device
       if (e->host != nullptr) host_used_ -= e->host->stored_bytes();
       dropped = std::move(e->host);
+      e->opened.reset();
       e->state = ModelState::kDisk;
       e->removed = true;
       models_.erase(it);
@@ -687,6 +745,7 @@ absl::StatusOr<UnloadResult> ModelRegistry::Unload(std::string_view name,
     e->resident.reset();
     e->removed = true;
     models_.erase(std::string(name));
+    memory_freed_ = true;
   }
   ModelEvent event;
   event.kind = ModelEvent::Kind::kUnloaded;

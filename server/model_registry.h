@@ -279,13 +279,19 @@ class ModelRegistry {
   // Adds a new entry in kDisk (AlreadyExists for a name in use).
   absl::StatusOr<EntryPtr> Add(const ModelSpec& spec, std::shared_ptr<const ModelFacts> facts);
   // Loads `e` onto its device (ops_mu_ held; it is kDisk or kHost), evicting
-  // when `evict`. `source` is the already opened source, if any.
-  absl::StatusOr<std::shared_ptr<LoadedModel>> LoadEntry(const EntryPtr& e, bool evict)
+  // when `evict`. `requested`: a request asked for it (the loader's jobs):
+  // skipped when no request waits any more, and deferred (kept for a retry
+  // when a model becomes idle) when it would fit once the models in use are
+  // idle.
+  absl::StatusOr<std::shared_ptr<LoadedModel>> LoadEntry(const EntryPtr& e, bool evict,
+                                                         bool requested = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
   // Reserves `e`'s memory, evicting idle models of its device when `evict`.
+  // When it does not fit, `later` says whether it would once the unpinned
+  // models now in use are idle (then the load may wait for that).
   absl::StatusOr<ReservationId> ReserveEvicting(const EntryPtr& e,
-                                                const ReservationRequest& request, bool evict)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
+                                                const ReservationRequest& request, bool evict,
+                                                bool* later) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
   // Unloads a ready, unused model from its device to the host cache or disk
   // (ops_mu_ held). False when it is no longer ready and unused.
   bool UnloadEntry(const EntryPtr& e, std::string_view reason, std::string_view for_model)
@@ -316,6 +322,10 @@ class ModelRegistry {
   std::map<std::string, FailedModel, std::less<>> failures_ ABSL_GUARDED_BY(mu_);
   // Models whose load a request asked for, in order.
   std::deque<EntryPtr> load_queue_ ABSL_GUARDED_BY(mu_);
+  // Loads waiting for models in use to become idle; queued again when one
+  // does (memory_freed_).
+  std::deque<EntryPtr> deferred_ ABSL_GUARDED_BY(mu_);
+  bool memory_freed_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t host_used_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;  // DrainAll: no more loads
   bool exit_ ABSL_GUARDED_BY(mu_) = false;      // the destructor: the loader returns

@@ -85,6 +85,8 @@ void LogError(std::string_view message) {
 
 std::string_view ModelEventKindName(ModelEvent::Kind kind) {
   switch (kind) {
+    case ModelEvent::Kind::kLoading:
+      return "loading";
     case ModelEvent::Kind::kLoaded:
       return "loaded";
     case ModelEvent::Kind::kLoadFailed:
@@ -104,6 +106,9 @@ std::string FormatModelEventLine(const ModelEvent& e, LogFormat format) {
       {"model", e.model},
       {"device", e.device}};
   switch (e.kind) {
+    case ModelEvent::Kind::kLoading:
+      fields.push_back({"from", std::string(e.from)});
+      break;
     case ModelEvent::Kind::kLoaded:
       fields.push_back({"from", std::string(e.from)});
       fields.push_back({"seconds", e.seconds});
