@@ -270,6 +270,43 @@ TEST(ServerConfigTest, PrefixCacheModes) {
               HasSubstr("'on' is not one of shared, per_tenant, off"));
 }
 
+TEST(ServerConfigTest, LoadPolicyKeepAlivePinnedAndHostCache) {
+  absl::StatusOr<ServerConfig> c = ParseServerConfig(Full(), "packd.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  // Defaults: loaded at start, never unloaded when idle, not pinned, no host cache.
+  EXPECT_EQ(c->FindModel("big")->load, LoadPolicy::kAtStart);
+  EXPECT_EQ(c->FindModel("big")->keep_alive.count(), 0);
+  EXPECT_FALSE(c->FindModel("big")->pinned);
+  EXPECT_EQ(c->host_cache_bytes, 0u);
+  c = ParseServerConfig(
+      Replace(Replace(Full(), "codec: tiled", "codec: tiled, load: on_demand"), "threads: 2",
+              "threads: 2, load: on_demand, keep_alive: 90s, pinned: true") +
+          "host_cache: 12GiB\n",
+      "packd.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->FindModel("big")->load, LoadPolicy::kOnDemand);
+  // An on-demand model without keep_alive is unloaded after 5 idle minutes.
+  EXPECT_EQ(c->FindModel("big")->keep_alive, std::chrono::minutes(5));
+  EXPECT_EQ(c->FindModel("small")->keep_alive, std::chrono::seconds(90));
+  EXPECT_TRUE(c->FindModel("small")->pinned);
+  EXPECT_EQ(c->host_cache_bytes, 12ull << 30);
+  for (const auto& [edit, message] : std::vector<std::pair<std::string, std::string>>{
+           {"load: lazy",
+            "packd.yaml:5: models[0].load: must be one of at_start, on_demand; got the scalar "
+            "'lazy'"},
+           {"keep_alive: -1s", "packd.yaml:5: models[0].keep_alive: "},
+           {"keep_alive: soon", "packd.yaml:5: models[0].keep_alive: "},
+           {"pinned: yes", "packd.yaml:5: models[0].pinned: "}}) {
+    SCOPED_TRACE(edit);
+    c = ParseServerConfig(Replace(Full(), "threads: 2", "threads: 2, " + edit), "packd.yaml");
+    ASSERT_FALSE(c.ok());
+    EXPECT_THAT(c.status().message(), HasSubstr(message));
+  }
+  c = ParseServerConfig(Full() + "host_cache: lots\n", "packd.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("host_cache: "));
+}
+
 TEST(ServerConfigTest, StartUpFailurePolicyAndPromptByteLimit) {
   absl::StatusOr<ServerConfig> c = ParseServerConfig(Full(), "packd.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
@@ -295,7 +332,7 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
       {"- 1\n- 2\n", "packd.yaml:1: (top level): expected a mapping, got a list"},
       {Minimal() + "grpcc: {}\n",
        "packd.yaml:6: grpcc: unknown key; valid keys here: grpc, http, metrics, logging, devices, "
-       "models, tenants, queue, drain_timeout, on_model_load_failure"},
+       "models, tenants, queue, drain_timeout, on_model_load_failure, host_cache"},
       {Minimal() + "on_model_load_failure: ignore\n",
        "on_model_load_failure: must be one of exit, continue; got the scalar 'ignore'"},
       {Minimal() + "models:\n  - {name: a, path: /a, device: cpu, max_prompt_bytes: -1}\n",

@@ -23,6 +23,7 @@
 #include "server/config.h"
 #include "server/server.h"
 #include "server/sha256.h"
+#include "tests/testing/packd_command.h"
 #include "tests/testing/testing.h"
 
 namespace packd {
@@ -1144,6 +1145,101 @@ TEST_F(ServeTest, DetokenizeInvertsTokenize) {
             grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(detokenize(ids, false, "reader-key").first.error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
+}
+
+// Two on-demand models beside "stories" on a budget that holds two models:
+// each loads on its first request, a load evicts the least recently used
+// idle model to the host cache, a wake from there reads nothing from disk,
+// and GetServerInfo, `packd info` and /metrics show where each model is.
+TEST_F(ServeTest, OnDemandModelsLoadOnFirstUseEvictIdleOnesAndWakeFromTheHostCache) {
+  const std::filesystem::path gguf =
+      testing::RequireSharedFile("models/stories260K/stories260K.gguf");
+  ASSERT_FALSE(gguf.empty());
+  ConfigOptions o;
+  o.budget = "40MiB";  // each model: ~1.2 MB weights + 16 MiB KV + workspace
+  for (const char* name : {"first", "second"}) {
+    o.extra_models += absl::StrCat("  - {name: ", name, ", path: ", gguf.string(),
+                                   ", device: cpu, kv_cache: 16MiB, threads: 2, load: on_demand}\n");
+  }
+  o.extra = "host_cache: 8MiB\n";
+  StartServerWith(o);
+  auto model = [&](const std::string& name) {
+    grpc::ClientContext c;
+    Auth(c, "admin-key");
+    packd::v1::GetModelRequest req;
+    req.set_name(name);
+    packd::v1::ModelInfo info;
+    EXPECT_TRUE(models_->GetModel(&c, req, &info).ok());
+    return info;
+  };
+  EXPECT_EQ(model("stories").state(), packd::v1::MODEL_STATE_READY);
+  EXPECT_EQ(model("stories").load(), "at_start");
+  const packd::v1::ModelInfo cold = model("first");
+  EXPECT_EQ(cold.state(), packd::v1::MODEL_STATE_DISK);
+  EXPECT_EQ(cold.load(), "on_demand");
+  EXPECT_EQ(cold.keep_alive_seconds(), 300);
+  EXPECT_EQ(cold.architecture(), "llama");
+  EXPECT_EQ(cold.device_bytes(), 0u);
+  EXPECT_EQ(cold.last_used_unix_seconds(), 0);
+
+  auto generate = [&](const std::string& name) {
+    packd::v1::GenerateRequest r = Greedy(40);
+    r.set_model(name);
+    return Generate(r);
+  };
+  // The first request loads it, and waits for that: the same text.
+  Reply first = generate("first");
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  EXPECT_EQ(first.text, std::string(kReference).substr(0, first.text.size()));
+  EXPECT_EQ(model("first").state(), packd::v1::MODEL_STATE_READY);
+  EXPECT_EQ(model("first").loads_from_disk(), 1u);
+  EXPECT_GT(model("first").device_bytes(), 0u);
+  EXPECT_GT(model("first").last_used_unix_seconds(), 0);
+  // The budget is full: "stories" (unused since the start) is evicted to
+  // the host cache for "second".
+  ASSERT_TRUE(generate("second").status.ok());
+  EXPECT_EQ(model("stories").state(), packd::v1::MODEL_STATE_HOST);
+  EXPECT_EQ(model("stories").evictions(), 1u);
+  EXPECT_GT(model("stories").host_bytes(), 0u);
+  // A request for it wakes it from the host cache, evicting "first".
+  Reply woken = generate("stories");
+  ASSERT_TRUE(woken.status.ok()) << woken.status.error_message();
+  EXPECT_EQ(woken.text, first.text);
+  EXPECT_EQ(model("stories").state(), packd::v1::MODEL_STATE_READY);
+  EXPECT_EQ(model("stories").loads_from_host(), 1u);
+  EXPECT_EQ(model("first").state(), packd::v1::MODEL_STATE_HOST);
+
+  grpc::ClientContext info_ctx;
+  Auth(info_ctx, "admin-key");
+  packd::v1::ServerInfo info;
+  ASSERT_TRUE(models_->GetServerInfo(&info_ctx, {}, &info).ok());
+  ASSERT_EQ(info.models_size(), 3);
+  EXPECT_EQ(info.host_cache().budget_bytes(), 8u << 20);
+  EXPECT_EQ(info.host_cache().models_size(), 1);
+  EXPECT_EQ(info.host_cache().models(0), "first");
+  EXPECT_GT(info.host_cache().used_bytes(), 0u);
+  EXPECT_EQ(info.devices(0).models_size(), 2);
+
+  EXPECT_EQ(MetricValue("packd_model_loads_total{from=\"disk\",model=\"first\"}"), 1);
+  EXPECT_EQ(MetricValue("packd_model_loads_total{from=\"host\",model=\"stories\"}"), 1);
+  EXPECT_EQ(MetricValue("packd_model_unloads_total{model=\"stories\",reason=\"evicted\"}"), 1);
+  EXPECT_EQ(MetricValue("packd_model_unloads_total{model=\"first\",reason=\"evicted\"}"), 1);
+  EXPECT_EQ(MetricValue("packd_model_load_seconds_count{from=\"disk\"}"), 3);
+  EXPECT_EQ(MetricValue("packd_device_resident_models{device=\"cpu\"}"), 2);
+  EXPECT_EQ(MetricValue("packd_model_resident{model=\"first\"}"), 0);
+  EXPECT_EQ(MetricValue("packd_model_resident{model=\"stories\"}"), 1);
+  EXPECT_GT(MetricValue("packd_host_cache_used_bytes"), 0);
+  EXPECT_EQ(MetricValue("packd_host_cache_budget_bytes"), 8 << 20);
+
+  // `packd info` prints each model's state.
+  testing::TempDir tmp;
+  const testing::CommandResult r = testing::RunPackd(
+      tmp, absl::StrCat("info --addr 127.0.0.1:", server_->port(), " --api-key admin-key"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("host cache: "));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("first +host +on_demand"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("second +ready +on_demand"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("stories +ready +at_start"));
 }
 
 }  // namespace
