@@ -44,19 +44,6 @@ struct Engine::Active {
   bool return_logits = false;
 };
 
-namespace {
-
-// Whether `path` carries any tokenizer the loaders know.
-bool HasTokenizer(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_directory(path, ec)) return true;  // a GGUF file
-  for (const char* f : {"tokenizer.json", "tokenizer.model", "gguf_metadata.json"}) {
-    if (std::filesystem::exists(path / f, ec)) return true;
-  }
-  return false;
-}
-
-}  // namespace
 
 Engine::~Engine() = default;
 
@@ -139,74 +126,44 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(std::shared_ptr<const Model
   sched.max_batch_tokens = options.max_batch_tokens;
   sched.max_running = options.max_running;
   e->scheduler_ = std::make_unique<Scheduler>(*e->kv_cache_, sched);
-  if (HasTokenizer(e->source_->tokenizer_path())) {
-    ASSIGN_OR_RETURN(e->tokenizer_, LoadTokenizer(e->source_->tokenizer_path()));
-    // An id the embedding has no row for could be produced and then not be
-    // embedded: refused here rather than at the first such prompt.
-    if (e->tokenizer_->vocab_size() > c.vocab_size) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          e->source_->path().string(), ": the tokenizer has ", e->tokenizer_->vocab_size(),
-          " tokens but the model's embedding has ", c.vocab_size,
-          " rows: ids from ", c.vocab_size, " up could not be embedded (a tokenizer of another "
-          "model?)"));
-    }
-    e->stop_ids_ = e->tokenizer_->stop_ids();
-    ASSIGN_OR_RETURN(e->chat_, LoadChatTemplates(e->source_->tokenizer_path(), *e->tokenizer_,
-                                                 options.chat_template_file));
-    uint64_t longest = 1;
-    for (TokenId id = 0; id < e->tokenizer_->vocab_size(); ++id) {
-      absl::StatusOr<std::string> bytes = e->tokenizer_->TokenBytes(id, /*include_special=*/true);
-      if (bytes.ok()) longest = std::max<uint64_t>(longest, bytes->size());
-    }
-    e->max_prompt_bytes_ = static_cast<uint64_t>(e->max_context_) * longest;
-  }
-  for (int64_t id : c.eos_token_ids) e->stop_ids_.push_back(static_cast<TokenId>(id));
-  // generation_config.json's eos ids end generation too (Llama 3 names
-  // <|eot_id|> only there).
-  ASSIGN_OR_RETURN(const std::vector<int64_t> generation_eos,
-                   GenerationConfigEosIds(e->source_->tokenizer_path()));
-  for (int64_t id : generation_eos) {
-    if (id >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          (e->source_->tokenizer_path() / "generation_config.json").string(), ": eos_token_id ",
-          id, " is outside the vocabulary [0, ", c.vocab_size, ")"));
-    }
-    e->stop_ids_.push_back(static_cast<TokenId>(id));
-  }
-  std::sort(e->stop_ids_.begin(), e->stop_ids_.end());
-  e->stop_ids_.erase(std::unique(e->stop_ids_.begin(), e->stop_ids_.end()), e->stop_ids_.end());
+  // Read once per source and shared by its engines: the instances of a model
+  // and the engines of one woken from the host cache read nothing again.
+  ASSIGN_OR_RETURN(e->text_, e->source_->Text(options.chat_template_file));
+  e->max_prompt_bytes_ = e->text_->tokenizer == nullptr
+                             ? 0
+                             : static_cast<uint64_t>(e->max_context_) * e->text_->longest_token_bytes;
   return e;
 }
 
 absl::StatusOr<std::vector<TokenId>> Engine::Tokenize(std::string_view text,
                                                       bool parse_special) const {
-  if (tokenizer_ == nullptr) {
+  if (text_->tokenizer == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat(source_->path().string(), ": the model has no tokenizer; send token ids"));
   }
   if (text.empty()) return absl::InvalidArgumentError("the prompt is empty");
-  return tokenizer_->Encode(text, /*add_special=*/true, parse_special);
+  return text_->tokenizer->Encode(text, /*add_special=*/true, parse_special);
 }
 
 absl::StatusOr<std::string> Engine::RenderChat(const nlohmann::ordered_json& messages,
                                                const chat::ChatRenderOptions& options) const {
-  if (!chat_.has_value()) {
+  if (!text_->chat.has_value()) {
     return absl::FailedPreconditionError(absl::StrCat(
         source_->path().string(),
         ": the model has no chat template (no chat_template.jinja, tokenizer_config.json "
         "chat_template or GGUF tokenizer.chat_template); send text, or set the model's "
         "chat_template in the config"));
   }
-  return chat_->Render(messages, options);
+  return text_->chat->Render(messages, options);
 }
 
 absl::StatusOr<std::vector<TokenId>> Engine::TokenizeChat(std::string_view rendered) const {
-  if (tokenizer_ == nullptr) {
+  if (text_->tokenizer == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat(source_->path().string(), ": the model has no tokenizer; send token ids"));
   }
   if (rendered.empty()) return absl::InvalidArgumentError("the chat template rendered nothing");
-  return tokenizer_->Encode(rendered, /*add_special=*/false, /*parse_special=*/true);
+  return text_->tokenizer->Encode(rendered, /*add_special=*/false, /*parse_special=*/true);
 }
 
 absl::Status Engine::Validate(const GenerationRequest& request) const {
@@ -236,7 +193,7 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request) {
       request.params.seed.has_value()
           ? *request.params.seed
           : (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
-  auto a = std::make_unique<Active>(request.params, seed, tokenizer_.get());
+  auto a = std::make_unique<Active>(request.params, seed, text_->tokenizer.get());
   a->seq.id = next_id_++;
   a->seq.prompt_len = prompt_len;
   a->seq.max_len = prompt_len + request.params.max_tokens;
@@ -251,7 +208,7 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request) {
   }
   a->stop_ids = request.params.stop_token_ids;
   if (!request.params.ignore_eos)
-    a->stop_ids.insert(a->stop_ids.end(), stop_ids_.begin(), stop_ids_.end());
+    a->stop_ids.insert(a->stop_ids.end(), text_->stop_ids.begin(), text_->stop_ids.end());
   std::sort(a->stop_ids.begin(), a->stop_ids.end());
   RETURN_IF_ERROR(scheduler_->Add(&a->seq));
   const uint64_t id = a->seq.id;

@@ -20,6 +20,7 @@
 #include "engine/backend.h"
 #include "engine/kv_cache.h"
 #include "engine/model_source.h"
+#include "engine/model_text.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "engine/chat/chat_template.h"
@@ -136,7 +137,7 @@ class Engine {
   const ModelConfig& config() const { return transformer_->config(); }
   // Null when the model ships no tokenizer (then requests are token ids and
   // outputs carry no text).
-  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  const Tokenizer* tokenizer() const { return text_->tokenizer.get(); }
   const ModelSource& source() const { return *source_; }
   const Transformer& transformer() const { return *transformer_; }
   const KvCache& kv_cache() const { return *kv_cache_; }
@@ -198,12 +199,12 @@ class Engine {
 
   std::unique_ptr<Backend> backend_;
   std::shared_ptr<const ModelSource> source_;
-  std::unique_ptr<Tokenizer> tokenizer_;
-  std::optional<chat::ChatTemplates> chat_;
+  // Tokenizer, chat templates, stop ids: shared with the source's other
+  // engines (ModelSource::Text).
+  std::shared_ptr<const ModelText> text_;
   std::unique_ptr<Transformer> transformer_;
   std::unique_ptr<KvCache> kv_cache_;
   std::unique_ptr<Scheduler> scheduler_;
-  std::vector<TokenId> stop_ids_;  // the model's end-of-generation ids
   int64_t max_context_ = 0;
   uint64_t max_prompt_bytes_ = 0;
   EngineOptions options_;

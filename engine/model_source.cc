@@ -5,6 +5,7 @@
 #include "base/file.h"
 #include "base/status_macros.h"
 #include "engine/model_directory.h"
+#include "engine/model_text.h"
 #include "nlohmann/json.hpp"
 
 namespace packd::engine {
@@ -160,6 +161,17 @@ std::set<std::string> ModelSource::codecs() const {
   std::set<std::string> out;
   for (const auto& [name, w] : tensors_) out.insert(w.codec);
   return out;
+}
+
+absl::StatusOr<std::shared_ptr<const ModelText>> ModelSource::Text(
+    const std::filesystem::path& chat_template_file) const {
+  // Loaded under the lock: concurrent first calls read the files once.
+  absl::MutexLock lock(&text_mu_);
+  if (auto it = texts_.find(chat_template_file); it != texts_.end()) return it->second;
+  ASSIGN_OR_RETURN(std::shared_ptr<const ModelText> text,
+                   LoadModelText(*this, chat_template_file));
+  texts_.emplace(chat_template_file, text);
+  return text;
 }
 
 }  // namespace packd::engine

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "codec/container.h"
 #include "engine/backend.h"
 #include "engine/checkpoint.h"
@@ -20,6 +21,8 @@
 #include "engine/models/architecture.h"
 
 namespace packd::engine {
+
+struct ModelText;  // engine/model_text.h
 
 struct ModelSourceOptions {
   // packd directories: check each tensor's encoded-bytes checksum at open
@@ -47,6 +50,12 @@ class ModelSource {
   // Every tensor of the model, by name (the transformer may use fewer).
   const std::map<std::string, WeightSource, std::less<>>& tensors() const { return tensors_; }
 
+  // The model's tokenizer, chat templates and stop ids (engine/model_text.h)
+  // with `chat_template_file` replacing its template (empty: none): read
+  // from its files by the first call for that file, then shared. Thread-safe.
+  absl::StatusOr<std::shared_ptr<const ModelText>> Text(
+      const std::filesystem::path& chat_template_file) const;
+
   // The codec names its tensors are stored with ({"none"} for HF and GGUF).
   std::set<std::string> codecs() const;
   // Totals over all tensors: as stored (encoded) and as the original dtype.
@@ -69,6 +78,10 @@ class ModelSource {
   std::map<std::string, WeightSource, std::less<>> tensors_;
   uint64_t stored_bytes_ = 0;
   uint64_t original_bytes_ = 0;
+  // Text(): one per chat template file asked for.
+  mutable absl::Mutex text_mu_;
+  mutable std::map<std::filesystem::path, std::shared_ptr<const ModelText>> texts_
+      ABSL_GUARDED_BY(text_mu_);
 };
 
 }  // namespace packd::engine
