@@ -1,9 +1,14 @@
 #!/usr/bin/python3
 """Tests of packd's monitoring: alert rules, Grafana dashboard, real Prometheus.
 
-    monitoring_test.py rules       promtool check/test of deploy/prometheus/
-    monitoring_test.py dashboard   every metric the dashboard and the rules
-                                   query is exported by a live `packd serve`
+    monitoring_test.py rules       promtool check/test of deploy/prometheus/;
+                                   every metric the rules use is documented
+                                   in server/metrics.h, with its labels
+    monitoring_test.py dashboard   the dashboard's structure; every metric it
+                                   shows is documented in server/metrics.h and
+                                   every documented one is shown; every metric
+                                   the dashboard and the rules query is
+                                   exported by a live `packd serve`
     monitoring_test.py prometheus  a real Prometheus scrapes a live packd and
                                    evaluates rules.yml and the dashboard
 
@@ -44,16 +49,48 @@ MODEL = "stories260K"
 API_KEY = "packd-monitoring-test-key"
 # A LoadModel that must fail, so that packd_model_load_failures_total exists.
 BAD_MODEL = "no-such-model"
+# The on-demand fleet of the test config: three copies of MODEL on the device
+# FLEET_DEVICE, whose budget holds one of them, and a host cache that holds
+# one model's stored weights (FLEET_MODEL_BYTES on the device, about 1.1 MiB
+# stored). Requests for a, b, c, b (Packd.fleet_traffic) load a, b and c from
+# disk, evict a for b and b for c, drop a from the host cache to make room for
+# b, and wake b from the host cache (evicting c): every fleet series exists.
+FLEET_DEVICE = "fleet"
+FLEET_MODELS = ["fleet-a", "fleet-b", "fleet-c"]
+FLEET_BUDGET = "4MiB"  # one fleet model uses ~2.9 MiB (1 MiB KV cache)
+HOST_CACHE = "1500KiB"
+HOST_CACHE_BYTES = 1500 * 1024
 # What a scrape of a working packd must contain besides what the dashboard and
 # the rules use.
 MEMORY_KINDS = {"weights", "kv_cache", "workspace"}
 # Dashboard title keywords that must each name some panel or row.
 REQUIRED_TITLES = ["density", "compression ratio", "device memory", "instances", "ttft",
                    "inter-token", "end-to-end", "queue time", "throughput", "tokens/s",
-                   "requests/s", "batch", "queue", "kv cache", "error", "load failures"]
+                   "requests/s", "batch", "queue", "kv cache", "error", "load failures",
+                   "model fleet", "resident", "loads/s", "unloads/s", "wake", "host cache"]
+# Series server/metrics.h documents that the dashboard need not show, and why.
+NOT_ON_DASHBOARD = {
+    # Exists only while a configured model has failed to load at start
+    # (on_model_load_failure: continue), which the live cases do not set up,
+    # so a panel of it would have no data there; not on the dashboard yet.
+    "packd_model_failed",
+}
 REQUIRED_UNITS = {"bytes", "s", "percentunit", "reqps"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 METRIC_RE = re.compile(r"\bpackd_[A-Za-z0-9_]+")
+# A series selector's matchers: metric{label op "value", ...}.
+SELECTOR_RE = re.compile(r"\b(packd_[A-Za-z0-9_]+)\s*\{([^}]*)\}")
+MATCHER_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+# Label lists of by/without/on/ignoring/group_left/group_right clauses.
+GROUPING_RE = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+# Labels every scraped series has (Prometheus adds job and instance), and a
+# histogram's bucket label.
+SCRAPE_LABELS = {"job", "instance"}
+# server/metrics.h's header comment lists the series:
+#   //   packd_name{label,label}    counter|gauge|histogram (notes; label: v1, v2)
+# the notes may go on over the following comment lines.
+SERIES_DOC_RE = re.compile(
+    r"^//\s+(packd_[a-z0-9_]+)(?:\{([a-z0-9_,]*)\})?\s+(counter|gauge|histogram)\b(.*)$")
 RECORDED_RE = re.compile(r"\bpackd:[A-Za-z0-9_:]+")
 SEVERITIES = {"critical", "warning", "info"}
 PROCESS_STOP_S = 15
@@ -198,6 +235,109 @@ def variable_query(v):
     return q.get("query", "") if isinstance(q, dict) else (q or "")
 
 
+def documented_series():
+    """The series server/metrics.h's header comment lists:
+    {name: {"type": ..., "labels": set, "values": {label: set of values}}},
+    where "values" holds the label values a note enumerates ("kind: weights,
+    kv_cache, ..."; "from: disk, host")."""
+    path = repo_path("server", "metrics.h")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise Failure(f"{path}: {e}") from e
+    try:
+        start = lines.index("// Series (labels in braces):") + 1
+    except ValueError as e:
+        raise Failure(f"{path}: no '// Series (labels in braces):' comment") from e
+    series, notes, current = {}, {}, None
+    for line in lines[start:]:
+        if not line.startswith("//") or line.strip() == "//":
+            break
+        m = SERIES_DOC_RE.match(line)
+        if m:
+            current = m.group(1)
+            labels = set(filter(None, (m.group(2) or "").split(",")))
+            series[current] = {"type": m.group(3), "labels": labels, "values": {}}
+            notes[current] = m.group(4).strip()
+        elif current is not None:
+            notes[current] += " " + line[2:].strip()
+    for name, note in notes.items():
+        for label, values in re.findall(r"\b([a-z_]+):\s*([a-z_]+(?:,\s*[a-z_]+)*)", note):
+            if label in series[name]["labels"]:
+                series[name]["values"][label] = set(re.split(r",\s*", values))
+    if len(series) < 20:
+        raise Failure(f"{path}: found only {len(series)} series in the header comment "
+                      f"(its format changed?): {sorted(series)}")
+    return series
+
+
+def documented_base(name, series):
+    """(documented series, suffix) that the metric `name` in an expression is:
+    the series itself, or a histogram's _bucket/_sum/_count; (None, None)
+    when metrics.h does not list it."""
+    if name in series:
+        return name, ""
+    for suffix in HISTOGRAM_SUFFIXES:
+        base = name[:-len(suffix)]
+        if name.endswith(suffix) and series.get(base, {}).get("type") == "histogram":
+            return base, suffix
+    return None, None
+
+
+def check_documented(exprs, series):
+    """Every packd_ metric in `exprs` is documented in server/metrics.h with
+    the labels and label values the expression uses; histograms are queried
+    through _bucket/_sum/_count only; histogram_quantile groups by le and the
+    histogram's labels."""
+    for where, expr in exprs:
+        names = set(METRIC_RE.findall(expr))
+        labels_in_expr = set(SCRAPE_LABELS)
+        for name in sorted(names):
+            base, suffix = documented_base(name, series)
+            if base is None:
+                raise Failure(f"{where}: {name} is not documented in server/metrics.h's list of "
+                              f"series (expression {expr!r})")
+            doc = series[base]
+            if doc["type"] == "histogram" and not suffix:
+                raise Failure(f"{where}: {name} is a histogram: query {name}_bucket, _sum or _count")
+            labels_in_expr |= doc["labels"] | ({"le"} if suffix == "_bucket" else set())
+        for name, matchers in SELECTOR_RE.findall(expr):
+            base, suffix = documented_base(name, series)
+            doc = series[base]
+            allowed = doc["labels"] | SCRAPE_LABELS | ({"le"} if suffix == "_bucket" else set())
+            for label, op, value in MATCHER_RE.findall(matchers):
+                if label not in allowed:
+                    raise Failure(f"{where}: {name} has no label {label} (server/metrics.h: "
+                                  f"{sorted(doc['labels'])}): {expr!r}")
+                known = doc["values"].get(label)
+                if known is None or "$" in value:
+                    continue
+                values = value.split("|") if op in ("=~", "!~") else [value]
+                unknown = [v for v in values if v not in known]
+                if unknown:
+                    raise Failure(f"{where}: {name}{{{label}{op}\"{value}\"}}: {unknown} not among "
+                                  f"the values server/metrics.h gives for {label}: {sorted(known)}")
+        if names:
+            for group in GROUPING_RE.findall(expr):
+                for label in filter(None, (x.strip() for x in group.split(","))):
+                    if label not in labels_in_expr:
+                        raise Failure(f"{where}: groups by {label}, which none of its metrics "
+                                      f"has (server/metrics.h): {expr!r}")
+        for m in re.finditer(r"histogram_quantile\([^,]+,\s*sum by \(([^)]*)\)\s*\(rate\(("
+                             r"packd_[a-z0-9_]+)_bucket", expr):
+            base, _ = documented_base(m.group(2) + "_bucket", series)
+            want = ["le"] + sorted(series[base]["labels"])
+            got = [x.strip() for x in m.group(1).split(",")]
+            if got[:1] != ["le"] or sorted(got[1:]) != want[1:]:
+                raise Failure(f"{where}: histogram_quantile of {base} must sum by "
+                              f"({', '.join(want)}), its labels: {expr!r}")
+        if "histogram_quantile" in expr and "sum by (" not in expr:
+            raise Failure(f"{where}: histogram_quantile without sum by (le, ...): {expr!r}")
+    log(f"ok: all {len(exprs)} expressions use metrics, labels and label values that "
+        f"server/metrics.h documents")
+
+
 def template_metric(query):
     """The metric of a label_values(metric, label) variable query, or None."""
     m = re.fullmatch(r"\s*label_values\(\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*,\s*(\w+)\s*\)\s*", query)
@@ -299,6 +439,7 @@ def check_rules_structure(rules):
 
 
 def case_rules():
+    check_documented(rules_exprs(load_rules()), documented_series())
     promtool = tool("promtool")
     prom_dir = repo_path("deploy", "prometheus")
     for cmd in ([promtool, "check", "rules", os.path.join(prom_dir, "rules.yml")],
@@ -336,6 +477,17 @@ class Packd:
         binary = packd_bin()
         config = os.path.join(self.tmp, "packd.yaml")
         key_hash = hashlib.sha256(API_KEY.encode()).hexdigest()
+        # keep_alive 0: never unloaded when idle, so that only the requests
+        # of fleet_traffic move them.
+        fleet = "".join(f"""\
+  - name: {name}
+    path: {json.dumps(model)}
+    device: {FLEET_DEVICE}
+    kv_cache: 1MiB
+    max_batch: 4
+    load: on_demand
+    keep_alive: 0
+""" for name in FLEET_MODELS)
         with open(config, "w", encoding="utf-8") as f:
             f.write(f"""\
 grpc:
@@ -349,6 +501,9 @@ devices:
   - name: cpu
     kind: cpu
     memory_budget: 1GiB
+  - name: {FLEET_DEVICE}
+    kind: cpu
+    memory_budget: {FLEET_BUDGET}
 models:
   - name: {MODEL}
     path: {json.dumps(model)}
@@ -357,6 +512,7 @@ models:
     kv_cache: 16MiB
     max_batch: 16
     max_batch_tokens: 256
+{fleet}host_cache: {HOST_CACHE}
 tenants:
   - name: monitoring
     api_key_sha256:
@@ -410,15 +566,24 @@ drain_timeout: 5s
     def scrape(self):
         return http_get(f"http://{self.metrics_addr}/metrics")
 
-    def generate(self, key=API_KEY, expect_ok=True):
+    def generate(self, key=API_KEY, expect_ok=True, model=MODEL):
         env = dict(os.environ, PACKD_API_KEY=key)
-        r = run([packd_bin(), "generate", "--addr", self.addr, "--model", MODEL,
+        r = run([packd_bin(), "generate", "--addr", self.addr, "--model", model,
                  "Once upon a time", "-n", "16", "--temperature", "0", "--timeout", "60"],
                 timeout=90, env=env)
         if expect_ok:
             check(r.returncode == 0, f"packd generate succeeded (status {r.returncode}: {r.stderr.strip()})")
         else:
             check(r.returncode != 0, f"packd generate with a wrong key failed ({r.stderr.strip()})")
+
+    def fleet_traffic(self):
+        """Requests for fleet-a, b, c, b, one at a time (see FLEET_MODELS):
+        each on_demand model loads on its request, evicting the one before it
+        (FLEET_DEVICE holds one); the host cache keeps the last evicted one,
+        so b's second request wakes it from there."""
+        a, b, c = FLEET_MODELS
+        for name in (a, b, c, b):
+            self.generate(model=name)
 
     def fail_a_load(self):
         """LoadModel of a path that does not exist, through Python gRPC stubs;
@@ -486,11 +651,42 @@ def check_metrics_exported(exprs, families, samples):
     log(f"ok: all {len(exprs)} expressions name only metrics packd exports")
 
 
+def check_fleet_scrape(text):
+    """The series fleet_traffic must leave in a scrape (exposition text:
+    labels sorted by name)."""
+    a, b, c = FLEET_MODELS
+    for series in [f'packd_model_loads_total{{from="disk",model="{MODEL}"}} 1',
+                   f'packd_model_loads_total{{from="disk",model="{a}"}} 1',
+                   f'packd_model_loads_total{{from="disk",model="{b}"}} 1',
+                   f'packd_model_loads_total{{from="disk",model="{c}"}} 1',
+                   f'packd_model_loads_total{{from="host",model="{b}"}} 1',
+                   f'packd_model_unloads_total{{model="{a}",reason="evicted"}} 1',
+                   f'packd_model_unloads_total{{model="{b}",reason="evicted"}} 1',
+                   f'packd_model_unloads_total{{model="{c}",reason="evicted"}} 1',
+                   f'packd_host_cache_drops_total{{model="{a}"}} 1',
+                   f'packd_model_resident{{model="{MODEL}"}} 1',
+                   f'packd_model_resident{{model="{a}"}} 0',
+                   f'packd_model_resident{{model="{b}"}} 1',
+                   f'packd_model_resident{{model="{c}"}} 0',
+                   f'packd_device_resident_models{{device="{FLEET_DEVICE}"}} 1',
+                   'packd_device_resident_models{device="cpu"} 1',
+                   f"packd_host_cache_budget_bytes {HOST_CACHE_BYTES}",
+                   'packd_model_load_seconds_count{from="disk"} 4',
+                   'packd_model_load_seconds_count{from="host"} 1']:
+        check(re.search(rf"^{re.escape(series)}$", text, re.M),
+              f"after the fleet's requests, the scrape has {series}")
+    used = re.search(r"^packd_host_cache_used_bytes (\S+)$", text, re.M)
+    check(used and 0 < float(used.group(1)) <= HOST_CACHE_BYTES,
+          f"packd_host_cache_used_bytes is above 0 and within the budget "
+          f"({used.group(1) if used else None})")
+
+
 # --------------------------------------------------------------------------
 # Case `dashboard`
 
 
-def check_dashboard_structure(d):
+def check_dashboard_structure(d, series):
+    """`series`: documented_series()."""
     check(isinstance(d.get("schemaVersion"), int) and d["schemaVersion"] >= 36,
           f"schemaVersion >= 36 (got {d.get('schemaVersion')})")
     check(d.get("title") and d.get("uid"), "the dashboard has a title and a uid")
@@ -548,12 +744,14 @@ def check_dashboard_structure(d):
                 "packd_kv_cache_usage_ratio" in metrics and unit != "percentunit":
             raise Failure(f"{where}: a KV usage panel must have unit percentunit, has {unit}")
         for e in exprs:
-            if "histogram_quantile" in e and not re.search(r"by \(le, model\)", e):
-                raise Failure(f"{where}: histogram_quantile must sum by (le, model): {e}")
             if "rate(" in e and "[$__rate_interval]" not in e:
                 raise Failure(f"{where}: rate() must use [$__rate_interval]: {e}")
-            if set(METRIC_RE.findall(e)) - {"packd_build_info"} and \
-                    "$model" not in e and "$device" not in e:
+            # Filtered by $model or $device where a metric has such a label
+            # (not packd_build_info, packd_model_load_seconds, the host cache).
+            filterable = {m for m in METRIC_RE.findall(e)
+                          if {"model", "device"} & series.get(documented_base(m, series)[0] or "",
+                                                               {}).get("labels", set())}
+            if filterable and "$model" not in e and "$device" not in e:
                 raise Failure(f"{where}: expression filters neither $model nor $device: {e}")
     check(REQUIRED_UNITS <= units, f"units {sorted(REQUIRED_UNITS)} are all used (got {sorted(units)})")
     for i, (wa, a) in enumerate(boxes):
@@ -565,6 +763,13 @@ def check_dashboard_structure(d):
     titles = " | ".join(p["title"].lower() for p in panels)
     for kw in REQUIRED_TITLES:
         check(kw in titles, f"a panel or row title names {kw!r}")
+    exprs = [e for _, e in dashboard_exprs(d)]
+    for name in sorted(set(series) - NOT_ON_DASHBOARD):
+        shown = any(re.search(rf"\b{name}(_bucket|_sum|_count)?\b", e) for e in exprs)
+        if not shown:
+            raise Failure(f"server/metrics.h documents {name} but no dashboard panel shows it")
+    log(f"ok: all {len(set(series) - NOT_ON_DASHBOARD)} series server/metrics.h documents "
+        f"are on the dashboard (not: {sorted(NOT_ON_DASHBOARD)})")
 
 
 def check_promql_syntax(promtool, exprs, tmp):
@@ -582,9 +787,11 @@ def check_promql_syntax(promtool, exprs, tmp):
 
 def case_dashboard():
     d = load_dashboard()
-    check_dashboard_structure(d)
+    series = documented_series()
+    check_dashboard_structure(d, series)
     exprs = dashboard_exprs(d)
     rule_exprs = rules_exprs(load_rules())
+    check_documented(exprs, series)
     with tempfile.TemporaryDirectory(prefix="packd_dashboard_") as tmp:
         try:
             check_promql_syntax(tool("promtool"), exprs, tmp)
@@ -593,10 +800,12 @@ def case_dashboard():
         with Packd(tmp) as packd:
             packd.generate()
             code = packd.fail_a_load()
+            packd.fleet_traffic()
             text = packd.scrape()
             families, samples = parse_exposition(text)
             check(f'packd_model_load_failures_total{{code="{code}",model="{BAD_MODEL}"}}' in text,
                   "packd_model_load_failures_total counts the failed load")
+            check_fleet_scrape(text)
             check(any(s.startswith("packd_time_to_first_token_seconds_bucket") for s in samples),
                   "histograms have samples after a generate")
             check_metrics_exported(exprs, families, samples)
@@ -721,6 +930,7 @@ def case_prometheus():
             packd.generate()
             packd.generate(key="not-the-key", expect_ok=False)
             code = packd.fail_a_load()
+            packd.fleet_traffic()
 
             def series(q, pred, want):
                 def fn():
@@ -753,6 +963,29 @@ def case_prometheus():
             series("packd_model_load_failures_total",
                    lambda m, v: m.get("model") == BAD_MODEL and m.get("code") == code and v == 1,
                    f'model="{BAD_MODEL}", code="{code}" and the value 1')
+            fleet_a, fleet_b, _ = FLEET_MODELS
+            series("packd_model_loads_total",
+                   lambda m, v: m.get("model") == fleet_b and m.get("from") == "host" and v == 1,
+                   f'model="{fleet_b}", from="host" (a wake) and the value 1')
+            series('packd_model_unloads_total{reason="evicted"}',
+                   lambda m, v: m.get("model") == fleet_a and v == 1,
+                   f'model="{fleet_a}" and the value 1')
+            series("packd_host_cache_drops_total",
+                   lambda m, v: m.get("model") == fleet_a and v == 1,
+                   f'model="{fleet_a}" and the value 1')
+            series("packd_device_resident_models",
+                   lambda m, v: m.get("device") == FLEET_DEVICE and v == 1,
+                   f'device="{FLEET_DEVICE}" and the value 1')
+            series("packd_host_cache_budget_bytes", lambda m, v: v == HOST_CACHE_BYTES,
+                   f"the value {HOST_CACHE_BYTES} (host_cache: {HOST_CACHE})")
+            # PackdModelEvictionThrash's input: the evictions select by the
+            # reason label value packd writes, per target. A counter's first
+            # sample is not an increase: evict again now that Prometheus has
+            # the series (a, b, c, b again evicts a model at each request).
+            packd.fleet_traffic()
+            series("packd:model_evictions:rate5m",
+                   lambda m, v: m.get("instance") == packd.metrics_addr and v > 0,
+                   f'instance="{packd.metrics_addr}" and a rate > 0')
 
             # The rules: every group loaded, every rule evaluated without error.
             want_groups = {g["name"]: len(g.get("rules", [])) for g in rules["groups"]}

@@ -4,7 +4,8 @@
 Helm is not needed: deploy/helm/render (Go text/template + sprig, the subset of
 `helm template` the chart uses) is built first. The chart is rendered with its
 defaults, with ci/gpu-values.yaml, with the optional parts enabled
-(ServiceMonitor, HPA, TLS) and with bad values that must fail; each test
+(ServiceMonitor, HPA, TLS), with an on-demand model fleet (models[].load,
+keep_alive, pinned; host_cache) and with bad values that must fail; each test
 asserts one property of the output. When the packd binary exists ($PACKD_BIN),
 each rendered config (the ConfigMap's packd.yaml, with the Secret's key hash
 files written to a temporary directory that stands for the Secret's mount) is
@@ -81,13 +82,14 @@ PACKD_SCHEMA = {
                 "kv_cache": None, "max_batch": None, "max_batch_tokens": None,
                 "max_context": None, "max_prompt_bytes": None, "threads": None,
                 "chat_template": None, "prefix_cache": None,
-                "fused_max_batch": None}],
+                "fused_max_batch": None, "load": None, "keep_alive": None, "pinned": None}],
     "tenants": [{"name": None, "api_key_sha256": None, "api_key_sha256_file": None, "admin": None,
                  "allowed_models": None, "max_concurrent_requests": None,
                  "tokens_per_minute": None}],
     "queue": {"max_queued_per_instance": None, "max_wait": None},
     "drain_timeout": None,
     "on_model_load_failure": None,
+    "host_cache": None,
 }
 REQUIRED = {
     "": {"devices", "tenants"},
@@ -440,6 +442,14 @@ class DefaultValuesTest(ChartChecks, unittest.TestCase):
         self.assertIn('"model": "stories260K"', notes)
         self.assertIn("WARNING: tenant \"demo\" accepts the public demo key", notes)
 
+    def test_fleet_defaults(self):
+        # values.yaml documents host_cache with its default, 0 (no host
+        # cache), which the chart passes on; the demo model has no fleet keys,
+        # so packd's defaults apply (at_start, never unloaded when idle).
+        self.assertEqual(self.r.config["host_cache"], 0)
+        for m in self.r.config["models"]:
+            self.assertFalse({"load", "keep_alive", "pinned"} & set(m), m)
+
     def test_set_overrides_values(self):
         r = Render("--set", "replicaCount=3,ports.grpc=6000,service.grpcPort=7000")
         self.assertEqual(r.one("Deployment")["spec"]["replicas"], 3)
@@ -589,6 +599,64 @@ class OptionalPartsTest(unittest.TestCase):
         self.assertNotIn("maxUnavailable", self.r.one("PodDisruptionBudget")["spec"])
 
 
+# An on-demand model fleet (issue 15): one pinned at_start model, two
+# on_demand ones (one never unloaded when idle), and a host cache.
+FLEET_MODELS = [
+    {"name": "stories260K", "path": "stories260K/stories260K.gguf", "device": "cpu",
+     "kv_cache": "16MiB", "load": "at_start", "pinned": True},
+    {"name": "story-b", "path": "stories260K/stories260K.gguf", "device": "cpu",
+     "kv_cache": "16MiB", "load": "on_demand", "keep_alive": "10m"},
+    {"name": "story-c", "path": "/models-extra/story-c.gguf", "device": "cpu",
+     "kv_cache": "16MiB", "load": "on_demand", "keep_alive": 0, "pinned": False},
+]
+FLEET_VALUES = {"packd": {"models": FLEET_MODELS, "host_cache": "512MiB"}}
+
+
+class FleetValuesTest(unittest.TestCase):
+    """The fleet keys (models[].load, keep_alive, pinned; host_cache) reach
+    packd.yaml as given."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.r = Render("-f", Renderer.values_file("fleet.yaml", FLEET_VALUES))
+
+    def test_model_keys_passed_on(self):
+        models = self.r.config["models"]
+        self.assertEqual([m["name"] for m in models], [m["name"] for m in FLEET_MODELS])
+        for got, given in zip(models, FLEET_MODELS):
+            expected = dict(given)
+            if not expected["path"].startswith("/"):
+                expected["path"] = "/models/" + expected["path"]
+            self.assertEqual(got, expected)
+        # YAML types survive the round trip: a bool stays a bool, 0 an integer
+        # (packd reads keep_alive 0 as "never").
+        self.assertIs(models[0]["pinned"], True)
+        self.assertIs(models[2]["pinned"], False)
+        self.assertEqual(models[2]["keep_alive"], 0)
+
+    def test_host_cache_top_level(self):
+        self.assertEqual(self.r.config["host_cache"], "512MiB")
+        # A top-level key of packd.yaml, after the others (config.cc's order).
+        self.assertRegex(self.r.config_text, r"(?m)^host_cache: 512MiB$")
+
+    def test_schema(self):
+        self.assertEqual(schema_errors(self.r.config), [])
+
+    def test_set_host_cache(self):
+        r = Render("--set", "packd.host_cache=2GiB")
+        self.assertEqual(r.config["host_cache"], "2GiB")
+        r = Render("--set", "packd.host_cache=null")
+        self.assertNotIn("host_cache", r.config)
+
+    def test_schema_refuses_a_misspelt_fleet_key(self):
+        config = self.r.config
+        config["models"][1]["keepalive"] = "5m"
+        config["hostCache"] = "1GiB"
+        self.assertEqual(schema_errors(config), [
+            "models[1].keepalive: unknown key (valid: " + ", ".join(PACKD_SCHEMA["models"][0]) + ")",
+            "hostCache: unknown key (valid: " + ", ".join(PACKD_SCHEMA) + ")"])
+
+
 class BadValuesTest(unittest.TestCase):
     """Values that must fail the render, with a message that says why."""
 
@@ -639,6 +707,8 @@ class BadValuesTest(unittest.TestCase):
         self.assert_fails("packd.http.listen is written by the chart", "--set", "packd.http.listen=x:1")
         self.assert_fails("packd.http.tls is written by the chart", "--set", "packd.http.tls.cert_file=x")
         self.assert_fails("packd.bogus: not a packd config key", "--set", "packd.bogus=1")
+        # The chart's values use packd's own key names: host_cache, not hostCache.
+        self.assert_fails("packd.hostCache: not a packd config key", "--set", "packd.hostCache=1GiB")
 
     def test_tls_without_material(self):
         self.assert_fails("tls.enabled needs tls.existingSecret, or tls.cert and tls.key",
@@ -957,6 +1027,32 @@ class PackdAcceptsConfigTest(unittest.TestCase):
         self.check(config, f"{len(config['models'])} models, {len(config['tenants'])} tenants, "
                    f"{len(config['devices'])} devices")
         self.serve(config)
+
+    def test_fleet_config(self):
+        # on_demand models' files are checked at start, not loaded; packd
+        # listens once the at_start one is loaded.
+        config = self.rewrite(Render("-f", Renderer.values_file("fleet.yaml", FLEET_VALUES)))
+        self.assertEqual([m.get("load") for m in config["models"]],
+                         ["at_start", "on_demand", "on_demand"])
+        self.assertEqual(config["host_cache"], "512MiB")
+        self.check(config, "3 models, 1 tenants, 1 devices")
+        self.serve(config)
+
+    def test_fleet_config_refused_values(self):
+        # packd, not the chart, validates the fleet keys' values; its message
+        # names the key.
+        for model_key, value, message in [("load", "lazy", "models[1].load"),
+                                          ("keep_alive", "soon", "models[1].keep_alive"),
+                                          ("pinned", "maybe", "models[1].pinned")]:
+            models = [dict(m) for m in FLEET_MODELS]
+            models[1][model_key] = value
+            values = Renderer.values_file("fleet-bad.yaml", {"packd": {"models": models}})
+            config = self.rewrite(Render("-f", values))
+            path, _ = self.write_config(config)
+            result = subprocess.run([self.packd, "serve", "--config", path, "--check"],
+                                    capture_output=True, text=True, timeout=60)
+            self.assertEqual(result.returncode, 1, f"{model_key}: {value}: {result.stdout}")
+            self.assertIn(message, result.stderr)
 
     def test_tls_and_optional_config(self):
         if shutil.which("openssl") is None:

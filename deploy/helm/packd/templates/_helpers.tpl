@@ -90,7 +90,7 @@ config at start, with messages that name the key.
 */}}
 {{- define "packd.validate" -}}
 {{- $p := .Values.packd | default dict }}
-{{- $known := list "grpc" "http" "logging" "devices" "models" "tenants" "queue" "drain_timeout" "on_model_load_failure" }}
+{{- $known := list "grpc" "http" "logging" "devices" "models" "tenants" "queue" "drain_timeout" "on_model_load_failure" "host_cache" }}
 {{- range $key, $_ := $p }}
 {{- if eq $key "metrics" }}
 {{- fail "packd.metrics is written by the chart (listen 0.0.0.0:<ports.metrics>); set ports.metrics instead" }}
@@ -274,5 +274,8 @@ Sections in packd.example.yaml's order.
 {{- end }}
 {{- if hasKey $p "on_model_load_failure" }}
 {{ toYaml (dict "on_model_load_failure" $p.on_model_load_failure) }}
+{{- end }}
+{{- if hasKey $p "host_cache" }}
+{{ toYaml (dict "host_cache" $p.host_cache) }}
 {{- end }}
 {{ end }}
