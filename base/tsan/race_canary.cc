@@ -7,6 +7,11 @@
 //   race_canary unprotected        two threads increment a counter, no lock
 //   race_canary different_mutexes  each thread holds a mutex, but not the same one
 //   race_canary lock_order         A then B on one thread, B then A on another
+//   race_canary await_predicate    an Await predicate reads what another thread
+//                                  writes without the lock (absl evaluates it
+//                                  inside the library, where TSan would ignore
+//                                  it without absl_sync.cc's Condition wrapping)
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -55,6 +60,28 @@ void LockOrder() {
   }).join();
 }
 
+void AwaitPredicate() {
+  // The waiter's predicate first runs inside Await, on the waiter's thread;
+  // the writer's first increment comes after `awaiting` (relaxed: no
+  // happens-before, so the two are unordered whichever runs first in time).
+  std::atomic<bool> awaiting{false};
+  std::thread waiter([&] {
+    absl::MutexLock lock(&mu_a);
+    awaiting.store(true, std::memory_order_relaxed);
+    mu_a.Await(absl::Condition(
+        +[](int* c) { return *c >= kIterations; }, &counter));
+  });
+  std::thread writer([&] {
+    while (!awaiting.load(std::memory_order_relaxed)) std::this_thread::yield();
+    for (int i = 0; i < kIterations; ++i) {
+      ++counter;                    // unguarded: the bug
+      absl::MutexLock lock(&mu_a);  // lets the waiter re-check
+    }
+  });
+  writer.join();
+  waiter.join();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -65,8 +92,11 @@ int main(int argc, char** argv) {
     DifferentMutexes();
   } else if (std::strcmp(mode, "lock_order") == 0) {
     LockOrder();
+  } else if (std::strcmp(mode, "await_predicate") == 0) {
+    AwaitPredicate();
   } else {
-    std::fprintf(stderr, "usage: race_canary unprotected|different_mutexes|lock_order\n");
+    std::fprintf(stderr,
+                 "usage: race_canary unprotected|different_mutexes|lock_order|await_predicate\n");
     return 2;
   }
   // Reached only when TSan reported nothing (halt_on_error=1) or was told not
