@@ -55,3 +55,23 @@ function(packd_library name)
       ENVIRONMENT "PACKD_SHARED_DIR=${CMAKE_SOURCE_DIR}/../shared")
   endforeach()
 endfunction()
+
+# packd_tsan_tests(TEST...): the named tests (each a test and an executable of
+# the same name, defined before the call in the same folder, as packd_library
+# above defines them) also run under
+# ThreadSanitizer: they get the ctest label "tsan", and the target
+# packd_tsan_tests builds them. scripts/tsan.sh (run by scripts/test.sh, so in
+# CI) configures build-tsan with -DPACKD_SANITIZE=thread, builds that target and
+# runs `ctest -L tsan`. To add a test, name it in its folder's CMakeLists.txt,
+# e.g. in server/CMakeLists.txt:
+#   packd_tsan_tests(model_instance_test my_new_stress_test)
+# Suitable tests: threaded code over absl::Mutex/CondVar (TSan sees those
+# through base/tsan/absl_sync.cc); not tests that drive gRPC or other
+# uninstrumented libraries' threads (false reports). The TSan build is a few
+# times slower than the normal one: keep such tests to seconds.
+function(packd_tsan_tests)
+  foreach(test_name ${ARGN})
+    set_property(TEST ${test_name} APPEND PROPERTY LABELS tsan)
+    set_property(GLOBAL APPEND PROPERTY PACKD_TSAN_TARGETS ${test_name})
+  endforeach()
+endfunction()
