@@ -439,13 +439,13 @@ std::vector<double> ReferenceLogits(const TinyCheckpoint& ck, const std::vector<
 // per call, every position a logit row. Returns [T][vocab].
 absl::StatusOr<std::vector<float>> EngineLogits(const std::filesystem::path& model,
                                                 const std::vector<int32_t>& tokens, size_t chunk) {
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source, ModelSource::Open(model));
+  ASSIGN_OR_RETURN(std::shared_ptr<const ModelSource> source, ModelSource::Open(model));
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateCpuBackend({.threads = 2}));
   TransformerOptions options;
   options.max_batch_tokens = 64;
   options.max_logit_rows = 64;
   ASSIGN_OR_RETURN(std::unique_ptr<Transformer> transformer,
-                   Transformer::Create(*source, *backend, options));
+                   Transformer::Create(source, *backend, options));
   ASSIGN_OR_RETURN(
       std::unique_ptr<KvCache> cache,
       KvCache::Create(*backend, source->config(), {.budget_bytes = 1 << 20, .block_size = 4}));
@@ -471,9 +471,9 @@ absl::StatusOr<std::vector<float>> EngineLogits(const std::filesystem::path& mod
 
 // Opens `model` and loads it onto a CPU backend: the first error, if any.
 absl::Status LoadStatus(const std::filesystem::path& model) {
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source, ModelSource::Open(model));
+  ASSIGN_OR_RETURN(std::shared_ptr<const ModelSource> source, ModelSource::Open(model));
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateCpuBackend({.threads = 1}));
-  return Transformer::Create(*source, *backend, TransformerOptions{}).status();
+  return Transformer::Create(source, *backend, TransformerOptions{}).status();
 }
 
 std::vector<int32_t> RandomTokens(int64_t n, int64_t vocab, uint64_t seed) {

@@ -12,7 +12,9 @@
 //
 // Thread safety: a Backend is driven by one thread at a time (the engine's
 // step loop); weights, once loaded, are immutable and may be shared by every
-// model instance on the backend.
+// model instance on the device: a Weight loaded by one backend may be used,
+// at the same time, by any other backend of the same kind on the same device
+// that adopted it (AdoptWeight; engine/model_weights.h holds them).
 #pragma once
 
 #include <cstdint>
@@ -72,8 +74,9 @@ struct TensorView {
 };
 
 // Where a weight's bytes come from. Exactly one of `raw` and `decoder` is set.
-// Both point into memory-mapped model files owned by the caller (ModelWeights),
-// which must outlive the Weight made from them.
+// Both point into memory-mapped model files owned by the caller (the
+// ModelSource, which engine/model_weights.h holds for the weights made from
+// it), which must outlive the Weight made from them.
 struct WeightSource {
   std::string name;
   codec::TensorInfo info;                         // F32, F16 or BF16; [rows, cols] or [n]
@@ -95,6 +98,10 @@ absl::Status CheckWeightSource(std::string_view backend, const WeightSource& sou
 
 // A weight resident on a backend. Matrices [out_features, in_features] are
 // used by MatMul and Embed; vectors [n] by RmsNorm and as biases.
+// Lifetime: a Weight holds what its memory needs (the allocator's
+// bookkeeping), not the backend that loaded it, so it stays valid after that
+// backend is destroyed; the WeightSource's bytes it was made from must
+// outlive it.
 class Weight {
  public:
   virtual ~Weight() = default;
@@ -157,6 +164,14 @@ class Backend {
   // backend decodes it inside MatMul/Embed (never a full decoded copy),
   // except 1-D weights (norms, biases), which backends may expand to fp32.
   virtual absl::StatusOr<std::unique_ptr<Weight>> LoadWeight(const WeightSource& source) = 0;
+  // Prepares this backend to run ops on `weight`, loaded by another backend
+  // of the same kind on the same device (or by this one: then a no-op):
+  // sizes whatever per-backend buffers the ops need for it, allocating no
+  // memory of kind kWeights and counting none. Load time, before the first
+  // op that uses the weight. InvalidArgument for a weight this backend
+  // cannot use (another kind, another device). The default, for backends
+  // whose ops need nothing per weight, accepts every weight.
+  virtual absl::Status AdoptWeight(const Weight& /*weight*/) { return absl::OkStatus(); }
   virtual absl::Status CopyToDevice(const void* host, void* device, uint64_t bytes) = 0;
   virtual absl::Status CopyToHost(const void* device, void* host, uint64_t bytes) = 0;
   // Waits for every enqueued op; returns the first error any of them hit.

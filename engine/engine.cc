@@ -96,8 +96,30 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(std::shared_ptr<const ModelSource> source,
                                                      const EngineOptions& options) {
+  return Open(std::move(source), options, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(std::shared_ptr<const ModelSource> source,
+                                                     const EngineOptions& options,
+                                                     std::shared_ptr<const ModelWeights> weights) {
   if (source == nullptr) return absl::InvalidArgumentError("engine: no model source");
   ASSIGN_OR_RETURN(const int cuda_device, EngineDevice(options));
+  if (weights != nullptr) {
+    // Refused before a backend is created.
+    if (&weights->source() != source.get()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "engine: the weights were loaded from ", weights->source().path().string(),
+          ", another model source than ", source->path().string(),
+          " (shared weights must come from an engine opened on the same ModelSource)"));
+    }
+    absl::StatusOr<int> weights_device = CudaDeviceIndex(weights->device());
+    if (!weights_device.ok() || *weights_device != cuda_device) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("engine: the weights of ", source->path().string(), " were loaded on ",
+                       weights->device(), ", not on ", options.device,
+                       " (shared weights must be on the engine's device)"));
+    }
+  }
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
   e->source_ = std::move(source);
@@ -117,7 +139,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(std::shared_ptr<const Model
   TransformerOptions to;
   to.max_batch_tokens = options.max_batch_tokens;
   to.max_logit_rows = options.max_running;
-  ASSIGN_OR_RETURN(e->transformer_, Transformer::Create(*e->source_, *e->backend_, to));
+  if (weights != nullptr) {
+    ASSIGN_OR_RETURN(e->transformer_, Transformer::Create(std::move(weights), *e->backend_, to));
+  } else {
+    ASSIGN_OR_RETURN(e->transformer_, Transformer::Create(e->source_, *e->backend_, to));
+  }
   KvCacheOptions ko;
   ko.budget_bytes = options.kv_cache_bytes;
   ko.block_size = options.kv_block_size;

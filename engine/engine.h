@@ -6,7 +6,18 @@
 // produced. The server runs Step() on its own thread; `packd run`, tests and
 // benchmarks call Generate().
 //
-// Thread safety: none. One thread submits, aborts and steps.
+// Instances of one model on one device share one copy of its weights: open
+// the first engine on a ModelSource, then the others with
+// Open(source, options, first->weights()). Each engine keeps its own
+// backend (its stream on CUDA, its thread pool on the CPU), KV cache and
+// workspace; only the weights (engine/model_weights.h) are shared, and they
+// stay valid while any engine holding them lives, whichever is destroyed
+// first. The loading engine's backend counts them in memory_usage(); the
+// others' do not (placement charges them once per model and device:
+// engine/cuda/cuda_memory_estimate.h, WeightCopy).
+//
+// Thread safety: none. One thread submits, aborts and steps. Engines that
+// share weights may be stepped on different threads at once.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +32,7 @@
 #include "engine/kv_cache.h"
 #include "engine/model_source.h"
 #include "engine/model_text.h"
+#include "engine/model_weights.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "engine/chat/chat_template.h"
@@ -132,6 +144,14 @@ class Engine {
   // which several engines may share: the instances of one model.
   static absl::StatusOr<std::unique_ptr<Engine>> Open(std::shared_ptr<const ModelSource> source,
                                                       const EngineOptions& options = {});
+  // Opens an engine that uses `weights` (from another engine's weights() on
+  // the same source and device) instead of loading its own; null loads its
+  // own, as the overload above. InvalidArgument naming both when they were
+  // loaded from another source (another ModelSource object, even of the
+  // same path), or on another device/backend kind than options.device.
+  static absl::StatusOr<std::unique_ptr<Engine>> Open(std::shared_ptr<const ModelSource> source,
+                                                      const EngineOptions& options,
+                                                      std::shared_ptr<const ModelWeights> weights);
   ~Engine();
 
   const ModelConfig& config() const { return transformer_->config(); }
@@ -140,6 +160,9 @@ class Engine {
   const Tokenizer* tokenizer() const { return text_->tokenizer.get(); }
   const ModelSource& source() const { return *source_; }
   const Transformer& transformer() const { return *transformer_; }
+  // The weights this engine runs: its own, or those it was opened with. For
+  // Open(source, options, weights) of other engines on the same device.
+  std::shared_ptr<const ModelWeights> weights() const { return transformer_->weights(); }
   const KvCache& kv_cache() const { return *kv_cache_; }
   Backend& backend() { return *backend_; }
   int64_t max_context() const { return max_context_; }

@@ -9,16 +9,10 @@
 namespace packd::engine {
 namespace {
 
-absl::Status CheckShape(const Weight& w, std::vector<int64_t> want) {
-  if (w.info().shape != want) {
-    auto fmt = [](const std::vector<int64_t>& s) {
-      std::string out = "[";
-      for (size_t i = 0; i < s.size(); ++i) absl::StrAppend(&out, i ? ", " : "", s[i]);
-      return out + "]";
-    };
-    return absl::InvalidArgumentError(absl::StrCat("tensor '", w.name(), "' has shape ",
-                                                   fmt(w.info().shape), "; the config needs ",
-                                                   fmt(want)));
+absl::Status CheckOptions(const TransformerOptions& options) {
+  if (options.max_batch_tokens < 1 || options.max_logit_rows < 1) {
+    return absl::InvalidArgumentError(
+        "transformer: max_batch_tokens and max_logit_rows must be >= 1");
   }
   return absl::OkStatus();
 }
@@ -26,65 +20,48 @@ absl::Status CheckShape(const Weight& w, std::vector<int64_t> want) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Create(
-    const ModelSource& source, Backend& backend, const TransformerOptions& options) {
-  if (options.max_batch_tokens < 1 || options.max_logit_rows < 1) {
-    return absl::InvalidArgumentError(
-        "transformer: max_batch_tokens and max_logit_rows must be >= 1");
+    std::shared_ptr<const ModelSource> source, Backend& backend,
+    const TransformerOptions& options) {
+  if (source == nullptr) return absl::InvalidArgumentError("transformer: no model source");
+  RETURN_IF_ERROR(CheckOptions(options));  // before the weights are loaded
+  ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> weights,
+                   ModelWeights::Load(std::move(source), backend));
+  return Finish(backend, std::move(weights), options);
+}
+
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Create(
+    std::shared_ptr<const ModelWeights> weights, Backend& backend,
+    const TransformerOptions& options) {
+  if (weights == nullptr) return absl::InvalidArgumentError("transformer: no model weights");
+  RETURN_IF_ERROR(CheckOptions(options));
+  const std::string model = weights->source().path().string();
+  if (weights->device() != backend.name()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        model, ": the weights were loaded on ", weights->device(),
+        "; a backend on ", std::string(backend.name()), " cannot use them"));
   }
-  std::unique_ptr<Transformer> t(new Transformer(backend, source.config(), options));
+  for (const Weight* w : weights->All()) {
+    const absl::Status s = backend.AdoptWeight(*w);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(model, ": ", s.message()));
+  }
+  return Finish(backend, std::move(weights), options);
+}
+
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Finish(
+    Backend& backend, std::shared_ptr<const ModelWeights> weights,
+    const TransformerOptions& options) {
+  std::unique_ptr<Transformer> t(new Transformer(backend, std::move(weights), options));
   t->inv_freq_ = t->config_.RopeInvFreq();
-  RETURN_IF_ERROR(t->ApplyRopeFreqFactors(source));
-  absl::Status s = t->LoadWeights(source);
-  if (!s.ok())
-    return absl::Status(s.code(), absl::StrCat(source.path().string(), ": ", s.message()));
+  RETURN_IF_ERROR(t->ApplyRopeFreqFactors(t->weights_->source()));
   RETURN_IF_ERROR(t->AllocateWorkspace());
   return t;
 }
 
-absl::Status Transformer::LoadWeights(const ModelSource& source) {
-  const ModelConfig& c = config_;
-  auto load = [&](const std::string& name,
-                  std::vector<int64_t> shape) -> absl::StatusOr<std::unique_ptr<Weight>> {
-    ASSIGN_OR_RETURN(WeightSource ws, source.Find(name));
-    ASSIGN_OR_RETURN(std::unique_ptr<Weight> w, backend_.LoadWeight(ws));
-    RETURN_IF_ERROR(CheckShape(*w, std::move(shape)));
-    weight_bytes_ += w->resident_bytes();
-    original_weight_bytes_ += w->original_bytes();
-    return w;
-  };
-  const int64_t d = c.hidden_size, hd = c.head_dim, qd = c.num_heads * hd,
-                kvd = c.num_kv_heads * hd, ff = c.intermediate_size;
-  const ModelTensorNames names = ModelNames(source.name_scheme());
-  ASSIGN_OR_RETURN(embedding_, load(names.embedding, {c.vocab_size, d}));
-  ASSIGN_OR_RETURN(final_norm_, load(names.final_norm, {d}));
-  if (!c.tie_word_embeddings) {
-    ASSIGN_OR_RETURN(lm_head_, load(names.lm_head, {c.vocab_size, d}));
-  }
-  const ArchitectureSpec& spec = SpecFor(c.arch);
-  for (int i = 0; i < c.num_layers; ++i) {
-    const LayerTensorNames n = spec.layer_names(c, source.name_scheme(), i);
-    Layer l;
-    ASSIGN_OR_RETURN(l.attn_norm, load(n.attn_norm, {d}));
-    ASSIGN_OR_RETURN(l.q, load(n.q, {qd, d}));
-    ASSIGN_OR_RETURN(l.k, load(n.k, {kvd, d}));
-    ASSIGN_OR_RETURN(l.v, load(n.v, {kvd, d}));
-    ASSIGN_OR_RETURN(l.o, load(n.o, {d, qd}));
-    if (!n.q_bias.empty()) {
-      ASSIGN_OR_RETURN(l.q_bias, load(n.q_bias, {qd}));
-      ASSIGN_OR_RETURN(l.k_bias, load(n.k_bias, {kvd}));
-      ASSIGN_OR_RETURN(l.v_bias, load(n.v_bias, {kvd}));
-    }
-    if (!n.q_norm.empty()) {
-      ASSIGN_OR_RETURN(l.q_norm, load(n.q_norm, {hd}));
-      ASSIGN_OR_RETURN(l.k_norm, load(n.k_norm, {hd}));
-    }
-    ASSIGN_OR_RETURN(l.ffn_norm, load(n.ffn_norm, {d}));
-    ASSIGN_OR_RETURN(l.gate, load(n.gate, {ff, d}));
-    ASSIGN_OR_RETURN(l.up, load(n.up, {ff, d}));
-    ASSIGN_OR_RETURN(l.down, load(n.down, {d, ff}));
-    layers_.push_back(std::move(l));
-  }
-  return absl::OkStatus();
+Transformer::~Transformer() {
+  // Another backend may free the weights as soon as this one lets go of
+  // them: nothing of this backend's may still be reading them (a Forward
+  // that failed halfway may have left work enqueued).
+  (void)backend_.Synchronize();
 }
 
 // Llama 3.1 GGUF files carry their rope scaling as per-frequency divisors in
@@ -141,6 +118,7 @@ absl::Status Transformer::AllocateWorkspace() {
 absl::Status Transformer::Forward(const StepBatch& batch, KvCache& cache,
                                   std::vector<float>& logits) {
   const ModelConfig& c = config_;
+  const ModelWeights& w = *weights_;
   const int64_t n = static_cast<int64_t>(batch.tokens.size());
   const int64_t nl = static_cast<int64_t>(batch.logit_rows.size());
   if (n < 1 || n > options_.max_batch_tokens || nl > options_.max_logit_rows ||
@@ -185,9 +163,9 @@ absl::Status Transformer::Forward(const StepBatch& batch, KvCache& cache,
   ap.scale = 1.0f / std::sqrt(static_cast<float>(hd));
   ap.sliding_window = c.sliding_window.value_or(0);
 
-  RETURN_IF_ERROR(backend_.Embed(*embedding_, batch.tokens, x));
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& l = layers_[i];
+  RETURN_IF_ERROR(backend_.Embed(w.embedding(), batch.tokens, x));
+  for (size_t i = 0; i < w.layers().size(); ++i) {
+    const ModelWeights::Layer& l = w.layers()[i];
     RETURN_IF_ERROR(backend_.RmsNorm(x, *l.attn_norm, eps, h));
     RETURN_IF_ERROR(backend_.MatMul(h, *l.q, l.q_bias.get(), q));
     RETURN_IF_ERROR(backend_.MatMul(h, *l.k, l.k_bias.get(), k));
@@ -217,8 +195,8 @@ absl::Status Transformer::Forward(const StepBatch& batch, KvCache& cache,
   const TensorView last = TensorView::Of(last_->f32(), nl, d);
   const TensorView lg = TensorView::Of(logits_->f32(), nl, c.vocab_size);
   RETURN_IF_ERROR(backend_.GatherRows(x, batch.logit_rows, last));
-  RETURN_IF_ERROR(backend_.RmsNorm(last, *final_norm_, eps, last));
-  RETURN_IF_ERROR(backend_.MatMul(last, lm_head_ ? *lm_head_ : *embedding_, nullptr, lg));
+  RETURN_IF_ERROR(backend_.RmsNorm(last, w.final_norm(), eps, last));
+  RETURN_IF_ERROR(backend_.MatMul(last, w.output(), nullptr, lg));
   RETURN_IF_ERROR(backend_.CopyToHost(lg.data, logits.data(), logits.size() * sizeof(float)));
   return backend_.Synchronize();
 }

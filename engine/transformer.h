@@ -13,6 +13,7 @@
 #include "engine/backend.h"
 #include "engine/kv_cache.h"
 #include "engine/model_source.h"
+#include "engine/model_weights.h"
 
 namespace packd::engine {
 
@@ -31,22 +32,36 @@ struct TransformerOptions {
   int64_t max_logit_rows = 64;     // most logit rows in one Forward
 };
 
-// Holds the model's weights on the backend plus workspace for one step.
+// The forward pass of one engine: the model's weights (its own, or shared
+// with the other engines serving the model on the device) plus this
+// engine's workspace for one step, on this engine's backend.
 // Not thread-safe: one step at a time.
 class Transformer {
  public:
-  // Loads every weight of `source` the architecture needs (each checked for
-  // its shape; errors name the tensor) and allocates workspace.
-  static absl::StatusOr<std::unique_ptr<Transformer>> Create(const ModelSource& source,
-                                                             Backend& backend,
-                                                             const TransformerOptions& options);
+  // Loads every weight of `source` the architecture needs onto `backend`
+  // (ModelWeights::Load: each checked for its shape; errors name the
+  // tensor) and allocates workspace.
+  static absl::StatusOr<std::unique_ptr<Transformer>> Create(
+      std::shared_ptr<const ModelSource> source, Backend& backend,
+      const TransformerOptions& options);
+  // Runs over `weights`, loaded by another backend of the same kind on the
+  // same device (weights->device() == backend.name(), else InvalidArgument
+  // naming both): each is adopted by `backend` (Backend::AdoptWeight), and
+  // only the workspace is allocated. `backend` never counts them.
+  static absl::StatusOr<std::unique_ptr<Transformer>> Create(
+      std::shared_ptr<const ModelWeights> weights, Backend& backend,
+      const TransformerOptions& options);
+  // Synchronizes the backend first: the weights may be freed right after.
+  ~Transformer();
 
   const ModelConfig& config() const { return config_; }
   const TransformerOptions& options() const { return options_; }
+  const std::shared_ptr<const ModelWeights>& weights() const { return weights_; }
   // Backend bytes of the weights (compressed size when compressed) and the
-  // size they would have uncompressed.
-  uint64_t weight_bytes() const { return weight_bytes_; }
-  uint64_t original_weight_bytes() const { return original_weight_bytes_; }
+  // size they would have uncompressed: the model's, whichever backend
+  // loaded them.
+  uint64_t weight_bytes() const { return weights_->resident_bytes(); }
+  uint64_t original_weight_bytes() const { return weights_->original_bytes(); }
 
   // Runs the batch: stores each token's keys and values into `cache` at its
   // position (the tables must cover it) and writes the logits of
@@ -55,24 +70,23 @@ class Transformer {
   absl::Status Forward(const StepBatch& batch, KvCache& cache, std::vector<float>& logits);
 
  private:
-  struct Layer {
-    std::unique_ptr<Weight> attn_norm, q, k, v, o, q_bias, k_bias, v_bias, q_norm, k_norm;
-    std::unique_ptr<Weight> ffn_norm, gate, up, down;
-  };
-  Transformer(Backend& backend, const ModelConfig& config, const TransformerOptions& options)
-      : backend_(backend), config_(config), options_(options) {}
-  absl::Status LoadWeights(const ModelSource& source);
+  Transformer(Backend& backend, std::shared_ptr<const ModelWeights> weights,
+              const TransformerOptions& options)
+      : backend_(backend),
+        weights_(std::move(weights)),
+        config_(weights_->source().config()),
+        options_(options) {}
+  static absl::StatusOr<std::unique_ptr<Transformer>> Finish(
+      Backend& backend, std::shared_ptr<const ModelWeights> weights,
+      const TransformerOptions& options);
   absl::Status AllocateWorkspace();
   absl::Status ApplyRopeFreqFactors(const ModelSource& source);
 
   Backend& backend_;
+  std::shared_ptr<const ModelWeights> weights_;
   ModelConfig config_;
   TransformerOptions options_;
   std::vector<float> inv_freq_;
-  std::unique_ptr<Weight> embedding_, final_norm_, lm_head_;  // lm_head_ null when tied
-  std::vector<Layer> layers_;
-  uint64_t weight_bytes_ = 0;
-  uint64_t original_weight_bytes_ = 0;
   uint64_t step_ = 0;
 
   // Workspace, [max_batch_tokens, ...] each.

@@ -43,12 +43,12 @@ void RequestHandle::MarkFinished(absl::Time t) {
 
 absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Start(
     std::shared_ptr<const engine::ModelSource> source, const engine::EngineOptions& engine_options,
-    const InstanceOptions& options) {
+    const InstanceOptions& options, std::shared_ptr<const engine::ModelWeights> weights) {
   if (options.max_queued < 1) {
     return absl::InvalidArgumentError("model instance: max_queued must be >= 1");
   }
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e,
-                   engine::Engine::Open(std::move(source), engine_options));
+                   engine::Engine::Open(std::move(source), engine_options, std::move(weights)));
   std::unique_ptr<ModelInstance> m(new ModelInstance(std::move(e), options));
   m->loop_ = std::thread([p = m.get()] { p->Loop(); });
   return m;

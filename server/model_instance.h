@@ -103,10 +103,13 @@ struct InstanceStats {
 class ModelInstance {
  public:
   // Starts an engine on `source` (opened once per model and shared by its
-  // instances) and the loop thread.
+  // instances) and the loop thread. `weights`: another instance's
+  // (engine().weights()) on the same source and device, which this one runs
+  // instead of loading a copy; null loads them.
   static absl::StatusOr<std::unique_ptr<ModelInstance>> Start(
       std::shared_ptr<const engine::ModelSource> source, const engine::EngineOptions& engine,
-      const InstanceOptions& options);
+      const InstanceOptions& options,
+      std::shared_ptr<const engine::ModelWeights> weights = nullptr);
   // Cancels whatever is still running (each gets a final CANCELLED event) and
   // joins the loop.
   ~ModelInstance();

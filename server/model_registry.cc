@@ -208,12 +208,12 @@ absl::StatusOr<ModelRegistry::Opened> ModelRegistry::Open(const ModelSpec& spec,
   r.instances = spec.instances;
   if (device.kind == DeviceKind::kCuda) {
     // A CUDA backend holds the weights in its own layout, with its own
-    // workspace and decode scratch (engine/cuda/CUDA_BACKEND.md).
+    // workspace and decode scratch (engine/cuda/CUDA_BACKEND.md); the
+    // instances share one copy of the weights (WeightCopy::kShares for all
+    // but the first), and each has its own workspace and scratch.
     const engine::MemoryUsage own = engine::EstimateCudaBackendBytes(
         engine::CudaBackendOptionsFor(spec.engine, /*device=*/0), *source);
-    const uint64_t n = static_cast<uint64_t>(spec.instances);
-    r.weight_bytes = own.of(engine::MemoryKind::kWeights) * n;
-    r.original_weight_bytes = facts->original_weight_bytes * n;
+    r.weight_bytes = own.of(engine::MemoryKind::kWeights);
     r.workspace_bytes_per_instance += own.of(engine::MemoryKind::kWorkspace);
     r.decode_scratch_bytes_per_instance = own.of(engine::MemoryKind::kDecodeScratch);
   }
@@ -380,7 +380,10 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::LoadEntry(const Entr
   m->reservation_ = *id;
   for (int i = 0; i < e->spec.instances; ++i) {
     absl::StatusOr<std::unique_ptr<ModelInstance>> inst =
-        ModelInstance::Start(source, e->spec.engine, e->spec.instance);
+        ModelInstance::Start(source, e->spec.engine, e->spec.instance,
+                             // One copy of the weights per device: the
+                             // first instance loads them, the others share.
+                             i == 0 ? nullptr : m->instances_[0]->engine().weights());
     if (!inst.ok()) {
       (void)placement_.Release(m->reservation_);
       m->reservation_ = 0;

@@ -397,6 +397,26 @@ TEST_F(ModelRegistryTest, RegisterRefusesWhatCouldNeverFitAndNamesInUse) {
   EXPECT_EQ(Acquire("nope").status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(ModelRegistryTest, TheInstancesOfAModelShareOneCopyOfItsWeights) {
+  Start(4, 0);
+  ModelSpec spec = Spec("multi", Gguf());
+  spec.instances = 3;
+  ASSERT_TRUE(registry_->Register(spec).ok());
+  absl::StatusOr<ModelLease> lease = Acquire("multi");
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  const auto& instances = (*lease)->instances();
+  ASSERT_EQ(instances.size(), 3u);
+  const std::shared_ptr<const engine::ModelWeights> first = instances[0]->engine().weights();
+  ASSERT_NE(first, nullptr);
+  for (const auto& i : instances) EXPECT_EQ(i->engine().weights().get(), first.get());
+  // The weights are reserved once (not once per instance): three instances
+  // cost one model's weights plus three instances' KV and workspace.
+  const ModelFacts& f = *Status("multi").facts;
+  EXPECT_EQ(f.reservation.instances, 3);
+  EXPECT_EQ(DeviceUsed(), f.device_bytes());
+  EXPECT_LT(f.device_bytes(), 3 * bytes_);
+}
+
 TEST_F(ModelRegistryTest, UnloadingEverythingReturnsTheMemoryAccountingToZero) {
   Start(2, 1.5);
   for (const char* n : {"a", "b", "c"}) ASSERT_TRUE(registry_->Register(Spec(n, Gguf())).ok());

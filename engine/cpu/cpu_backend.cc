@@ -20,6 +20,47 @@ namespace {
 
 using codec::DType;
 
+// The backend's memory accounting, shared (shared_ptr) by the backend and
+// by every Buffer and Weight it hands out: one that outlives the backend (a
+// weight other backends still use) un-counts itself into live bookkeeping.
+// Thread-safe.
+class CpuMemory {
+ public:
+  explicit CpuMemory(uint64_t budget_bytes) : budget_bytes_(budget_bytes) {}
+
+  // Counts `bytes` of `kind`; ResourceExhausted (nothing counted) when
+  // `check_budget` and they would exceed the budget.
+  absl::Status Add(uint64_t bytes, MemoryKind kind, bool check_budget) {
+    absl::MutexLock lock(&mu_);
+    if (check_budget && budget_bytes_ != 0 && usage_.total() + bytes > budget_bytes_) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "cpu: cannot allocate ", bytes, " bytes of ", std::string(MemoryKindName(kind)), ": ",
+          usage_.total(), " of the ", budget_bytes_, "-byte budget in use"));
+    }
+    usage_.bytes[static_cast<int>(kind)] += bytes;
+    return absl::OkStatus();
+  }
+  void Remove(uint64_t bytes, MemoryKind kind) {
+    absl::MutexLock lock(&mu_);
+    usage_.bytes[static_cast<int>(kind)] -= bytes;
+  }
+  // What un-counts `bytes` of `kind` when called (a Buffer's or Weight's
+  // destructor); it keeps this accounting alive.
+  static std::function<void()> Releaser(std::shared_ptr<CpuMemory> memory, uint64_t bytes,
+                                        MemoryKind kind) {
+    return [memory = std::move(memory), bytes, kind] { memory->Remove(bytes, kind); };
+  }
+  MemoryUsage usage() const {
+    absl::MutexLock lock(&mu_);
+    return usage_;
+  }
+
+ private:
+  const uint64_t budget_bytes_;  // 0: unlimited
+  mutable absl::Mutex mu_;
+  MemoryUsage usage_ ABSL_GUARDED_BY(mu_);
+};
+
 class CpuBuffer final : public Buffer {
  public:
   CpuBuffer(uint64_t bytes, std::function<void()> on_free)
@@ -159,7 +200,8 @@ class CpuBackend final : public Backend {
       : options_(options),
         pool_(options.threads),
         kernels_(cpu::GetKernels()),
-        split_(cpu::GetSplitGemmKernels()) {}
+        split_(cpu::GetSplitGemmKernels()),
+        memory_(std::make_shared<CpuMemory>(options.memory_budget_bytes)) {}
 
   std::string_view name() const override { return "cpu"; }
   std::string description() const override {
@@ -168,21 +210,8 @@ class CpuBackend final : public Backend {
   }
 
   absl::StatusOr<std::unique_ptr<Buffer>> Allocate(uint64_t bytes, MemoryKind kind) override {
-    const int k = static_cast<int>(kind);
-    {
-      absl::MutexLock lock(&mu_);
-      if (options_.memory_budget_bytes != 0 &&
-          usage_.total() + bytes > options_.memory_budget_bytes) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "cpu: cannot allocate ", bytes, " bytes of ", std::string(MemoryKindName(kind)), ": ",
-            usage_.total(), " of the ", options_.memory_budget_bytes, "-byte budget in use"));
-      }
-      usage_.bytes[k] += bytes;
-    }
-    auto buf = std::make_unique<CpuBuffer>(bytes, [this, k, bytes] {
-      absl::MutexLock lock(&mu_);
-      usage_.bytes[k] -= bytes;
-    });
+    RETURN_IF_ERROR(memory_->Add(bytes, kind, /*check_budget=*/true));
+    auto buf = std::make_unique<CpuBuffer>(bytes, CpuMemory::Releaser(memory_, bytes, kind));
     if (!buf->ok()) {
       return absl::ResourceExhaustedError(
           absl::StrCat("cpu: out of memory allocating ", bytes, " bytes"));
@@ -190,10 +219,7 @@ class CpuBackend final : public Backend {
     return std::unique_ptr<Buffer>(std::move(buf));
   }
 
-  MemoryUsage memory_usage() const override {
-    absl::MutexLock lock(&mu_);
-    return usage_;
-  }
+  MemoryUsage memory_usage() const override { return memory_->usage(); }
 
   absl::StatusOr<std::unique_ptr<Weight>> LoadWeight(const WeightSource& s) override {
     RETURN_IF_ERROR(CheckWeightSource("cpu", s));
@@ -218,16 +244,23 @@ class CpuBackend final : public Backend {
       // Matrices stay in the mapped file: resident size is what is stored.
       resident = s.decoder != nullptr ? s.stored_bytes : s.raw.size();
     }
-    {
-      absl::MutexLock lock(&mu_);
-      usage_.bytes[static_cast<int>(MemoryKind::kWeights)] += resident;
-    }
-    auto weight = std::make_unique<CpuWeight>(s, std::move(f32), resident, [this, resident] {
-      absl::MutexLock lock(&mu_);
-      usage_.bytes[static_cast<int>(MemoryKind::kWeights)] -= resident;
-    });
+    // Counted past the budget: the budget bounds what the engine allocates.
+    RETURN_IF_ERROR(memory_->Add(resident, MemoryKind::kWeights, /*check_budget=*/false));
+    auto weight = std::make_unique<CpuWeight>(
+        s, std::move(f32), resident, CpuMemory::Releaser(memory_, resident, MemoryKind::kWeights));
     RETURN_IF_ERROR(weight->ChooseSplitMode(split_));
     return std::unique_ptr<Weight>(std::move(weight));
+  }
+
+  // A CpuWeight needs nothing of the backend that runs it (matrices are
+  // read where they are mapped, scratch is per thread), but its split mode
+  // was chosen with the loader's split kernels: the same ones, on one CPU.
+  absl::Status AdoptWeight(const Weight& weight) override {
+    if (dynamic_cast<const CpuWeight*>(&weight) == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cpu: weight '", weight.name(), "' was not loaded by a CPU backend"));
+    }
+    return absl::OkStatus();
   }
 
   absl::Status CopyToDevice(const void* host, void* device, uint64_t bytes) override {
@@ -493,8 +526,7 @@ class CpuBackend final : public Backend {
   mutable ThreadPool pool_;
   const cpu::Kernels& kernels_;
   const cpu::SplitGemmKernels* split_;  // null: no split kernels on this CPU / ISA
-  mutable absl::Mutex mu_;
-  MemoryUsage usage_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<CpuMemory> memory_;
 };
 
 }  // namespace

@@ -126,10 +126,14 @@ class CudaBuffer final : public Buffer {
 
 // A weight on the device. A matrix is resident as stored (raw bf16/f16/f32
 // rows) or as its device decoder's image; a vector is expanded to fp32.
+// Nothing in it belongs to the backend that loaded it (its storage holds the
+// arena's bookkeeping, DeviceBlock): any backend on the same device may run
+// it on its own stream once it has adopted it (AdoptWeight sizes that
+// backend's scratch), and it outlives the loading backend.
 class CudaWeight final : public Weight {
  public:
-  CudaWeight(const void* owner, const WeightSource& s, DeviceBlock storage, uint64_t resident)
-      : owner_(owner),
+  CudaWeight(int device, const WeightSource& s, DeviceBlock storage, uint64_t resident)
+      : device_(device),
         info_(s.info),
         name_(s.name),
         storage_(std::move(storage)),
@@ -138,7 +142,7 @@ class CudaWeight final : public Weight {
   const std::string& name() const override { return name_; }
   uint64_t resident_bytes() const override { return resident_; }
 
-  const void* owner() const { return owner_; }
+  int device() const { return device_; }
   bool compressed() const { return decoder_ != nullptr; }
   DType dtype() const { return info_.dtype; }
   uint64_t row_bytes() const {
@@ -148,19 +152,16 @@ class CudaWeight final : public Weight {
   void* data() const { return storage_.get(); }
   const float* f32() const { return static_cast<const float*>(storage_.get()); }
   const codec::cuda::DeviceDecoder* decoder() const { return decoder_.get(); }
-  const cuda::RowChunkPlan& plan() const { return plan_; }
 
   void set_decoder(std::unique_ptr<codec::cuda::DeviceDecoder> d) { decoder_ = std::move(d); }
-  void set_plan(const cuda::RowChunkPlan& p) { plan_ = p; }
 
  private:
-  const void* owner_;
+  const int device_;
   codec::TensorInfo info_;
   std::string name_;
   DeviceBlock storage_;
   uint64_t resident_;
   std::unique_ptr<codec::cuda::DeviceDecoder> decoder_;
-  cuda::RowChunkPlan plan_;
 };
 
 cudaDataType CudaType(DType t) {
@@ -208,6 +209,7 @@ class CudaBackend final : public Backend {
   MemoryUsage memory_usage() const override { return mem_->arena().usage(); }
 
   absl::StatusOr<std::unique_ptr<Weight>> LoadWeight(const WeightSource& s) override;
+  absl::Status AdoptWeight(const Weight& w) override;
 
   absl::Status CopyToDevice(const void* host, void* device, uint64_t bytes) override {
     RETURN_IF_ERROR(Healthy());
@@ -292,13 +294,50 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<const CudaWeight*> Ours(std::string_view op, const Weight& w) const {
+  // What MatMul and Embed need of this backend's buffers for `w` (a 2-D
+  // weight; 1-D ones need nothing): computed from this backend's options,
+  // whichever backend loaded it.
+  cuda::WeightWorkspace Workspace(const CudaWeight& w) const {
+    if (w.info().shape.size() != 2) return {};
+    return cuda::PlanWeightWorkspace(w.rows(), w.cols(), w.dtype(), w.compressed(),
+                                     options_.decode_scratch_bytes, options_.max_matmul_rows);
+  }
+  // `w` as a CudaWeight on this backend's device: InvalidArgument naming
+  // both otherwise.
+  absl::StatusOr<const CudaWeight*> OnThisDevice(std::string_view op, const Weight& w) const {
     const auto* cw = dynamic_cast<const CudaWeight*>(&w);
-    if (cw == nullptr || cw->owner() != this) {
-      return absl::InvalidArgumentError(absl::StrCat(std::string(op), ": weight '", w.name(),
-                                                     "' was not loaded by backend ", name_));
+    if (cw == nullptr || cw->device() != device_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          std::string(op), ": weight '", w.name(), "' is not a CUDA weight on ", name_,
+          cw == nullptr ? "" : absl::StrCat(" (it is on cuda:", cw->device(), ")")));
     }
     return cw;
+  }
+  // `w`, ready for this backend's ops: on its device, and this backend's
+  // buffers sized for it (it was loaded or adopted here); FailedPrecondition
+  // when they are not (a weight of another backend, never adopted).
+  absl::StatusOr<const CudaWeight*> Usable(std::string_view op, const Weight& w) const {
+    ASSIGN_OR_RETURN(const CudaWeight* cw, OnThisDevice(op, w));
+    const cuda::WeightWorkspace need = Workspace(*cw);
+    if (decode_scratch_.bytes() < need.decode_scratch_bytes ||
+        half_x_.bytes() < need.half_x_bytes) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          std::string(op), ": weight '", w.name(), "' was loaded by another backend and ",
+          name_, " has not adopted it (Backend::AdoptWeight)"));
+    }
+    return cw;
+  }
+  // Grows the decode scratch and the half-precision activations to what
+  // `w` needs (load time).
+  absl::Status FitWorkspace(const CudaWeight& w) {
+    const cuda::WeightWorkspace need = Workspace(w);
+    if (need.decode_scratch_bytes > 0) {
+      RETURN_IF_ERROR(Grow(decode_scratch_, need.decode_scratch_bytes, MemoryKind::kDecodeScratch));
+    }
+    if (need.half_x_bytes > 0) {
+      RETURN_IF_ERROR(Grow(half_x_, need.half_x_bytes, MemoryKind::kWorkspace));
+    }
+    return absl::OkStatus();
   }
 
   // Copies `bytes` host bytes through the upload ring; returns where they
@@ -353,7 +392,8 @@ class CudaBackend final : public Backend {
 
   // Decoded rows of compressed weights (kDecodeScratch) and x converted to
   // bf16/f16 for a GEMM or a fused matmul (kWorkspace, row stride k); both
-  // grown at LoadWeight only.
+  // grown at LoadWeight and AdoptWeight only, to the largest
+  // Workspace() of the weights loaded or adopted.
   DeviceBlock decode_scratch_;
   DeviceBlock half_x_;
 };
@@ -440,20 +480,16 @@ absl::StatusOr<std::unique_ptr<Weight>> CudaBackend::LoadWeight(const WeightSour
         CudaStatus(cudaMemcpyAsync(block.get(), f32.data(), n, cudaMemcpyHostToDevice, stream_),
                    absl::StrCat("uploading '", s.name, "'"))));
     RETURN_IF_ERROR(Track(CudaStatus(cudaStreamSynchronize(stream_), "LoadWeight: synchronize")));
-    return std::unique_ptr<Weight>(new CudaWeight(this, s, std::move(block), n));
+    return std::unique_ptr<Weight>(new CudaWeight(device_, s, std::move(block), n));
   }
 
-  const int64_t rows = s.info.shape[0], cols = s.info.shape[1];
-  const uint64_t row_bytes = static_cast<uint64_t>(cols) * codec::DTypeSize(t);
-  const cuda::RowChunkPlan plan =
-      cuda::PlanRowChunks(rows, row_bytes, options_.decode_scratch_bytes);
   std::unique_ptr<CudaWeight> w;
   if (s.decoder == nullptr) {
     ASSIGN_OR_RETURN(DeviceBlock block, Reserve(s.raw.size(), MemoryKind::kWeights));
     RETURN_IF_ERROR(Track(CudaStatus(
         cudaMemcpyAsync(block.get(), s.raw.data(), s.raw.size(), cudaMemcpyHostToDevice, stream_),
         absl::StrCat("uploading '", s.name, "'"))));
-    w = std::make_unique<CudaWeight>(this, s, std::move(block), s.raw.size());
+    w = std::make_unique<CudaWeight>(device_, s, std::move(block), s.raw.size());
   } else {
     absl::StatusOr<std::unique_ptr<codec::cuda::DeviceDecoder>> dec =
         codec::cuda::DeviceDecoder::Create(s.codec, s.info, s.components);
@@ -465,21 +501,23 @@ absl::StatusOr<std::unique_ptr<Weight>> CudaBackend::LoadWeight(const WeightSour
     const uint64_t image = (*dec)->image_bytes();
     ASSIGN_OR_RETURN(DeviceBlock block, Reserve(image, MemoryKind::kWeights));
     RETURN_IF_ERROR(Track((*dec)->Upload(block.get(), stream_)));
-    w = std::make_unique<CudaWeight>(this, s, std::move(block), image);
+    w = std::make_unique<CudaWeight>(device_, s, std::move(block), image);
     w->set_decoder(std::move(*dec));
-    // Room for the largest chunk MatMul decodes, and for Embed's one row per
-    // id at a 256-byte pitch.
-    RETURN_IF_ERROR(Grow(decode_scratch_, std::max(plan.scratch_bytes, RoundUp256(row_bytes)),
-                         MemoryKind::kDecodeScratch));
   }
-  w->set_plan(plan);
-  if (t != DType::kF32) {
-    RETURN_IF_ERROR(Grow(half_x_, static_cast<uint64_t>(options_.max_matmul_rows) * row_bytes,
-                         MemoryKind::kWorkspace));
-  }
+  // Room for the largest chunk MatMul decodes, for Embed's one row per id at
+  // a 256-byte pitch, and for x in the weight's half type.
+  RETURN_IF_ERROR(FitWorkspace(*w));
   // The upload reads the caller's (mapped) bytes: done before returning.
   RETURN_IF_ERROR(Track(CudaStatus(cudaStreamSynchronize(stream_), "LoadWeight: synchronize")));
   return std::unique_ptr<Weight>(std::move(w));
+}
+
+absl::Status CudaBackend::AdoptWeight(const Weight& weight) {
+  RETURN_IF_ERROR(Healthy());
+  ASSIGN_OR_RETURN(const CudaWeight* w, OnThisDevice("AdoptWeight", weight));
+  // Device pointers are valid on every stream of the device (one context per
+  // device per process); the loading backend synchronized after the upload.
+  return FitWorkspace(*w);
 }
 
 absl::StatusOr<void*> CudaBackend::Stage(const void* host, uint64_t bytes) {
@@ -578,7 +616,7 @@ absl::Status CudaBackend::FusedMatMul(const CudaWeight& w, const void* half_x, i
   // In the fused order output column r depends on weight row r and x only,
   // so the raw kernel run chunk by chunk (output columns [r0, r0 + count))
   // gives the bits of one call over the whole weight.
-  const cuda::RowChunkPlan& plan = w.plan();
+  const cuda::RowChunkPlan plan = Workspace(w).plan;
   for (int64_t c = 0; c < plan.chunks; ++c) {
     const int64_t r0 = c * plan.rows_per_chunk;
     const int64_t count = std::min(plan.rows_per_chunk, m - r0);
@@ -591,7 +629,7 @@ absl::Status CudaBackend::FusedMatMul(const CudaWeight& w, const void* half_x, i
 
 absl::Status CudaBackend::Embed(const Weight& table, std::span<const int32_t> ids, TensorView out) {
   RETURN_IF_ERROR(Healthy());
-  ASSIGN_OR_RETURN(const CudaWeight* w, Ours("Embed", table));
+  ASSIGN_OR_RETURN(const CudaWeight* w, Usable("Embed", table));
   RETURN_IF_ERROR(cuda::CheckEmbed(w->info(), w->name(), ids, out));
   const int64_t n = static_cast<int64_t>(ids.size());
   if (n == 0 || out.cols == 0) return absl::OkStatus();
@@ -623,17 +661,17 @@ absl::Status CudaBackend::Embed(const Weight& table, std::span<const int32_t> id
 absl::Status CudaBackend::MatMul(TensorView x, const Weight& weight, const Weight* bias,
                                  TensorView out) {
   RETURN_IF_ERROR(Healthy());
-  ASSIGN_OR_RETURN(const CudaWeight* w, Ours("MatMul", weight));
+  ASSIGN_OR_RETURN(const CudaWeight* w, Usable("MatMul", weight));
   const CudaWeight* b = nullptr;
   if (bias != nullptr) {
-    ASSIGN_OR_RETURN(b, Ours("MatMul", *bias));
+    ASSIGN_OR_RETURN(b, Usable("MatMul", *bias));
   }
   RETURN_IF_ERROR(cuda::CheckMatMul(x, w->info(), w->name(), b ? &b->info() : nullptr,
                                     b ? b->name() : std::string(), out));
   const int64_t m = w->rows(), k = w->cols(), n = x.rows;
   if (n == 0 || m == 0) return absl::OkStatus();
   const DType t = w->dtype();
-  const cuda::RowChunkPlan& plan = w->plan();
+  const cuda::RowChunkPlan plan = Workspace(*w).plan;
   const uint64_t row_bytes = w->row_bytes();
   // The fused kernels for a few rows against a half weight, cuBLAS
   // otherwise: decided on (n, dtype, option) only, so raw and compressed
@@ -681,7 +719,7 @@ absl::Status CudaBackend::MatMul(TensorView x, const Weight& weight, const Weigh
 
 absl::Status CudaBackend::RmsNorm(TensorView x, const Weight& weight, float eps, TensorView out) {
   RETURN_IF_ERROR(Healthy());
-  ASSIGN_OR_RETURN(const CudaWeight* w, Ours("RmsNorm", weight));
+  ASSIGN_OR_RETURN(const CudaWeight* w, Usable("RmsNorm", weight));
   RETURN_IF_ERROR(cuda::CheckRmsNorm(x, w->info(), w->name(), out));
   return Track(cuda::LaunchRmsNorm(x.data, x.stride, w->f32(), x.rows, x.cols, eps, out.data,
                                    out.stride, stream_));

@@ -788,9 +788,64 @@ TEST_F(CudaBackendTest, MatMulRefusesBadShapesAndForeignWeights) {
   Tensor out = Poisoned(*gpu_, 2, 8, 8);
   s = gpu_->MatMul(x.view, *c, nullptr, out.view);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr("was not loaded by backend cuda:0"));
+  EXPECT_THAT(s.message(), HasSubstr("is not a CUDA weight on cuda:0"));
   EXPECT_TRUE(gpu_->MatMul(x.view, *g, nullptr, out.view).ok());
   EXPECT_TRUE(gpu_->Synchronize().ok());
+}
+
+// Weights shared by backends on one device (engine/model_weights.h): a
+// second backend, with a decode scratch cap small enough to chunk every
+// weight, runs the first backend's raw and vlc weights after adopting them
+// (never before: FailedPrecondition, the backend still usable), on its own
+// stream, compressed equal to raw bit for bit, Embed equal to the stored
+// rows; it counts no weight bytes; and the weights keep working on it after
+// the backend that loaded them is destroyed.
+TEST_F(CudaBackendTest, AnotherBackendRunsAdoptedWeightsAndOutlivesTheLoader) {
+  constexpr int64_t m = 300, k = 64, n = 12;
+  std::vector<uint8_t> bytes =
+      testing::RandomTensor(DType::kBF16, m * k, testing::Distribution::kNormal002, seed_);
+  const WeightSource raw = Raw("shared", DType::kBF16, {m, k}, bytes);
+  const WeightSource vlc = Compressed(raw, codec::VlcCodec());
+  std::unique_ptr<Weight> rw = Load(*gpu_, raw), cw = Load(*gpu_, vlc);
+  ASSERT_TRUE(rw != nullptr && cw != nullptr);
+
+  CudaBackendOptions o;
+  o.decode_scratch_bytes = 40 * k * 2;  // chunks of 32 rows
+  auto second = CreateCudaBackend(o);
+  ASSERT_TRUE(second.ok()) << second.status();
+  Backend& b = **second;
+  const uint64_t weights_before = b.memory_usage().of(MemoryKind::kWeights);
+  const std::vector<float> xs = Normal(n * k);
+  Tensor x = Upload(b, xs, n, k, k);
+  Tensor out_raw = Poisoned(b, n, m, m), out_vlc = Poisoned(b, n, m, m);
+  absl::Status s = b.MatMul(x.view, *cw, nullptr, out_vlc.view);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("AdoptWeight"));
+  ASSERT_TRUE(b.AdoptWeight(*rw).ok());
+  ASSERT_TRUE(b.AdoptWeight(*cw).ok());
+  EXPECT_EQ(b.AdoptWeight(*Load(*cpu_, raw)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(b.memory_usage().of(MemoryKind::kWeights), weights_before);
+  EXPECT_GT(b.memory_usage().of(MemoryKind::kDecodeScratch), 0u);
+  ASSERT_TRUE(b.MatMul(x.view, *rw, nullptr, out_raw.view).ok());
+  ASSERT_TRUE(b.MatMul(x.view, *cw, nullptr, out_vlc.view).ok());
+  const std::vector<float> want = Download(b, out_raw);
+  ExpectBitwise(Download(b, out_vlc), want, "vlc vs raw on the adopting backend");
+
+  // The loader goes; its arena lives on in the weights.
+  gpu_.reset();
+  Tensor again = Poisoned(b, n, m, m);
+  ASSERT_TRUE(b.MatMul(x.view, *cw, nullptr, again.view).ok());
+  ExpectBitwise(Download(b, again), want, "vlc after the loader is gone");
+  Tensor emb = Poisoned(b, 3, k, k);
+  const std::vector<int32_t> ids = {0, 299, 7};
+  ASSERT_TRUE(b.Embed(*cw, ids, emb.view).ok());
+  const std::vector<float> rows = Download(b, emb);
+  const std::vector<float> values = Values(raw);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    for (int64_t c = 0; c < k; ++c) {
+      EXPECT_EQ(Bits(rows[i * k + c]), Bits(values[ids[i] * k + c])) << i << ", " << c;
+    }
+  }
 }
 
 // ---------------------------------------------------------------- RmsNorm

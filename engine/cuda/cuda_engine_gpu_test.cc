@@ -8,9 +8,11 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <thread>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_memory_estimate.h"
 #include "engine/engine.h"
 #include "engine/gguf.h"
 #include "engine/model_compressor.h"
@@ -219,6 +221,82 @@ TEST(CudaEngineTest, PrefixCacheHitsGiveScratchLogitsOnTheGpu) {
     EXPECT_EQ((*hit)[0].cached_prompt_tokens, 32);
     EXPECT_EQ((*hit)[0].tokens, (*want)[0].tokens);
     EXPECT_TRUE(Bitwise((*hit)[0].logits, (*want)[0].logits));
+  }
+}
+
+// Two CUDA engines on one source, the second opened on the first's weights
+// and both stepped at once on two threads (each on its own stream): each
+// gives the logits of one engine alone, bit for bit, for the F32 model and
+// the BF16 one raw, vlc and tiled (a 37-token prompt through cuBLAS, then
+// one-token steps through the fused kernels); the device holds one copy of
+// the weights (the sharer's arena none of them, its decode scratch and
+// workspace its own); and the sharer keeps giving the same bits once the
+// engine that loaded the weights is destroyed.
+TEST(CudaEngineTest, EnginesSharingWeightsGiveOneEnginesLogitsWithOneCopy) {
+  PACKD_SKIP_WITHOUT_CUDA();
+  ASSERT_FALSE(Gguf().empty());
+  testing::TempDir tmp;
+  const std::filesystem::path bf16 = Bf16Gguf(tmp.path());
+  ASSERT_FALSE(bf16.empty());
+  std::vector<std::filesystem::path> models = {Gguf(), bf16};
+  for (const char* codec : {"vlc", "tiled"}) {
+    models.push_back(tmp.path() / codec);
+    ASSERT_TRUE(CompressModel(bf16, models.back(), {.codec = codec, .threads = 2}).ok());
+  }
+  GenerationRequest r;
+  for (int i = 0; i < 37; ++i) r.prompt.push_back(3 + (i * 53) % 500);
+  r.params.temperature = 0;
+  r.params.max_tokens = 8;
+  r.params.ignore_eos = true;
+  r.return_logits = true;
+  auto generate = [&](Engine& e) {
+    auto out = e.Generate({r});
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? (*out)[0] : SequenceOutput();
+  };
+  EngineOptions o;
+  o.device = "cuda:0";
+  for (const std::filesystem::path& model : models) {
+    SCOPED_TRACE(model.filename().string());
+    auto standalone = Engine::Open(model, o);
+    ASSERT_TRUE(standalone.ok()) << standalone.status();
+    const SequenceOutput want = generate(**standalone);
+    ASSERT_EQ(want.tokens.size(), 8u);
+
+    auto source = ModelSource::Open(model);
+    ASSERT_TRUE(source.ok()) << source.status();
+    std::shared_ptr<const ModelSource> shared(*std::move(source));
+    auto owner = Engine::Open(shared, o);
+    ASSERT_TRUE(owner.ok()) << owner.status();
+    auto sharer = Engine::Open(shared, o, (*owner)->weights());
+    ASSERT_TRUE(sharer.ok()) << sharer.status();
+    SequenceOutput from_owner, from_sharer;
+    std::thread t([&] { from_sharer = generate(**sharer); });
+    from_owner = generate(**owner);
+    t.join();
+    EXPECT_TRUE(Bitwise(from_owner.logits, want.logits));
+    EXPECT_TRUE(Bitwise(from_sharer.logits, want.logits));
+    EXPECT_EQ(from_sharer.tokens, want.tokens);
+
+    const MemoryUsage own = (*owner)->backend().memory_usage();
+    const MemoryUsage shares = (*sharer)->backend().memory_usage();
+    EXPECT_EQ(own.of(MemoryKind::kWeights), (*standalone)->backend().memory_usage().of(
+                                                MemoryKind::kWeights));
+    EXPECT_GE(own.of(MemoryKind::kWeights), (*owner)->transformer().weight_bytes());
+    EXPECT_EQ(shares.of(MemoryKind::kWeights), 0u);
+    EXPECT_EQ(shares.of(MemoryKind::kDecodeScratch), own.of(MemoryKind::kDecodeScratch));
+    EXPECT_EQ(shares.of(MemoryKind::kWorkspace), own.of(MemoryKind::kWorkspace));
+    // The estimate placement charges an instance that shares: no weights.
+    const CudaBackendOptions bo = CudaBackendOptionsFor(o, 0);
+    EXPECT_EQ(EstimateCudaBackendBytes(bo, *shared, WeightCopy::kShares).of(MemoryKind::kWeights),
+              0u);
+    EXPECT_GE(EstimateCudaBackendBytes(bo, *shared).of(MemoryKind::kWeights),
+              own.of(MemoryKind::kWeights));
+
+    owner->reset();
+    shared.reset();
+    const SequenceOutput after = generate(**sharer);
+    EXPECT_TRUE(Bitwise(after.logits, want.logits));
   }
 }
 

@@ -34,34 +34,31 @@ uint64_t ImageBytesBound(const WeightSource& w) {
 
 }  // namespace
 
-MemoryUsage EstimateCudaBackendBytes(const CudaBackendOptions& options, const ModelSource& source) {
+MemoryUsage EstimateCudaBackendBytes(const CudaBackendOptions& options, const ModelSource& source,
+                                     WeightCopy weight_copy) {
   MemoryUsage u;
-  uint64_t& weights = u.bytes[static_cast<int>(MemoryKind::kWeights)];
+  uint64_t weights = 0;
   uint64_t& workspace = u.bytes[static_cast<int>(MemoryKind::kWorkspace)];
   uint64_t& scratch = u.bytes[static_cast<int>(MemoryKind::kDecodeScratch)];
   workspace += RoundUp256(options.cublas_workspace_bytes);
   workspace += RoundUp256(cuda::StagingRing(options.staging_bytes).capacity());
-  uint64_t widest_half_row = 0;
+  uint64_t half_x = 0;
   for (const auto& [name, w] : source.tensors()) {
     const codec::TensorInfo& info = w.info;
     if (info.shape.size() != 2) {  // 1-D (and scalars): widened to fp32
       weights += RoundUp256(info.elements() * sizeof(float));
       continue;
     }
-    const uint64_t row_bytes =
-        static_cast<uint64_t>(info.shape[1]) * static_cast<uint64_t>(codec::DTypeSize(info.dtype));
-    if (info.dtype != codec::DType::kF32) widest_half_row = std::max(widest_half_row, row_bytes);
-    if (w.decoder == nullptr) {
-      weights += RoundUp256(w.raw.size());
-      continue;
-    }
-    weights += RoundUp256(ImageBytesBound(w));
-    const cuda::RowChunkPlan plan =
-        cuda::PlanRowChunks(info.shape[0], row_bytes, options.decode_scratch_bytes);
-    scratch = std::max({scratch, plan.scratch_bytes, RoundUp256(row_bytes)});
+    const cuda::WeightWorkspace need =
+        cuda::PlanWeightWorkspace(info.shape[0], info.shape[1], info.dtype, w.decoder != nullptr,
+                                  options.decode_scratch_bytes, options.max_matmul_rows);
+    half_x = std::max(half_x, need.half_x_bytes);
+    scratch = std::max(scratch, need.decode_scratch_bytes);
+    weights += RoundUp256(w.decoder == nullptr ? w.raw.size() : ImageBytesBound(w));
   }
-  workspace += RoundUp256(static_cast<uint64_t>(options.max_matmul_rows) * widest_half_row);
+  workspace += RoundUp256(half_x);
   scratch = RoundUp256(scratch);
+  if (weight_copy == WeightCopy::kLoads) u.bytes[static_cast<int>(MemoryKind::kWeights)] = weights;
   return u;
 }
 

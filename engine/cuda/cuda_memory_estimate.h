@@ -28,6 +28,16 @@ namespace packd::engine {
 // The KV cache and the transformer's activations are allocated by the
 // engine, not the backend: server/placement.h's EstimateInstanceBytes counts
 // those. Arena chunk rounding is not included (chunks are cut to fit).
-MemoryUsage EstimateCudaBackendBytes(const CudaBackendOptions& options, const ModelSource& source);
+//
+// `weights`: kLoads for the instance that loads the model's weights (the
+// first on a device), kShares for one opened on another instance's weights
+// (Engine::Open(source, options, weights)): kWeights is 0, the rest the
+// same (every backend sizes its own workspace and decode scratch for the
+// weights it runs, backend.h AdoptWeight). So the weights of one model on
+// one device are charged once: kLoads once, kShares for every other
+// instance.
+enum class WeightCopy { kLoads, kShares };
+MemoryUsage EstimateCudaBackendBytes(const CudaBackendOptions& options, const ModelSource& source,
+                                     WeightCopy weights = WeightCopy::kLoads);
 
 }  // namespace packd::engine

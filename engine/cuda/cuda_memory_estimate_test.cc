@@ -119,5 +119,26 @@ TEST_F(CudaMemoryEstimateTest, CompressedModelHoldsItsStoredBytesAndOneScratchCh
   EXPECT_EQ(capped.bytes[kWeights], u.bytes[kWeights]);
 }
 
+// An instance opened on another instance's weights (Engine::Open(source,
+// options, weights)) holds none of them, but sizes its own workspace and
+// decode scratch for them: the weights of a model on a device are charged
+// once, whatever the number of instances.
+TEST_F(CudaMemoryEstimateTest, AnInstanceThatSharesTheWeightsHoldsNoneOfThem) {
+  for (const char* name : {"hf", "vlc"}) {
+    SCOPED_TRACE(name);
+    std::unique_ptr<ModelSource> source = Open(name);
+    ASSERT_NE(source, nullptr);
+    CudaBackendOptions o;
+    o.max_matmul_rows = 48;
+    const MemoryUsage loads = EstimateCudaBackendBytes(o, *source);
+    const MemoryUsage shares = EstimateCudaBackendBytes(o, *source, WeightCopy::kShares);
+    EXPECT_GT(loads.bytes[kWeights], 0u);
+    EXPECT_EQ(shares.bytes[kWeights], 0u);
+    EXPECT_EQ(shares.bytes[kWorkspace], loads.bytes[kWorkspace]);
+    EXPECT_EQ(shares.bytes[kScratch], loads.bytes[kScratch]);
+    EXPECT_EQ(shares.total() + loads.bytes[kWeights], loads.total());
+  }
+}
+
 }  // namespace
 }  // namespace packd::engine

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "base/align.h"
 
 namespace packd::engine::cuda {
 
@@ -31,6 +32,22 @@ RowChunkPlan PlanRowChunks(int64_t rows, uint64_t row_bytes, uint64_t scratch_ca
   p.chunks = static_cast<int64_t>((n + per - 1) / per);
   p.scratch_bytes = per * row_bytes;
   return p;
+}
+
+WeightWorkspace PlanWeightWorkspace(int64_t rows, int64_t cols, codec::DType dtype,
+                                    bool compressed, uint64_t decode_scratch_cap,
+                                    int64_t max_matmul_rows) {
+  const uint64_t row_bytes =
+      static_cast<uint64_t>(std::max<int64_t>(cols, 0)) * codec::DTypeSize(dtype);
+  WeightWorkspace w;
+  w.plan = PlanRowChunks(rows, row_bytes, decode_scratch_cap);
+  if (compressed) {
+    w.decode_scratch_bytes = std::max(w.plan.scratch_bytes, RoundUp(row_bytes, 256));
+  }
+  if (dtype != codec::DType::kF32) {
+    w.half_x_bytes = static_cast<uint64_t>(std::max<int64_t>(max_matmul_rows, 0)) * row_bytes;
+  }
+  return w;
 }
 
 absl::Status PackStepMetadata(const BatchLayout& layout, StepMetadata* out) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "codec/dtype.h"
 #include "engine/backend.h"
 
 namespace packd::engine::cuda {
@@ -28,6 +29,25 @@ struct RowChunkPlan {
   uint64_t scratch_bytes = 0;  // rows_per_chunk * row_bytes
 };
 RowChunkPlan PlanRowChunks(int64_t rows, uint64_t row_bytes, uint64_t scratch_cap);
+
+// What a backend's MatMul and Embed need of its own buffers to run a 2-D
+// weight [rows, cols] of `dtype`: the row chunks (PlanRowChunks with the
+// backend's decode_scratch_bytes cap), the decode scratch (a compressed
+// weight: the largest chunk, and at least one row at a 256-byte pitch for
+// Embed; 0 for a raw one) and the half-precision activations (a bf16/f16
+// weight: max_matmul_rows rows of cols elements; 0 for f32). It depends on
+// the backend's options and the weight's shape only, never on which
+// backend loaded the weight: LoadWeight and AdoptWeight size the buffers
+// with it, the ops check them against it, and cuda_memory_estimate.cc
+// counts them with it.
+struct WeightWorkspace {
+  RowChunkPlan plan;
+  uint64_t decode_scratch_bytes = 0;
+  uint64_t half_x_bytes = 0;
+};
+WeightWorkspace PlanWeightWorkspace(int64_t rows, int64_t cols, codec::DType dtype,
+                                    bool compressed, uint64_t decode_scratch_cap,
+                                    int64_t max_matmul_rows);
 
 // A BatchLayout packed into one int32 array for one upload per step:
 //   positions [n_tokens] | token_seq [n_tokens] | seq_begin [n_seq + 1] |

@@ -36,6 +36,40 @@ TEST(LaunchPlanTest, ChunksStartAt256ByteMultiplesAndFitTheCap) {
   EXPECT_EQ(odd.scratch_bytes, 768u);
 }
 
+// What a backend sizes its decode scratch and half-precision activations to
+// for one weight, whichever backend loaded it (LoadWeight and AdoptWeight
+// alike).
+TEST(LaunchPlanTest, AWeightsWorkspaceFollowsItsShapeDtypeAndCodec) {
+  // A raw bf16 weight: no scratch, max_matmul_rows rows of x in bf16.
+  const WeightWorkspace raw = PlanWeightWorkspace(1000, 200, codec::DType::kBF16,
+                                                  /*compressed=*/false, 100000, 64);
+  EXPECT_EQ(raw.decode_scratch_bytes, 0u);
+  EXPECT_EQ(raw.half_x_bytes, 64u * 400);
+  const RowChunkPlan plan = PlanRowChunks(1000, 400, 100000);
+  EXPECT_EQ(raw.plan.rows_per_chunk, plan.rows_per_chunk);
+  EXPECT_EQ(raw.plan.chunks, plan.chunks);
+  // Compressed: the largest chunk.
+  const WeightWorkspace vlc = PlanWeightWorkspace(1000, 200, codec::DType::kBF16,
+                                                  /*compressed=*/true, 100000, 64);
+  EXPECT_EQ(vlc.decode_scratch_bytes, plan.scratch_bytes);
+  EXPECT_EQ(vlc.half_x_bytes, raw.half_x_bytes);
+  // A chunk smaller than one row at a 256-byte pitch (Embed's): the pitch.
+  const WeightWorkspace one_row = PlanWeightWorkspace(1, 100, codec::DType::kF16,
+                                                      /*compressed=*/true, 1 << 20, 8);
+  EXPECT_EQ(one_row.decode_scratch_bytes, 256u);
+  // f32: x is read as it is.
+  const WeightWorkspace f32 = PlanWeightWorkspace(64, 64, codec::DType::kF32,
+                                                  /*compressed=*/true, 1 << 20, 512);
+  EXPECT_EQ(f32.half_x_bytes, 0u);
+  EXPECT_EQ(f32.decode_scratch_bytes, 64u * 256);
+  // Another cap, another plan and scratch: from the options of the backend
+  // that runs the weight.
+  const WeightWorkspace small = PlanWeightWorkspace(1000, 200, codec::DType::kBF16,
+                                                    /*compressed=*/true, 10000, 64);
+  EXPECT_GT(small.plan.chunks, vlc.plan.chunks);
+  EXPECT_LT(small.decode_scratch_bytes, vlc.decode_scratch_bytes);
+}
+
 TEST(LaunchPlanTest, TheSmallestLegalChunkIsTakenWhenTheCapIsTooSmall) {
   // One row of 1000 bytes needs 32-row chunks (32000 bytes) for alignment.
   const RowChunkPlan p = PlanRowChunks(100, 1000, 5000);

@@ -31,16 +31,17 @@ std::vector<int32_t> StoriesReferenceInputs() {
 
 std::vector<float> RunLogits(engine::Backend& backend, const std::filesystem::path& model,
                              const std::vector<int32_t>& inputs, int64_t chunk) {
-  auto source = engine::ModelSource::Open(model);
-  EXPECT_TRUE(source.ok()) << source.status();
-  if (!source.ok()) return {};
+  auto opened = engine::ModelSource::Open(model);
+  EXPECT_TRUE(opened.ok()) << opened.status();
+  if (!opened.ok()) return {};
+  const std::shared_ptr<const engine::ModelSource> source = *std::move(opened);
   engine::TransformerOptions to;
   to.max_batch_tokens = 64;
   to.max_logit_rows = 64;
-  auto t = engine::Transformer::Create(**source, backend, to);
+  auto t = engine::Transformer::Create(source, backend, to);
   EXPECT_TRUE(t.ok()) << t.status();
   if (!t.ok()) return {};
-  auto cache = engine::KvCache::Create(backend, (*source)->config(),
+  auto cache = engine::KvCache::Create(backend, source->config(),
                                        {.budget_bytes = 1 << 20, .block_size = 4});
   EXPECT_TRUE(cache.ok()) << cache.status();
   if (!cache.ok()) return {};
