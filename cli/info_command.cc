@@ -76,21 +76,21 @@ int InfoCommand(const std::vector<std::string>& argv) {
     std::printf("\nhost cache: %s of %s", Bytes(host.used_bytes()).c_str(),
                 Bytes(host.budget_bytes()).c_str());
     for (int i = 0; i < host.models_size(); ++i) {
-      std::printf("%s%s", i == 0 ? " (least recently used first: " : ", ",
-                  host.models(i).c_str());
+      std::printf("%s%s", i == 0 ? " (least recently used first: " : ", ", host.models(i).c_str());
     }
     std::printf("%s\n", host.models_size() > 0 ? ")" : "");
   }
-  std::printf("\n%-16s %-9s %-10s %-10s %9s %11s %11s %7s %11s %10s %5s %5s %5s %8s %8s\n",
-              "model", "state", "load", "codec", "instances", "original", "stored", "ratio",
-              "memory", "last used", "disk", "host", "evict", "running", "waiting");
+  std::printf("\n%-16s %-9s %-10s %-10s %9s %11s %11s %7s %11s %10s %5s %5s %5s %8s %8s\n", "model",
+              "state", "load", "codec", "instances", "original", "stored", "ratio", "memory",
+              "last used", "disk", "host", "evict", "running", "waiting");
   const double now = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
   for (const auto& m : models.models()) {
     std::string state = packd::v1::ModelState_Name(m.state());
     state = absl::AsciiStrToLower(state.substr(state.rfind('_') + 1));
-    const std::string last_used = m.last_used_unix_seconds() > 0
-                                      ? absl::StrFormat("%.0f s ago", now - m.last_used_unix_seconds())
-                                      : "never";
+    const std::string last_used =
+        m.last_used_unix_seconds() > 0
+            ? absl::StrFormat("%.0f s ago", now - m.last_used_unix_seconds())
+            : "never";
     const uint64_t memory = m.device_bytes() > 0 ? m.device_bytes() : m.host_bytes();
     std::printf("%-16s %-9s %-10s %-10s %9u %11s %11s %6.3fx %11s %10s %5lu %5lu %5lu %8u %8u\n",
                 m.name().c_str(), state.c_str(), m.pinned() ? "pinned" : m.load().c_str(),

@@ -44,7 +44,6 @@ struct Engine::Active {
   bool return_logits = false;
 };
 
-
 Engine::~Engine() = default;
 
 absl::StatusOr<int> CudaDeviceIndex(std::string_view device) {
@@ -114,10 +113,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(std::shared_ptr<const Model
     }
     absl::StatusOr<int> weights_device = CudaDeviceIndex(weights->device());
     if (!weights_device.ok() || *weights_device != cuda_device) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("engine: the weights of ", source->path().string(), " were loaded on ",
-                       weights->device(), ", not on ", options.device,
-                       " (shared weights must be on the engine's device)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "engine: the weights of ", source->path().string(), " were loaded on ", weights->device(),
+          ", not on ", options.device, " (shared weights must be on the engine's device)"));
     }
   }
   std::unique_ptr<Engine> e(new Engine());
@@ -155,9 +153,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(std::shared_ptr<const Model
   // Read once per source and shared by its engines: the instances of a model
   // and the engines of one woken from the host cache read nothing again.
   ASSIGN_OR_RETURN(e->text_, e->source_->Text(options.chat_template_file));
-  e->max_prompt_bytes_ = e->text_->tokenizer == nullptr
-                             ? 0
-                             : static_cast<uint64_t>(e->max_context_) * e->text_->longest_token_bytes;
+  e->max_prompt_bytes_ = e->text_->tokenizer == nullptr ? 0
+                                                        : static_cast<uint64_t>(e->max_context_) *
+                                                              e->text_->longest_token_bytes;
   return e;
 }
 

@@ -29,13 +29,13 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
+#include "engine/chat/chat_template.h"
 #include "engine/kv_cache.h"
 #include "engine/model_source.h"
 #include "engine/model_text.h"
 #include "engine/model_weights.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
-#include "engine/chat/chat_template.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/transformer.h"
 

@@ -168,8 +168,7 @@ absl::StatusOr<std::shared_ptr<const ModelText>> ModelSource::Text(
   // Loaded under the lock: concurrent first calls read the files once.
   absl::MutexLock lock(&text_mu_);
   if (auto it = texts_.find(chat_template_file); it != texts_.end()) return it->second;
-  ASSIGN_OR_RETURN(std::shared_ptr<const ModelText> text,
-                   LoadModelText(*this, chat_template_file));
+  ASSIGN_OR_RETURN(std::shared_ptr<const ModelText> text, LoadModelText(*this, chat_template_file));
   texts_.emplace(chat_template_file, text);
   return text;
 }

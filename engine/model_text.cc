@@ -32,16 +32,17 @@ absl::StatusOr<std::shared_ptr<const ModelText>> LoadModelText(
     // An id the embedding has no row for could be produced and then not be
     // embedded: refused here rather than at the first such prompt.
     if (tokenizer->vocab_size() > c.vocab_size) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          source.path().string(), ": the tokenizer has ", tokenizer->vocab_size(),
-          " tokens but the model's embedding has ", c.vocab_size, " rows: ids from ",
-          c.vocab_size, " up could not be embedded (a tokenizer of another model?)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(source.path().string(), ": the tokenizer has ", tokenizer->vocab_size(),
+                       " tokens but the model's embedding has ", c.vocab_size, " rows: ids from ",
+                       c.vocab_size, " up could not be embedded (a tokenizer of another model?)"));
     }
     text->stop_ids = tokenizer->stop_ids();
     ASSIGN_OR_RETURN(text->chat, LoadChatTemplates(path, *tokenizer, chat_template_file));
     for (TokenId id = 0; id < tokenizer->vocab_size(); ++id) {
       absl::StatusOr<std::string> bytes = tokenizer->TokenBytes(id, /*include_special=*/true);
-      if (bytes.ok()) text->longest_token_bytes = std::max<uint64_t>(text->longest_token_bytes, bytes->size());
+      if (bytes.ok())
+        text->longest_token_bytes = std::max<uint64_t>(text->longest_token_bytes, bytes->size());
     }
     text->tokenizer = std::move(tokenizer);
   }

@@ -51,7 +51,7 @@ class ModelWeights {
   // they live on.
   const std::string& device() const { return device_; }
 
-  const Weight& embedding() const { return *embedding_; }  // [vocab, hidden]
+  const Weight& embedding() const { return *embedding_; }    // [vocab, hidden]
   const Weight& final_norm() const { return *final_norm_; }  // [hidden]
   // The output projection [vocab, hidden]: lm_head, or the embedding when
   // the model ties them.

@@ -100,7 +100,8 @@ std::vector<Case> Cases(const std::filesystem::path& dir) {
   for (const char* codec : {"vlc", "tiled"}) {
     const std::filesystem::path s = dir / (std::string("stories-") + codec);
     EXPECT_TRUE(CompressModel(Gguf(), s, {.codec = codec, .threads = 2}).ok());
-    cases.push_back({std::string("stories260K ") + codec, s, stories, testing::StoriesExpectedIds()});
+    cases.push_back(
+        {std::string("stories260K ") + codec, s, stories, testing::StoriesExpectedIds()});
     const std::filesystem::path w = dir / (std::string("wide-") + codec);
     EXPECT_TRUE(CompressModel(wide, w, {.codec = codec, .threads = 2}).ok());
     cases.push_back({std::string("wide ") + codec, w, wide_request, {}});
@@ -147,8 +148,7 @@ TEST(SharedWeightsTest, ASharerGivesTheStandaloneTokensAndLogitsBitForBit) {
     EXPECT_EQ(WeightBytes(*sharer), 0u);
     EXPECT_EQ(sharer->transformer().weight_bytes(), owner->transformer().weight_bytes());
     for (MemoryKind kind : {MemoryKind::kKvCache, MemoryKind::kWorkspace}) {
-      EXPECT_EQ(sharer->backend().memory_usage().of(kind),
-                owner->backend().memory_usage().of(kind))
+      EXPECT_EQ(sharer->backend().memory_usage().of(kind), owner->backend().memory_usage().of(kind))
           << MemoryKindName(kind);
     }
   }

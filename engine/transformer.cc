@@ -36,9 +36,9 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Create(
   RETURN_IF_ERROR(CheckOptions(options));
   const std::string model = weights->source().path().string();
   if (weights->device() != backend.name()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        model, ": the weights were loaded on ", weights->device(),
-        "; a backend on ", std::string(backend.name()), " cannot use them"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(model, ": the weights were loaded on ", weights->device(), "; a backend on ",
+                     std::string(backend.name()), " cannot use them"));
   }
   for (const Weight* w : weights->All()) {
     const absl::Status s = backend.AdoptWeight(*w);

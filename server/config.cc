@@ -502,8 +502,8 @@ class ConfigReader {
                        ReadMap(items[i], path,
                                {"name", "path", "codec", "device", "instances", "kv_cache",
                                 "max_batch", "max_batch_tokens", "max_context", "max_prompt_bytes",
-                                "threads", "fused_max_batch", "chat_template", "prefix_cache", "load",
-                                "keep_alive", "pinned"}));
+                                "threads", "fused_max_batch", "chat_template", "prefix_cache",
+                                "load", "keep_alive", "pinned"}));
       for (const char* key : {"name", "path", "device"}) {
         if (f.Find(key) == nullptr) return Error(items[i], f.PathOf(key), "required");
       }
@@ -590,11 +590,11 @@ class ConfigReader {
                  {"false", PrefixCacheMode::kOff}}));
       }
       if (const YAML::Node* v = f.Find("load")) {
-        ASSIGN_OR_RETURN(model.load,
-                         ReadEnum<LoadPolicy>(
-                             *v, f.PathOf("load"),
-                             {{LoadPolicyName(LoadPolicy::kAtStart), LoadPolicy::kAtStart},
-                              {LoadPolicyName(LoadPolicy::kOnDemand), LoadPolicy::kOnDemand}}));
+        ASSIGN_OR_RETURN(
+            model.load,
+            ReadEnum<LoadPolicy>(*v, f.PathOf("load"),
+                                 {{LoadPolicyName(LoadPolicy::kAtStart), LoadPolicy::kAtStart},
+                                  {LoadPolicyName(LoadPolicy::kOnDemand), LoadPolicy::kOnDemand}}));
       }
       model.keep_alive = model.load == LoadPolicy::kOnDemand
                              ? ServerConfig::Model::kDefaultOnDemandKeepAlive

@@ -178,9 +178,8 @@ TEST(FleetStressTest, LoadsUnloadsEvictionsAndRequestsRaceSafely) {
   for (const std::string& name : Names()) ASSERT_TRUE(registry->Register(Spec(name)).ok());
 
   constexpr int kThreads = 8;
-  const int ops = std::getenv("PACKD_STRESS_OPS") != nullptr
-                      ? std::atoi(std::getenv("PACKD_STRESS_OPS"))
-                      : 150;
+  const int ops =
+      std::getenv("PACKD_STRESS_OPS") != nullptr ? std::atoi(std::getenv("PACKD_STRESS_OPS")) : 150;
   std::vector<Tally> tallies(kThreads);
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {

@@ -252,10 +252,10 @@ Metrics::Metrics()
                                 "model, idle past keep_alive, or by an admin.")),
       host_drops_(AddCounter(*registry_, "packd_host_cache_drops_total",
                              "Models dropped from the host cache to disk to make room.")),
-      model_resident_(AddGauge(*registry_, "packd_model_resident",
-                               "1 while a model is loaded on its device.")),
-      device_resident_(AddGauge(*registry_, "packd_device_resident_models",
-                                "Models loaded on a device.")),
+      model_resident_(
+          AddGauge(*registry_, "packd_model_resident", "1 while a model is loaded on its device.")),
+      device_resident_(
+          AddGauge(*registry_, "packd_device_resident_models", "Models loaded on a device.")),
       host_used_(AddGauge(*registry_, "packd_host_cache_used_bytes",
                           "Host memory holding unloaded models' stored weights.")),
       host_budget_(AddGauge(*registry_, "packd_host_cache_budget_bytes",

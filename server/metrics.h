@@ -79,9 +79,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "server/model_event.h"
 #include "engine/backend.h"
 #include "engine/engine.h"
+#include "server/model_event.h"
 
 namespace prometheus {
 class Collectable;

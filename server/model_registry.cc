@@ -95,12 +95,12 @@ struct ModelRegistryEntry {
   std::shared_ptr<const engine::ModelSource> host;  // kHost: in the host cache
   // kDisk, a deferred load: its source as opened (and verified) for it.
   std::shared_ptr<const engine::ModelSource> opened;
-  std::string waiting_for;  // a deferred load: why it does not fit now
-  bool deferred = false;    // in deferred_
-  int64_t leases = 0;                               // requests holding it
-  int64_t waiting = 0;                              // requests waiting for its load
-  bool load_queued = false;                         // in the loader's queue
-  bool removed = false;                             // unloaded by an admin: forgotten
+  std::string waiting_for;    // a deferred load: why it does not fit now
+  bool deferred = false;      // in deferred_
+  int64_t leases = 0;         // requests holding it
+  int64_t waiting = 0;        // requests waiting for its load
+  bool load_queued = false;   // in the loader's queue
+  bool removed = false;       // unloaded by an admin: forgotten
   uint64_t failed_loads = 0;  // waiters see a failure as a change of this
   absl::Status last_error;    // of the latest failed load
   absl::Time last_used = absl::InfinitePast();
@@ -113,7 +113,9 @@ struct ModelRegistryEntry {
 
 namespace {
 
-std::string Gb(uint64_t bytes) { return absl::StrFormat("%.2f GB", static_cast<double>(bytes) / 1e9); }
+std::string Gb(uint64_t bytes) {
+  return absl::StrFormat("%.2f GB", static_cast<double>(bytes) / 1e9);
+}
 
 // The status with "model 'NAME': " in front, unless it is there already.
 absl::Status Named(std::string_view name, const absl::Status& s) {
@@ -241,10 +243,10 @@ absl::Status ModelRegistry::Register(const ModelSpec& spec) {
   ASSIGN_OR_RETURN(const DeviceInfo device, placement_.Snapshot(spec.device));
   const uint64_t need = opened->facts->device_bytes();
   if (need > device.budget_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "model '", spec.name, "' needs ", need, " bytes (", Gb(need), ") on device '",
-        spec.device, "', more than its whole budget of ", device.budget_bytes, " bytes (",
-        Gb(device.budget_bytes), "): it could never load"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("model '", spec.name, "' needs ", need, " bytes (", Gb(need), ") on device '",
+                     spec.device, "', more than its whole budget of ", device.budget_bytes,
+                     " bytes (", Gb(device.budget_bytes), "): it could never load"));
   }
   return Add(spec, opened->facts).status();
 }
@@ -285,8 +287,7 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::Load(const ModelSpec
   return m;
 }
 
-absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::LoadEntry(const EntryPtr& e,
-                                                                      bool evict,
+absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::LoadEntry(const EntryPtr& e, bool evict,
                                                                       bool requested) {
   std::shared_ptr<const engine::ModelSource> source;
   std::shared_ptr<const ModelFacts> facts;
@@ -295,8 +296,8 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> ModelRegistry::LoadEntry(const Entr
     absl::MutexLock lock(&mu_);
     if (e->state == ModelState::kReady) return e->resident;
     if (e->removed || (e->state != ModelState::kDisk && e->state != ModelState::kHost)) {
-      return absl::FailedPreconditionError(absl::StrCat("model '", e->spec.name, "' is ",
-                                                        std::string(ModelStateName(e->state))));
+      return absl::FailedPreconditionError(
+          absl::StrCat("model '", e->spec.name, "' is ", std::string(ModelStateName(e->state))));
     }
     if (requested && e->waiting == 0) {
       // Its requests left (cancelled, or their deadline passed): no load.
@@ -418,8 +419,8 @@ bool ModelRegistry::Idle(const Entry& e) {
 }
 
 absl::StatusOr<ReservationId> ModelRegistry::ReserveEvicting(const EntryPtr& e,
-                                                            const ReservationRequest& request,
-                                                            bool evict, bool* later) {
+                                                             const ReservationRequest& request,
+                                                             bool evict, bool* later) {
   *later = false;
   for (;;) {
     absl::StatusOr<ReservationId> id = placement_.Reserve(request);
@@ -452,8 +453,8 @@ absl::StatusOr<ReservationId> ModelRegistry::ReserveEvicting(const EntryPtr& e,
         } else {
           why = "idle";
         }
-        holders.push_back(absl::StrCat("'", name, "' ", Gb(other->facts->device_bytes()), " (",
-                                       why, ")"));
+        holders.push_back(
+            absl::StrCat("'", name, "' ", Gb(other->facts->device_bytes()), " (", why, ")"));
       }
     }
     absl::StatusOr<DeviceInfo> device = placement_.Snapshot(request.device);
@@ -612,9 +613,8 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(std::string_view name,
   auto it = models_.find(name);
   if (it == models_.end()) {
     if (auto f = failures_.find(name); f != failures_.end()) {
-      return absl::UnavailableError(absl::StrCat("model '", std::string(name),
-                                                 "' failed to load at start: ",
-                                                 f->second.status.message()));
+      return absl::UnavailableError(absl::StrCat(
+          "model '", std::string(name), "' failed to load at start: ", f->second.status.message()));
     }
     return absl::NotFoundError(absl::StrCat("no model named '", std::string(name), "' is loaded"));
   }
@@ -629,13 +629,11 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(std::string_view name,
   for (;;) {
     if (stopping_) {
       leave();
-      return absl::UnavailableError(
-          "the server is shutting down (retry on another replica)");
+      return absl::UnavailableError("the server is shutting down (retry on another replica)");
     }
     if (e->removed || e->state == ModelState::kDraining) {
       leave();
-      return absl::UnavailableError(
-          absl::StrCat("model '", e->spec.name, "' is being unloaded"));
+      return absl::UnavailableError(absl::StrCat("model '", e->spec.name, "' is being unloaded"));
     }
     if (e->state == ModelState::kReady) {
       leave();
@@ -656,8 +654,8 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(std::string_view name,
           std::max<int64_t>(1, e->spec.instance.max_queued) * std::max(1, e->spec.instances);
       if (e->waiting >= limit) {
         return absl::ResourceExhaustedError(
-            absl::StrCat("model '", e->spec.name, "' is ", std::string(ModelStateName(e->state)), " and ",
-                         e->waiting, " requests already wait for it (the queue's limit)"));
+            absl::StrCat("model '", e->spec.name, "' is ", std::string(ModelStateName(e->state)),
+                         " and ", e->waiting, " requests already wait for it (the queue's limit)"));
       }
       ++e->waiting;
       counted = true;

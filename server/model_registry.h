@@ -150,10 +150,10 @@ struct ModelStatus {
   ModelSpec spec;
   std::shared_ptr<const ModelFacts> facts;
   ModelState state = ModelState::kDisk;
-  std::shared_ptr<LoadedModel> resident;  // set when kReady or kDraining
+  std::shared_ptr<LoadedModel> resident;        // set when kReady or kDraining
   absl::Time last_used = absl::InfinitePast();  // InfinitePast: never used
-  uint64_t device_bytes = 0;  // reserved on the device now
-  uint64_t host_bytes = 0;    // held in the host cache now
+  uint64_t device_bytes = 0;                    // reserved on the device now
+  uint64_t host_bytes = 0;                      // held in the host cache now
   int64_t waiting_for_load = 0;
   uint64_t loads_from_disk = 0;
   uint64_t loads_from_host = 0;

@@ -102,9 +102,7 @@ std::string_view ModelEventKindName(ModelEvent::Kind kind) {
 std::string FormatModelEventLine(const ModelEvent& e, LogFormat format) {
   // Only the fields that mean something for the kind.
   std::vector<std::pair<std::string_view, nlohmann::json>> fields = {
-      {"event", std::string(ModelEventKindName(e.kind))},
-      {"model", e.model},
-      {"device", e.device}};
+      {"event", std::string(ModelEventKindName(e.kind))}, {"model", e.model}, {"device", e.device}};
   switch (e.kind) {
     case ModelEvent::Kind::kLoading:
       fields.push_back({"from", std::string(e.from)});
@@ -143,7 +141,8 @@ std::string FormatModelEventLine(const ModelEvent& e, LogFormat format) {
     if (value.is_string()) {
       absl::StrAppend(&line, " ", std::string(key), "=", TextValue(value.get<std::string>()));
     } else if (value.is_number_float()) {
-      absl::StrAppend(&line, " ", std::string(key), "=", absl::StrFormat("%.4f", value.get<double>()));
+      absl::StrAppend(&line, " ", std::string(key), "=",
+                      absl::StrFormat("%.4f", value.get<double>()));
     } else {
       absl::StrAppend(&line, " ", std::string(key), "=", value.dump());
     }

@@ -142,7 +142,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   }
   FleetOptions fleet;
   fleet.host_cache_bytes = c.host_cache_bytes;
-  fleet.on_event = [raw_metrics = &impl->metrics](const ModelEvent& e) { raw_metrics->ModelEvent(e); };
+  fleet.on_event = [raw_metrics = &impl->metrics](const ModelEvent& e) {
+    raw_metrics->ModelEvent(e);
+  };
   impl->registry = std::make_unique<ModelRegistry>(impl->placement, std::move(fleet));
   for (const ServerConfig::Model& m : c.models) {
     // at_start: loaded now (a start-up load never evicts another model);

@@ -1158,8 +1158,9 @@ TEST_F(ServeTest, OnDemandModelsLoadOnFirstUseEvictIdleOnesAndWakeFromTheHostCac
   ConfigOptions o;
   o.budget = "40MiB";  // each model: ~1.2 MB weights + 16 MiB KV + workspace
   for (const char* name : {"first", "second"}) {
-    o.extra_models += absl::StrCat("  - {name: ", name, ", path: ", gguf.string(),
-                                   ", device: cpu, kv_cache: 16MiB, threads: 2, load: on_demand}\n");
+    o.extra_models +=
+        absl::StrCat("  - {name: ", name, ", path: ", gguf.string(),
+                     ", device: cpu, kv_cache: 16MiB, threads: 2, load: on_demand}\n");
   }
   o.extra = "host_cache: 8MiB\n";
   StartServerWith(o);

@@ -307,9 +307,9 @@ class CudaBackend final : public Backend {
   absl::StatusOr<const CudaWeight*> OnThisDevice(std::string_view op, const Weight& w) const {
     const auto* cw = dynamic_cast<const CudaWeight*>(&w);
     if (cw == nullptr || cw->device() != device_) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          std::string(op), ": weight '", w.name(), "' is not a CUDA weight on ", name_,
-          cw == nullptr ? "" : absl::StrCat(" (it is on cuda:", cw->device(), ")")));
+      return absl::InvalidArgumentError(
+          absl::StrCat(std::string(op), ": weight '", w.name(), "' is not a CUDA weight on ", name_,
+                       cw == nullptr ? "" : absl::StrCat(" (it is on cuda:", cw->device(), ")")));
     }
     return cw;
   }
@@ -322,8 +322,8 @@ class CudaBackend final : public Backend {
     if (decode_scratch_.bytes() < need.decode_scratch_bytes ||
         half_x_.bytes() < need.half_x_bytes) {
       return absl::FailedPreconditionError(absl::StrCat(
-          std::string(op), ": weight '", w.name(), "' was loaded by another backend and ",
-          name_, " has not adopted it (Backend::AdoptWeight)"));
+          std::string(op), ": weight '", w.name(), "' was loaded by another backend and ", name_,
+          " has not adopted it (Backend::AdoptWeight)"));
     }
     return cw;
   }

@@ -280,8 +280,8 @@ TEST(CudaEngineTest, EnginesSharingWeightsGiveOneEnginesLogitsWithOneCopy) {
 
     const MemoryUsage own = (*owner)->backend().memory_usage();
     const MemoryUsage shares = (*sharer)->backend().memory_usage();
-    EXPECT_EQ(own.of(MemoryKind::kWeights), (*standalone)->backend().memory_usage().of(
-                                                MemoryKind::kWeights));
+    EXPECT_EQ(own.of(MemoryKind::kWeights),
+              (*standalone)->backend().memory_usage().of(MemoryKind::kWeights));
     EXPECT_GE(own.of(MemoryKind::kWeights), (*owner)->transformer().weight_bytes());
     EXPECT_EQ(shares.of(MemoryKind::kWeights), 0u);
     EXPECT_EQ(shares.of(MemoryKind::kDecodeScratch), own.of(MemoryKind::kDecodeScratch));

@@ -34,9 +34,8 @@ RowChunkPlan PlanRowChunks(int64_t rows, uint64_t row_bytes, uint64_t scratch_ca
   return p;
 }
 
-WeightWorkspace PlanWeightWorkspace(int64_t rows, int64_t cols, codec::DType dtype,
-                                    bool compressed, uint64_t decode_scratch_cap,
-                                    int64_t max_matmul_rows) {
+WeightWorkspace PlanWeightWorkspace(int64_t rows, int64_t cols, codec::DType dtype, bool compressed,
+                                    uint64_t decode_scratch_cap, int64_t max_matmul_rows) {
   const uint64_t row_bytes =
       static_cast<uint64_t>(std::max<int64_t>(cols, 0)) * codec::DTypeSize(dtype);
   WeightWorkspace w;

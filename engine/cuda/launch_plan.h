@@ -45,9 +45,8 @@ struct WeightWorkspace {
   uint64_t decode_scratch_bytes = 0;
   uint64_t half_x_bytes = 0;
 };
-WeightWorkspace PlanWeightWorkspace(int64_t rows, int64_t cols, codec::DType dtype,
-                                    bool compressed, uint64_t decode_scratch_cap,
-                                    int64_t max_matmul_rows);
+WeightWorkspace PlanWeightWorkspace(int64_t rows, int64_t cols, codec::DType dtype, bool compressed,
+                                    uint64_t decode_scratch_cap, int64_t max_matmul_rows);
 
 // A BatchLayout packed into one int32 array for one upload per step:
 //   positions [n_tokens] | token_seq [n_tokens] | seq_begin [n_seq + 1] |
