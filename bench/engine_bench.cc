@@ -1,7 +1,7 @@
 // engine: prefill and decode throughput of the engine on the CPU or a CUDA
 // device, raw weights vs each codec, against the measured memory bandwidth.
 //
-//   build/bench/engine [--device cpu|cuda:N] [--shape llama-1b] [--checkpoint DIR]
+//   build/bench/engine [--device cpu|cuda:N] [--shape llama-1b] [--checkpoint PATH]
 //                      [--workdir DIR] [--codecs raw,none,vlc,tiled] [--batches 1,8,32]
 //                      [--prompt-tokens 64] [--decode-steps 8] [--threads N]
 //                      [--max-batch-tokens N] [--fused-max-batch N] [--seed N] [--quick]
@@ -10,10 +10,14 @@
 // Model: by default a synthesized BF16 Hugging Face checkpoint of --shape
 // (engine/synth.h, seed 0), written once to --workdir (default
 // /tmp/packd-bench-engine/<shape>-bf16) and reused by later runs; with
-// --checkpoint, that HF directory. Codecs: "raw" is the HF directory itself
-// (safetensors, memory-mapped); "none", "vlc" and "tiled" are packd
-// directories made from it by engine::CompressModel (cached in --workdir;
-// delete it after a change to the container format or a codec).
+// --checkpoint, that model: a Hugging Face directory, a GGUF file (so the
+// figures compare with llama.cpp's on the same file) or a packd directory.
+// Codecs: "raw" is that model itself, as stored (safetensors or GGUF,
+// memory-mapped; a packd directory with its own codec); "none", "vlc" and
+// "tiled" are packd directories made from it by engine::CompressModel
+// (cached in --workdir; delete it after a change to the container format or
+// a codec), which refuses a packd directory as its source: with one, run
+// --codecs raw.
 //
 // Each (codec, batch) configuration runs in a fresh child process (this
 // program re-executed with --child), so that its peak RSS (VmHWM of the
@@ -182,6 +186,7 @@
 #include "engine/kv_cache.h"
 #include "engine/model_compressor.h"
 #include "engine/model_config.h"
+#include "engine/model_source.h"
 #include "engine/models/architecture.h"
 #include "engine/synth.h"
 #include "nlohmann/json.hpp"
@@ -218,7 +223,7 @@ struct Options {
   std::string device = "cpu";  // "cpu" or "cuda:N"
   int cuda_device = -1;        // N of "cuda:N"; -1 for the CPU
   std::string shape = "llama-1b";
-  std::string checkpoint;  // an HF directory; empty: synthesize --shape
+  std::string checkpoint;  // an HF or packd directory or a GGUF file; empty: synthesize --shape
   std::string workdir = "/tmp/packd-bench-engine";
   std::vector<std::string> codecs = {"raw", "none", "vlc", "tiled"};
   std::vector<int64_t> batches = {1, 8, 32};
@@ -261,7 +266,7 @@ absl::StatusOr<int> ParseDevice(const std::string& v) {
 }
 
 constexpr char kUsage[] =
-    "usage: engine [--device cpu|cuda:N] [--shape tiny|llama-1b|llama-8b] [--checkpoint DIR]\n"
+    "usage: engine [--device cpu|cuda:N] [--shape tiny|llama-1b|llama-8b] [--checkpoint PATH]\n"
     "              [--workdir DIR] [--codecs raw,none,vlc,tiled] [--batches 1,8,32]\n"
     "              [--prompt-tokens N] [--decode-steps N] [--threads N]\n"
     "              [--max-batch-tokens N] [--fused-max-batch N] [--seed N] [--quick]\n"
@@ -274,10 +279,12 @@ constexpr char kUsage[] =
     "against the measured memory bandwidth; prints a Markdown table.\n"
     "  --device            cpu (default) or cuda:N (exit 2 without that device)\n"
     "  --shape             synthesized model shape (default llama-1b)\n"
-    "  --checkpoint        use this Hugging Face directory instead of synthesizing\n"
+    "  --checkpoint        use this model instead of synthesizing: a Hugging Face\n"
+    "                      directory, a GGUF file or a packd directory (raw only)\n"
     "  --workdir           where synthesized and compressed models are cached\n"
     "                      (default /tmp/packd-bench-engine)\n"
-    "  --codecs            raw (the HF directory), none, vlc, tiled (packd directories)\n"
+    "  --codecs            raw (the model as stored), none, vlc, tiled (packd\n"
+    "                      directories made from it)\n"
     "  --batches           sequences decoding at once (default 1,8,32; cuda: 1,8,64)\n"
     "  --prompt-tokens     random prompt length (default 64)\n"
     "  --decode-steps      timed decode steps after the first token (default 8)\n"
@@ -619,17 +626,14 @@ uint64_t DeviceFreeBytes(int device) {
 }
 
 // Bytes one token's keys and values take in the KV cache of `model` (an HF
-// or packd directory), from its config.json.
+// or packd directory, or a GGUF file), from its configuration as the engine
+// reads it (mapped, no checksums: nothing is read but the metadata).
 absl::StatusOr<uint64_t> KvBytesPerTokenOf(const std::string& model) {
-  ASSIGN_OR_RETURN(const std::string config_text,
-                   ReadFileToString(fs::path(model) / "config.json"));
-  try {
-    ASSIGN_OR_RETURN(const engine::ModelConfig mc,
-                     engine::ParseHfConfig(nlohmann::json::parse(config_text), "config.json"));
-    return engine::KvBytesPerToken(mc);
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(model, "/config.json: ", e.what()));
-  }
+  engine::ModelSourceOptions so;
+  so.verify_checksums = false;
+  ASSIGN_OR_RETURN(const std::unique_ptr<engine::ModelSource> source,
+                   engine::ModelSource::Open(model, so));
+  return engine::KvBytesPerToken(source->config());
 }
 
 // Greedy, ignore_eos: every request runs its max_tokens.
@@ -1105,7 +1109,7 @@ absl::StatusOr<nlohmann::json> SpawnChild(const ChildOptions& c) {
   }
 }
 
-// The HF directory to measure: --checkpoint, or a synthesized one (made once).
+// The model to measure: --checkpoint, or a synthesized HF directory (made once).
 absl::StatusOr<fs::path> PrepareSource(const Options& o) {
   if (!o.checkpoint.empty()) return fs::path(o.checkpoint);
   const fs::path dir = fs::path(o.workdir) / absl::StrCat(o.shape, "-bf16");

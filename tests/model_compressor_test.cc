@@ -153,6 +153,21 @@ TEST(ModelCompressorTest, MissingConfigAndBadSource) {
   EXPECT_NE(r2.status().message().find("nope"), std::string::npos) << r2.status();
 }
 
+TEST(ModelCompressorTest, APackdDirectoryIsRefusedAsASource) {
+  TempDir tmp;
+  const fs::path src = Synth(tmp.path(), codec::DType::kBF16);
+  ASSERT_TRUE(engine::CompressModel(src, tmp.path() / "packd", {}).ok());
+  engine::CompressOptions o;
+  o.codec = "tiled";
+  auto r = engine::CompressModel(tmp.path() / "packd", tmp.path() / "again", o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("is a packd model directory"), std::string::npos)
+      << r.status();
+  EXPECT_NE(r.status().message().find((tmp.path() / "packd").string()), std::string::npos);
+  EXPECT_FALSE(fs::exists(tmp.path() / "again"));
+}
+
 TEST(ModelCompressorTest, QuantizedGgufTensorIsRefusedByName) {
   TempDir tmp;
   // Q4_0 (ggml type 2): blocks of 32 weights in 18 bytes.
