@@ -987,7 +987,23 @@ class PackdAcceptsConfigTest(unittest.TestCase):
                           f"packd did not start with the rendered config:\n{output.decode(errors='replace')}"
                           f"\nconfig:\n{config}")
             proc.send_signal(signal.SIGTERM)
-            self.assertEqual(proc.wait(timeout=60), 0, "packd did not exit 0 after SIGTERM")
+            # Keep reading stderr until it closes: a full pipe would block
+            # packd's logging and so its exit.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                    continue
+                chunk = os.read(proc.stderr.fileno(), 65536)
+                if not chunk:
+                    break
+                output += chunk
+            try:
+                code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.fail("packd did not exit within 60 s of SIGTERM; its stderr:\n"
+                          + output.decode(errors="replace")[-4000:])
+            self.assertEqual(code, 0, "packd did not exit 0 after SIGTERM; its stderr:\n"
+                             + output.decode(errors="replace")[-4000:])
         finally:
             if proc.poll() is None:
                 proc.kill()
