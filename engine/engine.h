@@ -165,6 +165,7 @@ class Engine {
   std::shared_ptr<const ModelWeights> weights() const { return transformer_->weights(); }
   const KvCache& kv_cache() const { return *kv_cache_; }
   Backend& backend() { return *backend_; }
+  const Backend& backend() const { return *backend_; }
   int64_t max_context() const { return max_context_; }
   const EngineOptions& options() const { return options_; }
   const EngineStats& stats() const { return stats_; }

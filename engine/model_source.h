@@ -51,7 +51,7 @@ class ModelSource {
   const std::map<std::string, WeightSource, std::less<>>& tensors() const { return tensors_; }
 
   // The model's tokenizer, chat templates and stop ids (engine/model_text.h)
-  // with `chat_template_file` replacing its template (empty: none): read
+  // with `chat_template_file` replacing its template (empty: the model's own): read
   // from its files by the first call for that file, then shared. Thread-safe.
   absl::StatusOr<std::shared_ptr<const ModelText>> Text(
       const std::filesystem::path& chat_template_file) const;

@@ -409,6 +409,13 @@ TEST_F(ModelRegistryTest, TheInstancesOfAModelShareOneCopyOfItsWeights) {
   const std::shared_ptr<const engine::ModelWeights> first = instances[0]->engine().weights();
   ASSERT_NE(first, nullptr);
   for (const auto& i : instances) EXPECT_EQ(i->engine().weights().get(), first.get());
+  // Only the loading instance's backend holds (and counts) the weights.
+  const auto weight_bytes = [&](size_t i) {
+    return instances[i]->engine().backend().memory_usage().of(engine::MemoryKind::kWeights);
+  };
+  EXPECT_GT(weight_bytes(0), 0u);
+  EXPECT_EQ(weight_bytes(1), 0u);
+  EXPECT_EQ(weight_bytes(2), 0u);
   // The weights are reserved once (not once per instance): three instances
   // cost one model's weights plus three instances' KV and workspace.
   const ModelFacts& f = *Status("multi").facts;
