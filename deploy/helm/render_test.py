@@ -965,40 +965,39 @@ class PackdAcceptsConfigTest(unittest.TestCase):
                          f"\nconfig:\n{text}")
         self.assertEqual(result.stdout, f"{path}: ok ({expected_counts})\n")
 
+    @staticmethod
+    def read_stderr(proc, sel, output, until=None, seconds=60):
+        """Appends what `proc` writes to stderr to `output` (bytes) for up to
+        `seconds`, until `until` appears in it or stderr closes; returns it."""
+        deadline = time.monotonic() + seconds
+        while (until is None or until not in output) and time.monotonic() < deadline:
+            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                continue
+            chunk = os.read(proc.stderr.fileno(), 65536)
+            if not chunk:
+                break
+            output += chunk
+        return output
+
     def serve(self, config):
         """Starts packd with `config` (a dict or YAML text); asserts that it
         listens, then stops it with SIGTERM and expects exit status 0."""
         path, config = self.write_config(config)
         proc = subprocess.Popen([self.packd, "serve", "--config", path], stderr=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL)
-        output = b""
         try:
             sel = selectors.DefaultSelector()
             sel.register(proc.stderr, selectors.EVENT_READ)
-            deadline = time.monotonic() + 60
-            while b"listening on port" not in output and time.monotonic() < deadline:
-                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                    continue
-                chunk = os.read(proc.stderr.fileno(), 65536)
-                if not chunk:
-                    break
-                output += chunk
+            output = self.read_stderr(proc, sel, b"", until=b"listening on port")
             self.assertIn(b"listening on port", output,
                           f"packd did not start with the rendered config:\n{output.decode(errors='replace')}"
                           f"\nconfig:\n{config}")
             proc.send_signal(signal.SIGTERM)
-            # Keep reading stderr until it closes: a full pipe would block
-            # packd's logging and so its exit.
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                    continue
-                chunk = os.read(proc.stderr.fileno(), 65536)
-                if not chunk:
-                    break
-                output += chunk
+            # Read stderr until it closes: a full pipe would block packd's
+            # logging and so its exit.
+            output = self.read_stderr(proc, sel, output)
             try:
-                code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+                code = proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.fail("packd did not exit within 60 s of SIGTERM; its stderr:\n"
                           + output.decode(errors="replace")[-4000:])
