@@ -38,12 +38,12 @@ struct SplitGemmKernels {
 };
 
 // The kernels matching GetKernels(), or null when that ISA has none: they
-// exist for AVX-512 on CPUs that also have VBMI, VBMI2 and GFNI (the byte
-// permutes, expands and bit transposes of the decode and join). Callers without them decode to bf16 and call
-// Kernels::gemm, which gives the same bits.
+// exist for AVX-512 on CPUs that also have VBMI and VBMI2 (the byte permutes
+// and expands of the decode and join). Callers without them decode to bf16
+// and call Kernels::gemm, which gives the same bits.
 const SplitGemmKernels* GetSplitGemmKernels();
 // The same for a given ISA (tests): null unless isa is kAvx512 and the CPU
-// has AVX-512 with VBMI, VBMI2 and GFNI.
+// has AVX-512 with VBMI and VBMI2.
 const SplitGemmKernels* GetSplitGemmKernelsFor(Isa isa);
 
 }  // namespace packd::engine::cpu
