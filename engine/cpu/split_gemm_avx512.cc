@@ -249,10 +249,10 @@ PACKD_SPLIT_TARGET void SplitTile(const float* x, int64_t x_stride, const uint8_
 }
 
 // Tile tables: [T][R] for T <= kTokens, R <= kRows (index 0 unused).
-// One token: 4 rows in flight (4 FMA chains, 12 weight streams for tiled);
-// several: 4 tokens x 2 rows (8 accumulators; each decoded weight vector
-// feeds 4 FMAs).
-constexpr int kTokens = 4, kRows = 4, kBatchRows = 2;
+// One token: 4 rows in flight (4 FMA chains); several: up to 8 tokens x 2
+// rows (16 accumulators; each decoded weight vector feeds up to 8 FMAs, so a
+// row is decoded once per 8 tokens).
+constexpr int kTokens = 8, kRows = 4, kBatchRows = 2;
 
 template <template <int, int> class Fn, typename Ptr, int T, int... Rs>
 constexpr void FillRow(Ptr (&table)[kTokens + 1][kRows + 1], std::integer_sequence<int, Rs...>) {
@@ -279,6 +279,10 @@ struct Table {
     FillRow<Fn, Ptr, 2>(fn, std::make_integer_sequence<int, kBatchRows>());
     FillRow<Fn, Ptr, 3>(fn, std::make_integer_sequence<int, kBatchRows>());
     FillRow<Fn, Ptr, 4>(fn, std::make_integer_sequence<int, kBatchRows>());
+    FillRow<Fn, Ptr, 5>(fn, std::make_integer_sequence<int, kBatchRows>());
+    FillRow<Fn, Ptr, 6>(fn, std::make_integer_sequence<int, kBatchRows>());
+    FillRow<Fn, Ptr, 7>(fn, std::make_integer_sequence<int, kBatchRows>());
+    FillRow<Fn, Ptr, 8>(fn, std::make_integer_sequence<int, kBatchRows>());
   }
 };
 constexpr Table<TiledFn, TiledPtr> kTiled;
