@@ -250,9 +250,50 @@ PACKD_VLCI_TARGET bool DecodeAvx512(const VlcInterleavedCode& c, const uint8_t* 
   }
   return !overrun && lanes.p == end;
 }
+
+PACKD_VLCI_TARGET void DecodeAvx512x4(const VlcInterleavedCode& c, const uint8_t* const begin[4],
+                                      const uint8_t* const end[4], uint32_t n,
+                                      uint8_t* const exps[4], bool ok[4]) {
+  const vlci::Tables<0> t(c);
+  bool overrun[4] = {};
+  const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
+  vlci::LaneState lanes[4];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    lanes[i] = vlci::Start<true>(begin[i], end[i], steps, vlci::ActiveLanes(n, 0), &overrun[i]);
+  }
+  for (uint32_t s = 0; s + 1 < steps; ++s) {
+    const __mmask32 next = s + 2 < steps ? ~__mmask32{0} : 0;
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const __m512i e =
+          vlci::Step<true, false>(t, lanes[i], end[i], ~__mmask32{0}, next, &overrun[i]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(exps[i] + s * kVlcLanes),
+                          _mm512_cvtepi16_epi8(e));
+    }
+  }
+  if (steps > 0) {
+    const __mmask32 active = vlci::ActiveLanes(n, steps - 1);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const __m512i e = vlci::Step<true, true>(t, lanes[i], end[i], active, 0, &overrun[i]);
+      _mm256_mask_storeu_epi8(exps[i] + (steps - 1) * kVlcLanes, active, _mm512_cvtepi16_epi8(e));
+    }
+  }
+  for (int i = 0; i < 4; ++i) ok[i] = !overrun[i] && lanes[i].p == end[i];
+}
 #endif
 
 }  // namespace
+
+void DecodeVlcInterleavedTiles4(const VlcInterleavedCode& code, const uint8_t* const begin[4],
+                                const uint8_t* const end[4], uint32_t n, uint8_t* const exps[4],
+                                bool avx512, bool ok[4]) {
+#if defined(__x86_64__)
+  if (avx512) return DecodeAvx512x4(code, begin, end, n, exps, ok);
+#endif
+  for (int i = 0; i < 4; ++i) ok[i] = DecodeScalar(code, begin[i], end[i], n, exps[i]);
+}
 
 bool VlcInterleavedAvx512Supported() {
 #if defined(__x86_64__)

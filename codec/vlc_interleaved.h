@@ -82,4 +82,11 @@ bool DecodeVlcInterleavedTile(const VlcInterleavedCode& code, const uint8_t* beg
                               const uint8_t* end, uint32_t n, uint8_t* exps, bool avx512);
 bool VlcInterleavedAvx512Supported();
 
+// DecodeVlcInterleavedTile for 4 tiles of n exponents each, the AVX-512
+// kernel stepping them in lockstep (4 independent dependency chains); ok[i]
+// as that function's result for tile i.
+void DecodeVlcInterleavedTiles4(const VlcInterleavedCode& code, const uint8_t* const begin[4],
+                                const uint8_t* const end[4], uint32_t n, uint8_t* const exps[4],
+                                bool avx512, bool ok[4]);
+
 }  // namespace packd::codec
