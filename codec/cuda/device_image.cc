@@ -29,6 +29,7 @@ constexpr size_t kVlcFixedHeaderBytes = 40;
 constexpr uint8_t kVlcModeHuffman = 0;
 constexpr uint8_t kVlcModeConstant = 1;
 constexpr uint8_t kVlcModeRans = 2;
+constexpr uint8_t kVlcModeInterleaved = 3;
 
 uint64_t LoadLE(const uint8_t* p, int bytes) {
   uint64_t v = 0;
@@ -57,6 +58,33 @@ std::vector<uint8_t> HuffmanTable(std::span<const uint8_t> lengths) {
   std::vector<uint8_t> table(kVlcTableBytes);
   std::memcpy(table.data(), multi.data(), kVlcTableBytes);
   return table;
+}
+
+// A complete Huffman code (lengths <= 11) over every exponent a tensor holds,
+// from its decoded exponents, 64 tiles at a time.
+absl::StatusOr<std::vector<uint8_t>> HuffmanLengthsOf(const TensorDecoder& decoder,
+                                                      size_t alphabet) {
+  const TileGrid& g = decoder.grid();
+  std::vector<uint64_t> counts(alphabet, 0);
+  std::vector<uint8_t> exps;
+  constexpr uint64_t kRun = 64;
+  for (uint64_t t = 0; t < g.tiles(); t += kRun) {
+    const uint64_t count = std::min(kRun, g.tiles() - t);
+    const uint64_t last = t + count - 1;
+    exps.resize(g.TileBegin(last) + g.TileSize(last) - g.TileBegin(t));
+    RETURN_IF_ERROR(decoder.DecodeExponents(t, count, exps));
+    for (uint8_t e : exps) {
+      if (e >= alphabet) {
+        return absl::DataLossError(absl::StrCat("decoded exponent ", int{e}, " >= ", alphabet));
+      }
+      ++counts[e];
+    }
+  }
+  // A code needs two symbols: give a one-exponent tensor an unused second.
+  if (std::count_if(counts.begin(), counts.end(), [](uint64_t c) { return c != 0; }) < 2) {
+    counts[counts[0] == 0 ? 0 : 1] += 1;
+  }
+  return VlcLimitedCodeLengths(counts, kVlcTableBits);
 }
 
 // The 2^12 rANS slots of decode_math.h (RansDecodeStep): the CPU decoder's
@@ -156,9 +184,24 @@ absl::StatusOr<DeviceImage> DeviceImage::Build(std::string_view codec, const Ten
     const size_t alphabet = size_t{1} << format->exp_bits;
     const uint8_t mode = header[9];
     L.offset_bytes = header[12];
-    if (mode == kVlcModeHuffman && L.elem_bytes == 2) {
+    if (mode == kVlcModeInterleaved && L.elem_bytes != 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Prefix(codec), "an fp32 tensor in interleaved mode has no device decoder "
+                                      "(re-compress it with the default vlc options)"));
+    }
+    if ((mode == kVlcModeHuffman || mode == kVlcModeInterleaved) && L.elem_bytes == 2) {
       L.kind = DeviceCodecKind::kVlcLanes;
-      const std::span<const uint8_t> lengths = header.subspan(kVlcFixedHeaderBytes, alphabet);
+      // Mode 3's code leaves rare exponents to escapes; the lanes need a code
+      // for every exponent, so one is built from the decoded tensor.
+      std::vector<uint8_t> built;
+      if (mode == kVlcModeInterleaved) {
+        absl::StatusOr<std::vector<uint8_t>> code = HuffmanLengthsOf(**decoder, alphabet);
+        if (!code.ok()) return WithPrefix(codec, code.status());
+        built = *std::move(code);
+      }
+      const std::span<const uint8_t> lengths = mode == kVlcModeInterleaved
+                                                   ? std::span<const uint8_t>(built)
+                                                   : header.subspan(kVlcFixedHeaderBytes, alphabet);
       image.table_ = HuffmanTable(lengths);
       if (threads <= 0)
         threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 16u));
