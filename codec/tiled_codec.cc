@@ -24,7 +24,7 @@ static_assert(std::endian::native == std::endian::little, "the tiled codec assum
 namespace {
 
 constexpr uint8_t kMagic[4] = {'P', 'K', 'T', 'L'};
-constexpr uint32_t kWindow = (1u << kTiledCodeWidth) - 1;  // 7 exponents
+constexpr uint32_t kWindow = kTiledWindow;  // 15 exponents
 // Elements decoded per scratch chunk by the generic (non-bf16) paths; a
 // multiple of 64 so that chunks are whole groups.
 constexpr uint32_t kChunk = 1024;
@@ -77,8 +77,8 @@ inline uint64_t FirstGroup(const TileGrid& g, uint64_t per_full_tile, uint64_t p
   return (t / tpr) * per_row + (t % tpr) * per_full_tile;
 }
 
-// The window [base, base + 6] covering the most elements; the smallest such
-// base on ties. base <= 2^exp_bits - 7 so every code decodes to a valid field.
+// The window [base, base + 14] covering the most elements; the smallest such
+// base on ties. base <= 2^exp_bits - 15 so every code decodes to a valid field.
 uint8_t ChooseWindowBase(const ExponentHistogram& h, const FloatFormat& f) {
   const int max_base = (1 << f.exp_bits) - static_cast<int>(kWindow);
   uint64_t best = 0;
@@ -104,25 +104,48 @@ bool IsBF16(const FloatFormat& f) { return f.elem_bytes == 2 && f.exp_bits == 8;
 // (EscapeCursor): they never read past escape_count bytes and return the true
 // count, which the caller compares.
 
-// Byte j of kSpread[b] is bit j of b: turns 8 plane bits into 8 code bytes.
-constexpr std::array<uint64_t, 256> MakeSpread() {
-  std::array<uint64_t, 256> t{};
-  for (int b = 0; b < 256; ++b) {
-    for (int j = 0; j < 8; ++j) t[b] |= uint64_t((b >> j) & 1) << (8 * j);
-  }
-  return t;
-}
-constexpr std::array<uint64_t, 256> kSpread = MakeSpread();
 constexpr uint64_t kOnes = 0x0101010101010101ull;
+constexpr uint64_t kNibbles = 0x0f0f0f0f0f0f0f0full;
+
+// The 8 codes of elements 8q .. 8q + 7 of the group at p (q in 0..7), one per
+// byte: the low nibbles of bytes 8q .. 8q + 7 for q < 4, the high nibbles of
+// bytes 8(q - 4) .. for q >= 4 (codec/FORMAT.md §5).
+inline uint64_t CodeBytes(const uint8_t* p, uint32_t q) {
+  return (Load64(p + 8 * (q % 4)) >> (4 * (q / 4))) & kNibbles;
+}
+
+// 0x01 in each byte of c (bytes 0..15) that is zero, 0 elsewhere: x + 0x7f
+// sets bit 7 exactly in the non-zero bytes (no carry leaves a byte).
+inline uint64_t ZeroBytes(uint64_t c) { return (~(c + 0x7f * kOnes) >> 7) & kOnes; }
+
+// Bit j = bit 0 of byte j, for bytes that are 0 or 1 (a multiply gathers the
+// 8 bits into the top byte without carries).
+inline uint32_t GatherBits(uint64_t b01) {
+  return static_cast<uint32_t>((b01 * 0x0102040810204080ull) >> 56);
+}
+
+// The code-0 elements of the group at p among its first `valid`: bit k for
+// element k.
+inline uint64_t EscapeMaskScalar(const uint8_t* p, uint32_t valid) {
+  uint64_t m = 0;
+  for (uint32_t q = 0; q < 8; ++q) m |= uint64_t{GatherBits(ZeroBytes(CodeBytes(p, q)))} << (8 * q);
+  return m & ValidMask(valid);
+}
 
 uint64_t CountEscapesScalar(const uint8_t* codes, uint32_t size) {
   uint64_t n = 0;
   for (uint32_t g = 0; g * kTiledGroupSize < size; ++g) {
-    const uint8_t* p = codes + g * kTiledGroupBytes;
-    const uint64_t any = Load64(p) | Load64(p + 8) | Load64(p + 16);
-    n += std::popcount(~any & ValidMask(size - g * kTiledGroupSize));
+    n += std::popcount(
+        EscapeMaskScalar(codes + g * kTiledGroupBytes, size - g * kTiledGroupSize));
   }
   return n;
+}
+
+// Exponent bytes of the 8 codes c (one per byte), escapes still to patch:
+// code-0 bytes count as code 1 so that (c - 1) + base neither borrows nor
+// carries across bytes (base + 14 <= 255).
+inline uint64_t WindowExponents(uint64_t c, uint64_t vbase) {
+  return (c | ZeroBytes(c)) - kOnes + vbase;
 }
 
 // Writes the exponents of elements [0, count) of the groups at `codes` to
@@ -133,18 +156,9 @@ const uint8_t* ExponentsScalar(const uint8_t* codes, uint32_t count, uint8_t bas
   const uint64_t vbase = base * kOnes;
   for (uint32_t g = 0; g * kTiledGroupSize < count; ++g) {
     const uint8_t* p = codes + g * kTiledGroupBytes;
-    const uint64_t p0 = Load64(p), p1 = Load64(p + 8), p2 = Load64(p + 16);
-    const uint64_t escape = ~(p0 | p1 | p2);
     uint8_t* e = exps + g * kTiledGroupSize;
-    for (int j = 0; j < 8; ++j) {
-      // Escapes get code 1 here (then overwritten) so every byte is >= 1 and
-      // (c - 1) + base cannot borrow or carry across bytes (base + 6 <= 255).
-      const int s = 8 * j;
-      const uint64_t c = kSpread[(p0 >> s) & 0xff] | (kSpread[(p1 >> s) & 0xff] << 1) |
-                         (kSpread[(p2 >> s) & 0xff] << 2) | kSpread[(escape >> s) & 0xff];
-      Store64(e + 8 * j, c - kOnes + vbase);
-    }
-    for (uint64_t m = escape & ValidMask(count - g * kTiledGroupSize); m != 0; m &= m - 1) {
+    for (uint32_t q = 0; q < 8; ++q) Store64(e + 8 * q, WindowExponents(CodeBytes(p, q), vbase));
+    for (uint64_t m = EscapeMaskScalar(p, count - g * kTiledGroupSize); m != 0; m &= m - 1) {
       e[std::countr_zero(m)] = *esc++;
     }
   }
@@ -180,15 +194,10 @@ void DecodeBF16Scalar(const TiledTileView& v, uint8_t* out) {
   for (uint32_t off = 0; off < v.size; off += kTiledGroupSize) {
     const uint32_t n = std::min(kTiledGroupSize, v.size - off);
     const uint8_t* p = v.codes + (off / kTiledGroupSize) * kTiledGroupBytes;
-    const uint64_t p0 = Load64(p), p1 = Load64(p + 8), p2 = Load64(p + 16);
-    const uint64_t escape = ~(p0 | p1 | p2);
-    const uint64_t valid_escape = escape & ValidMask(n);
+    const uint64_t valid_escape = EscapeMaskScalar(p, n);
     for (uint32_t j = 0; j * 8 < n; ++j) {
       const int s = 8 * static_cast<int>(j);
-      // As in ExponentsScalar: escapes take code 1, then are patched in.
-      const uint64_t c = kSpread[(p0 >> s) & 0xff] | (kSpread[(p1 >> s) & 0xff] << 1) |
-                         (kSpread[(p2 >> s) & 0xff] << 2) | kSpread[(escape >> s) & 0xff];
-      uint64_t e = c - kOnes + vbase;
+      uint64_t e = WindowExponents(CodeBytes(p, j), vbase);
       for (uint64_t m = (valid_escape >> s) & 0xff; m != 0; m &= m - 1) {
         const int b = 8 * std::countr_zero(m);
         e = (e & ~(uint64_t{0xff} << b)) | (uint64_t{*esc++} << b);
@@ -229,16 +238,26 @@ struct EscapeCursor {
   uint64_t seen = 0;
 };
 
-// One group's exponents: three masked byte adds and an expand of the escapes
-// (VBMI2). `valid` masks off the padding of a short group.
+// The 16-entry window table for vpermb, repeated in each 16-byte quarter
+// (vpermb reads bits 0..5 of an index; the code is bits 0..3): entry c is
+// base + c - 1, entry 0 (escapes, overwritten) is 0.
+PACKD_AVX512_TARGET inline __m512i WindowTable(uint8_t base) {
+  alignas(64) uint8_t t[64];
+  for (int i = 0; i < 64; ++i) t[i] = (i & 15) == 0 ? 0 : static_cast<uint8_t>(base + (i & 15) - 1);
+  return _mm512_load_si512(t);
+}
+
+// One group's exponents: the 32 code bytes in both halves, the upper half
+// shifted right by 4 (so byte k's low nibble is element k's code), one vpermb
+// through the table, and an expand of the escapes (VBMI2) into the code-0
+// bytes. `valid` masks off the padding of a short group.
 PACKD_AVX512_TARGET inline __m512i GroupExponents(const uint8_t* p, uint64_t valid,
-                                                  __m512i base_minus_1, EscapeCursor& esc) {
-  const uint64_t p0 = Load64(p), p1 = Load64(p + 8), p2 = Load64(p + 16);
-  __m512i e = base_minus_1;
-  e = _mm512_mask_add_epi8(e, p0, e, _mm512_set1_epi8(1));
-  e = _mm512_mask_add_epi8(e, p1, e, _mm512_set1_epi8(2));
-  e = _mm512_mask_add_epi8(e, p2, e, _mm512_set1_epi8(4));
-  const uint64_t escape = ~(p0 | p1 | p2) & valid;
+                                                  __m512i table, EscapeCursor& esc) {
+  const __m512i both = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  const __m512i codes = _mm512_mask_srli_epi16(both, 0xffff0000u, both, 4);
+  __m512i e = _mm512_permutexvar_epi8(codes, table);
+  const uint64_t escape = _mm512_testn_epi8_mask(codes, _mm512_set1_epi8(0x0f)) & valid;
+  if (escape == 0) return e;
   // Register-form expand of a masked load: the memory form of vpexpandb is
   // microcoded and slow on Zen 4. The mask keeps the load inside the escapes.
   const uint64_t count = _mm_popcnt_u64(escape);
@@ -254,7 +273,7 @@ PACKD_AVX512_TARGET inline __m512i GroupExponents(const uint8_t* p, uint64_t val
 // bf16: exponents and rest bytes are joined in registers and interleaved
 // into 64 bf16 values with two byte permutes (VBMI).
 PACKD_AVX512_TARGET uint64_t DecodeBF16Avx512(const TiledTileView& v, uint8_t* out) {
-  const __m512i base_minus_1 = _mm512_set1_epi8(static_cast<char>(v.window_base - 1));
+  const __m512i table = WindowTable(v.window_base);
   const __m512i m7f = _mm512_set1_epi8(0x7f);
   alignas(64) static constexpr uint8_t kIdx[2][64] = {
       {0,  64, 1,  65, 2,  66, 3,  67, 4,  68, 5,  69, 6,  70, 7,  71, 8,  72, 9,  73, 10, 74,
@@ -272,7 +291,7 @@ PACKD_AVX512_TARGET uint64_t DecodeBF16Avx512(const TiledTileView& v, uint8_t* o
     const uint32_t n = std::min(kTiledGroupSize, v.size - off);
     const uint64_t valid = ValidMask(n);
     const __m512i e = GroupExponents(v.codes + (off / kTiledGroupSize) * kTiledGroupBytes, valid,
-                                     base_minus_1, esc);
+                                     table, esc);
     const __m512i r = _mm512_maskz_loadu_epi8(valid, rest + off);
     // Low byte of a bf16: exponent bit 0 | 7 mantissa bits; high byte:
     // sign | exponent bits 7..1. 16-bit shifts leak a neighbour byte's bits
@@ -296,12 +315,12 @@ PACKD_AVX512_TARGET uint64_t DecodeBF16Avx512(const TiledTileView& v, uint8_t* o
 // A tile's exponents to exps (exactly v.size bytes); returns the number of
 // code-0 elements seen.
 PACKD_AVX512_TARGET uint64_t ExponentsAvx512(const TiledTileView& v, uint8_t* exps) {
-  const __m512i base_minus_1 = _mm512_set1_epi8(static_cast<char>(v.window_base - 1));
+  const __m512i table = WindowTable(v.window_base);
   EscapeCursor esc{v.escapes, v.escape_count};
   for (uint32_t off = 0; off < v.size; off += kTiledGroupSize) {
     const uint64_t valid = ValidMask(std::min(kTiledGroupSize, v.size - off));
     const __m512i e = GroupExponents(v.codes + (off / kTiledGroupSize) * kTiledGroupBytes, valid,
-                                     base_minus_1, esc);
+                                     table, esc);
     _mm512_mask_storeu_epi8(exps + off, valid, e);
   }
   return esc.seen;
@@ -311,7 +330,7 @@ PACKD_AVX512_TARGET uint64_t ExponentsAvx512(const TiledTileView& v, uint8_t* ex
 // generic rest-plane join.
 PACKD_AVX512_TARGET uint64_t DecodeGenericAvx512(const TiledTileView& v, uint8_t* out) {
   alignas(64) uint8_t exps[kChunk];
-  const __m512i base_minus_1 = _mm512_set1_epi8(static_cast<char>(v.window_base - 1));
+  const __m512i table = WindowTable(v.window_base);
   EscapeCursor esc{v.escapes, v.escape_count};
   const int eb = v.format.elem_bytes;
   for (uint32_t off = 0; off < v.size; off += kChunk) {
@@ -319,7 +338,7 @@ PACKD_AVX512_TARGET uint64_t DecodeGenericAvx512(const TiledTileView& v, uint8_t
     for (uint32_t g = 0; g * kTiledGroupSize < n; ++g) {
       const uint32_t first = off + g * kTiledGroupSize;
       const __m512i e = GroupExponents(v.codes + (first / kTiledGroupSize) * kTiledGroupBytes,
-                                       ValidMask(n - g * kTiledGroupSize), base_minus_1, esc);
+                                       ValidMask(n - g * kTiledGroupSize), table, esc);
       _mm512_store_si512(exps + g * kTiledGroupSize, e);
     }
     JoinElements(v.format, exps, v.rest_plane, v.first + off, n, out + uint64_t{off} * eb);
@@ -379,7 +398,8 @@ void EncodeTile(const uint8_t* exps, uint32_t size, uint8_t base, uint8_t* codes
   for (uint32_t g = 0; g * kTiledGroupSize < size; ++g) {
     const uint32_t n = std::min(kTiledGroupSize, size - g * kTiledGroupSize);
     const uint8_t* e = exps + g * kTiledGroupSize;
-    uint64_t p0 = 0, p1 = 0, p2 = 0;  // padding bits stay 0
+    uint8_t* p = codes + g * kTiledGroupBytes;
+    std::memset(p, 0, kTiledGroupBytes);  // padding codes stay 0
     // Branch-free: every exponent is written to a local buffer and kept only
     // if it escapes (the tile's escape range in `esc` belongs to this thread,
     // the byte after it to another).
@@ -387,10 +407,8 @@ void EncodeTile(const uint8_t* exps, uint32_t size, uint8_t base, uint8_t* codes
     uint32_t n_escapes = 0;
     for (uint32_t k = 0; k < n; ++k) {
       const uint32_t d = static_cast<uint32_t>(e[k]) - base;  // wraps when below
-      const uint64_t c = d < kWindow ? d + 1 : 0;
-      p0 |= (c & 1) << k;
-      p1 |= ((c >> 1) & 1) << k;
-      p2 |= (c >> 2) << k;
+      const uint32_t c = d < kWindow ? d + 1 : 0;
+      p[k % 32] |= static_cast<uint8_t>(c << (4 * (k / 32)));
       group_escapes[n_escapes] = e[k];
       n_escapes += c == 0;
     }
@@ -398,10 +416,6 @@ void EncodeTile(const uint8_t* exps, uint32_t size, uint8_t base, uint8_t* codes
       std::memcpy(esc, group_escapes, n_escapes);
       esc += n_escapes;
     }
-    uint8_t* p = codes + g * kTiledGroupBytes;
-    Store64(p, p0);
-    Store64(p + 8, p1);
-    Store64(p + 16, p2);
   }
 }
 
@@ -557,6 +571,12 @@ absl::StatusOr<std::unique_ptr<TiledDecoder>> TiledDecoder::Open(const TensorInf
     return absl::DataLossError(Err("component 'header': bad magic (not a tiled tensor)"));
   }
   const uint16_t version = static_cast<uint16_t>(header[4] | (header[5] << 8));
+  if (version == 1) {
+    return absl::FailedPreconditionError(
+        Err("component 'header': format version 1 (3-bit bitplane codes, written by packd "
+            "before 2026-12-07) is no longer read; re-compress the model from its source "
+            "checkpoint with `packd compress` (version 2 decodes several times faster)"));
+  }
   if (version != kTiledFormatVersion) {
     return absl::DataLossError(
         Err(absl::StrCat("component 'header': format version ", version,
@@ -564,7 +584,7 @@ absl::StatusOr<std::unique_ptr<TiledDecoder>> TiledDecoder::Open(const TensorInf
   }
   if (header[6] != kTiledCodeWidth) {
     return absl::DataLossError(Err(absl::StrCat("component 'header': code width ", int{header[6]},
-                                                " is not supported (version 1 uses 3)")));
+                                                " is not supported (version 2 uses 4)")));
   }
   const uint32_t base = header[7];
   if (base > (1u << f.exp_bits) - kWindow) {
@@ -726,6 +746,7 @@ absl::StatusOr<TiledRowsView> TiledDecoder::Rows() const {
   r.cols = grid_.cols;
   r.window_base = window_base_;
   r.codes = codes_.data();
+  r.tile_cols = grid_.tile_cols;
   r.code_row_bytes = groups_per_row_ * kTiledGroupBytes;
   r.escapes = escapes_.data();
   r.escape_offsets = escape_offsets_.data();

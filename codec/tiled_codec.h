@@ -1,14 +1,16 @@
-// The "tiled" codec: a fixed-length 3-bit exponent code with escapes, laid out
-// so that any tile is found in O(1) and decoded branch-free (codec/FORMAT.md §5).
+// The "tiled" codec: a fixed-length 4-bit exponent code with escapes, laid out
+// so that any tile is found in O(1) and decoded with one byte shuffle per 64
+// weights (codec/FORMAT.md §5, version 2).
 //
-// Per tensor a window of 7 consecutive exponent values [base, base + 6] is
-// chosen to cover the most elements. Each element gets a 3-bit code c: c in
-// 1..7 means exponent = base + c - 1, c = 0 is an escape whose exponent is
-// stored as one byte in the "escapes" component. Codes are stored as three
-// 64-bit bitplanes per group of 64 elements; sign and mantissa are kept raw in
-// the rest plane (codec/rest_plane.h). For bf16 N(0, 0.02) weights that is
-// 11.23 bits/weight, 0.69 above the order-0 bound, in exchange for a decode of
-// a few integer ops per weight with no table and no serial dependency.
+// Per tensor a window of 15 consecutive exponent values [base, base + 14] is
+// chosen to cover the most elements. Each element gets a 4-bit code c: c in
+// 1..15 means exponent = base + c - 1, c = 0 is an escape whose exponent is
+// stored as one byte in the "escapes" component. A group of 64 elements keeps
+// its codes in 32 bytes (byte j: element j's code in the low nibble, element
+// 32 + j's in the high one); sign and mantissa are kept raw in the rest plane
+// (codec/rest_plane.h). For trained bf16 weights that is ~12.07 bits/weight,
+// ~1.4 above the order-0 bound, in exchange for a decode that a matmul does
+// in registers at memory speed (engine/cpu/split_gemm.h).
 #pragma once
 
 #include <cstdint>
@@ -23,15 +25,16 @@
 
 namespace packd::codec {
 
-// Format constants of version 1 (see codec/FORMAT.md §5).
-inline constexpr uint16_t kTiledFormatVersion = 1;
-inline constexpr uint32_t kTiledCodeWidth = 3;   // bits per code, header field
-inline constexpr uint32_t kTiledGroupSize = 64;  // elements per bitplane word
+// Format constants of version 2 (see codec/FORMAT.md §5).
+inline constexpr uint16_t kTiledFormatVersion = 2;
+inline constexpr uint32_t kTiledCodeWidth = 4;   // bits per code, header field
+inline constexpr uint32_t kTiledWindow = 15;     // exponents codes 1..15 name
+inline constexpr uint32_t kTiledGroupSize = 64;  // elements per group
 // 512: offsets cost 0.0625 bits/weight, a tile decodes to 1 KiB of bf16, and
 // it divides most LLM hidden sizes (codec/FORMAT.md §5).
 inline constexpr uint32_t kTiledDefaultTileCols = 512;
 inline constexpr uint64_t kTiledHeaderBytes = 32;
-inline constexpr uint64_t kTiledGroupBytes = kTiledCodeWidth * 8;  // 3 planes x u64
+inline constexpr uint64_t kTiledGroupBytes = kTiledGroupSize * kTiledCodeWidth / 8;  // 32
 
 // The codec registered as "tiled" (static, stateless, thread-safe).
 const TensorCodec& TiledCodec();
@@ -59,9 +62,9 @@ struct TiledTileView {
   uint64_t tile = 0;        // index, for error messages
   uint64_t first = 0;       // flat index of the tile's first element
   uint32_t size = 0;        // elements in the tile
-  uint8_t window_base = 0;  // code c in 1..7 means exponent window_base + c - 1
-  // ceil(size / 64) groups of 24 bytes: planes 0, 1, 2 as little-endian u64;
-  // bit k of plane p is bit p of the code of element 64 * group + k.
+  uint8_t window_base = 0;  // code c in 1..15 means exponent window_base + c - 1
+  // ceil(size / 64) groups of 32 bytes: byte j holds the code of element
+  // 64 * group + j in bits 0..3 and of element 64 * group + 32 + j in 4..7.
   const uint8_t* codes = nullptr;
   // escape_count exponent bytes, in element order, for the code-0 elements.
   const uint8_t* escapes = nullptr;
@@ -88,7 +91,8 @@ struct TiledRowsView {
   uint64_t rows = 0;
   uint64_t cols = 0;
   uint8_t window_base = 0;
-  // Row r's ceil(cols / 64) groups (24 bytes each) start at codes + r * code_row_bytes.
+  uint64_t tile_cols = 0;  // a row's tiles: tile_cols columns each, the last maybe fewer
+  // Row r's ceil(cols / 64) groups (32 bytes each) start at codes + r * code_row_bytes.
   const uint8_t* codes = nullptr;
   uint64_t code_row_bytes = 0;
   // Row r's escapes start at escapes + EscapeBegin(r).
@@ -98,10 +102,12 @@ struct TiledRowsView {
   // Row r's rest bytes (sign << 7 | mantissa) start at rest + r * cols.
   const uint8_t* rest = nullptr;
 
-  uint64_t EscapeBegin(uint64_t row) const {
-    const uint8_t* p = escape_offsets + 4 * row * tiles_per_row;
-    return uint64_t{p[0]} | uint64_t{p[1]} << 8 | uint64_t{p[2]} << 16 | uint64_t{p[3]} << 24;
+  // escape_offsets[t]: the index in escapes of tile t's first escape.
+  uint32_t EscapeOffset(uint64_t t) const {
+    const uint8_t* p = escape_offsets + 4 * t;
+    return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
   }
+  uint64_t EscapeBegin(uint64_t row) const { return EscapeOffset(row * tiles_per_row); }
 };
 
 // The decoder TiledCodec().OpenDecoder returns; engine code that wants tile
