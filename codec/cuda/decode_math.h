@@ -346,11 +346,15 @@ PACKD_HD inline uint64_t NonZeroNibbles(uint64_t w) {
   return t & 0x1111111111111111ull;
 }
 
+// Bits 0..gl-1 of every byte (gl in 0..7): in TiledEscapeMask's bit order,
+// the lanes before lane gl. Each byte is 2^gl - 1, so nothing borrows.
+PACKD_HD inline uint64_t LanesBelow(uint32_t gl) { return (kEveryByte << gl) - kEveryByte; }
+
 // The first `valid` (0..64) elements of a group in TiledEscapeMask's bit
 // order: bit 8j + gl for each element 8 * gl + j < valid.
 PACKD_HD inline uint64_t TiledValidMask(uint32_t valid) {
   if (valid >= kTiledGroup) return ~uint64_t{0};
-  const uint32_t full_lanes = valid / 8;
+  const uint32_t full_lanes = valid / 8;  // 0..7
   return (kEveryByte * ((1u << full_lanes) - 1)) |
          ((kEveryByte & LowMask(8 * (valid % 8))) << full_lanes);
 }
@@ -379,33 +383,40 @@ PACKD_HD inline uint64_t TiledEscapeMask(uint64_t w0, uint64_t w1, uint64_t w2, 
 // How many escapes of a TiledEscapeMask lie in the lanes before gl (the
 // elements before 8 * gl).
 PACKD_HD inline uint32_t TiledEscapesBefore(uint64_t mask, uint32_t gl) {
-  return Popcount64(mask & (kEveryByte * ((1u << gl) - 1)));
+  return Popcount64(mask & LanesBelow(gl));
+}
+
+// Bit 0 of byte j of `flags` (whose other bits are 0) to bit j: the
+// multiply puts byte j's bit at bit 56 + j, and its other partial products on
+// distinct bits, so nothing carries.
+PACKD_HD inline uint32_t ByteFlagBits(uint64_t flags) {
+  return static_cast<uint32_t>((flags * 0x0102040810204080ull) >> 56);
 }
 
 // Index of the lowest set bit of a non-zero word.
-PACKD_HD inline uint32_t LowestBit64(uint64_t v) {
+PACKD_HD inline uint32_t LowestBit(uint32_t v) {
 #if defined(__CUDA_ARCH__)
-  return static_cast<uint32_t>(__ffsll(static_cast<long long>(v)) - 1);
+  return static_cast<uint32_t>(__ffs(static_cast<int>(v)) - 1);
 #else
   return static_cast<uint32_t>(std::countr_zero(v));
 #endif
 }
 
 // The exponents of a lane's up to 8 elements, byte j for element j, from
-// their codes (byte j: element j's code, TiledLaneCodes) and escapes (bit 0
-// of byte j: element j is an escape), the first escape being
+// their codes (byte j: element j's code, TiledLaneCodes) and escapes (bit j:
+// element j is an escape), the first escape being
 // escapes[index]. A code c in 1..15 gives window_base + c - 1; an escape
 // gives its byte, in order; a 0 that is not an escape (padding) gives
 // window_base, for an element nobody stores. Escape reads stop at esc_end
 // (the tile's end: a consistent tile never reaches it) and give 0 past it.
-PACKD_HD inline uint64_t TiledLaneExponents(uint64_t codes, uint64_t lane_escapes,
+PACKD_HD inline uint64_t TiledLaneExponents(uint64_t codes, uint32_t escape_bits,
                                             uint32_t window_base, const uint8_t* escapes,
                                             uint32_t index, uint32_t esc_end) {
   // c - (c != 0) + base per byte: never below 0, never above 255 (base <=
   // 2^exp_bits - 15, checked by OpenDecoder), so no carry crosses a byte.
   uint64_t e = codes - TiledNonZeroCodes(codes) + uint64_t{window_base} * kEveryByte;
-  for (uint64_t bits = lane_escapes; bits != 0; bits &= bits - 1) {
-    const uint32_t shift = LowestBit64(bits);  // 8 * j
+  for (uint32_t bits = escape_bits; bits != 0; bits &= bits - 1) {
+    const uint32_t shift = 8 * LowestBit(bits);
     const uint64_t escape = index < esc_end ? LoadU8(escapes + index) : 0;
     ++index;
     e = (e & ~(uint64_t{0xff} << shift)) | (escape << shift);
@@ -417,18 +428,18 @@ PACKD_HD inline uint64_t TiledLaneExponents(uint64_t codes, uint64_t lane_escape
 // starting at element c0 of a tile of `size` elements whose groups start at
 // `codes` (group c0 / 64 + lane / 8, its lane lane % 8): returns how many
 // lie in the tile (0..8) and, when any do, sets their codes (TiledLaneCodes)
-// and escapes (bit 0 of byte j: element j lies in the tile and its code is
-// 0). One aligned 8-byte load.
+// and escapes (bit j: element j lies in the tile and its code is 0). One
+// aligned 8-byte load.
 PACKD_HD inline uint32_t TiledLaneCodesInTile(const uint8_t* codes, uint32_t size, uint64_t c0,
                                               uint32_t lane, uint64_t* lane_codes,
-                                              uint64_t* lane_escapes) {
+                                              uint32_t* escape_bits) {
   const uint64_t k0 = c0 + 8 * uint64_t{lane};  // the lane's first element, in the tile
   if (k0 >= size) return 0;
   const uint32_t n = static_cast<uint32_t>(MinU64(8, size - k0));
   const uint32_t gl = lane % 8;
   const uint8_t* group = codes + (k0 / kTiledGroup) * kTiledGroupBytes;
   *lane_codes = TiledLaneCodes(LoadU64(group + 8 * (gl % 4)), gl);
-  *lane_escapes = ~TiledNonZeroCodes(*lane_codes) & kEveryByte & LowMask(8 * n);
+  *escape_bits = ByteFlagBits(~TiledNonZeroCodes(*lane_codes) & kEveryByte) & ((1u << n) - 1);
   return n;
 }
 
@@ -463,10 +474,11 @@ PACKD_HD inline uint32_t TiledLaneChunk(const uint8_t* codes, uint32_t size, uin
     escapes_here += Popcount64(esc);
   }
   *chunk_escapes += escapes_here;
-  uint64_t lane_codes = 0, lane_escapes = 0;
-  const uint32_t n = TiledLaneCodesInTile(codes, size, c0, lane, &lane_codes, &lane_escapes);
+  uint64_t lane_codes = 0;
+  uint32_t escape_bits = 0;
+  const uint32_t n = TiledLaneCodesInTile(codes, size, c0, lane, &lane_codes, &escape_bits);
   if (n > 0) {
-    *exps = TiledLaneExponents(lane_codes, lane_escapes, window_base, escapes,
+    *exps = TiledLaneExponents(lane_codes, escape_bits, window_base, escapes,
                                esc_index + esc_before, esc_end);
   }
   return n;

@@ -85,6 +85,14 @@ TEST(TiledCodes, ValidMaskIsTheFirstElementsInLaneOrder) {
   }
 }
 
+TEST(TiledCodes, ByteFlagBitsOfEveryPattern) {
+  for (uint32_t bits = 0; bits < 256; ++bits) {
+    uint64_t flags = 0;
+    for (uint32_t j = 0; j < 8; ++j) flags |= uint64_t{(bits >> j) & 1} << (8 * j);
+    ASSERT_EQ(ByteFlagBits(flags), bits);
+  }
+}
+
 TEST(TiledCodes, NonZeroNibblesAtEveryPositionAndNeighbour) {
   // Every value of one nibble between neighbours that are all zero or all
   // ones: a neighbour's bits must not leak into the nibble's flag.
@@ -152,9 +160,11 @@ TEST(TiledCodes, LaneExponentsOfEveryCodeAndBase) {
           uint64_t codes = 0;
           for (uint32_t b = 0; b < 8; ++b) codes |= (b == j ? c : others) << (8 * b);
           for (bool zeros_escape : {true, false}) {  // false: every 0 is padding
-            const uint64_t lane_escapes =
-                zeros_escape ? ~TiledNonZeroCodes(codes) & kEveryByte : uint64_t{0};
-            const uint64_t e = TiledLaneExponents(codes, lane_escapes, base, escapes, 1, 8);
+            uint32_t escape_bits = 0;                // bit b: byte b is an escape
+            for (uint32_t b = 0; b < 8 && zeros_escape; ++b) {
+              if (((codes >> (8 * b)) & 0xff) == 0) escape_bits |= 1u << b;
+            }
+            const uint64_t e = TiledLaneExponents(codes, escape_bits, base, escapes, 1, 8);
             uint32_t next = 1;
             for (uint32_t b = 0; b < 8; ++b) {
               const uint32_t code = static_cast<uint32_t>(codes >> (8 * b)) & 0xff;
@@ -219,11 +229,12 @@ void ExpectTileDecodes(const TileCase& t, uint32_t size, uint32_t base, uint32_t
   for (uint64_t c0 = 0; c0 < size; c0 += kTiledChunk) {
     SCOPED_TRACE(::testing::Message() << "size " << size << " chunk " << c0 / kTiledChunk);
     uint32_t lane_n[32], counts[32];
-    uint64_t lane_codes[32] = {}, lane_escapes[32] = {};
+    uint64_t lane_codes[32] = {};
+    uint32_t escape_bits[32] = {};
     for (uint32_t lane = 0; lane < 32; ++lane) {
-      lane_n[lane] = TiledLaneCodesInTile(codes.data(), size, c0, lane, &lane_codes[lane],
-                                          &lane_escapes[lane]);
-      counts[lane] = Popcount64(lane_escapes[lane]);
+      lane_n[lane] =
+          TiledLaneCodesInTile(codes.data(), size, c0, lane, &lane_codes[lane], &escape_bits[lane]);
+      counts[lane] = Popcount64(escape_bits[lane]);
     }
     uint32_t chunk_total = 0;
     for (uint32_t lane = 0; lane < 32; ++lane) chunk_total += counts[lane];
@@ -237,9 +248,14 @@ void ExpectTileDecodes(const TileCase& t, uint32_t size, uint32_t base, uint32_t
       const uint64_t k0 = c0 + 8 * lane;
       ASSERT_EQ(n, k0 >= size ? 0 : std::min<uint64_t>(8, size - k0)) << "lane " << lane;
       ASSERT_EQ(lane_n[lane], n);
+      for (uint32_t j = 0; j < n; ++j) {
+        const bool escape = ((lane_codes[lane] >> (8 * j)) & 0xff) == 0;
+        ASSERT_EQ((escape_bits[lane] >> j) & 1, escape ? 1u : 0u) << "lane " << lane;
+      }
+      ASSERT_EQ(escape_bits[lane] >> n, 0u) << "lane " << lane << ": escapes past the tile";
       if (n > 0) {
         const uint64_t warp_exps =
-            TiledLaneExponents(lane_codes[lane], lane_escapes[lane], base, escapes.data(),
+            TiledLaneExponents(lane_codes[lane], escape_bits[lane], base, escapes.data(),
                                esc_before_chunk + scan, esc_end);
         // Escape ranks, for the clamp: the element's rank in the tile.
         uint32_t rank = esc_before_chunk + scan;

@@ -99,23 +99,34 @@ void SetTiledCode(uint8_t* group, uint32_t k, uint32_t code) {
   byte = static_cast<uint8_t>((byte & ~(15u << shift)) | (code << shift));
 }
 
-// Values whose exponents are spread evenly over 15 consecutive values (every
-// window code, for a tiled window that lands on them) except for about
-// escape_per_64 / 64 of them, whose exponents lie far outside: 0 (zeros,
-// subnormals), the largest (Inf, NaN), and others. Signs and mantissas are
-// random.
-std::vector<uint8_t> WindowAndEscapes(DType dtype, uint64_t n, uint32_t escape_per_64,
-                                      uint64_t seed) {
+// Where a WindowAndEscapes tensor has escapes: none, 1 or 24 elements in 64
+// at random, or the first 128 elements of every 384 (whole groups of 64
+// escapes: the groups of the tensors below start at multiples of 64).
+enum class Escapes { kNone, kFew, kMany, kRuns };
+
+// Values whose exponents are spread evenly over [low, low + 14] (every code
+// of the tiled window that covers them, which the encoder picks: they are
+// the majority) except where `where` puts escapes: exponents outside it, 0
+// (zeros, subnormals), the largest (Inf, NaN) and two more. Signs and
+// mantissas are random. *escapes: how many elements lie outside the window.
+std::vector<uint8_t> WindowAndEscapes(DType dtype, uint64_t n, Escapes where, uint64_t seed,
+                                      uint64_t* escapes) {
   const FloatFormat f = *FloatFormatOf(dtype);
   const uint32_t top = (1u << f.exp_bits) - 1;
-  const uint32_t low = f.exp_bits == 5 ? 8 : 110;  // window [low, low + 14]
-  const uint32_t outside[] = {0, top, 1, low + 40 < top ? low + 40 : top - 1};
+  const uint32_t low = f.exp_bits == 5 ? 8 : 110;
+  const uint32_t outside[] = {0, 1, top - 1, top};
   std::mt19937_64 rng(seed);
   const int eb = DTypeSize(dtype);
   std::vector<uint8_t> raw(n * eb);
+  *escapes = 0;
   for (uint64_t i = 0; i < n; ++i) {
-    const uint32_t exponent =
-        rng() % 64 < escape_per_64 ? outside[rng() % 4] : low + static_cast<uint32_t>(rng() % 15);
+    const uint64_t r = rng() % 64;
+    const bool escape = where == Escapes::kFew    ? r < 1
+                        : where == Escapes::kMany ? r < 24
+                        : where == Escapes::kRuns ? i % 384 < 128
+                                                  : false;
+    *escapes += escape ? 1 : 0;
+    const uint32_t exponent = escape ? outside[rng() % 4] : low + static_cast<uint32_t>(rng() % 15);
     const uint32_t rest = static_cast<uint32_t>(rng()) & ((1u << f.rest_bits()) - 1);
     const uint32_t v = f.Join(exponent, rest);
     std::memcpy(raw.data() + i * eb, &v, eb);
@@ -374,64 +385,29 @@ TEST(DeviceImageTest, HardDistributions) {
 }
 
 TEST(DeviceImageTest, TiledEscapeDensitiesAndShortGroups) {
-  // tiled only: no escape, a few, half, and every element escaped (groups of
-  // 64 escapes), in every dtype, on shapes whose tiles end in short groups
-  // (1000 = 512 + 488, 517 = 512 + 5, a flat grid of 3 x 70 = 210 = 3 x 64 +
-  // 18 at tile width 64) and rows of whole groups.
+  // tiled only: no escape, a few, many, and whole groups of escapes, in
+  // every dtype, on shapes whose tiles end in short groups (1000 = 512 + 488,
+  // 517 = 512 + 5, a flat grid of 5 x 70 = 350 = 5 x 64 + 30 at tile width
+  // 64) and rows of whole groups. The encoder must have escaped exactly the
+  // elements outside the window, so that each case is what it says.
   uint64_t seed = 300;
-  const std::vector<std::vector<int64_t>> shapes = {{3, 1000}, {2, 517}, {3, 70}, {2, 1024}};
-  for (uint32_t escape_per_64 : {0u, 1u, 32u, 64u}) {
+  const std::vector<std::vector<int64_t>> shapes = {{3, 1000}, {2, 517}, {5, 70}, {2, 1024}};
+  for (Escapes where : {Escapes::kNone, Escapes::kFew, Escapes::kMany, Escapes::kRuns}) {
     for (DType dtype : kDTypes) {
       for (const std::vector<int64_t>& shape : shapes) {
         const TensorInfo info{dtype, shape};
+        uint64_t outside = 0;
         const std::vector<uint8_t> raw =
-            WindowAndEscapes(dtype, info.elements(), escape_per_64, seed++);
+            WindowAndEscapes(dtype, info.elements(), where, seed++, &outside);
         for (const Coding& coding : {kTiled, kTiled64}) {
-          SCOPED_TRACE(::testing::Message() << escape_per_64 << "/64 escapes");
+          SCOPED_TRACE(::testing::Message() << "escapes " << static_cast<int>(where));
+          absl::StatusOr<EncodedTensor> enc = Encode(coding, info, raw);
+          ASSERT_TRUE(enc.ok()) << enc.status();
+          ASSERT_EQ(ViewOf(*enc).at("escapes").size(), outside);
           ExpectDeviceTwinMatches(coding, info, raw);
           if (HasFatalFailure()) return;
         }
       }
-    }
-  }
-}
-
-TEST(DeviceImageTest, TiledPaddingCodesAreIgnored) {
-  // FORMAT.md §5: the encoder writes a short group's padding codes as 0, and
-  // readers ignore them whatever they are. Set them to 1..15: the image
-  // still builds (the escape counts exclude padding) and decodes the same.
-  std::mt19937_64 rng(17);
-  for (DType dtype : kDTypes) {
-    for (const Coding& coding : {kTiled, kTiled64}) {
-      const TensorInfo info{dtype, {3, 1000}};
-      SCOPED_TRACE(coding.name + " " + std::string(DTypeName(dtype)));
-      const std::vector<uint8_t> raw = WindowAndEscapes(dtype, info.elements(), 8, rng());
-      absl::StatusOr<EncodedTensor> enc = Encode(coding, info, raw);
-      ASSERT_TRUE(enc.ok()) << enc.status();
-      absl::StatusOr<DeviceImage> clean = DeviceImage::Build("tiled", info, ViewOf(*enc));
-      ASSERT_TRUE(clean.ok()) << clean.status();
-      const DeviceImageLayout L = clean->layout();
-      std::vector<uint8_t>& codes = ComponentBytes(*enc, "codes");
-      uint64_t padded = 0;
-      for (uint64_t t = 0; t < L.tiles; ++t) {
-        const TileSpan s = TileAt(L, t);
-        if (s.size % kTiledGroup == 0) continue;
-        // FORMAT.md §5: the tile's groups, then its last (short) one.
-        const uint64_t group =
-            s.row * L.groups_per_row + s.col * L.groups_per_full_tile + s.size / kTiledGroup;
-        uint8_t* last = codes.data() + group * kTiledGroupBytes;
-        for (uint32_t k = s.size % kTiledGroup; k < kTiledGroup; ++k) {
-          ASSERT_EQ(TiledCodeAt(last, k), 0u) << "the encoder's padding, tile " << t;
-          SetTiledCode(last, k, 1 + static_cast<uint32_t>(rng() % 15));
-          ++padded;
-        }
-      }
-      ASSERT_GT(padded, 0u);
-      absl::StatusOr<DeviceImage> dirty = DeviceImage::Build("tiled", info, ViewOf(*enc));
-      ASSERT_TRUE(dirty.ok()) << dirty.status();
-      HostDevice dev(*dirty);
-      ExpectRows(dev, dirty->layout(), raw, 0, 3, 0);
-      ExpectRows(dev, dirty->layout(), raw, 1, 1, L.elem_bytes);
     }
   }
 }
@@ -681,6 +657,48 @@ TEST_F(DeviceImageRefusalTest, TiledEscapeCountMismatchNamesTheTile) {
     ASSERT_LT(k, 64u) << "the wide-exponent data should have both kinds of code in the group";
     SetTiledCode(codes, k, to_escape ? 0 : 1);
     ExpectRefused("tiled", info_, ViewOf(t), absl::StatusCode::kDataLoss, "tile 4");
+  }
+}
+
+TEST(DeviceImageTest, TiledPaddingCodesAreIgnored) {
+  // FORMAT.md §5: the encoder writes a short group's padding codes as 0, and
+  // readers ignore them whatever they are. Set them to 1..15: the image
+  // still builds (the escape counts exclude padding) and decodes the same.
+  std::mt19937_64 rng(17);
+  for (DType dtype : kDTypes) {
+    for (const Coding& coding : {kTiled, kTiled64}) {
+      const TensorInfo info{dtype, {3, 1000}};
+      SCOPED_TRACE(coding.name + " " + std::string(DTypeName(dtype)));
+      uint64_t outside = 0;
+      const std::vector<uint8_t> raw =
+          WindowAndEscapes(dtype, info.elements(), Escapes::kMany, rng(), &outside);
+      absl::StatusOr<EncodedTensor> enc = Encode(coding, info, raw);
+      ASSERT_TRUE(enc.ok()) << enc.status();
+      absl::StatusOr<DeviceImage> clean = DeviceImage::Build("tiled", info, ViewOf(*enc));
+      ASSERT_TRUE(clean.ok()) << clean.status();
+      const DeviceImageLayout L = clean->layout();
+      std::vector<uint8_t>& codes = ComponentBytes(*enc, "codes");
+      uint64_t padded = 0;
+      for (uint64_t t = 0; t < L.tiles; ++t) {
+        const TileSpan s = TileAt(L, t);
+        if (s.size % kTiledGroup == 0) continue;
+        // FORMAT.md §5: the tile's groups, then its last (short) one.
+        const uint64_t group =
+            s.row * L.groups_per_row + s.col * L.groups_per_full_tile + s.size / kTiledGroup;
+        uint8_t* last = codes.data() + group * kTiledGroupBytes;
+        for (uint32_t k = s.size % kTiledGroup; k < kTiledGroup; ++k) {
+          ASSERT_EQ(TiledCodeAt(last, k), 0u) << "the encoder's padding, tile " << t;
+          SetTiledCode(last, k, 1 + static_cast<uint32_t>(rng() % 15));
+          ++padded;
+        }
+      }
+      ASSERT_GT(padded, 0u);
+      absl::StatusOr<DeviceImage> dirty = DeviceImage::Build("tiled", info, ViewOf(*enc));
+      ASSERT_TRUE(dirty.ok()) << dirty.status();
+      HostDevice dev(*dirty);
+      ExpectRows(dev, dirty->layout(), raw, 0, 3, 0);
+      ExpectRows(dev, dirty->layout(), raw, 1, 1, L.elem_bytes);
+    }
   }
 }
 

@@ -193,9 +193,10 @@ __device__ __forceinline__ uint32_t TiledLaneChunkWarp(const uint8_t* codes, uin
                                                        uint32_t window_base, const uint8_t* escapes,
                                                        uint32_t esc_index, uint32_t esc_end,
                                                        uint64_t* exps, uint32_t* chunk_escapes) {
-  uint64_t lane_codes = 0, lane_escapes = 0;
-  const uint32_t n = TiledLaneCodesInTile(codes, size, c0, lane, &lane_codes, &lane_escapes);
-  const uint32_t count = Popcount64(lane_escapes);
+  uint64_t lane_codes = 0;
+  uint32_t escape_bits = 0;
+  const uint32_t n = TiledLaneCodesInTile(codes, size, c0, lane, &lane_codes, &escape_bits);
+  const uint32_t count = Popcount64(escape_bits);
   uint32_t through = count;  // escapes of lanes 0..lane
 #pragma unroll
   for (uint32_t d = 1; d < 32; d *= 2) {
@@ -204,7 +205,7 @@ __device__ __forceinline__ uint32_t TiledLaneChunkWarp(const uint8_t* codes, uin
   }
   *chunk_escapes += __shfl_sync(0xffffffffu, through, 31);
   if (n > 0) {
-    *exps = TiledLaneExponents(lane_codes, lane_escapes, window_base, escapes,
+    *exps = TiledLaneExponents(lane_codes, escape_bits, window_base, escapes,
                                esc_index + through - count, esc_end);
   }
   return n;
