@@ -84,14 +84,15 @@ class CpuBuffer final : public Buffer {
 };
 
 // How MatMul reads a compressed bf16 matrix whose codec tiles cut its rows
-// when it multiplies one token (split_gemm.h): tiled codes decoded in
-// registers, or (vlc) the exponents of a row block decoded into an L1-sized
-// buffer and joined with the rest plane in registers. Steps of several
-// tokens, and kNone, decode ~64 KiB bf16 row blocks into a per-thread buffer
-// and run Kernels::gemm over them: measured on the EPYC development machine
-// (bench/NOTES.md, "CPU split kernels"), that is faster from 8 tokens up
-// (prefill and batch 8), where the split kernels' join per token group costs
-// more than one bf16 decode per row block.
+// when it multiplies at most kSplitGemmMaxTokens tokens (split_gemm.h):
+// tiled codes decoded in registers, or (vlc) the exponents of a row block
+// decoded into an L1-sized buffer and joined with the rest plane in
+// registers, each row once per step. Larger steps, and kNone, decode ~64 KiB
+// bf16 row blocks into a per-thread buffer and run Kernels::gemm over them:
+// measured on the EPYC development machine (bench/NOTES.md, "CPU split
+// kernels"), the split kernels win at batch 1 and 8 (tiled 1.3x / 1.04x raw)
+// and lose at 32 (tiled 0.83x against 0.93x with bf16 blocks), where each
+// row would be joined four times per step.
 enum class SplitMode { kNone, kTiled, kExponents };
 
 // A weight on the CPU: a matrix stays where the model file is mapped (raw)
@@ -323,7 +324,7 @@ class CpuBackend final : public Backend {
       }
     };
     FirstError err;
-    if (w.split_mode() != SplitMode::kNone && n == 1) {
+    if (w.split_mode() != SplitMode::kNone && n <= cpu::kSplitGemmMaxTokens) {
       // Row blocks whose exponents (one byte per weight) fill about half of
       // L1, in multiples of 4 rows (the one-token tile height).
       const int64_t block = std::clamp<int64_t>(16384 / k / 4 * 4, 4, 256);

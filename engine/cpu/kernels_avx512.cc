@@ -20,6 +20,8 @@ namespace {
 using codec::DType;
 
 constexpr int kLanes = 16;
+// How far ahead a one-token tile prefetches each weight row, in bytes.
+constexpr int64_t kPrefetchBytes = 16384;
 
 // 16 weights of type D at p, as fp32; `mask` selects the lanes to read (the
 // others are 0 and their memory is not touched).
@@ -64,6 +66,18 @@ struct Avx512Tile {
     const int64_t full = k - k % kLanes;
     for (int64_t i = 0; i < full; i += kLanes) {
       __m512 wv[R];
+      if constexpr (T == 1) {
+        // One token (decode) streams weights from DRAM: prefetch into L2 a
+        // few rows ahead, one line per 64 bytes (the hardware prefetchers
+        // alone leave the core waiting; bench/NOTES.md, issue 19).
+        if ((i * kElemBytes) % 64 == 0) {
+          for (int r = 0; r < R; ++r) {
+            _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + i * kElemBytes +
+                                                       kPrefetchBytes),
+                         _MM_HINT_T1);
+          }
+        }
+      }
       for (int r = 0; r < R; ++r) wv[r] = LoadWeights<D>(w + r * row_bytes + i * kElemBytes);
       for (int t = 0; t < T; ++t) {
         const __m512 xv = _mm512_loadu_ps(x + t * x_stride + i);

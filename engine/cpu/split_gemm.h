@@ -21,13 +21,17 @@
 
 namespace packd::engine::cpu {
 
+// Tokens one pass over the weights serves (the tile's widest token group).
+inline constexpr int64_t kSplitGemmMaxTokens = 8;
+
 struct SplitGemmKernels {
   // out[t * out_stride + r] = sum_j x[t * x_stride + j] * w[row0 + r][j] for
   // t < n, r < rows, over the rows of a tiled bf16 matrix (view from
   // codec::TiledDecoder::Rows(), which checked the escape counts); k =
   // view.cols, a multiple of 64. Decodes each row's codes once per group of
-  // up to 4 tokens (so for n > 4 more than once: the CPU backend calls it for
-  // one-token steps only and decodes bf16 row blocks for larger ones).
+  // up to kSplitGemmMaxTokens tokens (so for larger n more than once: the CPU
+  // backend calls it for steps of at most that many tokens and decodes bf16
+  // row blocks for larger ones).
   void (*tiled)(const float* x, int64_t n, int64_t x_stride, const codec::TiledRowsView& w,
                 int64_t row0, int64_t rows, float* out, int64_t out_stride);
   // The same over split rows: row r's k exponent bytes at exps + r * k (a
@@ -38,12 +42,12 @@ struct SplitGemmKernels {
 };
 
 // The kernels matching GetKernels(), or null when that ISA has none: they
-// exist for AVX-512 on CPUs that also have VBMI, VBMI2 and GFNI (the byte
-// permutes, expands and bit transposes of the decode and join). Callers without them decode to bf16 and call
-// Kernels::gemm, which gives the same bits.
+// exist for AVX-512 on CPUs that also have VBMI and VBMI2 (the byte permutes
+// and expands of the decode and join). Callers without them decode to bf16
+// and call Kernels::gemm, which gives the same bits.
 const SplitGemmKernels* GetSplitGemmKernels();
 // The same for a given ISA (tests): null unless isa is kAvx512 and the CPU
-// has AVX-512 with VBMI, VBMI2 and GFNI.
+// has AVX-512 with VBMI and VBMI2.
 const SplitGemmKernels* GetSplitGemmKernelsFor(Isa isa);
 
 }  // namespace packd::engine::cpu

@@ -1,4 +1,4 @@
-// AVX-512 (F/BW/VL + VBMI + VBMI2 + GFNI) split-weight matmuls (split_gemm.h).
+// AVX-512 (F/BW/VL + VBMI + VBMI2) split-weight matmuls (split_gemm.h).
 //
 // A group of 64 weights becomes four fp32 vectors in gemm's lane order
 // (vector c holds elements 16c .. 16c + 15 of the group, element i in lane
@@ -10,9 +10,9 @@
 //   vpternlog select discards)
 //   w_c = vpermt2b(lo, kJoin[c], hi) with bytes 0, 1 of each dword zeroed:
 //         the dword holds bf16 << 16, i.e. the exact fp32 value.
-// Tiled codes give e in registers: the 3-bit codes by a GFNI bit transpose of
-// the three plane words, plus base - 1, and a vpexpandb of the group's
-// escapes into the code-0 bytes (codec/FORMAT.md §5).
+// Tiled codes give e in registers: one vpermb of the group's 4-bit codes
+// through the window table, and, in tiles with escapes, a vpexpandb of the
+// group's escapes into the code-0 bytes (codec/FORMAT.md §5).
 // Each output is then the FMA chain of gemm's AVX-512 tile (acc = x * w +
 // acc over the 16-element chunks of k in ascending order, from zero) and the
 // same ReduceLanes, so the bits equal gemm's on the decoded weights.
@@ -40,10 +40,13 @@ namespace {
 using internal::ReduceLanes;
 
 #define PACKD_SPLIT_TARGET \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,gfni,bmi2,popcnt,fma")))
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,bmi2,popcnt,fma")))
 #define PACKD_SPLIT_INLINE PACKD_SPLIT_TARGET __attribute__((always_inline)) inline
 
 constexpr int64_t kGroup = 64;
+// How far ahead of a row's rest bytes TiledSource prefetches (16 KiB: several
+// rows ahead for usual k, so the next rows' lines are in flight too).
+constexpr int64_t kPrefetchBytes = 16384;
 
 // vpermt2b indices: dword d of vector c takes lo[16c + d] into byte 2 and
 // hi[16c + d] (index + 64 selects the second source) into byte 3; bytes 0
@@ -83,100 +86,119 @@ struct Join {
   }
 };
 
-// The 3-bit codes of a tiled group as bytes, by a bit transpose: a byte
-// permute puts the three plane bytes of elements 8q .. 8q + 7 into bytes 7, 6
-// and 5 of qword q (the other bytes zero), and vgf2p8affineqb with the qword
-// as its matrix and 1 << i as byte i's vector gives byte i = the bits i of
-// those plane bytes, i.e. the code of element 8q + i. (Measured ~15% faster
-// per group than three masked adds from mask registers on Zen 4.)
-struct CodeTranspose {
-  alignas(64) uint8_t gather[64];
-  alignas(64) uint8_t unit[64];
-  constexpr CodeTranspose() : gather{}, unit{} {
-    for (int q = 0; q < 8; ++q) {
-      for (int i = 0; i < 8; ++i) {
-        // Plane p's byte q is byte 8p + q of the group; byte 63 of the
-        // 24-byte masked load is zero.
-        gather[8 * q + i] = static_cast<uint8_t>(i >= 5 ? 8 * (7 - i) + q : 63);
-        unit[8 * q + i] = static_cast<uint8_t>(1u << i);
-      }
-    }
-  }
-};
-constexpr CodeTranspose kCodeTranspose;
-
-// Exponents of one full tiled group; advances *esc past its escapes (their
-// count was checked against escape_offsets by TiledDecoder::Rows, so the
-// masked load stays inside the row's escapes).
-PACKD_SPLIT_INLINE __m512i TiledExponents(const uint8_t* codes, __m512i base_minus_1,
-                                          __m512i gather, __m512i unit, const uint8_t*& esc) {
-  const __m512i planes = _mm512_maskz_loadu_epi8(0xffffffull, codes);
-  const __m512i code =
-      _mm512_gf2p8affine_epi64_epi8(unit, _mm512_permutexvar_epi8(gather, planes), 0);
-  const __m512i e = _mm512_add_epi8(code, base_minus_1);
-  uint64_t p0, p1, p2;
-  std::memcpy(&p0, codes, 8);
-  std::memcpy(&p1, codes + 8, 8);
-  std::memcpy(&p2, codes + 16, 8);
-  const uint64_t escape = ~(p0 | p1 | p2);
-  const uint64_t count = static_cast<uint64_t>(std::popcount(escape));
-  // Register-form expand: vpexpandb's memory form is microcoded on Zen 4.
-  const __m512i packed = _mm512_maskz_loadu_epi8(_bzhi_u64(~uint64_t{0}, count), esc);
-  esc += count;
-  return _mm512_mask_expand_epi8(e, escape, packed);
+// The 16-entry window table of a tiled matrix for vpermb, repeated in each
+// 16-byte quarter (vpermb reads index bits 0..5, the code is bits 0..3):
+// entry c in 1..15 is base + c - 1; entry 0 (escapes, replaced) is 0.
+PACKD_SPLIT_INLINE __m512i WindowTable(uint8_t base) {
+  const __m512i c = _mm512_and_si512(
+      _mm512_set_epi64(0x3f3e3d3c3b3a3938, 0x3736353433323130, 0x2f2e2d2c2b2a2928,
+                       0x2726252423222120, 0x1f1e1d1c1b1a1918, 0x1716151413121110,
+                       0x0f0e0d0c0b0a0908, 0x0706050403020100),
+      _mm512_set1_epi8(0x0f));
+  const __m512i e = _mm512_add_epi8(c, _mm512_set1_epi8(static_cast<char>(base - 1)));
+  return _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(c, c), e);
 }
 
-// Where a tile's exponents come from: tiled codes decoded in registers, or a
-// buffer of exponent bytes. Each has its R rows' cursors and gives the
-// exponents of group g (elements 64g .. 64g + 63) of row r, in group order.
+// Where a row block's exponents come from, a tile at a time: tiled codes
+// decoded in registers, or a buffer of exponent bytes. Each has its R rows'
+// cursors, its tile width (tiles cut each row into tile_cols columns, the
+// last maybe fewer), whether any of its rows has escapes in tile `col`, and
+// the exponents of group g (elements 64g .. 64g + 63) of row r, given in
+// group order; kEscapes false only for tiles whose rows have no escapes.
 template <int R>
 struct TiledSource {
   const uint8_t* codes[R];
   const uint8_t* esc[R];
   const uint8_t* rest[R];
-  __m512i base_minus_1, gather, unit;
-  PACKD_SPLIT_INLINE TiledSource(const codec::TiledRowsView& w, int64_t row0) {
-    base_minus_1 = _mm512_set1_epi8(static_cast<char>(w.window_base - 1));
-    gather = _mm512_load_si512(kCodeTranspose.gather);
-    unit = _mm512_load_si512(kCodeTranspose.unit);
+  uint64_t first_tile[R];
+  const codec::TiledRowsView* w;
+  int64_t tile_cols;
+  __m512i table, low_nibbles;
+  PACKD_SPLIT_INLINE TiledSource(const codec::TiledRowsView& view, int64_t row0) : w(&view) {
+    tile_cols = static_cast<int64_t>(view.tile_cols);
+    table = WindowTable(view.window_base);
+    low_nibbles = _mm512_set1_epi8(0x0f);
     for (int r = 0; r < R; ++r) {
       const uint64_t row = static_cast<uint64_t>(row0 + r);
-      codes[r] = w.codes + row * w.code_row_bytes;
-      rest[r] = w.rest + row * w.cols;
-      esc[r] = w.escapes + w.EscapeBegin(row);
+      codes[r] = view.codes + row * view.code_row_bytes;
+      rest[r] = view.rest + row * view.cols;
+      first_tile[r] = row * view.tiles_per_row;
+      esc[r] = view.escapes + view.EscapeOffset(first_tile[r]);
     }
   }
+  // Software prefetch into L2, kPrefetchBytes of rest ahead (and the same
+  // elements' codes): the hardware prefetchers alone left a core waiting on
+  // DRAM (measured: tiled streamed ~20 GB/s without, ~36–39 with, the
+  // machine's limit; raw bf16 ~37). Addresses past the end are harmless: a
+  // prefetch never faults.
+  PACKD_SPLIT_INLINE void Prefetch(int r, int64_t g) const {
+    _mm_prefetch(reinterpret_cast<const char*>(rest[r] + g + kPrefetchBytes), _MM_HINT_T1);
+    if (g % 128 == 0) {
+      _mm_prefetch(reinterpret_cast<const char*>(codes[r] + g / 2 + kPrefetchBytes / 2),
+                   _MM_HINT_T1);
+    }
+  }
+  PACKD_SPLIT_INLINE bool Escapes(int64_t col) const {
+    bool any = false;
+    for (int r = 0; r < R; ++r) {
+      const uint64_t t = first_tile[r] + static_cast<uint64_t>(col);
+      any |= w->EscapeOffset(t + 1) != w->EscapeOffset(t);
+    }
+    return any;
+  }
+  // The group's 32 code bytes in both halves of a register, the upper copy
+  // shifted right by 4: byte i's low nibble is element i's code
+  // (codec/FORMAT.md §5), so one vpermb through the table gives the
+  // exponents. With escapes: the code-0 bytes get the group's escapes by a
+  // register-form vpexpandb (the memory form is microcoded on Zen 4); their
+  // count was checked against escape_offsets by TiledDecoder::Rows, so the
+  // masked load stays inside the row's escapes.
+  template <bool kEscapes>
   PACKD_SPLIT_INLINE __m512i Exponents(int r, int64_t g) {
-    return TiledExponents(codes[r] + (g / kGroup) * 24, base_minus_1, gather, unit, esc[r]);
+    const __m512i both = _mm512_broadcast_i64x4(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes[r] + (g / kGroup) * 32)));
+    const __m512i code = _mm512_mask_srli_epi16(both, 0xffff0000u, both, 4);
+    const __m512i e = _mm512_permutexvar_epi8(code, table);
+    if constexpr (!kEscapes) {
+      return e;
+    } else {
+      const uint64_t escape = _mm512_testn_epi8_mask(code, low_nibbles);
+      const uint64_t count = static_cast<uint64_t>(std::popcount(escape));
+      const __m512i packed = _mm512_maskz_loadu_epi8(_bzhi_u64(~uint64_t{0}, count), esc[r]);
+      esc[r] += count;
+      return _mm512_mask_expand_epi8(e, escape, packed);
+    }
   }
 };
 template <int R>
 struct BufferSource {
   const uint8_t* exps[R];
   const uint8_t* rest[R];
-  PACKD_SPLIT_INLINE BufferSource(const uint8_t* e, const uint8_t* rs, int64_t k) {
+  int64_t tile_cols;
+  PACKD_SPLIT_INLINE BufferSource(const uint8_t* e, const uint8_t* rs, int64_t k) : tile_cols(k) {
     for (int r = 0; r < R; ++r) {
       exps[r] = e + r * k;
       rest[r] = rs + r * k;
     }
   }
-  PACKD_SPLIT_INLINE __m512i Exponents(int r, int64_t g) { return _mm512_loadu_si512(exps[r] + g); }
+  PACKD_SPLIT_INLINE bool Escapes(int64_t) const { return false; }
+  PACKD_SPLIT_INLINE void Prefetch(int, int64_t) const {}
+  template <bool>
+  PACKD_SPLIT_INLINE __m512i Exponents(int r, int64_t g) {
+    return _mm512_loadu_si512(exps[r] + g);
+  }
 };
 
-// T tokens x R rows over all of k (a multiple of 64). Registers: T * R
-// accumulators, 2R joined byte vectors, T x chunks, 4 indices.
-template <int T, int R, typename Source>
-PACKD_SPLIT_INLINE void RowsTile(const float* x, int64_t x_stride, Source src, int64_t k,
-                                 float* out, int64_t out_stride) {
-  const Join join = Join::Make();
-  __m512 acc[T][R];
-  for (int t = 0; t < T; ++t) {
-    for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
-  }
-  for (int64_t g = 0; g < k; g += kGroup) {
+// Groups [g0, g1) of T tokens x R rows into the accumulators.
+template <bool kEscapes, int T, int R, typename Source>
+PACKD_SPLIT_INLINE void RowsGroups(const float* x, int64_t x_stride, Source& src, const Join& join,
+                                   int64_t g0, int64_t g1, __m512 (&acc)[T][R]) {
+  for (int64_t g = g0; g < g1; g += kGroup) {
     __m512i lo[R], hi[R];
     for (int r = 0; r < R; ++r) {
-      join.Bytes(src.Exponents(r, g), _mm512_loadu_si512(src.rest[r] + g), lo[r], hi[r]);
+      src.Prefetch(r, g);
+      join.Bytes(src.template Exponents<kEscapes>(r, g), _mm512_loadu_si512(src.rest[r] + g), lo[r],
+                 hi[r]);
     }
     for (int c = 0; c < 4; ++c) {
       __m512 xv[T];
@@ -185,6 +207,27 @@ PACKD_SPLIT_INLINE void RowsTile(const float* x, int64_t x_stride, Source src, i
         const __m512 wv = join.Weights(lo[r], hi[r], c);
         for (int t = 0; t < T; ++t) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
       }
+    }
+  }
+}
+
+// T tokens x R rows over all of k (a multiple of 64), a tile at a time: tiles
+// in which none of the R rows has escapes skip the escape logic. Registers:
+// T * R accumulators, 2R joined byte vectors, T x chunks, 4 indices.
+template <int T, int R, typename Source>
+PACKD_SPLIT_INLINE void RowsTile(const float* x, int64_t x_stride, Source src, int64_t k,
+                                 float* out, int64_t out_stride) {
+  const Join join = Join::Make();
+  __m512 acc[T][R];
+  for (int t = 0; t < T; ++t) {
+    for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
+  }
+  for (int64_t c0 = 0, col = 0; c0 < k; c0 += src.tile_cols, ++col) {
+    const int64_t c1 = std::min(k, c0 + src.tile_cols);
+    if (src.Escapes(col)) {
+      RowsGroups<true>(x, x_stride, src, join, c0, c1, acc);
+    } else {
+      RowsGroups<false>(x, x_stride, src, join, c0, c1, acc);
     }
   }
   for (int t = 0; t < T; ++t) {
@@ -206,10 +249,10 @@ PACKD_SPLIT_TARGET void SplitTile(const float* x, int64_t x_stride, const uint8_
 }
 
 // Tile tables: [T][R] for T <= kTokens, R <= kRows (index 0 unused).
-// One token: 4 rows in flight (4 FMA chains, 12 weight streams for tiled);
-// several: 4 tokens x 2 rows (8 accumulators; each decoded weight vector
-// feeds 4 FMAs).
-constexpr int kTokens = 4, kRows = 4, kBatchRows = 2;
+// One token: 4 rows in flight (4 FMA chains); several: up to 8 tokens x 2
+// rows (16 accumulators; each decoded weight vector feeds up to 8 FMAs, so a
+// row is decoded once per 8 tokens).
+constexpr int kTokens = 8, kRows = 4, kBatchRows = 2;
 
 template <template <int, int> class Fn, typename Ptr, int T, int... Rs>
 constexpr void FillRow(Ptr (&table)[kTokens + 1][kRows + 1], std::integer_sequence<int, Rs...>) {
@@ -236,6 +279,10 @@ struct Table {
     FillRow<Fn, Ptr, 2>(fn, std::make_integer_sequence<int, kBatchRows>());
     FillRow<Fn, Ptr, 3>(fn, std::make_integer_sequence<int, kBatchRows>());
     FillRow<Fn, Ptr, 4>(fn, std::make_integer_sequence<int, kBatchRows>());
+    FillRow<Fn, Ptr, 5>(fn, std::make_integer_sequence<int, kBatchRows>());
+    FillRow<Fn, Ptr, 6>(fn, std::make_integer_sequence<int, kBatchRows>());
+    FillRow<Fn, Ptr, 7>(fn, std::make_integer_sequence<int, kBatchRows>());
+    FillRow<Fn, Ptr, 8>(fn, std::make_integer_sequence<int, kBatchRows>());
   }
 };
 constexpr Table<TiledFn, TiledPtr> kTiled;
@@ -274,9 +321,9 @@ void GemmSplit(const float* x, int64_t n, int64_t x_stride, const uint8_t* exps,
 constexpr SplitGemmKernels kAvx512Split = {.tiled = GemmTiled, .split = GemmSplit};
 
 // The tiled codec's AVX-512 decoder needs the same VBMI/VBMI2/BMI2/POPCNT
-// set; the transpose adds GFNI. The hardware's, like GetKernelsFor: the
-// PACKD_CPU_ISA cap reaches GetSplitGemmKernels() through GetKernels().isa.
-bool CpuHasSplitIsa() { return codec::TiledAvx512Supported() && HardwareCpuFeatures().gfni; }
+// set. The hardware's, like GetKernelsFor: the PACKD_CPU_ISA cap reaches
+// GetSplitGemmKernels() through GetKernels().isa.
+bool CpuHasSplitIsa() { return codec::TiledAvx512Supported(); }
 
 }  // namespace
 
