@@ -370,9 +370,9 @@ PACKD_HD inline uint64_t TiledValidMask(uint32_t valid) {
 // nibble 2j + 1 element 32 + 8i + j (lane 4 + i), so word i's nibble flags
 // shifted by i land on bits 8j + i and 8j + 4 + i — and what a lane wants:
 // lane gl's escapes are bit gl of every byte, those of the lanes before it
-// the bits below gl (TiledEscapesBefore). Element order
-// would cost an 8x8 bit transpose per group that no reader needs; counts
-// (popcounts) are the same in either order.
+// the bits below gl (TiledEscapesBefore). Element order would cost an 8x8
+// bit transpose per group that no reader needs; counts (popcounts) are the
+// same in either order.
 PACKD_HD inline uint64_t TiledEscapeMask(uint64_t w0, uint64_t w1, uint64_t w2, uint64_t w3,
                                          uint32_t valid) {
   const uint64_t non_zero = NonZeroNibbles(w0) | (NonZeroNibbles(w1) << 1) |
@@ -404,11 +404,11 @@ PACKD_HD inline uint32_t LowestBit(uint32_t v) {
 
 // The exponents of a lane's up to 8 elements, byte j for element j, from
 // their codes (byte j: element j's code, TiledLaneCodes) and escapes (bit j:
-// element j is an escape), the first escape being
-// escapes[index]. A code c in 1..15 gives window_base + c - 1; an escape
-// gives its byte, in order; a 0 that is not an escape (padding) gives
-// window_base, for an element nobody stores. Escape reads stop at esc_end
-// (the tile's end: a consistent tile never reaches it) and give 0 past it.
+// element j is an escape), the first escape being escapes[index]. A code c
+// in 1..15 gives window_base + c - 1; an escape gives its byte, in order; a
+// 0 that is not an escape (padding) gives window_base, for an element nobody
+// stores. Escape reads stop at esc_end (the tile's end: a consistent tile
+// never reaches it) and give 0 past it.
 PACKD_HD inline uint64_t TiledLaneExponents(uint64_t codes, uint32_t escape_bits,
                                             uint32_t window_base, const uint8_t* escapes,
                                             uint32_t index, uint32_t esc_end) {
