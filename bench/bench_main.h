@@ -16,6 +16,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "base/machine.h"
+#include "codec/tiled_codec.h"
+#include "codec/vlc_codec.h"
 
 namespace packd::bench {
 
@@ -34,6 +36,15 @@ int BenchMain(const char* program, const absl::StatusOr<Options>& options, RunFn
     return help ? 0 : 2;
   }
   return run(*options);
+}
+
+// The name under which a benchmark caches a model compressed with `codec`:
+// the codec and its format version ("tiled-v2"), so that a cache written by
+// an older build is compressed again instead of refused at load.
+inline std::string CodecCacheName(std::string_view codec) {
+  if (codec == "tiled") return absl::StrCat("tiled-v", codec::kTiledFormatVersion);
+  if (codec == "vlc") return absl::StrCat("vlc-v", codec::kVlcFormatVersion);
+  return std::string(codec);
 }
 
 // The flag at argv[i] as (name, value): "--name=value", or "--name value"

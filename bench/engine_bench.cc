@@ -1151,7 +1151,7 @@ absl::StatusOr<fs::path> PrepareCompressed(const Options& o, const fs::path& src
     const std::string abs = fs::absolute(src, ec).lexically_normal().string();
     stem = absl::StrFormat("ckpt-%s-%016x", src.filename().string(), std::hash<std::string>()(abs));
   }
-  const fs::path dst = fs::path(o.workdir) / absl::StrCat(stem, "-", codec);
+  const fs::path dst = fs::path(o.workdir) / absl::StrCat(stem, "-", CodecCacheName(codec));
   std::error_code ec;
   // CompressModel renames the directory into place only when it is complete.
   if (fs::exists(dst / "config.json", ec)) return dst;

@@ -294,10 +294,11 @@ absl::StatusOr<fs::path> PrepareRaw(const Options& o, const FleetModel& m) {
 // directory into place only when it is complete).
 absl::StatusOr<fs::path> PrepareCompressed(const Options& o, const FleetModel& m,
                                            const fs::path& raw, const std::string& codec) {
-  const fs::path dst = fs::path(o.workdir) / absl::StrCat(m.name, "-", codec);
+  const fs::path dst = fs::path(o.workdir) / absl::StrCat(m.name, "-", CodecCacheName(codec));
   std::error_code ec;
   if (fs::exists(dst / "config.json", ec)) return dst;
-  const fs::path engine_dir = fs::path(o.engine_workdir) / absl::StrCat(m.shape, "-bf16-", codec);
+  const fs::path engine_dir =
+      fs::path(o.engine_workdir) / absl::StrCat(m.shape, "-bf16-", CodecCacheName(codec));
   if (m.seed == 0 && fs::exists(engine_dir / "config.json", ec) && LinkTree(engine_dir, dst)) {
     std::fprintf(stderr, "%s: %s linked from %s\n", m.name.c_str(), codec.c_str(),
                  o.engine_workdir.c_str());

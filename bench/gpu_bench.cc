@@ -26,7 +26,7 @@
 //
 // --fit computes, it measures nothing, and runs without a device. For each
 // model directory of --fit-models (label=DIR; default: bench/engine's cache
-// of llama-8b, /tmp/packd-bench-engine/llama-8b-bf16{,-vlc,-tiled}), one
+// of llama-8b, /tmp/packd-bench-engine/llama-8b-bf16{,-vlc-v2,-tiled-v2}), one
 // engine instance on a CUDA device is counted as
 //   weights, backend workspace (cuBLAS, upload ring, GEMM staging) and decode
 //     scratch: engine::EstimateCudaBackendBytes (engine/cuda/
@@ -140,7 +140,7 @@ constexpr char kUsage[] =
     "  --fit                   the instances-per-device table instead of the decode one\n"
     "  --fit-models            label=DIR,... model directories (HF or packd), one per form;\n"
     "                          default raw, vlc, tiled from bench/engine's llama-8b cache\n"
-    "                          (/tmp/packd-bench-engine/llama-8b-bf16{,-vlc,-tiled})\n"
+    "                          (/tmp/packd-bench-engine/llama-8b-bf16{,-vlc-v2,-tiled-v2})\n"
     "  --fit-kv-gib            KV cache budget per instance, GiB (default 8)\n"
     "  --fit-max-running       sequences per instance (default 64)\n"
     "  --fit-max-batch-tokens  tokens per step per instance (default 512)\n"

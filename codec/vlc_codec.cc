@@ -21,6 +21,7 @@
 #include "base/status_macros.h"
 #include "codec/histogram.h"
 #include "codec/rest_plane.h"
+#include "codec/vlc_interleaved.h"
 #include "codec/vlc_tables.h"
 
 namespace packd::codec {
@@ -31,11 +32,14 @@ namespace {
 
 constexpr char kName[] = "vlc";
 constexpr uint8_t kMagic[4] = {'P', 'K', 'V', 'L'};
-constexpr uint16_t kVersion = 1;
+// Version 2 adds mode 3 (interleaved) and 16 bytes of padding after "codes";
+// version 1 files (modes 0-2, 8 bytes of padding) are still read.
+constexpr uint16_t kVersion = kVlcFormatVersion;
 constexpr size_t kFixedHeaderBytes = 40;  // followed by the code lengths / frequencies
 constexpr uint8_t kModeHuffman = 0;
 constexpr uint8_t kModeConstant = 1;
 constexpr uint8_t kModeRans = 2;
+constexpr uint8_t kModeInterleaved = 3;
 // rANS: frequencies sum to 2^kRansPrecision; the 32-bit state lives in
 // [kRansLow, 2^32) and is renormalized by 16-bit words.
 constexpr int kRansPrecision = kVlcRansPrecision;
@@ -50,14 +54,20 @@ static_assert(2 * kRansStep <= 8, "the unchecked rANS reads must stay inside the
 // kAuto uses rANS when it is estimated to save more than this many bits per
 // weight over Huffman (Huffman decodes faster).
 constexpr double kRansMinSavingBits = 0.05;
+// The same against the interleaved mode, which decodes several times faster
+// than serial Huffman: rANS must save more to be worth its ~1 GB/s decode
+// (it does on tensors dominated by one exponent, ~0.5 bits/weight).
+constexpr double kRansMinSavingBitsInterleaved = 0.25;
 // Longest code any version-1 stream may use; the decode tables always have
 // 2^kTableBits entries, so one peek of kTableBits bits decodes >= 1 symbol.
 constexpr int kTableBits = kVlcTableBits;
 constexpr uint32_t kTableSize = kVlcTableSize;
 constexpr uint32_t kTableMask = kTableSize - 1;
 // Bytes after the last tile's bitstream in "codes", so that a decoder may load
-// 8 bytes at any byte position <= the end of any tile.
-constexpr size_t kCodesPadding = 8;
+// 8 bytes (version 1) or 16 (version 2: the interleaved refill) at any byte
+// position <= the end of any tile.
+constexpr size_t kCodesPaddingV1 = 8;
+constexpr size_t kCodesPadding = kVlcInterleavedPadding;
 
 // DecodeAll outputs at least this large are written with non-temporal stores:
 // far beyond this core's L2 (1 MiB on Zen 4), they would be evicted before
@@ -103,60 +113,6 @@ inline uint32_t LoadElement(const uint8_t* p, int elem_bytes) {
 }
 
 // ---- Code construction.
-
-// Lengths of an optimal prefix code with no code longer than `limit` for the
-// symbols with nonzero counts (package-merge; Larmore & Hirschberg 1990).
-// Requires 2 <= nonzero symbols <= 2^limit. The result is a complete code
-// (Kraft sum exactly 1), which the decoder relies on: every table index then
-// decodes to a symbol.
-std::vector<uint8_t> LimitedCodeLengths(std::span<const uint64_t> counts, int limit) {
-  struct Node {
-    uint64_t weight;
-    int symbol;  // >= 0 for a leaf
-    int left, right;
-  };
-  std::vector<Node> nodes;
-  std::vector<int> leaves;
-  for (size_t s = 0; s < counts.size(); ++s) {
-    if (counts[s] == 0) continue;
-    leaves.push_back(static_cast<int>(nodes.size()));
-    nodes.push_back({counts[s], static_cast<int>(s), -1, -1});
-  }
-  std::stable_sort(leaves.begin(), leaves.end(),
-                   [&](int a, int b) { return nodes[a].weight < nodes[b].weight; });
-  std::vector<int> list = leaves;
-  for (int level = 1; level < limit; ++level) {
-    std::vector<int> packages;
-    for (size_t i = 0; i + 1 < list.size(); i += 2) {
-      packages.push_back(static_cast<int>(nodes.size()));
-      nodes.push_back(
-          {nodes[list[i]].weight + nodes[list[i + 1]].weight, -1, list[i], list[i + 1]});
-    }
-    std::vector<int> merged;
-    merged.reserve(leaves.size() + packages.size());
-    std::merge(leaves.begin(), leaves.end(), packages.begin(), packages.end(),
-               std::back_inserter(merged),
-               [&](int a, int b) { return nodes[a].weight < nodes[b].weight; });
-    list = std::move(merged);
-  }
-  std::vector<uint8_t> lengths(counts.size(), 0);
-  std::vector<int> stack;
-  const size_t take = 2 * leaves.size() - 2;
-  for (size_t i = 0; i < take; ++i) {
-    stack.push_back(list[i]);
-    while (!stack.empty()) {
-      const Node& n = nodes[stack.back()];
-      stack.pop_back();
-      if (n.symbol >= 0) {
-        ++lengths[n.symbol];
-      } else {
-        stack.push_back(n.left);
-        stack.push_back(n.right);
-      }
-    }
-  }
-  return lengths;
-}
 
 // ---- Decode tables.
 
@@ -569,6 +525,7 @@ struct Header {
   uint8_t max_code_len = 0;
   uint8_t const_symbol = 0;
   uint8_t offset_bytes = 4;
+  uint8_t escape_len = 0;  // mode 3
   uint64_t rows = 0, cols = 0;
   uint32_t tile_cols = 0;
 };
@@ -578,7 +535,7 @@ class VlcDecoder final : public TensorDecoder {
   VlcDecoder(const FloatFormat& f, const TileGrid& grid, const Header& h,
              std::span<const uint8_t> offsets, std::span<const uint8_t> codes,
              std::span<const uint8_t> rest, std::unique_ptr<DecodeTables> tables,
-             std::unique_ptr<RansTable> rans)
+             std::unique_ptr<RansTable> rans, std::unique_ptr<VlcInterleavedCode> interleaved)
       : TensorDecoder(f.elem_bytes),
         isa_(DetectVlcIsa()),
         f_(f),
@@ -588,7 +545,9 @@ class VlcDecoder final : public TensorDecoder {
         codes_(codes),
         rest_(rest),
         tables_(std::move(tables)),
-        rans_(std::move(rans)) {}
+        rans_(std::move(rans)),
+        interleaved_(std::move(interleaved)),
+        interleaved_avx512_(VlcInterleavedAvx512Supported()) {}
 
   const TileGrid& grid() const override { return grid_; }
 
@@ -661,6 +620,24 @@ class VlcDecoder final : public TensorDecoder {
   }
 
   std::span<const uint8_t> rest_plane() const override { return rest_; }
+
+  absl::StatusOr<VlcInterleavedRowsView> InterleavedRows() const {
+    if (h_.mode != kModeInterleaved || f_.elem_bytes != 2 || f_.exp_bits != 8) {
+      return absl::FailedPreconditionError(
+          "vlc: row view: only bf16 tensors in interleaved mode have one");
+    }
+    VlcInterleavedRowsView v;
+    v.rows = grid_.rows;
+    v.cols = grid_.cols;
+    v.tile_cols = grid_.tile_cols;
+    v.tiles_per_row = grid_.tiles_per_row();
+    v.code = interleaved_.get();
+    v.offsets = offsets_.data();
+    v.offset_bytes = h_.offset_bytes;
+    v.codes = codes_.data();
+    v.rest = rest_.data();
+    return v;
+  }
 
  private:
   // Tiles decoded in lockstep by DecodeAll: enough independent chains to hide
@@ -766,6 +743,19 @@ class VlcDecoder final : public TensorDecoder {
       s[k] = {Offset(tiles[k]) * 8, Offset(tiles[k] + 1) * 8, exps_of[k], exps_of[k] + n};
     }
     if (h_.mode == kModeRans) RETURN_IF_ERROR(DecodeRans<K>(tiles, s));
+    if (h_.mode == kModeInterleaved) {
+      for (int k = 0; k < K; ++k) {
+        const uint64_t begin = Offset(tiles[k]), end = Offset(tiles[k] + 1);
+        const uint32_t n = grid_.TileSize(tiles[k]);
+        if (!DecodeVlcInterleavedTile(*interleaved_, codes_.data() + begin, codes_.data() + end, n,
+                                      exps_of[k], interleaved_avx512_)) {
+          return absl::DataLossError(absl::StrCat("vlc: tile ", tiles[k],
+                                                  ": interleaved stream of ", end - begin,
+                                                  " bytes does not hold exactly its ", n,
+                                                  " exponents"));
+        }
+      }
+    }
     if (h_.mode == kModeHuffman) {
       const bool bmi2 = isa_.bmi2;
       if (K > 1) DecodeLockstep<K>(bmi2, codes_.data(), tables_->multi.data(), s);
@@ -828,8 +818,10 @@ class VlcDecoder final : public TensorDecoder {
   TileGrid grid_;
   Header h_;
   std::span<const uint8_t> offsets_, codes_, rest_;
-  std::unique_ptr<DecodeTables> tables_;  // Huffman mode only
-  std::unique_ptr<RansTable> rans_;       // rANS mode only
+  std::unique_ptr<DecodeTables> tables_;             // Huffman mode only
+  std::unique_ptr<RansTable> rans_;                  // rANS mode only
+  std::unique_ptr<VlcInterleavedCode> interleaved_;  // interleaved mode only
+  const bool interleaved_avx512_;
 };
 
 // ---- The codec.
@@ -867,13 +859,14 @@ absl::StatusOr<std::unique_ptr<TensorDecoder>> VlcCodecImpl::OpenDecoder(
     return Corrupt("header", "bad magic (not a vlc header)");
   }
   const uint64_t version = LoadLE(header.data() + 4, 2);
-  if (version != kVersion) {
+  if (version != 1 && version != kVersion) {
     return Corrupt("header", absl::StrCat("unsupported format version ", version,
-                                          " (this build reads ", kVersion, ")"));
+                                          " (this build reads 1 and ", kVersion, ")"));
   }
   const uint8_t mode = header[9];
-  if (mode != kModeHuffman && mode != kModeConstant && mode != kModeRans) {
-    return Corrupt("header", absl::StrCat("unknown mode ", int{mode}));
+  if (mode != kModeHuffman && mode != kModeConstant && mode != kModeRans &&
+      !(mode == kModeInterleaved && version >= 2)) {
+    return Corrupt("header", absl::StrCat("unknown mode ", int{mode}, " for version ", version));
   }
   // A code length per exponent, or a u16 frequency per exponent in rANS mode.
   const size_t table_bytes = mode == kModeRans ? 2 * alphabet : alphabet;
@@ -894,10 +887,12 @@ absl::StatusOr<std::unique_ptr<TensorDecoder>> VlcCodecImpl::OpenDecoder(
   h.max_code_len = header[10];
   h.const_symbol = header[11];
   h.offset_bytes = header[12];
+  h.escape_len = mode == kModeInterleaved ? header[13] : 0;
   h.rows = LoadLE(header.data() + 16, 8);
   h.cols = LoadLE(header.data() + 24, 8);
   h.tile_cols = static_cast<uint32_t>(LoadLE(header.data() + 32, 4));
-  if (header[13] != 0 || header[14] != 0 || header[15] != 0 || LoadLE(header.data() + 36, 4)) {
+  if ((mode != kModeInterleaved && header[13] != 0) || header[14] != 0 || header[15] != 0 ||
+      LoadLE(header.data() + 36, 4)) {
     return Corrupt("header", "reserved bytes are not zero");
   }
   if (h.offset_bytes != 4 && h.offset_bytes != 8) {
@@ -911,7 +906,18 @@ absl::StatusOr<std::unique_ptr<TensorDecoder>> VlcCodecImpl::OpenDecoder(
   const std::span<const uint8_t> lengths = header.subspan(kFixedHeaderBytes, alphabet);
   std::unique_ptr<DecodeTables> tables;
   std::unique_ptr<RansTable> rans;
-  if (h.mode == kModeRans) {
+  std::unique_ptr<VlcInterleavedCode> interleaved;
+  if (h.mode == kModeInterleaved) {
+    if (h.const_symbol != 0) return Corrupt("header", "constant exponent set in interleaved mode");
+    ASSIGN_OR_RETURN(VlcInterleavedCode code, MakeVlcInterleavedCode(lengths, h.escape_len));
+    const int longest = std::max<int>(*std::max_element(lengths.begin(), lengths.end()),
+                                      h.escape_len);
+    if (h.max_code_len != longest) {
+      return Corrupt("header", absl::StrCat("max code length ", int{h.max_code_len},
+                                            " is not the longest code, ", longest));
+    }
+    interleaved = std::make_unique<VlcInterleavedCode>(code);
+  } else if (h.mode == kModeRans) {
     if (h.const_symbol != 0) return Corrupt("header", "constant exponent set in rANS mode");
     if (h.max_code_len != kRansPrecision) {
       return Corrupt("header", absl::StrCat("rANS precision ", int{h.max_code_len}, " is not ",
@@ -972,8 +978,9 @@ absl::StatusOr<std::unique_ptr<TensorDecoder>> VlcCodecImpl::OpenDecoder(
     return Corrupt("offsets", absl::StrCat("has ", offsets.size(), " bytes, expected ", tiles + 1,
                                            " entries of ", h.offset_bytes, " bytes"));
   }
-  if (codes.size() < kCodesPadding) return Corrupt("codes", "shorter than its padding");
-  const uint64_t payload = codes.size() - kCodesPadding;
+  const size_t padding = version == 1 ? kCodesPaddingV1 : kCodesPadding;
+  if (codes.size() < padding) return Corrupt("codes", "shorter than its padding");
+  const uint64_t payload = codes.size() - padding;
   uint64_t prev = 0;
   for (uint64_t t = 0; t <= tiles; ++t) {
     const uint64_t o = LoadLE(offsets.data() + t * h.offset_bytes, h.offset_bytes);
@@ -998,7 +1005,8 @@ absl::StatusOr<std::unique_ptr<TensorDecoder>> VlcCodecImpl::OpenDecoder(
                                         RestPlaneBytes(f, info.elements())));
   }
   return std::unique_ptr<TensorDecoder>(
-      new VlcDecoder(f, grid, h, offsets, codes, rest, std::move(tables), std::move(rans)));
+      new VlcDecoder(f, grid, h, offsets, codes, rest, std::move(tables), std::move(rans),
+                     std::move(interleaved)));
 }
 
 }  // namespace
@@ -1006,6 +1014,12 @@ absl::StatusOr<std::unique_ptr<TensorDecoder>> VlcCodecImpl::OpenDecoder(
 const TensorCodec& VlcCodec() {
   static const VlcCodecImpl* const codec = new VlcCodecImpl();
   return *codec;
+}
+
+absl::StatusOr<VlcInterleavedRowsView> VlcInterleavedRows(const TensorDecoder& decoder) {
+  const auto* d = dynamic_cast<const VlcDecoder*>(&decoder);
+  if (d == nullptr) return absl::FailedPreconditionError("vlc: not a vlc decoder");
+  return d->InterleavedRows();
 }
 
 static_assert(std::endian::native == std::endian::little, "vlc assumes a little-endian host");
@@ -1088,29 +1102,89 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
         absl::StrCat("vlc: tensor has ", raw.size(), " bytes, its shape needs ", info.bytes()));
   }
   if (options.mode != VlcMode::kAuto && options.mode != VlcMode::kHuffman &&
-      options.mode != VlcMode::kRans) {
+      options.mode != VlcMode::kRans && options.mode != VlcMode::kInterleaved) {
     return absl::InvalidArgumentError("vlc: unknown VlcMode");
   }
-  if (options.tile_cols == 0 || options.max_code_len < 1 || options.max_code_len > kTableBits) {
+  if (options.tile_cols == 0 || options.interleaved_tile_cols == 0 || options.max_code_len < 1 ||
+      options.max_code_len > kTableBits) {
     return absl::InvalidArgumentError(absl::StrCat("vlc: tile_cols ", options.tile_cols,
                                                    " / max_code_len ", options.max_code_len,
                                                    " out of range (>= 1 / 1..", kTableBits, ")"));
   }
   const uint64_t n = info.elements();
   const size_t alphabet = size_t{1} << f.exp_bits;
-  const TileGrid grid = TileGrid::ForShape(info.shape, options.tile_cols);
-  const uint64_t tiles = grid.tiles();
   const int eb = f.elem_bytes;
+  // kAuto codes 16-bit tensors in the interleaved mode (SIMD-decodable, what
+  // the CPU matmul reads in registers) and fp32 ones in the serial Huffman
+  // mode; either gives way to rANS when that is much smaller.
+  const bool interleaved = options.mode == VlcMode::kInterleaved ||
+                           (options.mode == VlcMode::kAuto && eb == 2);
+  // Interleaved tiles are as wide as the rows allow, up to
+  // interleaved_tile_cols: each tile ends with ~4 unused bits per lane.
+  uint32_t tile_cols = options.tile_cols;
+  if (interleaved) {
+    tile_cols = options.interleaved_tile_cols;
+    if (info.shape.size() >= 2 && info.shape.back() > 0) {
+      tile_cols = static_cast<uint32_t>(
+          std::min<uint64_t>(tile_cols, static_cast<uint64_t>(info.shape.back())));
+    }
+  }
+  const TileGrid grid = TileGrid::ForShape(info.shape, tile_cols);
+  const uint64_t tiles = grid.tiles();
 
   const ExponentHistogram hist = ExponentHistogram::Of(f, raw, threads);
   const int distinct = hist.distinct();
   const std::span<const uint64_t> counts = std::span(hist.counts).first(alphabet);
   std::vector<uint8_t> lengths(alphabet, 0);
   std::vector<uint16_t> freq;
-  uint8_t mode = kModeConstant, const_symbol = 0, max_len = 0;
+  uint8_t mode = kModeConstant, const_symbol = 0, max_len = 0, escape_len = 0;
   if (distinct == 1) {
     for (size_t s = 0; s < alphabet; ++s) {
       if (hist.counts[s] != 0) const_symbol = static_cast<uint8_t>(s);
+    }
+  } else if (distinct >= 2 && interleaved) {
+    const VlcInterleavedLengths choice = ChooseVlcInterleavedLengths(counts);
+    mode = kModeInterleaved;
+    lengths = choice.lengths;
+    escape_len = static_cast<uint8_t>(choice.escape_len);
+    max_len = std::max(*std::max_element(lengths.begin(), lengths.end()), escape_len);
+    if (options.mode == VlcMode::kAuto) {
+      // Estimated sizes. Interleaved, per tile: the offset and ~4 unused
+      // bits per lane at its end. Huffman: the offset and ~4 bits of byte
+      // alignment. rANS: the 4-byte final state, ~3 bytes above the 2^16
+      // start and ~1 of word rounding, and a larger header. The interleaved
+      // mode stays unless the better of the others (rANS only when it beats
+      // Huffman by kRansMinSavingBits, as for fp32) is smaller by more than
+      // kRansMinSavingBitsInterleaved per weight: e.g. exponents spread
+      // over many values (Huffman) or one dominant exponent (rANS).
+      const double t = static_cast<double>(tiles);
+      const double interleaved_bits = choice.bits + t * (8.0 * 4 + 4.0 * kVlcLanes);
+      double other_bits = -1;
+      if (static_cast<uint64_t>(distinct) <= (uint64_t{1} << options.max_code_len)) {
+        const std::vector<uint8_t> huffman = VlcLimitedCodeLengths(counts, options.max_code_len);
+        other_bits = t * 36.0;
+        for (size_t s = 0; s < alphabet; ++s) {
+          other_bits += static_cast<double>(counts[s]) * huffman[s];
+        }
+        if (interleaved_bits - other_bits >
+            kRansMinSavingBitsInterleaved * static_cast<double>(n)) {
+          mode = kModeHuffman;
+          lengths = huffman;
+          escape_len = 0;
+          max_len = *std::max_element(lengths.begin(), lengths.end());
+        }
+      }
+      freq = RansFrequencies(counts);
+      const double rans_bits = RansCostBits(counts, freq) + 8.0 * (8.0 * t + alphabet);
+      const double current = mode == kModeHuffman ? other_bits : interleaved_bits;
+      const double margin =
+          mode == kModeHuffman ? kRansMinSavingBits : kRansMinSavingBitsInterleaved;
+      if (current - rans_bits > margin * static_cast<double>(n)) {
+        mode = kModeRans;
+        max_len = kRansPrecision;
+        escape_len = 0;
+        std::fill(lengths.begin(), lengths.end(), 0);
+      }
     }
   } else if (distinct >= 2) {
     if (options.mode != VlcMode::kRans) {
@@ -1119,7 +1193,7 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
                                                        " cannot code ", distinct, " exponents"));
       }
       mode = kModeHuffman;
-      lengths = LimitedCodeLengths(counts, options.max_code_len);
+      lengths = VlcLimitedCodeLengths(counts, options.max_code_len);
       max_len = *std::max_element(lengths.begin(), lengths.end());
     }
     if (options.mode != VlcMode::kHuffman) freq = RansFrequencies(counts);
@@ -1153,7 +1227,8 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
     // under the quantized frequencies, plus per tile the 4-byte final state,
     // ~3 bytes above the 2^16 start, and ~1 byte of word rounding, and its
     // larger header) is smaller by more than kRansMinSavingBits per weight.
-    if (options.mode == VlcMode::kAuto) {
+    // (Interleaved-first tensors decided above.)
+    if (options.mode == VlcMode::kAuto && !interleaved) {
       const double huffman_bits = 8.0 * static_cast<double>(starts[tiles]);
       const double rans_bits =
           RansCostBits(counts, freq) + 8.0 * (4.0 * static_cast<double>(tiles) + alphabet);
@@ -1163,6 +1238,32 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
         std::fill(lengths.begin(), lengths.end(), 0);
       }
     }
+  }
+  if (mode == kModeInterleaved) {
+    // Tiles are encoded into their own buffers until all sizes (and so the
+    // starts) are known, then copied into place.
+    const VlcInterleavedEncoder encoder(lengths, escape_len);
+    std::vector<std::vector<uint8_t>> streams(tiles);
+    ParallelFor(tiles, threads, [&](size_t begin, size_t end) {
+      std::vector<uint8_t> exps;
+      for (size_t t = begin; t < end; ++t) {
+        const uint32_t m = grid.TileSize(t);
+        exps.resize(m);
+        const uint8_t* p = raw.data() + grid.TileBegin(t) * eb;
+        for (uint32_t k = 0; k < m; ++k) {
+          exps[k] = static_cast<uint8_t>(f.Exponent(LoadElement(p + uint64_t{k} * eb, eb)));
+        }
+        encoder.EncodeTile(exps.data(), m, streams[t]);
+      }
+    });
+    for (uint64_t t = 0; t < tiles; ++t) starts[t + 1] = starts[t] + streams[t].size();
+    codes.assign(starts[tiles] + kCodesPadding, 0);
+    ParallelFor(tiles, threads, [&](size_t begin, size_t end) {
+      for (size_t t = begin; t < end; ++t) {
+        std::copy(streams[t].begin(), streams[t].end(), codes.begin() + starts[t]);
+        std::vector<uint8_t>().swap(streams[t]);
+      }
+    });
   }
   if (mode == kModeRans) {
     // Each tile is encoded backwards into a worst-case-sized buffer, kept until
@@ -1196,7 +1297,7 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
     });
   }
   const uint64_t payload = starts[tiles];
-  if (mode != kModeRans) codes.assign(payload + kCodesPadding, 0);
+  if (mode == kModeHuffman || mode == kModeConstant) codes.assign(payload + kCodesPadding, 0);
   if (mode == kModeHuffman) {
     ParallelFor(tiles, threads, [&](size_t begin, size_t end) {
       uint32_t table[256] = {};  // code | length << 24
@@ -1239,6 +1340,7 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
   header[10] = max_len;
   header[11] = const_symbol;
   header[12] = offset_bytes;
+  header[13] = escape_len;
   StoreLE(header.data() + 16, grid.rows, 8);
   StoreLE(header.data() + 24, grid.cols, 8);
   StoreLE(header.data() + 32, grid.tile_cols, 4);
@@ -1253,6 +1355,7 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
   EncodedTensor out;
   out.codec = kName;
   out.params["tile_cols"] = grid.tile_cols;
+  out.params["mode"] = mode;
   out.params["max_code_len"] = options.max_code_len;
   out.components.push_back({"header", std::move(header)});
   out.components.push_back({"offsets", std::move(offsets)});

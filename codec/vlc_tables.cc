@@ -1,6 +1,8 @@
 #include "codec/vlc_tables.h"
 
+#include <algorithm>
 #include <array>
+#include <iterator>
 
 namespace packd::codec {
 namespace {
@@ -62,6 +64,60 @@ void BuildVlcRansSlots(std::span<const uint16_t> freq, std::span<uint32_t> slots
     }
     start += freq[s];
   }
+}
+
+// Lengths of an optimal prefix code with no code longer than `limit` for the
+// symbols with nonzero counts (package-merge; Larmore & Hirschberg 1990).
+// Requires 2 <= nonzero symbols <= 2^limit. The result is a complete code
+// (Kraft sum exactly 1), which the decoder relies on: every table index then
+// decodes to a symbol.
+std::vector<uint8_t> VlcLimitedCodeLengths(std::span<const uint64_t> counts, int limit) {
+  struct Node {
+    uint64_t weight;
+    int symbol;  // >= 0 for a leaf
+    int left, right;
+  };
+  std::vector<Node> nodes;
+  std::vector<int> leaves;
+  for (size_t s = 0; s < counts.size(); ++s) {
+    if (counts[s] == 0) continue;
+    leaves.push_back(static_cast<int>(nodes.size()));
+    nodes.push_back({counts[s], static_cast<int>(s), -1, -1});
+  }
+  std::stable_sort(leaves.begin(), leaves.end(),
+                   [&](int a, int b) { return nodes[a].weight < nodes[b].weight; });
+  std::vector<int> list = leaves;
+  for (int level = 1; level < limit; ++level) {
+    std::vector<int> packages;
+    for (size_t i = 0; i + 1 < list.size(); i += 2) {
+      packages.push_back(static_cast<int>(nodes.size()));
+      nodes.push_back(
+          {nodes[list[i]].weight + nodes[list[i + 1]].weight, -1, list[i], list[i + 1]});
+    }
+    std::vector<int> merged;
+    merged.reserve(leaves.size() + packages.size());
+    std::merge(leaves.begin(), leaves.end(), packages.begin(), packages.end(),
+               std::back_inserter(merged),
+               [&](int a, int b) { return nodes[a].weight < nodes[b].weight; });
+    list = std::move(merged);
+  }
+  std::vector<uint8_t> lengths(counts.size(), 0);
+  std::vector<int> stack;
+  const size_t take = 2 * leaves.size() - 2;
+  for (size_t i = 0; i < take; ++i) {
+    stack.push_back(list[i]);
+    while (!stack.empty()) {
+      const Node& n = nodes[stack.back()];
+      stack.pop_back();
+      if (n.symbol >= 0) {
+        ++lengths[n.symbol];
+      } else {
+        stack.push_back(n.left);
+        stack.push_back(n.right);
+      }
+    }
+  }
+  return lengths;
 }
 
 }  // namespace packd::codec

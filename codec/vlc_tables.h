@@ -17,6 +17,13 @@ inline constexpr uint32_t kVlcTableSize = 1u << kVlcTableBits;
 inline constexpr int kVlcRansPrecision = 12;
 inline constexpr uint32_t kVlcRansTotal = 1u << kVlcRansPrecision;
 
+// Lengths of an optimal prefix code with no code longer than `limit` for the
+// symbols with nonzero counts (package-merge; Larmore & Hirschberg 1990).
+// Requires 2 <= nonzero symbols <= 2^limit. The result is a complete code
+// (Kraft sum exactly 1), which the decoders rely on: every table index then
+// decodes to a symbol.
+std::vector<uint8_t> VlcLimitedCodeLengths(std::span<const uint64_t> counts, int limit);
+
 // Canonical codes (the DEFLATE rule): shorter codes first, codes of one length
 // consecutive in symbol order. Returns each symbol's code bit-reversed, i.e.
 // as it is laid out LSB-first in the stream (first code bit = lowest bit).

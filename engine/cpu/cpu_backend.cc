@@ -93,7 +93,7 @@ class CpuBuffer final : public Buffer {
 // kernels"), the split kernels win at batch 1 and 8 (tiled 1.3x / 1.04x raw)
 // and lose at 32 (tiled 0.83x against 0.93x with bf16 blocks), where each
 // row would be joined four times per step.
-enum class SplitMode { kNone, kTiled, kExponents };
+enum class SplitMode { kNone, kTiled, kVlc, kExponents };
 
 // A weight on the CPU: a matrix stays where the model file is mapped (raw)
 // or compressed behind its tile decoder; a vector is expanded to fp32.
@@ -127,11 +127,18 @@ class CpuWeight final : public Weight {
       mode_ = SplitMode::kTiled;
       return absl::OkStatus();
     }
+    if (absl::StatusOr<codec::VlcInterleavedRowsView> vlc = codec::VlcInterleavedRows(*d);
+        vlc.ok() && vlc->tile_cols % codec::kVlcLanes == 0) {
+      vlc_ = *vlc;
+      mode_ = SplitMode::kVlc;
+      return absl::OkStatus();
+    }
     mode_ = SplitMode::kExponents;
     return absl::OkStatus();
   }
   SplitMode split_mode() const { return mode_; }
   const codec::TiledRowsView& tiled_rows() const { return tiled_; }
+  const codec::VlcInterleavedRowsView& vlc_rows() const { return vlc_; }
   ~CpuWeight() override { on_free_(); }
   const codec::TensorInfo& info() const override { return source_.info; }
   const std::string& name() const override { return source_.name; }
@@ -164,7 +171,8 @@ class CpuWeight final : public Weight {
  private:
   WeightSource source_;
   SplitMode mode_ = SplitMode::kNone;
-  codec::TiledRowsView tiled_;  // kTiled only
+  codec::TiledRowsView tiled_;        // kTiled only
+  codec::VlcInterleavedRowsView vlc_;  // kVlc only
   std::vector<float> f32_;      // 1-D weights only
   uint64_t resident_;
   std::function<void()> on_free_;
@@ -335,6 +343,8 @@ class CpuBackend final : public Backend {
           if (w.split_mode() == SplitMode::kTiled) {
             split_->tiled(x.data, n, x.stride, w.tiled_rows(), r0, r1 - r0, out.data + r0,
                           out.stride);
+          } else if (w.split_mode() == SplitMode::kVlc) {
+            split_->vlc(x.data, n, x.stride, w.vlc_rows(), r0, r1 - r0, out.data + r0, out.stride);
           } else {
             const codec::TensorDecoder& d = *w.source().decoder;
             const uint64_t tpr = d.grid().tiles_per_row();

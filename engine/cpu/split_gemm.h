@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "codec/tiled_codec.h"
+#include "codec/vlc_codec.h"
 #include "engine/cpu/kernels.h"
 
 namespace packd::engine::cpu {
@@ -34,6 +35,15 @@ struct SplitGemmKernels {
   // row blocks for larger ones).
   void (*tiled)(const float* x, int64_t n, int64_t x_stride, const codec::TiledRowsView& w,
                 int64_t row0, int64_t rows, float* out, int64_t out_stride);
+  // The same over the rows of a bf16 vlc matrix in interleaved mode (view
+  // from codec::VlcInterleavedRows()): the 16 lanes of each tile decoded in
+  // registers, 16 weights per step, joined with the rest bytes and
+  // multiplied at once. k = view.cols, a multiple of 64; view.tile_cols a
+  // multiple of 16. A stream that runs past its tile (a corrupt file the
+  // container checksum did not catch) gives wrong numbers, never a read
+  // outside the codes component.
+  void (*vlc)(const float* x, int64_t n, int64_t x_stride, const codec::VlcInterleavedRowsView& w,
+              int64_t row0, int64_t rows, float* out, int64_t out_stride);
   // The same over split rows: row r's k exponent bytes at exps + r * k (a
   // buffer the caller decoded, e.g. TensorDecoder::DecodeExponents) and its k
   // rest bytes at rest + r * k; k a multiple of 64.

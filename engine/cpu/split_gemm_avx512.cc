@@ -32,6 +32,7 @@
 #include <cstring>
 
 #include "base/cpu_features.h"
+#include "codec/vlc_interleaved_avx512.h"
 #include "engine/cpu/avx512_lanes.h"
 
 namespace packd::engine::cpu {
@@ -242,6 +243,75 @@ PACKD_SPLIT_TARGET void TiledTile(const float* x, int64_t x_stride, const codec:
                  out_stride);
 }
 
+// T tokens x R rows of an interleaved vlc matrix. Per step and row: the 16
+// lanes' exponents (already << 23) from codec::vlci::Step, the 16 rest bytes
+// widened to dwords, and fp32 = sign << 31 | exponent << 23 | mantissa << 16
+// by two shifts and two selects: element 16c + i of the row in lane i,
+// gemm's order. The loops over rows are unrolled so that each row's lane
+// state stays in registers (an indexed array would live on the stack).
+template <int T, int R>
+PACKD_SPLIT_TARGET void VlcTile(const float* x, int64_t x_stride,
+                                const codec::VlcInterleavedRowsView& w, int64_t row0, float* out,
+                                int64_t out_stride) {
+  const codec::vlci::Tables<23> tables(*w.code);
+  const __m512i mantissa = _mm512_set1_epi32(0x007f0000);
+  const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  const int64_t k = static_cast<int64_t>(w.cols);
+  const int64_t tile_cols = static_cast<int64_t>(w.tile_cols);
+  __m512 acc[T][R];
+  for (int t = 0; t < T; ++t) {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
+  }
+  codec::vlci::LaneState lanes[R];
+  const uint8_t* end[R];
+  const uint8_t* rest[R];
+  uint64_t first_tile[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const uint64_t row = static_cast<uint64_t>(row0 + r);
+    rest[r] = w.rest + row * w.cols;
+    first_tile[r] = row * w.tiles_per_row;
+  }
+  for (int64_t c0 = 0, col = 0; c0 < k; c0 += tile_cols, ++col) {
+    const int64_t steps = std::min(tile_cols, k - c0) / codec::kVlcLanes;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const uint64_t t = first_tile[r] + static_cast<uint64_t>(col);
+      end[r] = w.codes + w.Offset(t + 1);
+      lanes[r] = codec::vlci::Start<false>(w.codes + w.Offset(t), end[r], 0xffff, nullptr);
+    }
+    for (int64_t s = 0; s < steps; ++s) {
+      const __mmask16 next = s + 1 < steps ? 0xffff : 0;
+      const int64_t i = c0 + s * codec::kVlcLanes;
+      __m512 wv[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        if (s % 4 == 0) {
+          _mm_prefetch(reinterpret_cast<const char*>(rest[r] + i + kPrefetchBytes), _MM_HINT_T1);
+          _mm_prefetch(reinterpret_cast<const char*>(lanes[r].p + kPrefetchBytes / 4),
+                       _MM_HINT_T1);
+        }
+        const __m512i e =
+            codec::vlci::Step<false>(tables, lanes[r], end[r], 0xffff, next, nullptr);
+        const __m512i rb =
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rest[r] + i)));
+        const __m512i mant = _mm512_ternarylogic_epi32(mantissa, _mm512_slli_epi32(rb, 16), e, 0xca);
+        wv[r] = _mm512_castsi512_ps(
+            _mm512_ternarylogic_epi32(sign, _mm512_slli_epi32(rb, 24), mant, 0xca));
+      }
+      for (int t = 0; t < T; ++t) {
+        const __m512 xv = _mm512_loadu_ps(x + t * x_stride + i);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    for (int r = 0; r < R; ++r) out[t * out_stride + r] = ReduceLanes(acc[t][r]);
+  }
+}
+
 template <int T, int R>
 PACKD_SPLIT_TARGET void SplitTile(const float* x, int64_t x_stride, const uint8_t* exps,
                                   const uint8_t* rest, int64_t k, float* out, int64_t out_stride) {
@@ -267,9 +337,14 @@ template <int T, int R>
 struct SplitFn {
   static constexpr auto kFn = &SplitTile<T, R>;
 };
+template <int T, int R>
+struct VlcFn {
+  static constexpr auto kFn = &VlcTile<T, R>;
+};
 
 using TiledPtr = decltype(&TiledTile<1, 1>);
 using SplitPtr = decltype(&SplitTile<1, 1>);
+using VlcPtr = decltype(&VlcTile<1, 1>);
 
 template <template <int, int> class Fn, typename Ptr>
 struct Table {
@@ -287,6 +362,7 @@ struct Table {
 };
 constexpr Table<TiledFn, TiledPtr> kTiled;
 constexpr Table<SplitFn, SplitPtr> kSplit;
+constexpr Table<VlcFn, VlcPtr> kVlc;
 
 // Walks the output in tiles: rows in blocks of the tile height (one token:
 // kRows; several: kBatchRows), tokens in groups of kTokens within a block,
@@ -310,6 +386,14 @@ void GemmTiled(const float* x, int64_t n, int64_t x_stride, const codec::TiledRo
   });
 }
 
+void GemmVlc(const float* x, int64_t n, int64_t x_stride, const codec::VlcInterleavedRowsView& w,
+             int64_t row0, int64_t rows, float* out, int64_t out_stride) {
+  ForEachTile(n, rows, [&](int64_t t, int tt, int64_t r, int rr) {
+    kVlc.fn[tt][rr](x + t * x_stride, x_stride, w, row0 + r, out + t * out_stride + r,
+                    out_stride);
+  });
+}
+
 void GemmSplit(const float* x, int64_t n, int64_t x_stride, const uint8_t* exps,
                const uint8_t* rest, int64_t rows, int64_t k, float* out, int64_t out_stride) {
   ForEachTile(n, rows, [&](int64_t t, int tt, int64_t r, int rr) {
@@ -318,12 +402,15 @@ void GemmSplit(const float* x, int64_t n, int64_t x_stride, const uint8_t* exps,
   });
 }
 
-constexpr SplitGemmKernels kAvx512Split = {.tiled = GemmTiled, .split = GemmSplit};
+constexpr SplitGemmKernels kAvx512Split = {
+    .tiled = GemmTiled, .vlc = GemmVlc, .split = GemmSplit};
 
 // The tiled codec's AVX-512 decoder needs the same VBMI/VBMI2/BMI2/POPCNT
 // set. The hardware's, like GetKernelsFor: the PACKD_CPU_ISA cap reaches
 // GetSplitGemmKernels() through GetKernels().isa.
-bool CpuHasSplitIsa() { return codec::TiledAvx512Supported(); }
+bool CpuHasSplitIsa() {
+  return codec::TiledAvx512Supported() && codec::VlcInterleavedAvx512Supported();
+}
 
 }  // namespace
 

@@ -199,6 +199,46 @@ TEST_P(SplitGemmTest, TiledMatchesGemmBitForBit) {
   }
 }
 
+TEST_P(SplitGemmTest, VlcInterleavedMatchesGemmBitForBit) {
+  SKIP_WITHOUT_SPLIT();
+  std::mt19937 rng(testing::FreshSeed());
+  for (int64_t rows : {1, 3, 4, 5, 8, 13}) {
+    for (int64_t k : {64, 192, 1088, 4160}) {
+      const std::vector<uint8_t> raw = MakeWeights(GetParam(), rows, k, rng);
+      // Tiles of 16 columns, a tile of 1088 (whole rows but the widest k),
+      // and the default (4096 or the row).
+      for (uint32_t tile : {16u, 1088u, 4096u}) {
+        absl::StatusOr<codec::EncodedTensor> enc = codec::VlcEncode(
+            InfoOf(rows, k), raw, 1,
+            {.interleaved_tile_cols = tile, .mode = codec::VlcMode::kInterleaved});
+        ASSERT_TRUE(enc.ok()) << enc.status();
+        GuardedComponents comps(*enc);
+        auto dec = codec::VlcCodec().OpenDecoder(InfoOf(rows, k), comps.views());
+        ASSERT_TRUE(dec.ok()) << dec.status();
+        absl::StatusOr<codec::VlcInterleavedRowsView> view = codec::VlcInterleavedRows(**dec);
+        ASSERT_TRUE(view.ok()) << view.status();
+        ASSERT_EQ(view->rows, static_cast<uint64_t>(rows));
+        ASSERT_EQ(view->cols, static_cast<uint64_t>(k));
+        for (int64_t n : {1, 2, 3, 4, 5, 9, 17, 64}) {
+          const Problem p = MakeProblem(n, rows, k, rng);
+          const std::vector<float> want = Reference(p, raw);
+          std::vector<float> got(want.size(), -7.0f);
+          Split()->vlc(p.x.data(), n, p.x_stride, *view, 0, rows, got.data(), p.out_stride);
+          const std::string what = "vlc rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
+                                   " tile=" + std::to_string(tile) + " n=" + std::to_string(n);
+          ExpectSameBits(p, want, got, what);
+          std::vector<float> parts(want.size(), -7.0f);
+          const int64_t half = rows / 2;
+          Split()->vlc(p.x.data(), n, p.x_stride, *view, 0, half, parts.data(), p.out_stride);
+          Split()->vlc(p.x.data(), n, p.x_stride, *view, half, rows - half, parts.data() + half,
+                       p.out_stride);
+          ExpectSameBits(p, want, parts, what + " in two row ranges");
+        }
+      }
+    }
+  }
+}
+
 TEST_P(SplitGemmTest, ExponentsMatchGemmBitForBit) {
   SKIP_WITHOUT_SPLIT();
   std::mt19937 rng(testing::FreshSeed());

@@ -1,0 +1,254 @@
+#include "codec/vlc_interleaved.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "base/cpu_features.h"
+#include "codec/vlc_interleaved_avx512.h"
+#include "codec/vlc_tables.h"
+
+namespace packd::codec {
+namespace {
+
+// The coded exponents (ascending) and, last, the escape as one symbol list
+// for the canonical codes: lengths[0..A) then escape_len.
+std::vector<uint8_t> WithEscape(std::span<const uint8_t> lengths, int escape_len) {
+  std::vector<uint8_t> all(lengths.begin(), lengths.end());
+  all.push_back(static_cast<uint8_t>(escape_len));
+  return all;
+}
+
+}  // namespace
+
+absl::StatusOr<VlcInterleavedCode> MakeVlcInterleavedCode(std::span<const uint8_t> lengths,
+                                                          int escape_len) {
+  auto bad = [](std::string what) {
+    return absl::DataLossError(absl::StrCat("vlc: component 'header': interleaved code: ", what));
+  };
+  if (escape_len < 0 || escape_len > kVlcInterleavedMaxLen) {
+    return bad(absl::StrCat("escape code length ", escape_len, " is not in 0..7"));
+  }
+  VlcInterleavedCode c;
+  uint32_t kraft = escape_len > 0 ? uint32_t{1} << (kVlcInterleavedMaxLen - escape_len) : 0;
+  int coded = 0;
+  for (size_t s = 0; s < lengths.size(); ++s) {
+    const int l = lengths[s];
+    if (l == 0) continue;
+    if (l > kVlcInterleavedMaxLen) {
+      return bad(absl::StrCat("code length ", l, " of exponent ", s, " exceeds 7"));
+    }
+    if (coded == kVlcInterleavedMaxSymbols) return bad("more than 15 coded exponents");
+    c.exps[coded++] = static_cast<uint8_t>(s);
+    kraft += uint32_t{1} << (kVlcInterleavedMaxLen - l);
+  }
+  const int codes = coded + (escape_len > 0);
+  if (coded == 0 || codes < 2 || kraft != kVlcInterleavedPeek) {
+    return bad(absl::StrCat("lengths do not form a complete prefix code (", coded,
+                            " exponents, escape length ", escape_len, ", Kraft sum ", kraft,
+                            "/128)"));
+  }
+  c.has_escape = escape_len > 0;
+  const std::vector<uint8_t> all = WithEscape(lengths, escape_len);
+  const std::vector<uint32_t> stream = VlcCanonicalStreamCodes(all);
+  int index = 0;
+  for (size_t s = 0; s < all.size(); ++s) {
+    const int l = all[s];
+    if (l == 0) continue;
+    const int sym = s == lengths.size() ? kVlcEscapeIndex : index++;
+    for (uint32_t v = stream[s]; v < kVlcInterleavedPeek; v += uint32_t{1} << l) {
+      c.entry[v] = static_cast<uint8_t>(l | sym << 3);
+    }
+  }
+  return c;
+}
+
+VlcInterleavedLengths ChooseVlcInterleavedLengths(std::span<const uint64_t> counts) {
+  std::vector<size_t> order(counts.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return counts[a] > counts[b]; });
+  const size_t distinct =
+      static_cast<size_t>(std::count_if(counts.begin(), counts.end(), [](uint64_t c) { return c; }));
+  VlcInterleavedLengths best;
+  best.bits = -1;
+  for (size_t n = 1; n <= std::min<size_t>(distinct, kVlcInterleavedMaxSymbols); ++n) {
+    uint64_t escaped = 0;
+    for (size_t i = n; i < distinct; ++i) escaped += counts[order[i]];
+    // The n exponents, then the escape (if any) as one more symbol.
+    std::vector<uint64_t> c(counts.size() + 1, 0);
+    for (size_t i = 0; i < n; ++i) c[order[i]] = counts[order[i]];
+    c.back() = escaped;
+    if (n + (escaped > 0) < 2) continue;
+    const std::vector<uint8_t> len = VlcLimitedCodeLengths(c, kVlcInterleavedMaxLen);
+    double bits = 8.0 * static_cast<double>(escaped);
+    for (size_t s = 0; s < c.size(); ++s) bits += static_cast<double>(c[s]) * len[s];
+    if (best.bits < 0 || bits < best.bits) {
+      best.lengths.assign(len.begin(), len.end() - 1);
+      best.escape_len = len.back();
+      best.bits = bits;
+    }
+  }
+  return best;
+}
+
+VlcInterleavedEncoder::VlcInterleavedEncoder(std::span<const uint8_t> lengths, int escape_len)
+    : len_(lengths.begin(), lengths.end()), escape_len_(escape_len) {
+  const std::vector<uint32_t> stream = VlcCanonicalStreamCodes(WithEscape(lengths, escape_len));
+  code_.assign(stream.begin(), stream.end() - 1);
+  escape_code_ = stream.back();
+}
+
+// The stream of a tile (FORMAT.md §4, mode 3): each lane's bits (codes, and
+// after an escape code the 8 exponent bits) are queued LSB-first; the decoder
+// is then simulated on the code lengths alone, and every byte it requests is
+// the requesting lane's next 8 queued bits (zeros past its end).
+void VlcInterleavedEncoder::EncodeTile(const uint8_t* exps, uint32_t n,
+                                       std::vector<uint8_t>& out) const {
+  struct Lane {
+    std::vector<uint8_t> bytes;
+    uint64_t acc = 0;
+    int nbits = 0;
+    size_t next = 0;  // bytes handed out
+    int cnt = 0;      // the simulated decoder's bit count
+    void Put(uint32_t bits, int len) {
+      acc |= uint64_t{bits} << nbits;
+      nbits += len;
+      while (nbits >= 8) {
+        bytes.push_back(static_cast<uint8_t>(acc));
+        acc >>= 8;
+        nbits -= 8;
+      }
+    }
+    uint8_t Take() {
+      cnt += 8;
+      return next < bytes.size() ? bytes[next++] : 0;
+    }
+  };
+  Lane lanes[kVlcLanes];
+  for (uint32_t j = 0; j < n; ++j) {
+    Lane& l = lanes[j % kVlcLanes];
+    const uint8_t e = exps[j];
+    if (len_[e] != 0) {
+      l.Put(code_[e], len_[e]);
+    } else {
+      l.Put(escape_code_, escape_len_);
+      l.Put(e, 8);
+    }
+  }
+  for (Lane& l : lanes) {
+    if (l.nbits > 0) l.bytes.push_back(static_cast<uint8_t>(l.acc));
+  }
+  auto active = [&](uint32_t step, int lane) { return step * kVlcLanes + lane < n; };
+  for (int L = 0; L < kVlcLanes; ++L) {
+    if (active(0, L)) out.push_back(lanes[L].Take());
+  }
+  const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
+  for (uint32_t s = 0; s < steps; ++s) {
+    bool escaped[kVlcLanes] = {};
+    for (int L = 0; L < kVlcLanes; ++L) {
+      if (!active(s, L)) continue;
+      const uint8_t e = exps[s * kVlcLanes + L];
+      escaped[L] = len_[e] == 0;
+      lanes[L].cnt -= escaped[L] ? escape_len_ : len_[e];
+    }
+    for (int L = 0; L < kVlcLanes; ++L) {
+      if (escaped[L] && lanes[L].cnt < 8) out.push_back(lanes[L].Take());
+    }
+    for (int L = 0; L < kVlcLanes; ++L) {
+      if (escaped[L]) lanes[L].cnt -= 8;
+    }
+    for (int L = 0; L < kVlcLanes; ++L) {
+      if (active(s + 1, L) && lanes[L].cnt < kVlcInterleavedMaxLen) {
+        out.push_back(lanes[L].Take());
+      }
+    }
+  }
+}
+
+namespace {
+
+bool DecodeScalar(const VlcInterleavedCode& c, const uint8_t* begin, const uint8_t* end,
+                  uint32_t n, uint8_t* exps) {
+  uint32_t buf[kVlcLanes] = {}, cnt[kVlcLanes] = {};
+  const uint8_t* p = begin;
+  bool overrun = false;
+  auto take = [&](int L) {
+    buf[L] |= uint32_t{*p} << cnt[L];  // p <= end: a padding byte at worst
+    cnt[L] += 8;
+    if (p < end) {
+      ++p;
+    } else {
+      overrun = true;
+    }
+  };
+  auto active = [&](uint32_t step, int lane) { return step * kVlcLanes + lane < n; };
+  for (int L = 0; L < kVlcLanes; ++L) {
+    if (active(0, L)) take(L);
+  }
+  const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
+  for (uint32_t s = 0; s < steps; ++s) {
+    bool escaped[kVlcLanes] = {};
+    for (int L = 0; L < kVlcLanes; ++L) {
+      if (!active(s, L)) continue;
+      const uint8_t ent = c.entry[buf[L] & (kVlcInterleavedPeek - 1)];
+      const int len = ent & 7, sym = ent >> 3;
+      buf[L] >>= len;
+      cnt[L] -= len;  // >= 0: a lane has >= 7 bits before every peek
+      escaped[L] = sym == kVlcEscapeIndex;
+      exps[s * kVlcLanes + L] = c.exps[sym];
+    }
+    for (int L = 0; L < kVlcLanes; ++L) {
+      if (escaped[L] && cnt[L] < 8) take(L);
+    }
+    for (int L = 0; L < kVlcLanes; ++L) {
+      if (!escaped[L]) continue;
+      exps[s * kVlcLanes + L] = static_cast<uint8_t>(buf[L]);
+      buf[L] >>= 8;
+      cnt[L] -= 8;
+    }
+    for (int L = 0; L < kVlcLanes; ++L) {
+      if (active(s + 1, L) && cnt[L] < kVlcInterleavedMaxLen) take(L);
+    }
+  }
+  return !overrun && p == end;
+}
+
+#if defined(__x86_64__)
+PACKD_VLCI_TARGET bool DecodeAvx512(const VlcInterleavedCode& c, const uint8_t* begin,
+                                    const uint8_t* end, uint32_t n, uint8_t* exps) {
+  const vlci::Tables<0> t(c);
+  bool overrun = false;
+  vlci::LaneState lanes = vlci::Start<true>(begin, end, vlci::ActiveLanes(n, 0), &overrun);
+  const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
+  for (uint32_t s = 0; s < steps; ++s) {
+    const __mmask16 active = vlci::ActiveLanes(n, s);
+    const __m512i e =
+        vlci::Step<true>(t, lanes, end, active, vlci::ActiveLanes(n, s + 1), &overrun);
+    _mm_mask_storeu_epi8(exps + s * kVlcLanes, active, _mm512_cvtepi32_epi8(e));
+  }
+  return !overrun && lanes.p == end;
+}
+#endif
+
+}  // namespace
+
+bool VlcInterleavedAvx512Supported() {
+#if defined(__x86_64__)
+  const CpuFeatures f = DetectCpuFeatures();
+  return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vbmi && f.avx512vbmi2 && f.bmi2 &&
+         f.popcnt;
+#else
+  return false;
+#endif
+}
+
+bool DecodeVlcInterleavedTile(const VlcInterleavedCode& code, const uint8_t* begin,
+                              const uint8_t* end, uint32_t n, uint8_t* exps, bool avx512) {
+#if defined(__x86_64__)
+  if (avx512) return DecodeAvx512(code, begin, end, n, exps);
+#endif
+  return DecodeScalar(code, begin, end, n, exps);
+}
+
+}  // namespace packd::codec
