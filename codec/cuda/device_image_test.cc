@@ -719,10 +719,16 @@ TEST(DeviceImageCorruptionTest, CorruptBitstreamsDecodeInsideTheImage) {
       SCOPED_TRACE(coding.name + " " + std::string(DTypeName(dtype)));
       EncodedTensor enc = *Encode(coding, info, raw);
       std::vector<uint8_t>& codes = ComponentBytes(enc, "codes");
+      // The payload ends where the last offset says; the padding after it
+      // stays zero, as OpenDecoder validates.
+      const uint32_t offset_bytes = ComponentBytes(enc, "header")[12];
+      const std::vector<uint8_t>& offsets = ComponentBytes(enc, "offsets");
+      uint64_t payload = 0;
+      std::memcpy(&payload, offsets.data() + offsets.size() - offset_bytes, offset_bytes);
+      ASSERT_LT(payload, codes.size());
       int refused = 0;
       for (int trial = 0; trial < 4; ++trial) {
-        // Random payload (the 8 padding bytes stay zero, as validated).
-        for (size_t i = 0; i + 8 < codes.size(); ++i) codes[i] = static_cast<uint8_t>(rng());
+        for (size_t i = 0; i < payload; ++i) codes[i] = static_cast<uint8_t>(rng());
         const ComponentViews views = ViewOf(enc);
         absl::StatusOr<DeviceImage> image = DeviceImage::Build("vlc", info, views);
         const bool lanes = coding.mode == VlcMode::kHuffman && dtype == DType::kBF16;
