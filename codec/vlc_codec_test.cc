@@ -198,7 +198,7 @@ TEST(VlcCodecTest, ConstantExponentTensors) {
     ExpectRoundTripBothModes(info, raw);
     absl::StatusOr<EncodedTensor> enc = VlcCodec().Encode(info, raw, 1);
     ASSERT_TRUE(enc.ok());
-    EXPECT_EQ(Component(*enc, "codes").size(), 16u);  // padding only
+    EXPECT_EQ(Component(*enc, "codes").size(), 32u);  // padding only
   }
   // Short code limits still code what fits: 2 symbols with max_code_len 1.
   std::vector<uint8_t> raw = {0x00, 0x00, 0x80, 0x3f, 0x80, 0x3f};
@@ -313,10 +313,12 @@ TEST(VlcCodecTest, SizeWithinBoundOnTrainedLikeWeights) {
   const double bits = 8.0 * enc->encoded_bytes() / info.elements();
   const double bound =
       EntropyBoundBitsPerWeight(ExponentHistogram::Of(kBF16Format, raw, 0), kBF16Format);
-  EXPECT_LE(bits, bound + 0.15) << "bound " << bound;
+  // Dense 16-bit weights are interleaved (SIMD-decodable): on 2048-column
+  // rows within 0.2 bits/weight of the bound, and serial Huffman would be
+  // smaller by less than 0.1 (the code limited to 7 bits and 15 exponents,
+  // ~0.02; each tile's lanes ending with a few unused bits, ~0.05).
+  EXPECT_LE(bits, bound + 0.2) << "bound " << bound;
   EXPECT_GE(bits, bound);
-  // Dense 16-bit weights are interleaved (SIMD-decodable); serial Huffman
-  // would be smaller by less than 0.1 bits/weight.
   EXPECT_EQ(ModeOf(*enc), 3);
   absl::StatusOr<EncodedTensor> huffman = VlcEncode(info, raw, 0, {.mode = VlcMode::kHuffman});
   ASSERT_TRUE(huffman.ok());
@@ -344,11 +346,11 @@ TEST(VlcCodecTest, SizeWithinBoundForEveryFloatFormat) {
       const double bits = 8.0 * enc->encoded_bytes() / info.elements();
       const double bound = EntropyBoundBitsPerWeight(ExponentHistogram::Of(f, raw, 0), f);
       // 16-bit tensors are interleaved, whose 1024-column rows end each
-      // tile with ~64 unused bits (+0.06 bits/weight): within 0.25 there.
+      // tile with ~120 unused bits (+0.12 bits/weight): within 0.3 there.
       // Exponents spread over many values fall back to Huffman.
       const bool wide = d == Distribution::kWideExponent;
       const bool interleaved = f.elem_bytes == 2 && !wide;
-      EXPECT_LE(bits, bound + (interleaved ? 0.25 : 0.15))
+      EXPECT_LE(bits, bound + (interleaved ? 0.3 : 0.15))
           << DTypeName(dtype) << " distribution " << static_cast<int>(d);
       EXPECT_GE(bits, bound);
       EXPECT_EQ(ModeOf(*enc), interleaved ? 3 : 0)
@@ -383,8 +385,8 @@ TEST(VlcCodecTest, SkewedExponentsWithinBoundViaRans) {
     absl::StatusOr<EncodedTensor> enc = VlcCodec().Encode(info, raw, 0);
     ASSERT_TRUE(enc.ok());
     const double bits = 8.0 * enc->encoded_bytes() / info.elements();
-    // Interleaved 1024-column rows: +0.06 bits/weight of lane tails.
-    EXPECT_LE(bits, bound + (c.mode == 3 ? 0.25 : 0.15)) << "bound " << bound;
+    // Interleaved 1024-column rows: +0.12 bits/weight of lane tails.
+    EXPECT_LE(bits, bound + (c.mode == 3 ? 0.3 : 0.15)) << "bound " << bound;
     EXPECT_GE(bits, bound);
     EXPECT_EQ(ModeOf(*enc), c.mode);
     if (c.mode == 2) {
@@ -765,7 +767,7 @@ TEST_F(VlcRansHostileTest, TruncatedAndShortTileStreams) {
   // Last tile loses its last word: the stream ends early at the padding.
   SetUp();
   std::vector<uint8_t>& c = Bytes("codes");
-  c.erase(c.end() - 18, c.end() - 16);
+  c.erase(c.end() - 34, c.end() - 32);
   SetOff(40, Off(40) - 2);
   s = OpenAndDecode();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
@@ -823,7 +825,7 @@ TEST(VlcCodecTest, Version1FilesStillDecode) {
     ASSERT_TRUE(enc.ok());
     for (EncodedComponent& c : enc->components) {
       if (c.name == "header") c.bytes[4] = 1;
-      if (c.name == "codes") c.bytes.resize(c.bytes.size() - 8);
+      if (c.name == "codes") c.bytes.resize(c.bytes.size() - 24);  // 32 bytes of padding -> 8
     }
     absl::StatusOr<std::vector<uint8_t>> out = DecodeTensor(VlcCodec(), info, ViewOf(*enc), 1);
     ASSERT_TRUE(out.ok()) << out.status();
@@ -834,7 +836,7 @@ TEST(VlcCodecTest, Version1FilesStillDecode) {
   ASSERT_TRUE(enc.ok());
   for (EncodedComponent& c : enc->components) {
     if (c.name == "header") c.bytes[4] = 1;
-    if (c.name == "codes") c.bytes.resize(c.bytes.size() - 8);
+    if (c.name == "codes") c.bytes.resize(c.bytes.size() - 24);
   }
   absl::StatusOr<std::unique_ptr<TensorDecoder>> dec = VlcCodec().OpenDecoder(info, ViewOf(*enc));
   EXPECT_EQ(dec.status().code(), absl::StatusCode::kDataLoss);
@@ -935,7 +937,7 @@ TEST_F(VlcInterleavedHostileTest, ShortAndLongTileStreams) {
   SetUp();
   std::vector<uint8_t>& c = Bytes("codes");
   const int tiles = static_cast<int>(Bytes("offsets").size() / 4) - 1;
-  c.erase(c.end() - 20, c.end() - 16);
+  c.erase(c.end() - 36, c.end() - 32);
   SetOff(tiles, Off(tiles) - 4);
   s = OpenAndDecode();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);

@@ -139,28 +139,34 @@ void VlcInterleavedEncoder::EncodeTile(const uint8_t* exps, uint32_t n,
   for (Lane& l : lanes) {
     if (l.nbits > 0) l.bytes.push_back(static_cast<uint8_t>(l.acc));
   }
-  auto active = [&](uint32_t step, int lane) { return step * kVlcLanes + lane < n; };
-  for (int L = 0; L < kVlcLanes; ++L) {
-    if (active(0, L)) out.push_back(lanes[L].Take());
-  }
+  // The decoder (FORMAT.md §4, mode 3), on code lengths alone.
   const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
+  auto lanes_in = [&](uint32_t s) {
+    return s < steps ? static_cast<int>(std::min<uint32_t>(kVlcLanes, n - s * kVlcLanes)) : 0;
+  };
+  if (steps >= 2) {
+    for (int L = 0; L < lanes_in(0); ++L) out.push_back(lanes[L].Take());
+  }
   for (uint32_t s = 0; s < steps; ++s) {
+    const bool last = s + 1 == steps;
+    int used[kVlcLanes] = {};
     bool escaped[kVlcLanes] = {};
-    for (int L = 0; L < kVlcLanes; ++L) {
-      if (!active(s, L)) continue;
+    for (int L = 0; L < lanes_in(s); ++L) {
       const uint8_t e = exps[s * kVlcLanes + L];
       escaped[L] = len_[e] == 0;
-      lanes[L].cnt -= escaped[L] ? escape_len_ : len_[e];
+      used[L] = escaped[L] ? escape_len_ : len_[e];
+      if (last && used[L] > lanes[L].cnt) out.push_back(lanes[L].Take());
     }
-    for (int L = 0; L < kVlcLanes; ++L) {
+    for (int L = 0; L < lanes_in(s); ++L) lanes[L].cnt -= used[L];
+    for (int L = 0; L < lanes_in(s); ++L) {
       if (escaped[L] && lanes[L].cnt < 8) out.push_back(lanes[L].Take());
     }
-    for (int L = 0; L < kVlcLanes; ++L) {
+    for (int L = 0; L < lanes_in(s); ++L) {
       if (escaped[L]) lanes[L].cnt -= 8;
     }
-    for (int L = 0; L < kVlcLanes; ++L) {
-      if (active(s + 1, L) && lanes[L].cnt < kVlcInterleavedMaxLen) {
-        out.push_back(lanes[L].Take());
+    if (s + 2 < steps) {  // not before the last step, which refills on demand
+      for (int L = 0; L < lanes_in(s + 1); ++L) {
+        if (lanes[L].cnt < kVlcInterleavedMaxLen) out.push_back(lanes[L].Take());
       }
     }
   }
@@ -182,33 +188,43 @@ bool DecodeScalar(const VlcInterleavedCode& c, const uint8_t* begin, const uint8
       overrun = true;
     }
   };
-  auto active = [&](uint32_t step, int lane) { return step * kVlcLanes + lane < n; };
-  for (int L = 0; L < kVlcLanes; ++L) {
-    if (active(0, L)) take(L);
-  }
+  auto peek = [&](int L) { return c.entry[buf[L] & (kVlcInterleavedPeek - 1)]; };
   const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
+  auto lanes_in = [&](uint32_t s) {
+    return s < steps ? static_cast<int>(std::min<uint32_t>(kVlcLanes, n - s * kVlcLanes)) : 0;
+  };
+  if (steps >= 2) {
+    for (int L = 0; L < lanes_in(0); ++L) take(L);
+  }
   for (uint32_t s = 0; s < steps; ++s) {
+    const bool last = s + 1 == steps;
     bool escaped[kVlcLanes] = {};
-    for (int L = 0; L < kVlcLanes; ++L) {
-      if (!active(s, L)) continue;
-      const uint8_t ent = c.entry[buf[L] & (kVlcInterleavedPeek - 1)];
+    if (last) {
+      for (int L = 0; L < lanes_in(s); ++L) {
+        if (static_cast<uint32_t>(peek(L) & 7) > cnt[L]) take(L);
+      }
+    }
+    for (int L = 0; L < lanes_in(s); ++L) {
+      const uint8_t ent = peek(L);
       const int len = ent & 7, sym = ent >> 3;
       buf[L] >>= len;
-      cnt[L] -= len;  // >= 0: a lane has >= 7 bits before every peek
+      cnt[L] -= len;  // a lane holds >= 7 bits at a peek (the last step: >= the code)
       escaped[L] = sym == kVlcEscapeIndex;
       exps[s * kVlcLanes + L] = c.exps[sym];
     }
-    for (int L = 0; L < kVlcLanes; ++L) {
+    for (int L = 0; L < lanes_in(s); ++L) {
       if (escaped[L] && cnt[L] < 8) take(L);
     }
-    for (int L = 0; L < kVlcLanes; ++L) {
+    for (int L = 0; L < lanes_in(s); ++L) {
       if (!escaped[L]) continue;
       exps[s * kVlcLanes + L] = static_cast<uint8_t>(buf[L]);
       buf[L] >>= 8;
       cnt[L] -= 8;
     }
-    for (int L = 0; L < kVlcLanes; ++L) {
-      if (active(s + 1, L) && cnt[L] < kVlcInterleavedMaxLen) take(L);
+    if (s + 2 < steps) {
+      for (int L = 0; L < lanes_in(s + 1); ++L) {
+        if (cnt[L] < kVlcInterleavedMaxLen) take(L);
+      }
     }
   }
   return !overrun && p == end;
@@ -219,19 +235,65 @@ PACKD_VLCI_TARGET bool DecodeAvx512(const VlcInterleavedCode& c, const uint8_t* 
                                     const uint8_t* end, uint32_t n, uint8_t* exps) {
   const vlci::Tables<0> t(c);
   bool overrun = false;
-  vlci::LaneState lanes = vlci::Start<true>(begin, end, vlci::ActiveLanes(n, 0), &overrun);
   const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
-  for (uint32_t s = 0; s < steps; ++s) {
-    const __mmask16 active = vlci::ActiveLanes(n, s);
-    const __m512i e =
-        vlci::Step<true>(t, lanes, end, active, vlci::ActiveLanes(n, s + 1), &overrun);
-    _mm_mask_storeu_epi8(exps + s * kVlcLanes, active, _mm512_cvtepi32_epi8(e));
+  vlci::LaneState lanes = vlci::Start<true>(begin, end, steps, vlci::ActiveLanes(n, 0), &overrun);
+  for (uint32_t s = 0; s + 1 < steps; ++s) {  // full steps: every step but the last
+    const __m512i e = vlci::Step<true, false>(
+        t, lanes, end, ~__mmask32{0}, s + 2 < steps ? ~__mmask32{0} : 0, &overrun);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(exps + s * kVlcLanes),
+                        _mm512_cvtepi16_epi8(e));
+  }
+  if (steps > 0) {
+    const __mmask32 active = vlci::ActiveLanes(n, steps - 1);
+    const __m512i e = vlci::Step<true, true>(t, lanes, end, active, 0, &overrun);
+    _mm256_mask_storeu_epi8(exps + (steps - 1) * kVlcLanes, active, _mm512_cvtepi16_epi8(e));
   }
   return !overrun && lanes.p == end;
+}
+
+PACKD_VLCI_TARGET void DecodeAvx512x4(const VlcInterleavedCode& c, const uint8_t* const begin[4],
+                                      const uint8_t* const end[4], uint32_t n,
+                                      uint8_t* const exps[4], bool ok[4]) {
+  const vlci::Tables<0> t(c);
+  bool overrun[4] = {};
+  const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
+  vlci::LaneState lanes[4];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    lanes[i] = vlci::Start<true>(begin[i], end[i], steps, vlci::ActiveLanes(n, 0), &overrun[i]);
+  }
+  for (uint32_t s = 0; s + 1 < steps; ++s) {
+    const __mmask32 next = s + 2 < steps ? ~__mmask32{0} : 0;
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const __m512i e =
+          vlci::Step<true, false>(t, lanes[i], end[i], ~__mmask32{0}, next, &overrun[i]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(exps[i] + s * kVlcLanes),
+                          _mm512_cvtepi16_epi8(e));
+    }
+  }
+  if (steps > 0) {
+    const __mmask32 active = vlci::ActiveLanes(n, steps - 1);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const __m512i e = vlci::Step<true, true>(t, lanes[i], end[i], active, 0, &overrun[i]);
+      _mm256_mask_storeu_epi8(exps[i] + (steps - 1) * kVlcLanes, active, _mm512_cvtepi16_epi8(e));
+    }
+  }
+  for (int i = 0; i < 4; ++i) ok[i] = !overrun[i] && lanes[i].p == end[i];
 }
 #endif
 
 }  // namespace
+
+void DecodeVlcInterleavedTiles4(const VlcInterleavedCode& code, const uint8_t* const begin[4],
+                                const uint8_t* const end[4], uint32_t n, uint8_t* const exps[4],
+                                bool avx512, bool ok[4]) {
+#if defined(__x86_64__)
+  if (avx512) return DecodeAvx512x4(code, begin, end, n, exps, ok);
+#endif
+  for (int i = 0; i < 4; ++i) ok[i] = DecodeScalar(code, begin[i], end[i], n, exps[i]);
+}
 
 bool VlcInterleavedAvx512Supported() {
 #if defined(__x86_64__)

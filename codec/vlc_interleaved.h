@@ -1,8 +1,8 @@
 // vlc mode 3, "interleaved" (codec/FORMAT.md §4): a prefix code of at most 7
 // bits over a tensor's 15 most useful exponents plus an escape code, each
-// tile written as 16 interleaved lane streams so that 16 lanes of a SIMD
-// register decode 16 consecutive elements per step: element j of a tile is
-// lane j mod 16's (j / 16)-th symbol. A 7-bit peek indexes a 128-entry table
+// tile written as 32 interleaved lane streams so that the 32 16-bit lanes of
+// an AVX-512 register decode 32 consecutive elements per step: element j of
+// a tile is lane j mod 32's (j / 32)-th symbol. A 7-bit peek indexes a 128-entry table
 // (two byte shuffles on AVX-512, no gather); an escaped exponent follows its
 // escape code as 8 raw bits in the lane's own stream. The lanes refill a byte
 // at a time, in lane order, from one shared byte stream per tile.
@@ -20,13 +20,13 @@
 
 namespace packd::codec {
 
-inline constexpr int kVlcLanes = 16;
+inline constexpr int kVlcLanes = 32;
 inline constexpr int kVlcInterleavedMaxLen = 7;
 inline constexpr int kVlcInterleavedPeek = 128;       // 2^kVlcInterleavedMaxLen
 inline constexpr int kVlcInterleavedMaxSymbols = 15;  // coded exponents, + escape
 inline constexpr uint8_t kVlcEscapeIndex = 15;
-// Bytes after the last tile that a decoder may load (16 per refill load).
-inline constexpr uint64_t kVlcInterleavedPadding = 16;
+// Bytes after the last tile that a decoder may load (32 per refill load).
+inline constexpr uint64_t kVlcInterleavedPadding = 32;
 
 // The decode tables of an interleaved code, built from the header.
 struct VlcInterleavedCode {
@@ -75,11 +75,18 @@ class VlcInterleavedEncoder {
 // Decodes a tile's n exponents from stream bytes [begin, end) (at least
 // kVlcInterleavedPadding readable bytes must follow `end`) into exps. False
 // when the stream does not hold exactly the tile: it ends early (no read then
-// goes beyond end + 16) or bytes are left over. `avx512`: the AVX-512 kernel
+// goes beyond end + 32) or bytes are left over. `avx512`: the AVX-512 kernel
 // (the caller checked the CPU: VlcInterleavedAvx512Supported()), else scalar;
 // both give the same result.
 bool DecodeVlcInterleavedTile(const VlcInterleavedCode& code, const uint8_t* begin,
                               const uint8_t* end, uint32_t n, uint8_t* exps, bool avx512);
 bool VlcInterleavedAvx512Supported();
+
+// DecodeVlcInterleavedTile for 4 tiles of n exponents each, the AVX-512
+// kernel stepping them in lockstep (4 independent dependency chains); ok[i]
+// as that function's result for tile i.
+void DecodeVlcInterleavedTiles4(const VlcInterleavedCode& code, const uint8_t* const begin[4],
+                                const uint8_t* const end[4], uint32_t n, uint8_t* const exps[4],
+                                bool avx512, bool ok[4]);
 
 }  // namespace packd::codec

@@ -243,19 +243,21 @@ PACKD_SPLIT_TARGET void TiledTile(const float* x, int64_t x_stride, const codec:
                  out_stride);
 }
 
-// T tokens x R rows of an interleaved vlc matrix. Per step and row: the 16
-// lanes' exponents (already << 23) from codec::vlci::Step, the 16 rest bytes
-// widened to dwords, and fp32 = sign << 31 | exponent << 23 | mantissa << 16
-// by two shifts and two selects: element 16c + i of the row in lane i,
-// gemm's order. The loops over rows are unrolled so that each row's lane
-// state stays in registers (an indexed array would live on the stack).
+// T tokens x R rows of an interleaved vlc matrix. Per step and row: the 32
+// lanes' exponents (already << 7) from codec::vlci::Step, the 32 rest bytes
+// widened to 16 bits, bf16 = sign << 15 | exponent << 7 | mantissa by a shift
+// and two selects, then each half widened to fp32: element 16c + i of the
+// row in lane i, gemm's order. The loops over rows are unrolled so that each
+// row's lane state stays in registers (an indexed array would live on the
+// stack).
 template <int T, int R>
 PACKD_SPLIT_TARGET void VlcTile(const float* x, int64_t x_stride,
                                 const codec::VlcInterleavedRowsView& w, int64_t row0, float* out,
                                 int64_t out_stride) {
-  const codec::vlci::Tables<23> tables(*w.code);
-  const __m512i mantissa = _mm512_set1_epi32(0x007f0000);
-  const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  constexpr int kLanes = codec::kVlcLanes;
+  const codec::vlci::Tables<7> tables(*w.code);
+  const __m512i sign = _mm512_set1_epi16(static_cast<int16_t>(0x8000));
+  const __m512i exponent = _mm512_set1_epi16(0x7f80);
   const int64_t k = static_cast<int64_t>(w.cols);
   const int64_t tile_cols = static_cast<int64_t>(w.tile_cols);
   __m512 acc[T][R];
@@ -274,36 +276,49 @@ PACKD_SPLIT_TARGET void VlcTile(const float* x, int64_t x_stride,
     first_tile[r] = row * w.tiles_per_row;
   }
   for (int64_t c0 = 0, col = 0; c0 < k; c0 += tile_cols, ++col) {
-    const int64_t steps = std::min(tile_cols, k - c0) / codec::kVlcLanes;
+    const int64_t steps = std::min(tile_cols, k - c0) / kLanes;
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const uint64_t t = first_tile[r] + static_cast<uint64_t>(col);
       end[r] = w.codes + w.Offset(t + 1);
-      lanes[r] = codec::vlci::Start<false>(w.codes + w.Offset(t), end[r], 0xffff, nullptr);
+      lanes[r] = codec::vlci::Start<false>(w.codes + w.Offset(t), end[r],
+                                           static_cast<uint32_t>(steps), ~__mmask32{0}, nullptr);
     }
     for (int64_t s = 0; s < steps; ++s) {
-      const __mmask16 next = s + 1 < steps ? 0xffff : 0;
-      const int64_t i = c0 + s * codec::kVlcLanes;
-      __m512 wv[R];
+      const int64_t i = c0 + s * kLanes;
+      __m512 wv[R][2];
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        if (s % 4 == 0) {
+        if (s % 2 == 0) {
           _mm_prefetch(reinterpret_cast<const char*>(rest[r] + i + kPrefetchBytes), _MM_HINT_T1);
           _mm_prefetch(reinterpret_cast<const char*>(lanes[r].p + kPrefetchBytes / 4),
                        _MM_HINT_T1);
         }
+        // Every step but the last refills for the next (none before the
+        // last, which refills on demand).
         const __m512i e =
-            codec::vlci::Step<false>(tables, lanes[r], end[r], 0xffff, next, nullptr);
-        const __m512i rb =
-            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rest[r] + i)));
-        const __m512i mant = _mm512_ternarylogic_epi32(mantissa, _mm512_slli_epi32(rb, 16), e, 0xca);
-        wv[r] = _mm512_castsi512_ps(
-            _mm512_ternarylogic_epi32(sign, _mm512_slli_epi32(rb, 24), mant, 0xca));
+            s + 1 < steps
+                ? codec::vlci::Step<false, false>(tables, lanes[r], end[r], ~__mmask32{0},
+                                                  s + 2 < steps ? ~__mmask32{0} : 0, nullptr)
+                : codec::vlci::Step<false, true>(tables, lanes[r], end[r], ~__mmask32{0}, 0,
+                                                 nullptr);
+        const __m512i rb = _mm512_cvtepu8_epi16(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rest[r] + i)));
+        // Bit 15 the sign (rest bit 7, from rb << 8), bits 7..14 the exponent,
+        // bits 0..6 the mantissa.
+        const __m512i sm = _mm512_ternarylogic_epi32(sign, _mm512_slli_epi16(rb, 8), rb, 0xca);
+        const __m512i bf16 = _mm512_ternarylogic_epi32(exponent, e, sm, 0xca);
+        wv[r][0] = _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(bf16)), 16));
+        wv[r][1] = _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(bf16, 1)), 16));
       }
-      for (int t = 0; t < T; ++t) {
-        const __m512 xv = _mm512_loadu_ps(x + t * x_stride + i);
+      for (int h = 0; h < 2; ++h) {
+        for (int t = 0; t < T; ++t) {
+          const __m512 xv = _mm512_loadu_ps(x + t * x_stride + i + 16 * h);
 #pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+          for (int r = 0; r < R; ++r) acc[t][r] = _mm512_fmadd_ps(xv, wv[r][h], acc[t][r]);
+        }
       }
     }
   }

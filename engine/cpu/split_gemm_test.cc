@@ -205,9 +205,9 @@ TEST_P(SplitGemmTest, VlcInterleavedMatchesGemmBitForBit) {
   for (int64_t rows : {1, 3, 4, 5, 8, 13}) {
     for (int64_t k : {64, 192, 1088, 4160}) {
       const std::vector<uint8_t> raw = MakeWeights(GetParam(), rows, k, rng);
-      // Tiles of 16 columns, a tile of 1088 (whole rows but the widest k),
-      // and the default (4096 or the row).
-      for (uint32_t tile : {16u, 1088u, 4096u}) {
+      // Tiles of 32 columns (one lane step), a tile of 1088 (whole rows but
+      // the widest k), and the default (4096 or the row).
+      for (uint32_t tile : {32u, 1088u, 4096u}) {
         absl::StatusOr<codec::EncodedTensor> enc = codec::VlcEncode(
             InfoOf(rows, k), raw, 1,
             {.interleaved_tile_cols = tile, .mode = codec::VlcMode::kInterleaved});
