@@ -135,8 +135,7 @@ inline uint64_t EscapeMaskScalar(const uint8_t* p, uint32_t valid) {
 uint64_t CountEscapesScalar(const uint8_t* codes, uint32_t size) {
   uint64_t n = 0;
   for (uint32_t g = 0; g * kTiledGroupSize < size; ++g) {
-    n += std::popcount(
-        EscapeMaskScalar(codes + g * kTiledGroupBytes, size - g * kTiledGroupSize));
+    n += std::popcount(EscapeMaskScalar(codes + g * kTiledGroupBytes, size - g * kTiledGroupSize));
   }
   return n;
 }
@@ -251,9 +250,10 @@ PACKD_AVX512_TARGET inline __m512i WindowTable(uint8_t base) {
 // shifted right by 4 (so byte k's low nibble is element k's code), one vpermb
 // through the table, and an expand of the escapes (VBMI2) into the code-0
 // bytes. `valid` masks off the padding of a short group.
-PACKD_AVX512_TARGET inline __m512i GroupExponents(const uint8_t* p, uint64_t valid,
-                                                  __m512i table, EscapeCursor& esc) {
-  const __m512i both = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+PACKD_AVX512_TARGET inline __m512i GroupExponents(const uint8_t* p, uint64_t valid, __m512i table,
+                                                  EscapeCursor& esc) {
+  const __m512i both =
+      _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   const __m512i codes = _mm512_mask_srli_epi16(both, 0xffff0000u, both, 4);
   __m512i e = _mm512_permutexvar_epi8(codes, table);
   const uint64_t escape = _mm512_testn_epi8_mask(codes, _mm512_set1_epi8(0x0f)) & valid;
@@ -290,8 +290,8 @@ PACKD_AVX512_TARGET uint64_t DecodeBF16Avx512(const TiledTileView& v, uint8_t* o
   for (uint32_t off = 0; off < v.size; off += kTiledGroupSize) {
     const uint32_t n = std::min(kTiledGroupSize, v.size - off);
     const uint64_t valid = ValidMask(n);
-    const __m512i e = GroupExponents(v.codes + (off / kTiledGroupSize) * kTiledGroupBytes, valid,
-                                     table, esc);
+    const __m512i e =
+        GroupExponents(v.codes + (off / kTiledGroupSize) * kTiledGroupBytes, valid, table, esc);
     const __m512i r = _mm512_maskz_loadu_epi8(valid, rest + off);
     // Low byte of a bf16: exponent bit 0 | 7 mantissa bits; high byte:
     // sign | exponent bits 7..1. 16-bit shifts leak a neighbour byte's bits
@@ -319,8 +319,8 @@ PACKD_AVX512_TARGET uint64_t ExponentsAvx512(const TiledTileView& v, uint8_t* ex
   EscapeCursor esc{v.escapes, v.escape_count};
   for (uint32_t off = 0; off < v.size; off += kTiledGroupSize) {
     const uint64_t valid = ValidMask(std::min(kTiledGroupSize, v.size - off));
-    const __m512i e = GroupExponents(v.codes + (off / kTiledGroupSize) * kTiledGroupBytes, valid,
-                                     table, esc);
+    const __m512i e =
+        GroupExponents(v.codes + (off / kTiledGroupSize) * kTiledGroupBytes, valid, table, esc);
     _mm512_mask_storeu_epi8(exps + off, valid, e);
   }
   return esc.seen;

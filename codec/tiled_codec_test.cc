@@ -236,7 +236,9 @@ TEST(TiledCodecTest, LayoutMatchesFormatDoc) {
     const uint8_t byte = codes[group * 32 + k % 32];
     return k < 32 ? byte & 15u : byte >> 4u;
   };
-  const auto exponent_of = [&](uint64_t i) { return (raw[2 * i] | raw[2 * i + 1] << 8) >> 7 & 0xff; };
+  const auto exponent_of = [&](uint64_t i) {
+    return (raw[2 * i] | raw[2 * i + 1] << 8) >> 7 & 0xff;
+  };
   const uint64_t group = 1 * 10 + 1;  // row 1, tile 2, group 1
   EXPECT_EQ(code_of(group, 6), 0u);
   EXPECT_EQ(code_of(group, 36), 0u);

@@ -730,10 +730,9 @@ class VlcDecoder final : public TensorDecoder {
   }
 
   absl::Status InterleavedTileError(uint64_t tile) const {
-    return absl::DataLossError(absl::StrCat("vlc: tile ", tile, ": interleaved stream of ",
-                                            Offset(tile + 1) - Offset(tile),
-                                            " bytes does not hold exactly its ",
-                                            grid_.TileSize(tile), " exponents"));
+    return absl::DataLossError(absl::StrCat(
+        "vlc: tile ", tile, ": interleaved stream of ", Offset(tile + 1) - Offset(tile),
+        " bytes does not hold exactly its ", grid_.TileSize(tile), " exponents"));
   }
 
   // Decodes the exponents of tiles[k] (k < K, valid indices) to exps_of[k],
@@ -934,8 +933,8 @@ absl::StatusOr<std::unique_ptr<TensorDecoder>> VlcCodecImpl::OpenDecoder(
   if (h.mode == kModeInterleaved) {
     if (h.const_symbol != 0) return Corrupt("header", "constant exponent set in interleaved mode");
     ASSIGN_OR_RETURN(VlcInterleavedCode code, MakeVlcInterleavedCode(lengths, h.escape_len));
-    const int longest = std::max<int>(*std::max_element(lengths.begin(), lengths.end()),
-                                      h.escape_len);
+    const int longest =
+        std::max<int>(*std::max_element(lengths.begin(), lengths.end()), h.escape_len);
     if (h.max_code_len != longest) {
       return Corrupt("header", absl::StrCat("max code length ", int{h.max_code_len},
                                             " is not the longest code, ", longest));
@@ -1028,9 +1027,9 @@ absl::StatusOr<std::unique_ptr<TensorDecoder>> VlcCodecImpl::OpenDecoder(
     return Corrupt("rest", absl::StrCat("has ", rest.size(), " bytes, expected ",
                                         RestPlaneBytes(f, info.elements())));
   }
-  return std::unique_ptr<TensorDecoder>(
-      new VlcDecoder(f, grid, h, offsets, codes, rest, std::move(tables), std::move(rans),
-                     std::move(interleaved)));
+  return std::unique_ptr<TensorDecoder>(new VlcDecoder(f, grid, h, offsets, codes, rest,
+                                                       std::move(tables), std::move(rans),
+                                                       std::move(interleaved)));
 }
 
 }  // namespace
@@ -1111,6 +1110,21 @@ uint8_t* WriteRansTile(const uint8_t* p, uint32_t m, const FloatFormat& f,
   return dst;
 }
 
+// Lays per-tile streams out back to back in `codes` (plus the padding),
+// with starts[t] the offset of tile t's; frees each stream once copied.
+void AssembleStreams(std::vector<std::vector<uint8_t>>& streams, int threads,
+                     std::vector<uint64_t>& starts, std::vector<uint8_t>& codes) {
+  const uint64_t tiles = streams.size();
+  for (uint64_t t = 0; t < tiles; ++t) starts[t + 1] = starts[t] + streams[t].size();
+  codes.assign(starts[tiles] + kCodesPadding, 0);
+  ParallelFor(tiles, threads, [&](size_t begin, size_t end) {
+    for (size_t t = begin; t < end; ++t) {
+      std::copy(streams[t].begin(), streams[t].end(), codes.begin() + starts[t]);
+      std::vector<uint8_t>().swap(streams[t]);
+    }
+  });
+}
+
 }  // namespace
 
 absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const uint8_t> raw,
@@ -1141,8 +1155,8 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
   // kAuto codes 16-bit tensors in the interleaved mode (SIMD-decodable, what
   // the CPU matmul reads in registers) and fp32 ones in the serial Huffman
   // mode; either gives way to rANS when that is much smaller.
-  const bool interleaved = options.mode == VlcMode::kInterleaved ||
-                           (options.mode == VlcMode::kAuto && eb == 2);
+  const bool interleaved =
+      options.mode == VlcMode::kInterleaved || (options.mode == VlcMode::kAuto && eb == 2);
   // Interleaved tiles are as wide as the rows allow, up to
   // interleaved_tile_cols: each tile ends with ~4 unused bits per lane.
   uint32_t tile_cols = options.tile_cols;
@@ -1280,14 +1294,7 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
         encoder.EncodeTile(exps.data(), m, streams[t]);
       }
     });
-    for (uint64_t t = 0; t < tiles; ++t) starts[t + 1] = starts[t] + streams[t].size();
-    codes.assign(starts[tiles] + kCodesPadding, 0);
-    ParallelFor(tiles, threads, [&](size_t begin, size_t end) {
-      for (size_t t = begin; t < end; ++t) {
-        std::copy(streams[t].begin(), streams[t].end(), codes.begin() + starts[t]);
-        std::vector<uint8_t>().swap(streams[t]);
-      }
-    });
+    AssembleStreams(streams, threads, starts, codes);
   }
   if (mode == kModeRans) {
     // Each tile is encoded backwards into a worst-case-sized buffer, kept until
@@ -1311,14 +1318,7 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
         streams[t].assign(first, static_cast<const uint8_t*>(buf_end));
       }
     });
-    for (uint64_t t = 0; t < tiles; ++t) starts[t + 1] = starts[t] + streams[t].size();
-    codes.assign(starts[tiles] + kCodesPadding, 0);
-    ParallelFor(tiles, threads, [&](size_t begin, size_t end) {
-      for (size_t t = begin; t < end; ++t) {
-        std::copy(streams[t].begin(), streams[t].end(), codes.begin() + starts[t]);
-        std::vector<uint8_t>().swap(streams[t]);
-      }
-    });
+    AssembleStreams(streams, threads, starts, codes);
   }
   const uint64_t payload = starts[tiles];
   if (mode == kModeHuffman || mode == kModeConstant) codes.assign(payload + kCodesPadding, 0);

@@ -324,9 +324,10 @@ TEST(VlcCodecTest, SizeWithinBoundOnTrainedLikeWeights) {
   ASSERT_TRUE(huffman.ok());
   const double huffman_bits = 8.0 * huffman->encoded_bytes() / info.elements();
   EXPECT_LT(bits - huffman_bits, 0.1);
-  std::printf("[ info ] bf16 N(0,0.02) 2048x2048: interleaved %.4f, Huffman %.4f bits/weight, "
-              "bound %.4f\n",
-              bits, huffman_bits, bound);
+  std::printf(
+      "[ info ] bf16 N(0,0.02) 2048x2048: interleaved %.4f, Huffman %.4f bits/weight, "
+      "bound %.4f\n",
+      bits, huffman_bits, bound);
   RecordProperty("bits_per_weight", std::to_string(bits));
   RecordProperty("bound", std::to_string(bound));
   ExpectLargeDecodeAtAnyAlignment(info, raw, *enc);
@@ -949,7 +950,8 @@ TEST_F(VlcInterleavedHostileTest, RandomFlipsNeverCrash) {
   for (int trial = 0; trial < 300; ++trial) {
     SetUp();
     std::vector<uint8_t>& c = Bytes(trial % 3 == 0 ? "offsets" : "codes");
-    for (int k = 0; k < 1 + trial % 4; ++k) c[rng() % c.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+    for (int k = 0; k < 1 + trial % 4; ++k)
+      c[rng() % c.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
     for (bool scalar : {false, true}) {
       ScalarGuard guard(scalar);
       (void)OpenAndDecode();  // an error or some bytes; sanitizers/guards catch the rest

@@ -68,8 +68,8 @@ VlcInterleavedLengths ChooseVlcInterleavedLengths(std::span<const uint64_t> coun
   std::iota(order.begin(), order.end(), size_t{0});
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return counts[a] > counts[b]; });
-  const size_t distinct =
-      static_cast<size_t>(std::count_if(counts.begin(), counts.end(), [](uint64_t c) { return c; }));
+  const size_t distinct = static_cast<size_t>(
+      std::count_if(counts.begin(), counts.end(), [](uint64_t c) { return c; }));
   VlcInterleavedLengths best;
   best.bits = -1;
   for (size_t n = 1; n <= std::min<size_t>(distinct, kVlcInterleavedMaxSymbols); ++n) {
@@ -174,8 +174,8 @@ void VlcInterleavedEncoder::EncodeTile(const uint8_t* exps, uint32_t n,
 
 namespace {
 
-bool DecodeScalar(const VlcInterleavedCode& c, const uint8_t* begin, const uint8_t* end,
-                  uint32_t n, uint8_t* exps) {
+bool DecodeScalar(const VlcInterleavedCode& c, const uint8_t* begin, const uint8_t* end, uint32_t n,
+                  uint8_t* exps) {
   uint32_t buf[kVlcLanes] = {}, cnt[kVlcLanes] = {};
   const uint8_t* p = begin;
   bool overrun = false;
@@ -238,10 +238,9 @@ PACKD_VLCI_TARGET bool DecodeAvx512(const VlcInterleavedCode& c, const uint8_t* 
   const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
   vlci::LaneState lanes = vlci::Start<true>(begin, end, steps, vlci::ActiveLanes(n, 0), &overrun);
   for (uint32_t s = 0; s + 1 < steps; ++s) {  // full steps: every step but the last
-    const __m512i e = vlci::Step<true, false>(
-        t, lanes, end, ~__mmask32{0}, s + 2 < steps ? ~__mmask32{0} : 0, &overrun);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(exps + s * kVlcLanes),
-                        _mm512_cvtepi16_epi8(e));
+    const __m512i e = vlci::Step<true, false>(t, lanes, end, ~__mmask32{0},
+                                              s + 2 < steps ? ~__mmask32{0} : 0, &overrun);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(exps + s * kVlcLanes), _mm512_cvtepi16_epi8(e));
   }
   if (steps > 0) {
     const __mmask32 active = vlci::ActiveLanes(n, steps - 1);

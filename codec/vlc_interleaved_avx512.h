@@ -31,10 +31,9 @@ struct Tables {
   PACKD_VLCI_INLINE explicit Tables(const VlcInterleavedCode& c) {
     lo = _mm512_loadu_si512(c.entry);
     hi = _mm512_loadu_si512(c.entry + 64);
-    exps = _mm512_slli_epi16(
-        _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.exps)))),
-        kShift);
+    exps = _mm512_slli_epi16(_mm512_cvtepu8_epi16(_mm256_zextsi128_si256(
+                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.exps)))),
+                             kShift);
     m7f = _mm512_set1_epi16(0x7f);
     m7 = _mm512_set1_epi16(7);
     m15 = _mm512_set1_epi16(15);

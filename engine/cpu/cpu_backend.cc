@@ -171,7 +171,7 @@ class CpuWeight final : public Weight {
  private:
   WeightSource source_;
   SplitMode mode_ = SplitMode::kNone;
-  codec::TiledRowsView tiled_;        // kTiled only
+  codec::TiledRowsView tiled_;         // kTiled only
   codec::VlcInterleavedRowsView vlc_;  // kVlc only
   std::vector<float> f32_;      // 1-D weights only
   uint64_t resident_;

@@ -72,9 +72,9 @@ struct Avx512Tile {
         // alone leave the core waiting; bench/NOTES.md, issue 19).
         if ((i * kElemBytes) % 64 == 0) {
           for (int r = 0; r < R; ++r) {
-            _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + i * kElemBytes +
-                                                       kPrefetchBytes),
-                         _MM_HINT_T1);
+            _mm_prefetch(
+                reinterpret_cast<const char*>(w + r * row_bytes + i * kElemBytes + kPrefetchBytes),
+                _MM_HINT_T1);
           }
         }
       }

@@ -91,11 +91,11 @@ struct Join {
 // 16-byte quarter (vpermb reads index bits 0..5, the code is bits 0..3):
 // entry c in 1..15 is base + c - 1; entry 0 (escapes, replaced) is 0.
 PACKD_SPLIT_INLINE __m512i WindowTable(uint8_t base) {
-  const __m512i c = _mm512_and_si512(
-      _mm512_set_epi64(0x3f3e3d3c3b3a3938, 0x3736353433323130, 0x2f2e2d2c2b2a2928,
-                       0x2726252423222120, 0x1f1e1d1c1b1a1918, 0x1716151413121110,
-                       0x0f0e0d0c0b0a0908, 0x0706050403020100),
-      _mm512_set1_epi8(0x0f));
+  const __m512i c =
+      _mm512_and_si512(_mm512_set_epi64(0x3f3e3d3c3b3a3938, 0x3736353433323130, 0x2f2e2d2c2b2a2928,
+                                        0x2726252423222120, 0x1f1e1d1c1b1a1918, 0x1716151413121110,
+                                        0x0f0e0d0c0b0a0908, 0x0706050403020100),
+                       _mm512_set1_epi8(0x0f));
   const __m512i e = _mm512_add_epi8(c, _mm512_set1_epi8(static_cast<char>(base - 1)));
   return _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(c, c), e);
 }
@@ -291,19 +291,17 @@ PACKD_SPLIT_TARGET void VlcTile(const float* x, int64_t x_stride,
       for (int r = 0; r < R; ++r) {
         if (s % 2 == 0) {
           _mm_prefetch(reinterpret_cast<const char*>(rest[r] + i + kPrefetchBytes), _MM_HINT_T1);
-          _mm_prefetch(reinterpret_cast<const char*>(lanes[r].p + kPrefetchBytes / 4),
-                       _MM_HINT_T1);
+          _mm_prefetch(reinterpret_cast<const char*>(lanes[r].p + kPrefetchBytes / 4), _MM_HINT_T1);
         }
         // Every step but the last refills for the next (none before the
         // last, which refills on demand).
-        const __m512i e =
-            s + 1 < steps
-                ? codec::vlci::Step<false, false>(tables, lanes[r], end[r], ~__mmask32{0},
-                                                  s + 2 < steps ? ~__mmask32{0} : 0, nullptr)
-                : codec::vlci::Step<false, true>(tables, lanes[r], end[r], ~__mmask32{0}, 0,
-                                                 nullptr);
-        const __m512i rb = _mm512_cvtepu8_epi16(
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rest[r] + i)));
+        const __m512i e = s + 1 < steps ? codec::vlci::Step<false, false>(
+                                              tables, lanes[r], end[r], ~__mmask32{0},
+                                              s + 2 < steps ? ~__mmask32{0} : 0, nullptr)
+                                        : codec::vlci::Step<false, true>(tables, lanes[r], end[r],
+                                                                         ~__mmask32{0}, 0, nullptr);
+        const __m512i rb =
+            _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rest[r] + i)));
         // Bit 15 the sign (rest bit 7, from rb << 8), bits 7..14 the exponent,
         // bits 0..6 the mantissa.
         const __m512i sm = _mm512_ternarylogic_epi32(sign, _mm512_slli_epi16(rb, 8), rb, 0xca);
@@ -404,8 +402,7 @@ void GemmTiled(const float* x, int64_t n, int64_t x_stride, const codec::TiledRo
 void GemmVlc(const float* x, int64_t n, int64_t x_stride, const codec::VlcInterleavedRowsView& w,
              int64_t row0, int64_t rows, float* out, int64_t out_stride) {
   ForEachTile(n, rows, [&](int64_t t, int tt, int64_t r, int rr) {
-    kVlc.fn[tt][rr](x + t * x_stride, x_stride, w, row0 + r, out + t * out_stride + r,
-                    out_stride);
+    kVlc.fn[tt][rr](x + t * x_stride, x_stride, w, row0 + r, out + t * out_stride + r, out_stride);
   });
 }
 
@@ -417,8 +414,7 @@ void GemmSplit(const float* x, int64_t n, int64_t x_stride, const uint8_t* exps,
   });
 }
 
-constexpr SplitGemmKernels kAvx512Split = {
-    .tiled = GemmTiled, .vlc = GemmVlc, .split = GemmSplit};
+constexpr SplitGemmKernels kAvx512Split = {.tiled = GemmTiled, .vlc = GemmVlc, .split = GemmSplit};
 
 // The tiled codec's AVX-512 decoder needs the same VBMI/VBMI2/BMI2/POPCNT
 // set. The hardware's, like GetKernelsFor: the PACKD_CPU_ISA cap reaches

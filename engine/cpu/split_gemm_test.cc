@@ -6,9 +6,9 @@
 // (a write outside the result shows).
 #include "engine/cpu/split_gemm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -30,10 +30,10 @@ using codec::DType;
 
 const SplitGemmKernels* Split() { return GetSplitGemmKernelsFor(Isa::kAvx512); }
 
-#define SKIP_WITHOUT_SPLIT()                                                            \
-  if (Split() == nullptr) {                                                             \
+#define SKIP_WITHOUT_SPLIT()                                                       \
+  if (Split() == nullptr) {                                                        \
     GTEST_SKIP() << "this CPU lacks AVX-512 with VBMI/VBMI2: no split kernels run" \
-                    " (MatMul decodes to bf16 and calls gemm there)";                   \
+                    " (MatMul decodes to bf16 and calls gemm there)";              \
   }
 
 uint32_t Bits(float f) {
@@ -151,6 +151,27 @@ void ExpectSameBits(const Problem& p, const std::vector<float>& want, const std:
 
 codec::TensorInfo InfoOf(int64_t rows, int64_t k) { return {DType::kBF16, {rows, k}}; }
 
+// run(p, n, row0, count, out) computes rows [row0, row0 + count) of p into
+// out; checked bit for bit against gemm for several token counts, over the
+// whole matrix and in two row ranges (row0 != 0).
+template <typename Run>
+void ExpectMatchesGemm(int64_t rows, int64_t k, const std::vector<uint8_t>& raw,
+                       std::mt19937& rng, const std::string& what, Run run) {
+  for (int64_t n : {1, 2, 3, 4, 5, 9, 17, 64}) {
+    const Problem p = MakeProblem(n, rows, k, rng);
+    const std::vector<float> want = Reference(p, raw);
+    const std::string label = what + " n=" + std::to_string(n);
+    std::vector<float> got(want.size(), -7.0f);
+    run(p, n, 0, rows, got.data());
+    ExpectSameBits(p, want, got, label);
+    std::vector<float> parts(want.size(), -7.0f);
+    const int64_t half = rows / 2;
+    run(p, n, 0, half, parts.data());
+    run(p, n, half, rows - half, parts.data() + half);
+    ExpectSameBits(p, want, parts, label + " in two row ranges");
+  }
+}
+
 class SplitGemmTest : public ::testing::TestWithParam<Weights> {};
 
 TEST_P(SplitGemmTest, TiledMatchesGemmBitForBit) {
@@ -177,23 +198,13 @@ TEST_P(SplitGemmTest, TiledMatchesGemmBitForBit) {
         }
         ASSERT_EQ(view->rows, static_cast<uint64_t>(rows));
         ASSERT_EQ(view->cols, static_cast<uint64_t>(k));
-        for (int64_t n : {1, 2, 3, 4, 5, 9, 17, 64}) {
-          const Problem p = MakeProblem(n, rows, k, rng);
-          const std::vector<float> want = Reference(p, raw);
-          // Whole matrix, then in two row ranges (row0 != 0).
-          std::vector<float> got(want.size(), -7.0f);
-          Split()->tiled(p.x.data(), n, p.x_stride, *view, 0, rows, got.data(), p.out_stride);
-          const std::string what = "tiled rows=" + std::to_string(rows) +
-                                   " k=" + std::to_string(k) + " tile=" + std::to_string(tile) +
-                                   " n=" + std::to_string(n);
-          ExpectSameBits(p, want, got, what);
-          std::vector<float> parts(want.size(), -7.0f);
-          const int64_t half = rows / 2;
-          Split()->tiled(p.x.data(), n, p.x_stride, *view, 0, half, parts.data(), p.out_stride);
-          Split()->tiled(p.x.data(), n, p.x_stride, *view, half, rows - half, parts.data() + half,
-                         p.out_stride);
-          ExpectSameBits(p, want, parts, what + " in two row ranges");
-        }
+        ExpectMatchesGemm(rows, k, raw, rng,
+                          "tiled rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
+                              " tile=" + std::to_string(tile),
+                          [&](const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
+                            Split()->tiled(p.x.data(), n, p.x_stride, *view, row0, count, out,
+                                           p.out_stride);
+                          });
       }
     }
   }
@@ -208,9 +219,9 @@ TEST_P(SplitGemmTest, VlcInterleavedMatchesGemmBitForBit) {
       // Tiles of 32 columns (one lane step), a tile of 1088 (whole rows but
       // the widest k), and the default (4096 or the row).
       for (uint32_t tile : {32u, 1088u, 4096u}) {
-        absl::StatusOr<codec::EncodedTensor> enc = codec::VlcEncode(
-            InfoOf(rows, k), raw, 1,
-            {.interleaved_tile_cols = tile, .mode = codec::VlcMode::kInterleaved});
+        absl::StatusOr<codec::EncodedTensor> enc =
+            codec::VlcEncode(InfoOf(rows, k), raw, 1,
+                             {.interleaved_tile_cols = tile, .mode = codec::VlcMode::kInterleaved});
         ASSERT_TRUE(enc.ok()) << enc.status();
         GuardedComponents comps(*enc);
         auto dec = codec::VlcCodec().OpenDecoder(InfoOf(rows, k), comps.views());
@@ -219,21 +230,13 @@ TEST_P(SplitGemmTest, VlcInterleavedMatchesGemmBitForBit) {
         ASSERT_TRUE(view.ok()) << view.status();
         ASSERT_EQ(view->rows, static_cast<uint64_t>(rows));
         ASSERT_EQ(view->cols, static_cast<uint64_t>(k));
-        for (int64_t n : {1, 2, 3, 4, 5, 9, 17, 64}) {
-          const Problem p = MakeProblem(n, rows, k, rng);
-          const std::vector<float> want = Reference(p, raw);
-          std::vector<float> got(want.size(), -7.0f);
-          Split()->vlc(p.x.data(), n, p.x_stride, *view, 0, rows, got.data(), p.out_stride);
-          const std::string what = "vlc rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
-                                   " tile=" + std::to_string(tile) + " n=" + std::to_string(n);
-          ExpectSameBits(p, want, got, what);
-          std::vector<float> parts(want.size(), -7.0f);
-          const int64_t half = rows / 2;
-          Split()->vlc(p.x.data(), n, p.x_stride, *view, 0, half, parts.data(), p.out_stride);
-          Split()->vlc(p.x.data(), n, p.x_stride, *view, half, rows - half, parts.data() + half,
-                       p.out_stride);
-          ExpectSameBits(p, want, parts, what + " in two row ranges");
-        }
+        ExpectMatchesGemm(rows, k, raw, rng,
+                          "vlc rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
+                              " tile=" + std::to_string(tile),
+                          [&](const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
+                            Split()->vlc(p.x.data(), n, p.x_stride, *view, row0, count, out,
+                                         p.out_stride);
+                          });
       }
     }
   }
@@ -283,8 +286,8 @@ TEST_P(SplitGemmTest, ExponentsMatchGemmBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Weights, SplitGemmTest,
-                         ::testing::Values(Weights::kTrained, Weights::kRareEscapes,
-                                           Weights::kWide, Weights::kSpecial, Weights::kSparse),
+                         ::testing::Values(Weights::kTrained, Weights::kRareEscapes, Weights::kWide,
+                                           Weights::kSpecial, Weights::kSparse),
                          [](const ::testing::TestParamInfo<Weights>& info) {
                            switch (info.param) {
                              case Weights::kTrained:
