@@ -315,14 +315,82 @@ PACKD_HD inline uint32_t LaneValid(uint64_t col0, uint64_t k) {
 
 PACKD_HD inline uint64_t FusedChunks(uint64_t k) { return (k + kFusedChunk - 1) / kFusedChunk; }
 
-// ---- tiled (FORMAT.md §5).
+// ---- tiled (FORMAT.md §5, format version 2).
+//
+// A group's 64 codes are 32 bytes: byte j holds the code of element j in its
+// low nibble and that of element 32 + j in its high nibble. Lane gl (0..7) of
+// a group takes elements [8 * gl, 8 * gl + 8): its codes are the low (gl < 4)
+// or high (gl >= 4) nibbles of the group's u64 word gl % 4, so one load, a
+// shift and a mask give all 8, one per byte (TiledLaneCodes).
 
-// Bit j of the low 8 bits of b to bit 0 of byte j (two 32-bit multiplies:
-// x * 0x00204081 puts bit i of a nibble at bit 8i).
-PACKD_HD inline uint64_t SpreadBits8(uint32_t b) {
-  const uint32_t lo = ((b & 15u) * 0x00204081u) & 0x01010101u;
-  const uint32_t hi = (((b >> 4) & 15u) * 0x00204081u) & 0x01010101u;
-  return uint64_t{lo} | (uint64_t{hi} << 32);
+inline constexpr uint64_t kEveryByte = 0x0101010101010101ull;   // bit 0 of each byte
+inline constexpr uint64_t kLowNibbles = 0x0f0f0f0f0f0f0f0full;  // bits 0-3 of each byte
+
+// Group lane gl's codes from the group's word gl % 4: byte j is the code of
+// element 8 * gl + j of the group.
+PACKD_HD inline uint64_t TiledLaneCodes(uint64_t word, uint32_t gl) {
+  return (word >> (4 * (gl / 4))) & kLowNibbles;
+}
+
+// Bit 0 of byte j set iff byte j of `codes` (a code, 0..15, per byte) is not
+// 0: c + 15 reaches bit 4 iff c >= 1, and never carries out of its byte.
+PACKD_HD inline uint64_t TiledNonZeroCodes(uint64_t codes) {
+  return ((codes + kLowNibbles) >> 4) & kEveryByte;
+}
+
+// Bit 4n set iff nibble n (0..15) of w is not 0: the nibble's four bits ORed
+// into its bit 0 (the shifts bring the next nibble's bits only into bits 1-3).
+PACKD_HD inline uint64_t NonZeroNibbles(uint64_t w) {
+  uint64_t t = w | (w >> 1);
+  t |= t >> 2;
+  return t & 0x1111111111111111ull;
+}
+
+// Bits 0..gl-1 of every byte (gl in 0..7): in TiledEscapeMask's bit order,
+// the lanes before lane gl. Each byte is 2^gl - 1, so nothing borrows.
+PACKD_HD inline uint64_t LanesBelow(uint32_t gl) { return (kEveryByte << gl) - kEveryByte; }
+
+// The first `valid` (0..64) elements of a group in TiledEscapeMask's bit
+// order: bit 8j + gl for each element 8 * gl + j < valid.
+PACKD_HD inline uint64_t TiledValidMask(uint32_t valid) {
+  if (valid >= kTiledGroup) return ~uint64_t{0};
+  const uint32_t full_lanes = valid / 8;  // 0..7
+  return (kEveryByte * ((1u << full_lanes) - 1)) |
+         ((kEveryByte & LowMask(8 * (valid % 8))) << full_lanes);
+}
+
+// The escapes of a group whose 32 code bytes are the little-endian words
+// w0..w3: bit 8j + gl is set iff element 8 * gl + j lies below `valid` (the
+// group's element count, 1..64) and its code is 0. Padding codes (elements
+// at or past `valid`) are never escapes.
+//
+// The bit order is lane-interleaved: FORMAT.md's esc_g (bit k for element k)
+// transposed as an 8x8 bit matrix. It is what the nibble layout gives in a
+// few word operations — nibble 2j of word i is element 8i + j (lane i),
+// nibble 2j + 1 element 32 + 8i + j (lane 4 + i), so word i's nibble flags
+// shifted by i land on bits 8j + i and 8j + 4 + i — and what a lane wants:
+// lane gl's escapes are bit gl of every byte, those of the lanes before it
+// the bits below gl (TiledEscapesBefore). Element order would cost an 8x8
+// bit transpose per group that no reader needs; counts (popcounts) are the
+// same in either order.
+PACKD_HD inline uint64_t TiledEscapeMask(uint64_t w0, uint64_t w1, uint64_t w2, uint64_t w3,
+                                         uint32_t valid) {
+  const uint64_t non_zero = NonZeroNibbles(w0) | (NonZeroNibbles(w1) << 1) |
+                            (NonZeroNibbles(w2) << 2) | (NonZeroNibbles(w3) << 3);
+  return ~non_zero & TiledValidMask(valid);
+}
+
+// How many escapes of a TiledEscapeMask lie in the lanes before gl (the
+// elements before 8 * gl).
+PACKD_HD inline uint32_t TiledEscapesBefore(uint64_t mask, uint32_t gl) {
+  return Popcount64(mask & LanesBelow(gl));
+}
+
+// Bit 0 of byte j of `flags` (whose other bits are 0) to bit j: the
+// multiply puts byte j's bit at bit 56 + j, and its other partial products on
+// distinct bits, so nothing carries.
+PACKD_HD inline uint32_t ByteFlagBits(uint64_t flags) {
+  return static_cast<uint32_t>((flags * 0x0102040810204080ull) >> 56);
 }
 
 // Index of the lowest set bit of a non-zero word.
@@ -334,90 +402,85 @@ PACKD_HD inline uint32_t LowestBit(uint32_t v) {
 #endif
 }
 
-// The code-0 (escape) elements of a group, among its first `valid` elements.
-PACKD_HD inline uint64_t TiledEscapeMask(uint64_t p0, uint64_t p1, uint64_t p2, uint32_t valid) {
-  return ~(p0 | p1 | p2) & LowMask(valid);
+// The exponents of a lane's up to 8 elements, byte j for element j, from
+// their codes (byte j: element j's code, TiledLaneCodes) and escapes (bit j:
+// element j is an escape), the first escape being escapes[index]. A code c
+// in 1..15 gives window_base + c - 1; an escape gives its byte, in order; a
+// 0 that is not an escape (padding) gives window_base, for an element nobody
+// stores. Escape reads stop at esc_end (the tile's end: a consistent tile
+// never reaches it) and give 0 past it.
+PACKD_HD inline uint64_t TiledLaneExponents(uint64_t codes, uint32_t escape_bits,
+                                            uint32_t window_base, const uint8_t* escapes,
+                                            uint32_t index, uint32_t esc_end) {
+  // c - (c != 0) + base per byte: never below 0, never above 255 (base <=
+  // 2^exp_bits - 15, checked by OpenDecoder), so no carry crosses a byte.
+  uint64_t e = codes - TiledNonZeroCodes(codes) + uint64_t{window_base} * kEveryByte;
+  for (uint32_t bits = escape_bits; bits != 0; bits &= bits - 1) {
+    const uint32_t shift = 8 * LowestBit(bits);
+    const uint64_t escape = index < esc_end ? LoadU8(escapes + index) : 0;
+    ++index;
+    e = (e & ~(uint64_t{0xff} << shift)) | (escape << shift);
+  }
+  return e;
+}
+
+// Lane `lane`'s elements [8 * lane, 8 * lane + 8) of the 256-element chunk
+// starting at element c0 of a tile of `size` elements whose groups start at
+// `codes` (group c0 / 64 + lane / 8, its lane lane % 8): returns how many
+// lie in the tile (0..8) and, when any do, sets their codes (TiledLaneCodes)
+// and escapes (bit j: element j lies in the tile and its code is 0). One
+// aligned 8-byte load.
+PACKD_HD inline uint32_t TiledLaneCodesInTile(const uint8_t* codes, uint32_t size, uint64_t c0,
+                                              uint32_t lane, uint64_t* lane_codes,
+                                              uint32_t* escape_bits) {
+  const uint64_t k0 = c0 + 8 * uint64_t{lane};  // the lane's first element, in the tile
+  if (k0 >= size) return 0;
+  const uint32_t n = static_cast<uint32_t>(MinU64(8, size - k0));
+  const uint32_t gl = lane % 8;
+  const uint8_t* group = codes + (k0 / kTiledGroup) * kTiledGroupBytes;
+  *lane_codes = TiledLaneCodes(LoadU64(group + 8 * (gl % 4)), gl);
+  *escape_bits = ByteFlagBits(~TiledNonZeroCodes(*lane_codes) & kEveryByte) & ((1u << n) - 1);
+  return n;
 }
 
 // The exponents of lane `lane`'s elements [8 * lane, 8 * lane + 8) of the
 // 256-element chunk starting at element c0 of a tile of `size` elements whose
-// groups start at `codes`: group lane / 8, bits 8 * (lane % 8) ... The lane
-// reads all four groups' planes of the chunk (the same addresses across a
-// warp: broadcast loads) to know how many escapes precede its elements, so no
-// lane needs another's registers. `esc_index` is the escapes index of the
-// chunk's first escape, `esc_end` the tile's end (reads are clamped to it: a
-// consistent tile never needs that). Returns how many of the lane's elements
-// lie in the tile (0..8; exponent byte j of *exps for j below it) and adds the
-// chunk's escape count to *chunk_escapes.
-PACKD_HD inline uint32_t TiledLaneExponents(uint64_t p0, uint64_t p1, uint64_t p2,
-                                            uint64_t my_escapes, uint32_t lane, uint32_t size,
-                                            uint64_t c0, uint32_t window_base,
-                                            const uint8_t* escapes, uint32_t group_esc_index,
-                                            uint32_t esc_end, uint64_t* exps);
-
+// groups start at `codes`. The lane reads all four groups of the chunk (the
+// same addresses across a warp: broadcast loads) to know how many escapes
+// precede its elements, so no lane needs another's registers (the fused
+// kernel's TiledLaneChunkWarp, fused_math.h, counts by shuffles instead).
+// `esc_index` is the escapes index of the chunk's first escape, `esc_end`
+// the tile's end (reads are clamped to it: a consistent tile never needs
+// that). Returns how many of the lane's elements lie in the tile (0..8;
+// exponent byte j of *exps for j below it) and adds the chunk's escape count
+// to *chunk_escapes.
 PACKD_HD inline uint32_t TiledLaneChunk(const uint8_t* codes, uint32_t size, uint64_t c0,
                                         uint32_t lane, uint32_t window_base, const uint8_t* escapes,
                                         uint32_t esc_index, uint32_t esc_end, uint64_t* exps,
                                         uint32_t* chunk_escapes) {
   const uint32_t my_group = lane / 8;
-  uint32_t esc_before_group = 0, escapes_here = 0;
-  uint64_t p0 = 0, p1 = 0, p2 = 0, my_escapes = 0;
+  uint32_t esc_before = 0, escapes_here = 0;
   for (uint32_t g = 0; g < kTiledChunk / kTiledGroup; ++g) {
     const uint64_t g0 = c0 + g * kTiledGroup;  // element offset of the group in the tile
     if (g0 >= size) break;
-    const uint8_t* w = codes + (g0 / kTiledGroup) * kTiledGroupBytes;
-    const uint64_t q0 = LoadU64(w), q1 = LoadU64(w + 8), q2 = LoadU64(w + 16);
-    const uint32_t valid = static_cast<uint32_t>(MinU64(kTiledGroup, size - g0));
-    const uint64_t esc = TiledEscapeMask(q0, q1, q2, valid);
-    if (g < my_group) esc_before_group += Popcount64(esc);
-    if (g == my_group) {
-      p0 = q0;
-      p1 = q1;
-      p2 = q2;
-      my_escapes = esc;
-    }
+    const uint8_t* group = codes + (g0 / kTiledGroup) * kTiledGroupBytes;
+    uint64_t w0, w1, w2, w3;
+    LoadAligned16(group, w0, w1);
+    LoadAligned16(group + 16, w2, w3);
+    const uint64_t esc =
+        TiledEscapeMask(w0, w1, w2, w3, static_cast<uint32_t>(MinU64(kTiledGroup, size - g0)));
+    if (g < my_group) esc_before += Popcount64(esc);
+    if (g == my_group) esc_before += TiledEscapesBefore(esc, lane % 8);
     escapes_here += Popcount64(esc);
   }
   *chunk_escapes += escapes_here;
-  return TiledLaneExponents(p0, p1, p2, my_escapes, lane, size, c0, window_base, escapes,
-                            esc_index + esc_before_group, esc_end, exps);
-}
-
-// The second half of TiledLaneChunk (shared with the fused kernel's warp
-// version, which gathers the group counts by shuffles): from the lane's
-// group's planes and escape mask, and the escapes index of the group's first
-// escape, the lane's exponents; returns how many of its elements lie in the
-// tile.
-PACKD_HD inline uint32_t TiledLaneExponents(uint64_t p0, uint64_t p1, uint64_t p2,
-                                            uint64_t my_escapes, uint32_t lane, uint32_t size,
-                                            uint64_t c0, uint32_t window_base,
-                                            const uint8_t* escapes, uint32_t group_esc_index,
-                                            uint32_t esc_end, uint64_t* exps) {
-  const uint32_t my_group = lane / 8;
-  const uint32_t my_bit = 8 * (lane % 8);
-  const uint64_t k0 = c0 + my_group * kTiledGroup + my_bit;  // first element, in the tile
-  if (k0 >= size) return 0;
-  const uint32_t n = static_cast<uint32_t>(MinU64(8, size - k0));
-  // The 8 codes at once: byte j of `codes` is element j's 3-bit code, from
-  // bit j of the lane's byte of each plane.
-  const uint32_t b0 = static_cast<uint32_t>(p0 >> my_bit) & 0xffu;
-  const uint32_t b1 = static_cast<uint32_t>(p1 >> my_bit) & 0xffu;
-  const uint32_t b2 = static_cast<uint32_t>(p2 >> my_bit) & 0xffu;
-  const uint64_t codes_bytes = SpreadBits8(b0) | (SpreadBits8(b1) << 1) | (SpreadBits8(b2) << 2);
-  // In-window bytes: base + c - 1 (<= 255, no carry); escapes: base, for
-  // now (subtracting only from non-escape bytes never borrows).
-  const uint32_t escape_bits = ~(b0 | b1 | b2) & static_cast<uint32_t>(LowMask(n));
-  uint64_t e =
-      codes_bytes + uint64_t{window_base} * 0x0101010101010101ull - SpreadBits8(b0 | b1 | b2);
-  uint32_t index = group_esc_index + Popcount64(my_escapes & LowMask(my_bit));
-  for (uint32_t bits = escape_bits; bits != 0; bits &= bits - 1) {
-    const uint32_t j = LowestBit(bits);
-    // Clamped to the tile's escapes: a consistent tile never needs it.
-    const uint64_t escape = index < esc_end ? LoadU8(escapes + index) : 0;
-    ++index;
-    e = (e & ~(uint64_t{0xff} << (8 * j))) | (escape << (8 * j));
+  uint64_t lane_codes = 0;
+  uint32_t escape_bits = 0;
+  const uint32_t n = TiledLaneCodesInTile(codes, size, c0, lane, &lane_codes, &escape_bits);
+  if (n > 0) {
+    *exps = TiledLaneExponents(lane_codes, escape_bits, window_base, escapes,
+                               esc_index + esc_before, esc_end);
   }
-  *exps = e;
   return n;
 }
 

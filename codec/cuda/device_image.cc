@@ -12,9 +12,11 @@
 #include "absl/strings/str_cat.h"
 #include "base/align.h"
 #include "base/status_macros.h"
+#include "codec/cuda/decode_math.h"
 #include "codec/cuda/device_decoder.h"
 #include "codec/cuda/vlc_lanes_build.h"
 #include "codec/rest_plane.h"
+#include "codec/tiled_codec.h"
 #include "codec/vlc_tables.h"
 
 namespace packd::codec::cuda {
@@ -48,6 +50,10 @@ absl::Status WithPrefix(std::string_view codec, const absl::Status& s) {
 // The layout's constants (kept free of absl for nvcc) are the codec's.
 static_assert(kVlcTableBits == static_cast<uint32_t>(codec::kVlcTableBits) &&
               kVlcTableSize == codec::kVlcTableSize && kRansTotal == codec::kVlcRansTotal);
+// decode_math.h reads `tiled` format version 2 (FORMAT.md §5): a new version
+// must come with its device readers.
+static_assert(codec::kTiledFormatVersion == 2 && codec::kTiledCodeWidth == 4 &&
+              kTiledGroup == codec::kTiledGroupSize && kTiledGroupBytes == codec::kTiledGroupBytes);
 
 // The 2^11-entry multi-symbol table of decode_math.h (HuffmanEntry*): the
 // CPU decoder's own (codec/vlc_tables.h), as little-endian u64 bytes.
@@ -109,9 +115,10 @@ absl::Status CheckTiledEscapes(const DeviceImageLayout& L, std::span<const uint8
                                           uint64_t{kTiledGroupBytes};
     uint64_t escapes = 0;
     for (uint64_t g0 = 0; g0 < size; g0 += kTiledGroup, p += kTiledGroupBytes) {
-      const uint64_t any = LoadLE(p, 8) | LoadLE(p + 8, 8) | LoadLE(p + 16, 8);
-      const uint64_t valid = size - g0 >= 64 ? ~uint64_t{0} : (uint64_t{1} << (size - g0)) - 1;
-      escapes += static_cast<uint64_t>(std::popcount(~any & valid));
+      // The kernels' own count (decode_math.h), padding codes excluded.
+      const uint32_t valid = static_cast<uint32_t>(std::min<uint64_t>(kTiledGroup, size - g0));
+      escapes += Popcount64(TiledEscapeMask(LoadLE(p, 8), LoadLE(p + 8, 8), LoadLE(p + 16, 8),
+                                            LoadLE(p + 24, 8), valid));
     }
     const uint64_t lo = LoadLE(offsets.data() + 4 * t, 4);
     const uint64_t hi = LoadLE(offsets.data() + 4 * (t + 1), 4);

@@ -30,9 +30,10 @@ inline constexpr uint32_t kRansLow = 1u << 16;
 inline constexpr uint64_t kVlcTableBytes = 16384;  // both tables: 16 KiB
 static_assert(kVlcTableSize * 8 == kVlcTableBytes && kRansTotal * 4 == kVlcTableBytes);
 
-// tiled: elements per bitplane group, bytes per group, elements per warp chunk.
+// tiled (format version 2): elements per group, bytes per group (64 4-bit
+// codes), elements per warp chunk.
 inline constexpr uint32_t kTiledGroup = 64;
-inline constexpr uint32_t kTiledGroupBytes = 24;
+inline constexpr uint32_t kTiledGroupBytes = 32;
 inline constexpr uint32_t kTiledChunk = 256;  // 32 lanes x 8 elements = 4 groups
 
 // Which decode the image is for.

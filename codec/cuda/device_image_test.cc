@@ -87,6 +87,53 @@ void InjectSpecials(DType dtype, std::vector<uint8_t>& raw, uint64_t seed) {
   for (uint64_t i = 17; i < n; i += 37) put(i);
 }
 
+// The code of element k (0..63) of the `tiled` group at `group` (FORMAT.md
+// §5: low nibble of byte k for k < 32, high nibble of byte k - 32 above),
+// and setting it.
+uint32_t TiledCodeAt(const uint8_t* group, uint32_t k) {
+  return k < 32 ? group[k] & 15u : group[k - 32] >> 4;
+}
+void SetTiledCode(uint8_t* group, uint32_t k, uint32_t code) {
+  const uint32_t shift = k < 32 ? 0 : 4;
+  uint8_t& byte = group[k % 32];
+  byte = static_cast<uint8_t>((byte & ~(15u << shift)) | (code << shift));
+}
+
+// Where a WindowAndEscapes tensor has escapes: none, 1 or 24 elements in 64
+// at random, or the first 128 elements of every 384 (whole groups of 64
+// escapes: the groups of the tensors below start at multiples of 64).
+enum class Escapes { kNone, kFew, kMany, kRuns };
+
+// Values whose exponents are spread evenly over [low, low + 14] (every code
+// of the tiled window that covers them, which the encoder picks: they are
+// the majority) except where `where` puts escapes: exponents outside it, 0
+// (zeros, subnormals), the largest (Inf, NaN) and two more. Signs and
+// mantissas are random. *escapes: how many elements lie outside the window.
+std::vector<uint8_t> WindowAndEscapes(DType dtype, uint64_t n, Escapes where, uint64_t seed,
+                                      uint64_t* escapes) {
+  const FloatFormat f = *FloatFormatOf(dtype);
+  const uint32_t top = (1u << f.exp_bits) - 1;
+  const uint32_t low = f.exp_bits == 5 ? 8 : 110;
+  const uint32_t outside[] = {0, 1, top - 1, top};
+  std::mt19937_64 rng(seed);
+  const int eb = DTypeSize(dtype);
+  std::vector<uint8_t> raw(n * eb);
+  *escapes = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint64_t r = rng() % 64;
+    const bool escape = where == Escapes::kFew    ? r < 1
+                        : where == Escapes::kMany ? r < 24
+                        : where == Escapes::kRuns ? i % 384 < 128
+                                                  : false;
+    *escapes += escape ? 1 : 0;
+    const uint32_t exponent = escape ? outside[rng() % 4] : low + static_cast<uint32_t>(rng() % 15);
+    const uint32_t rest = static_cast<uint32_t>(rng()) & ((1u << f.rest_bits()) - 1);
+    const uint32_t v = f.Join(exponent, rest);
+    std::memcpy(raw.data() + i * eb, &v, eb);
+  }
+  return raw;
+}
+
 // ---- The host twin of DeviceDecoder.
 
 // The image in (guarded) host memory plus the table as a kernel holds it in
@@ -337,6 +384,34 @@ TEST(DeviceImageTest, HardDistributions) {
   }
 }
 
+TEST(DeviceImageTest, TiledEscapeDensitiesAndShortGroups) {
+  // tiled only: no escape, a few, many, and whole groups of escapes, in
+  // every dtype, on shapes whose tiles end in short groups (1000 = 512 + 488,
+  // 517 = 512 + 5, a flat grid of 5 x 70 = 350 = 5 x 64 + 30 at tile width
+  // 64) and rows of whole groups. The encoder must have escaped exactly the
+  // elements outside the window, so that each case is what it says.
+  uint64_t seed = 300;
+  const std::vector<std::vector<int64_t>> shapes = {{3, 1000}, {2, 517}, {5, 70}, {2, 1024}};
+  for (Escapes where : {Escapes::kNone, Escapes::kFew, Escapes::kMany, Escapes::kRuns}) {
+    for (DType dtype : kDTypes) {
+      for (const std::vector<int64_t>& shape : shapes) {
+        const TensorInfo info{dtype, shape};
+        uint64_t outside = 0;
+        const std::vector<uint8_t> raw =
+            WindowAndEscapes(dtype, info.elements(), where, seed++, &outside);
+        for (const Coding& coding : {kTiled, kTiled64}) {
+          SCOPED_TRACE(::testing::Message() << "escapes " << static_cast<int>(where));
+          absl::StatusOr<EncodedTensor> enc = Encode(coding, info, raw);
+          ASSERT_TRUE(enc.ok()) << enc.status();
+          ASSERT_EQ(ViewOf(*enc).at("escapes").size(), outside);
+          ExpectDeviceTwinMatches(coding, info, raw);
+          if (HasFatalFailure()) return;
+        }
+      }
+    }
+  }
+}
+
 TEST(DeviceImageTest, AllSixteenBitPatterns) {
   const std::vector<uint8_t> all = ::packd::testing::AllBitPatterns16(/*shuffled=*/true);
   for (DType dtype : {DType::kBF16, DType::kF16}) {
@@ -558,25 +633,73 @@ TEST_F(DeviceImageRefusalTest, CorruptHeaders) {
   t = vlc_;
   ComponentBytes(t, "header")[40 + 120] += 1;  // a code length: Kraft sum breaks
   ExpectRefused("vlc", info_, ViewOf(t), absl::StatusCode::kDataLoss, "code length");
+  // The device reads tiled version 2 only: version 1 (3-bit bitplanes) with
+  // the CPU codec's hint to re-compress, others as unknown.
   t = tiled_;
-  ComponentBytes(t, "header")[4] = 2;  // version
-  ExpectRefused("tiled", info_, ViewOf(t), absl::StatusCode::kDataLoss, "version");
+  ComponentBytes(t, "header")[4] = 1;
+  ExpectRefused("tiled", info_, ViewOf(t), absl::StatusCode::kFailedPrecondition, "re-compress");
+  t = tiled_;
+  ComponentBytes(t, "header")[4] = 3;
+  ExpectRefused("tiled", info_, ViewOf(t), absl::StatusCode::kDataLoss, "version 3");
 }
 
 TEST_F(DeviceImageRefusalTest, TiledEscapeCountMismatchNamesTheTile) {
-  // Setting one plane bit of an escape element of tile 4 makes it a window
-  // code: the tile's code-0 count no longer matches escape_offsets. The CPU
+  // Giving one escape element of tile 4 a window code, or one window element
+  // code 0, breaks the tile's code-0 count against escape_offsets. The CPU
   // codec only finds out when decoding; the device image refuses it up front.
-  EncodedTensor t = tiled_;
-  std::vector<uint8_t>& codes = ComponentBytes(t, "codes");
   const uint64_t group = 4 * (512 / 64);  // first group of tile 4
-  uint64_t p[3];
-  std::memcpy(p, codes.data() + 24 * group, 24);
-  const uint64_t escapes = ~(p[0] | p[1] | p[2]);
-  ASSERT_NE(escapes, 0u) << "the wide-exponent data should escape somewhere in the group";
-  const int k = __builtin_ctzll(escapes);
-  codes[24 * group + k / 8] |= static_cast<uint8_t>(1u << (k % 8));
-  ExpectRefused("tiled", info_, ViewOf(t), absl::StatusCode::kDataLoss, "tile 4");
+  for (bool to_escape : {false, true}) {
+    SCOPED_TRACE(to_escape ? "a window code made 0" : "an escape made code 1");
+    EncodedTensor t = tiled_;
+    uint8_t* codes = ComponentBytes(t, "codes").data() + kTiledGroupBytes * group;
+    uint32_t k = 0;  // the first element of the group with the code to change
+    while (k < 64 && (TiledCodeAt(codes, k) == 0) != !to_escape) ++k;
+    ASSERT_LT(k, 64u) << "the wide-exponent data should have both kinds of code in the group";
+    SetTiledCode(codes, k, to_escape ? 0 : 1);
+    ExpectRefused("tiled", info_, ViewOf(t), absl::StatusCode::kDataLoss, "tile 4");
+  }
+}
+
+TEST(DeviceImageTest, TiledPaddingCodesAreIgnored) {
+  // FORMAT.md §5: the encoder writes a short group's padding codes as 0, and
+  // readers ignore them whatever they are. Set them to 1..15: the image
+  // still builds (the escape counts exclude padding) and decodes the same.
+  std::mt19937_64 rng(17);
+  for (DType dtype : kDTypes) {
+    for (const Coding& coding : {kTiled, kTiled64}) {
+      const TensorInfo info{dtype, {3, 1000}};
+      SCOPED_TRACE(coding.name + " " + std::string(DTypeName(dtype)));
+      uint64_t outside = 0;
+      const std::vector<uint8_t> raw =
+          WindowAndEscapes(dtype, info.elements(), Escapes::kMany, rng(), &outside);
+      absl::StatusOr<EncodedTensor> enc = Encode(coding, info, raw);
+      ASSERT_TRUE(enc.ok()) << enc.status();
+      absl::StatusOr<DeviceImage> clean = DeviceImage::Build("tiled", info, ViewOf(*enc));
+      ASSERT_TRUE(clean.ok()) << clean.status();
+      const DeviceImageLayout L = clean->layout();
+      std::vector<uint8_t>& codes = ComponentBytes(*enc, "codes");
+      uint64_t padded = 0;
+      for (uint64_t t = 0; t < L.tiles; ++t) {
+        const TileSpan s = TileAt(L, t);
+        if (s.size % kTiledGroup == 0) continue;
+        // FORMAT.md §5: the tile's groups, then its last (short) one.
+        const uint64_t group =
+            s.row * L.groups_per_row + s.col * L.groups_per_full_tile + s.size / kTiledGroup;
+        uint8_t* last = codes.data() + group * kTiledGroupBytes;
+        for (uint32_t k = s.size % kTiledGroup; k < kTiledGroup; ++k) {
+          ASSERT_EQ(TiledCodeAt(last, k), 0u) << "the encoder's padding, tile " << t;
+          SetTiledCode(last, k, 1 + static_cast<uint32_t>(rng() % 15));
+          ++padded;
+        }
+      }
+      ASSERT_GT(padded, 0u);
+      absl::StatusOr<DeviceImage> dirty = DeviceImage::Build("tiled", info, ViewOf(*enc));
+      ASSERT_TRUE(dirty.ok()) << dirty.status();
+      HostDevice dev(*dirty);
+      ExpectRows(dev, dirty->layout(), raw, 0, 3, 0);
+      ExpectRows(dev, dirty->layout(), raw, 1, 1, L.elem_bytes);
+    }
+  }
 }
 
 TEST(DeviceImageCorruptionTest, CorruptBitstreamsDecodeInsideTheImage) {
@@ -596,10 +719,16 @@ TEST(DeviceImageCorruptionTest, CorruptBitstreamsDecodeInsideTheImage) {
       SCOPED_TRACE(coding.name + " " + std::string(DTypeName(dtype)));
       EncodedTensor enc = *Encode(coding, info, raw);
       std::vector<uint8_t>& codes = ComponentBytes(enc, "codes");
+      // The payload ends where the last offset says; the padding after it
+      // stays zero, as OpenDecoder validates.
+      const uint32_t offset_bytes = ComponentBytes(enc, "header")[12];
+      const std::vector<uint8_t>& offsets = ComponentBytes(enc, "offsets");
+      uint64_t payload = 0;
+      std::memcpy(&payload, offsets.data() + offsets.size() - offset_bytes, offset_bytes);
+      ASSERT_LT(payload, codes.size());
       int refused = 0;
       for (int trial = 0; trial < 4; ++trial) {
-        // Random payload (the 8 padding bytes stay zero, as validated).
-        for (size_t i = 0; i + 8 < codes.size(); ++i) codes[i] = static_cast<uint8_t>(rng());
+        for (size_t i = 0; i < payload; ++i) codes[i] = static_cast<uint8_t>(rng());
         const ComponentViews views = ViewOf(enc);
         absl::StatusOr<DeviceImage> image = DeviceImage::Build("vlc", info, views);
         const bool lanes = coding.mode == VlcMode::kHuffman && dtype == DType::kBF16;

@@ -180,36 +180,35 @@ PACKD_HD inline uint32_t JoinLane8(const DeviceImageLayout& L, const uint8_t* im
 
 #if defined(__CUDA_ARCH__)
 // TiledLaneChunk for a whole warp at once (every lane calls it): each lane
-// loads only its own group's planes (the 8 lanes of a group the same
-// addresses: broadcast) and takes the other groups' escape counts from their
-// first lanes by shuffles, instead of every lane loading and counting all
-// four groups. Same results; TiledLaneExponents is shared with the host-tested
-// version.
+// loads only its own 8 codes (TiledLaneCodesInTile: one 8-byte load; the 32
+// lanes read the chunk's 128 code bytes together) and counts its own
+// escapes; an inclusive scan of those counts over the warp's lanes by
+// shuffles gives each lane the escapes before its elements (lanes are in
+// element order) and lane 31 the chunk's total. TiledLaneChunk instead has
+// every lane load and count all four groups. Same results (decode_math_test
+// replays this scan on the host); TiledLaneCodesInTile and
+// TiledLaneExponents are shared with it.
 __device__ __forceinline__ uint32_t TiledLaneChunkWarp(const uint8_t* codes, uint32_t size,
                                                        uint64_t c0, uint32_t lane,
                                                        uint32_t window_base, const uint8_t* escapes,
                                                        uint32_t esc_index, uint32_t esc_end,
                                                        uint64_t* exps, uint32_t* chunk_escapes) {
-  const uint32_t my_group = lane / 8;
-  const uint64_t g0 = c0 + my_group * kTiledGroup;
-  uint64_t p0 = 0, p1 = 0, p2 = 0, esc = 0;
-  if (g0 < size) {
-    const uint8_t* w = codes + (g0 / kTiledGroup) * kTiledGroupBytes;
-    p0 = LoadU64(w);
-    p1 = LoadU64(w + 8);
-    p2 = LoadU64(w + 16);
-    esc = TiledEscapeMask(p0, p1, p2, static_cast<uint32_t>(MinU64(kTiledGroup, size - g0)));
+  uint64_t lane_codes = 0;
+  uint32_t escape_bits = 0;
+  const uint32_t n = TiledLaneCodesInTile(codes, size, c0, lane, &lane_codes, &escape_bits);
+  const uint32_t count = Popcount64(escape_bits);
+  uint32_t through = count;  // escapes of lanes 0..lane
+#pragma unroll
+  for (uint32_t d = 1; d < 32; d *= 2) {
+    const uint32_t below = __shfl_up_sync(0xffffffffu, through, d);
+    if (lane >= d) through += below;
   }
-  const uint32_t count = Popcount64(esc);
-  const uint32_t n0 = __shfl_sync(0xffffffffu, count, 0);
-  const uint32_t n1 = __shfl_sync(0xffffffffu, count, 8);
-  const uint32_t n2 = __shfl_sync(0xffffffffu, count, 16);
-  const uint32_t n3 = __shfl_sync(0xffffffffu, count, 24);
-  const uint32_t before =
-      (my_group > 0 ? n0 : 0u) + (my_group > 1 ? n1 : 0u) + (my_group > 2 ? n2 : 0u);
-  *chunk_escapes += n0 + n1 + n2 + n3;
-  return TiledLaneExponents(p0, p1, p2, esc, lane, size, c0, window_base, escapes,
-                            esc_index + before, esc_end, exps);
+  *chunk_escapes += __shfl_sync(0xffffffffu, through, 31);
+  if (n > 0) {
+    *exps = TiledLaneExponents(lane_codes, escape_bits, window_base, escapes,
+                               esc_index + through - count, esc_end);
+  }
+  return n;
 }
 #endif
 

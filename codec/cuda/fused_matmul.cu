@@ -34,7 +34,7 @@ constexpr uint64_t kMaxBlocks = 65535;
 // all, which matters once n grows (a lone row at n = 8 loads 16 bytes of x
 // per weight); one row at n <= 2 keeps more warps, and so more loads, in
 // flight. Two rows at n = 8 stay near 100 registers (-Xptxas -v: raw 77,
-// tiled 108, vlc-lanes 111; four rows took 150-175, one block per SM; the
+// tiled 105, vlc-lanes 111; four rows took 150-175, one block per SM; the
 // table in bench/NOTES.md). A prediction, to be tuned by bench/fused on a
 // GPU; the bits do not depend on it.
 template <int NB>

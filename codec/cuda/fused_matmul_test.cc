@@ -381,6 +381,8 @@ TEST(FusedTiledTwin, RegistersKernelEqualsRaw) {
        FusedKernel::kTiledRegisters},
       {"tiled/768 escapes", "tiled", 768, VlcMode::kHuffman, Distribution::kWideExponent,
        FusedKernel::kTiledRegisters},
+      {"tiled/512 all patterns", "tiled", 512, VlcMode::kHuffman, Distribution::kUniformBits,
+       FusedKernel::kTiledRegisters},
   };
   // Rows of whole tiles, a short last tile (k % 256 != 0, k % 8 != 0), and
   // more rows than a warp takes.
