@@ -226,6 +226,7 @@ TEST_P(SplitGemmTest, VlcInterleavedMatchesGemmBitForBit) {
         GuardedComponents comps(*enc);
         auto dec = codec::VlcCodec().OpenDecoder(InfoOf(rows, k), comps.views());
         ASSERT_TRUE(dec.ok()) << dec.status();
+        if (enc->params.at("mode") == 1) continue;  // one exponent (all zeros): constant mode
         absl::StatusOr<codec::VlcInterleavedRowsView> view = codec::VlcInterleavedRows(**dec);
         ASSERT_TRUE(view.ok()) << view.status();
         ASSERT_EQ(view->rows, static_cast<uint64_t>(rows));
