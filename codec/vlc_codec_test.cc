@@ -314,16 +314,16 @@ TEST(VlcCodecTest, SizeWithinBoundOnTrainedLikeWeights) {
   const double bound =
       EntropyBoundBitsPerWeight(ExponentHistogram::Of(kBF16Format, raw, 0), kBF16Format);
   // Dense 16-bit weights are interleaved (SIMD-decodable): on 2048-column
-  // rows within 0.2 bits/weight of the bound, and serial Huffman would be
-  // smaller by less than 0.1 (the code limited to 7 bits and 15 exponents,
-  // ~0.02; each tile's lanes ending with a few unused bits, ~0.05).
-  EXPECT_LE(bits, bound + 0.2) << "bound " << bound;
+  // rows within 0.15 bits/weight of the bound, and serial Huffman would be
+  // smaller by less than 0.06 (the code limited to 7 bits and 15 exponents,
+  // ~0.02; each tile's lanes ending with a few unused bits, ~0.03).
+  EXPECT_LE(bits, bound + 0.15) << "bound " << bound;
   EXPECT_GE(bits, bound);
   EXPECT_EQ(ModeOf(*enc), 3);
   absl::StatusOr<EncodedTensor> huffman = VlcEncode(info, raw, 0, {.mode = VlcMode::kHuffman});
   ASSERT_TRUE(huffman.ok());
   const double huffman_bits = 8.0 * huffman->encoded_bytes() / info.elements();
-  EXPECT_LT(bits - huffman_bits, 0.1);
+  EXPECT_LT(bits - huffman_bits, 0.06);
   std::printf(
       "[ info ] bf16 N(0,0.02) 2048x2048: interleaved %.4f, Huffman %.4f bits/weight, "
       "bound %.4f\n",
@@ -347,11 +347,12 @@ TEST(VlcCodecTest, SizeWithinBoundForEveryFloatFormat) {
       const double bits = 8.0 * enc->encoded_bytes() / info.elements();
       const double bound = EntropyBoundBitsPerWeight(ExponentHistogram::Of(f, raw, 0), f);
       // 16-bit tensors are interleaved, whose 1024-column rows end each
-      // tile with ~120 unused bits (+0.12 bits/weight): within 0.3 there.
+      // tile with ~64 unused bits and a 4-byte offset (+0.09 bits/weight):
+      // within 0.25 there.
       // Exponents spread over many values fall back to Huffman.
       const bool wide = d == Distribution::kWideExponent;
       const bool interleaved = f.elem_bytes == 2 && !wide;
-      EXPECT_LE(bits, bound + (interleaved ? 0.3 : 0.15))
+      EXPECT_LE(bits, bound + (interleaved ? 0.25 : 0.15))
           << DTypeName(dtype) << " distribution " << static_cast<int>(d);
       EXPECT_GE(bits, bound);
       EXPECT_EQ(ModeOf(*enc), interleaved ? 3 : 0)
@@ -386,8 +387,8 @@ TEST(VlcCodecTest, SkewedExponentsWithinBoundViaRans) {
     absl::StatusOr<EncodedTensor> enc = VlcCodec().Encode(info, raw, 0);
     ASSERT_TRUE(enc.ok());
     const double bits = 8.0 * enc->encoded_bytes() / info.elements();
-    // Interleaved 1024-column rows: +0.12 bits/weight of lane tails.
-    EXPECT_LE(bits, bound + (c.mode == 3 ? 0.3 : 0.15)) << "bound " << bound;
+    // Interleaved 1024-column rows: +0.09 bits/weight of lane tails and offsets.
+    EXPECT_LE(bits, bound + (c.mode == 3 ? 0.25 : 0.15)) << "bound " << bound;
     EXPECT_GE(bits, bound);
     EXPECT_EQ(ModeOf(*enc), c.mode);
     if (c.mode == 2) {

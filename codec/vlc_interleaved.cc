@@ -144,18 +144,19 @@ void VlcInterleavedEncoder::EncodeTile(const uint8_t* exps, uint32_t n,
   auto lanes_in = [&](uint32_t s) {
     return s < steps ? static_cast<int>(std::min<uint32_t>(kVlcLanes, n - s * kVlcLanes)) : 0;
   };
-  if (steps >= 2) {
+  const uint32_t first_on_demand = VlcFirstOnDemandStep(steps);
+  if (first_on_demand > 0) {
     for (int L = 0; L < lanes_in(0); ++L) out.push_back(lanes[L].Take());
   }
   for (uint32_t s = 0; s < steps; ++s) {
-    const bool last = s + 1 == steps;
+    const bool on_demand = s >= first_on_demand;
     int used[kVlcLanes] = {};
     bool escaped[kVlcLanes] = {};
     for (int L = 0; L < lanes_in(s); ++L) {
       const uint8_t e = exps[s * kVlcLanes + L];
       escaped[L] = len_[e] == 0;
       used[L] = escaped[L] ? escape_len_ : len_[e];
-      if (last && used[L] > lanes[L].cnt) out.push_back(lanes[L].Take());
+      if (on_demand && used[L] > lanes[L].cnt) out.push_back(lanes[L].Take());
     }
     for (int L = 0; L < lanes_in(s); ++L) lanes[L].cnt -= used[L];
     for (int L = 0; L < lanes_in(s); ++L) {
@@ -164,7 +165,7 @@ void VlcInterleavedEncoder::EncodeTile(const uint8_t* exps, uint32_t n,
     for (int L = 0; L < lanes_in(s); ++L) {
       if (escaped[L]) lanes[L].cnt -= 8;
     }
-    if (s + 2 < steps) {  // not before the last step, which refills on demand
+    if (s + 1 < first_on_demand) {  // refill ahead only for a step that does not on demand
       for (int L = 0; L < lanes_in(s + 1); ++L) {
         if (lanes[L].cnt < kVlcInterleavedMaxLen) out.push_back(lanes[L].Take());
       }
@@ -193,13 +194,13 @@ bool DecodeScalar(const VlcInterleavedCode& c, const uint8_t* begin, const uint8
   auto lanes_in = [&](uint32_t s) {
     return s < steps ? static_cast<int>(std::min<uint32_t>(kVlcLanes, n - s * kVlcLanes)) : 0;
   };
-  if (steps >= 2) {
+  const uint32_t first_on_demand = VlcFirstOnDemandStep(steps);
+  if (first_on_demand > 0) {
     for (int L = 0; L < lanes_in(0); ++L) take(L);
   }
   for (uint32_t s = 0; s < steps; ++s) {
-    const bool last = s + 1 == steps;
     bool escaped[kVlcLanes] = {};
-    if (last) {
+    if (s >= first_on_demand) {
       for (int L = 0; L < lanes_in(s); ++L) {
         if (static_cast<uint32_t>(peek(L) & 7) > cnt[L]) take(L);
       }
@@ -208,7 +209,7 @@ bool DecodeScalar(const VlcInterleavedCode& c, const uint8_t* begin, const uint8
       const uint8_t ent = peek(L);
       const int len = ent & 7, sym = ent >> 3;
       buf[L] >>= len;
-      cnt[L] -= len;  // a lane holds >= 7 bits at a peek (the last step: >= the code)
+      cnt[L] -= len;  // a lane holds >= 7 bits at a peek (on demand: >= its code)
       escaped[L] = sym == kVlcEscapeIndex;
       exps[s * kVlcLanes + L] = c.exps[sym];
     }
@@ -221,7 +222,7 @@ bool DecodeScalar(const VlcInterleavedCode& c, const uint8_t* begin, const uint8
       buf[L] >>= 8;
       cnt[L] -= 8;
     }
-    if (s + 2 < steps) {
+    if (s + 1 < first_on_demand) {
       for (int L = 0; L < lanes_in(s + 1); ++L) {
         if (cnt[L] < kVlcInterleavedMaxLen) take(L);
       }
@@ -236,16 +237,18 @@ PACKD_VLCI_TARGET bool DecodeAvx512(const VlcInterleavedCode& c, const uint8_t* 
   const vlci::Tables<0> t(c);
   bool overrun = false;
   const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
-  vlci::LaneState lanes = vlci::Start<true>(begin, end, steps, vlci::ActiveLanes(n, 0), &overrun);
-  for (uint32_t s = 0; s + 1 < steps; ++s) {  // full steps: every step but the last
-    const __m512i e = vlci::Step<true, false>(t, lanes, end, ~__mmask32{0},
-                                              s + 2 < steps ? ~__mmask32{0} : 0, &overrun);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(exps + s * kVlcLanes), _mm512_cvtepi16_epi8(e));
+  const uint32_t first = VlcFirstOnDemandStep(steps);
+  vlci::LaneState lanes = vlci::Start<true>(begin, end, first, vlci::ActiveLanes(n, 0), &overrun);
+  for (uint32_t s = 0; s < first; ++s) {  // full steps (a tile has more than 4)
+    const __m512i e = vlci::Step<true, false>(
+        t, lanes, end, ~__mmask32{0}, s + 1 < first ? ~__mmask32{0} : 0, &overrun);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(exps + s * kVlcLanes),
+                        _mm512_cvtepi16_epi8(e));
   }
-  if (steps > 0) {
-    const __mmask32 active = vlci::ActiveLanes(n, steps - 1);
+  for (uint32_t s = first; s < steps; ++s) {
+    const __mmask32 active = vlci::ActiveLanes(n, s);
     const __m512i e = vlci::Step<true, true>(t, lanes, end, active, 0, &overrun);
-    _mm256_mask_storeu_epi8(exps + (steps - 1) * kVlcLanes, active, _mm512_cvtepi16_epi8(e));
+    _mm256_mask_storeu_epi8(exps + s * kVlcLanes, active, _mm512_cvtepi16_epi8(e));
   }
   return !overrun && lanes.p == end;
 }
@@ -256,13 +259,14 @@ PACKD_VLCI_TARGET void DecodeAvx512x4(const VlcInterleavedCode& c, const uint8_t
   const vlci::Tables<0> t(c);
   bool overrun[4] = {};
   const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
+  const uint32_t first = VlcFirstOnDemandStep(steps);
   vlci::LaneState lanes[4];
 #pragma GCC unroll 4
   for (int i = 0; i < 4; ++i) {
-    lanes[i] = vlci::Start<true>(begin[i], end[i], steps, vlci::ActiveLanes(n, 0), &overrun[i]);
+    lanes[i] = vlci::Start<true>(begin[i], end[i], first, vlci::ActiveLanes(n, 0), &overrun[i]);
   }
-  for (uint32_t s = 0; s + 1 < steps; ++s) {
-    const __mmask32 next = s + 2 < steps ? ~__mmask32{0} : 0;
+  for (uint32_t s = 0; s < first; ++s) {
+    const __mmask32 next = s + 1 < first ? ~__mmask32{0} : 0;
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {
       const __m512i e =
@@ -271,12 +275,12 @@ PACKD_VLCI_TARGET void DecodeAvx512x4(const VlcInterleavedCode& c, const uint8_t
                           _mm512_cvtepi16_epi8(e));
     }
   }
-  if (steps > 0) {
-    const __mmask32 active = vlci::ActiveLanes(n, steps - 1);
+  for (uint32_t s = first; s < steps; ++s) {
+    const __mmask32 active = vlci::ActiveLanes(n, s);
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {
       const __m512i e = vlci::Step<true, true>(t, lanes[i], end[i], active, 0, &overrun[i]);
-      _mm256_mask_storeu_epi8(exps[i] + (steps - 1) * kVlcLanes, active, _mm512_cvtepi16_epi8(e));
+      _mm256_mask_storeu_epi8(exps[i] + s * kVlcLanes, active, _mm512_cvtepi16_epi8(e));
     }
   }
   for (int i = 0; i < 4; ++i) ok[i] = !overrun[i] && lanes[i].p == end[i];

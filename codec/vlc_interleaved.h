@@ -25,6 +25,13 @@ inline constexpr int kVlcInterleavedMaxLen = 7;
 inline constexpr int kVlcInterleavedPeek = 128;       // 2^kVlcInterleavedMaxLen
 inline constexpr int kVlcInterleavedMaxSymbols = 15;  // coded exponents, + escape
 inline constexpr uint8_t kVlcEscapeIndex = 15;
+// A tile's last kVlcOnDemandSteps steps refill on demand (a lane takes a
+// byte only when its code does not fit), so lanes end with few unused bits;
+// earlier steps refill ahead (cheaper: no second peek). FORMAT.md §4.
+inline constexpr uint32_t kVlcOnDemandSteps = 4;
+inline uint32_t VlcFirstOnDemandStep(uint32_t steps) {
+  return steps > kVlcOnDemandSteps ? steps - kVlcOnDemandSteps : 0;
+}
 // Bytes after the last tile that a decoder may load (32 per refill load).
 inline constexpr uint64_t kVlcInterleavedPadding = 32;
 

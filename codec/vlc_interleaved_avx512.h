@@ -67,31 +67,31 @@ PACKD_VLCI_INLINE void Refill(LaneState& s, const uint8_t* end, __mmask32 m, __m
   s.p = q > end ? end : q;
 }
 
-// Starts a tile of `steps` steps at stream bytes [begin, end): with two
-// steps or more, a byte for each lane in `active` (those with an element);
-// a one-step tile starts empty (its step refills on demand).
+// Starts a tile at stream bytes [begin, end) whose first on-demand step is
+// `first` (VlcFirstOnDemandStep): unless that is step 0, a byte for each
+// lane in `active` (those with an element in step 0).
 template <bool kTrack>
-PACKD_VLCI_INLINE LaneState Start(const uint8_t* begin, const uint8_t* end, uint32_t steps,
+PACKD_VLCI_INLINE LaneState Start(const uint8_t* begin, const uint8_t* end, uint32_t first,
                                   __mmask32 active, bool* overrun) {
   LaneState s{_mm512_setzero_si512(), _mm512_setzero_si512(), begin};
-  if (steps >= 2) Refill<kTrack>(s, end, active, _mm512_set1_epi16(8), overrun);
+  if (first > 0) Refill<kTrack>(s, end, active, _mm512_set1_epi16(8), overrun);
   return s;
 }
 
 // One step: lanes in `active` decode a symbol, and an escape's 8 bits (after
-// one more byte if the lane holds fewer than 8). kLast (a tile's last step):
-// a lane whose code is longer than the bits it holds takes a byte first and
-// peeks again (so a lane's stream ends with fewer than 8 unused bits); other
-// steps: afterwards the lanes in `next` with fewer than 7 bits take a byte
-// (the caller passes none before the last step). Returns the exponents <<
-// kShift (inactive lanes: unspecified).
-template <bool kTrack, bool kLast, int kShift>
+// one more byte if the lane holds fewer than 8). kOnDemand (a tile's last
+// kVlcOnDemandSteps steps): a lane whose code is longer than the bits it
+// holds takes a byte first and peeks again (so a lane's stream ends with
+// fewer than 8 unused bits); other steps: afterwards the lanes in `next` with
+// fewer than 7 bits take a byte (the caller passes none before an on-demand
+// step). Returns the exponents << kShift (inactive lanes: unspecified).
+template <bool kTrack, bool kOnDemand, int kShift>
 PACKD_VLCI_INLINE __m512i Step(const Tables<kShift>& t, LaneState& s, const uint8_t* end,
                                __mmask32 active, __mmask32 next, bool* overrun) {
   // Byte 0 of each word is entry[buf & 127]; byte 1 (index 0) is masked off.
   __m512i ent = _mm512_permutex2var_epi8(t.lo, _mm512_and_si512(s.buf, t.m7f), t.hi);
   __m512i len = _mm512_and_si512(ent, t.m7);
-  if constexpr (kLast) {
+  if constexpr (kOnDemand) {
     Refill<kTrack>(s, end, _mm512_mask_cmpgt_epu16_mask(active, len, s.cnt), t.eight, overrun);
     ent = _mm512_permutex2var_epi8(t.lo, _mm512_and_si512(s.buf, t.m7f), t.hi);
     len = _mm512_and_si512(ent, t.m7);
@@ -107,7 +107,7 @@ PACKD_VLCI_INLINE __m512i Step(const Tables<kShift>& t, LaneState& s, const uint
     s.buf = _mm512_mask_srli_epi16(s.buf, esc, s.buf, 8);
     s.cnt = _mm512_mask_sub_epi16(s.cnt, esc, s.cnt, t.eight);
   }
-  if constexpr (!kLast) {
+  if constexpr (!kOnDemand) {
     Refill<kTrack>(s, end, _mm512_mask_cmplt_epi16_mask(next, s.cnt, t.m7), t.eight, overrun);
   }
   return e;

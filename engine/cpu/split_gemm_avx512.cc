@@ -277,12 +277,13 @@ PACKD_SPLIT_TARGET void VlcTile(const float* x, int64_t x_stride,
   }
   for (int64_t c0 = 0, col = 0; c0 < k; c0 += tile_cols, ++col) {
     const int64_t steps = std::min(tile_cols, k - c0) / kLanes;
+    const int64_t first = codec::VlcFirstOnDemandStep(static_cast<uint32_t>(steps));
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const uint64_t t = first_tile[r] + static_cast<uint64_t>(col);
       end[r] = w.codes + w.Offset(t + 1);
       lanes[r] = codec::vlci::Start<false>(w.codes + w.Offset(t), end[r],
-                                           static_cast<uint32_t>(steps), ~__mmask32{0}, nullptr);
+                                           static_cast<uint32_t>(first), ~__mmask32{0}, nullptr);
     }
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t i = c0 + s * kLanes;
@@ -293,13 +294,13 @@ PACKD_SPLIT_TARGET void VlcTile(const float* x, int64_t x_stride,
           _mm_prefetch(reinterpret_cast<const char*>(rest[r] + i + kPrefetchBytes), _MM_HINT_T1);
           _mm_prefetch(reinterpret_cast<const char*>(lanes[r].p + kPrefetchBytes / 4), _MM_HINT_T1);
         }
-        // Every step but the last refills for the next (none before the
-        // last, which refills on demand).
-        const __m512i e = s + 1 < steps ? codec::vlci::Step<false, false>(
-                                              tables, lanes[r], end[r], ~__mmask32{0},
-                                              s + 2 < steps ? ~__mmask32{0} : 0, nullptr)
-                                        : codec::vlci::Step<false, true>(tables, lanes[r], end[r],
-                                                                         ~__mmask32{0}, 0, nullptr);
+        // Steps before the on-demand ones refill for the next (none before
+        // the first on-demand step).
+        const __m512i e =
+            s < first ? codec::vlci::Step<false, false>(tables, lanes[r], end[r], ~__mmask32{0},
+                                                        s + 1 < first ? ~__mmask32{0} : 0, nullptr)
+                      : codec::vlci::Step<false, true>(tables, lanes[r], end[r], ~__mmask32{0}, 0,
+                                                       nullptr);
         const __m512i rb =
             _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rest[r] + i)));
         // Bit 15 the sign (rest bit 7, from rb << 8), bits 7..14 the exponent,
