@@ -1158,17 +1158,15 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
   const bool interleaved =
       options.mode == VlcMode::kInterleaved || (options.mode == VlcMode::kAuto && eb == 2);
   // Interleaved tiles are as wide as the rows allow, up to
-  // interleaved_tile_cols: each tile ends with ~4 unused bits per lane.
-  uint32_t tile_cols = options.tile_cols;
-  if (interleaved) {
-    tile_cols = options.interleaved_tile_cols;
-    if (info.shape.size() >= 2 && info.shape.back() > 0) {
-      tile_cols = static_cast<uint32_t>(
-          std::min<uint64_t>(tile_cols, static_cast<uint64_t>(info.shape.back())));
-    }
+  // interleaved_tile_cols (each tile ends with a few unused bits per lane);
+  // the other modes use tile_cols.
+  uint32_t wide_cols = options.interleaved_tile_cols;
+  if (info.shape.size() >= 2 && info.shape.back() > 0) {
+    wide_cols = static_cast<uint32_t>(
+        std::min<uint64_t>(wide_cols, static_cast<uint64_t>(info.shape.back())));
   }
-  const TileGrid grid = TileGrid::ForShape(info.shape, tile_cols);
-  const uint64_t tiles = grid.tiles();
+  const TileGrid wide_grid = TileGrid::ForShape(info.shape, wide_cols);
+  const TileGrid serial_grid = TileGrid::ForShape(info.shape, options.tile_cols);
 
   const ExponentHistogram hist = ExponentHistogram::Of(f, raw, threads);
   const int distinct = hist.distinct();
@@ -1195,8 +1193,10 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
       // Huffman by kRansMinSavingBits, as for fp32) is smaller by more than
       // kRansMinSavingBitsInterleaved per weight: e.g. exponents spread
       // over many values (Huffman) or one dominant exponent (rANS).
-      const double t = static_cast<double>(tiles);
-      const double interleaved_bits = choice.bits + t * (8.0 * 4 + 4.0 * kVlcLanes);  // ~measured
+      // Each mode on its own grid: narrow rows make many interleaved tiles.
+      const double wide_tiles = static_cast<double>(wide_grid.tiles());
+      const double t = static_cast<double>(serial_grid.tiles());
+      const double interleaved_bits = choice.bits + wide_tiles * (8.0 * 4 + 2.0 * kVlcLanes);
       double other_bits = -1;
       if (static_cast<uint64_t>(distinct) <= (uint64_t{1} << options.max_code_len)) {
         const std::vector<uint8_t> huffman = VlcLimitedCodeLengths(counts, options.max_code_len);
@@ -1242,6 +1242,8 @@ absl::StatusOr<EncodedTensor> VlcEncode(const TensorInfo& info, std::span<const 
     }
   }
   const std::vector<uint32_t> codes_of = VlcCanonicalStreamCodes(lengths);
+  const TileGrid grid = mode == kModeInterleaved ? wide_grid : serial_grid;
+  const uint64_t tiles = grid.tiles();
 
   // Pass 1: bytes per tile. Pass 2: the bitstreams, each tile into its own
   // byte range. Both run over a local copy of the code table (a u8* output
