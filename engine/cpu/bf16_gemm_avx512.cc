@@ -35,6 +35,43 @@ PACKD_AVX512_BF16 inline __m512 Dot(__m512 acc, __m512i x, __m512i w) {
   return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh&>(x), reinterpret_cast<__m512bh&>(w));
 }
 
+// out[t * out_stride + r] = ReduceLanes(acc[t][r]) for a 4 x 4 tile, all 16
+// trees at once: each level's additions pair the lanes ReduceLanes pairs
+// (i and i + 8, i and i + 4, i and i + 2, 0 and 1), four or eight outputs
+// per vector, so every output gets the same additions of the same values.
+PACKD_AVX512_BF16 inline void ReduceTile4x4(const __m512 (&acc)[4][4], float* out,
+                                            int64_t out_stride) {
+  // Level 1: v[m] = lanes 0-7 + lanes 8-15 of acc o = 2m (low half) and of
+  // o = 2m + 1 (high half), with o = r * 4 + t (so the last level's 128-bit
+  // quarter t holds token t's four rows).
+  __m512 v[8];
+  for (int m = 0; m < 8; ++m) {
+    const __m512 a = acc[(2 * m) % 4][(2 * m) / 4], b = acc[(2 * m + 1) % 4][(2 * m + 1) / 4];
+    v[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
+  }
+  // Level 2: quarter j of u[p] = lanes 0-3 + lanes 4-7 of output o = 4p + j.
+  __m512 u[4];
+  for (int p = 0; p < 4; ++p) {
+    u[p] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], 0x88),
+                         _mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], 0xdd));
+  }
+  // Level 3: quarter j of y[q] = [lanes 0 + 2, 1 + 3 of o = 8q + j, the same
+  // of o = 8q + 4 + j].
+  __m512 y[2];
+  for (int q = 0; q < 2; ++q) {
+    y[q] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * q], u[2 * q + 1], 0x44),
+                         _mm512_shuffle_ps(u[2 * q], u[2 * q + 1], 0xee));
+  }
+  // Level 4: quarter j = lanes 0 + 1 of o = j, 4 + j, 8 + j, 12 + j: token
+  // j, rows 0..3.
+  const __m512 s =
+      _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x88), _mm512_shuffle_ps(y[0], y[1], 0xdd));
+  _mm_storeu_ps(out, _mm512_castps512_ps128(s));
+  _mm_storeu_ps(out + out_stride, _mm512_extractf32x4_ps(s, 1));
+  _mm_storeu_ps(out + 2 * out_stride, _mm512_extractf32x4_ps(s, 2));
+  _mm_storeu_ps(out + 3 * out_stride, _mm512_extractf32x4_ps(s, 3));
+}
+
 // T tokens x R rows over the whole of k, every output by the sequence of
 // bf16_gemm.h (x is always vdpbf16ps's first factor, w its second). D is
 // always kBF16 (MakeGemmTiles' tile signature).
@@ -68,8 +105,12 @@ struct Bf16Tile {
         for (int r = 0; r < R; ++r) acc[t][r] = Dot(acc[t][r], xv, wv[r]);
       }
     }
-    for (int t = 0; t < T; ++t) {
-      for (int r = 0; r < R; ++r) out[t * out_stride + r] = internal::ReduceLanes(acc[t][r]);
+    if constexpr (T == 4 && R == 4) {
+      ReduceTile4x4(acc, out, out_stride);
+    } else {
+      for (int t = 0; t < T; ++t) {
+        for (int r = 0; r < R; ++r) out[t * out_stride + r] = internal::ReduceLanes(acc[t][r]);
+      }
     }
   }
 };
