@@ -224,8 +224,8 @@ int Run(const Options& o) {
       paths.push_back(
           {"avx512 bf16 matmul",
            [bf16, &o, &x_bf16, &out](const uint8_t* w, int64_t n, int64_t r0, int64_t r1) {
-             bf16->gemm(x_bf16.data(), n, o.k, reinterpret_cast<const uint16_t*>(w) + r0 * o.k,
-                        r1 - r0, o.k, out.data() + r0, o.rows);
+             bf16->gemm(x_bf16.data(), n, o.k, w + r0 * o.k * 2, r1 - r0, o.k, out.data() + r0,
+                        o.rows);
            },
            [bf16, &o, &x, &x_bf16](int64_t n) { bf16->round(x.data(), n * o.k, x_bf16.data()); }});
     }

@@ -98,31 +98,45 @@ TEST(EngineTest, CompressedModelsGiveBitIdenticalLogits) {
   }
 }
 
+const std::vector<int32_t> kWideInputs = {262, 17, 200, 3, 99, 141, 250, 8, 66, 31, 5, 180, 77, 2};
+
+// The `wide` shape (synthesized into dir/raw, compressed into dir/vlc and
+// dir/tiled) in matmul mode `mode`: the raw model gives the same logits in a
+// 16-token prefill chunk, token by token and in chunks of 5, and vlc and
+// tiled give those bits in each; returns them.
+std::vector<float> ExpectWideCodecsGiveTheRawBits(const std::filesystem::path& dir,
+                                                  CpuMatMulMode mode) {
+  SynthOptions so;
+  so.shape = "wide";
+  so.threads = 2;
+  const auto raw_dir = dir / "raw";
+  EXPECT_TRUE(SynthesizeCheckpoint(so, raw_dir).ok());
+  const std::vector<float> raw = RunLogits(raw_dir, kWideInputs, 16, mode);
+  EXPECT_FALSE(raw.empty());
+  EXPECT_EQ(RunLogits(raw_dir, kWideInputs, 1, mode), raw);
+  EXPECT_EQ(RunLogits(raw_dir, kWideInputs, 5, mode), raw);
+  for (const char* codec : {"vlc", "tiled"}) {
+    SCOPED_TRACE(codec);
+    const auto codec_dir = dir / codec;
+    EXPECT_TRUE(CompressModel(raw_dir, codec_dir, {.codec = codec, .threads = 2}).ok());
+    const std::vector<float> packed = RunLogits(codec_dir, kWideInputs, 16, mode);
+    EXPECT_EQ(packed.size(), raw.size());
+    if (packed.size() == raw.size()) {
+      EXPECT_EQ(std::memcmp(packed.data(), raw.data(), raw.size() * sizeof(float)), 0);
+    }
+    EXPECT_EQ(RunLogits(codec_dir, kWideInputs, 1, mode), raw);
+    EXPECT_EQ(RunLogits(codec_dir, kWideInputs, 5, mode), raw);
+  }
+  return raw;
+}
+
 // Rows as wide as the codecs' tiles: MatMul reads tiled codes in registers
 // and vlc exponents through a row-block buffer (engine/cpu/split_gemm.h)
 // where the CPU has the kernels, and still gives the raw model's bits, in a
 // 16-token prefill chunk, token by token, and in a batch-size-agnostic way.
 TEST(EngineTest, WideCompressedModelsGiveBitIdenticalLogits) {
   testing::TempDir tmp;
-  SynthOptions so;
-  so.shape = "wide";
-  so.threads = 2;
-  const auto raw_dir = tmp.path() / "raw";
-  ASSERT_TRUE(SynthesizeCheckpoint(so, raw_dir).ok());
-  const std::vector<int32_t> inputs = {262, 17, 200, 3, 99, 141, 250, 8, 66, 31, 5, 180, 77, 2};
-  const std::vector<float> raw = RunLogits(raw_dir, inputs, 16);
-  ASSERT_FALSE(raw.empty());
-  ASSERT_EQ(RunLogits(raw_dir, inputs, 1), raw);
-  for (const char* codec : {"vlc", "tiled"}) {
-    SCOPED_TRACE(codec);
-    const auto dir = tmp.path() / codec;
-    ASSERT_TRUE(CompressModel(raw_dir, dir, {.codec = codec, .threads = 2}).ok());
-    const std::vector<float> packed = RunLogits(dir, inputs, 16);
-    ASSERT_EQ(packed.size(), raw.size());
-    EXPECT_EQ(std::memcmp(packed.data(), raw.data(), raw.size() * sizeof(float)), 0);
-    EXPECT_EQ(RunLogits(dir, inputs, 1), raw);
-    EXPECT_EQ(RunLogits(dir, inputs, 5), raw);
-  }
+  ExpectWideCodecsGiveTheRawBits(tmp.path(), CpuMatMulMode::kFp32);
 }
 
 bool HasBf16MatMul() { return cpu::GetBf16GemmKernels() != nullptr; }
@@ -132,37 +146,15 @@ bool HasBf16MatMul() { return cpu::GetBf16GemmKernels() != nullptr; }
     GTEST_SKIP() << "no bf16 matmul mode here (needs AVX-512 with AVX512-BF16, uncapped)"; \
   }
 
-// The bf16 matmul mode keeps the lossless guarantee and batch invariance: on
-// rows as wide as the codecs' tiles (where the fp32 mode's one-token steps
-// take the split kernels; the bf16 mode never does), vlc and tiled give the
-// raw model's bits in a 16-token prefill chunk, token by token and in
-// chunks of 5, and so does the raw model itself.
+// The bf16 matmul mode keeps the lossless guarantee and batch invariance,
+// also on the wide rows where the fp32 mode's one-token steps take the split
+// kernels (the bf16 mode never does: their bits are the fp32 mode's).
 TEST(EngineTest, Bf16MatMulCompressedModelsGiveBitIdenticalLogits) {
   SKIP_WITHOUT_BF16_MATMUL();
   testing::TempDir tmp;
-  SynthOptions so;
-  so.shape = "wide";
-  so.threads = 2;
-  const auto raw_dir = tmp.path() / "raw";
-  ASSERT_TRUE(SynthesizeCheckpoint(so, raw_dir).ok());
-  const std::vector<int32_t> inputs = {262, 17, 200, 3, 99, 141, 250, 8, 66, 31, 5, 180, 77, 2};
-  constexpr CpuMatMulMode kBf16 = CpuMatMulMode::kBf16;
-  const std::vector<float> raw = RunLogits(raw_dir, inputs, 16, kBf16);
-  ASSERT_FALSE(raw.empty());
-  EXPECT_EQ(RunLogits(raw_dir, inputs, 1, kBf16), raw);
-  EXPECT_EQ(RunLogits(raw_dir, inputs, 5, kBf16), raw);
+  const std::vector<float> bf16 = ExpectWideCodecsGiveTheRawBits(tmp.path(), CpuMatMulMode::kBf16);
   // The mode did change the arithmetic.
-  EXPECT_NE(RunLogits(raw_dir, inputs, 16), raw);
-  for (const char* codec : {"vlc", "tiled"}) {
-    SCOPED_TRACE(codec);
-    const auto dir = tmp.path() / codec;
-    ASSERT_TRUE(CompressModel(raw_dir, dir, {.codec = codec, .threads = 2}).ok());
-    const std::vector<float> packed = RunLogits(dir, inputs, 16, kBf16);
-    ASSERT_EQ(packed.size(), raw.size());
-    EXPECT_EQ(std::memcmp(packed.data(), raw.data(), raw.size() * sizeof(float)), 0);
-    EXPECT_EQ(RunLogits(dir, inputs, 1, kBf16), raw);
-    EXPECT_EQ(RunLogits(dir, inputs, 5, kBf16), raw);
-  }
+  EXPECT_NE(RunLogits(tmp.path() / "raw", kWideInputs, 16), bf16);
 }
 
 // On trained weights (stories260K rounded to bf16), the bf16 mode's logits

@@ -39,11 +39,13 @@ namespace packd::engine::cpu {
 struct Bf16GemmKernels {
   // out[i] = x[i] rounded to bf16 (bits), i < n, as above.
   void (*round)(const float* x, int64_t n, uint16_t* out);
-  // out[t * out_stride + r] = sum_j x[t * x_stride + j] * w[r * k + j] for
-  // t < n, r < rows, with the arithmetic above. x and w: bf16 bits. Reads
-  // each weight once per call and reuses it for all n tokens (cache
-  // blocking inside, as Kernels::gemm); n may be 1 (decode) or hundreds.
-  void (*gemm)(const uint16_t* x, int64_t n, int64_t x_stride, const uint16_t* w, int64_t rows,
+  // out[t * out_stride + r] = sum_j x[t * x_stride + j] * w[r][j] for
+  // t < n, r < rows, with the arithmetic above. x: bf16 bits; w: `rows`
+  // rows of k bf16 weights (raw little-endian bits, row r at byte offset
+  // r * k * 2; any alignment). Reads each weight once per call and reuses it
+  // for all n tokens (cache blocking inside, as Kernels::gemm); n may be 1
+  // (decode) or hundreds.
+  void (*gemm)(const uint16_t* x, int64_t n, int64_t x_stride, const void* w, int64_t rows,
                int64_t k, float* out, int64_t out_stride);
 };
 

@@ -122,8 +122,8 @@ constexpr int kTokens = 4, kRows = 4, kDecodeRows = 8;
 constexpr GemmTilesOf<uint16_t> kTiles =
     internal::MakeGemmTiles<Bf16Tile, DType::kBF16, kTokens, kRows, kDecodeRows, uint16_t>();
 
-void Gemm(const uint16_t* x, int64_t n, int64_t x_stride, const uint16_t* w, int64_t rows,
-          int64_t k, float* out, int64_t out_stride) {
+void Gemm(const uint16_t* x, int64_t n, int64_t x_stride, const void* w, int64_t rows, int64_t k,
+          float* out, int64_t out_stride) {
   internal::RunGemm(&kTiles, x, n, x_stride, w, rows, k, out, out_stride);
 }
 

@@ -336,8 +336,7 @@ class CpuBackend final : public Backend {
       uint16_t* xb = x_bf16_.data() + (-reinterpret_cast<uintptr_t>(x_bf16_.data()) % 64) / 2;
       for (int64_t t = 0; t < n; ++t) bf16_->round(x.data + t * x.stride, k, xb + t * k);
       return ForEachRowBlock(w, [&](const uint8_t* p, int64_t r0, int64_t r1) {
-        bf16_->gemm(xb, n, k, reinterpret_cast<const uint16_t*>(p), r1 - r0, k, out.data + r0,
-                    out.stride);
+        bf16_->gemm(xb, n, k, p, r1 - r0, k, out.data + r0, out.stride);
         add_bias(r0, r1);
       });
     }
