@@ -35,6 +35,7 @@ CpuFeatures Probe() {
   f.avx512vbmi = __builtin_cpu_supports("avx512vbmi");
   f.avx512vbmi2 = __builtin_cpu_supports("avx512vbmi2");
   f.gfni = __builtin_cpu_supports("gfni");
+  f.avx512bf16 = __builtin_cpu_supports("avx512bf16");
 #endif
   return f;
 }
@@ -59,7 +60,8 @@ CpuIsa CpuFeatures::BestIsa() const {
 CpuFeatures CpuFeatures::CappedAt(CpuIsa cap) const {
   CpuFeatures f = *this;
   if (cap < CpuIsa::kAvx512) {
-    f.avx512f = f.avx512bw = f.avx512vl = f.avx512vbmi = f.avx512vbmi2 = f.gfni = false;
+    f.avx512f = f.avx512bw = f.avx512vl = f.avx512vbmi = f.avx512vbmi2 = f.gfni = f.avx512bf16 =
+        false;
   }
   if (cap < CpuIsa::kAvx2) f.avx2 = f.fma = f.f16c = f.bmi2 = f.popcnt = false;
   return f;

@@ -50,6 +50,10 @@ struct CpuFeatures {
   bool avx512vbmi = false;
   bool avx512vbmi2 = false;
   bool gfni = false;
+  // AVX512-BF16 (vdpbf16ps, vcvtneps2bf16): not part of a level; the CPU
+  // backend's bf16 matmul mode needs it (engine/cpu/bf16_gemm.h) and asks
+  // for it besides kAvx512.
+  bool avx512bf16 = false;
 
   // The highest level whose core set is complete: kAvx2 needs AVX2, FMA and
   // F16C; kAvx512 needs those and AVX-512 F, BW and VL.

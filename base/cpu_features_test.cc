@@ -13,6 +13,7 @@ CpuFeatures All() {
   CpuFeatures f;
   f.avx2 = f.fma = f.f16c = f.bmi2 = f.popcnt = true;
   f.avx512f = f.avx512bw = f.avx512vl = f.avx512vbmi = f.avx512vbmi2 = f.gfni = true;
+  f.avx512bf16 = true;
   return f;
 }
 
@@ -41,7 +42,7 @@ TEST(CpuFeaturesTest, CapDropsEveryFeatureAboveIt) {
   EXPECT_EQ(avx2.BestIsa(), CpuIsa::kAvx2);
   EXPECT_TRUE(avx2.avx2 && avx2.fma && avx2.f16c && avx2.bmi2 && avx2.popcnt);
   EXPECT_FALSE(avx2.avx512f || avx2.avx512bw || avx2.avx512vl || avx2.avx512vbmi ||
-               avx2.avx512vbmi2 || avx2.gfni);
+               avx2.avx512vbmi2 || avx2.gfni || avx2.avx512bf16);
   const CpuFeatures portable = All().CappedAt(CpuIsa::kPortable);
   EXPECT_EQ(portable.BestIsa(), CpuIsa::kPortable);
   EXPECT_FALSE(portable.avx2 || portable.fma || portable.f16c || portable.bmi2 || portable.popcnt ||
@@ -49,6 +50,7 @@ TEST(CpuFeaturesTest, CapDropsEveryFeatureAboveIt) {
   // A cap never adds what the CPU lacks.
   EXPECT_EQ(CpuFeatures{}.CappedAt(CpuIsa::kAvx512).BestIsa(), CpuIsa::kPortable);
   EXPECT_TRUE(All().CappedAt(CpuIsa::kAvx512).gfni);
+  EXPECT_TRUE(All().CappedAt(CpuIsa::kAvx512).avx512bf16);
 }
 
 TEST(CpuFeaturesTest, EnvironmentVariableCapsDetection) {

@@ -4,8 +4,8 @@
 //   build/bench/engine [--device cpu|cuda:N] [--shape llama-1b] [--checkpoint PATH]
 //                      [--workdir DIR] [--codecs raw,none,vlc,tiled] [--batches 1,8,32]
 //                      [--prompt-tokens 64] [--decode-steps 8] [--threads N]
-//                      [--max-batch-tokens N] [--fused-max-batch N] [--seed N] [--quick]
-//                      [--json FILE]
+//                      [--max-batch-tokens N] [--fused-max-batch N] [--matmul fp32,bf16]
+//                      [--seed N] [--quick] [--json FILE]
 //
 // Model: by default a synthesized BF16 Hugging Face checkpoint of --shape
 // (engine/synth.h, seed 0), written once to --workdir (default
@@ -19,7 +19,14 @@
 // a codec), which refuses a packd directory as its source: with one, run
 // --codecs raw.
 //
-// Each (codec, batch) configuration runs in a fresh child process (this
+// --matmul: the CPU backend's matmul modes to run (EngineOptions::cpu_matmul,
+// engine/cpu/cpu_matmul_mode.h; default fp32): each (codec, batch) runs once
+// per mode, the modes' rows next to each other in the table ("matmul"
+// column), so that their ratio is measured side by side. bf16 needs
+// AVX512-BF16 (a configuration without it fails with the backend's error)
+// and the CPU; --prefix takes one mode.
+//
+// Each (codec, batch, matmul) configuration runs in a fresh child process (this
 // program re-executed with --child), so that its peak RSS (VmHWM of the
 // child, read from /proc/self/status) belongs to that configuration alone.
 // The child opens the engine (max_running = batch, --max-batch-tokens tokens
@@ -231,7 +238,8 @@ struct Options {
   int64_t decode_steps = 8;
   int threads = 0;                 // resolved to HardwareThreads()
   int64_t max_batch_tokens = 512;  // tokens per step (at least batch)
-  int fused_max_batch = engine::EngineOptions{}.fused_max_batch;  // CUDA only
+  int fused_max_batch = engine::EngineOptions{}.fused_max_batch;                // CUDA only
+  std::vector<engine::CpuMatMulMode> matmuls = {engine::CpuMatMulMode::kFp32};  // CPU only
   uint64_t seed = 0;
   std::string json;
   std::string command_line;
@@ -253,6 +261,7 @@ struct ChildOptions {
   int threads = 1;
   int64_t max_batch_tokens = 512;
   int fused_max_batch = engine::EngineOptions{}.fused_max_batch;
+  engine::CpuMatMulMode matmul = engine::CpuMatMulMode::kFp32;
   uint64_t seed = 0;
   std::string result;  // where the child writes its JSON
 };
@@ -265,12 +274,21 @@ absl::StatusOr<int> ParseDevice(const std::string& v) {
   return index;
 }
 
+absl::StatusOr<engine::CpuMatMulMode> ParseMatMul(const std::string& flag, const std::string& v) {
+  const std::optional<engine::CpuMatMulMode> mode = engine::ParseCpuMatMulMode(v);
+  if (!mode) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": '", v, "' is not a matmul mode (fp32 or bf16)"));
+  }
+  return *mode;
+}
+
 constexpr char kUsage[] =
     "usage: engine [--device cpu|cuda:N] [--shape tiny|llama-1b|llama-8b] [--checkpoint PATH]\n"
     "              [--workdir DIR] [--codecs raw,none,vlc,tiled] [--batches 1,8,32]\n"
     "              [--prompt-tokens N] [--decode-steps N] [--threads N]\n"
-    "              [--max-batch-tokens N] [--fused-max-batch N] [--seed N] [--quick]\n"
-    "              [--json FILE]\n"
+    "              [--max-batch-tokens N] [--fused-max-batch N] [--matmul fp32,bf16]\n"
+    "              [--seed N] [--quick] [--json FILE]\n"
     "       engine --prefix [--shared-prefixes N] [--prefix-tokens L] [--suffix-tokens S]\n"
     "              [--requests-on H] [--requests-off M] [--distinct-prompts D]\n"
     "              [--prompt-tokens P] [common flags above]\n"
@@ -292,6 +310,9 @@ constexpr char kUsage[] =
     "  --max-batch-tokens  tokens per step (default 512)\n"
     "  --fused-max-batch   cuda: matmuls of at most N rows run the fused kernels, taller\n"
     "                      ones cuBLAS (default 8; 0..32, 0 = never fuse)\n"
+    "  --matmul            cpu: the CPU backend's matmul modes, each configuration run\n"
+    "                      once per mode, rows side by side (default fp32; bf16 needs\n"
+    "                      AVX512-BF16; --prefix takes one)\n"
     "  --quick             batches 1,8, codecs raw,vlc, 32-token prompts, 4 decode steps\n"
     "  --json              also write the numbers to FILE\n"
     "  --prefix            the prefix-caching case instead: TTFT p50/p99 and prompt tok/s\n"
@@ -325,6 +346,7 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
                                        "--quick",
                                        "--device",
                                        "--fused-max-batch",
+                                       "--matmul",
                                        "--prefix",
                                        "--shared-prefixes",
                                        "--prefix-tokens",
@@ -408,6 +430,16 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     } else if (arg == "--fused-max-batch") {
       ASSIGN_OR_RETURN(const int64_t f, ParseInt(arg, value, 0, codec::cuda::kFusedMaxBatch));
       o.fused_max_batch = static_cast<int>(f);
+    } else if (arg == "--matmul") {
+      o.matmuls.clear();
+      for (const std::string& m :
+           std::vector<std::string>(absl::StrSplit(value, ',', absl::SkipEmpty()))) {
+        ASSIGN_OR_RETURN(const engine::CpuMatMulMode mode, ParseMatMul(arg, m));
+        if (std::find(o.matmuls.begin(), o.matmuls.end(), mode) == o.matmuls.end()) {
+          o.matmuls.push_back(mode);
+        }
+      }
+      if (o.matmuls.empty()) return absl::InvalidArgumentError("--matmul is empty");
     } else if (arg == "--seed") {
       ASSIGN_OR_RETURN(const int64_t s, ParseInt(arg, value, 0, INT64_MAX));
       o.seed = static_cast<uint64_t>(s);
@@ -429,6 +461,12 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   }
   if (o.workload.requests_off > o.workload.requests_on) {
     return absl::InvalidArgumentError("--requests-off must not exceed --requests-on");
+  }
+  if (o.cuda_device >= 0 && o.matmuls != std::vector{engine::CpuMatMulMode::kFp32}) {
+    return absl::InvalidArgumentError("--matmul: the modes other than fp32 are the CPU backend's");
+  }
+  if (o.prefix && o.matmuls.size() != 1) {
+    return absl::InvalidArgumentError("--matmul: --prefix runs one mode");
   }
   if (o.threads == 0) o.threads = HardwareThreads();
   // On a device, batch 64 replaces 32: the points (1, 8, 64), where
@@ -466,6 +504,8 @@ absl::StatusOr<ChildOptions> ParseChildArgs(int argc, char** argv) {
     } else if (key == "--fused-max-batch") {
       ASSIGN_OR_RETURN(const int64_t f, ParseInt(key, v, 0, codec::cuda::kFusedMaxBatch));
       c.fused_max_batch = static_cast<int>(f);
+    } else if (key == "--matmul") {
+      ASSIGN_OR_RETURN(c.matmul, ParseMatMul(key, v));
     } else if (key == "--seed") {
       ASSIGN_OR_RETURN(const int64_t s, ParseInt(key, v, 0, INT64_MAX));
       c.seed = static_cast<uint64_t>(s);
@@ -687,6 +727,7 @@ absl::Status RunChild(const ChildOptions& c) {
   eo.max_running = c.batch;
   eo.max_batch_tokens = std::max<int64_t>(c.max_batch_tokens, c.batch);  // a decode step fits
   eo.fused_max_batch = c.fused_max_batch;
+  eo.cpu_matmul = c.matmul;
   // Sequences that finish their prompt early decode during the later prefill
   // steps; they may generate up to one token per prefill step beyond the
   // decode-steps tokens of the timed decode phase (then they are aborted).
@@ -795,6 +836,7 @@ absl::Status RunChild(const ChildOptions& c) {
       {"batch", c.batch},
       {"max_batch_tokens", eo.max_batch_tokens},
       {"fused_max_batch", eo.fused_max_batch},
+      {"matmul", std::string(engine::CpuMatMulModeName(eo.cpu_matmul))},
       {"kv_cache_bytes", eng->kv_cache().bytes()},
       {"open_s", open_s},
       {"warmup_s", warmup_s},
@@ -944,6 +986,7 @@ absl::Status RunPrefixChild(const ChildOptions& c) {
   eo.max_running = 1;
   eo.max_batch_tokens = c.max_batch_tokens;
   eo.fused_max_batch = c.fused_max_batch;
+  eo.cpu_matmul = c.matmul;
   // KV blocks: caching on holds the N system prompts and two sequences
   // besides, so that the timed requests find their prefix cached; off, two
   // sequences.
@@ -1060,18 +1103,20 @@ absl::Status RunPrefixChild(const ChildOptions& c) {
 // Re-executes this program with --child and the configuration; returns the
 // child's JSON, or an error with its exit status.
 absl::StatusOr<nlohmann::json> SpawnChild(const ChildOptions& c) {
-  std::vector<std::string> args = {"/proc/self/exe",
-                                   "--child",
-                                   absl::StrCat("--device=", c.device),
-                                   absl::StrCat("--model=", c.model),
-                                   absl::StrCat("--batch=", c.batch),
-                                   absl::StrCat("--prompt-tokens=", c.prompt_tokens),
-                                   absl::StrCat("--decode-steps=", c.decode_steps),
-                                   absl::StrCat("--threads=", c.threads),
-                                   absl::StrCat("--seed=", c.seed),
-                                   absl::StrCat("--result=", c.result),
-                                   absl::StrCat("--max-batch-tokens=", c.max_batch_tokens),
-                                   absl::StrCat("--fused-max-batch=", c.fused_max_batch)};
+  std::vector<std::string> args = {
+      "/proc/self/exe",
+      "--child",
+      absl::StrCat("--device=", c.device),
+      absl::StrCat("--model=", c.model),
+      absl::StrCat("--batch=", c.batch),
+      absl::StrCat("--prompt-tokens=", c.prompt_tokens),
+      absl::StrCat("--decode-steps=", c.decode_steps),
+      absl::StrCat("--threads=", c.threads),
+      absl::StrCat("--seed=", c.seed),
+      absl::StrCat("--result=", c.result),
+      absl::StrCat("--max-batch-tokens=", c.max_batch_tokens),
+      absl::StrCat("--fused-max-batch=", c.fused_max_batch),
+      absl::StrCat("--matmul=", std::string(engine::CpuMatMulModeName(c.matmul)))};
   if (c.prefix) {
     const PrefixWorkload& w = c.workload;
     for (std::string a :
@@ -1177,6 +1222,7 @@ absl::StatusOr<fs::path> PrepareCompressed(const Options& o, const fs::path& src
 
 struct Row {
   std::string codec;
+  engine::CpuMatMulMode matmul = engine::CpuMatMulMode::kFp32;
   int64_t batch = 0;
   std::string error;  // non-empty: the child failed
   nlohmann::json r;
@@ -1239,10 +1285,10 @@ void PrintCpuRow(const Row& row, double bandwidth_gbps, nlohmann::json& jrows) {
       r["weight_read_bytes_per_step"].get<double>() + r["kv_read_bytes"].get<double>() / x.steps;
   const double limit = bandwidth_gbps * 1e9 / bytes_per_step * x.tokens_per_step;
   const double pct = 100.0 * x.decode_tps / limit;
-  std::printf("| %s | %s | %.2f | %lld | %.1f | %.2f | %s | %.2f | %.1f%% | %s (%s) |\n",
-              row.codec.c_str(), HumanBytes(x.stored).c_str(), x.bits,
-              static_cast<long long>(row.batch), x.prefill_tps, x.decode_tps,
-              HumanBytes(bytes_per_step).c_str(), limit, pct,
+  std::printf("| %s | %s | %s | %.2f | %lld | %.1f | %.2f | %s | %.2f | %.1f%% | %s (%s) |\n",
+              row.codec.c_str(), std::string(engine::CpuMatMulModeName(row.matmul)).c_str(),
+              HumanBytes(x.stored).c_str(), x.bits, static_cast<long long>(row.batch),
+              x.prefill_tps, x.decode_tps, HumanBytes(bytes_per_step).c_str(), limit, pct,
               HumanBytes(r["peak_rss_bytes"].get<double>()).c_str(),
               HumanBytes(r["rss_file_bytes"].get<double>()).c_str());
   nlohmann::json j = JsonRow(row, x, limit);
@@ -1315,6 +1361,7 @@ ChildOptions ChildFor(const Options& o, const fs::path& model, const fs::path& r
   c.threads = o.threads;
   c.max_batch_tokens = o.max_batch_tokens;
   c.fused_max_batch = o.fused_max_batch;
+  c.matmul = o.matmuls.front();
   c.seed = o.seed;
   c.result = result.string();
   c.workload = o.workload;
@@ -1621,12 +1668,19 @@ int Run(const Options& o) {
   const fs::path result = fs::path(o.workdir) / absl::StrCat("child-", ::getpid(), ".json");
   for (const std::string& codec : o.codecs) {
     for (int64_t batch : o.batches) {
-      std::fprintf(stderr, "== %s, batch %lld\n", codec.c_str(), static_cast<long long>(batch));
-      ChildOptions c = ChildFor(o, models[codec], result);
-      c.batch = batch;
-      Row row{codec, batch, "", nlohmann::json::object()};
-      row.error = RunConfiguration(c, absl::StrCat(codec, " batch ", batch), row.r, backend);
-      rows.push_back(std::move(row));
+      for (engine::CpuMatMulMode matmul : o.matmuls) {
+        const std::string what = absl::StrCat(
+            codec, " batch ", batch,
+            on_device ? ""
+                      : absl::StrCat(" matmul ", std::string(engine::CpuMatMulModeName(matmul))));
+        std::fprintf(stderr, "== %s\n", what.c_str());
+        ChildOptions c = ChildFor(o, models[codec], result);
+        c.batch = batch;
+        c.matmul = matmul;
+        Row row{codec, matmul, batch, "", nlohmann::json::object()};
+        row.error = RunConfiguration(c, what, row.r, backend);
+        rows.push_back(std::move(row));
+      }
     }
   }
   std::error_code ec;
@@ -1698,16 +1752,26 @@ int Run(const Options& o) {
         "- peak RSS = VmHWM of the configuration's process; it includes the touched pages of "
         "the memory-mapped model file (file-backed part at the end of the run in brackets)\n\n");
     std::printf(
-        "| codec | weights stored | bits/w | batch | prefill tok/s | decode tok/s | bytes/step "
-        "| limit tok/s | %% of limit | peak RSS (file) |\n");
-    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        "- matmul = the CPU backend's mode for bf16 weights (fp32: exact fp32 products; bf16: "
+        "activations rounded to bf16, AVX512-BF16 dot products)\n\n");
+    std::printf(
+        "| codec | matmul | weights stored | bits/w | batch | prefill tok/s | decode tok/s | "
+        "bytes/step | limit tok/s | %% of limit | peak RSS (file) |\n");
+    std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   }
   nlohmann::json jrows = nlohmann::json::array();
   for (const Row& row : rows) {
     if (!row.error.empty()) {
-      std::printf("| %s | - | - | %lld | failed: %s | | | | | |%s\n", row.codec.c_str(),
-                  static_cast<long long>(row.batch), row.error.c_str(), on_device ? " | |" : "");
-      jrows.push_back({{"codec", row.codec}, {"batch", row.batch}, {"error", row.error}});
+      std::printf(
+          "| %s |%s - | - | %lld | failed: %s | | | | | |%s\n", row.codec.c_str(),
+          on_device
+              ? ""
+              : absl::StrCat(" ", std::string(engine::CpuMatMulModeName(row.matmul)), " |").c_str(),
+          static_cast<long long>(row.batch), row.error.c_str(), on_device ? " | |" : "");
+      jrows.push_back({{"codec", row.codec},
+                       {"matmul", std::string(engine::CpuMatMulModeName(row.matmul))},
+                       {"batch", row.batch},
+                       {"error", row.error}});
       continue;
     }
     if (on_device) {
@@ -1731,6 +1795,10 @@ int Run(const Options& o) {
     j["prompt_tokens"] = o.prompt_tokens;
     j["decode_steps"] = o.decode_steps;
     j["fused_max_batch"] = o.fused_max_batch;
+    j["matmul"] = nlohmann::json::array();
+    for (engine::CpuMatMulMode m : o.matmuls) {
+      j["matmul"].push_back(std::string(engine::CpuMatMulModeName(m)));
+    }
     j["rows"] = std::move(jrows);
     if (on_device) {
       j["device_name"] = device.name;

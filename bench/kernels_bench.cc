@@ -3,8 +3,10 @@
 //   build/bench/kernels [--k 2048] [--rows 2048] [--tokens 1,64] [--threads N]
 //                       [--dtypes bf16,f16,f32] [--seconds 0.3] [--json FILE]
 //
-// For every ISA this CPU runs (portable, avx2, avx512), every weight dtype and
-// every token count n, times out[n, rows] = x[n, k] * w[rows, k]^T on one
+// For every ISA this CPU runs (portable, avx2, avx512), and for bf16 weights
+// the bf16 matmul mode's kernel where the CPU has AVX512-BF16
+// (engine/cpu/bf16_gemm.h; x rounded to bf16 in each call), every weight
+// dtype and every token count n, times out[n, rows] = x[n, k] * w[rows, k]^T on one
 // thread and on --threads threads (a packd::ThreadPool; rows split in blocks
 // of 64, one gemm call per block, as the CPU backend does). Reported: GFLOP/s
 // (2 n rows k per call) and the weight bytes read per second (GB/s, 1e9).
@@ -23,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,6 +40,7 @@
 #include "base/thread_pool.h"
 #include "bench/bench_main.h"
 #include "codec/dtype.h"
+#include "engine/cpu/bf16_gemm.h"
 #include "engine/cpu/kernels.h"
 #include "nlohmann/json.hpp"
 
@@ -178,6 +182,7 @@ int Run(const Options& o) {
   std::vector<float> x(static_cast<size_t>(max_n * o.k));
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 97) * 0.01f - 0.5f;
   std::vector<float> out(static_cast<size_t>(max_n * o.rows));
+  std::vector<uint16_t> x_bf16(x.size());
   nlohmann::json results = nlohmann::json::array();
 
   std::printf("gemm: out[n, %lld] = x[n, %lld] * w^T, GFLOP/s (weight GB/s)\n\n",
@@ -195,25 +200,54 @@ int Run(const Options& o) {
       weights[i] = static_cast<uint8_t>(i * 37);
       weights[i + 1] = static_cast<uint8_t>(0x3c + (i / 2) % 3);
     }
+    // Each ISA's Kernels::gemm, and for bf16 weights the bf16 matmul
+    // mode's kernel (bf16_gemm.h: x rounded to bf16 once per call, as the
+    // CPU backend does once per matmul).
+    struct Path {
+      std::string name;
+      // out[n, r1 - r0] (stride rows) = x[n, k] * rows [r0, r1) of w.
+      std::function<void(const uint8_t* w, int64_t n, int64_t r0, int64_t r1)> gemm;
+      std::function<void(int64_t n)> prepare = [](int64_t) {};  // once per call, first
+    };
+    std::vector<Path> paths;
     for (Isa isa : isas) {
       const Kernels& kern = engine::cpu::GetKernelsFor(isa);
+      paths.push_back(
+          {std::string(engine::cpu::IsaName(isa)),
+           [&kern, &o, &x, &out, dtype](const uint8_t* w, int64_t n, int64_t r0, int64_t r1) {
+             kern.gemm(x.data(), n, o.k, w + r0 * o.k * codec::DTypeSize(dtype), dtype, r1 - r0,
+                       o.k, out.data() + r0, o.rows);
+           }});
+    }
+    const engine::cpu::Bf16GemmKernels* bf16 = engine::cpu::GetBf16GemmKernelsFor(Isa::kAvx512);
+    if (bf16 != nullptr && dtype == codec::DType::kBF16) {
+      paths.push_back(
+          {"avx512 bf16 matmul",
+           [bf16, &o, &x_bf16, &out](const uint8_t* w, int64_t n, int64_t r0, int64_t r1) {
+             bf16->gemm(x_bf16.data(), n, o.k, w + r0 * o.k * 2, r1 - r0, o.k, out.data() + r0,
+                        o.rows);
+           },
+           [bf16, &o, &x, &x_bf16](int64_t n) { bf16->round(x.data(), n * o.k, x_bf16.data()); }});
+    }
+    for (const Path& path : paths) {
       for (int64_t n : o.tokens) {
         for (bool cold : {false, true}) {
           const int64_t used = cold ? copies : 1;
           int64_t next = 0;
           auto one_thread = [&] {
             const uint8_t* w = weights.data() + (next++ % used) * matrix_bytes;
-            kern.gemm(x.data(), n, o.k, w, dtype, o.rows, o.k, out.data(), o.rows);
+            path.prepare(n);
+            path.gemm(w, n, 0, o.rows);
           };
           constexpr int64_t kBlock = 64;
           const int64_t blocks = (o.rows + kBlock - 1) / kBlock;
           auto all_threads = [&] {
             const uint8_t* w = weights.data() + (next++ % used) * matrix_bytes;
+            path.prepare(n);
             pool.ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
               for (int64_t b = b0; b < b1; ++b) {
                 const int64_t r0 = b * kBlock, r1 = std::min(o.rows, r0 + kBlock);
-                kern.gemm(x.data(), n, o.k, w + r0 * o.k * codec::DTypeSize(dtype), dtype, r1 - r0,
-                          o.k, out.data() + r0, o.rows);
+                path.gemm(w, n, r0, r1);
               }
             });
           };
@@ -221,14 +255,13 @@ int Run(const Options& o) {
           const Rate r1 = CallsPerSecond(o.seconds, one_thread);
           const Rate rn = CallsPerSecond(o.seconds, all_threads);
           const double gb = static_cast<double>(matrix_bytes) * 1e-9;
-          const std::string isa_name(engine::cpu::IsaName(isa));
           const std::string dtype_name(codec::DTypeName(dtype));
           std::printf("| %s | %s | %lld | %s | %.1f (%.1f) | %.1f (%.1f) | %.1f (%.1f) |\n",
-                      isa_name.c_str(), dtype_name.c_str(), static_cast<long long>(n),
+                      path.name.c_str(), dtype_name.c_str(), static_cast<long long>(n),
                       cold ? "cold" : "hot", r1.wall * flops * 1e-9, r1.wall * gb,
                       r1.cpu * flops * 1e-9, r1.cpu * gb, rn.wall * flops * 1e-9, rn.wall * gb);
           std::fflush(stdout);
-          results.push_back({{"isa", isa_name},
+          results.push_back({{"isa", path.name},
                              {"dtype", dtype_name},
                              {"n", n},
                              {"k", o.k},

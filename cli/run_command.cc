@@ -15,20 +15,23 @@ int RunCommand(const std::vector<std::string>& argv) {
   constexpr char kUsage[] =
       "usage: packd run MODEL PROMPT [-n N] [--temperature T] [--top-p P] [--top-k K]\n"
       "                 [--seed S] [--stop STRING] [--ignore-eos] [--threads N]\n"
-      "                 [--kv-cache-mb M] [--max-context N] [--tokens]\n"
+      "                 [--kv-cache-mb M] [--max-context N] [--matmul fp32|bf16] [--tokens]\n"
       "  MODEL: a packd model directory, a Hugging Face directory or a GGUF file.\n"
       "  Streams the generated text to stdout; prompt and generation tokens/s go\n"
       "  to stderr. -n: tokens to generate (default 128). --temperature 0 is greedy\n"
       "  (default 0.8). --tokens: PROMPT is space-separated token ids, and ids are\n"
-      "  printed instead of text.\n";
+      "  printed instead of text. --matmul: how matmuls by bf16 weights compute:\n"
+      "  fp32 (default, exact products) or bf16 (activations rounded to bf16,\n"
+      "  AVX512-BF16 dot products: faster prefill; needs AVX512-BF16).\n";
   int rc;
-  const std::optional<Args> args = ParseCommand({"run",
-                                                 kUsage,
-                                                 {"n", "temperature", "top-p", "top-k", "seed",
-                                                  "stop", "threads", "kv-cache-mb", "max-context"},
-                                                 {"ignore-eos", "tokens"},
-                                                 2},
-                                                argv, &rc);
+  const std::optional<Args> args =
+      ParseCommand({"run",
+                    kUsage,
+                    {"n", "temperature", "top-p", "top-k", "seed", "stop", "threads", "kv-cache-mb",
+                     "max-context", "matmul"},
+                    {"ignore-eos", "tokens"},
+                    2},
+                   argv, &rc);
   if (!args) return rc;
   auto usage_error = [](const absl::Status& s) { return Fail("run", s, 2); };
   absl::StatusOr<int64_t> n = args->GetInt("n", 128), top_k = args->GetInt("top-k", 0),
@@ -43,11 +46,18 @@ int RunCommand(const std::vector<std::string>& argv) {
     if (!s.ok()) return usage_error(s);
   }
   if (*kv_mb < 1) return usage_error(absl::InvalidArgumentError("--kv-cache-mb must be >= 1"));
+  const std::string matmul = args->Get("matmul").value_or("fp32");
+  const std::optional<engine::CpuMatMulMode> matmul_mode = engine::ParseCpuMatMulMode(matmul);
+  if (!matmul_mode) {
+    return usage_error(absl::InvalidArgumentError(
+        absl::StrCat("--matmul: '", matmul, "' is not one of fp32, bf16")));
+  }
 
   engine::EngineOptions options;
   options.threads = static_cast<int>(*threads);
   options.kv_cache_bytes = static_cast<uint64_t>(*kv_mb) << 20;
   options.max_context = *max_context;
+  options.cpu_matmul = *matmul_mode;
   options.max_running = 1;
   absl::StatusOr<std::unique_ptr<engine::Engine>> engine =
       engine::Engine::Open(args->positional[0], options);

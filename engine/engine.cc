@@ -129,8 +129,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(std::shared_ptr<const Model
   if (cuda_device < 0) {
     CpuBackendOptions bo;
     bo.threads = options.threads;
+    bo.matmul = options.cpu_matmul;
     ASSIGN_OR_RETURN(e->backend_, CreateCpuBackend(bo));
   } else {
+    if (options.cpu_matmul != CpuMatMulMode::kFp32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("engine: matmul ", std::string(CpuMatMulModeName(options.cpu_matmul)),
+                       " is a CPU backend mode; ", options.device, " is a CUDA device"));
+    }
     ASSIGN_OR_RETURN(e->backend_, CreateCudaBackend(CudaBackendOptionsFor(options, cuda_device)));
   }
   TransformerOptions to;

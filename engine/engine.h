@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
 #include "engine/chat/chat_template.h"
+#include "engine/cpu/cpu_matmul_mode.h"
 #include "engine/kv_cache.h"
 #include "engine/model_source.h"
 #include "engine/model_text.h"
@@ -73,6 +74,12 @@ struct EngineOptions {
   // batch sizes. 8 is a prediction of the crossover, not yet a measurement
   // (engine/cuda/CUDA_BACKEND.md).
   int fused_max_batch = 8;
+  // CPU only (CpuBackendOptions::matmul): how matmuls by bf16 weights are
+  // computed: kFp32 (exact fp32 products) or kBf16 (activations rounded to
+  // bf16, AVX512-BF16 dot products; engine/cpu/bf16_gemm.h). kBf16 on a CPU
+  // without AVX512-BF16 makes Open FailedPrecondition, and on a CUDA device
+  // InvalidArgument.
+  CpuMatMulMode cpu_matmul = CpuMatMulMode::kFp32;
   // Prefix caching (engine/SCHEDULER.md): a prompt reuses the keys and
   // values of every full KV block another sequence of this engine computed
   // for the same leading tokens (same logits, bit for bit); false: every

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_split.h"
 #include "base/file.h"
+#include "engine/cpu/bf16_gemm.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/gguf.h"
 #include "engine/model_compressor.h"
@@ -37,8 +38,8 @@ std::vector<int32_t> ReferenceInputs() { return testing::StoriesReferenceInputs(
 
 // `model` over `inputs` on a fresh 2-thread CPU backend (testing::RunLogits).
 std::vector<float> RunLogits(const std::filesystem::path& model, const std::vector<int32_t>& inputs,
-                             int64_t chunk) {
-  auto backend = CreateCpuBackend({.threads = 2});
+                             int64_t chunk, CpuMatMulMode matmul = CpuMatMulMode::kFp32) {
+  auto backend = CreateCpuBackend({.threads = 2, .matmul = matmul});
   EXPECT_TRUE(backend.ok()) << backend.status();
   if (!backend.ok()) return {};
   return testing::RunLogits(**backend, model, inputs, chunk);
@@ -97,31 +98,114 @@ TEST(EngineTest, CompressedModelsGiveBitIdenticalLogits) {
   }
 }
 
+const std::vector<int32_t> kWideInputs = {262, 17, 200, 3, 99, 141, 250, 8, 66, 31, 5, 180, 77, 2};
+
+// The `wide` shape (synthesized into dir/raw, compressed into dir/vlc and
+// dir/tiled) in matmul mode `mode`: the raw model gives the same logits in a
+// 16-token prefill chunk, token by token and in chunks of 5, and vlc and
+// tiled give those bits in each; returns them.
+std::vector<float> ExpectWideCodecsGiveTheRawBits(const std::filesystem::path& dir,
+                                                  CpuMatMulMode mode) {
+  SynthOptions so;
+  so.shape = "wide";
+  so.threads = 2;
+  const auto raw_dir = dir / "raw";
+  EXPECT_TRUE(SynthesizeCheckpoint(so, raw_dir).ok());
+  const std::vector<float> raw = RunLogits(raw_dir, kWideInputs, 16, mode);
+  EXPECT_FALSE(raw.empty());
+  EXPECT_EQ(RunLogits(raw_dir, kWideInputs, 1, mode), raw);
+  EXPECT_EQ(RunLogits(raw_dir, kWideInputs, 5, mode), raw);
+  for (const char* codec : {"vlc", "tiled"}) {
+    SCOPED_TRACE(codec);
+    const auto codec_dir = dir / codec;
+    EXPECT_TRUE(CompressModel(raw_dir, codec_dir, {.codec = codec, .threads = 2}).ok());
+    const std::vector<float> packed = RunLogits(codec_dir, kWideInputs, 16, mode);
+    EXPECT_EQ(packed.size(), raw.size());
+    if (packed.size() == raw.size()) {
+      EXPECT_EQ(std::memcmp(packed.data(), raw.data(), raw.size() * sizeof(float)), 0);
+    }
+    EXPECT_EQ(RunLogits(codec_dir, kWideInputs, 1, mode), raw);
+    EXPECT_EQ(RunLogits(codec_dir, kWideInputs, 5, mode), raw);
+  }
+  return raw;
+}
+
 // Rows as wide as the codecs' tiles: MatMul reads tiled codes in registers
 // and vlc exponents through a row-block buffer (engine/cpu/split_gemm.h)
 // where the CPU has the kernels, and still gives the raw model's bits, in a
 // 16-token prefill chunk, token by token, and in a batch-size-agnostic way.
 TEST(EngineTest, WideCompressedModelsGiveBitIdenticalLogits) {
   testing::TempDir tmp;
-  SynthOptions so;
-  so.shape = "wide";
-  so.threads = 2;
-  const auto raw_dir = tmp.path() / "raw";
-  ASSERT_TRUE(SynthesizeCheckpoint(so, raw_dir).ok());
-  const std::vector<int32_t> inputs = {262, 17, 200, 3, 99, 141, 250, 8, 66, 31, 5, 180, 77, 2};
-  const std::vector<float> raw = RunLogits(raw_dir, inputs, 16);
-  ASSERT_FALSE(raw.empty());
-  ASSERT_EQ(RunLogits(raw_dir, inputs, 1), raw);
-  for (const char* codec : {"vlc", "tiled"}) {
-    SCOPED_TRACE(codec);
-    const auto dir = tmp.path() / codec;
-    ASSERT_TRUE(CompressModel(raw_dir, dir, {.codec = codec, .threads = 2}).ok());
-    const std::vector<float> packed = RunLogits(dir, inputs, 16);
-    ASSERT_EQ(packed.size(), raw.size());
-    EXPECT_EQ(std::memcmp(packed.data(), raw.data(), raw.size() * sizeof(float)), 0);
-    EXPECT_EQ(RunLogits(dir, inputs, 1), raw);
-    EXPECT_EQ(RunLogits(dir, inputs, 5), raw);
+  ExpectWideCodecsGiveTheRawBits(tmp.path(), CpuMatMulMode::kFp32);
+}
+
+bool HasBf16MatMul() { return cpu::GetBf16GemmKernels() != nullptr; }
+
+#define SKIP_WITHOUT_BF16_MATMUL()                                                         \
+  if (!HasBf16MatMul()) {                                                                  \
+    GTEST_SKIP() << "no bf16 matmul mode here (needs AVX-512 with AVX512-BF16, uncapped)"; \
   }
+
+// The bf16 matmul mode keeps the lossless guarantee and batch invariance,
+// also on the wide rows where the fp32 mode's one-token steps take the split
+// kernels (the bf16 mode never does: their bits are the fp32 mode's).
+TEST(EngineTest, Bf16MatMulCompressedModelsGiveBitIdenticalLogits) {
+  SKIP_WITHOUT_BF16_MATMUL();
+  testing::TempDir tmp;
+  const std::vector<float> bf16 = ExpectWideCodecsGiveTheRawBits(tmp.path(), CpuMatMulMode::kBf16);
+  // The mode did change the arithmetic.
+  EXPECT_NE(RunLogits(tmp.path() / "raw", kWideInputs, 16), bf16);
+}
+
+// On trained weights (stories260K rounded to bf16), the bf16 mode's logits
+// stay within kBf16MatMulLogitTolerance of the fp32 mode's on the same
+// weights, every position picks the same top token, and greedy generation
+// gives the fp32 mode's 60 tokens. The tolerance is twice the measured max
+// |difference| over 64 positions x 512 logits (0.071; the activations'
+// rounding is a relative error of at most 2^-9 per product, through 5
+// layers).
+TEST(EngineTest, Bf16MatMulStaysCloseToFp32OnTrainedWeights) {
+  SKIP_WITHOUT_BF16_MATMUL();
+  constexpr double kBf16MatMulLogitTolerance = 0.15;
+  testing::TempDir tmp;
+  const auto gguf = testing::HalfPrecisionGguf(Gguf(), tmp.path(), codec::DType::kBF16);
+  const std::vector<int32_t> inputs = ReferenceInputs();
+  const std::vector<float> fp32 = RunLogits(gguf, inputs, 64);
+  const std::vector<float> bf16 = RunLogits(gguf, inputs, 64, CpuMatMulMode::kBf16);
+  ASSERT_EQ(bf16.size(), fp32.size());
+  double max_diff = 0;
+  int argmax_differs = 0;
+  for (int p = 0; p < kPositions; ++p) {
+    const float* a = fp32.data() + p * kVocab;
+    const float* b = bf16.data() + p * kVocab;
+    for (int v = 0; v < kVocab; ++v) max_diff = std::max<double>(max_diff, std::fabs(a[v] - b[v]));
+    argmax_differs += std::max_element(a, a + kVocab) - a != std::max_element(b, b + kVocab) - b;
+  }
+  std::printf(
+      "bf16 matmul vs fp32 matmul, bf16 weights: max |logit diff| = %.3g, %d of %d "
+      "positions with another top token\n",
+      max_diff, argmax_differs, kPositions);
+  EXPECT_LE(max_diff, kBf16MatMulLogitTolerance);
+  EXPECT_EQ(argmax_differs, 0);
+  // Prefill chunks and decode give the same bits in the bf16 mode too.
+  EXPECT_EQ(RunLogits(gguf, inputs, 1, CpuMatMulMode::kBf16), bf16);
+  EXPECT_EQ(RunLogits(gguf, inputs, 7, CpuMatMulMode::kBf16), bf16);
+
+  std::vector<std::vector<TokenId>> greedy;
+  for (CpuMatMulMode mode : {CpuMatMulMode::kFp32, CpuMatMulMode::kBf16}) {
+    auto e = Engine::Open(gguf, {.threads = 2, .cpu_matmul = mode});
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ((*e)->backend().description().find("bf16 matmul") != std::string::npos,
+              mode == CpuMatMulMode::kBf16);
+    GenerationRequest r;
+    r.prompt = kPromptIds;
+    r.params.temperature = 0;
+    r.params.max_tokens = 60;
+    absl::StatusOr<std::vector<SequenceOutput>> out = (*e)->Generate({r});
+    ASSERT_TRUE(out.ok()) << out.status();
+    greedy.push_back((*out)[0].tokens);
+  }
+  EXPECT_EQ(greedy[1], greedy[0]);
 }
 
 TEST(EngineTest, HalfPrecisionGgufAndItsCompressedCopiesAgreeBitForBit) {
@@ -215,9 +299,11 @@ std::vector<GenerationRequest> SixteenRequests(const Engine& e, bool sampled) {
   return reqs;
 }
 
+// Each request alone (default options, but the batched ones' matmul mode),
+// then all of them in one engine with `batched_options`: the same tokens.
 void ExpectBatchEqualsAlone(const EngineOptions& batched_options, bool sampled,
-                            bool want_preemption) {
-  std::unique_ptr<Engine> alone = OpenEngine(Gguf());
+                            bool want_preemption, const std::filesystem::path& model = Gguf()) {
+  std::unique_ptr<Engine> alone = OpenEngine(model, {.cpu_matmul = batched_options.cpu_matmul});
   ASSERT_NE(alone, nullptr);
   std::vector<std::vector<TokenId>> expected;
   for (GenerationRequest& r : SixteenRequests(*alone, sampled)) {
@@ -225,7 +311,7 @@ void ExpectBatchEqualsAlone(const EngineOptions& batched_options, bool sampled,
     ASSERT_TRUE(out.ok()) << out.status();
     expected.push_back((*out)[0].tokens);
   }
-  std::unique_ptr<Engine> batched = OpenEngine(Gguf(), batched_options);
+  std::unique_ptr<Engine> batched = OpenEngine(model, batched_options);
   ASSERT_NE(batched, nullptr);
   auto out = batched->Generate(SixteenRequests(*batched, sampled));
   ASSERT_TRUE(out.ok()) << out.status();
@@ -241,6 +327,18 @@ TEST(EngineTest, BatchOfSixteenGivesWhatEachGivesAlone) {
   EngineOptions o;
   o.max_batch_tokens = 48;  // prompts are chunked and mixed with decodes
   ExpectBatchEqualsAlone(o, /*sampled=*/false, /*want_preemption=*/false);
+}
+
+// The bf16 matmul mode on bf16 weights: every step, prefill chunk or decode
+// of any batch, uses it, so batching changes no token either.
+TEST(EngineTest, Bf16MatMulBatchOfSixteenGivesWhatEachGivesAlone) {
+  SKIP_WITHOUT_BF16_MATMUL();
+  testing::TempDir tmp;
+  EngineOptions o;
+  o.max_batch_tokens = 48;
+  o.cpu_matmul = CpuMatMulMode::kBf16;
+  ExpectBatchEqualsAlone(o, /*sampled=*/false, /*want_preemption=*/false,
+                         testing::HalfPrecisionGguf(Gguf(), tmp.path(), codec::DType::kBF16));
 }
 
 TEST(EngineTest, SeededSamplingIsTheSameInABatch) {
@@ -395,8 +493,25 @@ TEST(EngineTest, ATokenizerLargerThanTheEmbeddingIsRefused) {
   auto e = Engine::Open(dir);
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition) << e.status();
-  EXPECT_THAT(e.status().message(), HasSubstr("151"));   // the tokenizer's ~151k tokens
+  EXPECT_THAT(e.status().message(), HasSubstr("151"));  // the tokenizer's ~151k tokens
   EXPECT_THAT(e.status().message(), HasSubstr("rows"));
+}
+
+// The matmul mode is the CPU backend's: bf16 on a CUDA device is refused,
+// and on a CPU whose kernels lack AVX512-BF16 too (naming the feature).
+TEST(EngineTest, Bf16MatMulOnlyWhereItRuns) {
+  auto cuda = Engine::Open(Gguf(), {.device = "cuda:0", .cpu_matmul = CpuMatMulMode::kBf16});
+  EXPECT_EQ(cuda.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(cuda.status().message(),
+              HasSubstr("matmul bf16 is a CPU backend mode; cuda:0 is a CUDA device"));
+  auto cpu = CreateCpuBackend({.threads = 1, .matmul = CpuMatMulMode::kBf16});
+  if (HasBf16MatMul()) {
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    EXPECT_THAT((*cpu)->description(), HasSubstr("bf16 matmul"));
+  } else {
+    EXPECT_EQ(cpu.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(cpu.status().message(), HasSubstr("matmul bf16 needs AVX-512 with AVX512-BF16"));
+  }
 }
 
 TEST(EngineTest, BadModelsGetClearErrors) {

@@ -502,8 +502,8 @@ class ConfigReader {
                        ReadMap(items[i], path,
                                {"name", "path", "codec", "device", "instances", "kv_cache",
                                 "max_batch", "max_batch_tokens", "max_context", "max_prompt_bytes",
-                                "threads", "fused_max_batch", "chat_template", "prefix_cache",
-                                "load", "keep_alive", "pinned"}));
+                                "threads", "fused_max_batch", "matmul", "chat_template",
+                                "prefix_cache", "load", "keep_alive", "pinned"}));
       for (const char* key : {"name", "path", "device"}) {
         if (f.Find(key) == nullptr) return Error(items[i], f.PathOf(key), "required");
       }
@@ -574,6 +574,20 @@ class ConfigReader {
         ASSIGN_OR_RETURN(const int64_t n,
                          ReadInt(*v, f.PathOf("fused_max_batch"), 0, engine::kMaxFusedMaxBatch));
         model.fused_max_batch = static_cast<int>(n);
+      }
+      if (const YAML::Node* v = f.Find("matmul")) {
+        if (device->kind != DeviceKind::kCpu) {
+          return Error(*v, f.PathOf("matmul"),
+                       absl::StrCat("only for a cpu device; ", Quote(device->name), " is ",
+                                    std::string(DeviceKindName(device->kind))));
+        }
+        using engine::CpuMatMulMode;
+        ASSIGN_OR_RETURN(
+            model.matmul,
+            ReadEnum<CpuMatMulMode>(
+                *v, f.PathOf("matmul"),
+                {{engine::CpuMatMulModeName(CpuMatMulMode::kFp32), CpuMatMulMode::kFp32},
+                 {engine::CpuMatMulModeName(CpuMatMulMode::kBf16), CpuMatMulMode::kBf16}}));
       }
       if (const YAML::Node* v = f.Find("chat_template")) {
         ASSIGN_OR_RETURN(model.chat_template, ReadPath(*v, f.PathOf("chat_template"), true));
@@ -906,6 +920,7 @@ engine::EngineOptions ServerConfig::Model::ToEngineOptions() const {
   options.max_batch_tokens = max_batch_tokens;
   options.max_context = max_context;
   options.fused_max_batch = fused_max_batch;
+  options.cpu_matmul = matmul;
   options.chat_template_file = chat_template;
   options.prefix_caching = prefix_cache != PrefixCacheMode::kOff;
   return options;

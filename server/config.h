@@ -12,7 +12,8 @@
 // are repeated keys, more than one YAML document, values of the wrong type or
 // out of range (booleans are true/false only, not yes/no), and these
 // cross-checks: names unique among devices, models and tenants; a model's
-// device exists (and `threads` is only given for a cpu device); a tenant's
+// device exists (and `threads` and `matmul` are only given for a cpu device,
+// `fused_max_batch` for a cuda one); a tenant's
 // allowed models exist (or are "*", alone); one API key hash in two tenants
 // (or twice in one); two cuda devices with the same index;
 // require_client_cert without client_ca_file. LoadServerConfig also checks
@@ -182,11 +183,15 @@ struct ServerConfig {
     // (engine::Engine::max_prompt_bytes: the context × the longest token,
     // text no tokenizer that keeps every byte could fit).
     uint64_t max_prompt_bytes = 0;
-    int threads = 0;                         // cpu devices only: CPU backend threads; 0: all cores
+    int threads = 0;  // cpu devices only: CPU backend threads; 0: all cores
     // cuda devices only: steps of at most this many sequences run the fused
     // decode-in-matmul kernels, taller ones cuBLAS; 0..32, 0: never fuse
     // (engine::EngineOptions::fused_max_batch).
     int fused_max_batch = engine::EngineOptions().fused_max_batch;
+    // `matmul`, cpu devices only: fp32 (default) | bf16, how matmuls by
+    // bf16 weights are computed (engine::EngineOptions::cpu_matmul; bf16
+    // needs AVX512-BF16, else the load fails saying so).
+    engine::CpuMatMulMode matmul = engine::CpuMatMulMode::kFp32;
     // `chat_template`: a Jinja file that replaces the model's own chat
     // template (relative to the config file's directory); empty: the
     // model's (engine/chat_source.h).

@@ -1,7 +1,5 @@
 #include "server/config.h"
 
-#include "server/auth.h"
-
 #include <unistd.h>
 
 #include <cctype>
@@ -14,6 +12,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/auth.h"
 #include "server/sha256.h"
 #include "tests/testing/testing.h"
 
@@ -122,6 +121,7 @@ TEST(ServerConfigTest, ExampleFileParses) {
   EXPECT_EQ(config->models[0].instances, 2);
   EXPECT_EQ(config->models[0].kv_cache_bytes, 16ull << 30);
   EXPECT_EQ(config->models[1].threads, 8);
+  EXPECT_EQ(config->models[1].matmul, engine::CpuMatMulMode::kBf16);
   ASSERT_EQ(config->tenants.size(), 3u);
   EXPECT_EQ(FindTenantByApiKey(*config, "example-alice-key-2"), &config->tenants[1]);
   EXPECT_TRUE(config->tenants[0].admin);
@@ -241,6 +241,20 @@ TEST(ServerConfigTest, FusedMaxBatchReachesTheEngine) {
   EXPECT_EQ(fused->FindModel("big")->ToEngineOptions().fused_max_batch, 32);
 }
 
+TEST(ServerConfigTest, MatMulModeReachesTheEngine) {
+  absl::StatusOr<ServerConfig> c = ParseServerConfig(Full(), "packd.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->models[0].matmul, engine::CpuMatMulMode::kFp32);  // the default
+  EXPECT_EQ(c->models[0].ToEngineOptions().cpu_matmul, engine::CpuMatMulMode::kFp32);
+  for (const auto& [value, mode] : std::vector<std::pair<std::string, engine::CpuMatMulMode>>{
+           {"fp32", engine::CpuMatMulMode::kFp32}, {"bf16", engine::CpuMatMulMode::kBf16}}) {
+    c = ParseServerConfig(Replace(Full(), "threads: 2", "threads: 2, matmul: " + value),
+                          "packd.yaml");
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->models[0].ToEngineOptions().cpu_matmul, mode) << value;
+  }
+}
+
 TEST(ServerConfigTest, PrefixCacheModes) {
   absl::StatusOr<ServerConfig> c = ParseServerConfig(Full(), "packd.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
@@ -311,7 +325,7 @@ TEST(ServerConfigTest, StartUpFailurePolicyAndPromptByteLimit) {
   absl::StatusOr<ServerConfig> c = ParseServerConfig(Full(), "packd.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->on_model_load_failure, ModelLoadFailure::kExit);  // fail fast by default
-  EXPECT_EQ(c->FindModel("big")->max_prompt_bytes, 0u);           // derived
+  EXPECT_EQ(c->FindModel("big")->max_prompt_bytes, 0u);          // derived
   c = ParseServerConfig(Replace(Full(), "codec: tiled", "codec: tiled, max_prompt_bytes: 64KiB") +
                             "on_model_load_failure: continue\n",
                         "packd.yaml");
@@ -439,6 +453,12 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
        "models[1].threads: only for a cpu device; 'gpu0' is cuda"},
       {Replace(Full(), "threads: 2", "fused_max_batch: 4"),
        "models[0].fused_max_batch: only for a cuda device; 'cpu' is cpu"},
+      {Replace(Full(), "codec: tiled", "codec: tiled, matmul: bf16"),
+       "models[1].matmul: only for a cpu device; 'gpu0' is cuda"},
+      {Replace(Full(), "threads: 2", "threads: 2, matmul: int8"),
+       "packd.yaml:5: models[0].matmul: must be one of fp32, bf16; got the scalar 'int8'"},
+      {Replace(Full(), "threads: 2", "threads: 2, matmul: [bf16]"),
+       "models[0].matmul: must be one of fp32, bf16; got a list"},
       {Replace(Full(), "codec: tiled", "codec: tiled, fused_max_batch: 33"),
        "models[1].fused_max_batch: must be <= 32, got 33"},
       {Replace(Full(), "codec: tiled", "codec: tiled, fused_max_batch: -1"),

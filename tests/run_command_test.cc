@@ -6,6 +6,8 @@
 #include <fstream>
 #include <string>
 
+#include "base/cpu_features.h"
+#include "engine/cpu/bf16_gemm.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/packd_command.h"
@@ -16,6 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
+using engine::cpu::GetBf16GemmKernels;
 using testing::CommandResult;
 using testing::RunPackd;
 
@@ -43,6 +46,14 @@ TEST(RunCommandTest, GreedyTextIsTheReferenceFromEveryForm) {
     ASSERT_EQ(r.rc, 0) << r.err;
     EXPECT_EQ(r.out, kExpected) << codec;
   }
+  // The bf16 matmul mode leaves F32 weights (all of this model's) on the
+  // fp32 path: the same text.
+  if (GetBf16GemmKernels() != nullptr) {
+    r = RunPackd(tmp, "run " + gguf.string() +
+                          " 'Once upon a time' -n 60 --temperature 0 --threads 2 --matmul bf16");
+    ASSERT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out, kExpected);
+  }
   // Token ids in, token ids out.
   r = RunPackd(tmp, "run " + gguf.string() + " '1 403 407 261 378' --tokens -n 3 --temperature 0");
   ASSERT_EQ(r.rc, 0) << r.err;
@@ -65,6 +76,17 @@ TEST(RunCommandTest, BadInputGetsAClearError) {
   r = RunPackd(tmp, "run " + gguf.string() + " 'Once' --temperature hot");
   EXPECT_EQ(r.rc, 2);
   EXPECT_THAT(r.err, HasSubstr("--temperature"));
+  r = RunPackd(tmp, "run " + gguf.string() + " 'Once' --matmul int8");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_THAT(r.err, HasSubstr("--matmul: 'int8' is not one of fp32, bf16"));
+  {
+    // Without AVX512-BF16 (here: with the kernels capped below AVX-512),
+    // the bf16 mode is refused, naming the option and the feature.
+    ScopedCpuIsaCap cap("avx2");
+    r = RunPackd(tmp, "run " + gguf.string() + " 'Once' --matmul bf16");
+    EXPECT_EQ(r.rc, 1);
+    EXPECT_THAT(r.err, HasSubstr("matmul bf16 needs AVX-512 with AVX512-BF16"));
+  }
   r = RunPackd(tmp, "run " + (tmp.path() / "missing").string() + " 'Once'");
   EXPECT_EQ(r.rc, 1);
   EXPECT_THAT(r.err, HasSubstr("missing"));

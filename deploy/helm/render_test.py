@@ -81,7 +81,7 @@ PACKD_SCHEMA = {
     "models": [{"name": None, "path": None, "codec": None, "device": None, "instances": None,
                 "kv_cache": None, "max_batch": None, "max_batch_tokens": None,
                 "max_context": None, "max_prompt_bytes": None, "threads": None,
-                "chat_template": None, "prefix_cache": None,
+                "matmul": None, "chat_template": None, "prefix_cache": None,
                 "fused_max_batch": None, "load": None, "keep_alive": None, "pinned": None}],
     "tenants": [{"name": None, "api_key_sha256": None, "api_key_sha256_file": None, "admin": None,
                  "allowed_models": None, "max_concurrent_requests": None,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
 #include "codec/tiled_codec.h"
+#include "engine/cpu/bf16_gemm.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/split_gemm.h"
 
@@ -210,12 +212,13 @@ class CpuBackend final : public Backend {
         pool_(options.threads),
         kernels_(cpu::GetKernels()),
         split_(cpu::GetSplitGemmKernels()),
+        bf16_(options.matmul == CpuMatMulMode::kBf16 ? cpu::GetBf16GemmKernels() : nullptr),
         memory_(std::make_shared<CpuMemory>(options.memory_budget_bytes)) {}
 
   std::string_view name() const override { return "cpu"; }
   std::string description() const override {
     return absl::StrCat("cpu (", std::string(cpu::IsaName(kernels_.isa)), ", ", pool_.threads(),
-                        " threads)");
+                        " threads", bf16_ != nullptr ? ", bf16 matmul" : "", ")");
   }
 
   absl::StatusOr<std::unique_ptr<Buffer>> Allocate(uint64_t bytes, MemoryKind kind) override {
@@ -332,6 +335,20 @@ class CpuBackend final : public Backend {
       }
     };
     FirstError err;
+    if (bf16_ != nullptr && w.info().dtype == DType::kBF16) {
+      // bf16 mode: x rounded once, every row block (decoded when
+      // compressed) through the bf16 kernel, never the split kernels (whose
+      // bits are the fp32 mode's).
+      // (64-byte aligned: the kernel's 64-byte loads of x then split no
+      // cache line when k % 32 == 0.)
+      x_bf16_.resize(static_cast<size_t>(n * k + 32));
+      uint16_t* xb = x_bf16_.data() + (-reinterpret_cast<uintptr_t>(x_bf16_.data()) % 64) / 2;
+      for (int64_t t = 0; t < n; ++t) bf16_->round(x.data + t * x.stride, k, xb + t * k);
+      return ForEachRowBlock(w, [&](const uint8_t* p, int64_t r0, int64_t r1) {
+        bf16_->gemm(xb, n, k, p, r1 - r0, k, out.data + r0, out.stride);
+        add_bias(r0, r1);
+      });
+    }
     if (w.split_mode() != SplitMode::kNone && n <= cpu::kSplitGemmMaxTokens) {
       // Row blocks whose exponents (one byte per weight) fill about half of
       // L1, in multiples of 4 rows (the one-token tile height).
@@ -361,25 +378,10 @@ class CpuBackend final : public Backend {
       });
       return err.Take();
     }
-    // Row blocks of ~64 KiB of weights (at least 8 rows, so the gemm's
-    // register blocking shares each x load across rows): small enough to
-    // stay in L2 while every token of x passes over them, and many per
-    // thread for balance.
-    const int64_t row_bytes = k * w.elem_bytes();
-    const int64_t block = std::clamp<int64_t>(65536 / std::max<int64_t>(row_bytes, 1), 8, 256);
-    const int64_t blocks = (m + block - 1) / block;
-    pool_.ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
-      for (int64_t bi = b0; bi < b1; ++bi) {
-        const int64_t r0 = bi * block, r1 = std::min(m, r0 + block);
-        absl::StatusOr<const uint8_t*> p =
-            w.Elements(static_cast<uint64_t>(r0) * k, static_cast<uint64_t>(r1) * k, tls_scratch);
-        if (!p.ok()) return err.Set(p.status());
-        kernels_.gemm(x.data, n, x.stride, *p, w.info().dtype, r1 - r0, k, out.data + r0,
-                      out.stride);
-        add_bias(r0, r1);
-      }
+    return ForEachRowBlock(w, [&](const uint8_t* p, int64_t r0, int64_t r1) {
+      kernels_.gemm(x.data, n, x.stride, p, w.info().dtype, r1 - r0, k, out.data + r0, out.stride);
+      add_bias(r0, r1);
     });
-    return err.Take();
   }
 
   absl::Status RmsNorm(TensorView x, const Weight& weight, float eps, TensorView out) override {
@@ -517,6 +519,31 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // Calls fn(p, r0, r1) for the row blocks [r0, r1) of matrix `w` on the
+  // pool, p pointing at the block's raw element bytes (mapped, or decoded
+  // into the thread's scratch). Row blocks of ~64 KiB of weights (at least
+  // 8 rows, so the gemm's register blocking shares each x load across rows):
+  // small enough to stay in L2 while every token of x passes over them, and
+  // many per thread for balance. The first decode error, if any.
+  template <typename Fn>
+  absl::Status ForEachRowBlock(const CpuWeight& w, const Fn& fn) {
+    const int64_t m = w.rows(), k = w.cols();
+    const int64_t row_bytes = k * w.elem_bytes();
+    const int64_t block = std::clamp<int64_t>(65536 / std::max<int64_t>(row_bytes, 1), 8, 256);
+    const int64_t blocks = (m + block - 1) / block;
+    FirstError err;
+    pool_.ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
+      for (int64_t bi = b0; bi < b1; ++bi) {
+        const int64_t r0 = bi * block, r1 = std::min(m, r0 + block);
+        absl::StatusOr<const uint8_t*> p =
+            w.Elements(static_cast<uint64_t>(r0) * k, static_cast<uint64_t>(r1) * k, tls_scratch);
+        if (!p.ok()) return err.Set(p.status());
+        fn(*p, r0, r1);
+      }
+    });
+    return err.Take();
+  }
+
   static absl::StatusOr<int64_t> Slot(const KvLayer& cache, const BatchLayout& layout, int64_t t,
                                       int64_t pos) {
     const int32_t seq = layout.token_seq[t];
@@ -537,12 +564,23 @@ class CpuBackend final : public Backend {
   mutable ThreadPool pool_;
   const cpu::Kernels& kernels_;
   const cpu::SplitGemmKernels* split_;  // null: no split kernels on this CPU / ISA
+  const cpu::Bf16GemmKernels* bf16_;    // non-null: the bf16 matmul mode
+  std::vector<uint16_t> x_bf16_;        // MatMul's x rounded to bf16, [n, k], and padding
   std::shared_ptr<CpuMemory> memory_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(const CpuBackendOptions& options) {
+  if (options.matmul == CpuMatMulMode::kBf16 && cpu::GetBf16GemmKernels() == nullptr) {
+    const bool capped = cpu::GetBf16GemmKernelsFor(cpu::Isa::kAvx512) != nullptr;
+    return absl::FailedPreconditionError(
+        absl::StrCat("cpu backend: matmul bf16 needs AVX-512 with AVX512-BF16 (vdpbf16ps); ",
+                     capped ? absl::StrCat("PACKD_CPU_ISA caps the kernels at ",
+                                           std::string(cpu::IsaName(cpu::GetKernels().isa)))
+                            : "this CPU does not have it",
+                     " (matmul fp32 runs anywhere)"));
+  }
   return std::unique_ptr<Backend>(new CpuBackend(options));
 }
 

@@ -41,7 +41,8 @@ const Kernels& GetKernels() {
 
 namespace internal {
 
-void RunGemm(const GemmTiles* tiles, const float* x, int64_t n, int64_t x_stride, const void* w,
+template <typename X>
+void RunGemm(const GemmTilesOf<X>* tiles, const X* x, int64_t n, int64_t x_stride, const void* w,
              int64_t rows, int64_t k, float* out, int64_t out_stride) {
   if (n <= 0 || rows <= 0) return;
   if (tiles == nullptr) {
@@ -50,7 +51,7 @@ void RunGemm(const GemmTiles* tiles, const float* x, int64_t n, int64_t x_stride
     }
     return;
   }
-  const GemmTiles& g = *tiles;
+  const GemmTilesOf<X>& g = *tiles;
   const auto* wb = static_cast<const uint8_t*>(w);
   const int64_t row_bytes = k * g.elem_bytes;
   if (n == 1) {
@@ -67,7 +68,7 @@ void RunGemm(const GemmTiles* tiles, const float* x, int64_t n, int64_t x_stride
     const int64_t r1 = std::min(rows, r0 + block_rows);
     for (int64_t t = 0; t < n; t += g.tokens) {
       const int tt = static_cast<int>(std::min<int64_t>(g.tokens, n - t));
-      const float* xt = x + t * x_stride;
+      const X* xt = x + t * x_stride;
       float* ot = out + t * out_stride;
       for (int64_t r = r0; r < r1; r += g.rows) {
         const int rr = static_cast<int>(std::min<int64_t>(g.rows, r1 - r));
@@ -76,6 +77,11 @@ void RunGemm(const GemmTiles* tiles, const float* x, int64_t n, int64_t x_stride
     }
   }
 }
+
+template void RunGemm<float>(const GemmTilesOf<float>*, const float*, int64_t, int64_t, const void*,
+                             int64_t, int64_t, float*, int64_t);
+template void RunGemm<uint16_t>(const GemmTilesOf<uint16_t>*, const uint16_t*, int64_t, int64_t,
+                                const void*, int64_t, int64_t, float*, int64_t);
 
 float F16ToF32(uint16_t h) {
   const uint32_t sign = uint32_t{h & 0x8000u} << 16;

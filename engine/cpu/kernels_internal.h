@@ -28,11 +28,14 @@
 namespace packd::engine::cpu::internal {
 
 // out[t * out_stride + r] for t < T, r < R; w points at row 0 of the tile
-// (row r at w + r * k * elem_bytes).
-using GemmTile = void (*)(const float* x, int64_t x_stride, const uint8_t* w, int64_t k, float* out,
-                          int64_t out_stride);
+// (row r at w + r * k * elem_bytes). X is the activations' element type:
+// float for Kernels::gemm, uint16_t (bf16 bits) for bf16_gemm.h's kernel.
+template <typename X>
+using GemmTileOf = void (*)(const X* x, int64_t x_stride, const uint8_t* w, int64_t k, float* out,
+                            int64_t out_stride);
 
-struct GemmTiles {
+template <typename X>
+struct GemmTilesOf {
   static constexpr int kMaxTokens = 6;
   static constexpr int kMaxRows = 8;
   int elem_bytes = 0;
@@ -41,30 +44,34 @@ struct GemmTiles {
   int decode_rows = 0;  // R of the one-token tile
   // tile[T][R]: filled for T = 1 and R <= decode_rows, and for 2 <= T <=
   // tokens and R <= rows.
-  GemmTile tile[kMaxTokens + 1][kMaxRows + 1] = {};
+  GemmTileOf<X> tile[kMaxTokens + 1][kMaxRows + 1] = {};
 };
+using GemmTile = GemmTileOf<float>;
+using GemmTiles = GemmTilesOf<float>;
 
-// Fills a GemmTiles from a class template Tile<DType, T, R> with a static
-// member `Run` of GemmTile's signature.
-template <template <codec::DType, int, int> class Tile, codec::DType D, int T, int... Rs>
-constexpr void FillTileRow(GemmTiles& g, std::integer_sequence<int, Rs...>) {
+// Fills a GemmTilesOf<X> from a class template Tile<DType, T, R> with a
+// static member `Run` of GemmTileOf<X>'s signature.
+template <template <codec::DType, int, int> class Tile, codec::DType D, int T, typename G,
+          int... Rs>
+constexpr void FillTileRow(G& g, std::integer_sequence<int, Rs...>) {
   ((g.tile[T][Rs + 1] = &Tile<D, T, Rs + 1>::Run), ...);
 }
 template <template <codec::DType, int, int> class Tile, codec::DType D, int kTokens, int kRows,
-          int kDecodeRows, int... Ts>
-constexpr void FillTiles(GemmTiles& g, std::integer_sequence<int, Ts...>) {
+          int kDecodeRows, typename G, int... Ts>
+constexpr void FillTiles(G& g, std::integer_sequence<int, Ts...>) {
   (FillTileRow<Tile, D, Ts + 1>(g,
                                 std::make_integer_sequence<int, (Ts == 0 ? kDecodeRows : kRows)>()),
    ...);
 }
 template <template <codec::DType, int, int> class Tile, codec::DType D, int kTokens, int kRows,
-          int kDecodeRows>
-constexpr GemmTiles MakeGemmTiles() {
-  static_assert(kTokens >= 1 && kTokens <= GemmTiles::kMaxTokens);
-  static_assert(kRows >= 1 && kRows <= GemmTiles::kMaxRows);
-  static_assert(kDecodeRows >= kRows && kDecodeRows <= GemmTiles::kMaxRows,
+          int kDecodeRows, typename X = float>
+constexpr GemmTilesOf<X> MakeGemmTiles() {
+  using G = GemmTilesOf<X>;
+  static_assert(kTokens >= 1 && kTokens <= G::kMaxTokens);
+  static_assert(kRows >= 1 && kRows <= G::kMaxRows);
+  static_assert(kDecodeRows >= kRows && kDecodeRows <= G::kMaxRows,
                 "token tails of prefill use the one-token tiles");
-  GemmTiles g;
+  G g;
   g.elem_bytes = D == codec::DType::kF32 ? 4 : 2;
   g.tokens = kTokens;
   g.rows = kRows;
@@ -73,10 +80,11 @@ constexpr GemmTiles MakeGemmTiles() {
   return g;
 }
 
-// The Kernels::gemm contract on top of a tile table (kernels.cc). `tiles` is
-// the table for wtype, or null for a dtype gemm cannot read (out is then
-// filled with NaN).
-void RunGemm(const GemmTiles* tiles, const float* x, int64_t n, int64_t x_stride, const void* w,
+// The Kernels::gemm contract on top of a tile table (kernels.cc; defined for
+// X = float and uint16_t). `tiles` is the table for wtype, or null for a
+// dtype gemm cannot read (out is then filled with NaN).
+template <typename X>
+void RunGemm(const GemmTilesOf<X>* tiles, const X* x, int64_t n, int64_t x_stride, const void* w,
              int64_t rows, int64_t k, float* out, int64_t out_stride);
 
 // Exact scalar conversions (portable path and tests of the SIMD paths).
