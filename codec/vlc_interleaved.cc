@@ -240,10 +240,9 @@ PACKD_VLCI_TARGET bool DecodeAvx512(const VlcInterleavedCode& c, const uint8_t* 
   const uint32_t first = VlcFirstOnDemandStep(steps);
   vlci::LaneState lanes = vlci::Start<true>(begin, end, first, vlci::ActiveLanes(n, 0), &overrun);
   for (uint32_t s = 0; s < first; ++s) {  // full steps (a tile has more than 4)
-    const __m512i e = vlci::Step<true, false>(
-        t, lanes, end, ~__mmask32{0}, s + 1 < first ? ~__mmask32{0} : 0, &overrun);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(exps + s * kVlcLanes),
-                        _mm512_cvtepi16_epi8(e));
+    const __m512i e = vlci::Step<true, false>(t, lanes, end, ~__mmask32{0},
+                                              s + 1 < first ? ~__mmask32{0} : 0, &overrun);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(exps + s * kVlcLanes), _mm512_cvtepi16_epi8(e));
   }
   for (uint32_t s = first; s < steps; ++s) {
     const __mmask32 active = vlci::ActiveLanes(n, s);

@@ -193,8 +193,9 @@ absl::StatusOr<DeviceImage> DeviceImage::Build(std::string_view codec, const Ten
     L.offset_bytes = header[12];
     if (mode == kVlcModeInterleaved && L.elem_bytes != 2) {
       return absl::InvalidArgumentError(
-          absl::StrCat(Prefix(codec), "an fp32 tensor in interleaved mode has no device decoder "
-                                      "(re-compress it with the default vlc options)"));
+          absl::StrCat(Prefix(codec),
+                       "an fp32 tensor in interleaved mode has no device decoder "
+                       "(re-compress it with the default vlc options)"));
     }
     if ((mode == kVlcModeHuffman || mode == kVlcModeInterleaved) && L.elem_bytes == 2) {
       L.kind = DeviceCodecKind::kVlcLanes;

@@ -155,8 +155,8 @@ codec::TensorInfo InfoOf(int64_t rows, int64_t k) { return {DType::kBF16, {rows,
 // out; checked bit for bit against gemm for several token counts, over the
 // whole matrix and in two row ranges (row0 != 0).
 template <typename Run>
-void ExpectMatchesGemm(int64_t rows, int64_t k, const std::vector<uint8_t>& raw,
-                       std::mt19937& rng, const std::string& what, Run run) {
+void ExpectMatchesGemm(int64_t rows, int64_t k, const std::vector<uint8_t>& raw, std::mt19937& rng,
+                       const std::string& what, Run run) {
   for (int64_t n : {1, 2, 3, 4, 5, 9, 17, 64}) {
     const Problem p = MakeProblem(n, rows, k, rng);
     const std::vector<float> want = Reference(p, raw);
@@ -198,13 +198,13 @@ TEST_P(SplitGemmTest, TiledMatchesGemmBitForBit) {
         }
         ASSERT_EQ(view->rows, static_cast<uint64_t>(rows));
         ASSERT_EQ(view->cols, static_cast<uint64_t>(k));
-        ExpectMatchesGemm(rows, k, raw, rng,
-                          "tiled rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
-                              " tile=" + std::to_string(tile),
-                          [&](const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
-                            Split()->tiled(p.x.data(), n, p.x_stride, *view, row0, count, out,
-                                           p.out_stride);
-                          });
+        ExpectMatchesGemm(
+            rows, k, raw, rng,
+            "tiled rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
+                " tile=" + std::to_string(tile),
+            [&](const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
+              Split()->tiled(p.x.data(), n, p.x_stride, *view, row0, count, out, p.out_stride);
+            });
       }
     }
   }
@@ -231,13 +231,13 @@ TEST_P(SplitGemmTest, VlcInterleavedMatchesGemmBitForBit) {
         ASSERT_TRUE(view.ok()) << view.status();
         ASSERT_EQ(view->rows, static_cast<uint64_t>(rows));
         ASSERT_EQ(view->cols, static_cast<uint64_t>(k));
-        ExpectMatchesGemm(rows, k, raw, rng,
-                          "vlc rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
-                              " tile=" + std::to_string(tile),
-                          [&](const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
-                            Split()->vlc(p.x.data(), n, p.x_stride, *view, row0, count, out,
-                                         p.out_stride);
-                          });
+        ExpectMatchesGemm(
+            rows, k, raw, rng,
+            "vlc rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
+                " tile=" + std::to_string(tile),
+            [&](const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
+              Split()->vlc(p.x.data(), n, p.x_stride, *view, row0, count, out, p.out_stride);
+            });
       }
     }
   }
