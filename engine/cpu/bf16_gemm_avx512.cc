@@ -25,6 +25,9 @@ using internal::GemmTilesOf;
 
 // bf16 elements per vdpbf16ps: 16 fp32 lanes, a pair of products each.
 constexpr int kChunk = 32;
+// How far ahead a one-token tile prefetches each weight row into L2, in
+// bytes: as Kernels::gemm's one-token tiles (kernels_avx512.cc) do.
+constexpr int64_t kPrefetchBytes = 16384;
 
 // Mask of the first `count` 16-bit lanes (count in [0, 32)).
 PACKD_AVX512_BF16 inline __mmask32 FirstWords(int64_t count) {
@@ -88,6 +91,15 @@ struct Bf16Tile {
     const int64_t full = k - k % kChunk;
     for (int64_t i = 0; i < full; i += kChunk) {
       __m512i wv[R];
+      if constexpr (T == 1) {
+        // One token (decode) streams the weights from DRAM, 64 bytes per
+        // row per step: without the prefetch the core waits on memory
+        // (bench/NOTES.md, "CPU bf16 matmul mode").
+        for (int r = 0; r < R; ++r) {
+          _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + i * 2 + kPrefetchBytes),
+                       _MM_HINT_T1);
+        }
+      }
       for (int r = 0; r < R; ++r) wv[r] = _mm512_loadu_si512(w + r * row_bytes + i * 2);
       for (int t = 0; t < T; ++t) {
         const __m512i xv = _mm512_loadu_si512(x + t * x_stride + i);
