@@ -14,9 +14,10 @@ enum class CpuMatMulMode {
   kFp32,
   // Activations rounded to bf16 once per matmul, bf16 x bf16 dot products
   // with fp32 accumulation (engine/cpu/bf16_gemm.h, AVX512-BF16 only):
-  // about 1.5x the prefill throughput; logits move by the rounding of the
-  // activations (relative ~2^-9 per product), and compressed weights still
-  // give the raw model's bits. F32 and F16 weights keep the fp32 path.
+  // 1.6-1.7x the fp32 mode's prefill on the Zen 4 development machine
+  // (bench/NOTES.md); logits move by the rounding of the activations (a
+  // relative error of at most 2^-9 per activation), and compressed weights
+  // still give the raw model's bits. F32 and F16 weights keep the fp32 path.
   kBf16,
 };
 
