@@ -232,42 +232,25 @@ bool DecodeScalar(const VlcInterleavedCode& c, const uint8_t* begin, const uint8
 }
 
 #if defined(__x86_64__)
-PACKD_VLCI_TARGET bool DecodeAvx512(const VlcInterleavedCode& c, const uint8_t* begin,
-                                    const uint8_t* end, uint32_t n, uint8_t* exps) {
+// K tiles of n exponents each, stepped in lockstep (K independent
+// dependency chains); ok[i]: tile i's stream held exactly its exponents.
+template <int K>
+PACKD_VLCI_TARGET void DecodeAvx512(const VlcInterleavedCode& c, const uint8_t* const begin[K],
+                                    const uint8_t* const end[K], uint32_t n,
+                                    uint8_t* const exps[K], bool ok[K]) {
   const vlci::Tables<0> t(c);
-  bool overrun = false;
+  bool overrun[K] = {};
   const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
   const uint32_t first = VlcFirstOnDemandStep(steps);
-  vlci::LaneState lanes = vlci::Start<true>(begin, end, first, vlci::ActiveLanes(n, 0), &overrun);
-  for (uint32_t s = 0; s < first; ++s) {  // full steps (a tile has more than 4)
-    const __m512i e = vlci::Step<true, false>(t, lanes, end, ~__mmask32{0},
-                                              s + 1 < first ? ~__mmask32{0} : 0, &overrun);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(exps + s * kVlcLanes), _mm512_cvtepi16_epi8(e));
-  }
-  for (uint32_t s = first; s < steps; ++s) {
-    const __mmask32 active = vlci::ActiveLanes(n, s);
-    const __m512i e = vlci::Step<true, true>(t, lanes, end, active, 0, &overrun);
-    _mm256_mask_storeu_epi8(exps + s * kVlcLanes, active, _mm512_cvtepi16_epi8(e));
-  }
-  return !overrun && lanes.p == end;
-}
-
-PACKD_VLCI_TARGET void DecodeAvx512x4(const VlcInterleavedCode& c, const uint8_t* const begin[4],
-                                      const uint8_t* const end[4], uint32_t n,
-                                      uint8_t* const exps[4], bool ok[4]) {
-  const vlci::Tables<0> t(c);
-  bool overrun[4] = {};
-  const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
-  const uint32_t first = VlcFirstOnDemandStep(steps);
-  vlci::LaneState lanes[4];
+  vlci::LaneState lanes[K];
 #pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < K; ++i) {
     lanes[i] = vlci::Start<true>(begin[i], end[i], first, vlci::ActiveLanes(n, 0), &overrun[i]);
   }
-  for (uint32_t s = 0; s < first; ++s) {
+  for (uint32_t s = 0; s < first; ++s) {  // full steps (such a tile has more than 4)
     const __mmask32 next = s + 1 < first ? ~__mmask32{0} : 0;
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < K; ++i) {
       const __m512i e =
           vlci::Step<true, false>(t, lanes[i], end[i], ~__mmask32{0}, next, &overrun[i]);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(exps[i] + s * kVlcLanes),
@@ -277,12 +260,12 @@ PACKD_VLCI_TARGET void DecodeAvx512x4(const VlcInterleavedCode& c, const uint8_t
   for (uint32_t s = first; s < steps; ++s) {
     const __mmask32 active = vlci::ActiveLanes(n, s);
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < K; ++i) {
       const __m512i e = vlci::Step<true, true>(t, lanes[i], end[i], active, 0, &overrun[i]);
       _mm256_mask_storeu_epi8(exps[i] + s * kVlcLanes, active, _mm512_cvtepi16_epi8(e));
     }
   }
-  for (int i = 0; i < 4; ++i) ok[i] = !overrun[i] && lanes[i].p == end[i];
+  for (int i = 0; i < K; ++i) ok[i] = !overrun[i] && lanes[i].p == end[i];
 }
 #endif
 
@@ -292,7 +275,7 @@ void DecodeVlcInterleavedTiles4(const VlcInterleavedCode& code, const uint8_t* c
                                 const uint8_t* const end[4], uint32_t n, uint8_t* const exps[4],
                                 bool avx512, bool ok[4]) {
 #if defined(__x86_64__)
-  if (avx512) return DecodeAvx512x4(code, begin, end, n, exps, ok);
+  if (avx512) return DecodeAvx512<4>(code, begin, end, n, exps, ok);
 #endif
   for (int i = 0; i < 4; ++i) ok[i] = DecodeScalar(code, begin[i], end[i], n, exps[i]);
 }
@@ -310,7 +293,11 @@ bool VlcInterleavedAvx512Supported() {
 bool DecodeVlcInterleavedTile(const VlcInterleavedCode& code, const uint8_t* begin,
                               const uint8_t* end, uint32_t n, uint8_t* exps, bool avx512) {
 #if defined(__x86_64__)
-  if (avx512) return DecodeAvx512(code, begin, end, n, exps);
+  if (avx512) {
+    bool ok;
+    DecodeAvx512<1>(code, &begin, &end, n, &exps, &ok);
+    return ok;
+  }
 #endif
   return DecodeScalar(code, begin, end, n, exps);
 }
