@@ -147,8 +147,8 @@ bool HasBf16MatMul() { return cpu::GetBf16GemmKernels() != nullptr; }
   }
 
 // The bf16 matmul mode keeps the lossless guarantee and batch invariance,
-// also on the wide rows where the fp32 mode's one-token steps take the split
-// kernels (the bf16 mode never does: their bits are the fp32 mode's).
+// also on the wide rows where small steps take the split kernels (their
+// bf16 variants here) and the 16-token chunk bf16 row blocks.
 TEST(EngineTest, Bf16MatMulCompressedModelsGiveBitIdenticalLogits) {
   SKIP_WITHOUT_BF16_MATMUL();
   testing::TempDir tmp;

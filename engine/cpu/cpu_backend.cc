@@ -212,6 +212,8 @@ class CpuBackend final : public Backend {
         pool_(options.threads),
         kernels_(cpu::GetKernels()),
         split_(cpu::GetSplitGemmKernels()),
+        split_bf16_(options.matmul == CpuMatMulMode::kBf16 ? cpu::GetSplitGemmBf16Kernels()
+                                                           : nullptr),
         bf16_(options.matmul == CpuMatMulMode::kBf16 ? cpu::GetBf16GemmKernels() : nullptr),
         memory_(std::make_shared<CpuMemory>(options.memory_budget_bytes)) {}
 
@@ -334,49 +336,26 @@ class CpuBackend final : public Backend {
         for (int64_t r = r0; r < r1; ++r) o[r] += b[r];
       }
     };
-    FirstError err;
     if (bf16_ != nullptr && w.info().dtype == DType::kBF16) {
-      // bf16 mode: x rounded once, every row block (decoded when
-      // compressed) through the bf16 kernel, never the split kernels (whose
-      // bits are the fp32 mode's).
+      // bf16 mode: x rounded once; split weights of a small step through
+      // the split kernels' bf16 variants, every other row block (decoded when
+      // compressed) through the bf16 kernel: the same bits either way.
       // (64-byte aligned: the kernel's 64-byte loads of x then split no
       // cache line when k % 32 == 0.)
       x_bf16_.resize(static_cast<size_t>(n * k + 32));
       uint16_t* xb = x_bf16_.data() + (-reinterpret_cast<uintptr_t>(x_bf16_.data()) % 64) / 2;
       for (int64_t t = 0; t < n; ++t) bf16_->round(x.data + t * x.stride, k, xb + t * k);
+      if (split_bf16_ != nullptr && w.split_mode() != SplitMode::kNone &&
+          n <= cpu::kSplitGemmMaxTokens) {
+        return SplitMatMul(*split_bf16_, xb, k, w, n, out, add_bias);
+      }
       return ForEachRowBlock(w, [&](const uint8_t* p, int64_t r0, int64_t r1) {
         bf16_->gemm(xb, n, k, p, r1 - r0, k, out.data + r0, out.stride);
         add_bias(r0, r1);
       });
     }
     if (w.split_mode() != SplitMode::kNone && n <= cpu::kSplitGemmMaxTokens) {
-      // Row blocks whose exponents (one byte per weight) fill about half of
-      // L1, in multiples of 4 rows (the one-token tile height).
-      const int64_t block = std::clamp<int64_t>(16384 / k / 4 * 4, 4, 256);
-      const int64_t blocks = (m + block - 1) / block;
-      pool_.ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
-        for (int64_t bi = b0; bi < b1; ++bi) {
-          const int64_t r0 = bi * block, r1 = std::min(m, r0 + block);
-          if (w.split_mode() == SplitMode::kTiled) {
-            split_->tiled(x.data, n, x.stride, w.tiled_rows(), r0, r1 - r0, out.data + r0,
-                          out.stride);
-          } else if (w.split_mode() == SplitMode::kVlc) {
-            split_->vlc(x.data, n, x.stride, w.vlc_rows(), r0, r1 - r0, out.data + r0, out.stride);
-          } else {
-            const codec::TensorDecoder& d = *w.source().decoder;
-            const uint64_t tpr = d.grid().tiles_per_row();
-            const uint64_t bytes = static_cast<uint64_t>((r1 - r0) * k);
-            if (tls_scratch.size() < bytes) tls_scratch.resize(bytes);
-            absl::Status s = d.DecodeExponents(r0 * tpr, (r1 - r0) * tpr,
-                                               std::span<uint8_t>(tls_scratch.data(), bytes));
-            if (!s.ok()) return err.Set(std::move(s));
-            split_->split(x.data, n, x.stride, tls_scratch.data(), d.rest_plane().data() + r0 * k,
-                          r1 - r0, k, out.data + r0, out.stride);
-          }
-          add_bias(r0, r1);
-        }
-      });
-      return err.Take();
+      return SplitMatMul(*split_, x.data, x.stride, w, n, out, add_bias);
     }
     return ForEachRowBlock(w, [&](const uint8_t* p, int64_t r0, int64_t r1) {
       kernels_.gemm(x.data, n, x.stride, p, w.info().dtype, r1 - r0, k, out.data + r0, out.stride);
@@ -519,6 +498,41 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // MatMul of n <= kSplitGemmMaxTokens tokens over a weight with a split
+  // mode, by the split kernels of one matmul mode (x: fp32 or bf16 bits).
+  template <typename X, typename AddBias>
+  absl::Status SplitMatMul(const cpu::SplitGemmKernelsOf<X>& split, const X* x, int64_t x_stride,
+                           const CpuWeight& w, int64_t n, TensorView out, const AddBias& add_bias) {
+    const int64_t m = w.rows(), k = w.cols();
+    // Row blocks whose exponents (one byte per weight) fill about half of
+    // L1, in multiples of 4 rows (the one-token tile height).
+    const int64_t block = std::clamp<int64_t>(16384 / k / 4 * 4, 4, 256);
+    const int64_t blocks = (m + block - 1) / block;
+    FirstError err;
+    pool_.ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
+      for (int64_t bi = b0; bi < b1; ++bi) {
+        const int64_t r0 = bi * block, r1 = std::min(m, r0 + block);
+        if (w.split_mode() == SplitMode::kTiled) {
+          split.tiled(x, n, x_stride, w.tiled_rows(), r0, r1 - r0, out.data + r0, out.stride);
+        } else if (w.split_mode() == SplitMode::kVlc) {
+          split.vlc(x, n, x_stride, w.vlc_rows(), r0, r1 - r0, out.data + r0, out.stride);
+        } else {
+          const codec::TensorDecoder& d = *w.source().decoder;
+          const uint64_t tpr = d.grid().tiles_per_row();
+          const uint64_t bytes = static_cast<uint64_t>((r1 - r0) * k);
+          if (tls_scratch.size() < bytes) tls_scratch.resize(bytes);
+          absl::Status s = d.DecodeExponents(r0 * tpr, (r1 - r0) * tpr,
+                                             std::span<uint8_t>(tls_scratch.data(), bytes));
+          if (!s.ok()) return err.Set(std::move(s));
+          split.split(x, n, x_stride, tls_scratch.data(), d.rest_plane().data() + r0 * k, r1 - r0,
+                      k, out.data + r0, out.stride);
+        }
+        add_bias(r0, r1);
+      }
+    });
+    return err.Take();
+  }
+
   // Calls fn(p, r0, r1) for the row blocks [r0, r1) of matrix `w` on the
   // pool, p pointing at the block's raw element bytes (mapped, or decoded
   // into the thread's scratch). Row blocks of ~64 KiB of weights (at least
@@ -564,6 +578,7 @@ class CpuBackend final : public Backend {
   mutable ThreadPool pool_;
   const cpu::Kernels& kernels_;
   const cpu::SplitGemmKernels* split_;  // null: no split kernels on this CPU / ISA
+  const cpu::SplitGemmBf16Kernels* split_bf16_;  // non-null: bf16 mode with split kernels
   const cpu::Bf16GemmKernels* bf16_;    // non-null: the bf16 matmul mode
   std::vector<uint16_t> x_bf16_;        // MatMul's x rounded to bf16, [n, k], and padding
   std::shared_ptr<CpuMemory> memory_;

@@ -25,7 +25,12 @@ namespace packd::engine::cpu {
 // Tokens one pass over the weights serves (the tile's widest token group).
 inline constexpr int64_t kSplitGemmMaxTokens = 8;
 
-struct SplitGemmKernels {
+// X: float (the fp32 mode, SplitGemmKernels: bits of Kernels::gemm) or
+// uint16_t (the bf16 mode, SplitGemmBf16Kernels: x already rounded to bf16
+// by Bf16GemmKernels::round, and every output bit for bit what
+// Bf16GemmKernels::gemm gives for the decoded weights; bf16_gemm.h).
+template <typename X>
+struct SplitGemmKernelsOf {
   // out[t * out_stride + r] = sum_j x[t * x_stride + j] * w[row0 + r][j] for
   // t < n, r < rows, over the rows of a tiled bf16 matrix (view from
   // codec::TiledDecoder::Rows(), which checked the escape counts); k =
@@ -33,7 +38,7 @@ struct SplitGemmKernels {
   // up to kSplitGemmMaxTokens tokens (so for larger n more than once: the CPU
   // backend calls it for steps of at most that many tokens and decodes bf16
   // row blocks for larger ones).
-  void (*tiled)(const float* x, int64_t n, int64_t x_stride, const codec::TiledRowsView& w,
+  void (*tiled)(const X* x, int64_t n, int64_t x_stride, const codec::TiledRowsView& w,
                 int64_t row0, int64_t rows, float* out, int64_t out_stride);
   // The same over the rows of a bf16 vlc matrix in interleaved mode (view
   // from codec::VlcInterleavedRows()): the 16 lanes of each tile decoded in
@@ -42,14 +47,17 @@ struct SplitGemmKernels {
   // multiple of 16. A stream that runs past its tile (a corrupt file the
   // container checksum did not catch) gives wrong numbers, never a read
   // outside the codes component.
-  void (*vlc)(const float* x, int64_t n, int64_t x_stride, const codec::VlcInterleavedRowsView& w,
+  void (*vlc)(const X* x, int64_t n, int64_t x_stride, const codec::VlcInterleavedRowsView& w,
               int64_t row0, int64_t rows, float* out, int64_t out_stride);
   // The same over split rows: row r's k exponent bytes at exps + r * k (a
   // buffer the caller decoded, e.g. TensorDecoder::DecodeExponents) and its k
   // rest bytes at rest + r * k; k a multiple of 64.
-  void (*split)(const float* x, int64_t n, int64_t x_stride, const uint8_t* exps,
+  void (*split)(const X* x, int64_t n, int64_t x_stride, const uint8_t* exps,
                 const uint8_t* rest, int64_t rows, int64_t k, float* out, int64_t out_stride);
 };
+
+using SplitGemmKernels = SplitGemmKernelsOf<float>;
+using SplitGemmBf16Kernels = SplitGemmKernelsOf<uint16_t>;
 
 // The kernels matching GetKernels(), or null when that ISA has none: they
 // exist for AVX-512 on CPUs that also have VBMI and VBMI2 (the byte permutes
@@ -59,5 +67,9 @@ const SplitGemmKernels* GetSplitGemmKernels();
 // The same for a given ISA (tests): null unless isa is kAvx512 and the CPU
 // has AVX-512 with VBMI and VBMI2.
 const SplitGemmKernels* GetSplitGemmKernelsFor(Isa isa);
+// The bf16 mode's kernels: non-null where GetSplitGemmKernels() is and the
+// CPU also has AVX512-BF16 (vdpbf16ps).
+const SplitGemmBf16Kernels* GetSplitGemmBf16Kernels();
+const SplitGemmBf16Kernels* GetSplitGemmBf16KernelsFor(Isa isa);
 
 }  // namespace packd::engine::cpu

@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <type_traits>
 
 #include "base/cpu_features.h"
 #include "codec/vlc_interleaved_avx512.h"
@@ -66,6 +67,32 @@ struct JoinIndex {
 constexpr JoinIndex kJoin;
 constexpr __mmask64 kHighHalves = 0xccccccccccccccccull;
 
+// vpermt2b indices of the bf16 mode: word j of vector h is lo[32h + j]
+// (byte 2j) and hi[32h + j] (byte 2j + 1), i.e. elements 32h .. 32h + 31 of
+// the group as bf16 in natural order, the weight operand of vdpbf16ps.
+struct WordIndex {
+  alignas(64) uint8_t idx[2][64];
+  constexpr WordIndex() : idx{} {
+    for (int h = 0; h < 2; ++h) {
+      for (int j = 0; j < 32; ++j) {
+        idx[h][2 * j] = static_cast<uint8_t>(32 * h + j);
+        idx[h][2 * j + 1] = static_cast<uint8_t>(64 + 32 * h + j);
+      }
+    }
+  }
+};
+constexpr WordIndex kWords;
+
+// acc += x . w by pairs of bf16 (vdpbf16ps, x the first factor as in
+// bf16_gemm_avx512.cc; the arithmetic of bf16_gemm.h). Inline assembly, so
+// that the kernels around it keep the VBMI2 target set: CPUs with VBMI2 but
+// no AVX512-BF16 (Ice Lake) run the fp32-mode kernels, and only
+// GetSplitGemmKernelsFor hands out the bf16 ones, after checking the CPU.
+PACKD_SPLIT_INLINE __m512 DotBf16(__m512 acc, __m512i x, __m512i w) {
+  asm("vdpbf16ps %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
+  return acc;
+}
+
 // The constants of the join, loaded once per call.
 struct Join {
   __m512i idx[4];
@@ -84,6 +111,12 @@ struct Join {
   // Elements 16c .. 16c + 15 of the group as fp32.
   PACKD_SPLIT_INLINE __m512 Weights(__m512i lo, __m512i hi, int c) const {
     return _mm512_castsi512_ps(_mm512_maskz_permutex2var_epi8(kHighHalves, lo, idx[c], hi));
+  }
+  // Elements 32h .. 32h + 31 of the group as bf16 (the bf16 mode); the word
+  // indices are loaded at each use (an L1 operand: the fp32 mode's four
+  // indices keep their registers).
+  PACKD_SPLIT_INLINE static __m512i Words(__m512i lo, __m512i hi, int h) {
+    return _mm512_permutex2var_epi8(lo, _mm512_load_si512(kWords.idx[h]), hi);
   }
 };
 
@@ -190,9 +223,11 @@ struct BufferSource {
   }
 };
 
-// Groups [g0, g1) of T tokens x R rows into the accumulators.
-template <bool kEscapes, int T, int R, typename Source>
-PACKD_SPLIT_INLINE void RowsGroups(const float* x, int64_t x_stride, Source& src, const Join& join,
+// Groups [g0, g1) of T tokens x R rows into the accumulators. X: float (the
+// fp32 mode: gemm's FMA chain over 16-element chunks) or uint16_t (bf16 x,
+// the bf16 mode: bf16_gemm.h's vdpbf16ps chain over 32-element chunks).
+template <bool kEscapes, int T, int R, typename X, typename Source>
+PACKD_SPLIT_INLINE void RowsGroups(const X* x, int64_t x_stride, Source& src, const Join& join,
                                    int64_t g0, int64_t g1, __m512 (&acc)[T][R]) {
   for (int64_t g = g0; g < g1; g += kGroup) {
     __m512i lo[R], hi[R];
@@ -200,6 +235,17 @@ PACKD_SPLIT_INLINE void RowsGroups(const float* x, int64_t x_stride, Source& src
       src.Prefetch(r, g);
       join.Bytes(src.template Exponents<kEscapes>(r, g), _mm512_loadu_si512(src.rest[r] + g), lo[r],
                  hi[r]);
+    }
+    if constexpr (std::is_same_v<X, uint16_t>) {
+      for (int h = 0; h < 2; ++h) {
+        __m512i xv[T];
+        for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_si512(x + t * x_stride + g + 32 * h);
+        for (int r = 0; r < R; ++r) {
+          const __m512i wv = Join::Words(lo[r], hi[r], h);
+          for (int t = 0; t < T; ++t) acc[t][r] = DotBf16(acc[t][r], xv[t], wv);
+        }
+      }
+      continue;
     }
     for (int c = 0; c < 4; ++c) {
       __m512 xv[T];
@@ -215,9 +261,9 @@ PACKD_SPLIT_INLINE void RowsGroups(const float* x, int64_t x_stride, Source& src
 // T tokens x R rows over all of k (a multiple of 64), a tile at a time: tiles
 // in which none of the R rows has escapes skip the escape logic. Registers:
 // T * R accumulators, 2R joined byte vectors, T x chunks, 4 indices.
-template <int T, int R, typename Source>
-PACKD_SPLIT_INLINE void RowsTile(const float* x, int64_t x_stride, Source src, int64_t k,
-                                 float* out, int64_t out_stride) {
+template <int T, int R, typename X, typename Source>
+PACKD_SPLIT_INLINE void RowsTile(const X* x, int64_t x_stride, Source src, int64_t k, float* out,
+                                 int64_t out_stride) {
   const Join join = Join::Make();
   __m512 acc[T][R];
   for (int t = 0; t < T; ++t) {
@@ -236,8 +282,8 @@ PACKD_SPLIT_INLINE void RowsTile(const float* x, int64_t x_stride, Source src, i
   }
 }
 
-template <int T, int R>
-PACKD_SPLIT_TARGET void TiledTile(const float* x, int64_t x_stride, const codec::TiledRowsView& w,
+template <int T, int R, typename X>
+PACKD_SPLIT_TARGET void TiledTile(const X* x, int64_t x_stride, const codec::TiledRowsView& w,
                                   int64_t row0, float* out, int64_t out_stride) {
   RowsTile<T, R>(x, x_stride, TiledSource<R>(w, row0), static_cast<int64_t>(w.cols), out,
                  out_stride);
@@ -250,8 +296,8 @@ PACKD_SPLIT_TARGET void TiledTile(const float* x, int64_t x_stride, const codec:
 // row in lane i, gemm's order. The loops over rows are unrolled so that each
 // row's lane state stays in registers (an indexed array would live on the
 // stack).
-template <int T, int R>
-PACKD_SPLIT_TARGET void VlcTile(const float* x, int64_t x_stride,
+template <int T, int R, typename X>
+PACKD_SPLIT_TARGET void VlcTile(const X* x, int64_t x_stride,
                                 const codec::VlcInterleavedRowsView& w, int64_t row0, float* out,
                                 int64_t out_stride) {
   constexpr int kLanes = codec::kVlcLanes;
@@ -307,11 +353,19 @@ PACKD_SPLIT_TARGET void VlcTile(const float* x, int64_t x_stride,
         // bits 0..6 the mantissa.
         const __m512i sm = _mm512_ternarylogic_epi32(sign, _mm512_slli_epi16(rb, 8), rb, 0xca);
         const __m512i bf16 = _mm512_ternarylogic_epi32(exponent, e, sm, 0xca);
+        if constexpr (std::is_same_v<X, uint16_t>) {
+          // The bf16 mode: the step's 32 weights are one vdpbf16ps chunk.
+          for (int t = 0; t < T; ++t) {
+            acc[t][r] = DotBf16(acc[t][r], _mm512_loadu_si512(x + t * x_stride + i), bf16);
+          }
+          continue;
+        }
         wv[r][0] = _mm512_castsi512_ps(
             _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(bf16)), 16));
         wv[r][1] = _mm512_castsi512_ps(
             _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(bf16, 1)), 16));
       }
+      if constexpr (std::is_same_v<X, uint16_t>) continue;
       for (int h = 0; h < 2; ++h) {
         for (int t = 0; t < T; ++t) {
           const __m512 xv = _mm512_loadu_ps(x + t * x_stride + i + 16 * h);
@@ -326,8 +380,8 @@ PACKD_SPLIT_TARGET void VlcTile(const float* x, int64_t x_stride,
   }
 }
 
-template <int T, int R>
-PACKD_SPLIT_TARGET void SplitTile(const float* x, int64_t x_stride, const uint8_t* exps,
+template <int T, int R, typename X>
+PACKD_SPLIT_TARGET void SplitTile(const X* x, int64_t x_stride, const uint8_t* exps,
                                   const uint8_t* rest, int64_t k, float* out, int64_t out_stride) {
   RowsTile<T, R>(x, x_stride, BufferSource<R>(exps, rest, k), k, out, out_stride);
 }
@@ -343,22 +397,21 @@ constexpr void FillRow(Ptr (&table)[kTokens + 1][kRows + 1], std::integer_sequen
   ((table[T][Rs + 1] = Fn<T, Rs + 1>::kFn), ...);
 }
 
-template <int T, int R>
-struct TiledFn {
-  static constexpr auto kFn = &TiledTile<T, R>;
+template <typename X>
+struct Fns {
+  template <int T, int R>
+  struct Tiled {
+    static constexpr auto kFn = &TiledTile<T, R, X>;
+  };
+  template <int T, int R>
+  struct Split {
+    static constexpr auto kFn = &SplitTile<T, R, X>;
+  };
+  template <int T, int R>
+  struct Vlc {
+    static constexpr auto kFn = &VlcTile<T, R, X>;
+  };
 };
-template <int T, int R>
-struct SplitFn {
-  static constexpr auto kFn = &SplitTile<T, R>;
-};
-template <int T, int R>
-struct VlcFn {
-  static constexpr auto kFn = &VlcTile<T, R>;
-};
-
-using TiledPtr = decltype(&TiledTile<1, 1>);
-using SplitPtr = decltype(&SplitTile<1, 1>);
-using VlcPtr = decltype(&VlcTile<1, 1>);
 
 template <template <int, int> class Fn, typename Ptr>
 struct Table {
@@ -374,9 +427,12 @@ struct Table {
     FillRow<Fn, Ptr, 8>(fn, std::make_integer_sequence<int, kBatchRows>());
   }
 };
-constexpr Table<TiledFn, TiledPtr> kTiled;
-constexpr Table<SplitFn, SplitPtr> kSplit;
-constexpr Table<VlcFn, VlcPtr> kVlc;
+template <typename X>
+constexpr Table<Fns<X>::template Tiled, decltype(&TiledTile<1, 1, X>)> kTiled;
+template <typename X>
+constexpr Table<Fns<X>::template Split, decltype(&SplitTile<1, 1, X>)> kSplit;
+template <typename X>
+constexpr Table<Fns<X>::template Vlc, decltype(&VlcTile<1, 1, X>)> kVlc;
 
 // Walks the output in tiles: rows in blocks of the tile height (one token:
 // kRows; several: kBatchRows), tokens in groups of kTokens within a block,
@@ -392,30 +448,37 @@ void ForEachTile(int64_t n, int64_t rows, Run run) {
   }
 }
 
-void GemmTiled(const float* x, int64_t n, int64_t x_stride, const codec::TiledRowsView& w,
+template <typename X>
+void GemmTiled(const X* x, int64_t n, int64_t x_stride, const codec::TiledRowsView& w,
                int64_t row0, int64_t rows, float* out, int64_t out_stride) {
   ForEachTile(n, rows, [&](int64_t t, int tt, int64_t r, int rr) {
-    kTiled.fn[tt][rr](x + t * x_stride, x_stride, w, row0 + r, out + t * out_stride + r,
-                      out_stride);
+    kTiled<X>.fn[tt][rr](x + t * x_stride, x_stride, w, row0 + r, out + t * out_stride + r,
+                         out_stride);
   });
 }
 
-void GemmVlc(const float* x, int64_t n, int64_t x_stride, const codec::VlcInterleavedRowsView& w,
+template <typename X>
+void GemmVlc(const X* x, int64_t n, int64_t x_stride, const codec::VlcInterleavedRowsView& w,
              int64_t row0, int64_t rows, float* out, int64_t out_stride) {
   ForEachTile(n, rows, [&](int64_t t, int tt, int64_t r, int rr) {
-    kVlc.fn[tt][rr](x + t * x_stride, x_stride, w, row0 + r, out + t * out_stride + r, out_stride);
+    kVlc<X>.fn[tt][rr](x + t * x_stride, x_stride, w, row0 + r, out + t * out_stride + r,
+                       out_stride);
   });
 }
 
-void GemmSplit(const float* x, int64_t n, int64_t x_stride, const uint8_t* exps,
-               const uint8_t* rest, int64_t rows, int64_t k, float* out, int64_t out_stride) {
+template <typename X>
+void GemmSplit(const X* x, int64_t n, int64_t x_stride, const uint8_t* exps, const uint8_t* rest,
+               int64_t rows, int64_t k, float* out, int64_t out_stride) {
   ForEachTile(n, rows, [&](int64_t t, int tt, int64_t r, int rr) {
-    kSplit.fn[tt][rr](x + t * x_stride, x_stride, exps + r * k, rest + r * k, k,
-                      out + t * out_stride + r, out_stride);
+    kSplit<X>.fn[tt][rr](x + t * x_stride, x_stride, exps + r * k, rest + r * k, k,
+                         out + t * out_stride + r, out_stride);
   });
 }
 
-constexpr SplitGemmKernels kAvx512Split = {.tiled = GemmTiled, .vlc = GemmVlc, .split = GemmSplit};
+constexpr SplitGemmKernels kAvx512Split = {
+    .tiled = GemmTiled<float>, .vlc = GemmVlc<float>, .split = GemmSplit<float>};
+constexpr SplitGemmBf16Kernels kAvx512SplitBf16 = {
+    .tiled = GemmTiled<uint16_t>, .vlc = GemmVlc<uint16_t>, .split = GemmSplit<uint16_t>};
 
 // The tiled codec's AVX-512 decoder needs the same VBMI/VBMI2/BMI2/POPCNT
 // set. The hardware's, like GetKernelsFor: the PACKD_CPU_ISA cap reaches
@@ -434,6 +497,15 @@ const SplitGemmKernels* GetSplitGemmKernelsFor(Isa isa) {
 
 const SplitGemmKernels* GetSplitGemmKernels() { return GetSplitGemmKernelsFor(GetKernels().isa); }
 
+const SplitGemmBf16Kernels* GetSplitGemmBf16KernelsFor(Isa isa) {
+  static const bool bf16 = HardwareCpuFeatures().avx512bf16;
+  return GetSplitGemmKernelsFor(isa) != nullptr && bf16 ? &kAvx512SplitBf16 : nullptr;
+}
+
+const SplitGemmBf16Kernels* GetSplitGemmBf16Kernels() {
+  return GetSplitGemmBf16KernelsFor(GetKernels().isa);
+}
+
 }  // namespace packd::engine::cpu
 
 #else  // !defined(__x86_64__)
@@ -441,6 +513,8 @@ const SplitGemmKernels* GetSplitGemmKernels() { return GetSplitGemmKernelsFor(Ge
 namespace packd::engine::cpu {
 const SplitGemmKernels* GetSplitGemmKernelsFor(Isa) { return nullptr; }
 const SplitGemmKernels* GetSplitGemmKernels() { return nullptr; }
+const SplitGemmBf16Kernels* GetSplitGemmBf16KernelsFor(Isa) { return nullptr; }
+const SplitGemmBf16Kernels* GetSplitGemmBf16Kernels() { return nullptr; }
 }  // namespace packd::engine::cpu
 
 #endif

@@ -1,6 +1,7 @@
 // The split-weight matmuls (split_gemm.h) against Kernels::gemm on the
 // decoded weights: bit for bit, for tiled codes decoded in registers and for
-// vlc/tiled exponents decoded to a buffer, over batch sizes 1..64, odd row
+// vlc/tiled exponents decoded to a buffer, in both matmul modes (fp32, and
+// bf16 against the bf16 gemm), over batch sizes 1..64, odd row
 // counts, strides, escape-heavy and special-value weights, with the encoded
 // components in guard-paged memory (an overread faults) and poisoned outputs
 // (a write outside the result shows).
@@ -14,11 +15,14 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "base/cpu_features.h"
 #include "codec/tensor_codec.h"
 #include "codec/tiled_codec.h"
 #include "codec/vlc_codec.h"
+#include "engine/cpu/bf16_gemm.h"
 #include "gtest/gtest.h"
 #include "tests/testing/guarded_buffer.h"
 #include "tests/testing/testing.h"
@@ -29,6 +33,18 @@ namespace {
 using codec::DType;
 
 const SplitGemmKernels* Split() { return GetSplitGemmKernelsFor(Isa::kAvx512); }
+const SplitGemmBf16Kernels* SplitBf16() { return GetSplitGemmBf16KernelsFor(Isa::kAvx512); }
+
+// The CPU backend's matmul modes (cpu_matmul_mode.h): fp32 x against
+// Kernels::gemm, or x rounded to bf16 against Bf16GemmKernels::gemm. The
+// bf16 mode's kernels exist only with AVX512-BF16.
+enum class Mode { kFp32, kBf16 };
+std::vector<Mode> Modes() {
+  std::vector<Mode> modes = {Mode::kFp32};
+  if (SplitBf16() != nullptr) modes.push_back(Mode::kBf16);
+  return modes;
+}
+std::string ModeName(Mode m) { return m == Mode::kFp32 ? " fp32" : " bf16"; }
 
 #define SKIP_WITHOUT_SPLIT()                                                       \
   if (Split() == nullptr) {                                                        \
@@ -105,25 +121,46 @@ struct Problem {
   int64_t n, rows, k;
   int64_t x_stride, out_stride;
   std::vector<float> x;
+  std::vector<uint16_t> xb;  // x rounded to bf16 (the bf16 mode), when the CPU has it
 };
 
 Problem MakeProblem(int64_t n, int64_t rows, int64_t k, std::mt19937& rng) {
-  Problem p{n, rows, k, k + 16, rows + 3, {}};
+  Problem p{n, rows, k, k + 16, rows + 3, {}, {}};
   std::normal_distribution<float> normal(0.0f, 1.0f);
   p.x.assign(static_cast<size_t>(n * p.x_stride), std::numeric_limits<float>::quiet_NaN());
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t j = 0; j < k; ++j) p.x[t * p.x_stride + j] = normal(rng);
   }
+  if (const Bf16GemmKernels* bf16 = GetBf16GemmKernelsFor(Isa::kAvx512)) {
+    p.xb.resize(p.x.size());  // the NaN margins too: a kernel must not read them
+    bf16->round(p.x.data(), static_cast<int64_t>(p.x.size()), p.xb.data());
+  }
   return p;
 }
 
-// gemm of the raw weights: the reference the split kernels must equal.
-std::vector<float> Reference(const Problem& p, const std::vector<uint8_t>& raw) {
+// gemm of the raw weights in the mode: the reference the split kernels must
+// equal.
+std::vector<float> Reference(const Problem& p, const std::vector<uint8_t>& raw, Mode mode) {
   std::vector<float> out(static_cast<size_t>(p.n * p.out_stride), -7.0f);
+  if (mode == Mode::kBf16) {
+    GetBf16GemmKernelsFor(Isa::kAvx512)
+        ->gemm(p.xb.data(), p.n, p.x_stride, raw.data(), p.rows, p.k, out.data(), p.out_stride);
+    return out;
+  }
   GetKernelsFor(Isa::kAvx512)
       .gemm(p.x.data(), p.n, p.x_stride, raw.data(), DType::kBF16, p.rows, p.k, out.data(),
             p.out_stride);
   return out;
+}
+
+// Runs kernel `pick(kernels)` of the mode's table on p's x of that mode.
+template <typename Pick, typename... Args>
+void RunMode(Mode mode, const Problem& p, Pick pick, int64_t n, Args&&... args) {
+  if (mode == Mode::kBf16) {
+    pick(*SplitBf16())(p.xb.data(), n, p.x_stride, std::forward<Args>(args)...);
+  } else {
+    pick(*Split())(p.x.data(), n, p.x_stride, std::forward<Args>(args)...);
+  }
 }
 
 // Compares the [n, rows] results bit for bit and checks the poison in the
@@ -151,24 +188,27 @@ void ExpectSameBits(const Problem& p, const std::vector<float>& want, const std:
 
 codec::TensorInfo InfoOf(int64_t rows, int64_t k) { return {DType::kBF16, {rows, k}}; }
 
-// run(p, n, row0, count, out) computes rows [row0, row0 + count) of p into
-// out; checked bit for bit against gemm for several token counts, over the
-// whole matrix and in two row ranges (row0 != 0).
+// run(mode, p, n, row0, count, out) computes rows [row0, row0 + count) of p
+// into out; checked bit for bit against the mode's gemm for several token
+// counts, over the whole matrix and in two row ranges (row0 != 0), in every
+// mode the CPU has.
 template <typename Run>
 void ExpectMatchesGemm(int64_t rows, int64_t k, const std::vector<uint8_t>& raw, std::mt19937& rng,
                        const std::string& what, Run run) {
   for (int64_t n : {1, 2, 3, 4, 5, 9, 17, 64}) {
     const Problem p = MakeProblem(n, rows, k, rng);
-    const std::vector<float> want = Reference(p, raw);
-    const std::string label = what + " n=" + std::to_string(n);
-    std::vector<float> got(want.size(), -7.0f);
-    run(p, n, 0, rows, got.data());
-    ExpectSameBits(p, want, got, label);
-    std::vector<float> parts(want.size(), -7.0f);
-    const int64_t half = rows / 2;
-    run(p, n, 0, half, parts.data());
-    run(p, n, half, rows - half, parts.data() + half);
-    ExpectSameBits(p, want, parts, label + " in two row ranges");
+    for (Mode mode : Modes()) {
+      const std::vector<float> want = Reference(p, raw, mode);
+      const std::string label = what + ModeName(mode) + " n=" + std::to_string(n);
+      std::vector<float> got(want.size(), -7.0f);
+      run(mode, p, n, 0, rows, got.data());
+      ExpectSameBits(p, want, got, label);
+      std::vector<float> parts(want.size(), -7.0f);
+      const int64_t half = rows / 2;
+      run(mode, p, n, 0, half, parts.data());
+      run(mode, p, n, half, rows - half, parts.data() + half);
+      ExpectSameBits(p, want, parts, label + " in two row ranges");
+    }
   }
 }
 
@@ -202,8 +242,10 @@ TEST_P(SplitGemmTest, TiledMatchesGemmBitForBit) {
             rows, k, raw, rng,
             "tiled rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
                 " tile=" + std::to_string(tile),
-            [&](const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
-              Split()->tiled(p.x.data(), n, p.x_stride, *view, row0, count, out, p.out_stride);
+            [&](Mode mode, const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
+              RunMode(
+                  mode, p, [](const auto& kernels) { return kernels.tiled; }, n, *view, row0,
+                  count, out, p.out_stride);
             });
       }
     }
@@ -235,8 +277,10 @@ TEST_P(SplitGemmTest, VlcInterleavedMatchesGemmBitForBit) {
             rows, k, raw, rng,
             "vlc rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
                 " tile=" + std::to_string(tile),
-            [&](const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
-              Split()->vlc(p.x.data(), n, p.x_stride, *view, row0, count, out, p.out_stride);
+            [&](Mode mode, const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
+              RunMode(
+                  mode, p, [](const auto& kernels) { return kernels.vlc; }, n, *view, row0, count,
+                  out, p.out_stride);
             });
       }
     }
@@ -273,17 +317,29 @@ TEST_P(SplitGemmTest, ExponentsMatchGemmBitForBit) {
         }
         for (int64_t n : {1, 2, 4, 6, 8, 33, 64}) {
           const Problem p = MakeProblem(n, rows, k, rng);
-          const std::vector<float> want = Reference(p, raw);
-          std::vector<float> got(want.size(), -7.0f);
-          Split()->split(p.x.data(), n, p.x_stride, exps.data(), (*dec)->rest_plane().data(), rows,
-                         k, got.data(), p.out_stride);
-          ExpectSameBits(p, want, got,
-                         name + " rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
-                             " n=" + std::to_string(n));
+          for (Mode mode : Modes()) {
+            const std::vector<float> want = Reference(p, raw, mode);
+            std::vector<float> got(want.size(), -7.0f);
+            RunMode(
+                mode, p, [](const auto& kernels) { return kernels.split; }, n, exps.data(),
+                (*dec)->rest_plane().data(), rows, k, got.data(), p.out_stride);
+            ExpectSameBits(p, want, got,
+                           name + ModeName(mode) + " rows=" + std::to_string(rows) +
+                               " k=" + std::to_string(k) + " n=" + std::to_string(n));
+          }
         }
       }
     }
   }
+}
+
+// The bf16 mode's kernels are there wherever the fp32 ones and AVX512-BF16
+// are (so the tests above ran them on such a CPU).
+TEST(SplitGemmBf16Test, KernelsExistWithAvx512Bf16) {
+  SKIP_WITHOUT_SPLIT();
+  EXPECT_EQ(SplitBf16() != nullptr, HardwareCpuFeatures().avx512bf16);
+  EXPECT_EQ(SplitBf16() != nullptr, GetBf16GemmKernelsFor(Isa::kAvx512) != nullptr);
+  EXPECT_EQ(GetSplitGemmBf16KernelsFor(Isa::kAvx2), nullptr);
 }
 
 INSTANTIATE_TEST_SUITE_P(Weights, SplitGemmTest,
