@@ -21,23 +21,34 @@
 
 namespace packd::codec::vlci {
 
-// The code's tables in registers. kShift: exponents come out as exp <<
-// kShift in their 16-bit lane (7: a bf16's exponent field, for the matmul).
+// The code's tables in registers, re-laid for the step below.
+// kShift: exponents come out as exp << kShift in their 16-bit lane (7: a
+// bf16's exponent field, for the matmul).
 template <int kShift>
 struct Tables {
-  __m512i lo, hi;  // entry[0..63], entry[64..127]
-  __m512i exps;    // 32 words: exps[i] << kShift (i < 16), 0 above
-  __m512i m7f, m7, m15, m255, eight;
+  // entry[0..63], entry[64..127] as (symbol index | length << 4): a peeked
+  // word's value is then directly vpermw's index into `exps` (bits 0-3 the
+  // symbol, bit 4 the length's low bit, so `exps` holds its 16 words twice)
+  // and its length a shift away.
+  __m512i lo, hi;
+  __m512i exps;    // 32 words: exps[i & 15] << kShift, entries 15 and 31 kEscaped
+  __m512i escaped;  // kEscaped in every word
+  __m512i eight;
+  // An escape's word (no exponent << kShift reaches it).
+  static constexpr int16_t kEscaped = -1;
   PACKD_VLCI_INLINE explicit Tables(const VlcInterleavedCode& c) {
-    lo = _mm512_loadu_si512(c.entry);
-    hi = _mm512_loadu_si512(c.entry + 64);
-    exps = _mm512_slli_epi16(_mm512_cvtepu8_epi16(_mm256_zextsi128_si256(
-                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.exps)))),
-                             kShift);
-    m7f = _mm512_set1_epi16(0x7f);
-    m7 = _mm512_set1_epi16(7);
-    m15 = _mm512_set1_epi16(15);
-    m255 = _mm512_set1_epi16(255);
+    const __m512i nibble = _mm512_set1_epi8(0x0f), len = _mm512_set1_epi8(0x70);
+    for (int h = 0; h < 2; ++h) {
+      const __m512i e = _mm512_loadu_si512(c.entry + 64 * h);  // length | symbol << 3
+      const __m512i r = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(e, 3), nibble),
+                                        _mm512_and_si512(_mm512_slli_epi16(e, 4), len));
+      (h == 0 ? lo : hi) = r;
+    }
+    const __m256i x = _mm256_slli_epi16(
+        _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c.exps))), kShift);
+    const __m256i once = _mm256_mask_mov_epi16(x, __mmask16{1} << 15, _mm256_set1_epi16(kEscaped));
+    exps = _mm512_inserti64x4(_mm512_castsi256_si512(once), once, 1);
+    escaped = _mm512_set1_epi16(kEscaped);
     eight = _mm512_set1_epi16(8);
   }
 };
@@ -88,27 +99,29 @@ PACKD_VLCI_INLINE LaneState Start(const uint8_t* begin, const uint8_t* end, uint
 template <bool kTrack, bool kOnDemand, int kShift>
 PACKD_VLCI_INLINE __m512i Step(const Tables<kShift>& t, LaneState& s, const uint8_t* end,
                                __mmask32 active, __mmask32 next, bool* overrun) {
-  // Byte 0 of each word is entry[buf & 127]; byte 1 (index 0) is masked off.
-  __m512i ent = _mm512_permutex2var_epi8(t.lo, _mm512_and_si512(s.buf, t.m7f), t.hi);
-  __m512i len = _mm512_and_si512(ent, t.m7);
+  // Each word's low byte is entry[buf & 127] (vpermi2b reads index bits 0-6
+  // of the byte); the high byte (indexed by buf's high bits) is zeroed.
+  constexpr __mmask64 kLowBytes = 0x5555555555555555ull;
+  __m512i ent = _mm512_maskz_permutex2var_epi8(kLowBytes, t.lo, s.buf, t.hi);
+  __m512i len = _mm512_srli_epi16(ent, 4);
   if constexpr (kOnDemand) {
     Refill<kTrack>(s, end, _mm512_mask_cmpgt_epu16_mask(active, len, s.cnt), t.eight, overrun);
-    ent = _mm512_permutex2var_epi8(t.lo, _mm512_and_si512(s.buf, t.m7f), t.hi);
-    len = _mm512_and_si512(ent, t.m7);
+    ent = _mm512_maskz_permutex2var_epi8(kLowBytes, t.lo, s.buf, t.hi);
+    len = _mm512_srli_epi16(ent, 4);
   }
-  const __m512i sym = _mm512_and_si512(_mm512_srli_epi16(ent, 3), t.m15);
   s.buf = _mm512_mask_srlv_epi16(s.buf, active, s.buf, len);
   s.cnt = _mm512_mask_sub_epi16(s.cnt, active, s.cnt, len);
-  __m512i e = _mm512_permutexvar_epi16(sym, t.exps);
-  const __mmask32 esc = _mm512_mask_cmpeq_epi16_mask(active, sym, t.m15);
+  __m512i e = _mm512_permutexvar_epi16(ent, t.exps);
+  const __mmask32 esc = _mm512_mask_cmpeq_epi16_mask(active, e, t.escaped);
   if (esc != 0) [[unlikely]] {
     Refill<kTrack>(s, end, _mm512_mask_cmplt_epi16_mask(esc, s.cnt, t.eight), t.eight, overrun);
-    e = _mm512_mask_slli_epi16(e, esc, _mm512_and_si512(s.buf, t.m255), kShift);
+    e = _mm512_mask_slli_epi16(e, esc, _mm512_and_si512(s.buf, _mm512_set1_epi16(0xff)), kShift);
     s.buf = _mm512_mask_srli_epi16(s.buf, esc, s.buf, 8);
     s.cnt = _mm512_mask_sub_epi16(s.cnt, esc, s.cnt, t.eight);
   }
   if constexpr (!kOnDemand) {
-    Refill<kTrack>(s, end, _mm512_mask_cmplt_epi16_mask(next, s.cnt, t.m7), t.eight, overrun);
+    Refill<kTrack>(s, end, _mm512_mask_cmplt_epi16_mask(next, s.cnt, _mm512_set1_epi16(7)),
+                   t.eight, overrun);
   }
   return e;
 }

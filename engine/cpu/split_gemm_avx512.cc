@@ -289,11 +289,29 @@ PACKD_SPLIT_TARGET void TiledTile(const X* x, int64_t x_stride, const codec::Til
                  out_stride);
 }
 
+// The vlc tile's join and widening, a permute each: `dup` puts rest byte j
+// in both bytes of word j; half[h] puts word 16h + j of a 32-word vector in
+// the high word of dword j (the low words zeroed by kHighWords), i.e. the
+// bf16 as its exact fp32 value.
+struct VlcJoinIndex {
+  alignas(64) uint8_t dup[64];
+  alignas(64) uint16_t half[2][32];
+  constexpr VlcJoinIndex() : dup{}, half{} {
+    for (int j = 0; j < 32; ++j) dup[2 * j] = dup[2 * j + 1] = static_cast<uint8_t>(j);
+    for (int h = 0; h < 2; ++h) {
+      for (int j = 0; j < 16; ++j) half[h][2 * j + 1] = static_cast<uint16_t>(16 * h + j);
+    }
+  }
+};
+constexpr VlcJoinIndex kVlcJoin;
+constexpr __mmask32 kHighWords = 0xaaaaaaaau;
+
 // T tokens x R rows of an interleaved vlc matrix. Per step and row: the 32
 // lanes' exponents (already << 7) from codec::vlci::Step, the 32 rest bytes
-// widened to 16 bits, bf16 = sign << 15 | exponent << 7 | mantissa by a shift
-// and two selects, then each half widened to fp32: element 16c + i of the
-// row in lane i, gemm's order. The loops over rows are unrolled so that each
+// doubled into words (kVlcJoin.dup), bf16 = sign << 15 | exponent << 7 |
+// mantissa by one select, then (fp32 mode) each half to fp32 by a permute:
+// element 16c + i of the row in lane i, gemm's order; or (bf16 mode) the 32
+// bf16 straight into one vdpbf16ps per token. The loops over rows are unrolled so that each
 // row's lane state stays in registers (an indexed array would live on the
 // stack).
 template <int T, int R, typename X>
@@ -302,8 +320,10 @@ PACKD_SPLIT_TARGET void VlcTile(const X* x, int64_t x_stride,
                                 int64_t out_stride) {
   constexpr int kLanes = codec::kVlcLanes;
   const codec::vlci::Tables<7> tables(*w.code);
-  const __m512i sign = _mm512_set1_epi16(static_cast<int16_t>(0x8000));
   const __m512i exponent = _mm512_set1_epi16(0x7f80);
+  const __m512i dup = _mm512_load_si512(kVlcJoin.dup);
+  const __m512i half0 = _mm512_load_si512(kVlcJoin.half[0]);
+  const __m512i half1 = _mm512_load_si512(kVlcJoin.half[1]);
   const int64_t k = static_cast<int64_t>(w.cols);
   const int64_t tile_cols = static_cast<int64_t>(w.tile_cols);
   __m512 acc[T][R];
@@ -347,12 +367,13 @@ PACKD_SPLIT_TARGET void VlcTile(const X* x, int64_t x_stride,
                                                         s + 1 < first ? ~__mmask32{0} : 0, nullptr)
                       : codec::vlci::Step<false, true>(tables, lanes[r], end[r], ~__mmask32{0}, 0,
                                                        nullptr);
-        const __m512i rb =
-            _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rest[r] + i)));
-        // Bit 15 the sign (rest bit 7, from rb << 8), bits 7..14 the exponent,
-        // bits 0..6 the mantissa.
-        const __m512i sm = _mm512_ternarylogic_epi32(sign, _mm512_slli_epi16(rb, 8), rb, 0xca);
-        const __m512i bf16 = _mm512_ternarylogic_epi32(exponent, e, sm, 0xca);
+        // Each rest byte in both bytes of its word; then bit 15 is the sign
+        // (rest bit 7 of the high copy), bits 0..6 the mantissa (the low
+        // copy), and bits 7..14 take the exponent.
+        const __m512i rr = _mm512_permutexvar_epi8(
+            dup, _mm512_castsi256_si512(
+                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rest[r] + i))));
+        const __m512i bf16 = _mm512_ternarylogic_epi32(exponent, e, rr, 0xca);
         if constexpr (std::is_same_v<X, uint16_t>) {
           // The bf16 mode: the step's 32 weights are one vdpbf16ps chunk.
           for (int t = 0; t < T; ++t) {
@@ -360,10 +381,9 @@ PACKD_SPLIT_TARGET void VlcTile(const X* x, int64_t x_stride,
           }
           continue;
         }
-        wv[r][0] = _mm512_castsi512_ps(
-            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(bf16)), 16));
-        wv[r][1] = _mm512_castsi512_ps(
-            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(bf16, 1)), 16));
+        // fp32 = bf16 << 16: word j of each half into the high word of dword j.
+        wv[r][0] = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(kHighWords, half0, bf16));
+        wv[r][1] = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(kHighWords, half1, bf16));
       }
       if constexpr (std::is_same_v<X, uint16_t>) continue;
       for (int h = 0; h < 2; ++h) {
