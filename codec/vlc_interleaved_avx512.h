@@ -21,6 +21,16 @@
 
 namespace packd::codec::vlci {
 
+// A constant mask the optimizer cannot see through, for zero-masking: LLVM
+// turns a zero-masked permute with a constant mask into the permute and a
+// vpand with a constant vector (one more vector op per use); an opaque mask
+// stays a k register (loaded once: the asm is hoisted out of loops).
+template <typename Mask>
+PACKD_VLCI_INLINE Mask OpaqueMask(Mask m) {
+  asm("" : "+k"(m));
+  return m;
+}
+
 // The code's tables in registers, re-laid for the step below.
 // kShift: exponents come out as exp << kShift in their 16-bit lane (7: a
 // bf16's exponent field, for the matmul).
@@ -101,12 +111,12 @@ PACKD_VLCI_INLINE __m512i Step(const Tables<kShift>& t, LaneState& s, const uint
                                __mmask32 active, __mmask32 next, bool* overrun) {
   // Each word's low byte is entry[buf & 127] (vpermi2b reads index bits 0-6
   // of the byte); the high byte (indexed by buf's high bits) is zeroed.
-  constexpr __mmask64 kLowBytes = 0x5555555555555555ull;
-  __m512i ent = _mm512_maskz_permutex2var_epi8(kLowBytes, t.lo, s.buf, t.hi);
+  const __mmask64 low_bytes = OpaqueMask<__mmask64>(0x5555555555555555ull);
+  __m512i ent = _mm512_maskz_permutex2var_epi8(low_bytes, t.lo, s.buf, t.hi);
   __m512i len = _mm512_srli_epi16(ent, 4);
   if constexpr (kOnDemand) {
     Refill<kTrack>(s, end, _mm512_mask_cmpgt_epu16_mask(active, len, s.cnt), t.eight, overrun);
-    ent = _mm512_maskz_permutex2var_epi8(kLowBytes, t.lo, s.buf, t.hi);
+    ent = _mm512_maskz_permutex2var_epi8(low_bytes, t.lo, s.buf, t.hi);
     len = _mm512_srli_epi16(ent, 4);
   }
   s.buf = _mm512_mask_srlv_epi16(s.buf, active, s.buf, len);

@@ -110,7 +110,8 @@ struct Join {
   }
   // Elements 16c .. 16c + 15 of the group as fp32.
   PACKD_SPLIT_INLINE __m512 Weights(__m512i lo, __m512i hi, int c) const {
-    return _mm512_castsi512_ps(_mm512_maskz_permutex2var_epi8(kHighHalves, lo, idx[c], hi));
+    return _mm512_castsi512_ps(_mm512_maskz_permutex2var_epi8(
+        codec::vlci::OpaqueMask(kHighHalves), lo, idx[c], hi));
   }
   // Elements 32h .. 32h + 31 of the group as bf16 (the bf16 mode); the word
   // indices are loaded at each use (an L1 operand: the fp32 mode's four
@@ -382,8 +383,9 @@ PACKD_SPLIT_TARGET void VlcTile(const X* x, int64_t x_stride,
           continue;
         }
         // fp32 = bf16 << 16: word j of each half into the high word of dword j.
-        wv[r][0] = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(kHighWords, half0, bf16));
-        wv[r][1] = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(kHighWords, half1, bf16));
+        const __mmask32 high_words = codec::vlci::OpaqueMask(kHighWords);
+        wv[r][0] = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(high_words, half0, bf16));
+        wv[r][1] = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(high_words, half1, bf16));
       }
       if constexpr (std::is_same_v<X, uint16_t>) continue;
       for (int h = 0; h < 2; ++h) {
