@@ -105,72 +105,92 @@ VlcInterleavedEncoder::VlcInterleavedEncoder(std::span<const uint8_t> lengths, i
 // the requesting lane's next 8 queued bits (zeros past its end).
 void VlcInterleavedEncoder::EncodeTile(const uint8_t* exps, uint32_t n,
                                        std::vector<uint8_t>& out) const {
-  struct Lane {
-    std::vector<uint8_t> bytes;
-    uint64_t acc = 0;
-    int nbits = 0;
-    size_t next = 0;  // bytes handed out
-    int cnt = 0;      // the simulated decoder's bit count
-    void Put(uint32_t bits, int len) {
-      acc |= uint64_t{bits} << nbits;
-      nbits += len;
-      while (nbits >= 8) {
-        bytes.push_back(static_cast<uint8_t>(acc));
-        acc >>= 8;
-        nbits -= 8;
-      }
-    }
-    uint8_t Take() {
-      cnt += 8;
-      return next < bytes.size() ? bytes[next++] : 0;
+  const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
+  // Each lane's queue in a flat per-thread buffer (no allocation per tile):
+  // at most 15 bits per element (escape code + 8), written 4 bytes at a
+  // time, so `cap` bytes per lane with room for the last word.
+  const size_t cap = (size_t{steps} * 15 + 7) / 8 + 8;
+  thread_local std::vector<uint8_t> scratch;
+  if (scratch.size() < cap * kVlcLanes) scratch.resize(cap * kVlcLanes);
+  uint64_t acc[kVlcLanes] = {};
+  int nbits[kVlcLanes] = {};
+  size_t queued[kVlcLanes] = {};
+  auto put = [&](int L, uint32_t bits, int len) {
+    acc[L] |= uint64_t{bits} << nbits[L];
+    nbits[L] += len;
+    if (nbits[L] >= 32) {
+      const uint32_t word = static_cast<uint32_t>(acc[L]);
+      std::memcpy(scratch.data() + L * cap + queued[L], &word, 4);  // little-endian
+      queued[L] += 4;
+      acc[L] >>= 32;
+      nbits[L] -= 32;
     }
   };
-  Lane lanes[kVlcLanes];
   for (uint32_t j = 0; j < n; ++j) {
-    Lane& l = lanes[j % kVlcLanes];
+    const int L = static_cast<int>(j % kVlcLanes);
     const uint8_t e = exps[j];
     if (len_[e] != 0) {
-      l.Put(code_[e], len_[e]);
+      put(L, code_[e], len_[e]);
     } else {
-      l.Put(escape_code_, escape_len_);
-      l.Put(e, 8);
+      put(L, escape_code_, escape_len_);
+      put(L, e, 8);
     }
   }
-  for (Lane& l : lanes) {
-    if (l.nbits > 0) l.bytes.push_back(static_cast<uint8_t>(l.acc));
+  for (int L = 0; L < kVlcLanes; ++L) {
+    for (; nbits[L] > 0; nbits[L] -= 8, acc[L] >>= 8) {
+      scratch[L * cap + queued[L]++] = static_cast<uint8_t>(acc[L]);
+    }
+    // Zeros after the queue: the decoder's takes past its end read them.
+    std::memset(scratch.data() + L * cap + queued[L], 0, 4);
   }
-  // The decoder (FORMAT.md §4, mode 3), on code lengths alone.
-  const uint32_t steps = (n + kVlcLanes - 1) / kVlcLanes;
+  // The decoder (FORMAT.md §4, mode 3), on code lengths alone. It takes at
+  // most one byte per lane beyond the queued ones (zeros), per take site.
+  size_t bound = 0;
+  for (int L = 0; L < kVlcLanes; ++L) bound += queued[L] + 4;
+  const size_t base = out.size();
+  out.resize(base + bound);
+  uint8_t* o = out.data() + base;
+  size_t next[kVlcLanes] = {};
+  int cnt[kVlcLanes] = {};
+  // Lane L takes its next byte if `when` (branch-free: the refill decisions
+  // are data-dependent); at most 2 takes pass the queue's end (a lane never
+  // holds more than 15 bits), reading the zeros after it.
+  auto take = [&](int L, bool when = true) {
+    *o = scratch[L * cap + next[L]];
+    o += when;
+    next[L] += when;
+    cnt[L] += 8 * when;
+  };
   auto lanes_in = [&](uint32_t s) {
     return s < steps ? static_cast<int>(std::min<uint32_t>(kVlcLanes, n - s * kVlcLanes)) : 0;
   };
   const uint32_t first_on_demand = VlcFirstOnDemandStep(steps);
   if (first_on_demand > 0) {
-    for (int L = 0; L < lanes_in(0); ++L) out.push_back(lanes[L].Take());
+    for (int L = 0; L < lanes_in(0); ++L) take(L);
   }
   for (uint32_t s = 0; s < steps; ++s) {
     const bool on_demand = s >= first_on_demand;
-    int used[kVlcLanes] = {};
-    bool escaped[kVlcLanes] = {};
-    for (int L = 0; L < lanes_in(s); ++L) {
+    const int lanes = lanes_in(s);
+    uint32_t escaped = 0;  // bit L: lane L's symbol is an escape
+    for (int L = 0; L < lanes; ++L) {
       const uint8_t e = exps[s * kVlcLanes + L];
-      escaped[L] = len_[e] == 0;
-      used[L] = escaped[L] ? escape_len_ : len_[e];
-      if (on_demand && used[L] > lanes[L].cnt) out.push_back(lanes[L].Take());
+      const bool esc = len_[e] == 0;
+      const int used = esc ? escape_len_ : len_[e];
+      if (on_demand && used > cnt[L]) take(L);
+      cnt[L] -= used;
+      escaped |= uint32_t{esc} << L;
     }
-    for (int L = 0; L < lanes_in(s); ++L) lanes[L].cnt -= used[L];
-    for (int L = 0; L < lanes_in(s); ++L) {
-      if (escaped[L] && lanes[L].cnt < 8) out.push_back(lanes[L].Take());
+    for (uint32_t m = escaped; m != 0; m &= m - 1) {
+      const int L = std::countr_zero(m);
+      if (cnt[L] < 8) take(L);
     }
-    for (int L = 0; L < lanes_in(s); ++L) {
-      if (escaped[L]) lanes[L].cnt -= 8;
-    }
+    for (uint32_t m = escaped; m != 0; m &= m - 1) cnt[std::countr_zero(m)] -= 8;
     if (s + 1 < first_on_demand) {  // refill ahead only for a step that does not on demand
-      for (int L = 0; L < lanes_in(s + 1); ++L) {
-        if (lanes[L].cnt < kVlcInterleavedMaxLen) out.push_back(lanes[L].Take());
-      }
+      const int refill = lanes_in(s + 1);
+      for (int L = 0; L < refill; ++L) take(L, cnt[L] < kVlcInterleavedMaxLen);
     }
   }
+  out.resize(static_cast<size_t>(o - out.data()));
 }
 
 namespace {
