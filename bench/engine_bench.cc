@@ -5,7 +5,7 @@
 //                      [--workdir DIR] [--codecs raw,none,vlc,tiled] [--batches 1,8,32]
 //                      [--prompt-tokens 64] [--decode-steps 8] [--threads N]
 //                      [--max-batch-tokens N] [--fused-max-batch N] [--matmul fp32,bf16]
-//                      [--seed N] [--quick] [--json FILE]
+//                      [--seed N] [--rounds N] [--quick] [--json FILE]
 //
 // Model: by default a synthesized BF16 Hugging Face checkpoint of --shape
 // (engine/synth.h, seed 0), written once to --workdir (default
@@ -241,6 +241,9 @@ struct Options {
   int fused_max_batch = engine::EngineOptions{}.fused_max_batch;                // CUDA only
   std::vector<engine::CpuMatMulMode> matmuls = {engine::CpuMatMulMode::kFp32};  // CPU only
   uint64_t seed = 0;
+  // --rounds: every configuration runs this many times, the configurations in
+  // rotation; each row reports its fastest round (prefill and decode apart).
+  int rounds = 1;
   std::string json;
   std::string command_line;
   // --prefix: the prefix-caching case instead of prefill/decode (see the top
@@ -288,7 +291,7 @@ constexpr char kUsage[] =
     "              [--workdir DIR] [--codecs raw,none,vlc,tiled] [--batches 1,8,32]\n"
     "              [--prompt-tokens N] [--decode-steps N] [--threads N]\n"
     "              [--max-batch-tokens N] [--fused-max-batch N] [--matmul fp32,bf16]\n"
-    "              [--seed N] [--quick] [--json FILE]\n"
+    "              [--seed N] [--rounds N] [--quick] [--json FILE]\n"
     "       engine --prefix [--shared-prefixes N] [--prefix-tokens L] [--suffix-tokens S]\n"
     "              [--requests-on H] [--requests-off M] [--distinct-prompts D]\n"
     "              [--prompt-tokens P] [common flags above]\n"
@@ -313,6 +316,10 @@ constexpr char kUsage[] =
     "  --matmul            cpu: the CPU backend's matmul modes, each configuration run\n"
     "                      once per mode, rows side by side (default fp32; bf16 needs\n"
     "                      AVX512-BF16; --prefix takes one)\n"
+    "  --rounds            run every configuration N times, all of them in rotation, and\n"
+    "                      report each row's fastest round, prefill and decode apart\n"
+    "                      (default 1; on a shared machine, noise only slows a round;\n"
+    "                      not with --prefix)\n"
     "  --quick             batches 1,8, codecs raw,vlc, 32-token prompts, 4 decode steps\n"
     "  --json              also write the numbers to FILE\n"
     "  --prefix            the prefix-caching case instead: TTFT p50/p99 and prompt tok/s\n"
@@ -342,6 +349,7 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
                                        "--threads",
                                        "--max-batch-tokens",
                                        "--seed",
+                                       "--rounds",
                                        "--json",
                                        "--quick",
                                        "--device",
@@ -443,6 +451,9 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     } else if (arg == "--seed") {
       ASSIGN_OR_RETURN(const int64_t s, ParseInt(arg, value, 0, INT64_MAX));
       o.seed = static_cast<uint64_t>(s);
+    } else if (arg == "--rounds") {
+      ASSIGN_OR_RETURN(const int64_t r, ParseInt(arg, value, 1, 100));
+      o.rounds = static_cast<int>(r);
     } else if (arg == "--json") {
       o.json = value;
     } else if (arg == "--shared-prefixes") {
@@ -467,6 +478,9 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   }
   if (o.prefix && o.matmuls.size() != 1) {
     return absl::InvalidArgumentError("--matmul: --prefix runs one mode");
+  }
+  if (o.prefix && o.rounds != 1) {
+    return absl::InvalidArgumentError("--rounds: --prefix runs each codec once");
   }
   if (o.threads == 0) o.threads = HardwareThreads();
   // On a device, batch 64 replaces 32: the points (1, 8, 64), where
@@ -1321,6 +1335,30 @@ void PrintDeviceRow(const Row& row, double copy_gbps, nlohmann::json& jrows) {
   jrows.push_back(std::move(j));
 }
 
+// --rounds: folds another round of a configuration into its row: the decode
+// fields of the round with the higher decode tok/s, the prefill fields of the
+// one with the higher prefill tok/s, the larger peak memory; a failed round
+// fails the row.
+void KeepFastest(Row& row, const Row& other) {
+  if (!row.error.empty()) return;
+  if (!other.error.empty()) {
+    row.error = other.error;
+    return;
+  }
+  nlohmann::json& r = row.r;
+  const nlohmann::json& q = other.r;
+  const RowRates a = RatesOf(r), b = RatesOf(q);
+  const nlohmann::json prefill = b.prefill_tps > a.prefill_tps ? q : r;
+  if (b.decode_tps > a.decode_tps) r = q;
+  for (const char* key : {"prefill_tokens", "prefill_s"}) r[key] = prefill[key];
+  for (const char* key : {"peak_rss_bytes", "rss_file_bytes"}) {
+    if (q.contains(key) && r.contains(key)) {
+      r[key] = std::max(r[key].get<double>(), q[key].get<double>());
+    }
+  }
+  r["rounds"] = r.value("rounds", 1) + 1;
+}
+
 // Runs one configuration's child: its JSON in `r` (and its backend's
 // description in `backend`), or the error, which is also printed.
 std::string RunConfiguration(const ChildOptions& c, const std::string& what, nlohmann::json& r,
@@ -1666,20 +1704,29 @@ int Run(const Options& o) {
   std::vector<Row> rows;
   std::string backend;
   const fs::path result = fs::path(o.workdir) / absl::StrCat("child-", ::getpid(), ".json");
-  for (const std::string& codec : o.codecs) {
-    for (int64_t batch : o.batches) {
-      for (engine::CpuMatMulMode matmul : o.matmuls) {
-        const std::string what = absl::StrCat(
-            codec, " batch ", batch,
-            on_device ? ""
-                      : absl::StrCat(" matmul ", std::string(engine::CpuMatMulModeName(matmul))));
-        std::fprintf(stderr, "== %s\n", what.c_str());
-        ChildOptions c = ChildFor(o, models[codec], result);
-        c.batch = batch;
-        c.matmul = matmul;
-        Row row{codec, matmul, batch, "", nlohmann::json::object()};
-        row.error = RunConfiguration(c, what, row.r, backend);
-        rows.push_back(std::move(row));
+  for (int round = 0; round < o.rounds; ++round) {
+    size_t i = 0;
+    for (const std::string& codec : o.codecs) {
+      for (int64_t batch : o.batches) {
+        for (engine::CpuMatMulMode matmul : o.matmuls) {
+          const std::string what = absl::StrCat(
+              codec, " batch ", batch,
+              on_device ? ""
+                        : absl::StrCat(" matmul ", std::string(engine::CpuMatMulModeName(matmul))),
+              o.rounds > 1 ? absl::StrCat(" (round ", round + 1, " of ", o.rounds, ")") : "");
+          std::fprintf(stderr, "== %s\n", what.c_str());
+          ChildOptions c = ChildFor(o, models[codec], result);
+          c.batch = batch;
+          c.matmul = matmul;
+          Row row{codec, matmul, batch, "", nlohmann::json::object()};
+          row.error = RunConfiguration(c, what, row.r, backend);
+          if (round == 0) {
+            rows.push_back(std::move(row));
+          } else {
+            KeepFastest(rows[i], row);
+          }
+          ++i;
+        }
       }
     }
   }
@@ -1720,6 +1767,13 @@ int Run(const Options& o) {
       "process\n",
       static_cast<long long>(o.prompt_tokens), static_cast<long long>(o.max_batch_tokens),
       static_cast<long long>(o.decode_steps));
+  if (o.rounds > 1) {
+    std::printf(
+        "- %d rounds, every configuration once per round in the order of the table; each row "
+        "shows its fastest round's prefill and its fastest round's decode (peak memory: the "
+        "largest)\n",
+        o.rounds);
+  }
   if (on_device) {
     std::printf(
         "- fused_max_batch = %d: matmuls of at most %d activation rows against bf16 weights run "
@@ -1794,6 +1848,7 @@ int Run(const Options& o) {
     nlohmann::json j = RunJson(o, *src, backend, total_s);
     j["prompt_tokens"] = o.prompt_tokens;
     j["decode_steps"] = o.decode_steps;
+    j["rounds"] = o.rounds;
     j["fused_max_batch"] = o.fused_max_batch;
     j["matmul"] = nlohmann::json::array();
     for (engine::CpuMatMulMode m : o.matmuls) {
