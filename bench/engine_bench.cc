@@ -339,29 +339,14 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   Options o;
   o.command_line = "build/bench/engine";
   for (int i = 1; i < argc; ++i) o.command_line += absl::StrCat(" ", argv[i]);
-  static const char* const kFlags[] = {"--shape",
-                                       "--checkpoint",
-                                       "--workdir",
-                                       "--codecs",
-                                       "--batches",
-                                       "--prompt-tokens",
-                                       "--decode-steps",
-                                       "--threads",
-                                       "--max-batch-tokens",
-                                       "--seed",
-                                       "--rounds",
-                                       "--json",
-                                       "--quick",
-                                       "--device",
-                                       "--fused-max-batch",
-                                       "--matmul",
-                                       "--prefix",
-                                       "--shared-prefixes",
-                                       "--prefix-tokens",
-                                       "--suffix-tokens",
-                                       "--requests-on",
-                                       "--requests-off",
-                                       "--distinct-prompts"};
+  static const char* const kFlags[] = {"--shape",         "--checkpoint",      "--workdir",
+                                       "--codecs",        "--batches",         "--prompt-tokens",
+                                       "--decode-steps",  "--threads",         "--max-batch-tokens",
+                                       "--seed",          "--rounds",          "--json",
+                                       "--quick",         "--device",          "--fused-max-batch",
+                                       "--matmul",        "--prefix",          "--shared-prefixes",
+                                       "--prefix-tokens", "--suffix-tokens",   "--requests-on",
+                                       "--requests-off",  "--distinct-prompts"};
   // --quick and --prefix only change defaults, so flags given with them win
   // wherever they are.
   bool quick = false, batches_given = false;

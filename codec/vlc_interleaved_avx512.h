@@ -41,7 +41,7 @@ struct Tables {
   // symbol, bit 4 the length's low bit, so `exps` holds its 16 words twice)
   // and its length a shift away.
   __m512i lo, hi;
-  __m512i exps;    // 32 words: exps[i & 15] << kShift, entries 15 and 31 kEscaped
+  __m512i exps;     // 32 words: exps[i & 15] << kShift, entries 15 and 31 kEscaped
   __m512i escaped;  // kEscaped in every word
   __m512i eight;
   // An escape's word (no exponent << kShift reaches it).
@@ -130,8 +130,8 @@ PACKD_VLCI_INLINE __m512i Step(const Tables<kShift>& t, LaneState& s, const uint
     s.cnt = _mm512_mask_sub_epi16(s.cnt, esc, s.cnt, t.eight);
   }
   if constexpr (!kOnDemand) {
-    Refill<kTrack>(s, end, _mm512_mask_cmplt_epi16_mask(next, s.cnt, _mm512_set1_epi16(7)),
-                   t.eight, overrun);
+    Refill<kTrack>(s, end, _mm512_mask_cmplt_epi16_mask(next, s.cnt, _mm512_set1_epi16(7)), t.eight,
+                   overrun);
   }
   return e;
 }

@@ -52,8 +52,8 @@ struct SplitGemmKernelsOf {
   // The same over split rows: row r's k exponent bytes at exps + r * k (a
   // buffer the caller decoded, e.g. TensorDecoder::DecodeExponents) and its k
   // rest bytes at rest + r * k; k a multiple of 64.
-  void (*split)(const X* x, int64_t n, int64_t x_stride, const uint8_t* exps,
-                const uint8_t* rest, int64_t rows, int64_t k, float* out, int64_t out_stride);
+  void (*split)(const X* x, int64_t n, int64_t x_stride, const uint8_t* exps, const uint8_t* rest,
+                int64_t rows, int64_t k, float* out, int64_t out_stride);
 };
 
 using SplitGemmKernels = SplitGemmKernelsOf<float>;

@@ -110,8 +110,8 @@ struct Join {
   }
   // Elements 16c .. 16c + 15 of the group as fp32.
   PACKD_SPLIT_INLINE __m512 Weights(__m512i lo, __m512i hi, int c) const {
-    return _mm512_castsi512_ps(_mm512_maskz_permutex2var_epi8(
-        codec::vlci::OpaqueMask(kHighHalves), lo, idx[c], hi));
+    return _mm512_castsi512_ps(
+        _mm512_maskz_permutex2var_epi8(codec::vlci::OpaqueMask(kHighHalves), lo, idx[c], hi));
   }
   // Elements 32h .. 32h + 31 of the group as bf16 (the bf16 mode); the word
   // indices are loaded at each use (an L1 operand: the fp32 mode's four
@@ -471,8 +471,8 @@ void ForEachTile(int64_t n, int64_t rows, Run run) {
 }
 
 template <typename X>
-void GemmTiled(const X* x, int64_t n, int64_t x_stride, const codec::TiledRowsView& w,
-               int64_t row0, int64_t rows, float* out, int64_t out_stride) {
+void GemmTiled(const X* x, int64_t n, int64_t x_stride, const codec::TiledRowsView& w, int64_t row0,
+               int64_t rows, float* out, int64_t out_stride) {
   ForEachTile(n, rows, [&](int64_t t, int tt, int64_t r, int rr) {
     kTiled<X>.fn[tt][rr](x + t * x_stride, x_stride, w, row0 + r, out + t * out_stride + r,
                          out_stride);

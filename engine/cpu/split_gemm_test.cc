@@ -157,9 +157,9 @@ std::vector<float> Reference(const Problem& p, const std::vector<uint8_t>& raw, 
 template <typename Pick, typename... Args>
 void RunMode(Mode mode, const Problem& p, Pick pick, int64_t n, Args&&... args) {
   if (mode == Mode::kBf16) {
-    pick(*SplitBf16())(p.xb.data(), n, p.x_stride, std::forward<Args>(args)...);
+    pick (*SplitBf16())(p.xb.data(), n, p.x_stride, std::forward<Args>(args)...);
   } else {
-    pick(*Split())(p.x.data(), n, p.x_stride, std::forward<Args>(args)...);
+    pick (*Split())(p.x.data(), n, p.x_stride, std::forward<Args>(args)...);
   }
 }
 
@@ -244,8 +244,8 @@ TEST_P(SplitGemmTest, TiledMatchesGemmBitForBit) {
                 " tile=" + std::to_string(tile),
             [&](Mode mode, const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
               RunMode(
-                  mode, p, [](const auto& kernels) { return kernels.tiled; }, n, *view, row0,
-                  count, out, p.out_stride);
+                  mode, p, [](const auto& kernels) { return kernels.tiled; }, n, *view, row0, count,
+                  out, p.out_stride);
             });
       }
     }
