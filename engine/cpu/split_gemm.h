@@ -41,10 +41,10 @@ struct SplitGemmKernelsOf {
   void (*tiled)(const X* x, int64_t n, int64_t x_stride, const codec::TiledRowsView& w,
                 int64_t row0, int64_t rows, float* out, int64_t out_stride);
   // The same over the rows of a bf16 vlc matrix in interleaved mode (view
-  // from codec::VlcInterleavedRows()): the 16 lanes of each tile decoded in
-  // registers, 16 weights per step, joined with the rest bytes and
+  // from codec::VlcInterleavedRows()): the 32 lanes of each tile decoded in
+  // registers, 32 weights per step, joined with the rest bytes and
   // multiplied at once. k = view.cols, a multiple of 64; view.tile_cols a
-  // multiple of 16. A stream that runs past its tile (a corrupt file the
+  // multiple of 32 (the CPU backend checks). A stream that runs past its tile (a corrupt file the
   // container checksum did not catch) gives wrong numbers, never a read
   // outside the codes component.
   void (*vlc)(const X* x, int64_t n, int64_t x_stride, const codec::VlcInterleavedRowsView& w,
