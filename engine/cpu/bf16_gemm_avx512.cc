@@ -91,15 +91,13 @@ struct Bf16Tile {
     const int64_t full = k - k % kChunk;
     for (int64_t i = 0; i < full; i += kChunk) {
       __m512i wv[R];
-      {
-        // The weights stream from DRAM (at one token wholly; at several,
-        // the first token group of a row block), 64 bytes per row per step:
-        // without the prefetch the core waits on memory (bench/NOTES.md,
-        // "CPU bf16 matmul mode").
-        for (int r = 0; r < R; ++r) {
-          _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + i * 2 + kPrefetchBytes),
-                       _MM_HINT_T1);
-        }
+      // The weights stream from DRAM (at one token wholly; at several, the
+      // first token group of a row block), 64 bytes per row per step:
+      // without the prefetch the core waits on memory (bench/NOTES.md, "CPU
+      // bf16 matmul mode").
+      for (int r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + i * 2 + kPrefetchBytes),
+                     _MM_HINT_T1);
       }
       for (int r = 0; r < R; ++r) wv[r] = _mm512_loadu_si512(w + r * row_bytes + i * 2);
       for (int t = 0; t < T; ++t) {

@@ -66,17 +66,15 @@ struct Avx512Tile {
     const int64_t full = k - k % kLanes;
     for (int64_t i = 0; i < full; i += kLanes) {
       __m512 wv[R];
-      {
-        // The weights stream from DRAM (at one token wholly; at several,
-        // the first token group of a row block): prefetch into L2 a few
-        // rows ahead, one line per 64 bytes (the hardware prefetchers alone
-        // leave the core waiting; bench/NOTES.md, issue 19).
-        if ((i * kElemBytes) % 64 == 0) {
-          for (int r = 0; r < R; ++r) {
-            _mm_prefetch(
-                reinterpret_cast<const char*>(w + r * row_bytes + i * kElemBytes + kPrefetchBytes),
-                _MM_HINT_T1);
-          }
+      // The weights stream from DRAM (at one token wholly; at several, the
+      // first token group of a row block): prefetch into L2 a few rows
+      // ahead, one line per 64 bytes (the hardware prefetchers alone leave
+      // the core waiting; bench/NOTES.md, issue 19).
+      if ((i * kElemBytes) % 64 == 0) {
+        for (int r = 0; r < R; ++r) {
+          _mm_prefetch(
+              reinterpret_cast<const char*>(w + r * row_bytes + i * kElemBytes + kPrefetchBytes),
+              _MM_HINT_T1);
         }
       }
       for (int r = 0; r < R; ++r) wv[r] = LoadWeights<D>(w + r * row_bytes + i * kElemBytes);

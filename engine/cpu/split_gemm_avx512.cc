@@ -246,14 +246,14 @@ PACKD_SPLIT_INLINE void RowsGroups(const X* x, int64_t x_stride, Source& src, co
           for (int t = 0; t < T; ++t) acc[t][r] = DotBf16(acc[t][r], xv[t], wv);
         }
       }
-      continue;
-    }
-    for (int c = 0; c < 4; ++c) {
-      __m512 xv[T];
-      for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(x + t * x_stride + g + 16 * c);
-      for (int r = 0; r < R; ++r) {
-        const __m512 wv = join.Weights(lo[r], hi[r], c);
-        for (int t = 0; t < T; ++t) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
+    } else {
+      for (int c = 0; c < 4; ++c) {
+        __m512 xv[T];
+        for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(x + t * x_stride + g + 16 * c);
+        for (int r = 0; r < R; ++r) {
+          const __m512 wv = join.Weights(lo[r], hi[r], c);
+          for (int t = 0; t < T; ++t) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
+        }
       }
     }
   }
@@ -312,9 +312,9 @@ constexpr __mmask32 kHighWords = 0xaaaaaaaau;
 // doubled into words (kVlcJoin.dup), bf16 = sign << 15 | exponent << 7 |
 // mantissa by one select, then (fp32 mode) each half to fp32 by a permute:
 // element 16c + i of the row in lane i, gemm's order; or (bf16 mode) the 32
-// bf16 straight into one vdpbf16ps per token. The loops over rows are unrolled so that each
-// row's lane state stays in registers (an indexed array would live on the
-// stack).
+// bf16 straight into one vdpbf16ps per token. The loops over rows are
+// unrolled so that each row's lane state stays in registers (an indexed
+// array would live on the stack).
 template <int T, int R, typename X>
 PACKD_SPLIT_TARGET void VlcTile(const X* x, int64_t x_stride,
                                 const codec::VlcInterleavedRowsView& w, int64_t row0, float* out,
@@ -380,19 +380,21 @@ PACKD_SPLIT_TARGET void VlcTile(const X* x, int64_t x_stride,
           for (int t = 0; t < T; ++t) {
             acc[t][r] = DotBf16(acc[t][r], _mm512_loadu_si512(x + t * x_stride + i), bf16);
           }
-          continue;
+        } else {
+          // fp32 = bf16 << 16: word j of each half into the high word of
+          // dword j.
+          const __mmask32 high_words = codec::vlci::OpaqueMask(kHighWords);
+          wv[r][0] = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(high_words, half0, bf16));
+          wv[r][1] = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(high_words, half1, bf16));
         }
-        // fp32 = bf16 << 16: word j of each half into the high word of dword j.
-        const __mmask32 high_words = codec::vlci::OpaqueMask(kHighWords);
-        wv[r][0] = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(high_words, half0, bf16));
-        wv[r][1] = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(high_words, half1, bf16));
       }
-      if constexpr (std::is_same_v<X, uint16_t>) continue;
-      for (int h = 0; h < 2; ++h) {
-        for (int t = 0; t < T; ++t) {
-          const __m512 xv = _mm512_loadu_ps(x + t * x_stride + i + 16 * h);
+      if constexpr (std::is_same_v<X, float>) {  // (the bf16 mode multiplied per row above)
+        for (int h = 0; h < 2; ++h) {
+          for (int t = 0; t < T; ++t) {
+            const __m512 xv = _mm512_loadu_ps(x + t * x_stride + i + 16 * h);
 #pragma GCC unroll 8
-          for (int r = 0; r < R; ++r) acc[t][r] = _mm512_fmadd_ps(xv, wv[r][h], acc[t][r]);
+            for (int r = 0; r < R; ++r) acc[t][r] = _mm512_fmadd_ps(xv, wv[r][h], acc[t][r]);
+          }
         }
       }
     }

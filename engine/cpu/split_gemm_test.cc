@@ -157,9 +157,11 @@ std::vector<float> Reference(const Problem& p, const std::vector<uint8_t>& raw, 
 template <typename Pick, typename... Args>
 void RunMode(Mode mode, const Problem& p, Pick pick, int64_t n, Args&&... args) {
   if (mode == Mode::kBf16) {
-    pick (*SplitBf16())(p.xb.data(), n, p.x_stride, std::forward<Args>(args)...);
+    const auto kernel = pick(*SplitBf16());
+    kernel(p.xb.data(), n, p.x_stride, std::forward<Args>(args)...);
   } else {
-    pick (*Split())(p.x.data(), n, p.x_stride, std::forward<Args>(args)...);
+    const auto kernel = pick(*Split());
+    kernel(p.x.data(), n, p.x_stride, std::forward<Args>(args)...);
   }
 }
 
@@ -188,13 +190,16 @@ void ExpectSameBits(const Problem& p, const std::vector<float>& want, const std:
 
 codec::TensorInfo InfoOf(int64_t rows, int64_t k) { return {DType::kBF16, {rows, k}}; }
 
-// run(mode, p, n, row0, count, out) computes rows [row0, row0 + count) of p
-// into out; checked bit for bit against the mode's gemm for several token
-// counts, over the whole matrix and in two row ranges (row0 != 0), in every
-// mode the CPU has.
-template <typename Run>
+// The row kernel `pick(kernels)` (tiled or vlc) over `view`, computing
+// rows [row0, row0 + count): checked bit for bit against the mode's gemm for
+// several token counts, over the whole matrix and in two row ranges (row0 !=
+// 0), in every mode the CPU has.
+template <typename Pick, typename View>
 void ExpectMatchesGemm(int64_t rows, int64_t k, const std::vector<uint8_t>& raw, std::mt19937& rng,
-                       const std::string& what, Run run) {
+                       const std::string& what, Pick pick, const View& view) {
+  auto run = [&](Mode mode, const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
+    RunMode(mode, p, pick, n, view, row0, count, out, p.out_stride);
+  };
   for (int64_t n : {1, 2, 3, 4, 5, 9, 17, 64}) {
     const Problem p = MakeProblem(n, rows, k, rng);
     for (Mode mode : Modes()) {
@@ -242,11 +247,7 @@ TEST_P(SplitGemmTest, TiledMatchesGemmBitForBit) {
             rows, k, raw, rng,
             "tiled rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
                 " tile=" + std::to_string(tile),
-            [&](Mode mode, const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
-              RunMode(
-                  mode, p, [](const auto& kernels) { return kernels.tiled; }, n, *view, row0, count,
-                  out, p.out_stride);
-            });
+            [](const auto& kernels) { return kernels.tiled; }, *view);
       }
     }
   }
@@ -277,11 +278,7 @@ TEST_P(SplitGemmTest, VlcInterleavedMatchesGemmBitForBit) {
             rows, k, raw, rng,
             "vlc rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
                 " tile=" + std::to_string(tile),
-            [&](Mode mode, const Problem& p, int64_t n, int64_t row0, int64_t count, float* out) {
-              RunMode(
-                  mode, p, [](const auto& kernels) { return kernels.vlc; }, n, *view, row0, count,
-                  out, p.out_stride);
-            });
+            [](const auto& kernels) { return kernels.vlc; }, *view);
       }
     }
   }
