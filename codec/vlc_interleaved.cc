@@ -143,8 +143,9 @@ void VlcInterleavedEncoder::EncodeTile(const uint8_t* exps, uint32_t n,
     // Zeros after the queue: the decoder's takes past its end read them.
     std::memset(scratch.data() + L * cap + queued[L], 0, 4);
   }
-  // The decoder (FORMAT.md §4, mode 3), on code lengths alone. It takes at
-  // most one byte per lane beyond the queued ones (zeros), per take site.
+  // The decoder (FORMAT.md §4, mode 3), on code lengths alone, writing the
+  // bytes it takes in order. A lane takes at most 2 bytes past its queue
+  // (see `take`), so 4 per lane bound the output.
   size_t bound = 0;
   for (int L = 0; L < kVlcLanes; ++L) bound += queued[L] + 4;
   const size_t base = out.size();

@@ -47,13 +47,14 @@ struct Tables {
   // An escape's word (no exponent << kShift reaches it).
   static constexpr int16_t kEscaped = -1;
   PACKD_VLCI_INLINE explicit Tables(const VlcInterleavedCode& c) {
-    const __m512i nibble = _mm512_set1_epi8(0x0f), len = _mm512_set1_epi8(0x70);
-    for (int h = 0; h < 2; ++h) {
-      const __m512i e = _mm512_loadu_si512(c.entry + 64 * h);  // length | symbol << 3
-      const __m512i r = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(e, 3), nibble),
-                                        _mm512_and_si512(_mm512_slli_epi16(e, 4), len));
-      (h == 0 ? lo : hi) = r;
-    }
+    // 64 entries of c.entry (length | symbol << 3) as symbol | length << 4.
+    const auto relay = [](const uint8_t* entry) PACKD_VLCI_TARGET {
+      const __m512i e = _mm512_loadu_si512(entry);
+      return _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(e, 3), _mm512_set1_epi8(0x0f)),
+                             _mm512_and_si512(_mm512_slli_epi16(e, 4), _mm512_set1_epi8(0x70)));
+    };
+    lo = relay(c.entry);
+    hi = relay(c.entry + 64);
     const __m256i x = _mm256_slli_epi16(
         _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c.exps))), kShift);
     const __m256i once = _mm256_mask_mov_epi16(x, __mmask16{1} << 15, _mm256_set1_epi16(kEscaped));
@@ -130,8 +131,9 @@ PACKD_VLCI_INLINE __m512i Step(const Tables<kShift>& t, LaneState& s, const uint
     s.cnt = _mm512_mask_sub_epi16(s.cnt, esc, s.cnt, t.eight);
   }
   if constexpr (!kOnDemand) {
-    Refill<kTrack>(s, end, _mm512_mask_cmplt_epi16_mask(next, s.cnt, _mm512_set1_epi16(7)), t.eight,
-                   overrun);
+    Refill<kTrack>(
+        s, end, _mm512_mask_cmplt_epi16_mask(next, s.cnt, _mm512_set1_epi16(kVlcInterleavedMaxLen)),
+        t.eight, overrun);
   }
   return e;
 }
