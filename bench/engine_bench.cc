@@ -1330,18 +1330,19 @@ void KeepFastest(Row& row, const Row& other) {
     row.error = other.error;
     return;
   }
-  nlohmann::json& r = row.r;
+  const nlohmann::json& r = row.r;
   const nlohmann::json& q = other.r;
   const RowRates a = RatesOf(r), b = RatesOf(q);
-  const nlohmann::json prefill = b.prefill_tps > a.prefill_tps ? q : r;
-  if (b.decode_tps > a.decode_tps) r = q;
-  for (const char* key : {"prefill_tokens", "prefill_s"}) r[key] = prefill[key];
+  nlohmann::json best = b.decode_tps > a.decode_tps ? q : r;
+  const nlohmann::json& prefill = b.prefill_tps > a.prefill_tps ? q : r;
+  for (const char* key : {"prefill_tokens", "prefill_s"}) best[key] = prefill[key];
   for (const char* key : {"peak_rss_bytes", "rss_file_bytes"}) {
     if (q.contains(key) && r.contains(key)) {
-      r[key] = std::max(r[key].get<double>(), q[key].get<double>());
+      best[key] = std::max(r[key].get<double>(), q[key].get<double>());
     }
   }
-  r["rounds"] = r.value("rounds", 1) + 1;
+  best["rounds"] = r.value("rounds", 1) + 1;
+  row.r = std::move(best);
 }
 
 // Runs one configuration's child: its JSON in `r` (and its backend's
