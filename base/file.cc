@@ -5,10 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -24,7 +26,49 @@ absl::Status ErrnoError(std::string_view what, const std::filesystem::path& path
 }
 }  // namespace
 
-absl::StatusOr<MappedFile> MappedFile::Open(const std::filesystem::path& path) {
+namespace {
+
+// Transparent huge pages are 2 MiB on x86-64 (and the common arm64 setup);
+// a region aligned to it can be backed by them.
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// Reads the whole of `fd` (size bytes) into anonymous memory aligned to a
+// huge page, then makes it read-only. Sets map/map_bytes to the region to
+// unmap; returns where the bytes start.
+absl::StatusOr<const uint8_t*> ReadResident(int fd, size_t size, const std::filesystem::path& path,
+                                            void*& map, size_t& map_bytes) {
+  const size_t rounded = (size + kHugePage - 1) / kHugePage * kHugePage;
+  map_bytes = rounded + kHugePage;  // slack to align the start
+  map = ::mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (map == MAP_FAILED) {
+    map = nullptr;
+    return ErrnoError(absl::StrCat("cannot allocate ", size, " bytes to read"), path);
+  }
+  auto* data = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(map) + kHugePage - 1) &
+                                          ~uintptr_t{kHugePage - 1});
+  // Only a request: without THP (or with "never") the pages are 4 KiB ones.
+  (void)::madvise(data, rounded, MADV_HUGEPAGE);
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::pread(fd, data + done, std::min<size_t>(size - done, size_t{1} << 30),
+                              static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError("cannot read", path);
+    }
+    if (n == 0) {
+      return absl::DataLossError(absl::StrCat(path.string(), ": file shrank while being read (",
+                                              done, " of ", size, " bytes)"));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::mprotect(data, rounded, PROT_READ) != 0) return ErrnoError("cannot protect", path);
+  return data;
+}
+
+}  // namespace
+
+absl::StatusOr<MappedFile> MappedFile::Open(const std::filesystem::path& path, FileAccess access) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoError("cannot open", path);
   struct stat st {};
@@ -40,39 +84,53 @@ absl::StatusOr<MappedFile> MappedFile::Open(const std::filesystem::path& path) {
   MappedFile f;
   f.path_ = path;
   f.size_ = static_cast<size_t>(st.st_size);
-  if (f.size_ > 0) {
+  f.access_ = access;
+  if (f.size_ > 0 && access == FileAccess::kResident) {
+    // f owns the region from here, so an error below unmaps it.
+    absl::StatusOr<const uint8_t*> data = ReadResident(fd, f.size_, path, f.map_, f.map_bytes_);
+    ::close(fd);
+    if (!data.ok()) return data.status();
+    f.data_ = *data;
+  } else if (f.size_ > 0) {
     void* p = ::mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       absl::Status s = ErrnoError("cannot mmap", path);
       ::close(fd);
       return s;
     }
+    f.map_ = p;
+    f.map_bytes_ = f.size_;
     f.data_ = static_cast<const uint8_t*>(p);
+    ::close(fd);
+  } else {
+    ::close(fd);
   }
-  ::close(fd);
   return f;
 }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept
-    : path_(std::move(other.path_)), data_(other.data_), size_(other.size_) {
-  other.data_ = nullptr;
-  other.size_ = 0;
-}
+    : path_(std::move(other.path_)),
+      data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      access_(other.access_),
+      map_(std::exchange(other.map_, nullptr)),
+      map_bytes_(std::exchange(other.map_bytes_, 0)) {}
 
 MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   if (this != &other) {
-    if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+    if (map_ != nullptr) ::munmap(map_, map_bytes_);
     path_ = std::move(other.path_);
-    data_ = other.data_;
-    size_ = other.size_;
-    other.data_ = nullptr;
-    other.size_ = 0;
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    access_ = other.access_;
+    map_ = std::exchange(other.map_, nullptr);
+    map_bytes_ = std::exchange(other.map_bytes_, 0);
   }
   return *this;
 }
 
 MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (map_ != nullptr) ::munmap(map_, map_bytes_);
 }
 
 absl::StatusOr<std::string> ReadFileToString(const std::filesystem::path& path) {

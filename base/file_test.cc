@@ -1,5 +1,6 @@
 #include "base/file.h"
 
+#include <cstring>
 #include <fstream>
 
 #include "base/checksum.h"
@@ -46,6 +47,42 @@ TEST(MappedFileTest, MapsBytesAndReportsMissingFiles) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(missing.status().message().find("nope"), std::string::npos);
   EXPECT_FALSE(MappedFile::Open(tmp.path()).ok());  // a directory
+}
+
+// kResident reads the file into its own memory: the same bytes (across
+// several huge-page spans, the last one partial), huge-page aligned, and the
+// same errors as a mapping.
+TEST(MappedFileTest, ResidentReadsTheSameBytes) {
+  testing::TempDir tmp;
+  std::string big(5 * (size_t{1} << 20) + 12345, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 2654435761u) >> 13);
+  ASSERT_TRUE(WriteFileAtomically(tmp.path() / "big", big).ok());
+  ASSERT_TRUE(WriteFileAtomically(tmp.path() / "empty", "").ok());
+  for (FileAccess access : {FileAccess::kMapped, FileAccess::kResident}) {
+    SCOPED_TRACE(access == FileAccess::kResident ? "resident" : "mapped");
+    auto m = MappedFile::Open(tmp.path() / "big", access);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->access(), access);
+    ASSERT_EQ(m->bytes().size(), big.size());
+    EXPECT_EQ(std::memcmp(m->bytes().data(), big.data(), big.size()), 0);
+    if (access == FileAccess::kResident) {
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(m->bytes().data()) % (uintptr_t{2} << 20), 0u);
+    }
+    // Moves hand the bytes over and leave the source empty.
+    MappedFile moved = *std::move(m);
+    EXPECT_TRUE(m->bytes().empty());
+    EXPECT_EQ(std::memcmp(moved.bytes().data(), big.data(), big.size()), 0);
+    auto other = MappedFile::Open(tmp.path() / "empty", access);
+    ASSERT_TRUE(other.ok());
+    EXPECT_TRUE(other->bytes().empty());
+    *other = std::move(moved);
+    EXPECT_EQ(other->bytes().size(), big.size());
+    EXPECT_EQ(other->bytes()[big.size() - 1], static_cast<uint8_t>(big.back()));
+
+    auto missing = MappedFile::Open(tmp.path() / "nope", access);
+    EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+    EXPECT_FALSE(MappedFile::Open(tmp.path(), access).ok());  // a directory
+  }
 }
 
 TEST(ParallelForTest, CoversEveryIndexOnce) {

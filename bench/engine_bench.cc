@@ -5,7 +5,8 @@
 //                      [--workdir DIR] [--codecs raw,none,vlc,tiled] [--batches 1,8,32]
 //                      [--prompt-tokens 64] [--decode-steps 8] [--threads N]
 //                      [--max-batch-tokens N] [--fused-max-batch N] [--matmul fp32,bf16]
-//                      [--seed N] [--rounds N] [--quick] [--json FILE]
+//                      [--weights resident,mapped] [--seed N] [--rounds N] [--quick]
+//                      [--json FILE]
 //
 // Model: by default a synthesized BF16 Hugging Face checkpoint of --shape
 // (engine/synth.h, seed 0), written once to --workdir (default
@@ -25,6 +26,12 @@
 // column), so that their ratio is measured side by side. bf16 needs
 // AVX512-BF16 (a configuration without it fails with the backend's error)
 // and the CPU; --prefix takes one mode.
+//
+// --weights: how the CPU engine holds the weight files (base/file.h
+// FileAccess; default resident, the engine's own default): "resident" reads
+// them into the process's memory (huge pages asked for), "mapped" maps them
+// (EngineOptions::map_weights). Like --matmul, each listed way is a row of
+// its own next to the others ("weights" column).
 //
 // Each (codec, batch, matmul) configuration runs in a fresh child process (this
 // program re-executed with --child), so that its peak RSS (VmHWM of the
@@ -153,6 +160,7 @@
 // codecs raw,vlc, N 2, L 192, --requests-on 16, --requests-off 2, 8
 // distinct 32-token prompts (it fits --shape tiny's 256-token context).
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -240,6 +248,7 @@ struct Options {
   int64_t max_batch_tokens = 512;  // tokens per step (at least batch)
   int fused_max_batch = engine::EngineOptions{}.fused_max_batch;                // CUDA only
   std::vector<engine::CpuMatMulMode> matmuls = {engine::CpuMatMulMode::kFp32};  // CPU only
+  std::vector<FileAccess> weights = {FileAccess::kResident};                    // CPU only
   uint64_t seed = 0;
   // --rounds: every configuration runs this many times, the configurations in
   // rotation; each row reports its fastest round (prefill and decode apart).
@@ -265,6 +274,7 @@ struct ChildOptions {
   int64_t max_batch_tokens = 512;
   int fused_max_batch = engine::EngineOptions{}.fused_max_batch;
   engine::CpuMatMulMode matmul = engine::CpuMatMulMode::kFp32;
+  bool map_weights = false;  // EngineOptions::map_weights
   uint64_t seed = 0;
   std::string result;  // where the child writes its JSON
 };
@@ -286,12 +296,15 @@ absl::StatusOr<engine::CpuMatMulMode> ParseMatMul(const std::string& flag, const
   return *mode;
 }
 
+const char* WeightsName(FileAccess a) { return a == FileAccess::kMapped ? "mapped" : "resident"; }
+
 constexpr char kUsage[] =
     "usage: engine [--device cpu|cuda:N] [--shape tiny|llama-1b|llama-8b] [--checkpoint PATH]\n"
     "              [--workdir DIR] [--codecs raw,none,vlc,tiled] [--batches 1,8,32]\n"
     "              [--prompt-tokens N] [--decode-steps N] [--threads N]\n"
     "              [--max-batch-tokens N] [--fused-max-batch N] [--matmul fp32,bf16]\n"
-    "              [--seed N] [--rounds N] [--quick] [--json FILE]\n"
+    "              [--weights resident,mapped] [--seed N] [--rounds N] [--quick]\n"
+    "              [--json FILE]\n"
     "       engine --prefix [--shared-prefixes N] [--prefix-tokens L] [--suffix-tokens S]\n"
     "              [--requests-on H] [--requests-off M] [--distinct-prompts D]\n"
     "              [--prompt-tokens P] [common flags above]\n"
@@ -316,6 +329,9 @@ constexpr char kUsage[] =
     "  --matmul            cpu: the CPU backend's matmul modes, each configuration run\n"
     "                      once per mode, rows side by side (default fp32; bf16 needs\n"
     "                      AVX512-BF16; --prefix takes one)\n"
+    "  --weights           cpu: how the engine holds the weight files, each configuration\n"
+    "                      run once per way, rows side by side: resident (default: read\n"
+    "                      into memory) or mapped (the page cache; --prefix takes one)\n"
     "  --rounds            run every configuration N times, all of them in rotation, and\n"
     "                      report each row's fastest round, prefill and decode apart\n"
     "                      (default 1; on a shared machine, noise only slows a round;\n"
@@ -339,14 +355,14 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   Options o;
   o.command_line = "build/bench/engine";
   for (int i = 1; i < argc; ++i) o.command_line += absl::StrCat(" ", argv[i]);
-  static const char* const kFlags[] = {"--shape",         "--checkpoint",      "--workdir",
-                                       "--codecs",        "--batches",         "--prompt-tokens",
-                                       "--decode-steps",  "--threads",         "--max-batch-tokens",
-                                       "--seed",          "--rounds",          "--json",
-                                       "--quick",         "--device",          "--fused-max-batch",
-                                       "--matmul",        "--prefix",          "--shared-prefixes",
-                                       "--prefix-tokens", "--suffix-tokens",   "--requests-on",
-                                       "--requests-off",  "--distinct-prompts"};
+  static const char* const kFlags[] = {"--shape",        "--checkpoint",    "--workdir",
+                                       "--codecs",       "--batches",       "--prompt-tokens",
+                                       "--decode-steps", "--threads",       "--max-batch-tokens",
+                                       "--seed",         "--rounds",        "--json",
+                                       "--quick",        "--device",        "--fused-max-batch",
+                                       "--matmul",       "--prefix",        "--shared-prefixes",
+                                       "--weights",      "--prefix-tokens", "--suffix-tokens",
+                                       "--requests-on",  "--requests-off",  "--distinct-prompts"};
   // --quick and --prefix only change defaults, so flags given with them win
   // wherever they are.
   bool quick = false, batches_given = false;
@@ -433,6 +449,20 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
         }
       }
       if (o.matmuls.empty()) return absl::InvalidArgumentError("--matmul is empty");
+    } else if (arg == "--weights") {
+      o.weights.clear();
+      for (const std::string& w :
+           std::vector<std::string>(absl::StrSplit(value, ',', absl::SkipEmpty()))) {
+        if (w != "resident" && w != "mapped") {
+          return absl::InvalidArgumentError(
+              absl::StrCat("--weights: '", w, "' is not one of resident, mapped"));
+        }
+        const FileAccess a = w == "mapped" ? FileAccess::kMapped : FileAccess::kResident;
+        if (std::find(o.weights.begin(), o.weights.end(), a) == o.weights.end()) {
+          o.weights.push_back(a);
+        }
+      }
+      if (o.weights.empty()) return absl::InvalidArgumentError("--weights is empty");
     } else if (arg == "--seed") {
       ASSIGN_OR_RETURN(const int64_t s, ParseInt(arg, value, 0, INT64_MAX));
       o.seed = static_cast<uint64_t>(s);
@@ -460,6 +490,12 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   }
   if (o.cuda_device >= 0 && o.matmuls != std::vector{engine::CpuMatMulMode::kFp32}) {
     return absl::InvalidArgumentError("--matmul: the modes other than fp32 are the CPU backend's");
+  }
+  if (o.cuda_device >= 0 && o.weights != std::vector{FileAccess::kResident}) {
+    return absl::InvalidArgumentError("--weights: the CPU engine's (a CUDA engine maps them)");
+  }
+  if (o.prefix && o.weights.size() != 1) {
+    return absl::InvalidArgumentError("--weights: --prefix runs one way");
   }
   if (o.prefix && o.matmuls.size() != 1) {
     return absl::InvalidArgumentError("--matmul: --prefix runs one mode");
@@ -505,6 +541,9 @@ absl::StatusOr<ChildOptions> ParseChildArgs(int argc, char** argv) {
       c.fused_max_batch = static_cast<int>(f);
     } else if (key == "--matmul") {
       ASSIGN_OR_RETURN(c.matmul, ParseMatMul(key, v));
+    } else if (key == "--map-weights") {
+      ASSIGN_OR_RETURN(const int64_t b, ParseInt(key, v, 0, 1));
+      c.map_weights = b != 0;
     } else if (key == "--seed") {
       ASSIGN_OR_RETURN(const int64_t s, ParseInt(key, v, 0, INT64_MAX));
       c.seed = static_cast<uint64_t>(s);
@@ -601,12 +640,29 @@ uint64_t SumWords(const uint64_t* p, size_t n) {
   return s;
 }
 
-// Best-of-`repeats` streaming-read bandwidth over a fresh buffer of `bytes`.
+// Best-of-`repeats` streaming-read bandwidth over a fresh buffer of `bytes`,
+// memory of the kind resident weights get (anonymous, huge pages asked for:
+// MappedFile's FileAccess::kResident); 4 KiB pages read slower here.
 Bandwidth MeasureBandwidth(uint64_t bytes, int threads, int repeats) {
   Bandwidth bw;
   bw.buffer_bytes = bytes;
   const size_t words = bytes / sizeof(uint64_t);
-  std::unique_ptr<uint64_t[]> buf(new uint64_t[words]);
+  const size_t huge = size_t{2} << 20;
+  const size_t map_bytes = (words * sizeof(uint64_t) + huge - 1) / huge * huge + huge;
+  void* map =
+      ::mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (map == MAP_FAILED) {
+    std::fprintf(stderr, "bandwidth: cannot allocate %zu bytes\n", map_bytes);
+    std::exit(1);
+  }
+  struct Unmap {
+    void* p;
+    size_t n;
+    ~Unmap() { ::munmap(p, n); }
+  } unmap{map, map_bytes};
+  auto* buf = reinterpret_cast<uint64_t*>((reinterpret_cast<uintptr_t>(map) + huge - 1) &
+                                          ~uintptr_t{huge - 1});
+  (void)::madvise(buf, map_bytes - huge, MADV_HUGEPAGE);
   // First touch on the threads that will read (NUMA placement), and values
   // that are not all zero pages.
   ParallelFor(words, threads, [&](size_t b, size_t e) {
@@ -623,7 +679,7 @@ Bandwidth MeasureBandwidth(uint64_t bytes, int threads, int repeats) {
       ParallelFor(parts, t, [&](size_t pb, size_t pe) {
         for (size_t p = pb; p < pe; ++p) {
           const size_t lo = words * p / parts, hi = words * (p + 1) / parts;
-          sums[p] = SumWords(buf.get() + lo, hi - lo);
+          sums[p] = SumWords(buf + lo, hi - lo);
         }
       });
       best = std::min(best, SecondsSince(t0));
@@ -727,6 +783,7 @@ absl::Status RunChild(const ChildOptions& c) {
   eo.max_batch_tokens = std::max<int64_t>(c.max_batch_tokens, c.batch);  // a decode step fits
   eo.fused_max_batch = c.fused_max_batch;
   eo.cpu_matmul = c.matmul;
+  eo.map_weights = c.map_weights;
   // Sequences that finish their prompt early decode during the later prefill
   // steps; they may generate up to one token per prefill step beyond the
   // decode-steps tokens of the timed decode phase (then they are aborted).
@@ -986,6 +1043,7 @@ absl::Status RunPrefixChild(const ChildOptions& c) {
   eo.max_batch_tokens = c.max_batch_tokens;
   eo.fused_max_batch = c.fused_max_batch;
   eo.cpu_matmul = c.matmul;
+  eo.map_weights = c.map_weights;
   // KV blocks: caching on holds the N system prompts and two sequences
   // besides, so that the timed requests find their prefix cached; off, two
   // sequences.
@@ -1115,7 +1173,8 @@ absl::StatusOr<nlohmann::json> SpawnChild(const ChildOptions& c) {
       absl::StrCat("--result=", c.result),
       absl::StrCat("--max-batch-tokens=", c.max_batch_tokens),
       absl::StrCat("--fused-max-batch=", c.fused_max_batch),
-      absl::StrCat("--matmul=", std::string(engine::CpuMatMulModeName(c.matmul)))};
+      absl::StrCat("--matmul=", std::string(engine::CpuMatMulModeName(c.matmul))),
+      absl::StrCat("--map-weights=", c.map_weights ? 1 : 0)};
   if (c.prefix) {
     const PrefixWorkload& w = c.workload;
     for (std::string a :
@@ -1222,6 +1281,7 @@ absl::StatusOr<fs::path> PrepareCompressed(const Options& o, const fs::path& src
 struct Row {
   std::string codec;
   engine::CpuMatMulMode matmul = engine::CpuMatMulMode::kFp32;
+  FileAccess weights = FileAccess::kResident;
   int64_t batch = 0;
   std::string error;  // non-empty: the child failed
   nlohmann::json r;
@@ -1284,13 +1344,15 @@ void PrintCpuRow(const Row& row, double bandwidth_gbps, nlohmann::json& jrows) {
       r["weight_read_bytes_per_step"].get<double>() + r["kv_read_bytes"].get<double>() / x.steps;
   const double limit = bandwidth_gbps * 1e9 / bytes_per_step * x.tokens_per_step;
   const double pct = 100.0 * x.decode_tps / limit;
-  std::printf("| %s | %s | %s | %.2f | %lld | %.1f | %.2f | %s | %.2f | %.1f%% | %s (%s) |\n",
+  std::printf("| %s | %s | %s | %s | %.2f | %lld | %.1f | %.2f | %s | %.2f | %.1f%% | %s (%s) |\n",
               row.codec.c_str(), std::string(engine::CpuMatMulModeName(row.matmul)).c_str(),
-              HumanBytes(x.stored).c_str(), x.bits, static_cast<long long>(row.batch),
-              x.prefill_tps, x.decode_tps, HumanBytes(bytes_per_step).c_str(), limit, pct,
+              WeightsName(row.weights), HumanBytes(x.stored).c_str(), x.bits,
+              static_cast<long long>(row.batch), x.prefill_tps, x.decode_tps,
+              HumanBytes(bytes_per_step).c_str(), limit, pct,
               HumanBytes(r["peak_rss_bytes"].get<double>()).c_str(),
               HumanBytes(r["rss_file_bytes"].get<double>()).c_str());
   nlohmann::json j = JsonRow(row, x, limit);
+  j["weights"] = WeightsName(row.weights);
   j["bytes_per_decode_step"] = bytes_per_step;
   jrows.push_back(std::move(j));
 }
@@ -1386,6 +1448,7 @@ ChildOptions ChildFor(const Options& o, const fs::path& model, const fs::path& r
   c.max_batch_tokens = o.max_batch_tokens;
   c.fused_max_batch = o.fused_max_batch;
   c.matmul = o.matmuls.front();
+  c.map_weights = o.weights.front() == FileAccess::kMapped;
   c.seed = o.seed;
   c.result = result.string();
   c.workload = o.workload;
@@ -1695,23 +1758,27 @@ int Run(const Options& o) {
     for (const std::string& codec : o.codecs) {
       for (int64_t batch : o.batches) {
         for (engine::CpuMatMulMode matmul : o.matmuls) {
-          const std::string what = absl::StrCat(
-              codec, " batch ", batch,
-              on_device ? ""
-                        : absl::StrCat(" matmul ", std::string(engine::CpuMatMulModeName(matmul))),
-              o.rounds > 1 ? absl::StrCat(" (round ", round + 1, " of ", o.rounds, ")") : "");
-          std::fprintf(stderr, "== %s\n", what.c_str());
-          ChildOptions c = ChildFor(o, models[codec], result);
-          c.batch = batch;
-          c.matmul = matmul;
-          Row row{codec, matmul, batch, "", nlohmann::json::object()};
-          row.error = RunConfiguration(c, what, row.r, backend);
-          if (round == 0) {
-            rows.push_back(std::move(row));
-          } else {
-            KeepFastest(rows[i], row);
+          for (FileAccess weights : o.weights) {
+            const std::string what = absl::StrCat(
+                codec, " batch ", batch,
+                on_device ? ""
+                          : absl::StrCat(" matmul ", std::string(engine::CpuMatMulModeName(matmul)),
+                                         " weights ", WeightsName(weights)),
+                o.rounds > 1 ? absl::StrCat(" (round ", round + 1, " of ", o.rounds, ")") : "");
+            std::fprintf(stderr, "== %s\n", what.c_str());
+            ChildOptions c = ChildFor(o, models[codec], result);
+            c.batch = batch;
+            c.matmul = matmul;
+            c.map_weights = weights == FileAccess::kMapped;
+            Row row{codec, matmul, weights, batch, "", nlohmann::json::object()};
+            row.error = RunConfiguration(c, what, row.r, backend);
+            if (round == 0) {
+              rows.push_back(std::move(row));
+            } else {
+              KeepFastest(rows[i], row);
+            }
+            ++i;
           }
-          ++i;
         }
       }
     }
@@ -1789,27 +1856,32 @@ int Run(const Options& o) {
         "decode tok/s / limit\n",
         bw.gbps());
     std::printf(
-        "- peak RSS = VmHWM of the configuration's process; it includes the touched pages of "
-        "the memory-mapped model file (file-backed part at the end of the run in brackets)\n\n");
+        "- peak RSS = VmHWM of the configuration's process: with weights resident it includes "
+        "the weights read in, mapped the touched pages of the model file (file-backed part at "
+        "the end of the run in brackets)\n\n");
+    std::printf(
+        "- weights = how the engine holds the weight files: resident (read into the process's "
+        "memory at open, huge pages asked for; the default) or mapped (the page cache)\n\n");
     std::printf(
         "- matmul = the CPU backend's mode for bf16 weights (fp32: exact fp32 products; bf16: "
         "activations rounded to bf16, AVX512-BF16 dot products)\n\n");
     std::printf(
-        "| codec | matmul | weights stored | bits/w | batch | prefill tok/s | decode tok/s | "
-        "bytes/step | limit tok/s | %% of limit | peak RSS (file) |\n");
-    std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        "| codec | matmul | weights | weights stored | bits/w | batch | prefill tok/s | "
+        "decode tok/s | bytes/step | limit tok/s | %% of limit | peak RSS (file) |\n");
+    std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   }
   nlohmann::json jrows = nlohmann::json::array();
   for (const Row& row : rows) {
     if (!row.error.empty()) {
-      std::printf(
-          "| %s |%s - | - | %lld | failed: %s | | | | | |%s\n", row.codec.c_str(),
-          on_device
-              ? ""
-              : absl::StrCat(" ", std::string(engine::CpuMatMulModeName(row.matmul)), " |").c_str(),
-          static_cast<long long>(row.batch), row.error.c_str(), on_device ? " | |" : "");
+      std::printf("| %s |%s - | - | %lld | failed: %s | | | | | |%s\n", row.codec.c_str(),
+                  on_device ? ""
+                            : absl::StrCat(" ", std::string(engine::CpuMatMulModeName(row.matmul)),
+                                           " | ", WeightsName(row.weights), " |")
+                                  .c_str(),
+                  static_cast<long long>(row.batch), row.error.c_str(), on_device ? " | |" : "");
       jrows.push_back({{"codec", row.codec},
                        {"matmul", std::string(engine::CpuMatMulModeName(row.matmul))},
+                       {"weights", WeightsName(row.weights)},
                        {"batch", row.batch},
                        {"error", row.error}});
       continue;

@@ -16,20 +16,23 @@ int RunCommand(const std::vector<std::string>& argv) {
       "usage: packd run MODEL PROMPT [-n N] [--temperature T] [--top-p P] [--top-k K]\n"
       "                 [--seed S] [--stop STRING] [--ignore-eos] [--threads N]\n"
       "                 [--kv-cache-mb M] [--max-context N] [--matmul fp32|bf16] [--tokens]\n"
+      "                 [--mmap]\n"
       "  MODEL: a packd model directory, a Hugging Face directory or a GGUF file.\n"
       "  Streams the generated text to stdout; prompt and generation tokens/s go\n"
       "  to stderr. -n: tokens to generate (default 128). --temperature 0 is greedy\n"
       "  (default 0.8). --tokens: PROMPT is space-separated token ids, and ids are\n"
       "  printed instead of text. --matmul: how matmuls by bf16 weights compute:\n"
       "  fp32 (default, exact products) or bf16 (activations rounded to bf16,\n"
-      "  AVX512-BF16 dot products: faster prefill; needs AVX512-BF16).\n";
+      "  AVX512-BF16 dot products: faster prefill; needs AVX512-BF16). --mmap: map\n"
+      "  the weight files instead of reading them into memory at start (shares the\n"
+      "  page cache; the matmuls stream read-in weights faster).\n";
   int rc;
   const std::optional<Args> args =
       ParseCommand({"run",
                     kUsage,
                     {"n", "temperature", "top-p", "top-k", "seed", "stop", "threads", "kv-cache-mb",
                      "max-context", "matmul"},
-                    {"ignore-eos", "tokens"},
+                    {"ignore-eos", "tokens", "mmap"},
                     2},
                    argv, &rc);
   if (!args) return rc;
@@ -59,6 +62,7 @@ int RunCommand(const std::vector<std::string>& argv) {
   options.max_context = *max_context;
   options.cpu_matmul = *matmul_mode;
   options.max_running = 1;
+  options.map_weights = args->Has("mmap");
   absl::StatusOr<std::unique_ptr<engine::Engine>> engine =
       engine::Engine::Open(args->positional[0], options);
   if (!engine.ok()) return Fail("run", engine.status());

@@ -160,8 +160,9 @@ absl::Status ContainerWriter::Finish() {
 
 // ---------------------------------------------------------------- reader
 
-absl::StatusOr<ContainerReader> ContainerReader::Open(const std::filesystem::path& path) {
-  ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(path));
+absl::StatusOr<ContainerReader> ContainerReader::Open(const std::filesystem::path& path,
+                                                      FileAccess access) {
+  ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(path, access));
   ContainerReader r;
   r.file_ = std::make_shared<SafetensorsFile>(std::move(file));
   RETURN_IF_ERROR(r.LoadManifest());

@@ -80,7 +80,8 @@ class ContainerWriter {
 // Immutable; const methods are thread-safe.
 class ContainerReader {
  public:
-  static absl::StatusOr<ContainerReader> Open(const std::filesystem::path& path);
+  static absl::StatusOr<ContainerReader> Open(const std::filesystem::path& path,
+                                              FileAccess access = FileAccess::kMapped);
   // Parses caller-owned bytes (which must outlive the reader); for tests and fuzzing.
   static absl::StatusOr<ContainerReader> Parse(std::span<const uint8_t> bytes,
                                                std::string_view label);

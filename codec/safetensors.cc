@@ -209,8 +209,9 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::span<const uint8_t> 
   return f;
 }
 
-absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::filesystem::path& path) {
-  ASSIGN_OR_RETURN(MappedFile mapped, MappedFile::Open(path));
+absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::filesystem::path& path,
+                                                      FileAccess access) {
+  ASSIGN_OR_RETURN(MappedFile mapped, MappedFile::Open(path, access));
   auto mapping = std::make_shared<MappedFile>(std::move(mapped));
   ASSIGN_OR_RETURN(SafetensorsFile f, Parse(mapping->bytes(), path.string()));
   f.mapping_ = std::move(mapping);

@@ -46,7 +46,8 @@ class SafetensorsFile {
   static absl::StatusOr<SafetensorsFile> Parse(std::span<const uint8_t> bytes,
                                                std::string_view label);
   // Maps the file at `path` and parses it; the object owns the mapping.
-  static absl::StatusOr<SafetensorsFile> Open(const std::filesystem::path& path);
+  static absl::StatusOr<SafetensorsFile> Open(const std::filesystem::path& path,
+                                              FileAccess access = FileAccess::kMapped);
 
   const std::string& label() const { return label_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }

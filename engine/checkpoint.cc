@@ -7,7 +7,8 @@
 
 namespace packd::engine {
 
-absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::filesystem::path& path) {
+absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::filesystem::path& path,
+                                                             FileAccess access) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     // A packd directory's container reads as safetensors of encoded bytes:
@@ -18,9 +19,9 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::filesyst
           "), not a source checkpoint; compress the Hugging Face directory or GGUF file it "
           "was made from"));
     }
-    return OpenHfCheckpoint(path);
+    return OpenHfCheckpoint(path, access);
   }
-  if (std::filesystem::is_regular_file(path, ec)) return OpenGgufCheckpoint(path);
+  if (std::filesystem::is_regular_file(path, ec)) return OpenGgufCheckpoint(path, access);
   return absl::NotFoundError(absl::StrCat(
       path.string(), ": no such checkpoint (want a Hugging Face directory or a GGUF file)"));
 }

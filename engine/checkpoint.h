@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/file.h"
 #include "codec/tensor_codec.h"
 
 namespace packd::engine {
@@ -17,7 +18,7 @@ namespace packd::engine {
 struct SourceTensor {
   std::string name;
   codec::TensorInfo info;
-  std::span<const uint8_t> data;  // owned by the Checkpoint (memory-mapped)
+  std::span<const uint8_t> data;  // owned by the Checkpoint (its file mappings)
   std::string file;               // where it came from, for messages
 };
 
@@ -33,7 +34,8 @@ class Checkpoint {
   // A directory is read as a Hugging Face checkpoint, a file as GGUF.
   // Errors name the file (and tensor) at fault: missing config.json, a shard
   // named by the index that does not exist, a tensor in two shards, ...
-  static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::filesystem::path& path);
+  static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::filesystem::path& path,
+                                                          FileAccess access = FileAccess::kMapped);
   virtual ~Checkpoint() = default;
 
   // "safetensors" or "gguf".

@@ -82,12 +82,18 @@ absl::StatusOr<int> EngineDevice(const EngineOptions& options) {
 
 }  // namespace
 
+FileAccess WeightsFileAccess(const EngineOptions& options) {
+  const bool cpu = options.device == "cpu";
+  return cpu && !options.map_weights ? FileAccess::kResident : FileAccess::kMapped;
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::filesystem::path& model,
                                                      const EngineOptions& options) {
   // A bad device is refused before the model is read and verified.
   RETURN_IF_ERROR(EngineDevice(options).status());
   ModelSourceOptions so;
   so.verify_checksums = options.verify_checksums;
+  so.weights = WeightsFileAccess(options);
   ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source, ModelSource::Open(model, so));
   return Open(std::shared_ptr<const ModelSource>(std::move(source)), options);
 }

@@ -38,11 +38,12 @@ std::vector<int32_t> ReferenceInputs() { return testing::StoriesReferenceInputs(
 
 // `model` over `inputs` on a fresh 2-thread CPU backend (testing::RunLogits).
 std::vector<float> RunLogits(const std::filesystem::path& model, const std::vector<int32_t>& inputs,
-                             int64_t chunk, CpuMatMulMode matmul = CpuMatMulMode::kFp32) {
+                             int64_t chunk, CpuMatMulMode matmul = CpuMatMulMode::kFp32,
+                             FileAccess access = FileAccess::kMapped) {
   auto backend = CreateCpuBackend({.threads = 2, .matmul = matmul});
   EXPECT_TRUE(backend.ok()) << backend.status();
   if (!backend.ok()) return {};
-  return testing::RunLogits(**backend, model, inputs, chunk);
+  return testing::RunLogits(**backend, model, inputs, chunk, access);
 }
 
 TEST(EngineTest, LogitsMatchTheLlama2cReference) {
@@ -234,6 +235,47 @@ TEST(EngineTest, HalfPrecisionGgufAndItsCompressedCopiesAgreeBitForBit) {
       EXPECT_EQ(RunLogits(dir, inputs, 5), half) << codec;
     }
   }
+}
+
+// Weights read into memory (the CPU engine's default) and mapped give the
+// same logits: a GGUF, a Hugging Face directory (the `wide` shape, whose
+// matrices take the split kernels) and its packd copies (their decoders
+// point into the memory).
+TEST(EngineTest, ResidentAndMappedWeightsGiveTheSameLogits) {
+  testing::TempDir tmp;
+  SynthOptions so;
+  so.shape = "wide";
+  so.threads = 2;
+  const auto hf = tmp.path() / "hf";
+  ASSERT_TRUE(SynthesizeCheckpoint(so, hf).ok());
+  std::vector<std::pair<std::filesystem::path, std::vector<int32_t>>> models = {
+      {Gguf(), ReferenceInputs()}, {hf, kWideInputs}};
+  for (const char* codec : {"vlc", "tiled"}) {
+    CompressOptions co;
+    co.codec = codec;
+    co.threads = 2;
+    models.push_back({tmp.path() / codec, kWideInputs});
+    ASSERT_TRUE(CompressModel(hf, models.back().first, co).ok());
+  }
+  for (const auto& [model, inputs] : models) {
+    SCOPED_TRACE(model.string());
+    const std::vector<float> mapped = RunLogits(model, inputs, 16);
+    ASSERT_FALSE(mapped.empty());
+    EXPECT_EQ(RunLogits(model, inputs, 16, CpuMatMulMode::kFp32, FileAccess::kResident), mapped);
+  }
+  // Engine::Open reads them in on the CPU unless asked to map; CUDA maps.
+  EngineOptions o;
+  o.threads = 2;
+  auto e = Engine::Open(hf, o);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ((*e)->source().weights_access(), FileAccess::kResident);
+  o.map_weights = true;
+  e = Engine::Open(hf, o);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ((*e)->source().weights_access(), FileAccess::kMapped);
+  o.map_weights = false;
+  o.device = "cuda:0";
+  EXPECT_EQ(WeightsFileAccess(o), FileAccess::kMapped);
 }
 
 std::unique_ptr<Engine> OpenEngine(const std::filesystem::path& model, EngineOptions options = {}) {

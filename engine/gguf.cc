@@ -579,8 +579,8 @@ absl::StatusOr<GgufFile> GgufFile::Parse(std::span<const uint8_t> bytes, std::st
   return f;
 }
 
-absl::StatusOr<GgufFile> GgufFile::Open(const std::filesystem::path& path) {
-  ASSIGN_OR_RETURN(MappedFile mapped, MappedFile::Open(path));
+absl::StatusOr<GgufFile> GgufFile::Open(const std::filesystem::path& path, FileAccess access) {
+  ASSIGN_OR_RETURN(MappedFile mapped, MappedFile::Open(path, access));
   auto mapping = std::make_shared<MappedFile>(std::move(mapped));
   ASSIGN_OR_RETURN(GgufFile f, Parse(mapping->bytes(), path.string()));
   f.mapping_ = std::move(mapping);

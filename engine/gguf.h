@@ -91,7 +91,8 @@ class GgufFile {
   // Parses `bytes` (a whole file), which must outlive the object.
   static absl::StatusOr<GgufFile> Parse(std::span<const uint8_t> bytes, std::string_view label);
   // Maps the file at `path` and parses it; the object owns the mapping.
-  static absl::StatusOr<GgufFile> Open(const std::filesystem::path& path);
+  static absl::StatusOr<GgufFile> Open(const std::filesystem::path& path,
+                                       FileAccess access = FileAccess::kMapped);
 
   const std::string& label() const { return label_; }
   uint32_t version() const { return version_; }

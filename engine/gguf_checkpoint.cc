@@ -31,8 +31,9 @@ class GgufCheckpoint final : public Checkpoint {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Checkpoint>> OpenGgufCheckpoint(const std::filesystem::path& path) {
-  ASSIGN_OR_RETURN(GgufFile file, GgufFile::Open(path));
+absl::StatusOr<std::unique_ptr<Checkpoint>> OpenGgufCheckpoint(const std::filesystem::path& path,
+                                                               FileAccess access) {
+  ASSIGN_OR_RETURN(GgufFile file, GgufFile::Open(path, access));
   auto ckpt = std::make_unique<GgufCheckpoint>(std::move(file));
   const GgufFile& f = ckpt->file_;
   for (const GgufTensor& t : f.tensors()) {

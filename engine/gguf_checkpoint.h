@@ -12,6 +12,7 @@
 namespace packd::engine {
 
 // Fails, naming the tensor, if any tensor is not F32, F16 or BF16.
-absl::StatusOr<std::unique_ptr<Checkpoint>> OpenGgufCheckpoint(const std::filesystem::path& path);
+absl::StatusOr<std::unique_ptr<Checkpoint>> OpenGgufCheckpoint(
+    const std::filesystem::path& path, FileAccess access = FileAccess::kMapped);
 
 }  // namespace packd::engine

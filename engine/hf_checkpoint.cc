@@ -84,7 +84,8 @@ absl::StatusOr<std::vector<std::filesystem::path>> ShardPaths(
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Checkpoint>> OpenHfCheckpoint(const std::filesystem::path& dir) {
+absl::StatusOr<std::unique_ptr<Checkpoint>> OpenHfCheckpoint(const std::filesystem::path& dir,
+                                                             FileAccess access) {
   auto ckpt = std::make_unique<HfCheckpoint>();
   if (!std::filesystem::exists(dir / "config.json")) {
     return absl::NotFoundError(absl::StrCat(
@@ -107,7 +108,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> OpenHfCheckpoint(const std::filesyst
   ASSIGN_OR_RETURN(std::vector<std::filesystem::path> shards, ShardPaths(dir, &weight_map));
   std::map<std::string, std::string> seen;  // tensor -> file
   for (const std::filesystem::path& shard : shards) {
-    ASSIGN_OR_RETURN(codec::SafetensorsFile file, codec::SafetensorsFile::Open(shard));
+    ASSIGN_OR_RETURN(codec::SafetensorsFile file, codec::SafetensorsFile::Open(shard, access));
     auto owned = std::make_unique<codec::SafetensorsFile>(std::move(file));
     for (const codec::SafetensorsEntry& e : owned->tensors()) {
       if (auto [it, fresh] = seen.emplace(e.name, shard.string()); !fresh) {

@@ -16,6 +16,7 @@ inline constexpr const char* kHfSideFiles[] = {
     "added_tokens.json",     "chat_template.jinja",     "chat_template.json",
 };
 
-absl::StatusOr<std::unique_ptr<Checkpoint>> OpenHfCheckpoint(const std::filesystem::path& dir);
+absl::StatusOr<std::unique_ptr<Checkpoint>> OpenHfCheckpoint(
+    const std::filesystem::path& dir, FileAccess access = FileAccess::kMapped);
 
 }  // namespace packd::engine

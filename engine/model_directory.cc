@@ -21,10 +21,11 @@ absl::StatusOr<std::filesystem::path> ResolveWeightsFile(const std::filesystem::
   return path;
 }
 
-absl::StatusOr<codec::ContainerReader> OpenModelWeights(const std::filesystem::path& path) {
+absl::StatusOr<codec::ContainerReader> OpenModelWeights(const std::filesystem::path& path,
+                                                        FileAccess access) {
   absl::StatusOr<std::filesystem::path> weights = ResolveWeightsFile(path);
   if (!weights.ok()) return weights.status();
-  return codec::ContainerReader::Open(*weights);
+  return codec::ContainerReader::Open(*weights, access);
 }
 
 }  // namespace packd::engine

@@ -20,6 +20,7 @@ absl::StatusOr<std::filesystem::path> ResolveWeightsFile(const std::filesystem::
 
 // ResolveWeightsFile + ContainerReader::Open: the validated weights of a model
 // directory (or of a weights file given directly).
-absl::StatusOr<codec::ContainerReader> OpenModelWeights(const std::filesystem::path& path);
+absl::StatusOr<codec::ContainerReader> OpenModelWeights(const std::filesystem::path& path,
+                                                        FileAccess access = FileAccess::kMapped);
 
 }  // namespace packd::engine

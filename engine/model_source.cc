@@ -32,6 +32,7 @@ absl::StatusOr<std::unique_ptr<ModelSource>> ModelSource::Open(const std::filesy
                                                                const ModelSourceOptions& options) {
   std::unique_ptr<ModelSource> m(new ModelSource());
   m->path_ = path;
+  m->weights_access_ = options.weights;
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {
     return absl::NotFoundError(absl::StrCat(path.string(), ": no such file or directory"));
@@ -42,7 +43,7 @@ absl::StatusOr<std::unique_ptr<ModelSource>> ModelSource::Open(const std::filesy
   if (packd) {
     RETURN_IF_ERROR(m->OpenPackd(options));
   } else {
-    RETURN_IF_ERROR(m->OpenCheckpoint());
+    RETURN_IF_ERROR(m->OpenCheckpoint(options));
   }
   // GGUF files state no tie flag: a missing output.weight means tied. (A
   // Hugging Face config says so itself; an untied one without lm_head.weight
@@ -57,7 +58,7 @@ absl::StatusOr<std::unique_ptr<ModelSource>> ModelSource::Open(const std::filesy
 
 absl::Status ModelSource::OpenPackd(const ModelSourceOptions& options) {
   format_ = "packd";
-  ASSIGN_OR_RETURN(codec::ContainerReader reader, OpenModelWeights(path_));
+  ASSIGN_OR_RETURN(codec::ContainerReader reader, OpenModelWeights(path_, options.weights));
   container_ = std::make_unique<codec::ContainerReader>(std::move(reader));
   const std::filesystem::path dir =
       std::filesystem::is_directory(path_) ? path_ : path_.parent_path();
@@ -102,7 +103,7 @@ absl::Status ModelSource::OpenPackd(const ModelSourceOptions& options) {
   return absl::OkStatus();
 }
 
-absl::Status ModelSource::OpenCheckpoint() {
+absl::Status ModelSource::OpenCheckpoint(const ModelSourceOptions& options) {
   tokenizer_path_ = path_;
   if (std::filesystem::is_directory(path_)) {
     // The config first: an unsupported model is refused before its weights
@@ -110,9 +111,9 @@ absl::Status ModelSource::OpenCheckpoint() {
     ASSIGN_OR_RETURN(nlohmann::json cfg, ReadJson(path_ / "config.json"));
     ASSIGN_OR_RETURN(config_, ParseHfConfig(cfg, (path_ / "config.json").string()));
     scheme_ = NameScheme::kHuggingFace;
-    ASSIGN_OR_RETURN(checkpoint_, Checkpoint::Open(path_));
+    ASSIGN_OR_RETURN(checkpoint_, Checkpoint::Open(path_, options.weights));
   } else {
-    ASSIGN_OR_RETURN(checkpoint_, Checkpoint::Open(path_));
+    ASSIGN_OR_RETURN(checkpoint_, Checkpoint::Open(path_, options.weights));
     const SideFile* meta = nullptr;
     for (const SideFile& f : checkpoint_->side_files()) {
       if (f.name == kGgufMetadataFileName) meta = &f;

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "base/file.h"
 #include "codec/container.h"
 #include "engine/backend.h"
 #include "engine/checkpoint.h"
@@ -28,6 +29,10 @@ struct ModelSourceOptions {
   // packd directories: check each tensor's encoded-bytes checksum at open
   // (XXH3, cheap next to loading) so a corrupt file fails here, by name.
   bool verify_checksums = true;
+  // How the weight files are held (base/file.h): mapped (the page cache), or
+  // read into this process's memory at open (kResident: what the CPU backend
+  // streams every step reads faster from there).
+  FileAccess weights = FileAccess::kMapped;
 };
 
 // Immutable after Open; owns the mappings every WeightSource points into.
@@ -39,6 +44,8 @@ class ModelSource {
   // "packd", "safetensors" or "gguf".
   std::string_view format() const { return format_; }
   const std::filesystem::path& path() const { return path_; }
+  // How its weight files are held (ModelSourceOptions::weights).
+  FileAccess weights_access() const { return weights_access_; }
   const ModelConfig& config() const { return config_; }
   NameScheme name_scheme() const { return scheme_; }
   // What LoadTokenizer() should be given: the directory, or the GGUF file.
@@ -65,11 +72,12 @@ class ModelSource {
  private:
   ModelSource() = default;
   absl::Status OpenPackd(const ModelSourceOptions& options);
-  absl::Status OpenCheckpoint();
+  absl::Status OpenCheckpoint(const ModelSourceOptions& options);
 
   std::string format_;
   std::filesystem::path path_;
   std::filesystem::path tokenizer_path_;
+  FileAccess weights_access_ = FileAccess::kMapped;
   ModelConfig config_;
   NameScheme scheme_ = NameScheme::kHuggingFace;
   std::unique_ptr<codec::ContainerReader> container_;

@@ -503,7 +503,7 @@ class ConfigReader {
                                {"name", "path", "codec", "device", "instances", "kv_cache",
                                 "max_batch", "max_batch_tokens", "max_context", "max_prompt_bytes",
                                 "threads", "fused_max_batch", "matmul", "chat_template",
-                                "prefix_cache", "load", "keep_alive", "pinned"}));
+                                "prefix_cache", "load", "keep_alive", "pinned", "map_weights"}));
       for (const char* key : {"name", "path", "device"}) {
         if (f.Find(key) == nullptr) return Error(items[i], f.PathOf(key), "required");
       }
@@ -588,6 +588,14 @@ class ConfigReader {
                 *v, f.PathOf("matmul"),
                 {{engine::CpuMatMulModeName(CpuMatMulMode::kFp32), CpuMatMulMode::kFp32},
                  {engine::CpuMatMulModeName(CpuMatMulMode::kBf16), CpuMatMulMode::kBf16}}));
+      }
+      if (const YAML::Node* v = f.Find("map_weights")) {
+        if (device->kind != DeviceKind::kCpu) {
+          return Error(*v, f.PathOf("map_weights"),
+                       absl::StrCat("only for a cpu device; ", Quote(device->name), " is ",
+                                    std::string(DeviceKindName(device->kind))));
+        }
+        ASSIGN_OR_RETURN(model.map_weights, ReadBool(*v, f.PathOf("map_weights")));
       }
       if (const YAML::Node* v = f.Find("chat_template")) {
         ASSIGN_OR_RETURN(model.chat_template, ReadPath(*v, f.PathOf("chat_template"), true));
@@ -921,6 +929,7 @@ engine::EngineOptions ServerConfig::Model::ToEngineOptions() const {
   options.max_context = max_context;
   options.fused_max_batch = fused_max_batch;
   options.cpu_matmul = matmul;
+  options.map_weights = map_weights;
   options.chat_template_file = chat_template;
   options.prefix_caching = prefix_cache != PrefixCacheMode::kOff;
   return options;

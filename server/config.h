@@ -192,6 +192,10 @@ struct ServerConfig {
     // bf16 weights are computed (engine::EngineOptions::cpu_matmul; bf16
     // needs AVX512-BF16, else the load fails saying so).
     engine::CpuMatMulMode matmul = engine::CpuMatMulMode::kFp32;
+    // `map_weights`, cpu devices only: true maps the weight files (page
+    // cache, shared between processes) instead of reading them into the
+    // server's memory at load (default false; engine::EngineOptions::map_weights).
+    bool map_weights = false;
     // `chat_template`: a Jinja file that replaces the model's own chat
     // template (relative to the config file's directory); empty: the
     // model's (engine/chat_source.h).

@@ -255,6 +255,20 @@ TEST(ServerConfigTest, MatMulModeReachesTheEngine) {
   }
 }
 
+// map_weights (cpu): weights read into memory at load by default, mapped
+// when asked.
+TEST(ServerConfigTest, MapWeightsReachesTheEngine) {
+  absl::StatusOr<ServerConfig> c = ParseServerConfig(Full(), "packd.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->models[0].map_weights);
+  EXPECT_EQ(engine::WeightsFileAccess(c->models[0].ToEngineOptions()), FileAccess::kResident);
+  c = ParseServerConfig(Replace(Full(), "threads: 2", "threads: 2, map_weights: true"),
+                        "packd.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->models[0].ToEngineOptions().map_weights);
+  EXPECT_EQ(engine::WeightsFileAccess(c->models[0].ToEngineOptions()), FileAccess::kMapped);
+}
+
 TEST(ServerConfigTest, PrefixCacheModes) {
   absl::StatusOr<ServerConfig> c = ParseServerConfig(Full(), "packd.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
@@ -455,6 +469,9 @@ TEST(ServerConfigTest, EveryProblemIsNamed) {
        "models[0].fused_max_batch: only for a cuda device; 'cpu' is cpu"},
       {Replace(Full(), "codec: tiled", "codec: tiled, matmul: bf16"),
        "models[1].matmul: only for a cpu device; 'gpu0' is cuda"},
+      {Replace(Full(), "codec: tiled", "codec: tiled, map_weights: true"),
+       "models[1].map_weights: only for a cpu device; 'gpu0' is cuda"},
+      {Replace(Full(), "threads: 2", "threads: 2, map_weights: maybe"), "models[0].map_weights: "},
       {Replace(Full(), "threads: 2", "threads: 2, matmul: int8"),
        "packd.yaml:5: models[0].matmul: must be one of fp32, bf16; got the scalar 'int8'"},
       {Replace(Full(), "threads: 2", "threads: 2, matmul: [bf16]"),

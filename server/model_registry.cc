@@ -176,11 +176,12 @@ void ModelRegistry::Emit(const ModelEvent& event) const {
   if (options_.on_event) options_.on_event(event);
 }
 
-absl::StatusOr<ModelRegistry::Opened> ModelRegistry::Open(const ModelSpec& spec,
-                                                          bool verify) const {
+absl::StatusOr<ModelRegistry::Opened> ModelRegistry::Open(const ModelSpec& spec, bool verify,
+                                                          bool facts_only) const {
   if (spec.instances < 1) return absl::InvalidArgumentError("instances must be >= 1");
   engine::ModelSourceOptions so;
   so.verify_checksums = verify;
+  so.weights = facts_only ? FileAccess::kMapped : engine::WeightsFileAccess(spec.engine);
   ASSIGN_OR_RETURN(std::unique_ptr<engine::ModelSource> source,
                    engine::ModelSource::Open(spec.path, so));
   auto facts = std::make_shared<ModelFacts>();
@@ -238,7 +239,7 @@ absl::StatusOr<ModelRegistry::EntryPtr> ModelRegistry::Add(
 }
 
 absl::Status ModelRegistry::Register(const ModelSpec& spec) {
-  absl::StatusOr<Opened> opened = Open(spec, /*verify=*/false);
+  absl::StatusOr<Opened> opened = Open(spec, /*verify=*/false, /*facts_only=*/true);
   if (!opened.ok()) return Named(spec.name, opened.status());
   ASSIGN_OR_RETURN(const DeviceInfo device, placement_.Snapshot(spec.device));
   const uint64_t need = opened->facts->device_bytes();

@@ -270,12 +270,14 @@ class ModelRegistry {
   using EntryPtr = std::shared_ptr<Entry>;
 
   // Opens `spec`'s source (verifying checksums when `verify`) and works out
-  // its facts.
+  // its facts. `facts_only`: the source is only looked at (Register), so its
+  // weight files are mapped even where a load reads them into memory
+  // (engine::WeightsFileAccess).
   struct Opened {
     std::shared_ptr<const engine::ModelSource> source;
     std::shared_ptr<const ModelFacts> facts;
   };
-  absl::StatusOr<Opened> Open(const ModelSpec& spec, bool verify) const;
+  absl::StatusOr<Opened> Open(const ModelSpec& spec, bool verify, bool facts_only = false) const;
   // Adds a new entry in kDisk (AlreadyExists for a name in use).
   absl::StatusOr<EntryPtr> Add(const ModelSpec& spec, std::shared_ptr<const ModelFacts> facts);
   // Loads `e` onto its device (ops_mu_ held; it is kDisk or kHost), evicting

@@ -30,8 +30,10 @@ std::vector<int32_t> StoriesReferenceInputs() {
 }
 
 std::vector<float> RunLogits(engine::Backend& backend, const std::filesystem::path& model,
-                             const std::vector<int32_t>& inputs, int64_t chunk) {
-  auto opened = engine::ModelSource::Open(model);
+                             const std::vector<int32_t>& inputs, int64_t chunk, FileAccess access) {
+  engine::ModelSourceOptions so;
+  so.weights = access;
+  auto opened = engine::ModelSource::Open(model, so);
   EXPECT_TRUE(opened.ok()) << opened.status();
   if (!opened.ok()) return {};
   const std::shared_ptr<const engine::ModelSource> source = *std::move(opened);

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "base/file.h"
 #include "engine/backend.h"
 
 namespace packd::testing {
@@ -21,9 +22,10 @@ std::vector<int32_t> StoriesReferenceInputs();
 
 // Runs `model` over `inputs` as one sequence on `backend`, `chunk` tokens
 // per Transformer::Forward, and returns the logits at every position,
-// [positions][vocab]. Failures are recorded as gtest failures (the result is
-// then empty).
+// [positions][vocab], its weight files held as `access` says. Failures are
+// recorded as gtest failures (the result is then empty).
 std::vector<float> RunLogits(engine::Backend& backend, const std::filesystem::path& model,
-                             const std::vector<int32_t>& inputs, int64_t chunk);
+                             const std::vector<int32_t>& inputs, int64_t chunk,
+                             FileAccess access = FileAccess::kMapped);
 
 }  // namespace packd::testing
