@@ -25,9 +25,9 @@ using internal::GemmTilesOf;
 
 // bf16 elements per vdpbf16ps: 16 fp32 lanes, a pair of products each.
 constexpr int kChunk = 32;
-// How far ahead a one-token tile prefetches each weight row into L2, in
-// bytes: as Kernels::gemm's one-token tiles (kernels_avx512.cc) do.
-constexpr int64_t kPrefetchBytes = 16384;
+// How far ahead a tile prefetches each weight row into L2, in bytes: as
+// Kernels::gemm's tiles (kernels_avx512.cc) do.
+constexpr int64_t kPrefetchBytes = internal::kGemmPrefetchBytes;
 
 // Mask of the first `count` 16-bit lanes (count in [0, 32)).
 PACKD_AVX512_BF16 inline __mmask32 FirstWords(int64_t count) {

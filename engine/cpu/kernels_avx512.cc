@@ -20,8 +20,8 @@ namespace {
 using codec::DType;
 
 constexpr int kLanes = 16;
-// How far ahead a one-token tile prefetches each weight row, in bytes.
-constexpr int64_t kPrefetchBytes = 16384;
+// How far ahead a tile prefetches each weight row, in bytes.
+constexpr int64_t kPrefetchBytes = kGemmPrefetchBytes;
 
 // 16 weights of type D at p, as fp32; `mask` selects the lanes to read (the
 // others are 0 and their memory is not touched).
