@@ -640,6 +640,10 @@ uint64_t SumWords(const uint64_t* p, size_t n) {
   return s;
 }
 
+// The buffer of each CPU configuration's own bandwidth reading: 8x the L3 of
+// the development machine, small next to any model the table is for.
+constexpr uint64_t kChildBandwidthBytes = uint64_t{256} << 20;
+
 // Best-of-`repeats` streaming-read bandwidth over a fresh buffer of `bytes`,
 // memory of the kind resident weights get (anonymous, huge pages asked for:
 // MappedFile's FileAccess::kResident); 4 KiB pages read slower here.
@@ -784,7 +788,17 @@ absl::Status RunChild(const ChildOptions& c) {
   eo.fused_max_batch = c.fused_max_batch;
   eo.cpu_matmul = c.matmul;
   eo.map_weights = c.map_weights;
-  // Sequences that finish their prompt early decode during the later prefill
+  // CPU: this configuration's own bandwidth reading, seconds before its
+  // timed phases (the machine's available bandwidth moves by 2x over a
+  // long run), and before the model is loaded so that its buffer is not part
+  // of the peak RSS.
+  const Bandwidth bw =
+      cuda_device < 0 ? MeasureBandwidth(kChildBandwidthBytes, c.threads, 3) : Bandwidth{};
+  if (cuda_device < 0) {
+    // The buffer is unmapped; restart VmHWM (Linux: "5" to clear_refs) so
+    // that a model smaller than it still reports its own peak.
+    std::ofstream("/proc/self/clear_refs") << "5";
+  }
   // steps; they may generate up to one token per prefill step beyond the
   // decode-steps tokens of the timed decode phase (then they are aborted).
   const int64_t prefill_steps_max =
@@ -915,6 +929,7 @@ absl::Status RunChild(const ChildOptions& c) {
       {"kv_bytes_per_token", kv_per_token},
       {"backend_memory_peak_bytes", memory.ToJson()},
   };
+  if (cuda_device < 0) j["bandwidth_gbps"] = bw.gbps();
   j.update(RssJson());
   if (cuda_device >= 0) {
     j["device_free_drop_bytes"] =
@@ -1336,24 +1351,29 @@ nlohmann::json JsonRow(const Row& row, const RowRates& x, double limit) {
   return j;
 }
 
-// What the CPU table shows per configuration, and its JSON row.
-void PrintCpuRow(const Row& row, double bandwidth_gbps, nlohmann::json& jrows) {
+// What the CPU table shows per configuration, and its JSON row. The limit
+// uses the configuration's own bandwidth reading (its kept round's), else
+// the run's.
+void PrintCpuRow(const Row& row, double run_bandwidth_gbps, nlohmann::json& jrows) {
   const nlohmann::json& r = row.r;
+  const double bandwidth_gbps = r.value("bandwidth_gbps", run_bandwidth_gbps);
   const RowRates x = RatesOf(r);
   const double bytes_per_step =
       r["weight_read_bytes_per_step"].get<double>() + r["kv_read_bytes"].get<double>() / x.steps;
   const double limit = bandwidth_gbps * 1e9 / bytes_per_step * x.tokens_per_step;
   const double pct = 100.0 * x.decode_tps / limit;
-  std::printf("| %s | %s | %s | %s | %.2f | %lld | %.1f | %.2f | %s | %.2f | %.1f%% | %s (%s) |\n",
-              row.codec.c_str(), std::string(engine::CpuMatMulModeName(row.matmul)).c_str(),
-              WeightsName(row.weights), HumanBytes(x.stored).c_str(), x.bits,
-              static_cast<long long>(row.batch), x.prefill_tps, x.decode_tps,
-              HumanBytes(bytes_per_step).c_str(), limit, pct,
-              HumanBytes(r["peak_rss_bytes"].get<double>()).c_str(),
-              HumanBytes(r["rss_file_bytes"].get<double>()).c_str());
+  std::printf(
+      "| %s | %s | %s | %s | %.2f | %lld | %.1f | %.2f | %s | %.2f | %.2f | %.1f%% | %s (%s) |\n",
+      row.codec.c_str(), std::string(engine::CpuMatMulModeName(row.matmul)).c_str(),
+      WeightsName(row.weights), HumanBytes(x.stored).c_str(), x.bits,
+      static_cast<long long>(row.batch), x.prefill_tps, x.decode_tps,
+      HumanBytes(bytes_per_step).c_str(), bandwidth_gbps, limit, pct,
+      HumanBytes(r["peak_rss_bytes"].get<double>()).c_str(),
+      HumanBytes(r["rss_file_bytes"].get<double>()).c_str());
   nlohmann::json j = JsonRow(row, x, limit);
   j["weights"] = WeightsName(row.weights);
   j["bytes_per_decode_step"] = bytes_per_step;
+  j["bandwidth_gbps"] = bandwidth_gbps;
   jrows.push_back(std::move(j));
 }
 
@@ -1852,8 +1872,9 @@ int Run(const Options& o) {
   } else {
     std::printf(
         "- bytes/step = resident weight bytes read per decode step + fp32 KV attended (mean); "
-        "limit = %.2f GB/s (the higher bandwidth above) / bytes/step x batch; %% of limit = "
-        "decode tok/s / limit\n",
+        "limit = the row's bandwidth (read by the configuration's own process over 256 MiB, "
+        "best of 3, just before it loads the model; %.2f GB/s for the whole run above) / "
+        "bytes/step x batch; %% of limit = decode tok/s / limit\n",
         bw.gbps());
     std::printf(
         "- peak RSS = VmHWM of the configuration's process: with weights resident it includes "
@@ -1867,18 +1888,19 @@ int Run(const Options& o) {
         "activations rounded to bf16, AVX512-BF16 dot products)\n\n");
     std::printf(
         "| codec | matmul | weights | weights stored | bits/w | batch | prefill tok/s | "
-        "decode tok/s | bytes/step | limit tok/s | %% of limit | peak RSS (file) |\n");
-    std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        "decode tok/s | bytes/step | bandwidth GB/s | limit tok/s | %% of limit | peak RSS "
+        "(file) |\n");
+    std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   }
   nlohmann::json jrows = nlohmann::json::array();
   for (const Row& row : rows) {
     if (!row.error.empty()) {
-      std::printf("| %s |%s - | - | %lld | failed: %s | | | | | |%s\n", row.codec.c_str(),
+      std::printf("| %s |%s - | - | %lld | failed: %s | | | | | | |%s\n", row.codec.c_str(),
                   on_device ? ""
                             : absl::StrCat(" ", std::string(engine::CpuMatMulModeName(row.matmul)),
                                            " | ", WeightsName(row.weights), " |")
                                   .c_str(),
-                  static_cast<long long>(row.batch), row.error.c_str(), on_device ? " | |" : "");
+                  static_cast<long long>(row.batch), row.error.c_str(), on_device ? " |" : "");
       jrows.push_back({{"codec", row.codec},
                        {"matmul", std::string(engine::CpuMatMulModeName(row.matmul))},
                        {"weights", WeightsName(row.weights)},
