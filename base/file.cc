@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 
 namespace packd {
 
@@ -32,25 +33,11 @@ namespace {
 // a region aligned to it can be backed by them.
 constexpr size_t kHugePage = size_t{2} << 20;
 
-// Reads the whole of `fd` (size bytes) into anonymous memory aligned to a
-// huge page, then makes it read-only. Sets map/map_bytes to the region to
-// unmap; returns where the bytes start.
-absl::StatusOr<const uint8_t*> ReadResident(int fd, size_t size, const std::filesystem::path& path,
-                                            void*& map, size_t& map_bytes) {
-  const size_t rounded = (size + kHugePage - 1) / kHugePage * kHugePage;
-  map_bytes = rounded + kHugePage;  // slack to align the start
-  map = ::mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (map == MAP_FAILED) {
-    map = nullptr;
-    return ErrnoError(absl::StrCat("cannot allocate ", size, " bytes to read"), path);
-  }
-  auto* data = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(map) + kHugePage - 1) &
-                                          ~uintptr_t{kHugePage - 1});
-  // Only a request: without THP (or with "never") the pages are 4 KiB ones.
-  (void)::madvise(data, rounded, MADV_HUGEPAGE);
+// Reads size bytes of `fd` from offset 0 into `out`.
+absl::Status ReadFully(int fd, uint8_t* out, size_t size, const std::filesystem::path& path) {
   size_t done = 0;
   while (done < size) {
-    const ssize_t n = ::pread(fd, data + done, std::min<size_t>(size - done, size_t{1} << 30),
+    const ssize_t n = ::pread(fd, out + done, std::min<size_t>(size - done, size_t{1} << 30),
                               static_cast<off_t>(done));
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -62,48 +49,89 @@ absl::StatusOr<const uint8_t*> ReadResident(int fd, size_t size, const std::file
     }
     done += static_cast<size_t>(n);
   }
-  if (::mprotect(data, rounded, PROT_READ) != 0) return ErrnoError("cannot protect", path);
-  return data;
+  return absl::OkStatus();
 }
 
 }  // namespace
 
+absl::StatusOr<HugePageMemory> HugePageMemory::Allocate(size_t bytes) {
+  HugePageMemory m;
+  m.size_ = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+  m.map_bytes_ = m.size_ + kHugePage;  // slack to align the start
+  void* p =
+      ::mmap(nullptr, m.map_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate ", bytes, " bytes: ", std::strerror(errno)));
+  }
+  m.map_ = p;
+  m.data_ = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + kHugePage - 1) &
+                                       ~uintptr_t{kHugePage - 1});
+  // Only a request: without THP (or with "never") the pages are 4 KiB ones.
+  (void)::madvise(m.data_, m.size_, MADV_HUGEPAGE);
+  return m;
+}
+
+HugePageMemory::HugePageMemory(HugePageMemory&& other) noexcept
+    : map_(std::exchange(other.map_, nullptr)),
+      map_bytes_(std::exchange(other.map_bytes_, 0)),
+      data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)) {}
+
+HugePageMemory& HugePageMemory::operator=(HugePageMemory&& other) noexcept {
+  if (this != &other) {
+    if (map_ != nullptr) ::munmap(map_, map_bytes_);
+    map_ = std::exchange(other.map_, nullptr);
+    map_bytes_ = std::exchange(other.map_bytes_, 0);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+HugePageMemory::~HugePageMemory() {
+  if (map_ != nullptr) ::munmap(map_, map_bytes_);
+}
+
+absl::Status HugePageMemory::MakeReadOnly() {
+  if (size_ != 0 && ::mprotect(data_, size_, PROT_READ) != 0) {
+    return absl::InternalError(absl::StrCat("mprotect: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<MappedFile> MappedFile::Open(const std::filesystem::path& path, FileAccess access) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoError("cannot open", path);
+  struct CloseFd {
+    int fd;
+    ~CloseFd() { ::close(fd); }
+  } close_fd{fd};
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    absl::Status s = ErrnoError("cannot stat", path);
-    ::close(fd);
-    return s;
-  }
+  if (::fstat(fd, &st) != 0) return ErrnoError("cannot stat", path);
   if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
     return absl::InvalidArgumentError(absl::StrCat(path.string(), " is not a regular file"));
   }
   MappedFile f;
   f.path_ = path;
   f.size_ = static_cast<size_t>(st.st_size);
   f.access_ = access;
-  if (f.size_ > 0 && access == FileAccess::kResident) {
-    // f owns the region from here, so an error below unmaps it.
-    absl::StatusOr<const uint8_t*> data = ReadResident(fd, f.size_, path, f.map_, f.map_bytes_);
-    ::close(fd);
-    if (!data.ok()) return data.status();
-    f.data_ = *data;
-  } else if (f.size_ > 0) {
-    void* p = ::mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      absl::Status s = ErrnoError("cannot mmap", path);
-      ::close(fd);
-      return s;
+  if (f.size_ == 0) return f;
+  if (access == FileAccess::kResident) {
+    absl::StatusOr<HugePageMemory> mem = HugePageMemory::Allocate(f.size_);
+    if (!mem.ok()) {
+      return absl::Status(mem.status().code(),
+                          absl::StrCat(path.string(), ": ", mem.status().message()));
     }
-    f.map_ = p;
-    f.map_bytes_ = f.size_;
-    f.data_ = static_cast<const uint8_t*>(p);
-    ::close(fd);
+    RETURN_IF_ERROR(ReadFully(fd, mem->data(), f.size_, path));
+    RETURN_IF_ERROR(mem->MakeReadOnly());
+    f.data_ = mem->data();
+    f.resident_ = *std::move(mem);
   } else {
-    ::close(fd);
+    void* p = ::mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) return ErrnoError("cannot mmap", path);
+    f.map_ = p;
+    f.data_ = static_cast<const uint8_t*>(p);
   }
   return f;
 }
@@ -114,23 +142,23 @@ MappedFile::MappedFile(MappedFile&& other) noexcept
       size_(std::exchange(other.size_, 0)),
       access_(other.access_),
       map_(std::exchange(other.map_, nullptr)),
-      map_bytes_(std::exchange(other.map_bytes_, 0)) {}
+      resident_(std::move(other.resident_)) {}
 
 MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   if (this != &other) {
-    if (map_ != nullptr) ::munmap(map_, map_bytes_);
+    if (map_ != nullptr) ::munmap(map_, size_);
     path_ = std::move(other.path_);
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
     access_ = other.access_;
     map_ = std::exchange(other.map_, nullptr);
-    map_bytes_ = std::exchange(other.map_bytes_, 0);
+    resident_ = std::move(other.resident_);
   }
   return *this;
 }
 
 MappedFile::~MappedFile() {
-  if (map_ != nullptr) ::munmap(map_, map_bytes_);
+  if (map_ != nullptr) ::munmap(map_, size_);
 }
 
 absl::StatusOr<std::string> ReadFileToString(const std::filesystem::path& path) {

@@ -25,6 +25,33 @@ enum class FileAccess {
   kResident,
 };
 
+// Anonymous private memory of at least `bytes`, starting at a transparent
+// huge page boundary (2 MiB) with MADV_HUGEPAGE asked for: huge pages where
+// the kernel grants them, 4 KiB ones otherwise. Read-write until
+// MakeReadOnly; unmapped when destroyed. Movable, not copyable.
+class HugePageMemory {
+ public:
+  // ResourceExhausted when the mapping fails.
+  static absl::StatusOr<HugePageMemory> Allocate(size_t bytes);
+  HugePageMemory() = default;
+  HugePageMemory(HugePageMemory&& other) noexcept;
+  HugePageMemory& operator=(HugePageMemory&& other) noexcept;
+  HugePageMemory(const HugePageMemory&) = delete;
+  HugePageMemory& operator=(const HugePageMemory&) = delete;
+  ~HugePageMemory();
+
+  uint8_t* data() const { return data_; }
+  // `bytes` rounded up to whole huge pages.
+  size_t size() const { return size_; }
+  absl::Status MakeReadOnly();
+
+ private:
+  void* map_ = nullptr;  // the whole mapping: size_ plus slack to align data_
+  size_t map_bytes_ = 0;
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 // A read-only view of a whole file. Empty files map to an empty span.
 // Movable, not copyable; the bytes stay valid while the object lives.
 class MappedFile {
@@ -47,9 +74,8 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   FileAccess access_ = FileAccess::kMapped;
-  // The whole mapping (kResident: larger than the file, data_ inside it).
-  void* map_ = nullptr;
-  size_t map_bytes_ = 0;
+  void* map_ = nullptr;      // kMapped: the file's mapping, size_ bytes
+  HugePageMemory resident_;  // kResident: the bytes read in
 };
 
 // Reads a whole (small) file into a string, e.g. config.json.

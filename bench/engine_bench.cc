@@ -160,7 +160,6 @@
 // codecs raw,vlc, N 2, L 192, --requests-on 16, --requests-off 2, 8
 // distinct 32-token prompts (it fits --shape tiny's 256-token context).
 #include <spawn.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -645,28 +644,18 @@ uint64_t SumWords(const uint64_t* p, size_t n) {
 constexpr uint64_t kChildBandwidthBytes = uint64_t{256} << 20;
 
 // Best-of-`repeats` streaming-read bandwidth over a fresh buffer of `bytes`,
-// memory of the kind resident weights get (anonymous, huge pages asked for:
-// MappedFile's FileAccess::kResident); 4 KiB pages read slower here.
+// memory of the kind resident weights get (HugePageMemory, as MappedFile's
+// FileAccess::kResident); 4 KiB pages read slower here.
 Bandwidth MeasureBandwidth(uint64_t bytes, int threads, int repeats) {
   Bandwidth bw;
   bw.buffer_bytes = bytes;
   const size_t words = bytes / sizeof(uint64_t);
-  const size_t huge = size_t{2} << 20;
-  const size_t map_bytes = (words * sizeof(uint64_t) + huge - 1) / huge * huge + huge;
-  void* map =
-      ::mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (map == MAP_FAILED) {
-    std::fprintf(stderr, "bandwidth: cannot allocate %zu bytes\n", map_bytes);
+  absl::StatusOr<HugePageMemory> mem = HugePageMemory::Allocate(words * sizeof(uint64_t));
+  if (!mem.ok()) {
+    std::fprintf(stderr, "bandwidth: %s\n", std::string(mem.status().message()).c_str());
     std::exit(1);
   }
-  struct Unmap {
-    void* p;
-    size_t n;
-    ~Unmap() { ::munmap(p, n); }
-  } unmap{map, map_bytes};
-  auto* buf = reinterpret_cast<uint64_t*>((reinterpret_cast<uintptr_t>(map) + huge - 1) &
-                                          ~uintptr_t{huge - 1});
-  (void)::madvise(buf, map_bytes - huge, MADV_HUGEPAGE);
+  auto* buf = reinterpret_cast<uint64_t*>(mem->data());
   // First touch on the threads that will read (NUMA placement), and values
   // that are not all zero pages.
   ParallelFor(words, threads, [&](size_t b, size_t e) {
@@ -792,13 +781,14 @@ absl::Status RunChild(const ChildOptions& c) {
   // timed phases (the machine's available bandwidth moves by 2x over a
   // long run), and before the model is loaded so that its buffer is not part
   // of the peak RSS.
-  const Bandwidth bw =
-      cuda_device < 0 ? MeasureBandwidth(kChildBandwidthBytes, c.threads, 3) : Bandwidth{};
+  Bandwidth bw;
   if (cuda_device < 0) {
+    bw = MeasureBandwidth(kChildBandwidthBytes, c.threads, 3);
     // The buffer is unmapped; restart VmHWM (Linux: "5" to clear_refs) so
     // that a model smaller than it still reports its own peak.
     std::ofstream("/proc/self/clear_refs") << "5";
   }
+  // Sequences that finish their prompt early decode during the later prefill
   // steps; they may generate up to one token per prefill step beyond the
   // decode-steps tokens of the timed decode phase (then they are aborted).
   const int64_t prefill_steps_max =

@@ -25,9 +25,6 @@ using internal::GemmTilesOf;
 
 // bf16 elements per vdpbf16ps: 16 fp32 lanes, a pair of products each.
 constexpr int kChunk = 32;
-// How far ahead a tile prefetches each weight row into L2, in bytes: as
-// Kernels::gemm's tiles (kernels_avx512.cc) do.
-constexpr int64_t kPrefetchBytes = internal::kGemmPrefetchBytes;
 
 // Mask of the first `count` 16-bit lanes (count in [0, 32)).
 PACKD_AVX512_BF16 inline __mmask32 FirstWords(int64_t count) {
@@ -96,8 +93,9 @@ struct Bf16Tile {
       // without the prefetch the core waits on memory (bench/NOTES.md, "CPU
       // bf16 matmul mode").
       for (int r = 0; r < R; ++r) {
-        _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + i * 2 + kPrefetchBytes),
-                     _MM_HINT_T1);
+        _mm_prefetch(
+            reinterpret_cast<const char*>(w + r * row_bytes + i * 2 + internal::kGemmPrefetchBytes),
+            _MM_HINT_T1);
       }
       for (int r = 0; r < R; ++r) wv[r] = _mm512_loadu_si512(w + r * row_bytes + i * 2);
       for (int t = 0; t < T; ++t) {

@@ -20,8 +20,6 @@ namespace {
 using codec::DType;
 
 constexpr int kLanes = 16;
-// How far ahead a tile prefetches each weight row, in bytes.
-constexpr int64_t kPrefetchBytes = kGemmPrefetchBytes;
 
 // 16 weights of type D at p, as fp32; `mask` selects the lanes to read (the
 // others are 0 and their memory is not touched).
@@ -72,9 +70,9 @@ struct Avx512Tile {
       // the core waiting; bench/NOTES.md, issue 19).
       if ((i * kElemBytes) % 64 == 0) {
         for (int r = 0; r < R; ++r) {
-          _mm_prefetch(
-              reinterpret_cast<const char*>(w + r * row_bytes + i * kElemBytes + kPrefetchBytes),
-              _MM_HINT_T1);
+          _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + i * kElemBytes +
+                                                     kGemmPrefetchBytes),
+                       _MM_HINT_T1);
         }
       }
       for (int r = 0; r < R; ++r) wv[r] = LoadWeights<D>(w + r * row_bytes + i * kElemBytes);

@@ -27,9 +27,6 @@
 
 namespace packd::engine::cpu::internal {
 
-// out[t * out_stride + r] for t < T, r < R; w points at row 0 of the tile
-// (row r at w + r * k * elem_bytes). X is the activations' element type:
-// float for Kernels::gemm, uint16_t (bf16 bits) for bf16_gemm.h's kernel.
 // How far ahead in its own row a gemm tile prefetches weights into L2, in
 // bytes (kernels_avx512.cc, bf16_gemm_avx512.cc). 64 KiB: with the weights in
 // huge pages (FileAccess::kResident) a one-token gemm read 54 GB/s on two
@@ -38,6 +35,9 @@ namespace packd::engine::cpu::internal {
 // a multi-token step, which then streams in while the current one computes.
 inline constexpr int64_t kGemmPrefetchBytes = 65536;
 
+// out[t * out_stride + r] for t < T, r < R; w points at row 0 of the tile
+// (row r at w + r * k * elem_bytes). X is the activations' element type:
+// float for Kernels::gemm, uint16_t (bf16 bits) for bf16_gemm.h's kernel.
 template <typename X>
 using GemmTileOf = void (*)(const X* x, int64_t x_stride, const uint8_t* w, int64_t k, float* out,
                             int64_t out_stride);
