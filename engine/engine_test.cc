@@ -19,6 +19,7 @@
 #include "tests/testing/half_precision_gguf.h"
 #include "tests/testing/stories260k.h"
 #include "tests/testing/testing.h"
+#include "tests/testing/wide_models.h"
 
 namespace packd::engine {
 namespace {
@@ -107,19 +108,13 @@ const std::vector<int32_t> kWideInputs = {262, 17, 200, 3, 99, 141, 250, 8, 66, 
 // tiled give those bits in each; returns them.
 std::vector<float> ExpectWideCodecsGiveTheRawBits(const std::filesystem::path& dir,
                                                   CpuMatMulMode mode) {
-  SynthOptions so;
-  so.shape = "wide";
-  so.threads = 2;
-  const auto raw_dir = dir / "raw";
-  EXPECT_TRUE(SynthesizeCheckpoint(so, raw_dir).ok());
-  const std::vector<float> raw = RunLogits(raw_dir, kWideInputs, 16, mode);
+  const testing::WideModels wide = testing::MakeWideModels(dir);
+  const std::vector<float> raw = RunLogits(wide.raw, kWideInputs, 16, mode);
   EXPECT_FALSE(raw.empty());
-  EXPECT_EQ(RunLogits(raw_dir, kWideInputs, 1, mode), raw);
-  EXPECT_EQ(RunLogits(raw_dir, kWideInputs, 5, mode), raw);
-  for (const char* codec : {"vlc", "tiled"}) {
+  EXPECT_EQ(RunLogits(wide.raw, kWideInputs, 1, mode), raw);
+  EXPECT_EQ(RunLogits(wide.raw, kWideInputs, 5, mode), raw);
+  for (const auto& [codec, codec_dir] : wide.packed) {
     SCOPED_TRACE(codec);
-    const auto codec_dir = dir / codec;
-    EXPECT_TRUE(CompressModel(raw_dir, codec_dir, {.codec = codec, .threads = 2}).ok());
     const std::vector<float> packed = RunLogits(codec_dir, kWideInputs, 16, mode);
     EXPECT_EQ(packed.size(), raw.size());
     if (packed.size() == raw.size()) {
@@ -243,20 +238,12 @@ TEST(EngineTest, HalfPrecisionGgufAndItsCompressedCopiesAgreeBitForBit) {
 // point into the memory).
 TEST(EngineTest, ResidentAndMappedWeightsGiveTheSameLogits) {
   testing::TempDir tmp;
-  SynthOptions so;
-  so.shape = "wide";
-  so.threads = 2;
-  const auto hf = tmp.path() / "hf";
-  ASSERT_TRUE(SynthesizeCheckpoint(so, hf).ok());
+  const testing::WideModels wide = testing::MakeWideModels(tmp.path());
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  const std::filesystem::path& hf = wide.raw;
   std::vector<std::pair<std::filesystem::path, std::vector<int32_t>>> models = {
       {Gguf(), ReferenceInputs()}, {hf, kWideInputs}};
-  for (const char* codec : {"vlc", "tiled"}) {
-    CompressOptions co;
-    co.codec = codec;
-    co.threads = 2;
-    models.push_back({tmp.path() / codec, kWideInputs});
-    ASSERT_TRUE(CompressModel(hf, models.back().first, co).ok());
-  }
+  for (const auto& [codec, dir] : wide.packed) models.push_back({dir, kWideInputs});
   for (const auto& [model, inputs] : models) {
     SCOPED_TRACE(model.string());
     const std::vector<float> mapped = RunLogits(model, inputs, 16);

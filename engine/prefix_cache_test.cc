@@ -8,9 +8,9 @@
 
 #include "engine/engine.h"
 #include "engine/model_compressor.h"
-#include "engine/synth.h"
 #include "gtest/gtest.h"
 #include "tests/testing/testing.h"
+#include "tests/testing/wide_models.h"
 
 namespace packd::engine {
 namespace {
@@ -132,19 +132,14 @@ TEST(PrefixCacheTest, HitsGiveScratchLogitsBitForBitOnEveryCodec) {
 // raw model's scratch logits.
 TEST(PrefixCacheTest, WideBf16ModelsThroughTheSplitKernels) {
   testing::TempDir tmp;
-  SynthOptions so;
-  so.shape = "wide";
-  so.threads = 2;
-  const auto raw = tmp.path() / "raw";
-  ASSERT_TRUE(SynthesizeCheckpoint(so, raw).ok());
+  const testing::WideModels wide = testing::MakeWideModels(tmp.path());
+  ASSERT_FALSE(::testing::Test::HasFailure());
   {
     SCOPED_TRACE("raw bf16");
-    ExpectHitsGiveScratchLogits(raw, /*max_id=*/255);
+    ExpectHitsGiveScratchLogits(wide.raw, /*max_id=*/255);
   }
-  for (const char* codec : {"vlc", "tiled"}) {
+  for (const auto& [codec, dir] : wide.packed) {
     SCOPED_TRACE(codec);
-    const auto dir = tmp.path() / codec;
-    ASSERT_TRUE(CompressModel(raw, dir, {.codec = codec, .threads = 2}).ok());
     ExpectHitsGiveScratchLogits(dir, /*max_id=*/255);
   }
 }
