@@ -149,6 +149,7 @@ struct TiledSource {
   const codec::TiledRowsView* w;
   int64_t tile_cols;
   __m512i table, low_nibbles;
+  TiledSource() = default;  // (TiledBlock's array, assigned before use)
   PACKD_SPLIT_INLINE TiledSource(const codec::TiledRowsView& view, int64_t row0) : w(&view) {
     tile_cols = static_cast<int64_t>(view.tile_cols);
     table = WindowTable(view.window_base);
@@ -259,8 +260,19 @@ PACKD_SPLIT_INLINE void RowsGroups(const X* x, int64_t x_stride, Source& src, co
   }
 }
 
-// T tokens x R rows over all of k (a multiple of 64), a tile at a time: tiles
-// in which none of the R rows has escapes skip the escape logic. Registers:
+// Tile column `col` (groups [c0, c1)) of T tokens x R rows: tiles in which
+// none of the R rows has escapes skip the escape logic.
+template <int T, int R, typename X, typename Source>
+PACKD_SPLIT_INLINE void TileColumn(const X* x, int64_t x_stride, Source& src, const Join& join,
+                                   int64_t c0, int64_t c1, int64_t col, __m512 (&acc)[T][R]) {
+  if (src.Escapes(col)) {
+    RowsGroups<true>(x, x_stride, src, join, c0, c1, acc);
+  } else {
+    RowsGroups<false>(x, x_stride, src, join, c0, c1, acc);
+  }
+}
+
+// T tokens x R rows over all of k (a multiple of 64), a tile at a time. Registers:
 // T * R accumulators, 2R joined byte vectors, T x chunks, 4 indices.
 template <int T, int R, typename X, typename Source>
 PACKD_SPLIT_INLINE void RowsTile(const X* x, int64_t x_stride, Source src, int64_t k, float* out,
@@ -271,15 +283,53 @@ PACKD_SPLIT_INLINE void RowsTile(const X* x, int64_t x_stride, Source src, int64
     for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
   }
   for (int64_t c0 = 0, col = 0; c0 < k; c0 += src.tile_cols, ++col) {
-    const int64_t c1 = std::min(k, c0 + src.tile_cols);
-    if (src.Escapes(col)) {
-      RowsGroups<true>(x, x_stride, src, join, c0, c1, acc);
-    } else {
-      RowsGroups<false>(x, x_stride, src, join, c0, c1, acc);
-    }
+    TileColumn(x, x_stride, src, join, c0, std::min(k, c0 + src.tile_cols), col, acc);
   }
   for (int t = 0; t < T; ++t) {
     for (int r = 0; r < R; ++r) out[t * out_stride + r] = ReduceLanes(acc[t][r]);
+  }
+}
+
+// T tokens over `rows` tiled rows in pairs (an odd last row by RowsTile<T,
+// 1>), up to kBlockPairs pairs a tile column at a time: every pair reads the
+// tokens' x for the column from L1, where TiledTile's pair streams all of
+// each token's x from L2 (5+ fp32 tokens of k >= 2048 overflow L1; without
+// this, `tiled` batch-8 decode ran at 0.73–0.78x raw, with it 0.91–0.92x:
+// bench/NOTES.md). Between columns each pair's accumulators wait in `park`,
+// so every lane's FMA chain, and so the bits, are TiledTile's.
+constexpr int kBlockPairs = 8;
+template <int T, typename X>
+PACKD_SPLIT_TARGET void TiledBlock(const X* x, int64_t x_stride, const codec::TiledRowsView& w,
+                                   int64_t row0, int64_t rows, float* out, int64_t out_stride) {
+  const Join join = Join::Make();
+  const int64_t k = static_cast<int64_t>(w.cols);
+  for (int64_t r = 0; r + 1 < rows; r += 2 * kBlockPairs) {
+    const int pairs = static_cast<int>(std::min<int64_t>(kBlockPairs, (rows - r) / 2));
+    TiledSource<2> src[kBlockPairs];
+    alignas(64) __m512 park[kBlockPairs][T][2];
+    for (int p = 0; p < pairs; ++p) {
+      src[p] = TiledSource<2>(w, row0 + r + 2 * p);
+      for (int t = 0; t < T; ++t) park[p][t][0] = park[p][t][1] = _mm512_setzero_ps();
+    }
+    for (int64_t c0 = 0, col = 0; c0 < k; c0 += src[0].tile_cols, ++col) {
+      const int64_t c1 = std::min(k, c0 + src[0].tile_cols);
+      for (int p = 0; p < pairs; ++p) {
+        __m512 acc[T][2];
+        std::memcpy(acc, park[p], sizeof(acc));
+        TileColumn(x, x_stride, src[p], join, c0, c1, col, acc);
+        std::memcpy(park[p], acc, sizeof(acc));
+      }
+    }
+    for (int p = 0; p < pairs; ++p) {
+      for (int t = 0; t < T; ++t) {
+        for (int q = 0; q < 2; ++q) {
+          out[t * out_stride + r + 2 * p + q] = ReduceLanes(park[p][t][q]);
+        }
+      }
+    }
+  }
+  if (rows % 2 == 1) {
+    RowsTile<T, 1>(x, x_stride, TiledSource<1>(w, row0 + rows - 1), k, out + rows - 1, out_stride);
   }
 }
 
@@ -472,13 +522,34 @@ void ForEachTile(int64_t n, int64_t rows, Run run) {
   }
 }
 
+// fp32 token groups of at least kBlockTokens go through TiledBlock (at 2–4
+// tokens it measured no faster; the bf16 mode's x is half the size and was
+// not measured with it).
+constexpr int kBlockTokens = 5;
+template <typename X>
+constexpr decltype(&TiledBlock<kBlockTokens, X>) kTiledBlock[kTokens + 1] = {
+    nullptr,           nullptr,           nullptr,           nullptr,          nullptr,
+    &TiledBlock<5, X>, &TiledBlock<6, X>, &TiledBlock<7, X>, &TiledBlock<8, X>};
+static_assert(kTokens == 8 && kBlockTokens == 5, "kTiledBlock lists TiledBlock<5..kTokens>");
+
 template <typename X>
 void GemmTiled(const X* x, int64_t n, int64_t x_stride, const codec::TiledRowsView& w, int64_t row0,
                int64_t rows, float* out, int64_t out_stride) {
-  ForEachTile(n, rows, [&](int64_t t, int tt, int64_t r, int rr) {
-    kTiled<X>.fn[tt][rr](x + t * x_stride, x_stride, w, row0 + r, out + t * out_stride + r,
-                         out_stride);
-  });
+  for (int64_t t0 = 0; t0 < n; t0 += kTokens) {
+    const int64_t group = std::min<int64_t>(kTokens, n - t0);
+    const X* xg = x + t0 * x_stride;
+    float* og = out + t0 * out_stride;
+    if constexpr (std::is_same_v<X, float>) {
+      if (group >= kBlockTokens) {
+        kTiledBlock<X>[group](xg, x_stride, w, row0, rows, og, out_stride);
+        continue;
+      }
+    }
+    ForEachTile(group, rows, [&](int64_t t, int tt, int64_t r, int rr) {
+      kTiled<X>.fn[tt][rr](xg + t * x_stride, x_stride, w, row0 + r, og + t * out_stride + r,
+                           out_stride);
+    });
+  }
 }
 
 template <typename X>
