@@ -124,7 +124,9 @@ absl::StatusOr<MappedFile> MappedFile::Open(const std::filesystem::path& path, F
                           absl::StrCat(path.string(), ": ", mem.status().message()));
     }
     RETURN_IF_ERROR(ReadFully(fd, mem->data(), f.size_, path));
-    RETURN_IF_ERROR(mem->MakeReadOnly());
+    if (absl::Status s = mem->MakeReadOnly(); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(path.string(), ": ", s.message()));
+    }
     f.data_ = mem->data();
     f.resident_ = *std::move(mem);
   } else {

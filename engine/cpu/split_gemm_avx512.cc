@@ -526,10 +526,16 @@ void ForEachTile(int64_t n, int64_t rows, Run run) {
 // tokens it measured no faster; the bf16 mode's x is half the size and was
 // not measured with it).
 constexpr int kBlockTokens = 5;
-template <typename X>
-constexpr decltype(&TiledBlock<kBlockTokens, X>) kTiledBlock[kTokens + 1] = {
-    nullptr,           nullptr,           nullptr,           nullptr,          nullptr,
-    &TiledBlock<5, X>, &TiledBlock<6, X>, &TiledBlock<7, X>, &TiledBlock<8, X>};
+constexpr decltype(&TiledBlock<kBlockTokens, float>) kTiledBlock[kTokens + 1] = {
+    nullptr,
+    nullptr,
+    nullptr,
+    nullptr,
+    nullptr,
+    &TiledBlock<5, float>,
+    &TiledBlock<6, float>,
+    &TiledBlock<7, float>,
+    &TiledBlock<8, float>};
 static_assert(kTokens == 8 && kBlockTokens == 5, "kTiledBlock lists TiledBlock<5..kTokens>");
 
 template <typename X>
@@ -541,7 +547,7 @@ void GemmTiled(const X* x, int64_t n, int64_t x_stride, const codec::TiledRowsVi
     float* og = out + t0 * out_stride;
     if constexpr (std::is_same_v<X, float>) {
       if (group >= kBlockTokens) {
-        kTiledBlock<X>[group](xg, x_stride, w, row0, rows, og, out_stride);
+        kTiledBlock[group](xg, x_stride, w, row0, rows, og, out_stride);
         continue;
       }
     }
