@@ -46,9 +46,18 @@ using internal::ReduceLanes;
 #define PACKD_SPLIT_INLINE PACKD_SPLIT_TARGET __attribute__((always_inline)) inline
 
 constexpr int64_t kGroup = 64;
-// How far ahead of a row's rest bytes TiledSource prefetches (16 KiB: several
-// rows ahead for usual k, so the next rows' lines are in flight too).
+// How far ahead of a row's rest bytes the tiled and vlc kernels prefetch:
+// kPrefetchRows rows (the same columns of the rows a later call reads), at
+// least kPrefetchBytes. A fixed 16 KiB was 8 rows at k = 2048 but under 3 at
+// k = 5632 (an MLP down projection), where the lines then arrived late:
+// `tiled` one-token decode from DRAM at k = 5632 ran at 24–26 GFLOP/s on one
+// core with 16 KiB and 30–35 with 8 rows (build/bench/kernels; bench/NOTES.md,
+// "CPU kernels, fifth round").
 constexpr int64_t kPrefetchBytes = 16384;
+constexpr int64_t kPrefetchRows = 8;
+constexpr int64_t PrefetchAhead(int64_t cols) {
+  return std::max(kPrefetchBytes, kPrefetchRows * cols);
+}
 
 // vpermt2b indices: dword d of vector c takes lo[16c + d] into byte 2 and
 // hi[16c + d] (index + 64 selects the second source) into byte 3; bytes 0
@@ -148,10 +157,12 @@ struct TiledSource {
   uint64_t first_tile[R];
   const codec::TiledRowsView* w;
   int64_t tile_cols;
+  int64_t ahead;  // prefetch distance in rest bytes
   __m512i table, low_nibbles;
   TiledSource() = default;  // (TiledBlock's array, assigned before use)
   PACKD_SPLIT_INLINE TiledSource(const codec::TiledRowsView& view, int64_t row0) : w(&view) {
     tile_cols = static_cast<int64_t>(view.tile_cols);
+    ahead = PrefetchAhead(static_cast<int64_t>(view.cols));
     table = WindowTable(view.window_base);
     low_nibbles = _mm512_set1_epi8(0x0f);
     for (int r = 0; r < R; ++r) {
@@ -162,16 +173,15 @@ struct TiledSource {
       esc[r] = view.escapes + view.EscapeOffset(first_tile[r]);
     }
   }
-  // Software prefetch into L2, kPrefetchBytes of rest ahead (and the same
+  // Software prefetch into L2, `ahead` bytes of rest ahead (and the same
   // elements' codes): the hardware prefetchers alone left a core waiting on
   // DRAM (measured: tiled streamed ~20 GB/s without, ~36–39 with, the
   // machine's limit; raw bf16 ~37). Addresses past the end are harmless: a
   // prefetch never faults.
   PACKD_SPLIT_INLINE void Prefetch(int r, int64_t g) const {
-    _mm_prefetch(reinterpret_cast<const char*>(rest[r] + g + kPrefetchBytes), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(rest[r] + g + ahead), _MM_HINT_T1);
     if (g % 128 == 0) {
-      _mm_prefetch(reinterpret_cast<const char*>(codes[r] + g / 2 + kPrefetchBytes / 2),
-                   _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(codes[r] + g / 2 + ahead / 2), _MM_HINT_T1);
     }
   }
   PACKD_SPLIT_INLINE bool Escapes(int64_t col) const {
@@ -377,6 +387,7 @@ PACKD_SPLIT_TARGET void VlcTile(const X* x, int64_t x_stride,
   const __m512i half1 = _mm512_load_si512(kVlcJoin.half[1]);
   const int64_t k = static_cast<int64_t>(w.cols);
   const int64_t tile_cols = static_cast<int64_t>(w.tile_cols);
+  const int64_t ahead = PrefetchAhead(k);
   __m512 acc[T][R];
   for (int t = 0; t < T; ++t) {
 #pragma GCC unroll 8
@@ -408,8 +419,8 @@ PACKD_SPLIT_TARGET void VlcTile(const X* x, int64_t x_stride,
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         if (s % 2 == 0) {
-          _mm_prefetch(reinterpret_cast<const char*>(rest[r] + i + kPrefetchBytes), _MM_HINT_T1);
-          _mm_prefetch(reinterpret_cast<const char*>(lanes[r].p + kPrefetchBytes / 4), _MM_HINT_T1);
+          _mm_prefetch(reinterpret_cast<const char*>(rest[r] + i + ahead), _MM_HINT_T1);
+          _mm_prefetch(reinterpret_cast<const char*>(lanes[r].p + ahead / 4), _MM_HINT_T1);
         }
         // Steps before the on-demand ones refill for the next (none before
         // the first on-demand step).
