@@ -1,19 +1,37 @@
-// kernels: speed of the CPU backend's gemm kernel (engine/cpu/kernels.h).
+// kernels: speed of the CPU backend's matmul kernels: Kernels::gemm
+// (engine/cpu/kernels.h) on raw weights, and the split kernels
+// (engine/cpu/split_gemm.h) that multiply `tiled` and `vlc` weights as
+// stored, decoding them in registers.
 //
 //   build/bench/kernels [--k 2048] [--rows 2048] [--tokens 1,64] [--threads N]
-//                       [--dtypes bf16,f16,f32] [--seconds 0.3] [--json FILE]
+//                       [--dtypes bf16,f16,f32] [--codecs raw,tiled,vlc]
+//                       [--seconds 0.3] [--cold-mib 256] [--json FILE]
 //
 // For every ISA this CPU runs (portable, avx2, avx512), and for bf16 weights
 // the bf16 matmul mode's kernel where the CPU has AVX512-BF16
 // (engine/cpu/bf16_gemm.h; x rounded to bf16 in each call), every weight
 // dtype and every token count n, times out[n, rows] = x[n, k] * w[rows, k]^T on one
 // thread and on --threads threads (a packd::ThreadPool; rows split in blocks
-// of 64, one gemm call per block, as the CPU backend does). Reported: GFLOP/s
-// (2 n rows k per call) and the weight bytes read per second (GB/s, 1e9).
+// of 64, one gemm call per block, as the CPU backend does). For bf16 weights
+// and --codecs tiled / vlc, where the CPU has the split kernels (AVX-512 with
+// VBMI2), the same matrix encoded by that codec with its defaults (what
+// `packd compress` writes) goes through the split kernel of each matmul mode,
+// in the row blocks the CPU backend uses for it (one call per block on one
+// thread too), and its output is checked bit for bit against the avx512 gemm
+// (fp32 mode) or the bf16 matmul kernel (bf16 mode) on the raw matrix: a
+// mismatch prints FAIL and the program exits 1 after the table. Weights:
+// N(0, 0.02) synthesized as the engine benchmark's are (engine/synth.h), the
+// statistics the codecs are built for.
+//
+// Reported: GFLOP/s (2 n rows k per call; the same weights per second for
+// every codec) and the weight bytes read per second (GB/s, 1e9: the stored
+// bytes, so a codec's figure is what it reads, not what it decodes).
 //
 // "hot": one weight matrix, read again and again (8 MiB for bf16 2048 x 2048:
-// it sits in a large L3). "cold": as many copies as fill 256 MiB, used in turn,
-// so each call streams its weights from DRAM, as decoding a real model does.
+// it sits in a large L3). "cold": as many copies as fill --cold-mib MiB, used
+// in turn, so each call streams its weights from DRAM, as decoding a real
+// model does. Weights live in huge-page-advised memory (base/file.h
+// HugePageMemory), as the engine's resident weights do.
 // Each figure is the best of 3 windows of --seconds / 3 (a shared machine);
 // the single-thread figure is also given per second of the thread's CPU time,
 // which leaves out time the thread spent descheduled on a busy machine.
@@ -24,8 +42,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
+#include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,13 +56,19 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/file.h"
 #include "base/parallel.h"
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
 #include "bench/bench_main.h"
 #include "codec/dtype.h"
+#include "codec/tensor_codec.h"
+#include "codec/tiled_codec.h"
+#include "codec/vlc_codec.h"
 #include "engine/cpu/bf16_gemm.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/split_gemm.h"
+#include "engine/synth.h"
 #include "nlohmann/json.hpp"
 
 namespace packd::bench {
@@ -56,19 +83,26 @@ struct Options {
   std::vector<int64_t> tokens = {1, 64};
   int threads = 0;
   std::vector<codec::DType> dtypes = {codec::DType::kBF16, codec::DType::kF16, codec::DType::kF32};
+  std::vector<std::string> codecs = {"raw", "tiled", "vlc"};
   double seconds = 0.3;
+  int64_t cold_mib = 256;
   std::string json;
 };
 
 constexpr char kUsage[] =
     "usage: kernels [--k N] [--rows N] [--tokens 1,64] [--threads N]\n"
-    "               [--dtypes bf16,f16,f32] [--seconds S] [--json FILE]\n"
-    "Times the CPU gemm kernel of every ISA this CPU runs; prints a Markdown table.\n"
+    "               [--dtypes bf16,f16,f32] [--codecs raw,tiled,vlc] [--seconds S]\n"
+    "               [--cold-mib N] [--json FILE]\n"
+    "Times the CPU gemm kernel of every ISA this CPU runs, and the split kernels on\n"
+    "tiled / vlc bf16 weights, hot and streamed from DRAM; checks the split kernels'\n"
+    "output bit for bit; prints a Markdown table.\n"
     "  --k, --rows  weight matrix shape (default 2048 x 2048)\n"
     "  --tokens     token counts n (default 1,64)\n"
     "  --threads    the multi-thread column (default: hardware threads)\n"
     "  --dtypes     weight types (default bf16,f16,f32)\n"
+    "  --codecs     raw (the gemm), tiled, vlc (split kernels, bf16 weights; default all)\n"
     "  --seconds    measuring time per figure (default 0.3)\n"
+    "  --cold-mib   the cold rows' weight copies fill this many MiB (default 256)\n"
     "  --json       also write the numbers to FILE\n";
 
 absl::StatusOr<int64_t> ParsePositive(const std::string& flag, const std::string& v) {
@@ -122,6 +156,19 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
         }
         o.dtypes.push_back(*d);
       }
+    } else if (arg == "--codecs") {
+      o.codecs.clear();
+      for (const std::string& c :
+           std::vector<std::string>(absl::StrSplit(value, ',', absl::SkipEmpty()))) {
+        if (c != "raw" && c != "tiled" && c != "vlc") {
+          return absl::InvalidArgumentError(
+              absl::StrCat("--codecs: expected raw, tiled or vlc, got '", c, "'"));
+        }
+        o.codecs.push_back(c);
+      }
+      if (o.codecs.empty()) return absl::InvalidArgumentError("--codecs: empty list");
+    } else if (arg == "--cold-mib") {
+      ASSIGN_OR_RETURN(o.cold_mib, ParsePositive(arg, value));
     } else if (arg == "--seconds") {
       if (!absl::SimpleAtod(value, &o.seconds) || !(o.seconds > 0 && o.seconds <= 60)) {
         return absl::InvalidArgumentError(absl::StrCat("--seconds: expected 0..60, got ", value));
@@ -172,11 +219,80 @@ Rate CallsPerSecond(double seconds, const Run& run) {
   return best;
 }
 
+// `count` copies of one matrix as stored: raw bytes, or an encoded tensor's
+// components (each 64-byte aligned, with 64 bytes of slack after it), in one
+// huge-page-advised buffer; for an encoding, a decoder per copy.
+struct Copies {
+  HugePageMemory mem;
+  int64_t count = 0;
+  int64_t stride = 0;        // bytes from one copy to the next
+  int64_t stored_bytes = 0;  // the bytes one copy holds (components summed)
+  std::vector<codec::ComponentViews> views;
+  std::vector<std::unique_ptr<codec::TensorDecoder>> decoders;
+};
+
+absl::StatusOr<Copies> CopyRaw(std::span<const uint8_t> matrix, int64_t count) {
+  Copies c;
+  c.count = count;
+  c.stride = c.stored_bytes = static_cast<int64_t>(matrix.size());
+  ASSIGN_OR_RETURN(c.mem, HugePageMemory::Allocate(static_cast<size_t>(count * c.stride)));
+  for (int64_t i = 0; i < count; ++i) {
+    std::memcpy(c.mem.data() + i * c.stride, matrix.data(), matrix.size());
+  }
+  return c;
+}
+
+absl::StatusOr<Copies> CopyEncoded(const codec::TensorCodec& codec, const codec::TensorInfo& info,
+                                   const codec::EncodedTensor& t, int64_t cold_bytes) {
+  Copies c;
+  for (const codec::EncodedComponent& comp : t.components) {
+    c.stored_bytes += static_cast<int64_t>(comp.bytes.size());
+    c.stride += (static_cast<int64_t>(comp.bytes.size()) + 64 + 63) / 64 * 64;
+  }
+  c.count = std::max<int64_t>(1, cold_bytes / c.stride);
+  ASSIGN_OR_RETURN(c.mem, HugePageMemory::Allocate(static_cast<size_t>(c.count * c.stride)));
+  for (int64_t i = 0; i < c.count; ++i) {
+    codec::ComponentViews views;
+    uint8_t* p = c.mem.data() + i * c.stride;
+    for (const codec::EncodedComponent& comp : t.components) {
+      std::memcpy(p, comp.bytes.data(), comp.bytes.size());
+      views[comp.name] = std::span<const uint8_t>(p, comp.bytes.size());
+      p += (comp.bytes.size() + 64 + 63) / 64 * 64;
+    }
+    c.views.push_back(std::move(views));
+  }
+  for (int64_t i = 0; i < c.count; ++i) {
+    ASSIGN_OR_RETURN(std::unique_ptr<codec::TensorDecoder> d,
+                     codec.OpenDecoder(info, c.views[static_cast<size_t>(i)]));
+    c.decoders.push_back(std::move(d));
+  }
+  return c;
+}
+
+// One kernel over one stored form of the matrix.
+struct Path {
+  std::string name;
+  std::string codec;  // raw, tiled, vlc
+  const Copies* copies = nullptr;
+  // Rows per call: 0 = the raw gemm's way (one call over all rows on one
+  // thread, blocks of 64 rows on the pool); else blocks of this many rows
+  // both ways (the CPU backend's split-kernel blocks).
+  int64_t block_rows = 0;
+  // out[n, r1 - r0] (stride rows) = x[n, k] * rows [r0, r1) of copy c.
+  std::function<void(int64_t c, int64_t n, int64_t r0, int64_t r1)> gemm;
+  std::function<void(int64_t n)> prepare = [](int64_t) {};  // once per call, first
+  // The raw kernel whose bits this path must reproduce (empty: none).
+  std::string reference;
+};
+
 int Run(const Options& o) {
   std::vector<Isa> isas;
   for (Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAvx512}) {
     if (engine::cpu::GetKernelsFor(isa).isa == isa) isas.push_back(isa);
   }
+  auto wants = [&o](const char* codec) {
+    return std::find(o.codecs.begin(), o.codecs.end(), codec) != o.codecs.end();
+  };
   ThreadPool pool(o.threads);
   const int64_t max_n = *std::max_element(o.tokens.begin(), o.tokens.end());
   std::vector<float> x(static_cast<size_t>(max_n * o.k));
@@ -184,89 +300,221 @@ int Run(const Options& o) {
   std::vector<float> out(static_cast<size_t>(max_n * o.rows));
   std::vector<uint16_t> x_bf16(x.size());
   nlohmann::json results = nlohmann::json::array();
+  const int64_t cold_bytes = o.cold_mib << 20;
+  const engine::cpu::SplitGemmKernels* split = engine::cpu::GetSplitGemmKernelsFor(Isa::kAvx512);
+  const engine::cpu::SplitGemmBf16Kernels* split_bf16 =
+      engine::cpu::GetSplitGemmBf16KernelsFor(Isa::kAvx512);
+  const engine::cpu::Bf16GemmKernels* bf16 = engine::cpu::GetBf16GemmKernelsFor(Isa::kAvx512);
+  int failures = 0;
 
-  std::printf("gemm: out[n, %lld] = x[n, %lld] * w^T, GFLOP/s (weight GB/s)\n\n",
+  std::printf("matmul: out[n, %lld] = x[n, %lld] * w^T, GFLOP/s (stored weight GB/s)\n\n",
               static_cast<long long>(o.rows), static_cast<long long>(o.k));
-  std::printf("| isa | dtype | n | weights | 1 thread | 1 thread, per CPU second | %d threads |\n",
-              pool.threads());
-  std::printf("|---|---|---:|---|---:|---:|---:|\n");
+  if ((wants("tiled") || wants("vlc")) && split == nullptr) {
+    std::printf("(no split kernels on this CPU: they need AVX-512 with VBMI and VBMI2)\n\n");
+  }
+  std::printf(
+      "| kernel | dtype | n | weights | 1 thread | 1 thread, per CPU second | %d threads | output "
+      "|\n",
+      pool.threads());
+  std::printf("|---|---|---:|---|---:|---:|---:|---|\n");
   for (codec::DType dtype : o.dtypes) {
+    const codec::TensorInfo info{dtype, {o.rows, o.k}};
     const int64_t matrix_bytes = o.rows * o.k * codec::DTypeSize(dtype);
-    const int64_t copies = std::max<int64_t>(1, (int64_t{256} << 20) / matrix_bytes);
-    // Weight values do not matter for speed; a repeating pattern of normal
-    // numbers (no NaN/subnormal slow paths) of the dtype.
-    std::vector<uint8_t> weights(static_cast<size_t>(copies * matrix_bytes));
-    for (size_t i = 0; i < weights.size(); i += 2) {
-      weights[i] = static_cast<uint8_t>(i * 37);
-      weights[i + 1] = static_cast<uint8_t>(0x3c + (i / 2) % 3);
+    std::vector<uint8_t> matrix(static_cast<size_t>(matrix_bytes));
+    engine::FillSynthTensor({"bench.kernels.weight", {o.rows, o.k}, engine::SynthInit::kNormal002},
+                            0, dtype, matrix, o.threads);
+    absl::StatusOr<Copies> raw =
+        CopyRaw(matrix, std::max<int64_t>(1, cold_bytes / std::max<int64_t>(matrix_bytes, 1)));
+    if (!raw.ok()) {
+      std::fprintf(stderr, "kernels: %s\n", std::string(raw.status().message()).c_str());
+      return 1;
     }
-    // Each ISA's Kernels::gemm, and for bf16 weights the bf16 matmul
-    // mode's kernel (bf16_gemm.h: x rounded to bf16 once per call, as the
-    // CPU backend does once per matmul).
-    struct Path {
-      std::string name;
-      // out[n, r1 - r0] (stride rows) = x[n, k] * rows [r0, r1) of w.
-      std::function<void(const uint8_t* w, int64_t n, int64_t r0, int64_t r1)> gemm;
-      std::function<void(int64_t n)> prepare = [](int64_t) {};  // once per call, first
-    };
+    // Each ISA's Kernels::gemm, and for bf16 weights the bf16 matmul mode's
+    // kernel (bf16_gemm.h: x rounded to bf16 once per call, as the CPU
+    // backend does once per matmul): timed for --codecs raw, and the
+    // references the split kernels are checked against in any case.
     std::vector<Path> paths;
     for (Isa isa : isas) {
       const Kernels& kern = engine::cpu::GetKernelsFor(isa);
-      paths.push_back(
-          {std::string(engine::cpu::IsaName(isa)),
-           [&kern, &o, &x, &out, dtype](const uint8_t* w, int64_t n, int64_t r0, int64_t r1) {
-             kern.gemm(x.data(), n, o.k, w + r0 * o.k * codec::DTypeSize(dtype), dtype, r1 - r0,
-                       o.k, out.data() + r0, o.rows);
-           }});
+      paths.push_back({.name = std::string(engine::cpu::IsaName(isa)),
+                       .codec = "raw",
+                       .copies = &*raw,
+                       .gemm = [&kern, &o, &x, &out, &raw, dtype](int64_t c, int64_t n, int64_t r0,
+                                                                  int64_t r1) {
+                         kern.gemm(
+                             x.data(), n, o.k,
+                             raw->mem.data() + c * raw->stride + r0 * o.k * codec::DTypeSize(dtype),
+                             dtype, r1 - r0, o.k, out.data() + r0, o.rows);
+                       }});
     }
-    const engine::cpu::Bf16GemmKernels* bf16 = engine::cpu::GetBf16GemmKernelsFor(Isa::kAvx512);
     if (bf16 != nullptr && dtype == codec::DType::kBF16) {
       paths.push_back(
-          {"avx512 bf16 matmul",
-           [bf16, &o, &x_bf16, &out](const uint8_t* w, int64_t n, int64_t r0, int64_t r1) {
-             bf16->gemm(x_bf16.data(), n, o.k, w + r0 * o.k * 2, r1 - r0, o.k, out.data() + r0,
-                        o.rows);
-           },
-           [bf16, &o, &x, &x_bf16](int64_t n) { bf16->round(x.data(), n * o.k, x_bf16.data()); }});
+          {.name = "avx512 bf16 matmul",
+           .codec = "raw",
+           .copies = &*raw,
+           .gemm =
+               [bf16, &o, &x_bf16, &out, &raw](int64_t c, int64_t n, int64_t r0, int64_t r1) {
+                 bf16->gemm(x_bf16.data(), n, o.k, raw->mem.data() + c * raw->stride + r0 * o.k * 2,
+                            r1 - r0, o.k, out.data() + r0, o.rows);
+               },
+           .prepare = [bf16, &o, &x,
+                       &x_bf16](int64_t n) { bf16->round(x.data(), n * o.k, x_bf16.data()); }});
     }
+    const std::vector<Path> references = paths;
+    if (!wants("raw")) paths.clear();
+    // The split kernels on each codec's encoding (bf16 weights only).
+    std::vector<std::pair<std::string, std::unique_ptr<Copies>>> encoded;
+    std::vector<codec::TiledRowsView> tiled_views;
+    std::vector<codec::VlcInterleavedRowsView> vlc_views;
+    if (split != nullptr && dtype == codec::DType::kBF16) {
+      for (const char* name : {"tiled", "vlc"}) {
+        if (!wants(name)) continue;
+        const bool is_tiled = std::string_view(name) == "tiled";
+        const codec::TensorCodec& codec = is_tiled ? codec::TiledCodec() : codec::VlcCodec();
+        absl::StatusOr<codec::EncodedTensor> enc = codec.Encode(info, matrix, o.threads);
+        absl::StatusOr<Copies> copies =
+            enc.ok() ? CopyEncoded(codec, info, *enc, cold_bytes) : enc.status();
+        if (!copies.ok()) {
+          std::fprintf(stderr, "kernels: %s: %s\n", name,
+                       std::string(copies.status().message()).c_str());
+          return 1;
+        }
+        encoded.emplace_back(name, std::make_unique<Copies>(*std::move(copies)));
+        const Copies& cp = *encoded.back().second;
+        for (const auto& d : cp.decoders) {
+          if (is_tiled) {
+            const auto* td = dynamic_cast<const codec::TiledDecoder*>(d.get());
+            absl::StatusOr<codec::TiledRowsView> v =
+                td != nullptr ? td->Rows()
+                              : absl::InternalError("TiledCodec() opened another decoder");
+            if (!v.ok()) {
+              std::fprintf(stderr, "kernels: tiled: %s\n",
+                           std::string(v.status().message()).c_str());
+              return 1;
+            }
+            tiled_views.push_back(*v);
+          } else {
+            absl::StatusOr<codec::VlcInterleavedRowsView> v = codec::VlcInterleavedRows(*d);
+            if (!v.ok()) {
+              std::fprintf(stderr, "kernels: vlc: %s\n", std::string(v.status().message()).c_str());
+              return 1;
+            }
+            vlc_views.push_back(*v);
+          }
+        }
+      }
+      const int64_t block = engine::cpu::SplitGemmRowBlock(o.k);
+      // One matmul mode's split kernel over copy c's view (xs: that mode's x).
+      auto split_gemm = [&o, &out, &tiled_views, &vlc_views](const auto* kernels, const auto& xs,
+                                                             bool is_tiled) {
+        return [kernels, &xs, is_tiled, &o, &out, &tiled_views, &vlc_views](
+                   int64_t c, int64_t n, int64_t r0, int64_t r1) {
+          const size_t i = static_cast<size_t>(c);
+          if (is_tiled) {
+            kernels->tiled(xs.data(), n, o.k, tiled_views[i], r0, r1 - r0, out.data() + r0, o.rows);
+          } else {
+            kernels->vlc(xs.data(), n, o.k, vlc_views[i], r0, r1 - r0, out.data() + r0, o.rows);
+          }
+        };
+      };
+      for (const auto& [codec_name, cp] : encoded) {
+        const bool is_tiled = codec_name == "tiled";
+        paths.push_back({.name = "avx512 " + codec_name,
+                         .codec = codec_name,
+                         .copies = cp.get(),
+                         .block_rows = block,
+                         .gemm = split_gemm(split, x, is_tiled),
+                         .reference = "avx512"});
+        if (split_bf16 != nullptr && bf16 != nullptr) {
+          paths.push_back(
+              {.name = "avx512 bf16 matmul " + codec_name,
+               .codec = codec_name,
+               .copies = cp.get(),
+               .block_rows = block,
+               .gemm = split_gemm(split_bf16, x_bf16, is_tiled),
+               .prepare = [bf16, &o, &x,
+                           &x_bf16](int64_t n) { bf16->round(x.data(), n * o.k, x_bf16.data()); },
+               .reference = "avx512 bf16 matmul"});
+        }
+      }
+    }
+    // Copy 0's output of a path for n tokens, every row (the pool's blocks).
+    auto output_of = [&](const Path& path, int64_t n) {
+      std::fill(out.begin(), out.end(), std::numeric_limits<float>::quiet_NaN());
+      path.prepare(n);
+      const int64_t block = path.block_rows > 0 ? path.block_rows : o.rows;
+      for (int64_t r0 = 0; r0 < o.rows; r0 += block)
+        path.gemm(0, n, r0, std::min(o.rows, r0 + block));
+      return std::vector<float>(out.begin(), out.begin() + n * o.rows);
+    };
     for (const Path& path : paths) {
       for (int64_t n : o.tokens) {
+        // Split kernels serve up to kSplitGemmMaxTokens tokens per call (the
+        // CPU backend decodes bf16 row blocks for more).
+        if (path.block_rows > 0 && n > engine::cpu::kSplitGemmMaxTokens) continue;
+        std::string check;
+        if (!path.reference.empty()) {
+          const auto ref = std::find_if(references.begin(), references.end(),
+                                        [&](const Path& p) { return p.name == path.reference; });
+          if (ref != references.end()) {
+            const std::vector<float> want = output_of(*ref, n), got = output_of(path, n);
+            const bool same =
+                std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0;
+            check = same ? "bit-exact" : "FAIL";
+            if (!same) {
+              ++failures;
+              std::fprintf(stderr, "kernels: %s n=%lld differs from %s\n", path.name.c_str(),
+                           static_cast<long long>(n), path.reference.c_str());
+            }
+          }
+        }
         for (bool cold : {false, true}) {
-          const int64_t used = cold ? copies : 1;
+          const int64_t used = cold ? path.copies->count : 1;
           int64_t next = 0;
           auto one_thread = [&] {
-            const uint8_t* w = weights.data() + (next++ % used) * matrix_bytes;
+            const int64_t c = next++ % used;
             path.prepare(n);
-            path.gemm(w, n, 0, o.rows);
+            if (path.block_rows == 0) {
+              path.gemm(c, n, 0, o.rows);
+            } else {
+              for (int64_t r0 = 0; r0 < o.rows; r0 += path.block_rows) {
+                path.gemm(c, n, r0, std::min(o.rows, r0 + path.block_rows));
+              }
+            }
           };
-          constexpr int64_t kBlock = 64;
-          const int64_t blocks = (o.rows + kBlock - 1) / kBlock;
+          const int64_t block = path.block_rows > 0 ? path.block_rows : 64;
+          const int64_t blocks = (o.rows + block - 1) / block;
           auto all_threads = [&] {
-            const uint8_t* w = weights.data() + (next++ % used) * matrix_bytes;
+            const int64_t c = next++ % used;
             path.prepare(n);
             pool.ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
               for (int64_t b = b0; b < b1; ++b) {
-                const int64_t r0 = b * kBlock, r1 = std::min(o.rows, r0 + kBlock);
-                path.gemm(w, n, r0, r1);
+                const int64_t r0 = b * block, r1 = std::min(o.rows, r0 + block);
+                path.gemm(c, n, r0, r1);
               }
             });
           };
           const double flops = 2.0 * static_cast<double>(n * o.rows * o.k);
           const Rate r1 = CallsPerSecond(o.seconds, one_thread);
           const Rate rn = CallsPerSecond(o.seconds, all_threads);
-          const double gb = static_cast<double>(matrix_bytes) * 1e-9;
+          const double gb = static_cast<double>(path.copies->stored_bytes) * 1e-9;
           const std::string dtype_name(codec::DTypeName(dtype));
-          std::printf("| %s | %s | %lld | %s | %.1f (%.1f) | %.1f (%.1f) | %.1f (%.1f) |\n",
+          const std::string output = check.empty() ? "-" : check + " vs " + path.reference;
+          std::printf("| %s | %s | %lld | %s | %.1f (%.1f) | %.1f (%.1f) | %.1f (%.1f) | %s |\n",
                       path.name.c_str(), dtype_name.c_str(), static_cast<long long>(n),
                       cold ? "cold" : "hot", r1.wall * flops * 1e-9, r1.wall * gb,
-                      r1.cpu * flops * 1e-9, r1.cpu * gb, rn.wall * flops * 1e-9, rn.wall * gb);
+                      r1.cpu * flops * 1e-9, r1.cpu * gb, rn.wall * flops * 1e-9, rn.wall * gb,
+                      output.c_str());
           std::fflush(stdout);
           results.push_back({{"isa", path.name},
+                             {"codec", path.codec},
                              {"dtype", dtype_name},
                              {"n", n},
                              {"k", o.k},
                              {"rows", o.rows},
                              {"weights", cold ? "cold" : "hot"},
+                             {"stored_bytes", path.copies->stored_bytes},
+                             {"check", check.empty() ? "none" : check},
                              {"gflops_1_thread", r1.wall * flops * 1e-9},
                              {"weight_gbps_1_thread", r1.wall * gb},
                              {"gflops_1_thread_cpu_time", r1.cpu * flops * 1e-9},
@@ -284,6 +532,11 @@ int Run(const Options& o) {
       std::fprintf(stderr, "kernels: cannot write %s\n", o.json.c_str());
       return 1;
     }
+  }
+  if (failures > 0) {
+    std::fprintf(stderr, "kernels: %d split-kernel outputs differ from the raw kernel's\n",
+                 failures);
+    return 1;
   }
   return 0;
 }

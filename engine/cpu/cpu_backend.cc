@@ -504,9 +504,7 @@ class CpuBackend final : public Backend {
   absl::Status SplitMatMul(const cpu::SplitGemmKernelsOf<X>& split, const X* x, int64_t x_stride,
                            const CpuWeight& w, int64_t n, TensorView out, const AddBias& add_bias) {
     const int64_t m = w.rows(), k = w.cols();
-    // Row blocks whose exponents (one byte per weight) fill about half of
-    // L1, in multiples of 4 rows (the one-token tile height).
-    const int64_t block = std::clamp<int64_t>(16384 / k / 4 * 4, 4, 256);
+    const int64_t block = cpu::SplitGemmRowBlock(k);
     const int64_t blocks = (m + block - 1) / block;
     FirstError err;
     pool_.ParallelFor(blocks, [&](int64_t b0, int64_t b1) {

@@ -14,6 +14,7 @@
 // between gemm's own tiles.)
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "codec/tiled_codec.h"
@@ -55,6 +56,13 @@ struct SplitGemmKernelsOf {
   void (*split)(const X* x, int64_t n, int64_t x_stride, const uint8_t* exps, const uint8_t* rest,
                 int64_t rows, int64_t k, float* out, int64_t out_stride);
 };
+
+// The rows of one split-kernel call, as the CPU backend cuts a k-column
+// matrix: blocks whose exponents (one byte per weight) would fill about half
+// of L1, in multiples of 4 rows (the one-token tile height).
+inline int64_t SplitGemmRowBlock(int64_t k) {
+  return std::clamp<int64_t>(16384 / std::max<int64_t>(k, 1) / 4 * 4, 4, 256);
+}
 
 using SplitGemmKernels = SplitGemmKernelsOf<float>;
 using SplitGemmBf16Kernels = SplitGemmKernelsOf<uint16_t>;
