@@ -48,6 +48,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -86,13 +87,14 @@ struct Options {
   std::vector<std::string> codecs = {"raw", "tiled", "vlc"};
   double seconds = 0.3;
   int64_t cold_mib = 256;
+  bool latency = false;
   std::string json;
 };
 
 constexpr char kUsage[] =
     "usage: kernels [--k N] [--rows N] [--tokens 1,64] [--threads N]\n"
     "               [--dtypes bf16,f16,f32] [--codecs raw,tiled,vlc] [--seconds S]\n"
-    "               [--cold-mib N] [--json FILE]\n"
+    "               [--cold-mib N] [--latency] [--json FILE]\n"
     "Times the CPU gemm kernel of every ISA this CPU runs, and the split kernels on\n"
     "tiled / vlc bf16 weights, hot and streamed from DRAM; checks the split kernels'\n"
     "output bit for bit; prints a Markdown table.\n"
@@ -103,6 +105,8 @@ constexpr char kUsage[] =
     "  --codecs     raw (the gemm), tiled, vlc (split kernels, bf16 weights; default all)\n"
     "  --seconds    measuring time per figure (default 0.3)\n"
     "  --cold-mib   the cold rows' weight copies fill this many MiB (default 256)\n"
+    "  --latency    also time dependent loads, one per 4 KiB page, over 4 MiB..1 GiB\n"
+    "               (what a TLB miss costs on this machine)\n"
     "  --json       also write the numbers to FILE\n";
 
 absl::StatusOr<int64_t> ParsePositive(const std::string& flag, const std::string& v) {
@@ -119,6 +123,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") return absl::CancelledError(kUsage);
+    if (arg == "--latency") {
+      o.latency = true;
+      continue;
+    }
     std::string value;
     if (const size_t eq = arg.find('='); eq != std::string::npos) {
       value = arg.substr(eq + 1);
@@ -284,6 +292,55 @@ struct Path {
   // The raw kernel whose bits this path must reproduce (empty: none).
   std::string reference;
 };
+
+// Dependent loads (a pointer chase), one 8-byte pointer per 4 KiB page at a
+// varying line offset, the pages in random order, over huge-page-advised
+// regions of growing size: the latency of a load whose line is in the cache
+// but whose page is not in the TLB shows where the chase leaves the TLB's
+// reach. With 2 MiB pages the TLB covers gigabytes; where the hypervisor
+// backs a VM's memory with 4 KiB pages, it covers ~12 MiB (3072 entries)
+// and each miss walks two page tables (bench/NOTES.md, "CPU kernels, fifth
+// round").
+int RunLatency() {
+  constexpr size_t kPage = 4096;
+  std::printf("\ndependent loads, one per 4 KiB page in random order (ns per load):\n\n");
+  std::printf("| region | pages | lines touched | ns per load |\n|---:|---:|---:|---:|\n");
+  std::mt19937_64 rng(1);
+  for (size_t mib : {4, 16, 64, 256, 1024}) {
+    const size_t bytes = mib << 20, pages = bytes / kPage;
+    absl::StatusOr<HugePageMemory> mem = HugePageMemory::Allocate(bytes);
+    if (!mem.ok()) {
+      std::fprintf(stderr, "kernels: %s\n", std::string(mem.status().message()).c_str());
+      return 1;
+    }
+    std::memset(mem->data(), 0, bytes);
+    std::vector<size_t> order(pages);
+    for (size_t i = 0; i < pages; ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+    auto slot = [&](size_t i) {
+      const size_t page = order[i % pages];
+      return mem->data() + page * kPage + (page % (kPage / 64)) * 64;
+    };
+    for (size_t i = 0; i < pages; ++i) {
+      uint8_t* next = slot(i + 1);
+      std::memcpy(slot(i), &next, sizeof(next));
+    }
+    const uint8_t* p = slot(0);
+    auto chase = [&p](int64_t steps) {
+      for (int64_t i = 0; i < steps; ++i) std::memcpy(&p, p, sizeof(const uint8_t*));
+    };
+    chase(static_cast<int64_t>(pages));  // warm: lines into the caches
+    constexpr int64_t kSteps = 1 << 21;
+    const auto start = std::chrono::steady_clock::now();
+    chase(kSteps);
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("| %zu MiB | %zu | %zu KiB | %.1f |\n", mib, pages, pages * 64 / 1024,
+                s / kSteps * 1e9 + (p == nullptr ? 1 : 0));
+    std::fflush(stdout);
+  }
+  return 0;
+}
 
 int Run(const Options& o) {
   std::vector<Isa> isas;
@@ -525,6 +582,7 @@ int Run(const Options& o) {
       }
     }
   }
+  if (o.latency && RunLatency() != 0) return 1;
   if (!o.json.empty()) {
     std::ofstream f(o.json);
     f << results.dump(2) << "\n";
