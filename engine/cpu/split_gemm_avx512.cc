@@ -51,7 +51,7 @@ constexpr int64_t kGroup = 64;
 // least kPrefetchBytes. A fixed 16 KiB was 8 rows at k = 2048 but under 3 at
 // k = 5632 (an MLP down projection), where the lines then arrived late:
 // `tiled` one-token decode from DRAM at k = 5632 ran at 24–26 GFLOP/s on one
-// core with 16 KiB and 30–35 with 8 rows (build/bench/kernels; bench/NOTES.md,
+// core with 16 KiB and 30–32 with 8 rows (build/bench/kernels; bench/NOTES.md,
 // "CPU kernels, fifth round").
 constexpr int64_t kPrefetchBytes = 16384;
 constexpr int64_t kPrefetchRows = 8;
